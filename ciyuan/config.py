@@ -1,0 +1,79 @@
+"""Settings: from the environment first, then ``$CIYUAN_HOME/config.toml``, then defaults.
+
+Only loopback and the home folder are needed by default; PostgreSQL and object storage are
+chosen by URL, so the same code runs embedded or on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+DEFAULT_TOKENIZER = "cl100k_base"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    storage_url: str
+    default_tokenizer: str = DEFAULT_TOKENIZER
+    platform_fee_bps: int = 1000  # 10.00 % of each charge goes to the platform
+    hold_timeout_s: int = 300
+    quote_ttl_s: int = 900
+    secret: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def store_root(self) -> str:
+        return self.storage_url.rstrip("/")
+
+
+def _read_config_file(home: Path) -> dict:
+    path = home / "config.toml"
+    if not path.exists():
+        return {}
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def _secret(home: Path) -> str:
+    """A per-home secret for signing URLs and receipts, made once and kept in the home."""
+    path = home / "secret.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(os.urandom(32).hex())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load_settings(home: str | Path | None = None) -> Settings:
+    home_path = Path(home or os.environ.get("CIYUAN_HOME") or Path.home() / ".ciyuan").expanduser().resolve()
+    home_path.mkdir(parents=True, exist_ok=True)
+    conf = _read_config_file(home_path)
+
+    def pick(env: str, key: str, default):
+        return os.environ.get(env) or conf.get(key) or default
+
+    db_url = pick("CIYUAN_DATABASE_URL", "database_url", f"sqlite:///{home_path / 'ciyuan.db'}")
+    storage = pick("CIYUAN_STORAGE_URL", "storage_url", str(home_path / "store"))
+    return Settings(
+        home=home_path,
+        database_url=db_url,
+        storage_url=storage,
+        default_tokenizer=pick("CIYUAN_TOKENIZER", "default_tokenizer", DEFAULT_TOKENIZER),
+        platform_fee_bps=int(pick("CIYUAN_PLATFORM_FEE_BPS", "platform_fee_bps", 1000)),
+        hold_timeout_s=int(pick("CIYUAN_HOLD_TIMEOUT_S", "hold_timeout_s", 300)),
+        quote_ttl_s=int(pick("CIYUAN_QUOTE_TTL_S", "quote_ttl_s", 900)),
+        secret=os.environ.get("CIYUAN_SECRET") or conf.get("secret") or _secret(home_path),
+        extra=conf,
+    )
+
+
+@cache
+def settings() -> Settings:
+    """Process-wide settings; tests call ``settings.cache_clear()`` after changing the environment."""
+    return load_settings()
