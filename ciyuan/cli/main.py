@@ -17,7 +17,6 @@ app = typer.Typer(
 # One module a area; each defines ``register(app)``. Add a line here when adding an area.
 AREAS = [
     "ciyuan.cli.store_cmds",
-    "ciyuan.cli.tokens_cmds",
     "ciyuan.cli.curate_cmds",
     "ciyuan.cli.exchange_cmds",
     "ciyuan.cli.delivery_cmds",

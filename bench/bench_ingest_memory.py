@@ -1,0 +1,93 @@
+"""Peak memory of ``ciyuan ingest`` on a large generated JSONL (target: under 1 GB for 2 GB of input).
+
+Generates a JSONL of the requested size (English and Chinese words, varied record lengths, a few bad
+lines), ingests it with the real CLI in a child process, and reports the child's peak RSS against the
+input size, plus throughput.
+
+    .venv/bin/python bench/bench_ingest_memory.py --gb 2 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EN = ["turbine", "gearbox", "bearing", "blade", "pitch", "yaw", "generator", "converter", "inspection", "vibration", "temperature", "oil", "filter", "replaced", "torque", "sensor", "fault", "alarm", "tower", "nacelle", "maintenance", "crew", "shift", "report"]
+ZH = list("风机齿轮箱轴承叶片变桨偏航发电机变流器巡检振动温度"
+          "油滤更换扭矩传感器故障报警塔筒机舱维护班组报告")
+
+
+def generate(path: Path, size: int, seed: int = 7) -> int:
+    rng = random.Random(seed)
+    written = n = 0
+    with path.open("w", encoding="utf-8") as fh:
+        while written < size:
+            if rng.random() < 0.5:
+                text = " ".join(rng.choices(EN, k=rng.randint(20, 800)))
+            else:
+                text = "".join(rng.choices(ZH, k=rng.randint(30, 1500)))
+            line = json.dumps({"id": f"r{n}", "text": text, "site": rng.randint(1, 40)}, ensure_ascii=False)
+            if n % 100_000 == 99_999:
+                line = line[: len(line) // 2]  # a malformed line now and then
+            fh.write(line + "\n")
+            written += len(line.encode()) + 1
+            n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gb", type=float, default=2.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ciyuan-bench-ingest-"))
+    src = tmp / "big.jsonl"
+    t0 = time.perf_counter()
+    lines = generate(src, int(args.gb * (1 << 30)))
+    gen_s = time.perf_counter() - t0
+    env = dict(os.environ, CIYUAN_HOME=str(tmp / "home"))
+    env.pop("CIYUAN_DATABASE_URL", None)
+    ciyuan = Path(sys.executable).with_name("ciyuan")
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(ciyuan), "ingest", str(src), "--dataset", "big", "--workers", str(args.workers),
+                           "--json"], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"ingest failed: {proc.stderr}\n{proc.stdout}")
+    out = json.loads(proc.stdout)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # largest child: the ingest process
+    size = src.stat().st_size
+    res = {
+        "input_bytes": size,
+        "input_lines": lines,
+        "records": out["records"],
+        "quarantined": out["quarantined"],
+        "tokens": out["tokens"],
+        "workers": args.workers,
+        "generate_s": round(gen_s, 1),
+        "ingest_s": round(wall, 1),
+        "mb_per_s": round(size / wall / 1e6, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "peak_rss_over_input": round(peak_kb * 1024 / size, 3),
+        "target": "peak RSS < 1024 MB",
+        "pass": peak_kb / 1024 < 1024,
+    }
+    print(json.dumps(res, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Commands of the storage layer: ingest, datasets, show, export, verify."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ciyuan.cli.output import JsonOpt, console, emit, errors, progress
+
+
+def _fmt_tokens(tokens: dict) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in tokens.items()) or "-"
+
+
+def ingest_cmd(
+    sources: list[str] = typer.Argument(..., help="Files or folders: JSONL (.gz/.zst), Parquet, CSV, .txt/.md."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name; a new version is added to it."),
+    fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text"),
+    text_field: str = typer.Option("text", "--text-field", help="Field that holds the text."),
+    id_field: str | None = typer.Option(None, "--id-field", help="Field that holds the record id."),
+    license: str | None = typer.Option(None, "--license", help="SPDX licence id of the data."),
+    domain: str | None = typer.Option(None, "--domain", help="Domain recorded in each record's meta."),
+    language: str | None = typer.Option(None, "--language", help="Language recorded in each record's meta."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse the whole input if any item is bad."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Processes for token counting."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Read raw files into a new, immutable version; bad items go to its quarantine."""
+    from ciyuan.store.ingest import ingest
+
+    with errors(as_json), progress(not as_json) as bar:
+        task = bar.add_task("ingest", total=None, extra="")
+
+        def tick(records: int, bad: int) -> None:
+            bar.update(task, completed=records, extra=f"{bad} quarantined")
+
+        out = ingest(sources, dataset, fmt=fmt, text_field=text_field, id_field=id_field, license=license,
+                     domain=domain, language=language, strict=strict, workers=workers, on_progress=tick)
+
+    def render(o: dict) -> None:
+        ref = f"{o['dataset']}@{o['version'][:12]}"
+        console.print(f"[bold green]ingested[/] {o['records']:,} records into [bold]{ref}[/]")
+        console.print(f"tokens: {_fmt_tokens(o['tokens'])}")
+        if o["quarantined"]:
+            console.print(f"[yellow]quarantined {o['quarantined']}[/]: {o['quarantined_by_reason']}"
+                          f"  (see: ciyuan show {o['dataset']}@{o['version'][:12]} --quarantine)")
+        if o["duplicate_ids"]:
+            console.print(f"[yellow]{o['duplicate_ids']} duplicate id(s)[/]")
+
+    emit(out, as_json, render)
+
+
+def datasets_cmd(as_json: bool = JsonOpt) -> None:
+    """List datasets with their latest version."""
+    from ciyuan.store import list_datasets
+
+    with errors(as_json):
+        rows = list_datasets()
+
+    def render(rows: list[dict]) -> None:
+        if not rows:
+            console.print("no datasets yet: try [bold]ciyuan ingest FILE --dataset NAME[/]")
+            return
+        t = Table("dataset", "latest", "versions", "records", "tokens")
+        for r in rows:
+            t.add_row(r["dataset"], r["latest"][:12], str(r["versions"]), f"{r['records']:,}", _fmt_tokens(r["tokens"]))
+        console.print(t)
+
+    emit(rows, as_json, render)
+
+
+def show_cmd(
+    ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
+    rejected: bool = typer.Option(False, "--rejected", help="List the records curation rejected."),
+    quarantine: bool = typer.Option(False, "--quarantine", help="List the input items that were quarantined."),
+    reason: str | None = typer.Option(None, "--reason", help="Only items whose reason contains this text."),
+    limit: int = typer.Option(50, "--limit", help="At most this many items."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Summary of a version (counts, tokens, quarantine and rejections by reason), or its rejected items."""
+    from ciyuan.store import list_versions, resolve
+
+    with errors(as_json):
+        v = resolve(ref)
+        if rejected or quarantine:
+            part = "rejected" if rejected else "quarantine"
+            items = []
+            for rec in v.iter_records(partition=part):
+                why = rec.get("_rejected", {}).get("reason") if rejected else rec.get("reason")
+                step = rec.get("_rejected", {}).get("step") if rejected else None
+                full = f"{step}: {why}" if step else (why or "")
+                if reason and reason.lower() not in full.lower():
+                    continue
+                if rejected:
+                    items.append({"id": rec["id"], "step": step, "reason": why, "text": rec.get("text"),
+                                  "meta": rec.get("meta")})
+                else:
+                    raw = rec.get("raw") or b""
+                    items.append({"source": rec["source"], "line": rec["line"], "reason": why,
+                                  "raw": raw[:2000].decode("utf-8", "replace")})
+                if len(items) >= limit:
+                    break
+            out = {"dataset": v.dataset, "version": v.id, "partition": part, "items": items,
+                   "total": v.manifest["totals"]["rejected" if rejected else "quarantined"]}
+
+            def render_items(o: dict) -> None:
+                t = Table(*(["id", "step", "reason", "text"] if rejected else ["source", "line", "reason", "raw"]))
+                for it in o["items"]:
+                    if rejected:
+                        t.add_row(it["id"][:16], it["step"], it["reason"], (it["text"] or "")[:60])
+                    else:
+                        t.add_row(it["source"], str(it["line"]), it["reason"], it["raw"][:60])
+                console.print(t)
+                console.print(f"{len(o['items'])} shown of {o['total']}")
+
+            emit(out, as_json, render_items)
+            return
+        out = v.to_dict()
+        out["versions"] = list_versions(v.dataset)
+
+    def render(o: dict) -> None:
+        console.print(f"[bold]{o['dataset']}@{o['version'][:12]}[/]  parent: {(o['parent'] or '-')[:12]}"
+                      f"  made by: {o['made_by'].get('command') or o['made_by'].get('recipe', {}).get('name', '-')}")
+        console.print(f"records: {o['records']:,}   shards: {o['shards']}   bytes: {o['bytes']:,}")
+        console.print(f"tokens: {_fmt_tokens(o['tokens'])}")
+        console.print(f"quarantined: {o['quarantined']}  {o['quarantined_by_reason'] or ''}")
+        console.print(f"rejected: {o['rejected']}  {o['rejected_by_reason'] or ''}")
+        if o["duplicate_ids"]:
+            console.print(f"duplicate ids: {o['duplicate_ids']}")
+        t = Table("version", "parent", "created", "records", "rejected", "quarantined", title="versions")
+        for r in o["versions"]:
+            t.add_row(r["version"][:12], (r["parent"] or "-")[:12], str(r["created_at"])[:19], f"{r['records']:,}",
+                      str(r["rejected"]), str(r["quarantined"]))
+        console.print(t)
+
+    emit(out, as_json, render)
+
+
+def export_cmd(
+    ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl|parquet"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write the records with ids, text, meta and token counts."""
+    from ciyuan.store import resolve
+    from ciyuan.store.export import export
+
+    with errors(as_json):
+        res = export(resolve(ref), fmt, str(out))
+    emit(res, as_json, lambda o: console.print(f"wrote {o['records']:,} records to {o['out']}"))
+
+
+def verify_cmd(ref: str = typer.Argument(..., help="NAME or NAME@VERSION"), as_json: bool = JsonOpt) -> None:
+    """Re-hash every shard against the manifest; exit 1 naming any that changed."""
+    from ciyuan.store import resolve
+    from ciyuan.store.export import verify
+
+    with errors(as_json):
+        res = verify(resolve(ref))
+
+    def render(o: dict) -> None:
+        if o["ok"]:
+            console.print(f"[green]ok[/]: {o['files']} files match the manifest of {o['dataset']}@{o['version'][:12]}")
+        for p in o["problems"]:
+            console.print(f"[red]{p['problem']}[/]: {p['path']}")
+
+    emit(res, as_json, render)
+    if not res["ok"]:
+        raise typer.Exit(1)
+
+
+def tokens_cmd(
+    ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", "-t", help="cl100k_base, qwen, tiktoken:FILE, hf:FILE"),
+    workers: int = typer.Option(os.cpu_count() or 1, "--workers", "-w", help="Processes (default: all cores)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Token totals and distributions; counts (and caches) a new tokenizer on request."""
+    from ciyuan.config import settings
+    from ciyuan.store import resolve
+    from ciyuan.store.token_cache import token_report
+
+    with errors(as_json), progress(not as_json) as bar:
+        v = resolve(ref)
+        name = tokenizer or settings().default_tokenizer
+        task = bar.add_task(f"count {name}", total=v.records, extra="")
+        res = token_report(v, name, workers, on_progress=lambda n: bar.advance(task, n))
+
+    def render(o: dict) -> None:
+        console.print(f"[bold]{o['dataset']}@{o['version'][:12]}[/] under [bold]{o['tokenizer']}[/] "
+                      f"({o['tokenizer_version']})")
+        console.print(f"records: {o['records']:,}   tokens: [bold]{o['tokens']:,}[/]   mean: {o['mean_tokens']}"
+                      f"   max: {o['max_tokens']:,}")
+        for key, title in (("by_language", "language"), ("by_domain", "domain")):
+            t = Table(title, "tokens", "share")
+            for k, n in o["distribution"][key].items():
+                t.add_row(k, f"{n:,}", f"{n / max(o['tokens'], 1):.1%}")
+            console.print(t)
+        t = Table("tokens per record", "records", "tokens")
+        for k, d in o["distribution"]["by_length"].items():
+            t.add_row(k, f"{d['records']:,}", f"{d['tokens']:,}")
+        console.print(t)
+
+    emit(res, as_json, render)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest_cmd)
+    app.command("datasets")(datasets_cmd)
+    app.command("show")(show_cmd)
+    app.command("export")(export_cmd)
+    app.command("verify")(verify_cmd)
+    app.command("tokens")(tokens_cmd)

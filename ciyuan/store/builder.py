@@ -1,0 +1,289 @@
+"""Making a version: records stream in, Parquet shards (zstd) come out, the manifest names them.
+
+A builder writes into a staging folder; :meth:`VersionBuilder.commit` hashes the shards, writes the
+manifest, moves the folder to its content address and registers the version in the database.
+Rejected and quarantined items go to their own partitions: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ciyuan.config import Settings, settings
+from ciyuan.errors import InvalidInput
+from ciyuan.store import fs as sfs
+from ciyuan.store.manifest import FORMAT, reason_kind, version_id
+from ciyuan.store.records import QUARANTINE_SCHEMA, content_id, record_schema, to_table, token_column
+
+Counter_ = Callable[[list[str]], list[int]]
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def check_name(name: str) -> str:
+    if not name or not set(name) <= NAME_CHARS or name[0] in "-." or len(name) > 200:
+        raise InvalidInput(
+            f"dataset name {name!r} is not allowed",
+            hint="use letters, digits, '-', '_' and '.', starting with a letter or digit",
+        )
+    return name
+
+
+class _PartWriter:
+    """Writes one partition (records, rejected or quarantine) as numbered Parquet files."""
+
+    def __init__(self, fs, folder: str, schema: pa.Schema, rows_per_file: int):
+        self.fs, self.folder, self.schema, self.rows_per_file = fs, folder, schema, rows_per_file
+        self.files: list[dict] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._fh = None
+        self._rows = 0
+        self._tokens: Counter[str] = Counter()
+        self._reasons: Counter[str] = Counter()
+
+    def write(self, table: pa.Table, tokens: dict[str, int] | None = None, reasons: Iterable[str] = ()) -> None:
+        start = 0
+        while start < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(self.rows_per_file - self._rows, table.num_rows - start)
+            part = table.slice(start, take)
+            assert self._writer is not None
+            self._writer.write_table(part, row_group_size=max(1, take))
+            self._rows += take
+            if tokens is not None:
+                for col in [c for c in part.column_names if c.startswith("tokens__")]:
+                    self._tokens[col[len("tokens__"):]] += int(pa.compute.sum(part[col]).as_py() or 0)
+            start += take
+            if self._rows >= self.rows_per_file:
+                self._close()
+        for r in reasons:
+            self._reasons[reason_kind(r)] += 1
+
+    def _open(self) -> None:
+        path = sfs.join(self.folder, f"part-{len(self.files):05d}.parquet")
+        self.fs.makedirs(self.folder, exist_ok=True)
+        self._fh = self.fs.open(path, "wb")
+        self._writer = pq.ParquetWriter(self._fh, self.schema, compression="zstd", write_statistics=True)
+        self.files.append({"path": path})
+        self._rows = 0
+        self._tokens = Counter()
+
+    def _close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._fh.close()
+        info = self.files[-1]
+        info["rows"] = self._rows
+        info["tokens"] = dict(sorted(self._tokens.items()))
+        self._writer = None
+        self._fh = None
+
+    def finish(self, base: str) -> list[dict]:
+        self._close()
+        out = []
+        for info in self.files:
+            path = info["path"]
+            entry = {
+                "path": path[len(base) + 1:],
+                "sha256": sfs.sha256_file(self.fs, path),
+                "rows": info["rows"],
+                "bytes": self.fs.size(path),
+            }
+            if info.get("tokens"):
+                entry["tokens"] = info["tokens"]
+            out.append(entry)
+        return out
+
+
+class VersionBuilder:
+    """Collects records into a new, immutable version of ``dataset``.
+
+    ``tokenizers`` are counted for every record; counts already present in ``record["tokens"]`` are
+    kept, missing ones are computed per flushed batch (or by a ``counter`` the caller provides).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        *,
+        made_by: dict,
+        parent: str | None = None,
+        tokenizers: list[str] | None = None,
+        rows_per_shard: int = 100_000,
+        batch_rows: int = 2048,
+        batch_bytes: int = 8 << 20,
+        s: Settings | None = None,
+    ):
+        self.s = s or settings()
+        self.dataset = check_name(dataset)
+        self.made_by = made_by
+        self.parent = parent
+        self.tokenizers = list(tokenizers or [self.s.default_tokenizer])
+        self.fs, root = sfs.filesystem(self.s.store_root)
+        self.dataset_dir = sfs.join(root, "datasets", dataset)
+        self.staging = sfs.join(self.dataset_dir, "staging", uuid.uuid4().hex)
+        self.batch_rows, self.batch_bytes = batch_rows, batch_bytes
+        schema = record_schema(self.tokenizers)
+        self._records = _PartWriter(self.fs, sfs.join(self.staging, "shards"), schema, rows_per_shard)
+        self._rejected = _PartWriter(
+            self.fs, sfs.join(self.staging, "rejected"), record_schema(self.tokenizers, rejected=True),
+            rows_per_shard,
+        )
+        self._quarantine = _PartWriter(self.fs, sfs.join(self.staging, "quarantine"), QUARANTINE_SCHEMA, 50_000)
+        self._buf: list[dict] = []
+        self._rej_buf: list[dict] = []
+        self._q_buf: list[dict] = []
+        self._buf_bytes = 0
+        self._id_hashes = array("q")
+        self.records = 0
+        self.rejected = 0
+        self.quarantined = 0
+        self.extra: dict = {}
+
+    # -- input -----------------------------------------------------------------------------------
+    def add(self, record: dict) -> None:
+        """Add one good record; ``id`` defaults to a hash of its content."""
+        if not record.get("id"):
+            record["id"] = content_id(record.get("text"), record.get("media"))
+        record.setdefault("tokens", {})
+        record.setdefault("modality", "text")
+        self._id_hashes.append(hash(record["id"]))
+        self._buf.append(record)
+        self._buf_bytes += len(record.get("text") or "") + len(record.get("media") or b"")
+        self.records += 1
+        if len(self._buf) >= self.batch_rows or self._buf_bytes >= self.batch_bytes:
+            self._flush()
+
+    def add_counted(self, records: list[dict]) -> None:
+        """Add a batch whose ``tokens`` already hold every tokenizer's count (no recounting)."""
+        for r in records:
+            self.add(r)
+
+    def reject(self, record: dict, step: str, reason: str) -> None:
+        """Keep a record a curation step rejected, with the step and reason."""
+        if not record.get("id"):
+            record["id"] = content_id(record.get("text"), record.get("media"))
+        record.setdefault("tokens", {})
+        record["_rejected"] = {"step": step, "reason": reason}
+        self._rej_buf.append(record)
+        self.rejected += 1
+        if len(self._rej_buf) >= self.batch_rows:
+            self._flush_rejected()
+
+    def quarantine(self, source: str, line: int, reason: str, raw: bytes) -> None:
+        """Keep an input item that could not be read as a record, with where it was and why."""
+        self._q_buf.append({"source": source, "line": line, "reason": reason, "raw": raw})
+        self.quarantined += 1
+        if len(self._q_buf) >= 1024:
+            self._flush_quarantine()
+
+    # -- flushing --------------------------------------------------------------------------------
+    def _count_missing(self, records: list[dict]) -> None:
+        from ciyuan.tokens import get_tokenizer
+
+        for t in self.tokenizers:
+            todo = [r for r in records if t not in r["tokens"]]
+            if todo:
+                counts = get_tokenizer(t).count_batch([r.get("text") or "" for r in todo])
+                for r, c in zip(todo, counts, strict=True):
+                    r["tokens"][t] = c
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        self._count_missing(self._buf)
+        self._records.write(to_table(self._buf, self.tokenizers), tokens={})
+        self._buf = []
+        self._buf_bytes = 0
+
+    def _flush_rejected(self) -> None:
+        if not self._rej_buf:
+            return
+        self._count_missing(self._rej_buf)
+        self._rejected.write(
+            to_table(self._rej_buf, self.tokenizers, rejected=True),
+            tokens={},
+            reasons=[f"{r['_rejected']['step']}: {r['_rejected']['reason']}" for r in self._rej_buf],
+        )
+        self._rej_buf = []
+
+    def _flush_quarantine(self) -> None:
+        if not self._q_buf:
+            return
+        table = pa.Table.from_pylist(self._q_buf, schema=QUARANTINE_SCHEMA)
+        self._quarantine.write(table, reasons=[q["reason"] for q in self._q_buf])
+        self._q_buf = []
+
+    def duplicate_ids(self) -> int:
+        """How many records share an id with an earlier record."""
+        import numpy as np
+
+        if not self._id_hashes:
+            return 0
+        arr = np.frombuffer(self._id_hashes, dtype=np.int64)
+        return int(len(arr) - len(np.unique(arr)))
+
+    # -- commit ----------------------------------------------------------------------------------
+    def commit(self):
+        """Seal the version: hash shards, write the manifest, move into place, register it."""
+        from ciyuan.store.versions import register_version
+        from ciyuan.tokens import get_tokenizer
+
+        self._flush()
+        self._flush_rejected()
+        self._flush_quarantine()
+        shards = self._records.finish(self.staging)
+        rejected = self._rejected.finish(self.staging)
+        quarantine = self._quarantine.finish(self.staging)
+        totals_tokens = {t: sum(s.get("tokens", {}).get(token_column(t)[len("tokens__"):], 0) for s in shards)
+                         for t in self.tokenizers}
+        manifest = {
+            "format": FORMAT,
+            "dataset": self.dataset,
+            "parent": self.parent,
+            "made_by": self.made_by,
+            "schema": {f.name: str(f.type) for f in record_schema(self.tokenizers)},
+            "tokenizers": {t: get_tokenizer(t).version for t in self.tokenizers},
+            "shards": shards,
+            "rejected": rejected,
+            "quarantine": quarantine,
+            "totals": {
+                "records": sum(s["rows"] for s in shards),
+                "bytes": sum(s["bytes"] for s in shards),
+                "tokens": totals_tokens,
+                "rejected": self.rejected,
+                "quarantined": self.quarantined,
+                "duplicate_ids": self.duplicate_ids(),
+                "rejected_by_reason": dict(sorted(self._rejected._reasons.items())),
+                "quarantined_by_reason": dict(sorted(self._quarantine._reasons.items())),
+            },
+            **({"extra": self.extra} if self.extra else {}),
+        }
+        vid = version_id(manifest)
+        manifest["id"] = vid
+        manifest["created_at"] = datetime.now(UTC).isoformat()
+        final = sfs.join(self.dataset_dir, vid)
+        if self.fs.exists(sfs.join(final, "manifest.json")):
+            self.fs.rm(self.staging, recursive=True)
+        else:
+            with self.fs.open(sfs.join(self.staging, "manifest.json"), "w") as fh:
+                json.dump(manifest, fh, ensure_ascii=False, indent=1, sort_keys=True)
+            if self.fs.exists(final):
+                self.fs.rm(final, recursive=True)
+            self.fs.mv(self.staging, final, recursive=True)
+        return register_version(manifest, location=final, s=self.s)
+
+    def abort(self) -> None:
+        for w in (self._records, self._rejected, self._quarantine):
+            w._close()
+        if self.fs.exists(self.staging):
+            self.fs.rm(self.staging, recursive=True)

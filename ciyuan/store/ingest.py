@@ -1,0 +1,133 @@
+"""Ingest: outside files in, one new version out, every bad item kept in its quarantine.
+
+Readers stream (bounded memory); tokens are counted per batch with the default tokenizer, over
+``workers`` processes when asked; the builder writes shards as batches arrive.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from ciyuan.config import Settings, settings
+from ciyuan.errors import CiyuanError, InvalidInput
+from ciyuan.store.builder import VersionBuilder
+from ciyuan.store.readers import Bad, Good, read_source
+
+BATCH_ROWS = 2048
+BATCH_BYTES = 4 << 20
+
+
+def _expand(sources: Iterable[str]) -> list[str]:
+    out = []
+    for src in sources:
+        if not os.path.exists(src):
+            raise InvalidInput(f"{src}: no such file or folder", hint="check the path; give files or folders")
+        out.append(src)
+    if not out:
+        raise InvalidInput("no source given", hint="ciyuan ingest FILE... --dataset NAME")
+    return out
+
+
+def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dict) -> Iterator[list[dict]]:
+    """Group good records into batches; bad items go straight to the quarantine."""
+    batch: list[dict] = []
+    size = 0
+    for item in items:
+        if isinstance(item, Bad):
+            builder.quarantine(item.source, item.line, item.reason, item.raw)
+            continue
+        rec = item.record
+        meta = dict(rec.get("meta") or {})
+        meta.setdefault("source", item.source)
+        meta.setdefault("line", item.line)
+        for k, v in defaults.items():
+            if v is not None:
+                meta.setdefault(k, v)
+        batch.append({"id": rec.get("id"), "modality": "text", "text": rec["text"], "meta": meta, "tokens": {}})
+        size += len(rec["text"])
+        if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def ingest(
+    sources: Iterable[str],
+    dataset: str,
+    *,
+    fmt: str = "auto",
+    text_field: str = "text",
+    id_field: str | None = None,
+    license: str | None = None,
+    domain: str | None = None,
+    language: str | None = None,
+    strict: bool = False,
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+    s: Settings | None = None,
+) -> dict:
+    """Read ``sources`` into a new version of ``dataset`` and return its summary.
+
+    Raises :class:`CiyuanError` when nothing good was read, or (``strict``) when anything was bad;
+    then no version is made.
+    """
+    from ciyuan.tokens import count_parallel
+
+    s = s or settings()
+    paths = _expand(sources)
+    tokenizer = s.default_tokenizer
+    builder = VersionBuilder(
+        dataset,
+        s=s,
+        tokenizers=[tokenizer],
+        made_by={
+            "command": "ingest",
+            "sources": [Path(p).name for p in paths],
+            "options": {"format": fmt, "text_field": text_field, "id_field": id_field, "license": license,
+                        "domain": domain, "language": language},
+        },
+    )
+    builder.extra = {k: v for k, v in {"license": license, "domain": domain, "language": language}.items() if v}
+    defaults = {"domain": domain, "language": language}
+
+    def items() -> Iterator[Good | Bad]:
+        for p in paths:
+            yield from read_source(p, fmt=fmt, text_field=text_field, id_field=id_field)
+
+    pending: deque[list[dict]] = deque()
+
+    def texts() -> Iterator[list[str]]:
+        for batch in _batches(items(), builder, defaults):
+            pending.append(batch)
+            yield [r["text"] for r in batch]
+
+    try:
+        for counts in count_parallel(texts(), tokenizer, workers):
+            batch = pending.popleft()
+            for rec, n in zip(batch, counts, strict=True):
+                rec["tokens"][tokenizer] = n
+                builder.add(rec)
+            if on_progress:
+                on_progress(builder.records, builder.quarantined)
+        if builder.records == 0:
+            raise InvalidInput(
+                f"nothing good was read from {', '.join(paths)} ({builder.quarantined} bad item(s))",
+                hint="check --format and --text-field; bad items are listed in the error report",
+            )
+        if strict and builder.quarantined:
+            raise CiyuanError(
+                f"--strict: {builder.quarantined} bad item(s) in the input; no version was made",
+                hint="run without --strict to keep the good records and quarantine the bad ones",
+                code="strict_refused",
+            )
+        version = builder.commit()
+    except BaseException:
+        builder.abort()
+        raise
+    out = version.to_dict()
+    out["records"] = version.records
+    return out
