@@ -20,9 +20,33 @@ import tempfile
 import time
 from pathlib import Path
 
-EN = ["turbine", "gearbox", "bearing", "blade", "pitch", "yaw", "generator", "converter", "inspection", "vibration", "temperature", "oil", "filter", "replaced", "torque", "sensor", "fault", "alarm", "tower", "nacelle", "maintenance", "crew", "shift", "report"]
-ZH = list("风机齿轮箱轴承叶片变桨偏航发电机变流器巡检振动温度"
-          "油滤更换扭矩传感器故障报警塔筒机舱维护班组报告")
+EN = [
+    "turbine",
+    "gearbox",
+    "bearing",
+    "blade",
+    "pitch",
+    "yaw",
+    "generator",
+    "converter",
+    "inspection",
+    "vibration",
+    "temperature",
+    "oil",
+    "filter",
+    "replaced",
+    "torque",
+    "sensor",
+    "fault",
+    "alarm",
+    "tower",
+    "nacelle",
+    "maintenance",
+    "crew",
+    "shift",
+    "report",
+]
+ZH = list("风机齿轮箱轴承叶片变桨偏航发电机变流器巡检振动温度油滤更换扭矩传感器故障报警塔筒机舱维护班组报告")
 
 
 def generate(path: Path, size: int, seed: int = 7) -> int:
@@ -59,8 +83,12 @@ def main() -> None:
     env.pop("CIYUAN_DATABASE_URL", None)
     ciyuan = Path(sys.executable).with_name("ciyuan")
     t0 = time.perf_counter()
-    proc = subprocess.run([str(ciyuan), "ingest", str(src), "--dataset", "big", "--workers", str(args.workers),
-                           "--json"], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(ciyuan), "ingest", str(src), "--dataset", "big", "--workers", str(args.workers), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"ingest failed: {proc.stderr}\n{proc.stdout}")
