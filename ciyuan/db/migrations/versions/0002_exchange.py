@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -52,10 +53,12 @@ def upgrade() -> None:
         sa.Column("id", sa.String(200), nullable=False, unique=True),
         sa.Column("kind", sa.String(10), nullable=False),
         sa.Column("state", sa.String(10), nullable=False),
-        sa.Column("debit_account_id", sa.String(120), sa.ForeignKey("ex_ledger_accounts.id"), nullable=False,
-                  index=True),
-        sa.Column("credit_account_id", sa.String(120), sa.ForeignKey("ex_ledger_accounts.id"), nullable=False,
-                  index=True),
+        sa.Column(
+            "debit_account_id", sa.String(120), sa.ForeignKey("ex_ledger_accounts.id"), nullable=False, index=True
+        ),
+        sa.Column(
+            "credit_account_id", sa.String(120), sa.ForeignKey("ex_ledger_accounts.id"), nullable=False, index=True
+        ),
         sa.Column("amount", sa.BigInteger, nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("pending_id", sa.String(200), nullable=True),
@@ -141,6 +144,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ["ex_entitlements", "ex_orders", "ex_quotes", "ex_listing_tags", "ex_listings", "ex_transfers",
-                  "ex_ledger_accounts", "ex_api_keys", "ex_accounts"]:
+    for table in [
+        "ex_entitlements",
+        "ex_orders",
+        "ex_quotes",
+        "ex_listing_tags",
+        "ex_listings",
+        "ex_transfers",
+        "ex_ledger_accounts",
+        "ex_api_keys",
+        "ex_accounts",
+    ]:
         op.drop_table(table)

@@ -1,0 +1,52 @@
+"""Run a unit of work with retries for the races a concurrent database reports.
+
+PostgreSQL may abort a transaction on a deadlock or serialization failure, and two requests
+racing to insert the same idempotency key see a unique violation; re-running the whole unit
+then finds the winner's row and returns it. SQLite writers are serialised by BEGIN IMMEDIATE,
+so there the only retry is a (rare) busy database.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from ciyuan import db
+from ciyuan.config import Settings
+from ciyuan.errors import Conflict
+
+T = TypeVar("T")
+RETRY_SQLSTATES = {"40001", "40P01", "23505"}
+MAX_ATTEMPTS = 12
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None)
+    if state in RETRY_SQLSTATES:
+        return True
+    text = str(orig or exc).lower()
+    return "database is locked" in text or "unique constraint failed" in text
+
+
+def run(fn: Callable[[Session], T], s: Settings | None = None) -> T:
+    """``fn(session)`` in one transaction, re-run on deadlock, serialization or duplicate-key races."""
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            with db.session(s) as sess:
+                return fn(sess)
+        except DBAPIError as exc:
+            if not _retryable(exc) or attempt == MAX_ATTEMPTS - 1:
+                if isinstance(exc, IntegrityError):
+                    raise Conflict(
+                        "a concurrent request changed the same record",
+                        hint="retry the request with the same idempotency key",
+                    ) from exc
+                raise
+            time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+    raise AssertionError("unreachable")
