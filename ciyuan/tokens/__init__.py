@@ -1,0 +1,31 @@
+"""Token accounting: offline tokenizers, parallel counting, and token schedules for every modality.
+
+Other layers import from here only: ``get_tokenizer``, ``list_tokenizers``, ``count_parallel``,
+``get_schedule``, ``list_schedules``. See docs/tokens.md.
+"""
+
+from ciyuan.tokens.parallel import count_parallel
+from ciyuan.tokens.schedule import (
+    MODALITY_DEFAULTS,
+    TokenSchedule,
+    get_schedule,
+    list_schedules,
+    register_schedule,
+    schedule_for_modality,
+)
+from ciyuan.tokens.tokenizers import Tokenizer, clear_cache, get_tokenizer, list_tokenizers, tokenizer_version
+
+__all__ = [
+    "MODALITY_DEFAULTS",
+    "TokenSchedule",
+    "Tokenizer",
+    "clear_cache",
+    "count_parallel",
+    "get_schedule",
+    "get_tokenizer",
+    "list_schedules",
+    "list_tokenizers",
+    "register_schedule",
+    "schedule_for_modality",
+    "tokenizer_version",
+]
