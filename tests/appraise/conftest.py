@@ -90,15 +90,9 @@ def corpora(chars: int = 400_000) -> tuple[dict[str, list[str]], bool]:
         return real, True
     n = chars // 300
     fake = {
-        "legal": _synthetic(
-            1, ["licence", "copyright", "warranty", "permission", "software", "holder", "liable"], n
-        ),
-        "changelog": _synthetic(
-            2, ["release", "upload", "fix", "bug", "version", "package", "urgency", "build"], n
-        ),
-        "general": _synthetic(
-            3, ["option", "file", "command", "output", "display", "user", "default", "program"], n
-        ),
+        "legal": _synthetic(1, ["licence", "copyright", "warranty", "permission", "software", "holder", "liable"], n),
+        "changelog": _synthetic(2, ["release", "upload", "fix", "bug", "version", "package", "urgency", "build"], n),
+        "general": _synthetic(3, ["option", "file", "command", "output", "display", "user", "default", "program"], n),
     }
     return fake, False
 
