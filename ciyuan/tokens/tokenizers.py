@@ -15,10 +15,12 @@ count special-token strings such as ``<|endoftext|>`` as ordinary text, exactly 
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import os
 import threading
 import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -200,14 +202,19 @@ def _qwen_path(file: str) -> Path:
     return path
 
 
-def _bpe_openai_counter(encoding: Any) -> Callable[[str], int] | None:
-    """The bpe-openai count function if it loads offline and agrees with tiktoken, else None."""
+def _bpe_openai_counter(encoding: Any, version: str) -> Callable[[str], int] | None:
+    """The bpe-openai count function if it loads offline, has our vocabulary and agrees, else None."""
     if os.environ.get("CIYUAN_TOKENS_BACKEND", "").lower() == "tiktoken":
         return None
     try:
-        from bpe_openai import _bindings  # count-only API lives in the compiled module
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # bpe-openai uses a deprecated resources call
+            from bpe_openai import _bindings  # the count-only API lives in the compiled module
 
-        counter = _bindings.tokenizer_for_encoding("cl100k_base").count
+            bundled = gzip.decompress((resources.files("bpe_openai.data") / "cl100k_base.tiktoken.gz").read_bytes())
+            if _digest(bundled) != version:
+                return None
+            counter = _bindings.tokenizer_for_encoding("cl100k_base").count
         for s in _SELF_CHECK:
             if counter(s) != len(encoding.encode_ordinary(s)):
                 return None
@@ -231,10 +238,11 @@ def _make_tiktoken(
     data = path.read_bytes()
     ranks = parse_tiktoken_ranks(data, str(path))
     enc = tiktoken.Encoding(f"ciyuan:{name}", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
-    counter = _bpe_openai_counter(enc) if fast else None
+    version = _digest(data, version_extra)
+    counter = _bpe_openai_counter(enc, version) if fast else None
     return TiktokenTokenizer(
         name=name,
-        version=_digest(data, version_extra),
+        version=version,
         kind=kind,
         description=description,
         encoding=enc,
