@@ -1,0 +1,60 @@
+"""MinHash LSH catalog index: re-listed data is found, new data is not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ciyuan.appraise.uniqueness import CatalogIndex, near_duplicates_within, signatures, uniqueness
+
+
+def _texts(seed: int, n: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(2000)] + list("数据价值令牌交易市场")
+    return [" ".join(rng.choice(vocab, int(rng.integers(20, 80)))) for _ in range(n)]
+
+
+def test_signatures_are_deterministic_and_similar_texts_agree():
+    a = signatures(["the quick brown fox jumps over the lazy dog", "", "hi", "今天天气很好，我们去公园散步吧"])
+    b = signatures(["The  quick brown fox jumps over the lazy dog", "", "hi", "今天天气很好，我们去公园散步吧"])
+    assert a.shape == (4, 128) and a.dtype == np.uint32
+    assert np.array_equal(a, b)  # case and whitespace are folded
+    assert (a[1] == 0xFFFFFFFF).all() and not (a[2] == 0xFFFFFFFF).all()
+
+
+def test_second_listing_of_the_same_version_is_not_unique(tmp_path):
+    texts = _texts(1, 400)
+    tokens = np.array([len(t.split()) for t in texts])
+    sig = signatures(texts)
+    index = CatalogIndex(tmp_path / "lsh")
+    first = uniqueness(sig, tokens, index, exclude_providers=["alice"])
+    assert first["score"] == 1.0
+    index.add("listing-1", "alice", "v1", sig)
+    # alice re-appraising her own listed version is not penalised ...
+    assert uniqueness(sig, tokens, index, exclude_providers=["alice"])["score"] == 1.0
+    # ... but bob listing the same content is
+    second = uniqueness(sig, tokens, index, exclude_providers=["bob"])
+    assert second["score"] < 0.1
+    assert "listing-1" in second["evidence"]["matched_listings"]
+
+
+def test_partial_overlap_and_light_edits(tmp_path):
+    base = _texts(2, 300)
+    index = CatalogIndex(tmp_path / "lsh")
+    index.add("L1", "alice", "v1", signatures(base[:150]))
+    index.add("L2", "carol", "v2", signatures(_texts(3, 200)))
+    # half copied with a small edit each, half new
+    edited = [t + " extra" for t in base[:150]] + _texts(4, 150)
+    tokens = np.ones(300, dtype=np.int64)
+    u = uniqueness(signatures(edited), tokens, index, exclude_providers=["bob"])
+    assert 0.45 <= u["score"] <= 0.55
+    before = index.query(signatures(edited))
+    index.compact()
+    assert np.array_equal(before, index.query(signatures(edited)))
+    assert index.size() == 350
+
+
+def test_near_duplicates_within_a_version():
+    texts = _texts(5, 100)
+    texts += [texts[3] + " tail", texts[10]]
+    dup = near_duplicates_within(signatures(texts))
+    assert dup[100] and dup[101] and dup[:100].sum() == 0
