@@ -1,0 +1,28 @@
+"""Run a list of steps over records held in memory: the reference the executors must agree with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ciyuan.curate.steps import REJECTED, GlobalStep, Step
+
+
+def run_steps(records: Iterable[dict], steps: list[Step]) -> list[dict]:
+    """Apply ``steps`` in order; global steps get their scan rounds over everything before them.
+
+    Returns every record (kept and rejected) in input order; statistics stay on the steps.
+    """
+    current = list(records)
+    for step in steps:
+        if isinstance(step, GlobalStep):
+            round_, context = 0, None
+            while True:
+                live = (r for r in current if REJECTED not in r)
+                part = step.scan(round_, live, 0, context)
+                done, context = step.reduce(round_, [part], context)
+                round_ += 1
+                if done:
+                    step.bind(context)
+                    break
+        current = list(step(current))
+    return current

@@ -1,0 +1,50 @@
+"""Length filters in characters and in tokens (the unit the dataset is priced in)."""
+
+from __future__ import annotations
+
+from ciyuan.curate.steps.base import Param, Step, token_count
+from ciyuan.errors import InvalidInput
+
+
+class Length(Step):
+    name = "length"
+    kind = "filter"
+    description = "Reject records shorter or longer than limits in characters and tokens."
+    params = (
+        Param("min_chars", "int", 1, "Reject text with fewer characters (0 disables)."),
+        Param("max_chars", "int", 0, "Reject text with more characters (0 disables)."),
+        Param("min_tokens", "int", 0, "Reject records with fewer tokens (0 disables)."),
+        Param("max_tokens", "int", 0, "Reject records with more tokens (0 disables)."),
+        Param("tokenizer", "str", "", "Which record['tokens'] count to use; empty = the first one counted."),
+    )
+
+    def _tokens(self, record: dict) -> int:
+        n = token_count(record, self.tokenizer or None)
+        if n is not None:
+            return n
+        name = self.tokenizer or "cl100k_base"
+        try:
+            from ciyuan.tokens import get_tokenizer
+        except ImportError:
+            raise InvalidInput(
+                f"length: record {record.get('id')!r} has no token count for {name!r}",
+                hint="count tokens when ingesting, or drop min_tokens/max_tokens from the recipe",
+            ) from None
+        n = get_tokenizer(name).count_batch([record.get("text") or ""])[0]
+        record.setdefault("tokens", {})[name] = n
+        return n
+
+    def process(self, record: dict) -> None:
+        chars = len(record.get("text") or "")
+        if self.min_chars and chars < self.min_chars:
+            self.reject(record, "too_few_chars", f"length: {chars} characters < {self.min_chars}")
+            return
+        if self.max_chars and chars > self.max_chars:
+            self.reject(record, "too_many_chars", f"length: {chars} characters > {self.max_chars}")
+            return
+        if self.min_tokens or self.max_tokens:
+            n = self._tokens(record)
+            if self.min_tokens and n < self.min_tokens:
+                self.reject(record, "too_few_tokens", f"length: {n} tokens < {self.min_tokens}")
+            elif self.max_tokens and n > self.max_tokens:
+                self.reject(record, "too_many_tokens", f"length: {n} tokens > {self.max_tokens}")

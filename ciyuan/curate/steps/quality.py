@@ -1,0 +1,349 @@
+"""Heuristic quality rules: Gopher (quality + repetition), C4 and FineWeb, fair to Chinese/Japanese.
+
+Defaults are the published thresholds: Gopher (Rae et al. 2021, appendix A), C4 (Raffel et al.
+2020, section 2.2) and FineWeb (Penedo et al. 2024). Spaced languages are measured in
+whitespace words; Chinese in jieba words and Japanese in script runs, so a Chinese page is never
+rejected for "having one word". Stop-word checks use a per-language list and are skipped for a
+language without one. The record's ``meta["quality_score"]`` is the share of rules it passes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+
+from ciyuan.curate.steps.base import Param, Step
+from ciyuan.curate.text import CJK_RE, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
+
+STOP_WORDS: dict[str, frozenset[str]] = {
+    # Gopher's list for English; short high-frequency function words for the others.
+    "en": frozenset({"the", "be", "to", "of", "and", "that", "have", "with"}),
+    "de": frozenset({"der", "die", "das", "und", "ist", "zu", "den", "mit", "nicht", "von"}),
+    "fr": frozenset({"le", "la", "les", "de", "et", "est", "un", "une", "des", "que"}),
+    "es": frozenset({"el", "la", "de", "que", "y", "en", "los", "se", "un", "por"}),
+    "zh": frozenset({"的", "了", "是", "在", "和", "有", "也", "就", "都", "这", "与", "而"}),
+    "ja": frozenset({"の", "に", "は", "を", "た", "が", "で", "て", "と", "し"}),
+}
+BULLETS = ("•", "●", "○", "▪", "◦", "‣", "-", "*", "·", "–", "—")
+ELLIPSES = ("...", "…")
+POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_SENTENCE_END_RE = re.compile(r"[.!?。！？]+(?=\s|$|[\"'”’」』）)])|[。！？]")
+_PARA_RE = re.compile(r"\n\s*\n")
+
+
+def _dup_stats(items: list[str]) -> tuple[float, float]:
+    """(share of items that repeat an earlier one, share of characters in those repeats)."""
+    items = [x for x in items if x.strip()]
+    if not items:
+        return 0.0, 0.0
+    seen: set[str] = set()
+    dup_n = dup_chars = total_chars = 0
+    for x in items:
+        total_chars += len(x)
+        if x in seen:
+            dup_n += 1
+            dup_chars += len(x)
+        else:
+            seen.add(x)
+    return dup_n / len(items), dup_chars / max(total_chars, 1)
+
+
+def _ngram_ids(ids: np.ndarray, n: int) -> np.ndarray:
+    count = len(ids) - n + 1
+    with np.errstate(over="ignore"):
+        acc = np.zeros(count, dtype=np.uint64)
+        for k in range(n):
+            acc = acc * np.uint64(1_000_003) + ids[k : k + count].astype(np.uint64)
+    return acc
+
+
+def _top_ngram_frac(ids: np.ndarray, lens: np.ndarray, n: int, total: int) -> float:
+    """Characters in the most frequent n-gram (all its occurrences) over all word characters."""
+    if len(ids) < n:
+        return 0.0
+    grams = _ngram_ids(ids, n)
+    uniq, first, counts = np.unique(grams, return_index=True, return_counts=True)
+    i = int(np.argmax(counts))
+    if counts[i] < 2:
+        return 0.0
+    start = int(first[i])
+    return float(counts[i]) * float(lens[start : start + n].sum()) / total
+
+
+def _dup_ngram_frac(ids: np.ndarray, lens: np.ndarray, n: int, total: int) -> float:
+    """Characters covered by n-grams that repeat an earlier occurrence, over all word characters."""
+    if len(ids) < n:
+        return 0.0
+    grams = _ngram_ids(ids, n)
+    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
+    starts = np.nonzero(first[inverse] != np.arange(len(grams)))[0]
+    if not len(starts):
+        return 0.0
+    cover = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.add.at(cover, starts, 1)
+    np.add.at(cover, starts + n, -1)
+    covered = np.cumsum(cover[:-1]) > 0
+    return float(lens[covered].sum()) / total
+
+
+def _width(line: str) -> int:
+    """Display width: a CJK character carries about as much as two Latin ones."""
+    return len(line) + len(CJK_RE.findall(line))
+
+
+class Quality(Step):
+    name = "quality"
+    kind = "filter"
+    description = "Gopher quality + repetition, C4 and FineWeb rules (published thresholds), CJK-aware."
+    params = (
+        Param("gopher", "bool", True, "Apply the Gopher quality rules."),
+        Param("gopher_repetition", "bool", True, "Apply the Gopher repetition rules."),
+        Param("c4", "bool", True, "Apply the C4 document rules."),
+        Param("fineweb", "bool", True, "Apply the FineWeb rules."),
+        Param("min_words", "int", 50, "Gopher: fewest words (segmented words for CJK)."),
+        Param("max_words", "int", 100_000, "Gopher: most words."),
+        Param("min_mean_word_length", "float", 3.0, "Gopher: shortest mean word length (spaced languages)."),
+        Param("max_mean_word_length", "float", 10.0, "Gopher: longest mean word length (spaced languages)."),
+        Param("cjk_min_mean_word_length", "float", 1.0, "Same for Chinese/Japanese segmented words."),
+        Param("cjk_max_mean_word_length", "float", 6.0, "Same for Chinese/Japanese segmented words."),
+        Param("max_symbol_word_ratio", "float", 0.1, "Gopher: most '#' and ellipses per word."),
+        Param("max_bullet_lines_ratio", "float", 0.9, "Gopher: most lines starting with a bullet."),
+        Param("max_ellipsis_lines_ratio", "float", 0.3, "Gopher: most lines ending with an ellipsis."),
+        Param(
+            "max_non_alpha_words_ratio",
+            "float",
+            0.8,
+            "Gopher: at least this share of words must contain a letter (name kept from datatrove).",
+        ),
+        Param("min_stop_words", "int", 2, "Gopher: fewest stop words (languages with a stop list only)."),
+        Param("max_dup_line_ratio", "float", 0.3, "Gopher: most duplicated lines."),
+        Param("max_dup_para_ratio", "float", 0.3, "Gopher: most duplicated paragraphs."),
+        Param("max_dup_line_char_ratio", "float", 0.2, "Gopher: most characters in duplicated lines."),
+        Param("max_dup_para_char_ratio", "float", 0.2, "Gopher: most characters in duplicated paragraphs."),
+        Param(
+            "top_ngram_max",
+            "list[str]",
+            ["2:0.2", "3:0.18", "4:0.16"],
+            "Gopher: n:max share of characters in the most frequent n-gram.",
+        ),
+        Param(
+            "dup_ngram_max",
+            "list[str]",
+            ["5:0.15", "6:0.14", "7:0.13", "8:0.12", "9:0.11", "10:0.1"],
+            "Gopher: n:max share of characters in repeated n-grams.",
+        ),
+        Param("c4_min_sentences", "int", 3, "C4: fewest sentences."),
+        Param("c4_reject_lorem_ipsum", "bool", True, "C4: reject placeholder 'lorem ipsum' text."),
+        Param("c4_reject_curly_bracket", "bool", True, "C4: reject text with '{' (code, templates)."),
+        Param(
+            "c4_line_filter",
+            "bool",
+            False,
+            "C4: drop lines without terminal punctuation, with < c4_min_words_per_line words, mentioning "
+            "javascript or cookie/privacy policy. Off by default: it rewrites documents (headings, lists).",
+        ),
+        Param("c4_min_words_per_line", "int", 5, "C4 line filter: fewest words in a kept line."),
+        Param("fineweb_min_punct_lines_ratio", "float", 0.12, "FineWeb: fewest lines ending in punctuation."),
+        Param("fineweb_max_short_lines_ratio", "float", 0.67, "FineWeb: most short lines."),
+        Param("fineweb_short_line_width", "int", 30, "FineWeb: a line narrower than this is short (CJK = 2)."),
+        Param(
+            "fineweb_max_dup_line_char_ratio",
+            "float",
+            0.01,
+            "FineWeb: most characters in duplicated lines (relative to all characters).",
+        ),
+        Param("fineweb_max_newline_word_ratio", "float", 0.3, "FineWeb: most newlines per word."),
+        Param("score_only", "bool", False, "Only compute meta['quality_score'] and the failed rules; keep all."),
+    )
+
+    def setup(self) -> None:
+        self._top = [(int(a), float(b)) for a, b in (x.split(":") for x in self.top_ngram_max)]
+        self._dup = [(int(a), float(b)) for a, b in (x.split(":") for x in self.dup_ngram_max)]
+
+    # ----------------------------------------------------------------------------------------
+
+    def evaluate(self, text: str, lang: str | None) -> tuple[list[tuple[str, str]], int]:
+        """Failed rules as (rule, reason), and how many rules were checked."""
+        cjk = is_cjk(text, lang)
+        if cjk and lang not in ("zh", "ja"):
+            lang = guess_cjk_lang(text)
+        ws = words(text, lang if cjk else None)
+        lines = text.split("\n")
+        fails: list[tuple[str, str]] = []
+        checked = 0
+
+        def check(ok: bool, rule: str, reason: str) -> None:
+            nonlocal checked
+            checked += 1
+            if not ok:
+                fails.append((rule, reason))
+
+        n_words = len(ws)
+        if self.gopher:
+            check(self.min_words <= n_words, "gopher_min_words", f"gopher: {n_words} words < {self.min_words}")
+            check(n_words <= self.max_words, "gopher_max_words", f"gopher: {n_words} words > {self.max_words}")
+            if n_words:
+                mean = sum(len(w) for w in ws) / n_words
+                lo, hi = (
+                    (self.cjk_min_mean_word_length, self.cjk_max_mean_word_length)
+                    if cjk
+                    else (self.min_mean_word_length, self.max_mean_word_length)
+                )
+                check(
+                    lo <= mean <= hi,
+                    "gopher_mean_word_length",
+                    f"gopher: mean word length {mean:.1f} outside [{lo}, {hi}]",
+                )
+                symbols = text.count("#") + text.count("...") + text.count("…")
+                ratio = symbols / n_words
+                check(
+                    ratio <= self.max_symbol_word_ratio,
+                    "gopher_symbol_ratio",
+                    f"gopher: symbol/word ratio {ratio:.2f} > {self.max_symbol_word_ratio}",
+                )
+                alpha = sum(1 for w in ws if any(c.isalpha() for c in w)) / n_words
+                check(
+                    alpha >= self.max_non_alpha_words_ratio,
+                    "gopher_alpha_words",
+                    f"gopher: words with a letter {alpha:.2f} < {self.max_non_alpha_words_ratio}",
+                )
+                stops = STOP_WORDS.get(lang or ("en" if not cjk else "zh"))
+                if stops is not None and self.min_stop_words:
+                    found = sum(text.count(s) for s in stops) if cjk else sum(1 for w in ws if w.lower() in stops)
+                    check(
+                        found >= self.min_stop_words,
+                        "gopher_stop_words",
+                        f"gopher: {found} stop words < {self.min_stop_words}",
+                    )
+            nonempty = [ln.strip() for ln in lines if ln.strip()]
+            if nonempty:
+                bullets = sum(ln.startswith(BULLETS) for ln in nonempty) / len(nonempty)
+                check(
+                    bullets <= self.max_bullet_lines_ratio,
+                    "gopher_bullet_lines",
+                    f"gopher: bullet lines {bullets:.2f} > {self.max_bullet_lines_ratio}",
+                )
+                ell = sum(ln.endswith(ELLIPSES) for ln in nonempty) / len(nonempty)
+                check(
+                    ell <= self.max_ellipsis_lines_ratio,
+                    "gopher_ellipsis_lines",
+                    f"gopher: ellipsis lines {ell:.2f} > {self.max_ellipsis_lines_ratio}",
+                )
+
+        if self.gopher_repetition:
+            line_frac, line_chars = _dup_stats(lines)
+            paras = _PARA_RE.split(text)
+            para_frac, para_chars = _dup_stats(paras)
+            check(
+                line_frac <= self.max_dup_line_ratio,
+                "gopher_dup_lines",
+                f"gopher: duplicated lines {line_frac:.2f} > {self.max_dup_line_ratio}",
+            )
+            check(
+                para_frac <= self.max_dup_para_ratio,
+                "gopher_dup_paragraphs",
+                f"gopher: duplicated paragraphs {para_frac:.2f} > {self.max_dup_para_ratio}",
+            )
+            check(
+                line_chars <= self.max_dup_line_char_ratio,
+                "gopher_dup_line_chars",
+                f"gopher: characters in duplicated lines {line_chars:.2f} > {self.max_dup_line_char_ratio}",
+            )
+            check(
+                para_chars <= self.max_dup_para_char_ratio,
+                "gopher_dup_paragraph_chars",
+                f"gopher: characters in duplicated paragraphs {para_chars:.2f} > {self.max_dup_para_char_ratio}",
+            )
+            if n_words:
+                vocab: dict[str, int] = {}
+                ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in ws), dtype=np.int64, count=n_words)
+                lens = np.fromiter((len(w) for w in ws), dtype=np.int64, count=n_words)
+                total = int(lens.sum()) or 1
+                for n, mx in self._top:
+                    f = _top_ngram_frac(ids, lens, n, total)
+                    check(f <= mx, f"gopher_top_{n}gram", f"gopher: top {n}-gram characters {f:.2f} > {mx}")
+                for n, mx in self._dup:
+                    f = _dup_ngram_frac(ids, lens, n, total)
+                    check(f <= mx, f"gopher_dup_{n}gram", f"gopher: characters in repeated {n}-grams {f:.2f} > {mx}")
+
+        if self.c4:
+            low = text.lower()
+            if self.c4_reject_lorem_ipsum:
+                check("lorem ipsum" not in low, "c4_lorem_ipsum", "c4: contains 'lorem ipsum'")
+            if self.c4_reject_curly_bracket:
+                check("{" not in text, "c4_curly_bracket", "c4: contains '{'")
+            sentences = len(_SENTENCE_END_RE.findall(text))
+            check(
+                sentences >= self.c4_min_sentences,
+                "c4_min_sentences",
+                f"c4: {sentences} sentences < {self.c4_min_sentences}",
+            )
+
+        if self.fineweb:
+            nonempty = [ln.strip() for ln in lines if ln.strip()]
+            if nonempty:
+                punct = sum(ln.endswith(TERMINAL_PUNCT) for ln in nonempty) / len(nonempty)
+                check(
+                    punct >= self.fineweb_min_punct_lines_ratio,
+                    "fineweb_punct_lines",
+                    f"fineweb: lines ending in punctuation {punct:.2f} < {self.fineweb_min_punct_lines_ratio}",
+                )
+                short = sum(_width(ln) < self.fineweb_short_line_width for ln in nonempty) / len(nonempty)
+                check(
+                    short <= self.fineweb_max_short_lines_ratio,
+                    "fineweb_short_lines",
+                    f"fineweb: short lines {short:.2f} > {self.fineweb_max_short_lines_ratio}",
+                )
+                counts = Counter(nonempty)
+                dup_chars = sum(len(ln) * (c - 1) for ln, c in counts.items() if c > 1)
+                ratio = dup_chars / max(len(text.replace("\n", "")), 1)
+                check(
+                    ratio <= self.fineweb_max_dup_line_char_ratio,
+                    "fineweb_dup_line_chars",
+                    f"fineweb: characters in duplicated lines {ratio:.3f} > {self.fineweb_max_dup_line_char_ratio}",
+                )
+            if n_words:
+                nl = text.count("\n") / n_words
+                check(
+                    nl <= self.fineweb_max_newline_word_ratio,
+                    "fineweb_newline_ratio",
+                    f"fineweb: newlines per word {nl:.2f} > {self.fineweb_max_newline_word_ratio}",
+                )
+        return fails, checked
+
+    def c4_filter_lines(self, text: str, lang: str | None) -> str:
+        """C4's line filter: keep lines that end in punctuation, are long enough and are not boilerplate."""
+        kept = []
+        for line in text.split("\n"):
+            s = line.strip()
+            low = s.lower()
+            if not s.endswith(TERMINAL_PUNCT):
+                continue
+            if len(words(s, lang if is_cjk(s, lang) else None)) < self.c4_min_words_per_line:
+                continue
+            if "javascript" in low or any(p in low for p in POLICY):
+                continue
+            kept.append(line)
+        return "\n".join(kept)
+
+    def process(self, record: dict) -> None:
+        text = record.get("text") or ""
+        meta = record.setdefault("meta", {})
+        lang = meta.get("language")
+        if self.c4 and self.c4_line_filter:
+            new = self.c4_filter_lines(text, lang)
+            if new != text:
+                record["text"] = new
+                self.mark_changed(record, text)
+                text = new
+        fails, checked = self.evaluate(text, lang)
+        score = round(1 - len(fails) / checked, 4) if checked else 1.0
+        meta["quality_score"] = score
+        if fails:
+            meta["quality_failed"] = [r for r, _ in fails]
+            self.stats.counters.update(r for r, _ in fails)
+            if not self.score_only:
+                rule, reason = fails[0]
+                self.reject(record, rule, reason)

@@ -1,0 +1,142 @@
+"""Text helpers shared by the steps: script detection, language-aware words, stable 64-bit hashing.
+
+Hashes must agree across processes and machines (Python's ``hash`` is salted), so everything that
+feeds deduplication goes through :func:`stable_hash` or numpy mixing with fixed constants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from functools import lru_cache
+
+import numpy as np
+
+# Han, kana, hangul and CJK punctuation blocks: text dominated by these has no spaces between words.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u31f0-\u31ff"
+CJK_RE = re.compile(f"[{_CJK}]")
+_HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA_RE = re.compile("[\u3040-\u30ff\u31f0-\u31ff]")
+_SPACE_RE = re.compile(r"\s+")
+WORD_RE = re.compile(r"\w+")
+# Japanese has no segmenter in our dependencies: runs of one script approximate words well enough
+# for the ratios the quality rules take.
+_JA_WORD_RE = re.compile("[\u4e00-\u9fff\u3400-\u4dbf]+|[\u3040-\u309f]+|[\u30a0-\u30ff\u31f0-\u31ff]+|\\w+")
+
+CJK_LANGS = frozenset({"zh", "ja", "wuu", "yue", "gan", "lzh"})
+TERMINAL_PUNCT = tuple(".!?\"'。！？…」』”’）)") + ("……",)
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def cjk_ratio(text: str, sample: int = 4000) -> float:
+    """Share of CJK characters among the non-space characters of the first ``sample`` characters."""
+    head = text[:sample]
+    dense = len(head) - sum(1 for c in head if c.isspace())
+    if dense <= 0:
+        return 0.0
+    return len(CJK_RE.findall(head)) / dense
+
+
+def is_cjk(text: str, lang: str | None = None, min_ratio: float = 0.3) -> bool:
+    """True for text whose words are not separated by spaces (Chinese, Japanese)."""
+    if lang:
+        return lang in CJK_LANGS
+    return cjk_ratio(text) >= min_ratio
+
+
+def guess_cjk_lang(text: str) -> str:
+    """'ja' when kana is present, else 'zh': enough to pick a segmenter without a language model."""
+    return "ja" if _KANA_RE.search(text[:4000]) else "zh"
+
+
+@lru_cache(maxsize=1)
+def _jieba():
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def words(text: str, lang: str | None = None) -> list[str]:
+    """Words of ``text`` without punctuation: jieba for Chinese, script runs for Japanese, else spaces.
+
+    Measuring CJK text in segmented words (not in space-separated "words", of which a Chinese
+    paragraph has one) is what lets the Gopher/C4/FineWeb ratios apply to it fairly.
+    """
+    if is_cjk(text, lang):
+        code = lang if lang in ("zh", "ja") else guess_cjk_lang(text)
+        if code == "ja":
+            return _JA_WORD_RE.findall(text)
+        return [w for w in _jieba().lcut(text, HMM=False) if WORD_RE.search(w)]
+    out = []
+    for tok in text.split():
+        core = tok.strip(_PUNCT_STRIP)
+        if core:
+            out.append(core)
+    return out
+
+
+_PUNCT_STRIP = "".join(chr(i) for i in range(0x2070) if unicodedata.category(chr(i)).startswith(("P", "S")))
+
+
+def stable_hash(data: str) -> int:
+    """64-bit hash that is the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(data.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser over a uint64 array: spreads small inputs (code points) over 64 bits."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64, copy=True)
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
+    """Hashes of every run of ``n`` consecutive token hashes (the whole run if shorter than ``n``)."""
+    length = len(tokens)
+    if length == 0:
+        return tokens[:0]
+    n = min(n, length)
+    count = length - n + 1
+    with np.errstate(over="ignore"):
+        acc = np.zeros(count, dtype=np.uint64)
+        for k in range(n):
+            acc = acc * np.uint64(0x100000001B3) + tokens[k : k + count]
+    return mix64(acc)
+
+
+_NON_WORD_RE = re.compile(r"[\W_]+")
+
+
+def token_hashes(texts: list[str], word_n: int, cjk_n: int) -> list[tuple[np.ndarray, int]]:
+    """Per text, (token hashes, n-gram size): lowercased words for spaced text, characters for CJK.
+
+    Word hashes come from rensa's batch hasher (FxHash, stable across processes); CJK characters
+    are their code points mixed to 64 bits. Punctuation and spacing never enter a shingle.
+    """
+    out: list[tuple[np.ndarray, int] | None] = [None] * len(texts)
+    word_docs, word_idx = [], []
+    for i, text in enumerate(texts):
+        low = text.lower()
+        if is_cjk(text):
+            chars = _NON_WORD_RE.sub("", low)
+            cps = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32)
+            out[i] = (mix64(cps), cjk_n)
+        else:
+            word_docs.append(WORD_RE.findall(low))
+            word_idx.append(i)
+    if word_docs:
+        from rensa import RMinHash
+
+        hashed = RMinHash.hash_token_sets(word_docs)
+        for i, h in zip(word_idx, hashed, strict=True):
+            out[i] = (np.array(h, dtype=np.uint64), word_n)
+    return out  # type: ignore[return-value]
