@@ -1,0 +1,34 @@
+"""Bearer-key authentication: every route but the public catalog reads depends on :func:`principal`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ciyuan.config import Settings
+from ciyuan.exchange import tx
+from ciyuan.exchange.accounts import Principal, authenticate
+
+bearer = HTTPBearer(auto_error=False, description="An API key from `ciyuan key create`")
+
+
+def app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    s = app_settings(request)
+    secret = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
+    return tx.run(lambda sess: authenticate(sess, secret), s)
+
+
+def requires(*, roles: tuple[str, ...] = (), scope: str | None = None) -> Callable[..., Principal]:
+    """A dependency: the caller's principal, after checking its role and scope (403 otherwise)."""
+
+    def dep(p: Principal = Depends(principal)) -> Principal:
+        p.require(roles=roles, scope=scope)
+        return p
+
+    return dep

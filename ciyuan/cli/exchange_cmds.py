@@ -1,0 +1,260 @@
+"""Commands of the exchange: serve, account, key, publish, ledger."""
+
+from __future__ import annotations
+
+import secrets
+
+import typer
+from rich.table import Table
+
+from ciyuan.cli.output import JsonOpt, console, emit, errors
+
+account_app = typer.Typer(help="Market accounts: providers, buyers and the operator.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys (shown once, stored only as a hash).", no_args_is_help=True)
+ledger_app = typer.Typer(help="The double-entry ledger: deposits, balances, consistency check.", no_args_is_help=True)
+
+
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", help="uvicorn worker processes."),
+) -> None:
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    import uvicorn
+
+    from ciyuan import db
+
+    db.engine()  # migrate before accepting requests
+    if workers > 1:
+        uvicorn.run("ciyuan.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    else:
+        from ciyuan.api.app import create_app
+
+        uvicorn.run(create_app(), host=host, port=port)
+
+
+def account_create_cmd(
+    name: str = typer.Argument(..., help="Account name."),
+    role: str = typer.Option(..., "--role", help="provider | buyer | operator"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a market account."""
+    from ciyuan.exchange import accounts, tx
+
+    with errors(as_json):
+        acc = tx.run(lambda s: accounts.create_account(s, name, role).to_dict())
+    emit(
+        acc, as_json, lambda a: console.print(f"[green]created[/] {a['role']} account [bold]{a['name']}[/] ({a['id']})")
+    )
+
+
+def account_list_cmd(as_json: bool = JsonOpt) -> None:
+    """List market accounts."""
+    from ciyuan.exchange import accounts, tx
+
+    with errors(as_json):
+        rows = tx.run(lambda s: [a.to_dict() for a in accounts.list_accounts(s)])
+
+    def render(rs: list[dict]) -> None:
+        t = Table("name", "role", "id", "created")
+        for r in rs:
+            t.add_row(r["name"], r["role"], r["id"], r["created_at"].isoformat(timespec="seconds"))
+        console.print(t)
+
+    emit(rows, as_json, render)
+
+
+def key_create_cmd(
+    account: str = typer.Argument(..., help="Account name or id."),
+    scopes: str | None = typer.Option(None, "--scopes", help="Comma-separated scopes (default: all of the role's)."),
+    expires: str | None = typer.Option(None, "--expires", help="e.g. 30d, 12h, or an ISO date-time."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create an API key; the secret is printed once and never stored."""
+    from ciyuan.exchange import accounts, tx
+
+    with errors(as_json):
+        when = accounts.parse_expiry(expires)
+        chosen = [x.strip() for x in scopes.replace(" ", ",").split(",") if x.strip()] if scopes else None
+        info, secret = tx.run(lambda s: accounts.create_key(s, account, chosen, when))
+    out = {**info, "key": secret}
+
+    def render(o: dict) -> None:
+        console.print(f"[green]key {o['id']}[/] for {o['account']} ({', '.join(o['scopes'])})")
+        console.print(f"[bold]{o['key']}[/]")
+        console.print("[yellow]store it now: it is shown only once[/]")
+
+    emit(out, as_json, render)
+
+
+def key_revoke_cmd(key_id: str = typer.Argument(..., help="Key id (key_...)."), as_json: bool = JsonOpt) -> None:
+    """Revoke a key at once."""
+    from ciyuan.exchange import accounts, tx
+
+    with errors(as_json):
+        info = tx.run(lambda s: accounts.revoke_key(s, key_id))
+    emit(info, as_json, lambda o: console.print(f"[green]revoked[/] {o['id']} of {o['account']}"))
+
+
+def key_list_cmd(account: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+    """List an account's keys (hints only, never secrets)."""
+    from ciyuan.exchange import accounts, tx
+
+    with errors(as_json):
+        rows = tx.run(lambda s: accounts.list_keys(s, account))
+    emit(rows, as_json, None)
+
+
+def publish_cmd(
+    ref: str = typer.Argument(..., help="NAME or NAME@VERSION to sell."),
+    price_per_mtok: str = typer.Option(
+        ..., "--price-per-mtok", "--price", help="Price per million tokens in major units, or 'suggested'."
+    ),
+    currency: str = typer.Option("CNY", "--currency"),
+    schedule: str | None = typer.Option(None, "--schedule", help="Token schedule (default: cl100k_base)."),
+    tiers: str | None = typer.Option(None, "--tiers", help="JSON/YAML file of volume tiers."),
+    license: str = typer.Option("", "--license", help="SPDX id or licence text."),
+    sample: int = typer.Option(5, "--sample", help="Free sample records shown in the catalog (0-100)."),
+    provider: str | None = typer.Option(None, "--provider", help="Provider account (default: the only one)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Publish a version as a listing with an arbitrage-free price schedule."""
+    from ciyuan.errors import InvalidInput
+    from ciyuan.exchange import accounts, market, tx
+    from ciyuan.exchange.pricing import load_tiers_file
+
+    with errors(as_json):
+        tier_list, mode = load_tiers_file(tiers) if tiers else ([], "graduated")
+        who = provider
+        if who is None:
+            provs = [a for a in tx.run(accounts.list_accounts) if a.role == "provider"]
+            if len(provs) != 1:
+                raise InvalidInput(
+                    f"there are {len(provs)} provider accounts; say which one publishes",
+                    hint="add --provider NAME (create one: ciyuan account create --role provider NAME)",
+                )
+            who = provs[0].id
+        out = market.publish(
+            ref,
+            provider=who,
+            price_per_mtok=price_per_mtok,
+            currency=currency,
+            schedule=schedule,
+            tiers=tier_list,
+            mode=mode,
+            license=license,
+            sample=sample,
+        )
+
+    def render(o: dict) -> None:
+        console.print(
+            f"[green]listed[/] {o['dataset']}@{o['version'][:12]} as [bold]{o['id']}[/]: "
+            f"{o['records']:,} records, {o['tokens']:,} tokens ({o['schedule']}), "
+            f"{o['price_per_mtok']} {o['currency']}/Mtok, all for {o['full_price']} {o['currency']}"
+        )
+
+    emit(out, as_json, render)
+
+
+def deposit_cmd(
+    account: str = typer.Argument(..., help="Buyer account name or id."),
+    amount: str = typer.Argument(..., help="Amount in major units, e.g. 100.00"),
+    currency: str = typer.Option("CNY", "--currency"),
+    transfer_id: str | None = typer.Option(None, "--id", help="Transfer id (repeat it to replay safely)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Credit a buyer's balance (operator)."""
+    from ciyuan.errors import InvalidInput
+    from ciyuan.exchange import ledger, tx
+    from ciyuan.exchange.accounts import get_account
+    from ciyuan.exchange.money import parse_amount
+
+    with errors(as_json):
+        minor = parse_amount(amount, currency)
+        tid = transfer_id or "deposit:" + secrets.token_hex(10)
+
+        def work(s):
+            acc = get_account(s, account)
+            if acc.role != "buyer":
+                raise InvalidInput(f"{acc.name} is a {acc.role}; deposits go to buyers", hint="name a buyer")
+            t = ledger.deposit(s, tid, acc.id, minor, currency)
+            return {"transfer": t.to_dict(), "balance": ledger.balance(s, ledger.BUYER, acc.id, currency).to_dict()}
+
+        out = tx.run(work)
+    emit(
+        out,
+        as_json,
+        lambda o: console.print(
+            f"[green]deposited[/] {o['transfer']['amount_text']} {currency.upper()} -> {account}; available "
+            f"{o['balance']['available_text']}"
+        ),
+    )
+
+
+def balance_cmd(
+    account: str | None = typer.Argument(None, help="Account (default: all)."), as_json: bool = JsonOpt
+) -> None:
+    """Ledger balances."""
+    from ciyuan.exchange import ledger, tx
+    from ciyuan.exchange.accounts import get_account
+
+    with errors(as_json):
+        rows = tx.run(
+            lambda s: [b.to_dict() for b in ledger.balances(s, get_account(s, account).id if account else None)]
+        )
+
+    def render(rs: list[dict]) -> None:
+        t = Table("ledger account", "posted", "held", "available")
+        for r in rs:
+            t.add_row(r["account_id"], r["posted_text"], str(r["held"]), r["available_text"])
+        console.print(t)
+
+    emit(rows, as_json, render)
+
+
+def check_cmd(as_json: bool = JsonOpt) -> None:
+    """Recompute every balance from the transfers; exit 1 if anything differs."""
+    from ciyuan.exchange import ledger, tx
+
+    with errors(as_json):
+        rep = tx.run(ledger.check)
+
+    def render(r: dict) -> None:
+        if r["ok"]:
+            console.print(
+                f"[green]ledger consistent[/]: {r['accounts']} accounts, {r['transfers']} transfers, "
+                f"posted {r['totals']['debits_posted']} = {r['totals']['credits_posted']}"
+            )
+        else:
+            for d in r["differences"]:
+                console.print(f"[red]difference[/] {d}")
+
+    emit(rep, as_json, render)
+    if not rep["ok"]:
+        raise typer.Exit(1)
+
+
+def expire_cmd(as_json: bool = JsonOpt) -> None:
+    """Expire holds whose timeout has passed (the API also does this lazily)."""
+    from ciyuan.exchange import ledger, tx
+
+    with errors(as_json):
+        n = tx.run(lambda s: ledger.expire_due(s))
+    emit({"expired": n}, as_json, lambda o: console.print(f"expired {o['expired']} hold(s)"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_cmd)
+    app.command("publish")(publish_cmd)
+    account_app.command("create")(account_create_cmd)
+    account_app.command("list")(account_list_cmd)
+    key_app.command("create")(key_create_cmd)
+    key_app.command("revoke")(key_revoke_cmd)
+    key_app.command("list")(key_list_cmd)
+    ledger_app.command("deposit")(deposit_cmd)
+    ledger_app.command("balance")(balance_cmd)
+    ledger_app.command("check")(check_cmd)
+    ledger_app.command("expire")(expire_cmd)
+    app.add_typer(account_app, name="account")
+    app.add_typer(key_app, name="key")
+    app.add_typer(ledger_app, name="ledger")
