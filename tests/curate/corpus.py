@@ -10,41 +10,295 @@ from __future__ import annotations
 import random
 
 EN_DET = ["the", "a", "our", "their", "this", "every", "one"]
-EN_ADJ = """careful young local senior quiet patient northern small busy modern rural experienced
-curious independent regional coastal friendly skilled practical ambitious veteran cautious famous
-thoughtful determined generous ordinary elderly municipal national private""".split()
-EN_NOUN = """engineer farmer teacher council committee doctor student researcher nurse librarian
-designer manager journalist carpenter baker pilot chemist historian volunteer gardener mechanic
-architect painter translator surveyor captain officer merchant scientist ranger""".split()
-EN_VERB = """reviewed described improved repaired measured planned studied questioned explained
-recorded organised examined delivered compared prepared published restored discussed
-collected tested supported presented analysed defended welcomed designed replaced""".split()
-EN_OBJ_ADJ = """annual detailed new broken ancient careful revised public difficult useful hidden
-forgotten simple complex seasonal official curious narrow generous final""".split()
-EN_OBJ = """report bridge harvest schedule budget museum garden proposal survey railway library
-manuscript experiment festival contract vaccine orchard telescope canal lighthouse theory
-warehouse archive ledger""".split()
+EN_ADJ = [
+    "careful",
+    "young",
+    "local",
+    "senior",
+    "quiet",
+    "patient",
+    "northern",
+    "small",
+    "busy",
+    "modern",
+    "rural",
+    "experienced",
+    "curious",
+    "independent",
+    "regional",
+    "coastal",
+    "friendly",
+    "skilled",
+    "practical",
+    "ambitious",
+    "veteran",
+    "cautious",
+    "famous",
+    "thoughtful",
+    "determined",
+    "generous",
+    "ordinary",
+    "elderly",
+    "municipal",
+    "national",
+    "private",
+]
+EN_NOUN = [
+    "engineer",
+    "farmer",
+    "teacher",
+    "council",
+    "committee",
+    "doctor",
+    "student",
+    "researcher",
+    "nurse",
+    "librarian",
+    "designer",
+    "manager",
+    "journalist",
+    "carpenter",
+    "baker",
+    "pilot",
+    "chemist",
+    "historian",
+    "volunteer",
+    "gardener",
+    "mechanic",
+    "architect",
+    "painter",
+    "translator",
+    "surveyor",
+    "captain",
+    "officer",
+    "merchant",
+    "scientist",
+    "ranger",
+]
+EN_VERB = [
+    "reviewed",
+    "described",
+    "improved",
+    "repaired",
+    "measured",
+    "planned",
+    "studied",
+    "questioned",
+    "explained",
+    "recorded",
+    "organised",
+    "examined",
+    "delivered",
+    "compared",
+    "prepared",
+    "published",
+    "restored",
+    "discussed",
+    "collected",
+    "tested",
+    "supported",
+    "presented",
+    "analysed",
+    "defended",
+    "welcomed",
+    "designed",
+    "replaced",
+]
+EN_OBJ_ADJ = [
+    "annual",
+    "detailed",
+    "new",
+    "broken",
+    "ancient",
+    "careful",
+    "revised",
+    "public",
+    "difficult",
+    "useful",
+    "hidden",
+    "forgotten",
+    "simple",
+    "complex",
+    "seasonal",
+    "official",
+    "curious",
+    "narrow",
+    "generous",
+    "final",
+]
+EN_OBJ = [
+    "report",
+    "bridge",
+    "harvest",
+    "schedule",
+    "budget",
+    "museum",
+    "garden",
+    "proposal",
+    "survey",
+    "railway",
+    "library",
+    "manuscript",
+    "experiment",
+    "festival",
+    "contract",
+    "vaccine",
+    "orchard",
+    "telescope",
+    "canal",
+    "lighthouse",
+    "theory",
+    "warehouse",
+    "archive",
+    "ledger",
+]
 EN_PREP = ["before", "after", "during", "despite", "without", "beyond", "through", "across"]
-EN_TAIL_ADJ = """winter heavy long difficult busy early late sudden quiet summer stormy final
-uncertain second""".split()
-EN_TAIL = """storms season negotiations weeks holidays floods elections months repairs inspections
-meetings rains delays celebrations""".split()
+EN_TAIL_ADJ = [
+    "winter",
+    "heavy",
+    "long",
+    "difficult",
+    "busy",
+    "early",
+    "late",
+    "sudden",
+    "quiet",
+    "summer",
+    "stormy",
+    "final",
+    "uncertain",
+    "second",
+]
+EN_TAIL = [
+    "storms",
+    "season",
+    "negotiations",
+    "weeks",
+    "holidays",
+    "floods",
+    "elections",
+    "months",
+    "repairs",
+    "inspections",
+    "meetings",
+    "rains",
+    "delays",
+    "celebrations",
+]
 EN_CONN = ["However,", "Meanwhile,", "In addition,", "Later,", "As a result,", "Surprisingly,", "", "", ""]
 
-ZH_TIME = ["去年春天", "最近几年", "上个月", "今年夏天", "很多年前", "前不久", "那天早上", "冬天来临之前", "节日期间", "第二天"]
-ZH_ADJ = ["年轻的", "经验丰富的", "当地的", "认真的", "热心的", "退休的", "细心的", "勤劳的", "聪明的", "耐心的",
-          "友善的", "能干的", "普通的", "著名的"]
-ZH_NOUN = ["工程师", "农民", "老师", "医生", "学生", "研究员", "护士", "图书管理员", "设计师", "记者", "木匠", "厨师",
-           "司机", "画家", "志愿者", "园丁", "店主", "科学家", "邮递员", "村干部"]
-ZH_PLACE_MOD = ["河边的", "城市的", "山脚下的", "学校的", "海边的", "医院的", "新建的", "热闹的", "安静的", "古老的",
-                "偏远的", "郊外的"]
+ZH_TIME = [
+    "去年春天",
+    "最近几年",
+    "上个月",
+    "今年夏天",
+    "很多年前",
+    "前不久",
+    "那天早上",
+    "冬天来临之前",
+    "节日期间",
+    "第二天",
+]
+ZH_ADJ = [
+    "年轻的",
+    "经验丰富的",
+    "当地的",
+    "认真的",
+    "热心的",
+    "退休的",
+    "细心的",
+    "勤劳的",
+    "聪明的",
+    "耐心的",
+    "友善的",
+    "能干的",
+    "普通的",
+    "著名的",
+]
+ZH_NOUN = [
+    "工程师",
+    "农民",
+    "老师",
+    "医生",
+    "学生",
+    "研究员",
+    "护士",
+    "图书管理员",
+    "设计师",
+    "记者",
+    "木匠",
+    "厨师",
+    "司机",
+    "画家",
+    "志愿者",
+    "园丁",
+    "店主",
+    "科学家",
+    "邮递员",
+    "村干部",
+]
+ZH_PLACE_MOD = [
+    "河边的",
+    "城市的",
+    "山脚下的",
+    "学校的",
+    "海边的",
+    "医院的",
+    "新建的",
+    "热闹的",
+    "安静的",
+    "古老的",
+    "偏远的",
+    "郊外的",
+]
 ZH_PLACE_N = ["小镇", "老街区", "村庄", "实验室", "渔港", "走廊", "图书馆", "工厂", "集市", "院子", "车站", "码头"]
 ZH_PLACE_SUF = ["里", "上", "旁边", "附近", "中"]
-ZH_VERB = ["整理了", "修复了", "检查了", "讨论了", "记录了", "改进了", "设计了", "发表了", "测量了", "保存了", "介绍了",
-           "准备了", "完成了", "研究了", "展示了", "翻译了"]
-ZH_OBJ_ADJ = ["一份详细的", "一座古老的", "一个新的", "一批珍贵的", "一项重要的", "几本破旧的", "一套完整的", "一张手绘的",
-              "一些零散的", "两份临时的"]
-ZH_OBJ = ["报告", "桥梁", "计划", "地图", "档案", "设备", "方案", "资料", "作品", "图纸", "账本", "标本", "课程", "预算"]
+ZH_VERB = [
+    "整理了",
+    "修复了",
+    "检查了",
+    "讨论了",
+    "记录了",
+    "改进了",
+    "设计了",
+    "发表了",
+    "测量了",
+    "保存了",
+    "介绍了",
+    "准备了",
+    "完成了",
+    "研究了",
+    "展示了",
+    "翻译了",
+]
+ZH_OBJ_ADJ = [
+    "一份详细的",
+    "一座古老的",
+    "一个新的",
+    "一批珍贵的",
+    "一项重要的",
+    "几本破旧的",
+    "一套完整的",
+    "一张手绘的",
+    "一些零散的",
+    "两份临时的",
+]
+ZH_OBJ = [
+    "报告",
+    "桥梁",
+    "计划",
+    "地图",
+    "档案",
+    "设备",
+    "方案",
+    "资料",
+    "作品",
+    "图纸",
+    "账本",
+    "标本",
+    "课程",
+    "预算",
+]
 ZH_TAIL_S = ["大家", "邻居们", "同事们", "孩子们", "老人们", "专家", "游客", "家人"]
 ZH_TAIL_V = ["都觉得", "纷纷表示", "一致认为", "后来说", "常常提起", "没想到", "私下觉得"]
 ZH_TAIL_O = ["很有意义", "十分难得", "值得推广", "非常辛苦", "比预想的好", "有些意外", "来之不易", "颇为有趣"]
@@ -53,10 +307,7 @@ ZH_TAIL_O = ["很有意义", "十分难得", "值得推广", "非常辛苦", "�
 def en_sentence(rng: random.Random) -> str:
     conn = rng.choice(EN_CONN)
     subj = f"{rng.choice(EN_DET)} {rng.choice(EN_ADJ)} {rng.choice(EN_NOUN)}"
-    if conn:
-        s = f"{conn} {subj}"
-    else:
-        s = subj[0].upper() + subj[1:]
+    s = f"{conn} {subj}" if conn else subj[0].upper() + subj[1:]
     obj = f"the {rng.choice(EN_OBJ_ADJ)} {rng.choice(EN_OBJ)}"
     tail = f"{rng.choice(EN_PREP)} the {rng.choice(EN_TAIL_ADJ)} {rng.choice(EN_TAIL)}"
     return f"{s} {rng.choice(EN_VERB)} {obj} {tail}."
@@ -88,7 +339,8 @@ BOILERPLATE = [
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et "
     "dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris. " * 3,
     "\n".join(f"• Item {i}" for i in range(40)),
-    "首页 | 关于我们 | 产品中心 | 新闻动态 | 联系我们\n登录\n注册\n购物车\n版权所有 ©2024 某某公司\n备案号：京ICP备12345678号\n"
+    "首页 | 关于我们 | 产品中心 | 新闻动态 | 联系我们\n登录\n注册\n购物车\n"
+    "版权所有 ©2024 某某公司\n备案号：京ICP备12345678号\n"
     "首页 | 关于我们 | 产品中心 | 新闻动态 | 联系我们",
     "Download now!!! Download now!!! Download now!!!\n" * 10,
     "#tag #sale #deal #promo #free #win #now #best #cheap #buy " * 10,
@@ -195,7 +447,12 @@ EN_FRAMES = [
     "According to the log, the request came from {} late at night.",
     "For refunds, the account {} was given to the clerk.",
 ]
-ZH_FRAMES = ["请联系{}了解详情。", "客户在登记表上填写了{}，工作人员已经核对。", "日志显示请求来自{}，时间是深夜。", "退款账户为{}，请尽快处理。"]
+ZH_FRAMES = [
+    "请联系{}了解详情。",
+    "客户在登记表上填写了{}，工作人员已经核对。",
+    "日志显示请求来自{}，时间是深夜。",
+    "退款账户为{}，请尽快处理。",
+]
 
 
 def pii_records(rng: random.Random, per_type: int = 20) -> list[tuple[str, dict[str, list[str]]]]:
