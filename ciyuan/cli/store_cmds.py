@@ -20,7 +20,7 @@ def ingest_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name; a new version is added to it."),
     fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text"),
     text_field: str = typer.Option("text", "--text-field", help="Field that holds the text."),
-    id_field: str | None = typer.Option(None, "--id-field", help="Field that holds the record id."),
+    id_field: str | None = typer.Option(None, "--id-field", help="Record id field (default: id, else a content hash)."),
     license: str | None = typer.Option(None, "--license", help="SPDX licence id of the data."),
     domain: str | None = typer.Option(None, "--domain", help="Domain recorded in each record's meta."),
     language: str | None = typer.Option(None, "--language", help="Language recorded in each record's meta."),

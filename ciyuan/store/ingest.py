@@ -79,6 +79,7 @@ def ingest(
 
     s = s or settings()
     paths = _expand(sources)
+    id_field = id_field or "id"  # an ``id`` field is used when present; records without one get a content hash
     tokenizer = s.default_tokenizer
     builder = VersionBuilder(
         dataset,

