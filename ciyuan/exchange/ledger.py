@@ -341,11 +341,13 @@ def _resolve(
     if pend.state == "pending" and _aware(pend.expires_at) <= now:
         _expire_row(pend, rows, now)
     if pend.state != "pending":
-        raise Conflict(
+        err = Conflict(
             f"pending transfer {pending_id} is already {pend.state}",
             hint="a hold can be posted or voided once, and not after it expired",
             code=f"pending_{pend.state}",
         )
+        err.commit_first = pend.state == "expired"  # keep the expiry we just applied
+        raise err
     value = pend.amount if amount is None else amount
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= pend.amount:
         raise InvalidInput(

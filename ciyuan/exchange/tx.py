@@ -4,6 +4,9 @@ PostgreSQL may abort a transaction on a deadlock or serialization failure, and t
 racing to insert the same idempotency key see a unique violation; re-running the whole unit
 then finds the winner's row and returns it. SQLite writers are serialised by BEGIN IMMEDIATE,
 so there the only retry is a (rare) busy database.
+
+An error marked ``commit_first`` (a hold found expired while being posted) is raised only after
+the unit of work committed, so the state change that explains the error is kept.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ciyuan import db
 from ciyuan.config import Settings
-from ciyuan.errors import Conflict
+from ciyuan.errors import CiyuanError, Conflict
 
 T = TypeVar("T")
 RETRY_SQLSTATES = {"40001", "40P01", "23505"}
@@ -37,9 +40,16 @@ def _retryable(exc: DBAPIError) -> bool:
 def run(fn: Callable[[Session], T], s: Settings | None = None) -> T:
     """``fn(session)`` in one transaction, re-run on deadlock, serialization or duplicate-key races."""
     for attempt in range(MAX_ATTEMPTS):
+        deferred: CiyuanError | None = None
         try:
             with db.session(s) as sess:
-                return fn(sess)
+                try:
+                    return fn(sess)
+                except CiyuanError as exc:
+                    if not getattr(exc, "commit_first", False):
+                        raise
+                    deferred = exc  # e.g. a hold found expired: keep the expiry, then report
+            raise deferred
         except DBAPIError as exc:
             if not _retryable(exc) or attempt == MAX_ATTEMPTS - 1:
                 if isinstance(exc, IntegrityError):
