@@ -17,13 +17,12 @@ SAMPLE_DATASET = "sample-maintenance"
 
 def build_demo(on_step=None) -> dict:
     """Ingest the bundled sample (idempotent: the same files give the same version)."""
-    from ciyuan.data import SAMPLE_DIR
+    from ciyuan.data import sample_files
     from ciyuan.store import resolve
     from ciyuan.store.ingest import ingest
     from ciyuan.store.token_cache import token_report
 
-    sources = [str(SAMPLE_DIR / "maintenance_logs.jsonl"), str(SAMPLE_DIR / "qa_pairs.jsonl"),
-               str(SAMPLE_DIR / "bad_lines.jsonl")]
+    sources = [str(p) for p in sample_files()]
     if on_step:
         on_step("ingest the bundled sample")
     ing = ingest(sources, SAMPLE_DATASET, license="CC-BY-4.0", domain="wind-power-maintenance")
