@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-test lint bench clean
+.PHONY: run test install install-test browser lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/ciyuan quickstart --host $(HOST) --port $(PORT)
 
-test: install-test
+# Browser tests drive Debian's Chromium (no browser download); install it when missing and we may.
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: /usr/bin/chromium is missing and could not be installed; browser tests will say so"
+
+test: install-test browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: install-test
