@@ -144,3 +144,56 @@ def verify_file(path: str | Path, pinned_key: str | None = None) -> dict:
     out = verify_bytes(data, pinned_key)
     out["file"] = str(p)
     return out
+
+
+def statement(sess, p, *, now=None) -> dict:
+    """The facts a receipt states for an entitlement: every posted batch, and the totals."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from ciyuan.exchange.delivery import usage_dict
+    from ciyuan.exchange.delivery_tables import AuditHeadRow, UsageRow
+    from ciyuan.exchange.money import format_amount
+    from ciyuan.exchange.tables import OrderRow
+
+    rows = sess.execute(
+        select(UsageRow).where(UsageRow.entitlement_id == p.entitlement_id).order_by(UsageRow.seq)
+    ).scalars().all()
+    batches = []
+    for r in rows:
+        d = usage_dict(r)
+        d["posted_at"] = d["posted_at"].isoformat()
+        d.pop("entitlement_id")
+        d.pop("listing_id")
+        batches.append(d)
+    order = sess.get(OrderRow, p.order_id)
+    head = sess.get(AuditHeadRow, 1)
+    tokens = sum(b["tokens"] for b in batches)
+    amount = sum(b["amount"] for b in batches)
+    return {
+        "type": "ciyuan.receipt.v1",
+        "issued_at": (now or datetime.now(UTC)).isoformat(),
+        "entitlement_id": p.entitlement_id,
+        "order_id": p.order_id,
+        "buyer_id": p.buyer_id,
+        "provider_id": p.provider_id,
+        "listing_id": p.listing_id,
+        "version_id": p.version.id,
+        "billing": "metered" if p.metered else "prepaid",
+        "order_amount": order.amount,
+        "currency": p.currency,
+        "tokenizer": {"name": p.tokenizer, "version": p.tokenizer_version},
+        "price_schedule": p.schedule.to_dict(),
+        "entitled": {"records": p.records, "tokens": p.tokens},
+        "batches": batches,
+        "totals": {
+            "batches": len(batches),
+            "records": sum(b["records"] for b in batches),
+            "tokens": tokens,
+            "amount": amount,
+            "amount_text": format_amount(amount, p.currency),
+            "price_of_tokens": p.price(tokens) if p.metered else 0,
+        },
+        "audit_head": head.hash if head else None,
+    }

@@ -1,0 +1,191 @@
+"""Delivery: metered record streams, acks, packages, usage, balance and signed receipts.
+
+The stream answers NDJSON by default and Arrow IPC for ``Accept: application/vnd.apache.arrow.stream``;
+the batch's cursor, next cursor, tokens, hold and content digest travel in ``Ciyuan-*`` headers so
+the body is nothing but records.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ciyuan.api.auth import app_settings, principal, requires
+from ciyuan.api.errors import responses
+from ciyuan.api.schemas import ID
+from ciyuan.exchange import delivery, ledger, packages, receipts, tx
+from ciyuan.exchange.accounts import Principal
+from ciyuan.exchange.metering import MAX_PARTS, table_to_ndjson
+
+router = APIRouter(tags=["delivery"])
+BUYER = ("buyer",)
+ARROW = "application/vnd.apache.arrow.stream"
+NDJSON = "application/x-ndjson"
+CURSOR = r"^c1\.\d{1,4}\.\d{1,4}\.\d{1,15}$"
+
+
+class AckIn(BaseModel):
+    cursor: str = Field(pattern=CURSOR, max_length=40, description="the next_cursor of the batch received")
+
+
+class PackageIn(BaseModel):
+    ttl_s: int = Field(packages.DEFAULT_TTL_S, ge=1, le=packages.MAX_TTL_S)
+
+
+class MeteredOrderIn(BaseModel):
+    quote_id: str = Field(pattern=ID)
+
+
+def _body(d: delivery.Delivery, accept: str | None) -> Response:
+    if accept and ARROW in accept:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, d.table.schema) as w:
+            w.write_table(d.table)
+        return Response(content=sink.getvalue().to_pybytes(), media_type=ARROW, headers=d.headers())
+    return Response(content=table_to_ndjson(d.table), media_type=NDJSON, headers=d.headers())
+
+
+@router.get(
+    "/entitlements/{entitlement_id}/records",
+    responses={**responses(401, 402, 403, 404, 409),
+               200: {"content": {NDJSON: {}, ARROW: {}}, "description": "one batch of records"}},
+)
+def records(
+    request: Request,
+    entitlement_id: str = Path(pattern=ID),
+    cursor: str | None = Query(None, pattern=CURSOR, max_length=40,
+                               description="next_cursor of the previous batch (acknowledges it); omit to start"),
+    max_tokens: int = Query(delivery.DEFAULT_MAX_TOKENS, ge=1, le=delivery.MAX_MAX_TOKENS),
+    parts: int = Query(1, ge=1, le=MAX_PARTS, description="partitions of the selection (start only)"),
+    part: int = Query(0, ge=0, lt=MAX_PARTS, description="which partition (start only)"),
+    accept: str | None = Header(None),
+    who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
+) -> Response:
+    """The next batch of records: held before it is sent, posted when you ask with its next_cursor."""
+    d = delivery.next_batch(who.account.id, entitlement_id, cursor, parts=parts, part=part, max_tokens=max_tokens,
+                            s=app_settings(request))
+    return _body(d, accept)
+
+
+@router.post("/entitlements/{entitlement_id}/ack", responses=responses(401, 402, 403, 404, 409))
+def ack(
+    request: Request,
+    body: AckIn,
+    entitlement_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
+) -> dict:
+    """Acknowledge (and pay for) the batch ending at ``cursor`` without asking for the next one."""
+    return delivery.ack(who.account.id, entitlement_id, body.cursor, s=app_settings(request)).to_dict()
+
+
+@router.get("/entitlements/{entitlement_id}/meter", responses=responses(401, 403, 404))
+def meter(
+    request: Request,
+    entitlement_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
+) -> dict:
+    """Tokens held and posted, and each stream's acknowledged cursor (where to resume)."""
+    s = app_settings(request)
+    p = delivery.plan(entitlement_id, who.account.id, s)
+    return tx.run(lambda sess: delivery.meter_state(sess, p), s)
+
+
+@router.get("/entitlements/{entitlement_id}/receipt", responses=responses(401, 403, 404))
+def receipt(
+    request: Request,
+    entitlement_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
+) -> Response:
+    """A signed statement of every posted batch; verify it offline with ``ciyuan receipt verify``."""
+    s = app_settings(request)
+    p = delivery.plan(entitlement_id, who.account.id, s)
+    signed = receipts.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s)
+    return Response(content=receipts.to_bytes(signed), media_type="application/json")
+
+
+@router.get("/receipts/key", responses=responses())
+def receipt_key(request: Request) -> dict:
+    """The exchange's receipt-signing public key (Ed25519), to pin when verifying receipts."""
+    return receipts.public_key_info(app_settings(request))
+
+
+@router.post("/entitlements/{entitlement_id}/package", responses=responses(401, 403, 404, 409))
+def package(
+    request: Request,
+    body: PackageIn = Body(default_factory=PackageIn),
+    entitlement_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
+) -> dict:
+    """Signed, expiring download URLs, one per shard, for a paid (bulk) order."""
+    s = app_settings(request)
+    p = delivery.plan(entitlement_id, who.account.id, s)
+    return packages.package(p, ttl_s=body.ttl_s, s=s)
+
+
+@router.get("/packages/{entitlement_id}/{shard}", responses={**responses(403, 404, 410),
+                                                             200: {"content": {"application/octet-stream": {}}}})
+def package_shard(
+    request: Request,
+    entitlement_id: str = Path(pattern=ID),
+    shard: int = Path(ge=0, le=10**6),
+    exp: int = Query(ge=0, le=10**12),
+    sig: str = Query(pattern=r"^[0-9a-fA-F]{64}$"),
+) -> Response:
+    """One Parquet shard of a package; the signed URL is the credential."""
+    s = app_settings(request)
+    packages.check(entitlement_id, shard, exp, sig, s)
+    f = packages.open_shard(delivery.plan(entitlement_id, None, s), shard, s)
+    name = f"{entitlement_id}-{shard:05d}.parquet"
+    if f.local:
+        return FileResponse(f.path.removeprefix("file://"), media_type="application/vnd.apache.parquet",
+                            filename=name)
+    p = delivery.plan(entitlement_id, None, s)
+
+    def chunks():
+        with p.version.fs().open(f.path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                yield block
+
+    return StreamingResponse(chunks(), media_type="application/vnd.apache.parquet")
+
+
+@router.get("/usage", responses=responses(401, 403))
+def usage(
+    request: Request,
+    entitlement_id: str | None = Query(None, pattern=ID),
+    after: int = Query(0, ge=0, le=2**62),
+    limit: int = Query(100, ge=1, le=1000),
+    who: Principal = Depends(principal),
+) -> dict:
+    """Usage records, one per posted batch: yours as a buyer, your listings' as a provider, all for the operator."""
+    role = who.account.role
+    kw = {"buyer_id": who.account.id} if role == "buyer" else {"provider_id": who.account.id} if role == "provider" \
+        else {}
+    return tx.run(lambda sess: delivery.usage(sess, entitlement_id=entitlement_id, after=after, limit=limit, **kw),
+                  app_settings(request))
+
+
+@router.get("/balance", responses=responses(401))
+def balance(request: Request, who: Principal = Depends(principal)) -> dict:
+    """Your ledger balances: posted, held (pending) and available, in minor units."""
+    bals = tx.run(lambda sess: ledger.balances(sess, who.account.id), app_settings(request))
+    return {"account_id": who.account.id, "balances": [b.to_dict() for b in bals]}
+
+
+@router.post("/metered-orders", status_code=201, responses=responses(401, 403, 404, 409, 410))
+def metered_order(
+    request: Request,
+    response: Response,
+    body: MeteredOrderIn,
+    idempotency_key: str = Header(alias="Idempotency-Key", min_length=1, max_length=200),
+    who: Principal = Depends(requires(roles=BUYER, scope="orders:write")),
+) -> dict:
+    """Order a quote pay-as-you-go: nothing is charged now; every acknowledged batch is."""
+    order, replayed = delivery.place_metered_order(who.account.id, body.quote_id, idempotency_key,
+                                                   s=app_settings(request))
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return order

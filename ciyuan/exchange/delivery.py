@@ -1,0 +1,771 @@
+"""Metered delivery: batches of an entitlement's records, each held before it is sent and posted on ack.
+
+The state of one stream (a partition of the selection, see :mod:`ciyuan.exchange.metering`) is
+``acked`` (the offset the buyer acknowledged and paid for) and at most one *open* batch
+``[acked, end)`` with its ledger hold. A request carries a cursor offset ``o``:
+
+* ``o == open.end``: the buyer received the open batch; post it, then open the next one;
+* ``o == open.start``: the buyer did not get it (network error, server crash); send it again,
+  under the same hold (so it is not charged twice);
+* ``o == acked`` with nothing open: open the next batch;
+* ``o == last.end`` where the last batch timed out (its hold voided) before the ack: charge it
+  now, since the buyer evidently has it;
+* ``o < acked``: re-read already-paid records, free and without changing anything;
+* anything else is a 409 naming the cursor to resume from.
+
+Every open batch expires with its hold after ``hold_timeout_s``; then its records are delivered
+(and held) again when the buyer resumes. Posting charges ``price(P + t) - price(P)`` where ``P`` is
+the entitlement's posted tokens, under a lock on its meter row, so the total charged equals the
+price of the total tokens exactly, however the stream was split. Holds, posts and expiries go to
+the ledger (:mod:`ciyuan.exchange.ledger`) and the audit chain in the same transaction.
+
+Entitlements of paid (prepaid) orders stream the same way without holds; metered orders
+(:func:`place_metered_order`) pay per posted batch.
+
+Reading is kept out of the database transaction: the batch bounds are predicted from the
+stream's state, the content is read and hashed, and the transaction then checks that the state
+still gives those bounds (else it is re-run with the bounds it found).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ciyuan.config import Settings, settings
+from ciyuan.errors import Conflict, InvalidInput, NotFound
+from ciyuan.exchange import audit, ledger, market, tx
+from ciyuan.exchange.delivery_tables import BatchRow, MeterRow, StreamRow, UsageRow
+from ciyuan.exchange.metering import SCHEMA, Cursor, batch_end, digest, marginal_price, partition_bounds
+from ciyuan.exchange.money import format_amount
+from ciyuan.exchange.pricing import PriceSchedule
+from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow, QuoteRow
+
+DEFAULT_MAX_TOKENS = 1_000_000
+MAX_MAX_TOKENS = 100_000_000
+METERED = "metered"
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+def _now(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)
+
+
+# -- the plan of an entitlement: which records, in which order, with which token counts ------------
+
+
+@dataclass
+class Plan:
+    """Everything immutable about an entitlement that delivery needs, cached per process."""
+
+    entitlement_id: str
+    buyer_id: str
+    provider_id: str
+    listing_id: str
+    order_id: str
+    metered: bool
+    currency: str
+    schedule: PriceSchedule
+    tokenizer: str
+    tokenizer_version: str
+    tokens: int
+    rows: np.ndarray  # version row number of each selection position
+    tok: np.ndarray  # token count of each selection position
+    cum: np.ndarray  # cum[i] = tokens of positions [0, i)
+    version: object = field(repr=False)
+    shard_starts: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(1, np.int64))
+
+    @property
+    def records(self) -> int:
+        return len(self.rows)
+
+    def price(self, tokens: int) -> int:
+        return self.schedule.price(tokens)
+
+
+_plans: OrderedDict[str, Plan] = OrderedDict()
+_plans_lock = threading.Lock()
+PLAN_CACHE = 64
+
+
+def _tokenizer_version(version: object, name: str) -> str:
+    known = (getattr(version, "manifest", {}) or {}).get("tokenizers", {})
+    v = known.get(name) if isinstance(known, dict) else None
+    if isinstance(v, dict):
+        v = v.get("version")
+    if v:
+        return str(v)
+    try:
+        from ciyuan.tokens.tokenizers import tokenizer_version
+
+        return tokenizer_version(name)
+    except Exception:  # a tokenizer not installed here still names its counts
+        return "unknown"
+
+
+def plan(entitlement_id: str, buyer_id: str | None, s: Settings | None = None) -> Plan:
+    """The entitlement's plan; ``buyer_id`` (None for the operator) must own it, else 404."""
+    s = s or settings()
+    with _plans_lock:
+        p = _plans.get(entitlement_id)
+        if p is not None:
+            _plans.move_to_end(entitlement_id)
+    if p is None:
+        p = _build_plan(entitlement_id, s)
+        with _plans_lock:
+            _plans[entitlement_id] = p
+            while len(_plans) > PLAN_CACHE:
+                _plans.popitem(last=False)
+    if buyer_id is not None and p.buyer_id != buyer_id:
+        raise NotFound(f"entitlement {entitlement_id} does not exist", hint="see your orders: GET /v1/orders")
+    return p
+
+
+def _build_plan(entitlement_id: str, s: Settings) -> Plan:
+    from ciyuan.store import resolve
+
+    def read(sess: Session):
+        row = (
+            sess.get(EntitlementRow, entitlement_id)
+            if isinstance(entitlement_id, str) and len(entitlement_id) <= 40
+            else None
+        )
+        if row is None:
+            raise NotFound(f"entitlement {entitlement_id} does not exist", hint="see your orders: GET /v1/orders")
+        ent = market.Entitlement.of(row)
+        listing = sess.get(ListingRow, ent.listing_id)
+        order = sess.get(OrderRow, ent.order_id)
+        result = market.entitlement_selection(sess, ent)
+        return ent, listing, order, result
+
+    ent, listing, order, result = tx.run(read, s)
+    from ciyuan.exchange import selection
+
+    index = selection.load_index(listing.index_location)
+    all_tok = index.column("tokens").to_numpy()
+    rows = result.ordinals().astype(np.int64)
+    tok = all_tok[rows].astype(np.int64)
+    cum = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(tok, out=cum[1:])
+    version = resolve(f"{listing.dataset}@{listing.version_id}", s)
+    starts = np.zeros(len(version.manifest["shards"]) + 1, dtype=np.int64)
+    np.cumsum([int(sh["rows"]) for sh in version.manifest["shards"]], out=starts[1:])
+    return Plan(
+        entitlement_id=ent.id,
+        buyer_id=ent.buyer_id,
+        provider_id=listing.provider_id,
+        listing_id=listing.id,
+        order_id=ent.order_id,
+        metered=order.status == METERED,
+        currency=listing.currency,
+        schedule=PriceSchedule.from_dict(json.loads(listing.price_schedule)),
+        tokenizer=ent.schedule,
+        tokenizer_version=_tokenizer_version(version, ent.schedule),
+        tokens=ent.tokens,
+        rows=rows,
+        tok=tok,
+        cum=cum,
+        version=version,
+        shard_starts=starts,
+    )
+
+
+# -- reading records: row groups decoded once and kept in a bounded cache --------------------------
+
+SHARD_COLUMNS = ["id", "modality", "text", "media", "media_ref", "meta"]
+
+
+class _RowGroups:
+    """An LRU of decoded Parquet row groups, bounded by bytes (the server's memory with many streams)."""
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        self.max_bytes = max_bytes
+        self._tables: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        self._meta: dict[str, np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def starts(self, version, path: str) -> np.ndarray:
+        with self._lock:
+            got = self._meta.get(path)
+        if got is None:
+            with version.fs().open(path, "rb") as fh:
+                md = pq.ParquetFile(fh).metadata
+            got = np.zeros(md.num_row_groups + 1, dtype=np.int64)
+            np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)], out=got[1:])
+            with self._lock:
+                self._meta[path] = got
+        return got
+
+    def get(self, version, path: str, rg: int) -> pa.Table:
+        key = (path, rg)
+        with self._lock:
+            t = self._tables.get(key)
+            if t is not None:
+                self._tables.move_to_end(key)
+                return t
+        with version.fs().open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            cols = [c for c in SHARD_COLUMNS if c in pf.schema_arrow.names]
+            t = pf.read_row_group(rg, columns=cols)
+        with self._lock:
+            if key not in self._tables:
+                self._tables[key] = t
+                self._bytes += t.nbytes
+                while self._bytes > self.max_bytes and len(self._tables) > 1:
+                    _, old = self._tables.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return t
+
+
+ROW_GROUPS = _RowGroups()
+
+
+def _conform(t: pa.Table) -> pa.Table:
+    cols = []
+    for f in SCHEMA:
+        if f.name in t.column_names:
+            c = t.column(f.name)
+            if pa.types.is_dictionary(c.type):
+                c = c.cast(c.type.value_type)
+            cols.append(c.cast(f.type))
+        else:
+            cols.append(pa.nulls(t.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
+
+
+def read_positions(p: Plan, a: int, b: int) -> pa.Table:
+    """Records of selection positions ``[a, b)`` in the canonical delivery schema."""
+    if b <= a:
+        return SCHEMA.empty_table()
+    rows = p.rows[a:b]
+    shard_of = np.searchsorted(p.shard_starts, rows, side="right") - 1
+    paths = p.version.shard_paths()
+    parts: list[pa.Table] = []
+    i = 0
+    n = len(rows)
+    while i < n:
+        sh = int(shard_of[i])
+        j = i + int(np.searchsorted(shard_of[i:], sh, side="right"))
+        local = rows[i:j] - p.shard_starts[sh]
+        rg_starts = ROW_GROUPS.starts(p.version, paths[sh])
+        rg_of = np.searchsorted(rg_starts, local, side="right") - 1
+        k = 0
+        while k < len(local):
+            rg = int(rg_of[k])
+            m = k + int(np.searchsorted(rg_of[k:], rg, side="right"))
+            t = ROW_GROUPS.get(p.version, paths[sh], rg)
+            idx = local[k:m] - rg_starts[rg]
+            if m - k == t.num_rows:
+                parts.append(_conform(t))
+            else:
+                parts.append(_conform(t.take(pa.array(idx))))
+            k = m
+        i = j
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    meta = table.column("meta")
+    meta = pc.if_else(pc.or_kleene(pc.is_null(meta), pc.equal(meta, "")), "{}", meta)
+    table = table.set_column(SCHEMA.get_field_index("meta"), "meta", meta)
+    return table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
+
+
+# -- results ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """What one request returns: records (maybe none) and where to continue."""
+
+    kind: str  # new | redelivery | replay | done | acked
+    entitlement_id: str
+    cursor: str
+    next_cursor: str | None
+    start: int
+    end: int
+    tokens: int
+    batch_id: str | None = None
+    hold_amount: int = 0
+    currency: str = ""
+    sha256: str = ""
+    expires_at: datetime | None = None
+    posted: dict | None = None
+    table: pa.Table | None = field(default=None, repr=False)
+
+    def headers(self) -> dict[str, str]:
+        h = {
+            "Ciyuan-Batch-Kind": self.kind,
+            "Ciyuan-Cursor": self.cursor,
+            "Ciyuan-Next-Cursor": self.next_cursor or "",
+            "Ciyuan-Records": str(self.end - self.start),
+            "Ciyuan-Tokens": str(self.tokens),
+            "Ciyuan-Batch-Sha256": self.sha256,
+            "Ciyuan-Done": "true" if self.kind == "done" else "false",
+        }
+        if self.batch_id:
+            h["Ciyuan-Batch-Id"] = self.batch_id
+            h["Ciyuan-Hold-Amount"] = str(self.hold_amount)
+            h["Ciyuan-Currency"] = self.currency
+        if self.expires_at:
+            h["Ciyuan-Ack-By"] = self.expires_at.isoformat()
+        if self.posted:
+            h["Ciyuan-Posted-Batch"] = self.posted["batch_id"]
+            h["Ciyuan-Posted-Amount"] = str(self.posted["amount"])
+        return h
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "entitlement_id": self.entitlement_id,
+            "cursor": self.cursor,
+            "next_cursor": self.next_cursor,
+            "records": self.end - self.start,
+            "tokens": self.tokens,
+            "batch_id": self.batch_id,
+            "hold_amount": self.hold_amount,
+            "sha256": self.sha256,
+            "posted": self.posted,
+        }
+
+
+class _Mismatch(Exception):
+    """The stream moved between prediction and transaction; re-run with these bounds."""
+
+    def __init__(self, start: int, end: int):
+        super().__init__(start, end)
+        self.start, self.end = start, end
+
+
+# -- the state machine --------------------------------------------------------------------------------
+
+
+def _meter(sess: Session, p: Plan, parts: int, now: datetime) -> MeterRow:
+    """Lock (creating if needed) the entitlement's meter; every change to its streams goes through it."""
+    dialect = sess.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(MeterRow)
+    sess.execute(
+        ins.values(
+            entitlement_id=p.entitlement_id,
+            parts=parts,
+            tokens_held=0,
+            tokens_posted=0,
+            amount_posted=0,
+            records_posted=0,
+            batches_posted=0,
+            updated_at=now,
+        ).on_conflict_do_nothing(index_elements=["entitlement_id"])
+    )
+    m = sess.get(MeterRow, p.entitlement_id, with_for_update=True, populate_existing=True)
+    if m.parts != parts:
+        raise Conflict(
+            f"entitlement {p.entitlement_id} is streamed in {m.parts} part(s), not {parts}",
+            hint=f"resume with the same number of parts ({m.parts}) or with the cursors you were given",
+            code="parts_mismatch",
+        )
+    return m
+
+
+def _stream(sess: Session, p: Plan, c: Cursor) -> StreamRow:
+    st = sess.get(StreamRow, (p.entitlement_id, c.part), populate_existing=True)
+    if st is None:
+        lo, hi = partition_bounds(p.records, c.parts, c.part)
+        st = StreamRow(
+            entitlement_id=p.entitlement_id,
+            part=c.part,
+            parts=c.parts,
+            size=hi - lo,
+            acked=0,
+            open_batch=None,
+            last_batch=None,
+            next_seq=0,
+        )
+        sess.add(st)
+        sess.flush()
+    return st
+
+
+def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: datetime) -> None:
+    """Void the stream's open batch when its ack deadline has passed (its hold expires with it)."""
+    if st.open_batch is None:
+        return
+    b = sess.get(BatchRow, st.open_batch, populate_existing=True)
+    if _aware(b.expires_at) > now:
+        return
+    if b.hold_id:
+        buyer_acct = ledger.account_id(ledger.BUYER, p.buyer_id, p.currency)
+        ledger.expire_due(sess, now=now, debit_account_id=buyer_acct)
+        audit.append(sess, "ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount})
+    b.state, b.resolved_at = "voided", now
+    m.tokens_held -= b.tokens
+    st.open_batch = None
+    audit.append(sess, "delivery.voided", f"voided:{b.id}", {"batch": b.id, "tokens": b.tokens, "reason": "timeout"})
+
+
+def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: datetime, s: Settings,
+          late: bool = False) -> dict:
+    """Charge a delivered batch at its marginal price and write its usage record."""
+    amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
+    transfer_id = None
+    if late:  # its hold timed out but the buyer has the records: hold and post at once
+        b.hold_id, b.hold_amount = (f"dl:{b.id}:late", amount) if amount > 0 else (None, 0)
+        if b.hold_id:
+            held = ledger.hold(sess, b.hold_id, p.buyer_id, amount, p.currency, timeout_s=s.hold_timeout_s,
+                               ref=f"ent:{p.entitlement_id}", now=now)
+            audit.record_transfer(sess, held)
+    if b.hold_id:
+        for t in ledger.capture(sess, f"{b.hold_id}:post", b.hold_id, p.provider_id, amount,
+                                fee_bps=s.platform_fee_bps, now=now):
+            audit.record_transfer(sess, t)
+        transfer_id = f"{b.hold_id}:post"
+    if not late:
+        m.tokens_held -= b.tokens
+    m.tokens_posted += b.tokens
+    m.amount_posted += amount
+    m.records_posted += b.records
+    m.batches_posted += 1
+    m.updated_at = now
+    b.state, b.amount, b.resolved_at = "posted", amount, now
+    st.acked = b.end
+    st.open_batch = None
+    st.last_batch = b.id
+    market.record_draw(sess, p.entitlement_id, b.tokens)
+    sess.add(
+        UsageRow(
+            batch_id=b.id,
+            entitlement_id=p.entitlement_id,
+            buyer_id=p.buyer_id,
+            provider_id=p.provider_id,
+            listing_id=p.listing_id,
+            part=b.part,
+            start=b.start,
+            end=b.end,
+            records=b.records,
+            tokens=b.tokens,
+            amount=amount,
+            currency=p.currency,
+            tokenizer=p.tokenizer,
+            tokenizer_version=p.tokenizer_version,
+            sha256=b.sha256,
+            transfer_id=transfer_id,
+            posted_at=now,
+        )
+    )
+    info = {"batch_id": b.id, "tokens": b.tokens, "amount": amount, "sha256": b.sha256, "late": late}
+    audit.append(sess, "delivery.posted", f"posted:{b.id}", info)
+    return info
+
+
+def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None, sha: str,
+          now: datetime, s: Settings, ack_only: bool = False) -> Delivery:
+    m = _meter(sess, p, c.parts, now)
+    st = _stream(sess, p, c)
+    lo, hi = partition_bounds(p.records, c.parts, c.part)
+    _expire_open(sess, p, m, st, now)
+    o = c.offset
+    if o > st.size:
+        raise InvalidInput(f"cursor offset {o} is past the end ({st.size}) of this partition",
+                           hint="pass back a next_cursor you were given", code="bad_cursor")
+    here = str(c)
+    cur = Cursor(c.parts, c.part, st.acked)
+    posted = None
+    ob = sess.get(BatchRow, st.open_batch, populate_existing=True) if st.open_batch else None
+    last = sess.get(BatchRow, st.last_batch, populate_existing=True) if st.last_batch else None
+    if ob is not None and o == ob.end and o != ob.start:
+        posted = _post(sess, p, m, st, ob, now, s)
+    elif ob is not None and o == ob.start:
+        if ack_only:
+            return Delivery("acked", p.entitlement_id, here, here, o, o, 0)
+        if expect != (ob.start, ob.end):
+            raise _Mismatch(ob.start, ob.end)
+        return Delivery("redelivery", p.entitlement_id, here, str(Cursor(c.parts, c.part, ob.end)), ob.start,
+                        ob.end, ob.tokens, ob.id, ob.hold_amount, p.currency, ob.sha256, _aware(ob.expires_at))
+    elif ob is None and last is not None and last.state == "voided" and last.start == st.acked and o == last.end:
+        posted = _post(sess, p, m, st, last, now, s, late=True)
+    elif o < st.acked or (ob is None and o == st.acked):
+        if ack_only:  # already acknowledged: nothing to do
+            return Delivery("acked", p.entitlement_id, here, str(cur), o, o, 0)
+        if o < st.acked:  # re-read what was already paid for: free, changes nothing
+            end = min(batch_end(p.cum, lo, o, hi, max_tokens, 10**18), st.acked)
+            if expect != (o, end):
+                raise _Mismatch(o, end)
+            tokens = int(p.cum[lo + end] - p.cum[lo + o])
+            return Delivery("replay", p.entitlement_id, here, str(Cursor(c.parts, c.part, end)), o, end, tokens,
+                            sha256=sha)
+    else:
+        raise Conflict(
+            f"cursor {here} does not continue this stream (acknowledged up to {cur})",
+            hint=f"resume with cursor {cur}",
+            code="cursor_stale",
+        )
+    if ack_only:
+        return Delivery("acked", p.entitlement_id, here, str(Cursor(c.parts, c.part, st.acked)), o, o, 0,
+                        posted=posted)
+    start = st.acked
+    nxt = Cursor(c.parts, c.part, start)
+    if start >= st.size:
+        return Delivery("done", p.entitlement_id, here, None, start, start, 0, posted=posted)
+    remaining = p.tokens - m.tokens_posted - m.tokens_held
+    end = batch_end(p.cum, lo, start, hi, max_tokens, remaining)
+    if end <= start:
+        raise Conflict(
+            f"entitlement {p.entitlement_id} has {remaining} tokens left, too few for the next record",
+            hint="buy a new selection", code="entitlement_exhausted",
+        )
+    if expect != (start, end):
+        raise _Mismatch(start, end)
+    tokens = int(p.cum[lo + end] - p.cum[lo + start])
+    seq = st.next_seq
+    st.next_seq += 1
+    batch_id = f"{p.entitlement_id}.{c.part}.{seq}"
+    hold_amount = p.price(tokens) if p.metered else 0
+    hold_id = None
+    if hold_amount > 0:
+        hold_id = f"dl:{batch_id}"
+        held = ledger.hold(sess, hold_id, p.buyer_id, hold_amount, p.currency, timeout_s=s.hold_timeout_s,
+                           ref=f"ent:{p.entitlement_id}", now=now)
+        audit.record_transfer(sess, held)
+    expires = now + timedelta(seconds=s.hold_timeout_s)
+    sess.add(BatchRow(id=batch_id, entitlement_id=p.entitlement_id, part=c.part, seq=seq, start=start, end=end,
+                      records=end - start, tokens=tokens, hold_id=hold_id, hold_amount=hold_amount, amount=None,
+                      sha256=sha, state="pending", created_at=now, expires_at=expires, resolved_at=None))
+    m.tokens_held += tokens
+    m.updated_at = now
+    st.open_batch = batch_id
+    audit.append(sess, "delivery.batch", f"batch:{batch_id}",
+                 {"batch": batch_id, "start": start, "end": end, "tokens": tokens, "hold": hold_id,
+                  "hold_amount": hold_amount, "sha256": sha})
+    return Delivery("new", p.entitlement_id, str(nxt), str(Cursor(c.parts, c.part, end)), start, end, tokens,
+                    batch_id, hold_amount, p.currency, sha, expires, posted)
+
+
+def _predict(p: Plan, c: Cursor, max_tokens: int, s: Settings) -> tuple[int, int]:
+    """The bounds a request will most likely get, read without locks."""
+    lo, hi = partition_bounds(p.records, c.parts, c.part)
+
+    def read(sess: Session):
+        st = sess.get(StreamRow, (p.entitlement_id, c.part))
+        if st is None:
+            return 0, None
+        ob = sess.get(BatchRow, st.open_batch) if st.open_batch else None
+        return st.acked, ob
+
+    acked, ob = tx.run(read, s)
+    o = c.offset
+    if ob is not None and o == ob.start:
+        return ob.start, ob.end
+    start = ob.end if ob is not None and o == ob.end else (o if o <= acked else acked)
+    if start > hi - lo:
+        return start, start
+    end = batch_end(p.cum, lo, start, hi, max_tokens, 10**18)
+    if o < acked:
+        end = min(end, acked)
+    return start, end
+
+
+def _check_max_tokens(max_tokens: int | None) -> int:
+    if max_tokens is None:
+        return DEFAULT_MAX_TOKENS
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_MAX_TOKENS:
+        raise InvalidInput(f"max_tokens {max_tokens!r} must be from 1 to {MAX_MAX_TOKENS:,}",
+                           hint="ask for about a million tokens per batch", code="bad_max_tokens")
+    return max_tokens
+
+
+def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = None, *, parts: int = 1,
+               part: int = 0, max_tokens: int | None = None, s: Settings | None = None,
+               now: datetime | None = None) -> Delivery:
+    """Acknowledge what ``cursor`` says was received and return the next batch (see module doc)."""
+    s = s or settings()
+    max_tokens = _check_max_tokens(max_tokens)
+    p = plan(entitlement_id, buyer_id, s)
+    c = Cursor.parse(cursor, parts=parts, part=part)
+    bounds = _predict(p, c, max_tokens, s)
+    for _ in range(8):
+        lo, _hi = partition_bounds(p.records, c.parts, c.part)
+        table = read_positions(p, lo + bounds[0], lo + bounds[1])
+        sha = digest(table)
+        try:
+            d = tx.run(lambda sess, b=bounds, h=sha: _step(sess, p, c, max_tokens, b, h, _now(now), s), s)
+        except _Mismatch as mm:
+            bounds = (mm.start, mm.end)
+            continue
+        if d.kind == "redelivery" and d.sha256 != sha:
+            raise Conflict(f"batch {d.batch_id} content changed since it was first sent",
+                           hint="contact the operator: the stored shards changed", code="content_changed")
+        d.table = table if d.kind != "done" else SCHEMA.empty_table()
+        if d.kind == "done":
+            d.sha256 = digest(d.table)
+        return d
+    raise Conflict("the stream kept moving under this request", hint="retry with the same cursor",
+                   code="stream_busy")
+
+
+def ack(buyer_id: str | None, entitlement_id: str, cursor: str, *, s: Settings | None = None,
+        now: datetime | None = None) -> Delivery:
+    """Acknowledge (and pay for) the batch that ends at ``cursor`` without asking for another."""
+    s = s or settings()
+    p = plan(entitlement_id, buyer_id, s)
+    c = Cursor.parse(cursor)
+    return tx.run(lambda sess: _step(sess, p, c, 1, None, "", _now(now), s, ack_only=True), s)
+
+
+def sweep(*, s: Settings | None = None, now: datetime | None = None) -> dict:
+    """Void every open batch past its deadline (and its hold); run by the server and ``ciyuan delivery sweep``."""
+    s = s or settings()
+    t = _now(now)
+    due = tx.run(lambda sess: sess.execute(
+        select(BatchRow.entitlement_id).where(BatchRow.state == "pending", BatchRow.expires_at <= t).distinct()
+    ).scalars().all(), s)
+    voided = 0
+    for ent_id in due:
+        p = plan(ent_id, None, s)
+
+        def work(sess: Session, p: Plan = p) -> int:
+            m = sess.get(MeterRow, p.entitlement_id, with_for_update=True, populate_existing=True)
+            n = 0
+            for st in sess.execute(select(StreamRow).where(StreamRow.entitlement_id == p.entitlement_id)).scalars():
+                if st.open_batch:
+                    before = st.open_batch
+                    _expire_open(sess, p, m, st, t)
+                    n += st.open_batch is None and before is not None
+            return n
+
+        voided += tx.run(work, s)
+    return {"voided": voided, "entitlements": len(due)}
+
+
+# -- metered orders -------------------------------------------------------------------------------------
+
+
+def place_metered_order(buyer_id: str, quote_id: str, idempotency_key: str, *, s: Settings | None = None,
+                        now: datetime | None = None) -> tuple[dict, bool]:
+    """An order that pays as it streams: nothing is charged now; each posted batch is charged.
+
+    The quote's amount is what the whole selection will cost; the entitlement caps the tokens.
+    Same idempotency rules as a paid order: a replay returns it, another quote under the key is 409.
+    """
+    s = s or settings()
+    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200:
+        raise InvalidInput("Idempotency-Key must be 1 to 200 characters", hint="send a unique key per order",
+                           code="bad_idempotency_key")
+    req = hashlib.sha256(json.dumps({"quote_id": quote_id, "billing": METERED}).encode()).hexdigest()
+
+    def work(sess: Session) -> tuple[dict, bool]:
+        t = _now(now)
+        quote = sess.get(QuoteRow, quote_id) if isinstance(quote_id, str) and len(quote_id) <= 40 else None
+        if quote is None or quote.buyer_id != buyer_id:
+            raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
+        buyer_acct = ledger.ensure_account(sess, ledger.BUYER, buyer_id, quote.currency)
+        ledger._lock(sess, [buyer_acct])  # serialise this buyer's orders, as paid orders do
+        prior = sess.execute(select(OrderRow).where(OrderRow.buyer_id == buyer_id,
+                                                    OrderRow.idempotency_key == idempotency_key)).scalar_one_or_none()
+        if prior is not None:
+            if prior.request_hash != req:
+                raise Conflict(f"Idempotency-Key {idempotency_key!r} was used for another request",
+                               hint="use a new Idempotency-Key for a new order", code="idempotency_conflict")
+            return market.get_order(sess, prior.id, buyer_id), True
+        taken = sess.execute(select(OrderRow.id).where(OrderRow.quote_id == quote_id)).first()
+        if taken is not None:
+            raise Conflict(f"quote {quote_id} was already used by order {taken[0]}", hint="get a new quote",
+                           code="quote_used")
+        if _aware(quote.expires_at) <= t:
+            raise market.QuoteExpired(f"quote {quote_id} expired", hint="ask for a new quote")
+        listing = sess.get(ListingRow, quote.listing_id)
+        if listing is None or listing.status != "active":
+            raise NotFound(f"listing {quote.listing_id} is no longer offered", hint="search the catalog")
+        ledger.ensure_account(sess, ledger.HOLDS, None, quote.currency)
+        ledger.ensure_account(sess, ledger.PROVIDER, listing.provider_id, quote.currency)
+        ledger.ensure_account(sess, ledger.PLATFORM, None, quote.currency)
+        order_id = "ord_" + secrets.token_hex(10)
+        sess.add(OrderRow(id=order_id, buyer_id=buyer_id, idempotency_key=idempotency_key, request_hash=req,
+                          quote_id=quote_id, listing_id=listing.id, amount=0, fee=0, currency=quote.currency,
+                          status=METERED, created_at=t))
+        sess.flush()
+        sess.add(EntitlementRow(id="ent_" + secrets.token_hex(10), order_id=order_id, buyer_id=buyer_id,
+                                listing_id=listing.id, version_id=listing.version_id, schedule=listing.schedule,
+                                selection=quote.selection, selection_id=quote.selection_id, records=quote.records,
+                                tokens=quote.tokens, tokens_drawn=0, status="active", created_at=t))
+        sess.flush()
+        audit.append(sess, "order.metered", f"order:{order_id}",
+                     {"order": order_id, "quote": quote_id, "tokens": quote.tokens, "cap": quote.amount})
+        out = market.get_order(sess, order_id, buyer_id)
+        out["billing"] = METERED
+        out["quoted_amount"] = quote.amount
+        return out, False
+
+    return tx.run(work, s)
+
+
+# -- reading usage and state ----------------------------------------------------------------------------
+
+
+def usage_dict(r: UsageRow) -> dict:
+    return {
+        "batch_id": r.batch_id,
+        "entitlement_id": r.entitlement_id,
+        "listing_id": r.listing_id,
+        "part": r.part,
+        "start": r.start,
+        "end": r.end,
+        "records": r.records,
+        "tokens": r.tokens,
+        "amount": r.amount,
+        "amount_text": format_amount(r.amount, r.currency),
+        "currency": r.currency,
+        "tokenizer": r.tokenizer,
+        "tokenizer_version": r.tokenizer_version,
+        "sha256": r.sha256,
+        "transfer_id": r.transfer_id,
+        "posted_at": _aware(r.posted_at),
+    }
+
+
+def usage(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None,
+          entitlement_id: str | None = None, after: int = 0, limit: int = 100) -> dict:
+    """Usage records (one per posted batch) visible to a buyer, a provider, or the operator (both None)."""
+    q = select(UsageRow).where(UsageRow.seq > after).order_by(UsageRow.seq).limit(max(1, min(limit, 1000)))
+    if buyer_id is not None:
+        q = q.where(UsageRow.buyer_id == buyer_id)
+    if provider_id is not None:
+        q = q.where(UsageRow.provider_id == provider_id)
+    if entitlement_id is not None:
+        q = q.where(UsageRow.entitlement_id == entitlement_id)
+    rows = sess.execute(q).scalars().all()
+    return {"items": [usage_dict(r) for r in rows], "next_after": rows[-1].seq if rows else None}
+
+
+def meter_state(sess: Session, p: Plan) -> dict:
+    m = sess.get(MeterRow, p.entitlement_id)
+    streams = sess.execute(select(StreamRow).where(StreamRow.entitlement_id == p.entitlement_id)
+                           .order_by(StreamRow.part)).scalars().all()
+    return {
+        "entitlement_id": p.entitlement_id,
+        "billing": METERED if p.metered else "prepaid",
+        "tokens": p.tokens,
+        "records": p.records,
+        "parts": m.parts if m else None,
+        "tokens_held": m.tokens_held if m else 0,
+        "tokens_posted": m.tokens_posted if m else 0,
+        "amount_posted": m.amount_posted if m else 0,
+        "currency": p.currency,
+        "streams": [
+            {"part": st.part, "size": st.size, "acked": st.acked, "open_batch": st.open_batch,
+             "cursor": str(Cursor(st.parts, st.part, st.acked)), "done": st.acked >= st.size}
+            for st in streams
+        ],
+    }
