@@ -1,0 +1,425 @@
+"""Executors: run a canonical recipe over a version's shards, shard by shard, locally or on Ray.
+
+The recipe is cut into *stages* at every global (dedup) step. A stage reads each input shard as a
+stream of batches, applies the global step's plan (if the stage starts with one) and the per-record
+steps after it, and writes one intermediate shard plus its statistics into a work folder. Between
+stages, the global step's scan rounds read the previous stage's shards and the driver reduces the
+parts into a plan. Memory is bounded by a batch per worker plus the dedup signatures
+(about 0.5 kB a record for near_dedup), whatever the corpus size.
+
+Every shard job is a pure function of (recipe, stage, shard, plans), so the local process pool and
+Ray Data give byte-identical intermediate shards, and a killed run can ``resume`` from the shard
+files already written (each is published by an atomic rename, statistics last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ciyuan.curate.recipes import build_steps
+from ciyuan.curate.steps import REJECTED, GlobalStep, StepStats
+
+BATCH_ROWS = 1024
+_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("modality", pa.string()),
+        pa.field("text", pa.large_string()),
+        pa.field("media", pa.large_binary()),
+        pa.field("media_ref", pa.string()),
+        pa.field("meta", pa.large_string()),
+        pa.field("tokens", pa.string()),
+        pa.field("rejected", pa.string()),
+    ]
+)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Stage:
+    """Steps run together over one shard: an optional global step's filter, then per-record steps."""
+
+    index: int
+    global_step: int | None  # index in the recipe of the global step whose plan this stage applies
+    steps: list[int] = field(default_factory=list)  # recipe indices, in order
+
+    def label(self, recipe: dict) -> str:
+        idx = ([self.global_step] if self.global_step is not None else []) + self.steps
+        return ", ".join(recipe["steps"][i]["step"] for i in idx) or "read"
+
+
+def plan_stages(recipe: dict) -> list[Stage]:
+    """Cut the recipe at each global step: [a, b, G1, c, G2] -> [a, b] | G1, c | G2."""
+    steps = build_steps(recipe)
+    stages = [Stage(0, None)]
+    for i, step in enumerate(steps):
+        if isinstance(step, GlobalStep):
+            stages.append(Stage(len(stages), i))
+        else:
+            stages[-1].steps.append(i)
+    return stages
+
+
+# shard io -----------------------------------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def read_shard(path: str, source: bool) -> Iterator[dict]:
+    """Records of a source shard (store format) or an intermediate shard, batch by batch."""
+    from ciyuan.store.records import from_batch
+
+    with open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+            if source:
+                for rec in from_batch(batch):
+                    rec.pop("_rejected", None)
+                    yield rec
+                continue
+            data = batch.to_pydict()
+            for i in range(batch.num_rows):
+                rec = {
+                    "id": data["id"][i],
+                    "modality": data["modality"][i],
+                    "text": data["text"][i],
+                    "media": data["media"][i],
+                    "media_ref": data["media_ref"][i],
+                    "meta": json.loads(data["meta"][i] or "{}"),
+                    "tokens": json.loads(data["tokens"][i] or "{}"),
+                }
+                if data["rejected"][i]:
+                    rec[REJECTED] = json.loads(data["rejected"][i])
+                yield rec
+
+
+def _write_shard(path: Path, records: Iterator[dict]) -> int:
+    tmp = path.with_suffix(".tmp")
+    n = 0
+    with pq.ParquetWriter(str(tmp), _SCHEMA, compression="zstd") as writer:
+        buf: list[dict] = []
+
+        def flush() -> None:
+            cols = {
+                "id": [r["id"] for r in buf],
+                "modality": [r.get("modality") or "text" for r in buf],
+                "text": [r.get("text") for r in buf],
+                "media": [r.get("media") for r in buf],
+                "media_ref": [r.get("media_ref") for r in buf],
+                "meta": [_dumps(r.get("meta") or {}) for r in buf],
+                "tokens": [_dumps(r.get("tokens") or {}) for r in buf],
+                "rejected": [_dumps(r[REJECTED]) if REJECTED in r else None for r in buf],
+            }
+            writer.write_table(pa.Table.from_pydict(cols, schema=_SCHEMA))
+            buf.clear()
+
+        for rec in records:
+            buf.append(rec)
+            n += 1
+            if len(buf) >= BATCH_ROWS:
+                flush()
+        if buf:
+            flush()
+    os.replace(tmp, path)
+    return n
+
+
+# jobs (run in worker processes or Ray tasks) -------------------------------------------------------
+
+_CACHE: dict[tuple, Any] = {}
+
+
+def _steps_for(recipe: dict, key: str) -> list:
+    ck = ("steps", key)
+    if ck not in _CACHE:
+        _CACHE.clear()
+        _CACHE[ck] = build_steps(recipe)
+    return _CACHE[ck]
+
+
+def _plan(path: str) -> dict:
+    ck = ("plan", path)
+    if ck not in _CACHE:
+        with open(path, "rb") as fh:
+            _CACHE[ck] = pickle.load(fh)
+    return _CACHE[ck]
+
+
+def _recount(records: Iterator[dict], tokenizers: list[str]) -> Iterator[dict]:
+    """Count tokens again for records whose text a step changed (their old counts are stale)."""
+    from ciyuan.tokens import get_tokenizer
+
+    buf: list[dict] = []
+
+    def flush() -> Iterator[dict]:
+        stale = [r for r in buf if (r.get("meta") or {}).get("curation", {}).get("changed_by")]
+        for t in tokenizers if stale else []:
+            counts = get_tokenizer(t).count_batch([r.get("text") or "" for r in stale])
+            for r, c in zip(stale, counts, strict=True):
+                r.setdefault("tokens", {})[t] = int(c)
+        yield from buf
+        buf.clear()
+
+    for r in records:
+        buf.append(r)
+        if len(buf) >= BATCH_ROWS:
+            yield from flush()
+    yield from flush()
+
+
+def stage_job(job: dict) -> dict:
+    """Run one stage over one shard; write the shard and its statistics; return the statistics."""
+    out = Path(job["output"])
+    stats_path = out.with_suffix(".stats.json")
+    steps = _steps_for(job["recipe"], job["key"])
+    chain: list = []
+    if job["global_step"] is not None:
+        g = steps[job["global_step"]]
+        g.reset_stats()
+        g.bind(_plan(job["plan"]))  # after the reset: binding records the plan's summary in the stats
+        chain.append(g)
+    for i in job["steps"]:
+        steps[i].reset_stats()
+        chain.append(steps[i])
+    records: Iterator[dict] = read_shard(job["input"], job["source"])
+    for s in chain:
+        records = s(records)
+    if job["final"]:
+        records = _recount(records, job["tokenizers"])
+    rows = _write_shard(out, records)
+    result = {"rows": rows, "steps": {s.name: s.reset_stats().to_dict() for s in chain}}
+    tmp = stats_path.with_suffix(".tmp")
+    tmp.write_text(_dumps(result), encoding="utf-8")
+    os.replace(tmp, stats_path)
+    return result
+
+
+def scan_job(job: dict) -> Any:
+    """One scan round of a global step over one shard's live (not rejected) records."""
+    step = _steps_for(job["recipe"], job["key"])[job["global_step"]]
+    live = (r for r in read_shard(job["input"], job["source"]) if REJECTED not in r)
+    return step.scan(job["round"], live, job["shard"], job["context"])
+
+
+# executors ---------------------------------------------------------------------------------------
+
+
+class Interrupted(RuntimeError):
+    """Raised by the test hook that simulates a crash part-way through a run."""
+
+
+class LocalExecutor:
+    """Processes across cores (spawned, so no state leaks between runs); in-process with 1 worker."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> LocalExecutor:
+        if self.workers > 1:
+            import multiprocessing as mp
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def map(self, fn: Callable[[dict], Any], jobs: list[dict]) -> Iterator[tuple[int, Any]]:
+        """(position, result) as jobs finish (any order)."""
+        if self._pool is None:
+            for i, job in enumerate(jobs):
+                yield i, fn(job)
+            return
+        futures = {self._pool.submit(fn, job): i for i, job in enumerate(jobs)}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+def _ray_run(row: dict) -> dict:
+    fn, job = pickle.loads(row["job"])
+    return {"pos": row["pos"], "out": pickle.dumps(fn(job))}
+
+
+class RayExecutor:
+    """Ray Data over the shard jobs: a local Ray instance, or the cluster ``RAY_ADDRESS`` names.
+
+    Shard jobs read and write the work folder, so on a multi-machine cluster it must be shared.
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+
+    def __enter__(self) -> RayExecutor:
+        try:
+            import ray
+        except ImportError:
+            from ciyuan.errors import InvalidInput
+
+            raise InvalidInput("the ray executor needs Ray", hint="pip install 'ciyuan[ray]'") from None
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if not os.environ.get("RAY_ADDRESS"):
+                kw["num_cpus"] = self.workers
+            ray.init(**kw)
+            self._started = True
+        else:
+            self._started = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import ray
+
+        if self._started:
+            ray.shutdown()
+
+    def map(self, fn: Callable[[dict], Any], jobs: list[dict]) -> Iterator[tuple[int, Any]]:
+        import ray.data
+
+        if not jobs:
+            return
+        rows = [{"pos": i, "job": pickle.dumps((fn, job))} for i, job in enumerate(jobs)]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        out = ds.map(_ray_run, concurrency=min(self.workers, len(rows)), num_cpus=1)
+        for row in out.iter_rows():
+            yield int(row["pos"]), pickle.loads(row["out"])
+
+
+def make_executor(name: str, workers: int | None) -> LocalExecutor | RayExecutor:
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        return RayExecutor(workers)
+    from ciyuan.errors import InvalidInput
+
+    raise InvalidInput(f"unknown executor {name!r}", hint="use --executor local or --executor ray")
+
+
+def run_recipe(
+    recipe: dict,
+    key: str,
+    sources: list[str],
+    work: Path,
+    executor: LocalExecutor | RayExecutor,
+    tokenizers: list[str],
+    on_progress: Progress | None = None,
+    stop_after: int | None = None,
+) -> tuple[list[str], list[StepStats]]:
+    """Run every stage; return the final shard paths (in order) and the merged per-step statistics."""
+    stages = plan_stages(recipe)
+    steps = build_steps(recipe)
+    merged = [StepStats(s.name) for s in steps]
+    inputs, source = list(sources), True
+    done_jobs = 0
+    for stage in stages:
+        if stage.index > 0:
+            g = stage.global_step
+            assert g is not None
+            plan_path = work / f"plan-{g:02d}.pkl"
+            if not plan_path.exists():
+                _run_scans(steps[g], g, recipe, key, inputs, source, executor, on_progress)
+                tmp = plan_path.with_suffix(".tmp")
+                with open(tmp, "wb") as fh:
+                    pickle.dump(steps[g].plan, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, plan_path)
+        else:
+            plan_path = None
+        if stage.index == 0 and not stage.steps:
+            continue  # nothing to do before the first global step: it scans the source shards
+        folder = work / f"stage-{stage.index:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = stage.index == len(stages) - 1
+        outputs = [str(folder / f"part-{i:05d}.parquet") for i in range(len(inputs))]
+        jobs, results = [], {}
+        for i, (inp, out) in enumerate(zip(inputs, outputs, strict=True)):
+            stats_path = Path(out).with_suffix(".stats.json")
+            if stats_path.exists() and Path(out).exists():
+                results[i] = json.loads(stats_path.read_text(encoding="utf-8"))
+                continue
+            jobs.append(
+                {
+                    "recipe": recipe,
+                    "key": key,
+                    "input": inp,
+                    "source": source,
+                    "output": out,
+                    "global_step": stage.global_step,
+                    "steps": stage.steps,
+                    "plan": str(plan_path) if plan_path else None,
+                    "final": final,
+                    "tokenizers": tokenizers,
+                    "shard": i,
+                }
+            )
+        label = stage.label(recipe)
+        if on_progress:
+            on_progress(label, len(results), len(inputs))
+        for pos, res in executor.map(stage_job, jobs):
+            results[jobs[pos]["shard"]] = res
+            done_jobs += 1
+            if on_progress:
+                on_progress(label, len(results), len(inputs))
+            if stop_after is not None and done_jobs >= stop_after:
+                raise Interrupted(f"stopped after {done_jobs} shard job(s), as asked")
+        by_name = {s.step: s for s in merged}
+        for i in range(len(inputs)):
+            for name, d in results[i]["steps"].items():
+                by_name[name].merge(StepStats.from_dict(d))
+        inputs, source = outputs, False
+    return inputs if not source else [], merged
+
+
+def _run_scans(
+    step: GlobalStep,
+    g: int,
+    recipe: dict,
+    key: str,
+    inputs: list[str],
+    source: bool,
+    executor: LocalExecutor | RayExecutor,
+    on_progress: Progress | None,
+) -> None:
+    context, round_ = None, 0
+    while True:
+        jobs = [
+            {
+                "recipe": recipe,
+                "key": key,
+                "global_step": g,
+                "input": p,
+                "source": source,
+                "shard": i,
+                "round": round_,
+                "context": context,
+            }
+            for i, p in enumerate(inputs)
+        ]
+        parts: list[Any] = [None] * len(jobs)
+        label = f"{step.name} scan {round_ + 1}"
+        for done, (pos, part) in enumerate(executor.map(scan_job, jobs), 1):
+            parts[pos] = part
+            if on_progress:
+                on_progress(label, done, len(jobs))
+        finished, context = step.reduce(round_, parts, context)
+        round_ += 1
+        if finished:
+            step.bind(context)
+            return

@@ -1,0 +1,114 @@
+import random
+
+import pytest
+from corpus import boilerplate_pages, edit_copy, en_prose, pii_records, zh_prose
+
+from ciyuan.curate.curate import curate
+from ciyuan.curate.executor import Interrupted
+from ciyuan.errors import InvalidInput
+
+
+def make_corpus(seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    recs = []
+    for i in range(40):
+        recs.append({"id": f"en{i}", "text": en_prose(rng)})
+        recs.append({"id": f"zh{i}", "text": zh_prose(rng)})
+    for i, t in enumerate(boilerplate_pages(rng, 10)):
+        recs.append({"id": f"bp{i}", "text": t})
+    for i in range(10):
+        recs.append({"id": f"exact{i}", "text": recs[i * 2]["text"]})
+        recs.append({"id": f"near{i}", "text": edit_copy(recs[i * 2 + 1]["text"], 1, rng, cjk=True)})
+    for i, (t, _) in enumerate(pii_records(rng, per_type=2)):
+        recs.append({"id": f"pii{i}", "text": en_prose(rng, 3) + "\n\n" + t})
+    rng.shuffle(recs)
+    return recs
+
+
+@pytest.fixture
+def dataset(home):
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder("plant", made_by={"command": "test"}, rows_per_shard=25)
+    for r in make_corpus():
+        b.add(dict(r, meta={}))
+    v = b.commit()
+    return v
+
+
+def test_text_pretrain_makes_a_child_version_and_keeps_every_rejection(dataset):
+    from ciyuan.store import resolve
+
+    res = curate(dataset.ref, "text-pretrain", workers=1)
+    v = resolve(f"plant@{res['version']}")
+    assert v.parent == dataset.id
+    made = v.manifest["made_by"]
+    assert made["recipe"]["name"] == "text-pretrain" and len(made["recipe_sha256"]) == 64
+    assert res["kept"] + res["rejected"] == dataset.records
+    assert res["tokens_after"] < res["tokens_before"]
+    rejected = list(v.iter_records(partition="rejected"))
+    assert len(rejected) == res["rejected"]
+    by_id = {r["id"]: r["_rejected"] for r in rejected}
+    for i in range(10):  # of each planted pair exactly one survives (the first, or the best)
+        assert [by_id.get(x, {}).get("step") for x in (f"en{i}", f"exact{i}")].count("exact_dedup") == 1
+        assert [by_id.get(x, {}).get("step") for x in (f"zh{i}", f"near{i}")].count("near_dedup") == 1
+    for i in range(10):
+        assert by_id[f"bp{i}"]["step"] in ("langid", "quality")
+    kept = {r["id"]: r for r in v.iter_records()}
+    assert all(f"en{i}" in kept and f"zh{i}" in kept for i in range(10, 40))
+    assert all((f"en{i}" in kept) != (f"exact{i}" in kept) for i in range(10))
+    pii = [r for k, r in kept.items() if k.startswith("pii")]
+    assert pii and all(r["meta"]["curation"]["pii"] for r in pii)
+    steps = {s["step"]: s for s in res["steps"]}
+    assert steps["exact_dedup"]["rejected"] == 10 and steps["near_dedup"]["rejected"] == 10
+    assert v.manifest["extra"]["curation"]["steps"] == res["steps"]
+
+
+def test_same_input_and_recipe_give_the_same_version_id(dataset):
+    a = curate(dataset.ref, steps="normalize,pii,exact_dedup,near_dedup", workers=1)
+    b = curate(dataset.ref, steps="normalize,pii,exact_dedup,near_dedup", workers=2)
+    assert a["version"] == b["version"]
+    c = curate(dataset.ref, {"steps": ["normalize", {"near_dedup": {"threshold": 0.9}}]}, workers=1)
+    assert c["version"] != a["version"]
+
+
+def test_resume_after_a_crash_gives_the_same_version(dataset):
+    fresh = curate(dataset.ref, "text-pretrain", workers=1)
+    with pytest.raises(Interrupted):
+        curate(dataset.ref, "text-pretrain", workers=1, _stop_after=3)
+    done = []
+    resumed = curate(
+        dataset.ref,
+        "text-pretrain",
+        workers=1,
+        resume=True,
+        on_progress=lambda label, n, total: done.append((label, n, total)),
+    )
+    assert resumed["version"] == fresh["version"]
+    # the shards written before the crash were not run again: the first stage starts part-way
+    first = [d for d in done if d[0].startswith("normalize")]
+    assert first[0][1] == 3 and first[0][2] == 5
+
+
+def test_curating_again_from_the_parent_with_another_recipe(dataset):
+    a = curate(dataset.ref, "text-sft", workers=1)
+    b = curate(dataset.ref, steps="length", workers=1)
+    assert a["version"] != b["version"] and a["parent"] == b["parent"] == dataset.id
+
+
+def test_bad_recipes_are_clear_errors(dataset, tmp_path):
+    with pytest.raises(InvalidInput, match="neither a file nor a built-in"):
+        curate(dataset.ref, "nope")
+    bad = tmp_path / "r.yaml"
+    bad.write_text("steps:\n  - quality: {min_word: 3}\n")
+    with pytest.raises(InvalidInput, match="no parameter"):
+        curate(dataset.ref, str(bad))
+
+
+@pytest.mark.slow
+def test_ray_and_local_executors_give_identical_versions(dataset):
+    pytest.importorskip("ray")
+    local = curate(dataset.ref, "text-pretrain", workers=1)
+    ray_ = curate(dataset.ref, "text-pretrain", executor="ray", workers=2)
+    assert ray_["version"] == local["version"]
+    assert ray_["steps"] == local["steps"]
