@@ -167,10 +167,14 @@ class HFTokenizer:
     backend: str = "tokenizers"
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(_sanitize(text), add_special_tokens=False).ids)
+        try:
+            ids = self.tok.encode(text, add_special_tokens=False).ids
+        except TypeError:  # lone surrogates are refused; replace them as tiktoken does
+            ids = self.tok.encode(_sanitize(text), add_special_tokens=False).ids
+        return list(ids)
 
     def count(self, text: str) -> int:
-        return len(self.tok.encode(_sanitize(text), add_special_tokens=False).ids)
+        return len(self.encode(text))
 
     def count_batch(self, texts: list[str]) -> list[int]:
         return [self.count(t) for t in texts]
