@@ -1,0 +1,458 @@
+"""What each page shows, gathered from the same functions the JSON API calls.
+
+Nothing here decides a price, a balance or who may see what: prices come from the listing's
+:class:`~ciyuan.exchange.pricing.PriceSchedule`, money from the ledger, ownership checks from
+``market``. The few reads that no public function offers yet (usage rows, tokens sold per
+listing) are plain read-only queries of the owning layer's tables, kept in this one module so
+they are easy to replace when that layer exposes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from ciyuan.config import Settings
+from ciyuan.errors import CiyuanError, InvalidInput
+from ciyuan.exchange import audit, ledger, market, tx
+from ciyuan.exchange.accounts import Principal
+from ciyuan.exchange.money import format_amount
+from ciyuan.exchange.pricing import PriceSchedule
+from ciyuan.exchange.tables import EntitlementRow, OrderRow
+
+SORTS = ("newest", "price_asc", "price_desc", "tokens_desc", "tokens_asc", "name")
+VOLUMES = (10**5, 10**6, 10**7, 10**8, 10**9, 10**10)
+
+
+def _rate(item: dict) -> float:
+    return float(item["price_per_mtok"])
+
+
+def day(ts: Any) -> str:
+    """The calendar day of a timestamp, the x axis of the time charts."""
+    if isinstance(ts, datetime):
+        return ts.date().isoformat()
+    return str(ts)[:10]
+
+
+def when(ts: Any) -> str:
+    if isinstance(ts, datetime):
+        return ts.strftime("%Y-%m-%d %H:%M")
+    return str(ts or "")[:16].replace("T", " ")
+
+
+# -- catalog ---------------------------------------------------------------------------------------
+
+
+def catalog(s: Settings, params: dict[str, str]) -> dict:
+    """Listings matching the filters, sorted as asked, plus the facet values for the filter menus."""
+    filters = {k: (params.get(k) or "").strip() or None for k in ("q", "modality", "language", "domain")}
+    prices = {k: (params.get(k) or "").strip() or None for k in ("min_price", "max_price")}
+    toks: dict[str, int | None] = {}
+    error = None
+    for k in ("min_tokens", "max_tokens"):
+        raw = (params.get(k) or "").replace(",", "").replace("_", "").strip()
+        try:
+            toks[k] = int(raw) if raw else None
+            if toks[k] is not None and toks[k] < 0:
+                raise ValueError
+        except ValueError:
+            toks[k] = None
+            error = f"{k}: {raw!r} is not a whole number of tokens"
+    sort = params.get("sort") if params.get("sort") in SORTS else "newest"
+
+    def work(sess: Session) -> tuple[dict, dict]:
+        items: list[dict] = []
+        total = 0
+        offset: int | None = 0
+        while offset is not None and len(items) < 500:
+            page = market.search(sess, **filters, **prices, **toks, limit=100, offset=offset)
+            items += page["items"]
+            total, offset = page["total"], page["next_offset"]
+        every = market.search(sess, limit=100)["items"]
+        return {"items": items, "total": total}, {
+            "modality": sorted({m for it in every for m in it["modalities"]}),
+            "language": sorted({m for it in every for m in it["languages"]}),
+            "domain": sorted({m for it in every for m in it["domains"]}),
+        }
+
+    try:
+        found, facets = tx.run(work, s)
+    except InvalidInput as exc:
+        found, facets = {"items": [], "total": 0}, {"modality": [], "language": [], "domain": []}
+        error = exc.message if hasattr(exc, "message") else str(exc)
+    items = found["items"]
+    keys = {
+        "price_asc": (lambda it: (_rate(it), it["dataset"]), False),
+        "price_desc": (lambda it: (_rate(it), it["dataset"]), True),
+        "tokens_desc": (lambda it: (it["tokens"], it["dataset"]), True),
+        "tokens_asc": (lambda it: (it["tokens"], it["dataset"]), False),
+        "name": (lambda it: (it["dataset"], it["id"]), False),
+    }
+    if sort in keys:
+        key, rev = keys[sort]
+        items = sorted(items, key=key, reverse=rev)
+    return {
+        "items": items,
+        "total": found["total"],
+        "facets": facets,
+        "params": {**{k: v or "" for k, v in {**filters, **prices}.items()},
+                   **{k: "" if v is None else str(v) for k, v in toks.items()}, "sort": sort},  # fmt: skip
+        "sorts": SORTS,
+        "error": error,
+    }
+
+
+# -- dataset page ----------------------------------------------------------------------------------
+
+
+def _version_facts(detail: dict, s: Settings) -> dict:
+    """Tokens under every tokenizer counted for the version, and its appraisal if one is stored."""
+    from ciyuan.store import resolve
+
+    ref = f"{detail['dataset']}@{detail['version']}"
+    out: dict[str, Any] = {"tokens_by_tokenizer": {}, "tokenizer_versions": {}, "appraisal": None, "curation": None}
+    try:
+        v = resolve(ref, s)
+    except CiyuanError:
+        return out
+    out["tokens_by_tokenizer"] = dict(sorted(v.token_totals().items()))
+    out["tokenizer_versions"] = {k: str(val) for k, val in (v.manifest.get("tokenizers") or {}).items()}
+    out["curation"] = (v.manifest.get("extra") or {}).get("curation") or v.manifest.get("curation")
+    try:
+        from ciyuan.appraise.engine import load
+
+        out["appraisal"] = load(ref, s)
+    except (CiyuanError, ImportError, OSError, ValueError):
+        out["appraisal"] = None
+    return out
+
+
+def price_table(schedule: dict, tokens_total: int) -> dict:
+    """Tier rows and the price at round volumes (up to the listing's size), for the table and chart."""
+    sched = PriceSchedule.from_dict(schedule)
+    vols = [n for n in VOLUMES if n < tokens_total] + [tokens_total]
+    points = [(f"{n:,}", sched.price(n)) for n in vols if n > 0]
+    return {
+        "tiers": schedule["tiers"],
+        "mode": schedule.get("mode", "graduated"),
+        "points": points,
+        "rows": [(label, format_amount(p, sched.currency)) for label, p in points],
+    }
+
+
+def calc_price(schedule: dict, tokens: int) -> str:
+    """The listing's own schedule answers the calculator (the same code a quote uses)."""
+    sched = PriceSchedule.from_dict(schedule)
+    return format_amount(sched.price(tokens), sched.currency)
+
+
+def appraisal_view(ap: dict | None) -> dict | None:
+    """The numbers the dataset page charts, picked out of a stored appraisal."""
+    if not ap:
+        return None
+    q = ap.get("quality") or {}
+    indicators = [(name, float(ind.get("score") or 0.0)) for name, ind in (q.get("indicators") or {}).items()
+                  if isinstance(ind, dict) and ind.get("score") is not None]  # fmt: skip
+    util = ap.get("utility") or {}
+    lines = []
+    text = util.get("text") or {}
+    if text:
+        lines.append(("text", text.get("relative_drop") or text.get("lift"), text.get("why"), text.get("eval")))
+    lab = util.get("labelled") or {}
+    if lab:
+        lines.append(("labelled", lab.get("lift"), None, lab.get("label_field")))
+    curve = []
+    for pt in lab.get("curve") or lab.get("points") or []:
+        if isinstance(pt, dict) and pt.get("n") is not None:
+            acc = pt.get("accuracy")
+            acc = acc.get("mean") if isinstance(acc, dict) else acc
+            if acc is not None:
+                curve.append((str(pt["n"]), float(acc)))
+    rv = ap.get("record_values") or {}
+    hist = rv.get("histogram") or {}
+    price = ap.get("price") or {}
+    return {
+        "quality_score": q.get("score"),
+        "indicators": indicators,
+        "uniqueness": (ap.get("uniqueness") or {}).get("score"),
+        "tokens": ap.get("tokens") or {},
+        "utility": lines,
+        "curve": curve,
+        "values": {"edges": hist.get("edges") or [], "counts": hist.get("counts") or [],
+                   "method": rv.get("method"), "negative": rv.get("negative"), "records": rv.get("records")}
+        if rv else None,  # fmt: skip
+        "price": price,
+        "appraised_at": ap.get("appraised_at"),
+    }
+
+
+def listing_page(s: Settings, listing_id: str) -> dict:
+    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    facts = _version_facts(detail, s)
+    card = detail.get("card") or {}
+    return {
+        "listing": detail,
+        "card": card,
+        "facts": facts,
+        "appraisal": appraisal_view(facts["appraisal"]),
+        "prices": price_table(detail["price"], detail["tokens"]),
+        "numeric_fields": sorted((card.get("numeric") or {}).items()),
+        "fields": sorted((card.get("fields") or {}).items()),
+        "reports": report_links(s, detail),
+    }
+
+
+def selection_from_form(form: dict[str, str]) -> dict | None:
+    """The quote API's selection object from the quote form's fields (no pricing here)."""
+    raw = (form.get("filter_json") or "").strip()
+    budget_raw = (form.get("token_budget") or "").replace(",", "").strip()
+    budget = None
+    if budget_raw:
+        if not budget_raw.isdigit():
+            raise InvalidInput(f"token budget {budget_raw!r} is not a whole number", hint="e.g. 100000")
+        budget = int(budget_raw)
+    if raw:
+        try:
+            flt = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(
+                f"filter JSON: {exc.msg} at column {exc.colno}", hint="check the brackets and quotes"
+            ) from None
+    else:
+        conds: list[dict] = []
+        for field, key in (("meta.language", "language"), ("meta.domain", "domain"), ("modality", "modality")):
+            if form.get(key):
+                conds.append({"field": field, "op": "eq", "value": form[key]})
+        nf = form.get("numeric_field") or ""
+        for op, key in (("gte", "numeric_min"), ("lte", "numeric_max")):
+            val = (form.get(key) or "").strip()
+            if nf and val:
+                try:
+                    num: int | float = int(val) if val.lstrip("-").isdigit() else float(val)
+                except ValueError:
+                    raise InvalidInput(f"{val!r} is not a number", hint="e.g. 2.5") from None
+                conds.append({"field": nf, "op": op, "value": num})
+        flt = {"and": conds} if conds else None
+    if flt is None and budget is None:
+        return None
+    return {"filter": flt, "token_budget": budget}
+
+
+# -- buyer -----------------------------------------------------------------------------------------
+
+
+def _usage_rows(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None) -> list | None:
+    """Posted delivery batches, oldest first; None when metered delivery's tables are not there."""
+    try:
+        from ciyuan.exchange.delivery_tables import UsageRow
+    except ImportError:
+        return None
+    q = select(UsageRow).order_by(UsageRow.posted_at, UsageRow.seq)
+    if buyer_id:
+        q = q.where(UsageRow.buyer_id == buyer_id)
+    if provider_id:
+        q = q.where(UsageRow.provider_id == provider_id)
+    try:
+        with sess.begin_nested():
+            return list(sess.execute(q).scalars())
+    except (OperationalError, ProgrammingError):
+        return None
+
+
+def _with_held(b: dict) -> dict:
+    return {**b, "held_text": format_amount(b["held"], b["currency"])}
+
+
+def cumulative(events: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Per-day running totals of (day, amount) events, for the time charts."""
+    per_day: dict[str, int] = defaultdict(int)
+    for d, n in events:
+        per_day[d] += n
+    out, run = [], 0
+    for d in sorted(per_day):
+        run += per_day[d]
+        out.append((d, run))
+    return out
+
+
+def receipts_available() -> bool:
+    try:
+        from ciyuan.exchange import delivery  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(delivery, "receipt")
+
+
+def buyer_page(s: Settings, who: Principal) -> dict:
+    bid = who.account.id
+
+    def work(sess: Session) -> dict:
+        bals = [b.to_dict() for b in ledger.balances(sess, bid)]
+        orders = market.list_orders(sess, bid, 200, 0)
+        usage = _usage_rows(sess, buyer_id=bid)
+        return {"balances": bals, "orders": orders, "usage": usage}
+
+    data = tx.run(work, s)
+    usage = data["usage"]
+    by_ent: dict[str, dict] = defaultdict(lambda: {"tokens": 0, "amount": 0, "batches": 0})
+    for u in usage or []:
+        e = by_ent[u.entitlement_id]
+        e["tokens"] += u.tokens
+        e["amount"] += u.amount
+        e["batches"] += 1
+    ents = [o["entitlement"] | {"order": o} for o in data["orders"] if o.get("entitlement")]
+    return {
+        "balances": [_with_held(b) for b in data["balances"] if b["kind"] == ledger.BUYER],
+        "orders": data["orders"],
+        "entitlements": ents,
+        "delivery": usage is not None,
+        "usage_points": cumulative([(day(u.posted_at), u.tokens) for u in usage or []]),
+        "usage_rows": [
+            {"day": day(u.posted_at), "entitlement": u.entitlement_id, "tokens": u.tokens,
+             "amount": format_amount(u.amount, u.currency), "currency": u.currency, "sha256": u.sha256}
+            for u in (usage or [])[-50:]
+        ],  # fmt: skip
+        "by_entitlement": dict(by_ent),
+        "receipts": receipts_available(),
+    }
+
+
+def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
+    """The signed receipt of one of the buyer's entitlements, from metered delivery."""
+    from ciyuan.exchange import delivery, receipts
+
+    tx.run(lambda sess: market.get_entitlement(sess, entitlement_id, who.account.id), s)  # 404 for others
+    signed = delivery.receipt(entitlement_id, who.account.id, s=s)
+    return signed if isinstance(signed, bytes) else receipts.to_bytes(signed)
+
+
+# -- provider --------------------------------------------------------------------------------------
+
+
+def provider_page(s: Settings, who: Principal) -> dict:
+    pid, pname = who.account.id, who.account.name
+
+    def work(sess: Session) -> dict:
+        mine: list[dict] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = market.search(sess, limit=100, offset=offset)
+            mine += [it for it in page["items"] if it["provider"] == pname]
+            offset = page["next_offset"]
+        ids = [it["id"] for it in mine]
+        sold = []
+        if ids:
+            sold = list(
+                sess.execute(
+                    select(EntitlementRow.listing_id, EntitlementRow.tokens, OrderRow.created_at)
+                    .join(OrderRow, OrderRow.id == EntitlementRow.order_id)
+                    .where(EntitlementRow.listing_id.in_(ids), OrderRow.status == "paid")
+                    .order_by(OrderRow.created_at)
+                )
+            )
+        bals = ledger.balances(sess, pid)
+        earn = [b for b in bals if b.kind == ledger.PROVIDER]
+        credits = []
+        for b in earn:
+            credits += [t for t in ledger.transfers(sess, account=b.account_id) if t.credit_account_id == b.account_id]
+        usage = _usage_rows(sess, provider_id=pid)
+        return {"listings": mine, "sold": sold, "earn": earn, "credits": credits, "usage": usage}
+
+    d = tx.run(work, s)
+    per_listing: dict[str, int] = defaultdict(int)
+    for lid, tokens, _ in d["sold"]:
+        per_listing[lid] += int(tokens)
+    delivered: dict[str, int] = defaultdict(int)
+    for u in d["usage"] or []:
+        delivered[u.listing_id] += u.tokens
+    currency = d["earn"][0].currency if d["earn"] else (d["listings"][0]["currency"] if d["listings"] else "CNY")
+    return {
+        "listings": d["listings"],
+        "reports": {it["id"]: report_links(s, it) for it in d["listings"]},
+        "sold": dict(per_listing),
+        "delivered": dict(delivered),
+        "delivery": d["usage"] is not None,
+        "tokens_sold": sum(per_listing.values()),
+        "earnings": [b.to_dict() for b in d["earn"]],
+        "currency": currency,
+        "earnings_points": [
+            (dd, v / 100) for dd, v in cumulative([(day(t.created_at), t.amount) for t in d["credits"]])
+        ],
+        "sold_points": cumulative([(day(ts), int(tok)) for _, tok, ts in d["sold"]]),
+        "credits": [
+            {"at": when(t.created_at), "ref": t.ref or t.id, "amount": format_amount(t.amount, t.currency)}
+            for t in d["credits"][-30:]
+        ],
+    }
+
+
+# -- operator --------------------------------------------------------------------------------------
+
+
+def operator_page(s: Settings, limit: int = 100) -> dict:
+    def work(sess: Session) -> dict:
+        bals = [_with_held(b.to_dict()) for b in ledger.balances(sess)]
+        chk = ledger.check(sess)
+        try:
+            with sess.begin_nested():
+                ver = audit.verify(sess)
+                head = ver["entries"]
+                entries = [e.to_dict() for e in audit.entries(sess, after=max(0, head - limit), limit=limit)]
+        except (OperationalError, ProgrammingError):
+            ver, entries = None, []
+        return {"balances": bals, "check": chk, "audit": ver, "entries": list(reversed(entries))}
+
+    return tx.run(work, s)
+
+
+# -- reports ---------------------------------------------------------------------------------------
+
+REPORT_FILES = {
+    "appraisal": ("appraisal.html", "appraisal_report.html", "report.html"),
+    "curation": ("curation.html", "curation_report.html"),
+}
+
+
+def report_file(s: Settings, dataset: str, version: str, kind: str) -> str | None:
+    """The stored HTML report of a version (written by appraisal or curation), if there is one."""
+    from ciyuan.store import resolve
+
+    try:
+        v = resolve(f"{dataset}@{version}", s)
+    except CiyuanError:
+        return None
+    fs = v.fs()
+    for name in REPORT_FILES.get(kind, ()):
+        path = v.path(name)
+        if fs.exists(path):
+            return path
+    return None
+
+
+def report_links(s: Settings, detail: dict) -> dict[str, str | None]:
+    return {
+        kind: f"/listings/{detail['id']}/reports/{kind}"
+        if report_file(s, detail["dataset"], detail["version"], kind)
+        else None
+        for kind in REPORT_FILES
+    }
+
+
+def read_report(s: Settings, listing_id: str, kind: str) -> bytes:
+    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    path = report_file(s, detail["dataset"], detail["version"], kind)
+    if path is None:
+        from ciyuan.errors import NotFound
+
+        raise NotFound(f"no {kind} report for listing {listing_id}", hint="run the appraisal or curation first")
+    from ciyuan.store import resolve
+
+    with resolve(f"{detail['dataset']}@{detail['version']}", s).fs().open(path, "rb") as fh:
+        return fh.read()
