@@ -9,6 +9,7 @@ Böhning bound on the softmax Hessian, so it converges without tuning and is det
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ class LogisticRegression:
     """Multinomial logistic regression, loss = mean cross-entropy + (l2 / 2) * ||W||^2."""
 
     l2: float = 1e-3
-    iters: int = 300
+    iters: int = 200
     classes_: np.ndarray = field(default_factory=lambda: np.zeros(0))
     w_: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     b_: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -47,23 +48,31 @@ class LogisticRegression:
         # Böhning: the softmax cross-entropy Hessian is at most 1/2 * (X^T X / n) (x) I, and
         # lambda_max(X^T X / n) <= max row norm^2 (+1 for the bias column).
         lip = 0.5 * (float((x * x).sum(axis=1).max()) + 1.0) + self.l2
-        step = 1.0 / lip
-        w = np.zeros((d, c), dtype=np.float32)
+        step = float(1.0 / lip)
+        l2 = float(self.l2)
+        # With W = X^T A (W starts at 0 and every gradient step stays in the row space of X), the
+        # same iterates can be run on A (n x c) through the Gram matrix K = X X^T when n <= d:
+        # identical result, n^2 c instead of n d c work per step.
+        dual = n <= d
+        gram = x @ x.T if dual else None
+        w = np.zeros((n, c) if dual else (d, c), dtype=np.float32)
         b = np.zeros(c, dtype=np.float32)
         vw, vb = w.copy(), b.copy()
         t = 1.0
         for _ in range(self.iters):
-            p = _softmax(x @ vw + vb)
+            p = _softmax(((gram @ vw) if dual else (x @ vw)) + vb)
             p -= onehot
-            gw = x.T @ p / n + self.l2 * vw
+            gw = (p / n if dual else x.T @ p / n) + l2 * vw
             gb = p.mean(axis=0)
             w_new = vw - step * gw
             b_new = vb - step * gb
-            t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
+            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
             mom = (t - 1) / t_new
             vw = w_new + mom * (w_new - w)
             vb = b_new + mom * (b_new - b)
             w, b, t = w_new, b_new, t_new
+        if dual:
+            w = x.T @ w
         self.w_, self.b_ = w, b
         return self
 
@@ -97,7 +106,7 @@ def learning_curve(
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     holdout: float = 0.2,
     l2: float = 1e-3,
-    iters: int = 300,
+    iters: int = 200,
 ) -> dict:
     """Accuracy against the share of the dataset used, and the lift the full dataset brings.
 

@@ -45,3 +45,14 @@ def test_mean_ci():
     ci = mean_ci([1.0, 2.0, 3.0])
     assert ci["mean"] == 2.0 and ci["low"] < 2.0 < ci["high"]
     assert mean_ci([5.0])["low"] is None
+
+
+def test_dual_and_primal_fits_agree():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 20)).astype(np.float32) / 5
+    y = rng.integers(0, 3, 60)
+    primal = LogisticRegression(iters=40).fit(x, y)  # n > d
+    padded = np.concatenate([x, np.zeros((60, 80), np.float32)], axis=1)  # d > n: the Gram form
+    dual = LogisticRegression(iters=40).fit(padded, y)
+    np.testing.assert_allclose(dual.w_[:20], primal.w_, atol=1e-5)
+    assert not dual.w_[20:].any()

@@ -1,0 +1,193 @@
+"""Croissant 1.0 JSON-LD card of a version, with RAI fields and ciyuan's token and appraisal facts.
+
+Why Croissant: it is the metadata format ML tooling already reads (loaders, search, hubs), and
+its Responsible-AI vocabulary is where a buyer looks for collection, PII and limitation notes.
+
+The card describes the version's Parquet shards twice: each shard as a ``cr:FileObject`` with its
+sha256 (so a buyer can verify every byte), and all of them as one ``cr:FileSet`` (``shards/*.parquet``)
+that the ``records`` RecordSet reads (fields id, modality, text, media_ref, meta and one token
+count per tokenizer). ``mlcroissant`` resolves a local FileSet against the card's own folder, so
+the card is also written into the version folder as ``croissant.json``; that copy loads as is.
+Token facts and the appraisal ride along under the ``ciyuan:`` extension namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+CROISSANT_CONTEXT: dict[str, Any] = {
+    "@language": "en",
+    "@vocab": "https://schema.org/",
+    "citeAs": "cr:citeAs",
+    "column": "cr:column",
+    "conformsTo": "dct:conformsTo",
+    "cr": "http://mlcommons.org/croissant/",
+    "rai": "http://mlcommons.org/croissant/RAI/",
+    "data": {"@id": "cr:data", "@type": "@json"},
+    "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+    "dct": "http://purl.org/dc/terms/",
+    "equivalentProperty": "cr:equivalentProperty",
+    "examples": {"@id": "cr:examples", "@type": "@json"},
+    "extract": "cr:extract",
+    "field": "cr:field",
+    "fileProperty": "cr:fileProperty",
+    "fileObject": "cr:fileObject",
+    "fileSet": "cr:fileSet",
+    "format": "cr:format",
+    "includes": "cr:includes",
+    "isLiveDataset": "cr:isLiveDataset",
+    "jsonPath": "cr:jsonPath",
+    "key": "cr:key",
+    "md5": "cr:md5",
+    "parentField": "cr:parentField",
+    "path": "cr:path",
+    "recordSet": "cr:recordSet",
+    "references": "cr:references",
+    "regex": "cr:regex",
+    "repeated": "cr:repeated",
+    "replace": "cr:replace",
+    "samplingRate": "cr:samplingRate",
+    "sc": "https://schema.org/",
+    "separator": "cr:separator",
+    "source": "cr:source",
+    "subField": "cr:subField",
+    "transform": "cr:transform",
+    "ciyuan": "https://ciyuan.dev/ns/",
+}
+
+PARQUET = "application/x-parquet"
+
+
+def _field(rs: str, name: str, dtype: str, desc: str) -> dict:
+    return {
+        "@type": "cr:Field",
+        "@id": f"{rs}/{name}",
+        "name": name,
+        "description": desc,
+        "dataType": dtype,
+        "source": {"fileSet": {"@id": "shards"}, "extract": {"column": name}},
+    }
+
+
+def _rai(version_dict: dict, appraisal: dict | None, info: dict) -> dict:
+    """RAI fields filled from what ciyuan knows; the seller's own text in ``info`` wins."""
+    made_by = version_dict.get("made_by") or {}
+    q = (appraisal or {}).get("quality", {}).get("indicators", {})
+    pii = q.get("pii_residue", {})
+    pii_text = (
+        f"PII residue probe: {pii['evidence'].get('records_with_pii', 0)} of "
+        f"{pii['evidence'].get('sampled', 0)} sampled records matched a PII pattern "
+        f"(detector {pii['evidence'].get('detector')})."
+        if pii.get("evidence")
+        else "Not yet measured: run ciyuan appraise."
+    )
+    out = {
+        "rai:dataCollection": info.get("rai:dataCollection")
+        or f"Ingested and curated with ciyuan; made by {json.dumps(made_by, ensure_ascii=False)}.",
+        "rai:dataCollectionType": info.get("rai:dataCollectionType") or "Manual Human Curator",
+        "rai:dataPreprocessingProtocol": info.get("rai:dataPreprocessingProtocol")
+        or (
+            f"ciyuan recipe lineage: parent version {version_dict.get('parent') or 'none'}; "
+            f"rejected {version_dict.get('rejected', 0)} records by reason "
+            f"{json.dumps(version_dict.get('rejected_by_reason', {}), ensure_ascii=False)}; "
+            f"quarantined {version_dict.get('quarantined', 0)} unreadable input items."
+        ),
+        "rai:personalSensitiveInformation": info.get("rai:personalSensitiveInformation") or pii_text,
+        "rai:dataLimitations": info.get("rai:dataLimitations")
+        or "Quality indicators and utility are estimates from samples and reference models; see the appraisal.",
+    }
+    for key in ("rai:dataUseCases", "rai:dataBiases", "rai:dataSocialImpact", "rai:hasSyntheticData"):
+        if info.get(key) not in (None, ""):
+            out[key] = info[key]
+    return out
+
+
+def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None, info: dict | None = None,
+               base_url: str | None = None) -> dict:  # fmt: skip
+    """The card as a dict. ``info`` holds seller-declared fields (description, license, creator...)."""
+    info = dict(info or {})
+    name = version_dict["dataset"]
+    vid = version_dict["version"]
+    tokenizers = list(manifest.get("tokenizers", {}))
+    files = []
+    for i, s in enumerate(manifest.get("shards", [])):
+        url = f"{base_url.rstrip('/')}/{s['path']}" if base_url else s["path"]
+        files.append({
+            "@type": "cr:FileObject", "@id": f"shard-{i:05d}", "name": f"shard-{i:05d}",
+            "contentUrl": url, "encodingFormat": PARQUET, "sha256": s["sha256"], "contentSize": f"{s['bytes']} B",
+        })  # fmt: skip
+    files.append({
+        "@type": "cr:FileSet", "@id": "shards", "name": "shards",
+        "description": "All Parquet shards of the version (zstd); each is also listed with its sha256.",
+        "encodingFormat": PARQUET, "includes": "shards/*.parquet",
+    })  # fmt: skip
+    fields = [
+        _field("records", "id", "sc:Text", "Record id (content hash when the source had none)."),
+        _field("records", "modality", "sc:Text", "text, image, audio, video or tabular."),
+        _field("records", "text", "sc:Text", "The text of the record."),
+        _field("records", "media_ref", "sc:Text", "Reference to media stored outside the record, if any."),
+        _field("records", "meta", "sc:Text", "Record metadata as JSON text."),
+    ]
+    from ciyuan.store.records import token_column
+
+    for t in tokenizers:
+        fields.append(_field("records", token_column(t), "sc:Integer", f"Token count of the text under {t}."))
+    ap = appraisal or {}
+    created = manifest.get("created_at") or datetime.now(UTC).isoformat()
+    card: dict[str, Any] = {
+        "@context": CROISSANT_CONTEXT,
+        "@type": "sc:Dataset",
+        "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "name": name,
+        "description": info.get("description") or f"Version {vid[:12]} of dataset {name}, made with ciyuan.",
+        "version": info.get("version") or f"0.0.0+{vid[:12]}",
+        "url": info.get("url") or (base_url or f"ciyuan:{name}@{vid}"),
+        "datePublished": info.get("datePublished") or created[:10],
+        "license": info.get("license") or "https://ciyuan.dev/licenses/unspecified",
+        "creator": info.get("creator") or {"@type": "sc:Organization", "name": info.get("provider") or "unknown"},
+        "citeAs": info.get("citeAs") or f"{name}, version {vid[:12]}, ciyuan dataset.",
+        "keywords": info.get("keywords") or ["ciyuan", name],
+        **({"inLanguage": info["inLanguage"]} if info.get("inLanguage") else {}),
+        **({"publisher": info["publisher"]} if info.get("publisher") else {}),
+        **_rai(version_dict, appraisal, info),
+        "distribution": files,
+        "recordSet": [
+            {
+                "@type": "cr:RecordSet",
+                "@id": "records",
+                "name": "records",
+                "description": "One row per record of the version.",
+                "key": {"@id": "records/id"},
+                "field": fields,
+            }
+        ],  # fmt: skip
+        "ciyuan:version": vid,
+        "ciyuan:tokens": version_dict.get("tokens", {}),
+        "ciyuan:tokenizers": manifest.get("tokenizers", {}),
+        "ciyuan:records": version_dict.get("records"),
+    }
+    if ap:
+        card["ciyuan:appraisal"] = {
+            "quality": ap.get("quality", {}).get("score"),
+            "uniqueness": ap.get("uniqueness", {}).get("score"),
+            "unique_tokens": ap.get("tokens", {}).get("unique"),
+            "utility": ap.get("utility"),
+            "price": {k: ap.get("price", {}).get(k) for k in ("formula", "currency", "price_per_mtok")},
+            "appraised_at": ap.get("appraised_at"),
+        }
+    return card
+
+
+def card_fields_for_quality(info: dict) -> dict:
+    """The declared card fields, for the documentation-completeness indicator (RAI defaults excluded)."""
+    return {k: v for k, v in info.items() if v not in (None, "", [], {})}
+
+
+def write_card(card: dict, out: str | Path) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card, ensure_ascii=False, indent=2, default=str))
+    return path

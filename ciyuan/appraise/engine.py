@@ -1,0 +1,358 @@
+"""Appraise a stored version: tokens, quality, uniqueness, utility, record values and a price.
+
+Why one streaming pass: versions reach millions of records, so everything that must see every
+record (token totals, completeness, conformance, exact duplicates, MinHash signatures) is computed
+batch by batch with flat memory (signatures go to a memory-mapped file), while what is expensive
+per record (PII probes, language id, the reference models, KNN-Shapley) runs on deterministic
+samples whose sizes are recorded in the appraisal.
+
+The result is stored as ``appraisal.json`` in the version folder (and a copy with signatures and
+record values under ``$CIYUAN_HOME/appraise/<version id>/``), so it travels with the version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ciyuan.appraise import quality as quality_mod
+from ciyuan.appraise.card import build_card
+from ciyuan.appraise.features import HashedNgrams
+from ciyuan.appraise.knn_shapley import knn_shapley_self
+from ciyuan.appraise.ngram_lm import perplexity_lift
+from ciyuan.appraise.price import suggest_price
+from ciyuan.appraise.uniqueness import CatalogIndex, near_duplicates_within, signatures, uniqueness
+from ciyuan.appraise.utility_labelled import learning_curve
+from ciyuan.config import Settings, settings
+from ciyuan.errors import InvalidInput, NotFound
+
+APPRAISAL_FORMAT = "ciyuan.appraisal/1"
+LABEL_SAMPLE = 20_000  # records used by the labelled reference model
+SHAPLEY_SAMPLE = 5_000  # records valued by KNN-Shapley (n^2 distances)
+LM_TOKENS = 2_000_000  # dataset tokens sampled for the language-model lift
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def work_dir(version_id: str, s: Settings | None = None) -> Path:
+    p = (s or settings()).home / "appraise" / version_id
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def catalog(s: Settings | None = None) -> CatalogIndex:
+    return CatalogIndex((s or settings()).home / "appraise" / "catalog")
+
+
+def _card_info(version) -> dict:
+    """Seller-declared card fields: ``manifest.extra.card`` and top-level extra keys."""
+    extra = version.manifest.get("extra") or {}
+    info = dict(extra.get("card") or {})
+    for k in ("description", "license", "creator", "publisher", "url", "keywords", "inLanguage", "domain",
+              "modality", "citeAs", "datePublished"):  # fmt: skip
+        if k in extra and k not in info:
+            info[k] = extra[k]
+    return info
+
+
+def _batches(version, tokenizer: str) -> Iterator[list[dict]]:
+    from ciyuan.store.records import from_batch, token_column
+
+    col = token_column(tokenizer)
+    counter = None
+    for batch in version.iter_batches(columns=["id", "modality", "text", "media_ref", "meta", col], batch_size=8192):
+        recs = from_batch(batch)
+        missing = [r for r in recs if tokenizer not in (r.get("tokens") or {})]
+        if missing:
+            if counter is None:
+                from ciyuan.tokens import get_tokenizer
+
+                counter = get_tokenizer(tokenizer)
+            counts = counter.count_batch([r.get("text") or "" for r in missing])
+            for r, c in zip(missing, counts, strict=True):
+                r.setdefault("tokens", {})[tokenizer] = int(c)
+        yield recs
+
+
+def _texts_of(ref: str, limit_tokens: int, tokenizer: str) -> list[str]:
+    """Texts of another version (the baseline), up to about ``limit_tokens`` tokens."""
+    from ciyuan.store import resolve
+
+    v = resolve(ref)
+    out, have = [], 0
+    for recs in _batches(v, tokenizer):
+        for r in recs:
+            if r.get("text"):
+                out.append(r["text"])
+                have += r["tokens"][tokenizer]
+                if have >= limit_tokens:
+                    return out
+    return out
+
+
+def _read_eval(path: str | None) -> list[str] | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise NotFound(f"evaluation file {path} does not exist", hint="give a .txt or .jsonl file of target text")
+    texts = []
+    if p.suffix in (".jsonl", ".json"):
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(f"{path}:{n}: not JSON ({exc.msg})", hint="one JSON object per line") from None
+                texts.append(obj.get("text", "") if isinstance(obj, dict) else str(obj))
+    else:
+        texts = [t for t in p.read_text(encoding="utf-8").split("\n\n") if t.strip()]
+    if not texts:
+        raise InvalidInput(f"evaluation file {path} has no text", hint="give at least a few paragraphs")
+    return texts
+
+
+def _histogram(values: np.ndarray, bins: int = 20) -> dict:
+    if len(values) == 0:
+        return {"edges": [], "counts": []}
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def appraise(
+    ref: str,
+    eval_file: str | None = None,
+    baseline: str | None = None,
+    *,
+    provider: str | None = None,
+    label_field: str = "label",
+    tokenizer: str | None = None,
+    seeds: tuple[int, ...] = SEEDS,
+    store: bool = True,
+    s: Settings | None = None,
+) -> dict:
+    """Compute, store and return the appraisal of version ``ref`` (NAME or NAME@VERSION)."""
+    from ciyuan.store import resolve
+
+    t0 = time.perf_counter()
+    s = s or settings()
+    v = resolve(ref, s)
+    tok = tokenizer or s.default_tokenizer
+    info = _card_info(v)
+    n_expected = v.records
+    acc = quality_mod.QualityAccumulator(expected_records=n_expected, required_meta=info.get("required_meta", ()))
+    wd = work_dir(v.id, s)
+    sig_path = wd / "signatures.npy"
+    sig_tmp = wd / ".signatures.tmp"
+    sigs = np.lib.format.open_memmap(sig_tmp, mode="w+", dtype=np.uint32, shape=(max(n_expected, 1), 128))
+    tokens = np.zeros(max(n_expected, 1), dtype=np.int64)
+    ids: list[str] = []
+    label_every = max(1, math.ceil(n_expected / LABEL_SAMPLE))
+    lm_every = 1
+    labelled: list[tuple[str, str, object]] = []
+    lm_texts: list[str] = []
+    lm_tokens = 0
+    total_tokens = 0
+    row = 0
+    for recs in _batches(v, tok):
+        texts = [r.get("text") for r in recs]
+        n = len(recs)
+        sigs[row : row + n] = signatures(texts)
+        for j, r in enumerate(recs):
+            acc.add(r)
+            c = int(r["tokens"][tok])
+            tokens[row + j] = c
+            total_tokens += c
+            i = row + j
+            ids.append(r["id"])
+            meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
+            if i % label_every == 0 and label_field in meta and r.get("text"):
+                lab = meta[label_field]
+                if isinstance(lab, str | int | bool):
+                    labelled.append((r["id"], r["text"], lab))
+            if r.get("text") and i % lm_every == 0 and lm_tokens < LM_TOKENS:
+                lm_texts.append(r["text"])
+                lm_tokens += c
+        row += n
+        # keep the LM sample spread over the version: thin it when the cap is reached early
+        if lm_tokens >= LM_TOKENS and row < n_expected and lm_every < 1 << 20:
+            lm_every *= 2
+            lm_texts = lm_texts[::2]
+            lm_tokens //= 2
+    sigs.flush()
+    sig_arr = np.load(sig_tmp, mmap_mode="r")[:row]
+    t_scan = time.perf_counter() - t0
+
+    # tokens, with near-duplicates inside the version collapsed
+    dup = near_duplicates_within(np.asarray(sig_arr)) if row else np.zeros(0, bool)
+    tok_arr = tokens[:row]
+    unique_tokens = int(tok_arr[~dup].sum())
+
+    qual = acc.result(licence=info.get("license"), card={**info, "name": v.dataset}, near_duplicates=int(dup.sum()))
+    index = catalog(s)
+    uniq = uniqueness(np.asarray(sig_arr), tok_arr, index, exclude_providers=[provider] if provider else [])
+    uniq["evidence"]["provider"] = provider
+
+    utility: dict = {}
+    values_summary = None
+    if len(labelled) >= 20 and len({lab for _, _, lab in labelled}) >= 2:
+        lab_ids = [a for a, _, _ in labelled]
+        x = HashedNgrams().dense([t for _, t, _ in labelled])
+        y = np.array([str(lab) for _, _, lab in labelled])
+        utility["labelled"] = {
+            "label_field": label_field,
+            "records": len(labelled),
+            "features": "hashed-ngrams(dim=4096, word 1-2, char 2-4)",
+            **learning_curve(x, y, seeds=seeds),
+        }
+        m = min(len(labelled), SHAPLEY_SAMPLE)
+        vals = knn_shapley_self(x[:m], y[:m], k=5)
+        order = np.argsort(vals, kind="stable")
+        values_summary = {
+            "method": "exact KNN-Shapley (Jia et al. 2019), k=5, cosine distance, leave-self-out",
+            "records": m,
+            "mean": float(vals.mean()),
+            "negative": int((vals < 0).sum()),
+            "histogram": _histogram(vals),
+            "lowest": [{"id": lab_ids[i], "value": float(vals[i]), "label": str(y[i])} for i in order[:50]],
+        }
+        _save_values(wd, [lab_ids[i] for i in range(m)], vals)
+    eval_texts = _read_eval(eval_file)
+    if lm_texts:
+        rng = np.random.default_rng(0)
+        if eval_texts is None:
+            perm = rng.permutation(len(lm_texts))
+            cut = max(1, len(lm_texts) // 10)
+            eval_texts = [lm_texts[i] for i in perm[:cut]]
+            train_texts = [lm_texts[i] for i in perm[cut:]]
+            eval_source = "held-out 10 % of the sampled records"
+        else:
+            train_texts, eval_source = lm_texts, eval_file
+        if baseline and train_texts:
+            base_texts = _texts_of(baseline, LM_TOKENS, tok)
+            from ciyuan.appraise.ngram_lm import default_encoder
+
+            enc, _, _ = default_encoder(tok)
+            have_data = sum(len(enc(t)) for t in train_texts)
+            have_base = sum(len(enc(t)) for t in base_texts)
+            budget = int(min(have_base, 2 * have_data))
+            if budget >= 1000:
+                utility["text"] = {"baseline": baseline, "eval": eval_source,
+                                   **perplexity_lift(base_texts, train_texts, eval_texts, budget, seeds)}  # fmt: skip
+        elif train_texts:
+            utility["text"] = {"baseline": None, "eval": eval_source, "lift": None,
+                               "why": "no --baseline given: lift needs a corpus to compare against"}  # fmt: skip
+    lift = _headline_lift(utility)
+    price = suggest_price(
+        qual["score"], uniq["score"], lift, modality=info.get("modality", "text"), domain=info.get("domain", "general")
+    )
+    result = {
+        "format": APPRAISAL_FORMAT,
+        "dataset": v.dataset,
+        "version": v.id,
+        "appraised_at": datetime.now(UTC).isoformat(),
+        "provider": provider,
+        "tokenizer": tok,
+        "tokens": {
+            "total": total_tokens,
+            "unique": unique_tokens,
+            "records": row,
+            "near_duplicate_records": int(dup.sum()),
+        },  # fmt: skip
+        "quality": qual,
+        "uniqueness": uniq,
+        "utility": utility,
+        "utility_lift_used": lift,
+        "record_values": values_summary,
+        "price": price,
+        "timing_s": {"scan": round(t_scan, 3), "total": round(time.perf_counter() - t0, 3)},
+    }
+    result["card_preview"] = {"documentation": qual["indicators"]["documentation"]["score"]}
+    np.save(sig_path, np.asarray(sig_arr))
+    sig_tmp.unlink(missing_ok=True)
+    if store:
+        save(v, result)
+    return result
+
+
+def _headline_lift(utility: dict) -> dict | None:
+    """The lift the price uses: relative perplexity drop for text, accuracy lift for labels."""
+    if utility.get("text", {}).get("relative_drop"):
+        return utility["text"]["relative_drop"]
+    if utility.get("labelled", {}).get("lift"):
+        return utility["labelled"]["lift"]
+    return None
+
+
+def _save_values(wd: Path, ids: list[str], vals: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ids, "value": vals}), wd / "record_values.parquet")
+
+
+def save(version, result: dict) -> None:
+    """Write ``appraisal.json`` into the version folder and the work folder."""
+    text = json.dumps(result, ensure_ascii=False, indent=1, default=str)
+    (work_dir(version.id, version.s) / "appraisal.json").write_text(text)
+    with version.fs().open(version.path("appraisal.json"), "w") as fh:
+        fh.write(text)
+
+
+def load(ref: str, s: Settings | None = None) -> dict:
+    """The stored appraisal of a version."""
+    from ciyuan.store import resolve
+
+    v = resolve(ref, s)
+    fs = v.fs()
+    path = v.path("appraisal.json")
+    if not fs.exists(path):
+        raise NotFound(f"{v.ref} has not been appraised", hint=f"run: ciyuan appraise {v.ref}")
+    with fs.open(path, "r") as fh:
+        return json.load(fh)
+
+
+def register_listing(ref: str, listing_id: str, provider: str, s: Settings | None = None) -> dict:
+    """Add a listed version's signatures to the catalog index (the exchange calls this on listing)."""
+    from ciyuan.store import resolve
+
+    s = s or settings()
+    v = resolve(ref, s)
+    path = work_dir(v.id, s) / "signatures.npy"
+    if path.exists():
+        sig = np.load(path)
+    else:
+        parts = [signatures([r.get("text") for r in recs]) for recs in _batches(v, s.default_tokenizer)]
+        sig = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint32)
+        np.save(path, sig)
+    return catalog(s).add(listing_id, provider, v.id, sig)
+
+
+def card(ref: str, out: str | None = None, base_url: str | None = None, s: Settings | None = None) -> dict:
+    """Croissant card of a version; written into the version folder (loadable) and to ``out``."""
+    from ciyuan.appraise.card import write_card
+    from ciyuan.store import resolve
+
+    v = resolve(ref, s)
+    try:
+        ap = load(ref, s)
+    except NotFound:
+        ap = None
+    info = _card_info(v)
+    if ap and ap.get("provider") and not info.get("provider"):
+        info["provider"] = ap["provider"]
+    c = build_card(v.to_dict(), v.manifest, ap, info, base_url=base_url)
+    text = json.dumps(c, ensure_ascii=False, indent=2, default=str)
+    with v.fs().open(v.path("croissant.json"), "w") as fh:
+        fh.write(text)
+    if out:
+        write_card(c, out)
+    return c
+
+
+__all__ = ["appraise", "card", "catalog", "load", "register_listing", "save"]

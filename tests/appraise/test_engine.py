@@ -1,0 +1,114 @@
+"""Appraising stored versions end to end: flipped labels, re-listing, stored results, the card."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ciyuan.appraise import engine
+
+
+def _make(name: str, records: list[dict], extra: dict | None = None):
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder(name, made_by={"tool": "test"}, rows_per_shard=150)
+    if extra:
+        b.extra = extra
+    for r in records:
+        b.add(r)
+    return b.commit()
+
+
+def _labelled(real_corpora, n_per_class: int = 200):
+    docs, _, _ = real_corpora
+    recs = []
+    for lab in ("legal", "changelog"):
+        seen = set()
+        for d in docs[lab]:
+            t = d[:600]
+            if t in seen:
+                continue
+            seen.add(t)
+            recs.append({"text": t, "meta": {"label": lab}})
+            if len(seen) >= n_per_class:
+                break
+    return recs
+
+
+def test_flipped_labels_are_among_the_lowest_valued(home, real_corpora):
+    recs = _labelled(real_corpora)
+    rng = np.random.default_rng(11)
+    flipped = set(rng.choice(len(recs), len(recs) // 10, replace=False).tolist())
+    for i in flipped:
+        lab = recs[i]["meta"]["label"]
+        recs[i]["meta"]["label"] = "changelog" if lab == "legal" else "legal"
+    for i, r in enumerate(recs):
+        r["id"] = f"r{i:04d}"
+    v = _make("labelled", recs)
+    out = engine.appraise(v.ref, seeds=(0, 1, 2))
+    import pyarrow.parquet as pq
+
+    vals = pq.read_table(engine.work_dir(v.id) / "record_values.parquet").to_pydict()
+    order = np.argsort(vals["value"], kind="stable")
+    lowest = {vals["id"][i] for i in order[: len(recs) // 10]}
+    flipped_ids = {f"r{i:04d}" for i in flipped}
+    assert len(lowest & flipped_ids) >= len(flipped_ids) / 2
+    lab = out["utility"]["labelled"]
+    assert lab["lift"]["mean"] > 0.2
+    assert out["record_values"]["negative"] > 0
+    assert out["tokens"]["total"] > 0 and out["tokens"]["unique"] <= out["tokens"]["total"]
+
+
+def test_second_provider_listing_same_version_scores_low_uniqueness(home, real_corpora):
+    docs, _, _ = real_corpora
+    v = _make("logs", [{"text": d} for d in docs["changelog"][:300]])
+    first = engine.appraise(v.ref, provider="alice", seeds=(0, 1))
+    assert first["uniqueness"]["score"] > 0.9
+    engine.register_listing(v.ref, "listing-a", "alice")
+    second = engine.appraise(v.ref, provider="bob", seeds=(0, 1))
+    assert second["uniqueness"]["score"] < 0.1
+    assert second["price"]["price_per_mtok_minor"] < first["price"]["price_per_mtok_minor"] / 5
+    assert engine.load(v.ref)["provider"] == "bob"  # the stored appraisal is the latest
+
+
+def test_text_lift_with_baseline_and_eval_file(home, real_corpora, tmp_path):
+    docs, _, split = real_corpora
+    legal_train, legal_eval = split(docs["legal"])
+    base = _make("general", [{"text": d} for d in docs["general"]])
+    v = _make("legal", [{"text": d} for d in legal_train],
+              extra={"license": "CC-BY-4.0", "description": "licence texts", "domain": "legal"})  # fmt: skip
+    ev = tmp_path / "eval.txt"
+    ev.write_text("\n\n".join(legal_eval))
+    out = engine.appraise(v.ref, eval_file=str(ev), baseline=base.ref, seeds=(0, 1, 2))
+    text = out["utility"]["text"]
+    assert text["relative_drop"]["low"] > 0
+    assert out["price"]["factors"]["utility"] > 1.0
+    assert out["quality"]["indicators"]["licence_clarity"]["score"] == 1.0
+
+
+def test_card_validates_and_loads_with_mlcroissant(home, tmp_path):
+    pytest.importorskip("mlcroissant")
+    v = _make("cards", [{"text": f"record {i} 数据", "meta": {"label": i % 2}} for i in range(320)],
+              extra={"license": "MIT", "description": "a test"})  # fmt: skip
+    engine.appraise(v.ref, seeds=(0, 1))
+    out = tmp_path / "card.json"
+    card = engine.card(v.ref, out=str(out))
+    assert card["ciyuan:appraisal"]["price"]["formula"] == "ciyuan-price-1"
+    assert len([d for d in card["distribution"] if d["@type"] == "cr:FileObject"]) == 3
+    exe = Path(sys.executable).with_name("mlcroissant")
+    res = subprocess.run([str(exe), "validate", "--jsonld", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    in_version = Path(v.location) / "croissant.json"
+    res = subprocess.run(
+        [str(exe), "load", "--jsonld", str(in_version), "--record_set", "records", "--num_records", "400"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("{'records/id'")]
+    assert len(rows) == 320
+    assert json.loads(out.read_text())["recordSet"][0]["@id"] == "records"
