@@ -90,14 +90,18 @@ def _formula_version(name: str, revision: int, params: dict) -> str:
 
 @dataclass
 class TextSchedule:
-    """Tokens of ``record["text"]`` under one tokenizer; a stored count for it is reused."""
+    """Tokens of ``record["text"]`` under one tokenizer; a stored count for it is reused.
 
-    tokenizer: Tokenizer
+    The tokenizer is looked up by name on each use (a dict hit), so ``clear_cache`` or an edited
+    vocabulary file is seen here too.
+    """
+
+    name: str
     modality: str = "text"
 
     @property
-    def name(self) -> str:
-        return self.tokenizer.name
+    def tokenizer(self) -> Tokenizer:
+        return get_tokenizer(self.name)
 
     @property
     def version(self) -> str:
@@ -121,7 +125,8 @@ class TextSchedule:
             where.append(len(out))
             out.append(None)
             todo.append(text)
-        for i, n in zip(where, self.tokenizer.count_batch(todo), strict=True):
+        counts = self.tokenizer.count_batch(todo) if todo else []
+        for i, n in zip(where, counts, strict=True):
             out[i] = n
         return out  # type: ignore[return-value]
 
@@ -289,7 +294,7 @@ def get_schedule(name: str) -> TokenSchedule:
         sched = _FACTORIES[name]()
     else:
         try:
-            sched = TextSchedule(get_tokenizer(name))
+            sched = TextSchedule(get_tokenizer(name).name)
         except NotFound:
             raise NotFound(
                 f"unknown token schedule {name!r}",

@@ -177,3 +177,17 @@ def test_new_modalities_register_without_changing_callers() -> None:
     assert get_schedule("test-points-1k").count_records([rec(points=2500)]) == [3]
     with pytest.raises(InvalidInput):
         register_schedule("test-points-1k", PointCloud)
+
+
+def test_text_schedule_for_a_user_file_follows_edits(tmp_path) -> None:
+    from ciyuan.tokens.tokenizers import _cl100k_path
+
+    lines = _cl100k_path().read_bytes().splitlines()
+    path = tmp_path / "v.tiktoken"
+    path.write_bytes(b"\n".join(lines[:1000]))
+    s = get_schedule(f"tiktoken:{path}")
+    assert s.name == f"tiktoken:{path.resolve()}"
+    v1, n1 = s.version, s.count_records([rec(text="internationalisation")])
+    path.write_bytes(b"\n".join(lines[:20000]))
+    assert s.version != v1
+    assert s.count_records([rec(text="internationalisation")])[0] < n1[0]
