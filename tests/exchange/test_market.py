@@ -1,0 +1,45 @@
+"""Quotes expire, entitlements cover exactly the quoted records, and delivery's hooks hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ciyuan.errors import Conflict
+from ciyuan.exchange import ledger, market, tx
+from ciyuan.exchange.market import QuoteExpired
+
+T0 = datetime(2030, 6, 1, tzinfo=UTC)
+
+
+def test_expired_quote_is_410_and_entitlement_is_exact(market_env):
+    alice = market_env.accounts["alice"].id
+    lid = market_env.listing["id"]
+    tx.run(lambda s: ledger.deposit(s, "d", alice, 10_000, "CNY"))
+    sel = {"filter": {"field": "meta.domain", "op": "in", "value": ["law"]}}
+    q = market.create_quote(alice, lid, sel, now=T0)
+    with pytest.raises(QuoteExpired) as err:
+        market.place_order(alice, q["id"], "k", now=T0 + timedelta(seconds=901))
+    assert err.value.status == 410
+    order, replay = market.place_order(alice, q["id"], "k", now=T0 + timedelta(seconds=899))
+    assert not replay
+    ent_id = order["entitlement"]["id"]
+
+    def draw(s):
+        ent = market.get_entitlement(s, ent_id, alice)
+        res = market.entitlement_selection(s, ent)
+        return ent, res
+
+    ent, res = tx.run(draw)
+    recs = list(market_env.version.iter_records())
+    want = [i for i, r in enumerate(recs) if r["meta"]["domain"] == "law"]
+    assert res.ordinals().tolist() == want
+    assert res.tokens == sum(recs[i]["tokens"]["cl100k_base"] for i in want) == ent.tokens
+    tx.run(lambda s: market.record_draw(s, ent_id, ent.tokens - 1))
+    with pytest.raises(Conflict):
+        tx.run(lambda s: market.record_draw(s, ent_id, 2))
+    assert tx.run(lambda s: market.record_draw(s, ent_id, 1)).status == "exhausted"
+    with pytest.raises(Exception) as nf:
+        tx.run(lambda s: market.get_entitlement(s, ent_id, market_env.accounts["bob"].id))
+    assert nf.value.status == 404
