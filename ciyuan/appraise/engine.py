@@ -57,6 +57,8 @@ def _card_info(version) -> dict:
               "modality", "citeAs", "datePublished"):  # fmt: skip
         if k in extra and k not in info:
             info[k] = extra[k]
+    if extra.get("language") and not info.get("inLanguage"):
+        info["inLanguage"] = extra["language"]
     return info
 
 

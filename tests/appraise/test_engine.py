@@ -112,3 +112,26 @@ def test_card_validates_and_loads_with_mlcroissant(home, tmp_path):
     rows = [ln for ln in res.stdout.splitlines() if ln.startswith("{'records/id'")]
     assert len(rows) == 320
     assert json.loads(out.read_text())["recordSet"][0]["@id"] == "records"
+
+
+def test_cli_appraise_report_and_card(home, tmp_path):
+    from typer.testing import CliRunner
+
+    from ciyuan.cli.main import app
+
+    recs = [{"text": f"第{i}条记录：设备温度正常，编号 {i}。", "meta": {"date": "2024-05-01"}} for i in range(50)]
+    _make("clidemo", recs, extra={"license": "CC0-1.0"})
+    runner = CliRunner()
+    rep = tmp_path / "report.html"
+    res = runner.invoke(app, ["appraise", "clidemo", "--provider", "p1", "--report", str(rep), "--json"])
+    assert res.exit_code == 0, res.output
+    ap = json.loads(res.stdout)
+    assert ap["price"]["price_per_mtok_minor"] > 0
+    page = rep.read_text()
+    assert page.count("<svg") == 4 and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    res = runner.invoke(app, ["appraisal", "clidemo"])
+    assert res.exit_code == 0 and "suggested price" in res.output
+    res = runner.invoke(app, ["card", "clidemo", "--out", str(tmp_path / "c.json"), "--json"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["appraisal", "nope", "--json"])
+    assert res.exit_code == 2 and json.loads(res.stdout)["error"]["code"] == "not_found"
