@@ -31,6 +31,7 @@ ELLIPSES = ("...", "…")
 POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _SENTENCE_END_RE = re.compile(r"[.!?。！？]+(?=\s|$|[\"'”’」』）)])|[。！？]")
 _PARA_RE = re.compile(r"\n\s*\n")
+_ALPHA_RE = re.compile(r"[^\W\d_]")  # a letter in any script
 
 
 def _dup_stats(items: list[str]) -> tuple[float, float]:
@@ -203,7 +204,7 @@ class Quality(Step):
                     "gopher_symbol_ratio",
                     f"gopher: symbol/word ratio {ratio:.2f} > {self.max_symbol_word_ratio}",
                 )
-                alpha = sum(1 for w in ws if any(c.isalpha() for c in w)) / n_words
+                alpha = sum(1 for w in ws if _ALPHA_RE.search(w)) / n_words
                 check(
                     alpha >= self.max_non_alpha_words_ratio,
                     "gopher_alpha_words",
