@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, literal, select
+from sqlalchemy import exists, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ciyuan.exchange.delivery_tables import AuditHeadRow, AuditRow
@@ -71,18 +71,28 @@ def append(sess: Session, kind: str, ref: str, data: dict, *, at: datetime | Non
     found = sess.execute(select(AuditRow).where(AuditRow.ref == ref)).scalar_one_or_none()
     if found is not None:
         return Entry.of(found)
+    return append_many(sess, [(kind, ref, data)], at=at)[0]
+
+
+def append_many(sess: Session, events: list[tuple[str, str, dict]], *, at: datetime | None = None) -> list[Entry]:
+    """Add events ``(kind, ref, data)`` in order under one lock of the head (refs must be new)."""
+    if not events:
+        return []
     head = sess.get(AuditHeadRow, 1, with_for_update=True, populate_existing=True)
-    found = sess.execute(select(AuditRow).where(AuditRow.ref == ref)).scalar_one_or_none()
-    if found is not None:  # a concurrent append of the same event won
-        return Entry.of(found)
-    seq = head.seq + 1
     stamp = (at or datetime.now(UTC)).isoformat()
-    text = _canon(data)
-    h = entry_hash(head.hash, seq, stamp, kind, ref, text)
-    sess.add(AuditRow(seq=seq, at=stamp, kind=kind, ref=ref, data=text, prev_hash=head.hash, hash=h))
-    head.seq, head.hash = seq, h
+    prev, seq = head.hash, head.seq
+    rows, out = [], []
+    for kind, ref, data in events:
+        seq += 1
+        text = _canon(data)
+        h = entry_hash(prev, seq, stamp, kind, ref, text)
+        rows.append({"seq": seq, "at": stamp, "kind": kind, "ref": ref, "data": text, "prev_hash": prev, "hash": h})
+        out.append(Entry(seq, stamp, kind, ref, json.loads(text), prev, h))
+        prev = h
+    sess.execute(insert(AuditRow), rows)
+    head.seq, head.hash = seq, prev
     sess.flush()
-    return Entry(seq, stamp, kind, ref, json.loads(text), head.hash, h)
+    return out
 
 
 def transfer_data(t: Transfer | TransferRow) -> dict:
@@ -106,6 +116,11 @@ def transfer_data(t: Transfer | TransferRow) -> dict:
 def record_transfer(sess: Session, t: Transfer | TransferRow) -> Entry:
     """Log a transfer in the caller's transaction."""
     return append(sess, "ledger.transfer", f"transfer:{t.id}", transfer_data(t))
+
+
+def transfer_event(t: Transfer | TransferRow) -> tuple[str, str, dict]:
+    """The event of a transfer, for :func:`append_many`."""
+    return "ledger.transfer", f"transfer:{t.id}", transfer_data(t)
 
 
 def sync_ledger(sess: Session) -> int:

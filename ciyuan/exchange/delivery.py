@@ -399,7 +399,7 @@ def _stream(sess: Session, p: Plan, c: Cursor) -> StreamRow:
     return st
 
 
-def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: datetime) -> None:
+def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: datetime, ev: list) -> None:
     """Void the stream's open batch when its ack deadline has passed (its hold expires with it)."""
     if st.open_batch is None:
         return
@@ -409,15 +409,16 @@ def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: dateti
     if b.hold_id:
         buyer_acct = ledger.account_id(ledger.BUYER, p.buyer_id, p.currency)
         ledger.expire_due(sess, now=now, debit_account_id=buyer_acct)
-        audit.append(sess, "ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount})
+        ev.append(("ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount}))
     b.state, b.resolved_at = "voided", now
     m.tokens_held -= b.tokens
     st.open_batch = None
-    audit.append(sess, "delivery.voided", f"voided:{b.id}", {"batch": b.id, "tokens": b.tokens, "reason": "timeout"})
+    st.last_batch = b.id
+    ev.append(("delivery.voided", f"voided:{b.id}", {"batch": b.id, "tokens": b.tokens, "reason": "timeout"}))
 
 
 def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: datetime, s: Settings,
-          late: bool = False) -> dict:
+          ev: list, late: bool = False) -> dict:
     """Charge a delivered batch at its marginal price and write its usage record."""
     amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
     transfer_id = None
@@ -426,11 +427,11 @@ def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: 
         if b.hold_id:
             held = ledger.hold(sess, b.hold_id, p.buyer_id, amount, p.currency, timeout_s=s.hold_timeout_s,
                                ref=f"ent:{p.entitlement_id}", now=now)
-            audit.record_transfer(sess, held)
+            ev.append(audit.transfer_event(held))
     if b.hold_id:
         for t in ledger.capture(sess, f"{b.hold_id}:post", b.hold_id, p.provider_id, amount,
                                 fee_bps=s.platform_fee_bps, now=now):
-            audit.record_transfer(sess, t)
+            ev.append(audit.transfer_event(t))
         transfer_id = f"{b.hold_id}:post"
     if not late:
         m.tokens_held -= b.tokens
@@ -466,16 +467,25 @@ def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: 
         )
     )
     info = {"batch_id": b.id, "tokens": b.tokens, "amount": amount, "sha256": b.sha256, "late": late}
-    audit.append(sess, "delivery.posted", f"posted:{b.id}", info)
+    ev.append(("delivery.posted", f"posted:{b.id}", info))
     return info
 
 
 def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None, sha: str,
           now: datetime, s: Settings, ack_only: bool = False) -> Delivery:
+    """One request under the meter's lock; its audit events are chained in one append at the end."""
+    ev: list[tuple[str, str, dict]] = []
+    d = _step_inner(sess, p, c, max_tokens, expect, sha, now, s, ack_only, ev)
+    audit.append_many(sess, ev, at=now)
+    return d
+
+
+def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None, sha: str,
+                now: datetime, s: Settings, ack_only: bool, ev: list) -> Delivery:
     m = _meter(sess, p, c.parts, now)
     st = _stream(sess, p, c)
     lo, hi = partition_bounds(p.records, c.parts, c.part)
-    _expire_open(sess, p, m, st, now)
+    _expire_open(sess, p, m, st, now, ev)
     o = c.offset
     if o > st.size:
         raise InvalidInput(f"cursor offset {o} is past the end ({st.size}) of this partition",
@@ -486,7 +496,7 @@ def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int,
     ob = sess.get(BatchRow, st.open_batch, populate_existing=True) if st.open_batch else None
     last = sess.get(BatchRow, st.last_batch, populate_existing=True) if st.last_batch else None
     if ob is not None and o == ob.end and o != ob.start:
-        posted = _post(sess, p, m, st, ob, now, s)
+        posted = _post(sess, p, m, st, ob, now, s, ev)
     elif ob is not None and o == ob.start:
         if ack_only:
             return Delivery("acked", p.entitlement_id, here, here, o, o, 0)
@@ -495,7 +505,7 @@ def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int,
         return Delivery("redelivery", p.entitlement_id, here, str(Cursor(c.parts, c.part, ob.end)), ob.start,
                         ob.end, ob.tokens, ob.id, ob.hold_amount, p.currency, ob.sha256, _aware(ob.expires_at))
     elif ob is None and last is not None and last.state == "voided" and last.start == st.acked and o == last.end:
-        posted = _post(sess, p, m, st, last, now, s, late=True)
+        posted = _post(sess, p, m, st, last, now, s, ev, late=True)
     elif o < st.acked or (ob is None and o == st.acked):
         if ack_only:  # already acknowledged: nothing to do
             return Delivery("acked", p.entitlement_id, here, str(cur), o, o, 0)
@@ -538,7 +548,7 @@ def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int,
         hold_id = f"dl:{batch_id}"
         held = ledger.hold(sess, hold_id, p.buyer_id, hold_amount, p.currency, timeout_s=s.hold_timeout_s,
                            ref=f"ent:{p.entitlement_id}", now=now)
-        audit.record_transfer(sess, held)
+        ev.append(audit.transfer_event(held))
     expires = now + timedelta(seconds=s.hold_timeout_s)
     sess.add(BatchRow(id=batch_id, entitlement_id=p.entitlement_id, part=c.part, seq=seq, start=start, end=end,
                       records=end - start, tokens=tokens, hold_id=hold_id, hold_amount=hold_amount, amount=None,
@@ -546,9 +556,9 @@ def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int,
     m.tokens_held += tokens
     m.updated_at = now
     st.open_batch = batch_id
-    audit.append(sess, "delivery.batch", f"batch:{batch_id}",
-                 {"batch": batch_id, "start": start, "end": end, "tokens": tokens, "hold": hold_id,
-                  "hold_amount": hold_amount, "sha256": sha})
+    ev.append(("delivery.batch", f"batch:{batch_id}",
+               {"batch": batch_id, "start": start, "end": end, "tokens": tokens, "hold": hold_id,
+                "hold_amount": hold_amount, "sha256": sha}))
     return Delivery("new", p.entitlement_id, str(nxt), str(Cursor(c.parts, c.part, end)), start, end, tokens,
                     batch_id, hold_amount, p.currency, sha, expires, posted)
 
@@ -637,12 +647,12 @@ def sweep(*, s: Settings | None = None, now: datetime | None = None) -> dict:
 
         def work(sess: Session, p: Plan = p) -> int:
             m = sess.get(MeterRow, p.entitlement_id, with_for_update=True, populate_existing=True)
-            n = 0
+            n, ev = 0, []
             for st in sess.execute(select(StreamRow).where(StreamRow.entitlement_id == p.entitlement_id)).scalars():
                 if st.open_batch:
-                    before = st.open_batch
-                    _expire_open(sess, p, m, st, t)
-                    n += st.open_batch is None and before is not None
+                    _expire_open(sess, p, m, st, t, ev)
+                    n += st.open_batch is None
+            audit.append_many(sess, ev, at=t)
             return n
 
         voided += tx.run(work, s)

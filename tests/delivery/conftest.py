@@ -134,3 +134,11 @@ def server_factory():
     yield make
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture
+def h() -> SimpleNamespace:
+    """The helpers above, for test modules (importlib mode cannot import conftest)."""
+    return SimpleNamespace(
+        N_RECORDS=N_RECORDS, make_market=make_market, metered_entitlement=metered_entitlement, make_version=make_version
+    )

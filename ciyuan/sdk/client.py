@@ -1,0 +1,250 @@
+"""HTTP client of the exchange (httpx), with retries that can never bill twice.
+
+Retries are safe by construction: reads are idempotent, orders carry an ``Idempotency-Key`` that
+stays the same across retries, and a stream request re-sent with the same cursor gets the same
+batch under the same hold (or, if the first attempt did arrive, the batch after it is redelivered
+rather than opened twice). Every batch's content digest is checked before it is handed over.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from ciyuan.exchange.metering import Cursor, digest, records_to_table
+
+ARROW = "application/vnd.apache.arrow.stream"
+NDJSON = "application/x-ndjson"
+RETRY_STATUS = {502, 503, 504}
+
+
+class ApiError(Exception):
+    """An error answer of the exchange: status, stable code, message and what to do."""
+
+    def __init__(self, status: int, code: str, message: str, hint: str = ""):
+        super().__init__(f"{status} {code}: {message}" + (f" ({hint})" if hint else ""))
+        self.status, self.code, self.message, self.hint = status, code, message, hint
+
+
+@dataclass
+class Batch:
+    """One delivered batch: its records (as an Arrow table) and where the stream continues."""
+
+    kind: str
+    cursor: str
+    next_cursor: str | None
+    tokens: int
+    sha256: str
+    batch_id: str | None
+    hold_amount: int
+    table: pa.Table = field(repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.kind == "done"
+
+    def records(self) -> list[dict]:
+        """Records as dicts; ``meta`` parsed back to an object."""
+        out = self.table.to_pylist()
+        for r in out:
+            r["meta"] = json.loads(r["meta"]) if r.get("meta") else {}
+        return out
+
+
+class Client:
+    """``Client(base_url, key)``: every call returns parsed JSON or raises :class:`ApiError`."""
+
+    def __init__(self, base_url: str, key: str | None = None, *, timeout: float = 120.0, retries: int = 10,
+                 backoff: float = 0.1, max_backoff: float = 5.0):
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._http: httpx.Client | None = None
+
+    # the httpx client is per process: a Client can be pickled into DataLoader workers
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_http"} | {"_http": None}
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+            self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _sleep(self, attempt: int) -> None:
+        time.sleep(min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2))
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """Send with retries on network errors and gateway statuses; raise ApiError on a 4xx/5xx answer."""
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self.http.request(method, path, **kw)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                self.close()  # the connection may be dead (server restarted)
+                self._sleep(attempt)
+                continue
+            if resp.status_code in RETRY_STATUS and attempt < self.retries:
+                self._sleep(attempt)
+                continue
+            if resp.status_code >= 400:
+                try:
+                    err = resp.json()["error"]
+                except (ValueError, KeyError, TypeError):
+                    err = {"code": "http_error", "message": resp.text[:200], "hint": ""}
+                raise ApiError(resp.status_code, err.get("code", ""), err.get("message", ""), err.get("hint", ""))
+            return resp
+        raise AssertionError("unreachable")
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        return self.request(method, path, **kw).json()
+
+    # -- market ------------------------------------------------------------------------------------
+    def catalog(self, **filters: Any) -> dict:
+        """Search listings (``q``, ``modality``, ``language``, ``domain``, ``limit``, ``offset``...)."""
+        return self._json("GET", "/v1/listings", params={k: v for k, v in filters.items() if v is not None})
+
+    def listing(self, listing_id: str) -> dict:
+        return self._json("GET", f"/v1/listings/{listing_id}")
+
+    def quote(self, listing_id: str, selection: dict | None = None) -> dict:
+        body: dict = {"listing_id": listing_id}
+        if selection is not None:
+            body["selection"] = selection
+        return self._json("POST", "/v1/quotes", json=body)
+
+    def order(self, quote_id: str, *, metered: bool = False, idempotency_key: str | None = None) -> dict:
+        """Pay a quote (or open a metered order); the key is fixed before the first try so retries replay."""
+        key = idempotency_key or str(uuid.uuid4())
+        path = "/v1/metered-orders" if metered else "/v1/orders"
+        return self._json("POST", path, json={"quote_id": quote_id}, headers={"Idempotency-Key": key})
+
+    def get_order(self, order_id: str) -> dict:
+        return self._json("GET", f"/v1/orders/{order_id}")
+
+    def orders(self, limit: int = 50, offset: int = 0) -> list[dict]:
+        return self._json("GET", "/v1/orders", params={"limit": limit, "offset": offset})
+
+    def entitlement(self, entitlement_id: str) -> dict:
+        return self._json("GET", f"/v1/entitlements/{entitlement_id}")
+
+    # -- money -------------------------------------------------------------------------------------
+    def usage(self, entitlement_id: str | None = None, after: int = 0, limit: int = 100) -> dict:
+        params: dict = {"after": after, "limit": limit}
+        if entitlement_id:
+            params["entitlement_id"] = entitlement_id
+        return self._json("GET", "/v1/usage", params=params)
+
+    def all_usage(self, entitlement_id: str | None = None) -> list[dict]:
+        out, after = [], 0
+        while True:
+            page = self.usage(entitlement_id, after=after, limit=1000)
+            out.extend(page["items"])
+            if not page["items"]:
+                return out
+            after = page["next_after"]
+
+    def balance(self) -> dict:
+        return self._json("GET", "/v1/balance")
+
+    def meter(self, entitlement_id: str) -> dict:
+        return self._json("GET", f"/v1/entitlements/{entitlement_id}/meter")
+
+    def receipt(self, entitlement_id: str, path: str | Path | None = None) -> bytes:
+        """The signed receipt's exact bytes (written to ``path`` if given)."""
+        data = self.request("GET", f"/v1/entitlements/{entitlement_id}/receipt").content
+        if path is not None:
+            Path(path).write_bytes(data)
+        return data
+
+    def receipt_key(self) -> dict:
+        return self._json("GET", "/v1/receipts/key")
+
+    # -- packages ----------------------------------------------------------------------------------
+    def package(self, entitlement_id: str, ttl_s: int = 3600) -> dict:
+        return self._json("POST", f"/v1/entitlements/{entitlement_id}/package", json={"ttl_s": ttl_s})
+
+    def download(self, url: str, path: str | Path) -> int:
+        """Stream one package URL to ``path``; returns the bytes written."""
+        n = 0
+        with self.http.stream("GET", url) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                err = resp.json().get("error", {})
+                raise ApiError(resp.status_code, err.get("code", ""), err.get("message", ""), err.get("hint", ""))
+            with open(path, "wb") as fh:
+                for chunk in resp.iter_bytes(1 << 20):
+                    fh.write(chunk)
+                    n += len(chunk)
+        return n
+
+    # -- streams -----------------------------------------------------------------------------------
+    def fetch(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = 1_000_000,
+              parts: int = 1, part: int = 0, fmt: str = "arrow") -> Batch:
+        """One batch. Asking with a batch's ``next_cursor`` acknowledges (pays for) that batch."""
+        params: dict = {"max_tokens": max_tokens, "parts": parts, "part": part}
+        if cursor:
+            params["cursor"] = cursor
+        accept = ARROW if fmt == "arrow" else NDJSON
+        for attempt in range(self.retries + 1):
+            resp = self.request("GET", f"/v1/entitlements/{entitlement_id}/records", params=params,
+                                headers={"Accept": accept})
+            h = resp.headers
+            if accept == ARROW and resp.content:
+                table = pa.ipc.open_stream(resp.content).read_all()
+            else:
+                lines = [json.loads(x) for x in resp.content.splitlines() if x.strip()]
+                table = records_to_table(lines)
+            if digest(table) == h.get("ciyuan-batch-sha256"):
+                return Batch(h["ciyuan-batch-kind"], h["ciyuan-cursor"], h.get("ciyuan-next-cursor") or None,
+                             int(h["ciyuan-tokens"]), h["ciyuan-batch-sha256"], h.get("ciyuan-batch-id"),
+                             int(h.get("ciyuan-hold-amount") or 0), table)
+            if attempt == self.retries:  # same cursor again is a redelivery, never a new charge
+                raise ApiError(502, "digest_mismatch", "batch content does not match its digest", "retry")
+            self._sleep(attempt)
+        raise AssertionError("unreachable")
+
+    def ack(self, entitlement_id: str, cursor: str) -> dict:
+        return self._json("POST", f"/v1/entitlements/{entitlement_id}/ack", json={"cursor": cursor})
+
+    def batches(self, entitlement_id: str, cursor: str | None = None, **kw: Any) -> Iterator[Batch]:
+        """Batches until the stream is done; the final request acknowledges the last batch."""
+        while True:
+            b = self.fetch(entitlement_id, cursor, **kw)
+            if b.done:
+                return
+            yield b
+            cursor = b.next_cursor
+
+    def stream(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = 1_000_000,
+               parts: int = 1, part: int = 0, fmt: str = "arrow") -> Iterator[dict]:
+        """Every record of (one partition of) an entitlement, in order."""
+        if cursor is None:
+            cursor = str(Cursor.start(parts, part))
+        for b in self.batches(entitlement_id, cursor, max_tokens=max_tokens, parts=parts, part=part, fmt=fmt):
+            yield from b.records()

@@ -1,0 +1,125 @@
+"""``TokenStream``: an entitlement as an iterable of records for a training loop, resumable exactly.
+
+With torch installed it is a ``torch.utils.data.IterableDataset``; without torch it is a plain
+iterable with the same behaviour. Under a DataLoader with N workers (times ``world_size`` ranks)
+worker ``k`` streams partition ``k`` of the selection, and partitions are disjoint contiguous
+slices, so no record is seen twice.
+
+Exact resume: each record carries ``_part`` (its partition), ``_start`` (the offset of the batch it
+came in) and ``_offset`` (its own offset). The loop's view of progress is what it consumed, not
+what workers prefetched, so :meth:`TokenStream.track` (or iterating in the main process) updates
+the state from the records the loop actually received. :meth:`state_dict` then says, per
+partition, the batch to ask for again and how far into it to skip; asking again for an already
+paid batch is a free replay, so resuming never pays twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ciyuan.exchange.metering import Cursor
+from ciyuan.sdk.client import Client
+
+try:  # torch is optional: subclass its IterableDataset only when it is there
+    from torch.utils.data import IterableDataset as _Base
+    from torch.utils.data import get_worker_info as _worker_info
+except ImportError:  # pragma: no cover - exercised on machines without torch
+    _Base = object  # type: ignore[assignment,misc]
+
+    def _worker_info():  # type: ignore[no-redef]
+        return None
+
+
+POSITION_KEYS = ("_part", "_start", "_offset")
+
+
+class TokenStream(_Base):  # type: ignore[misc,valid-type]
+    """Records of an entitlement, split across DataLoader workers (and ranks) without overlap."""
+
+    def __init__(self, client: Client | str, entitlement_id: str, key: str | None = None, *,
+                 max_tokens: int = 1_000_000, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
+                 num_workers: int | None = None):
+        super().__init__()
+        self.client = client if isinstance(client, Client) else Client(client, key)
+        self.entitlement_id = entitlement_id
+        self.max_tokens = max_tokens
+        self.fmt = fmt
+        self.rank, self.world_size = rank, world_size
+        self.num_workers = num_workers
+        self._parts: int | None = None
+        self._state: dict[int, tuple[int, int]] = {}  # part -> (batch start, next offset)
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Per partition, where to resume: ``{"parts": n, "positions": {part: [batch_start, next_offset]}}``."""
+        return {
+            "entitlement_id": self.entitlement_id,
+            "parts": self._parts,
+            "positions": {str(k): [s, o] for k, (s, o) in sorted(self._state.items())},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("entitlement_id") not in (None, self.entitlement_id):
+            raise ValueError(f"state is for entitlement {state.get('entitlement_id')}, not {self.entitlement_id}")
+        self._parts = state.get("parts")
+        self._state = {int(k): (int(v[0]), int(v[1])) for k, v in (state.get("positions") or {}).items()}
+
+    def observe(self, item: Any) -> None:
+        """Count a record (or a collated batch of them) as consumed by the loop."""
+        if isinstance(item, dict) and "_part" in item:
+            parts, starts, offsets = item["_part"], item["_start"], item["_offset"]
+            if isinstance(offsets, int):
+                parts, starts, offsets = [parts], [starts], [offsets]
+            for p, s, o in zip(_ints(parts), _ints(starts), _ints(offsets), strict=True):
+                if p not in self._state or o + 1 > self._state[p][1]:
+                    self._state[p] = (s, o + 1)
+        elif isinstance(item, list | tuple):
+            for x in item:
+                self.observe(x)
+
+    def track(self, loader: Iterable) -> Iterator:
+        """Wrap a DataLoader: yields its items unchanged and records what the loop consumed."""
+        if self._parts is None:
+            self._parts = self._layout()[1]
+        for item in loader:
+            self.observe(item)
+            yield item
+
+    # -- iteration ---------------------------------------------------------------------------------
+    def _layout(self) -> tuple[int, int]:
+        """(this iterator's partition, number of partitions)."""
+        info = _worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, self.num_workers or 1)
+        if info is None and self.num_workers and self.num_workers > 1:
+            raise ValueError("num_workers > 1 needs a DataLoader; iterate it through one")
+        parts = self.world_size * nw
+        if self._parts is not None and self._parts != parts:
+            raise ValueError(f"state was saved with {self._parts} partitions; use {self._parts} workers x ranks")
+        return self.rank * nw + wid, parts
+
+    def __iter__(self) -> Iterator[dict]:
+        part, parts = self._layout()
+        in_main = _worker_info() is None
+        if in_main:
+            self._parts = parts
+        start, offset = self._state.get(part, (0, 0))
+        cursor = str(Cursor(parts, part, start))
+        skip = offset - start
+        for batch in self.client.batches(self.entitlement_id, cursor, max_tokens=self.max_tokens, parts=parts,
+                                         part=part, fmt=self.fmt):
+            b_start = int(batch.cursor.rsplit(".", 1)[1])
+            for i, rec in enumerate(batch.records()):
+                if skip > 0:
+                    skip -= 1
+                    continue
+                rec["_part"], rec["_start"], rec["_offset"] = part, b_start, b_start + i
+                if in_main:
+                    self._state[part] = (b_start, b_start + i + 1)
+                yield rec
+
+
+def _ints(v: Any) -> list[int]:
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    return [int(x) for x in v]

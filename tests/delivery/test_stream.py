@@ -1,0 +1,174 @@
+"""The metered stream's state machine against the real ledger, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ciyuan.errors import CiyuanError, Conflict, InvalidInput
+from ciyuan.exchange import audit, delivery, ledger, market, tx
+from ciyuan.exchange.ledger import InsufficientFunds
+
+
+def drain(buyer: str, ent: str, max_tokens: int, *, parts: int = 1, part: int = 0, now=None) -> list[str]:
+    ids, cursor = [], None
+    while True:
+        d = delivery.next_batch(buyer, ent, cursor, parts=parts, part=part, max_tokens=max_tokens, now=now)
+        if d.kind == "done":
+            return ids
+        assert d.kind == "new"
+        ids.extend(d.table.column("id").to_pylist())
+        cursor = d.next_cursor
+
+
+def meter(ent: str) -> dict:
+    return tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))
+
+
+@pytest.mark.parametrize("max_tokens", [1, 4000, 10**7])
+def test_every_record_once_and_total_equals_price_of_total(db_home, h, max_tokens: int) -> None:
+    env = h.make_market(price="1234.567891")
+    e = h.metered_entitlement(env)
+    ent = e["entitlement"]["id"]
+    ids = drain(env.buyer, ent, max_tokens)
+    assert ids == [f"r{i:05d}" for i in range(h.N_RECORDS)]
+    m = meter(ent)
+    assert m["tokens_posted"] == e["quote"]["tokens"] and m["tokens_held"] == 0
+    assert m["amount_posted"] == e["quote"]["amount"]  # exactly, not just within a unit
+    bal = tx.run(lambda s: ledger.balance(s, ledger.BUYER, env.buyer, "CNY"))
+    assert bal.debits_posted == e["quote"]["amount"] and bal.debits_pending == 0
+    check = tx.run(ledger.check)
+    assert check["ok"], check["differences"]
+    ent_row = tx.run(lambda s: market.get_entitlement(s, ent, env.buyer))
+    assert ent_row.tokens_drawn == ent_row.tokens and ent_row.status == "exhausted"
+    tx.run(audit.sync_ledger)
+    assert tx.run(audit.verify)["ok"]
+
+
+def test_graduated_tiers_split_across_partitions_still_exact(db_home, h) -> None:
+    env = h.make_market(
+        price="30",
+        tiers=[{"from_tokens": 10_000, "price_per_mtok": "20"}, {"from_tokens": 40_000, "price_per_mtok": "7.5"}],
+    )
+    e = h.metered_entitlement(env)
+    ent = e["entitlement"]["id"]
+    seen = []
+    for part in (2, 0, 1):  # out of order: the marginal price depends on what is posted, not where
+        seen += drain(env.buyer, ent, 3000, parts=3, part=part)
+    assert sorted(seen) == [f"r{i:05d}" for i in range(h.N_RECORDS)]
+    assert meter(ent)["amount_posted"] == e["quote"]["amount"]
+
+
+def test_retry_redelivers_under_the_same_hold(db_home, h) -> None:
+    env = h.make_market()
+    ent = h.metered_entitlement(env)["entitlement"]["id"]
+    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000)
+    b = delivery.next_batch(env.buyer, ent, a.cursor, max_tokens=999_999)  # lost response, same cursor
+    assert b.kind == "redelivery" and b.batch_id == a.batch_id and b.sha256 == a.sha256
+    assert b.table.equals(a.table)
+    holds = [t for t in tx.run(lambda s: ledger.transfers(s, ref=f"ent:{ent}")) if t.kind == "pending"]
+    assert len(holds) == 1
+    # the ack is the next request; re-sending the ack request redelivers the next batch, no new hold
+    c = delivery.next_batch(env.buyer, ent, a.next_cursor, max_tokens=2000)
+    c2 = delivery.next_batch(env.buyer, ent, a.next_cursor, max_tokens=2000)
+    assert c.kind == "new" and c2.kind == "redelivery" and c2.batch_id == c.batch_id
+    assert c.posted["batch_id"] == a.batch_id
+    assert len([t for t in tx.run(lambda s: ledger.transfers(s, ref=f"ent:{ent}")) if t.kind == "post"]) == 1
+
+
+def test_timeout_voids_the_hold_and_resume_redelivers(db_home, h) -> None:
+    env = h.make_market()
+    ent = h.metered_entitlement(env)["entitlement"]["id"]
+    t0 = datetime.now(UTC)
+    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
+    later = t0 + timedelta(seconds=10_000)
+    assert delivery.sweep(now=later)["voided"] == 1
+    assert tx.run(lambda s: ledger.get_transfer(s, f"dl:{a.batch_id}")).state == "expired"
+    assert meter(ent)["tokens_held"] == 0
+    again = delivery.next_batch(env.buyer, ent, a.cursor, max_tokens=2000, now=later)
+    assert again.kind == "new" and again.batch_id != a.batch_id
+    assert (again.start, again.end) == (a.start, a.end) and again.sha256 == a.sha256
+    assert tx.run(ledger.check)["ok"]
+
+
+def test_late_ack_after_timeout_is_charged_once(db_home, h) -> None:
+    env = h.make_market()
+    e = h.metered_entitlement(env)
+    ent = e["entitlement"]["id"]
+    t0 = datetime.now(UTC)
+    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
+    later = t0 + timedelta(seconds=10_000)
+    b = delivery.next_batch(env.buyer, ent, a.next_cursor, max_tokens=2000, now=later)
+    assert b.posted["late"] and b.posted["batch_id"] == a.batch_id and b.start == a.end
+    rest = []
+    cursor = b.next_cursor
+    while True:
+        d = delivery.next_batch(env.buyer, ent, cursor, max_tokens=2000, now=later)
+        if d.kind == "done":
+            break
+        rest.append(d)
+        cursor = d.next_cursor
+    assert meter(ent)["amount_posted"] == e["quote"]["amount"]
+    assert tx.run(ledger.check)["ok"]
+
+
+def test_replay_is_free_and_stale_cursors_are_4xx(db_home, h) -> None:
+    env = h.make_market()
+    ent = h.metered_entitlement(env)["entitlement"]["id"]
+    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000)
+    b = delivery.next_batch(env.buyer, ent, a.next_cursor, max_tokens=2000)
+    before = meter(ent)
+    r = delivery.next_batch(env.buyer, ent, a.cursor, max_tokens=10**6)
+    assert r.kind == "replay" and r.table.equals(a.table) and r.next_cursor == a.next_cursor
+    assert meter(ent) == before
+    with pytest.raises(Conflict) as exc:
+        delivery.next_batch(env.buyer, ent, f"c1.1.0.{b.end + 1}")
+    assert exc.value.status == 409
+    with pytest.raises(Conflict):
+        delivery.next_batch(env.buyer, ent, None, parts=2)  # started with one partition
+    with pytest.raises(InvalidInput):
+        delivery.next_batch(env.buyer, ent, "c1.1.0.99999999")
+    with pytest.raises(CiyuanError) as exc:
+        delivery.next_batch("someone_else", ent, None)
+    assert exc.value.status == 404
+
+
+def test_holds_stop_at_the_balance(db_home, h) -> None:
+    env = h.make_market(deposit="10.00")  # the selection costs ~59.56; 10.00 covers a few batches
+    e = h.metered_entitlement(env)
+    ent = e["entitlement"]["id"]
+    cursor, got = None, 0
+    with pytest.raises(InsufficientFunds) as exc:
+        while True:
+            d = delivery.next_batch(env.buyer, ent, cursor, max_tokens=5000)
+            got += d.tokens
+            cursor = d.next_cursor
+    assert exc.value.status == 402
+    bal = tx.run(lambda s: ledger.balance(s, ledger.BUYER, env.buyer, "CNY"))
+    assert bal.available >= 0 and bal.posted >= 0
+    assert tx.run(ledger.check)["ok"]
+
+
+def test_prepaid_entitlement_streams_without_holds(db_home, h) -> None:
+    env = h.make_market()
+    q = market.create_quote(
+        env.buyer, env.listing["id"], {"filter": {"field": "meta.language", "op": "eq", "value": "zh"}}
+    )
+    order, _ = market.place_order(env.buyer, q["id"], "paid-1")
+    ent = order["entitlement"]["id"]
+    ids = drain(env.buyer, ent, 3000)
+    assert ids == [f"r{i:05d}" for i in range(0, h.N_RECORDS, 2)]
+    assert [t.kind for t in tx.run(lambda s: ledger.transfers(s, ref=f"ent:{ent}"))] == []
+    assert meter(ent)["amount_posted"] == 0 and meter(ent)["tokens_posted"] == q["tokens"]
+
+
+def test_metered_order_is_idempotent(db_home, h) -> None:
+    env = h.make_market()
+    q = market.create_quote(env.buyer, env.listing["id"], None)
+    a, ra = delivery.place_metered_order(env.buyer, q["id"], "same")
+    b, rb = delivery.place_metered_order(env.buyer, q["id"], "same")
+    assert (ra, rb) == (False, True) and a["id"] == b["id"]
+    q2 = market.create_quote(env.buyer, env.listing["id"], None)
+    with pytest.raises(Conflict):
+        delivery.place_metered_order(env.buyer, q2["id"], "same")
