@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -138,12 +139,27 @@ def account_id(kind: str, owner_id: str | None, currency: str) -> str:
     return f"{kind}:{owner_id or 'platform'}:{currency}"
 
 
+# per engine (a new engine after dispose_all starts empty): ledger accounts known to exist, after commits
+_known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def remember_created(sess: Session) -> None:
+    """After a commit: the accounts this unit of work ensured now surely exist (skip their INSERTs)."""
+    created = sess.info.pop("ex_created", None)
+    if created:
+        _known.setdefault(sess.get_bind(), set()).update(created)
+
+
 def ensure_account(sess: Session, kind: str, owner_id: str | None, currency: str) -> str:
     """Create the ledger account if it is missing (race-free: INSERT ... ON CONFLICT DO NOTHING)."""
     if kind not in KINDS:
         raise InvalidInput(f"unknown ledger account kind {kind!r}", hint=f"one of {', '.join(KINDS)}")
     cur = check_currency(currency)
     aid = account_id(kind, owner_id, cur)
+    bind = sess.get_bind()
+    known = _known.setdefault(bind, set())
+    if aid in known:  # accounts are never deleted, so once seen it exists
+        return aid
     values = dict(
         id=aid,
         kind=kind,
@@ -159,20 +175,25 @@ def ensure_account(sess: Session, kind: str, owner_id: str | None, currency: str
     dialect = sess.get_bind().dialect.name
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LedgerAccountRow)
     sess.execute(ins.values(**values).on_conflict_do_nothing(index_elements=["id"]))
+    sess.info.setdefault("ex_created", set()).add(aid)  # known only once this unit of work commits
     return aid
 
 
 def _lock(sess: Session, ids: list[str]) -> dict[str, LedgerAccountRow]:
     """Lock the accounts in sorted id order so two units of work never wait on each other in a cycle."""
     rows: dict[str, LedgerAccountRow] = {}
+    locked: dict[str, LedgerAccountRow] = sess.info.setdefault("ex_locked", {})
     for aid in sorted(set(ids)):
+        if aid in locked:  # locked earlier in this transaction: the identity map holds the current row
+            rows[aid] = locked[aid]
+            continue
         row = sess.get(LedgerAccountRow, aid, with_for_update=True, populate_existing=True)
         if row is None:
             raise NotFound(
                 f"ledger account {aid} does not exist",
                 hint="deposits and orders create ledger accounts; check the account name",
             )
-        rows[aid] = row
+        rows[aid] = locked[aid] = row
     return rows
 
 
@@ -282,12 +303,11 @@ def create_transfer(
         "timeout_s": timeout_s,
         "ref": ref,
     }
-    if (found := _existing(sess, transfer_id, body)) is not None:
-        return found
     if pending:
         expire_due(sess, now=now, debit_account_id=debit)
     rows = _lock(sess, [debit, credit])
-    if (found := _existing(sess, transfer_id, body)) is not None:  # a racing twin committed first
+    if (found := _existing(sess, transfer_id, body)) is not None:  # checked under the lock: a racing twin
+        # that committed first is seen here (read committed), so replays never double-apply
         return found
     for r in rows.values():
         if r.currency != currency:
@@ -331,8 +351,6 @@ def _resolve(
     _check_id(transfer_id)
     now = now or now_utc()
     body = {"op": op, "pending_id": pending_id, "amount": amount}
-    if (found := _existing(sess, transfer_id, body)) is not None:
-        return found
     head = _pending_row(sess, pending_id)
     rows = _lock(sess, [head.debit_account_id, head.credit_account_id])
     if (found := _existing(sess, transfer_id, body)) is not None:

@@ -37,6 +37,12 @@ def _retryable(exc: DBAPIError) -> bool:
     return "database is locked" in text or "unique constraint failed" in text
 
 
+def _after_commit(sess: Session) -> None:
+    from ciyuan.exchange.ledger import remember_created
+
+    remember_created(sess)
+
+
 def run(fn: Callable[[Session], T], s: Settings | None = None) -> T:
     """``fn(session)`` in one transaction, re-run on deadlock, serialization or duplicate-key races."""
     for attempt in range(MAX_ATTEMPTS):
@@ -44,12 +50,15 @@ def run(fn: Callable[[Session], T], s: Settings | None = None) -> T:
         try:
             with db.session(s) as sess:
                 try:
-                    return fn(sess)
+                    result = fn(sess)
                 except CiyuanError as exc:
                     if not getattr(exc, "commit_first", False):
                         raise
                     deferred = exc  # e.g. a hold found expired: keep the expiry, then report
-            raise deferred
+            _after_commit(sess)
+            if deferred is not None:
+                raise deferred
+            return result
         except DBAPIError as exc:
             if not _retryable(exc) or attempt == MAX_ATTEMPTS - 1:
                 if isinstance(exc, IntegrityError):
