@@ -243,8 +243,13 @@ def buyer_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/buyer/orders", response_model=None)
-def buy(request: Request, quote_id: str = Form(..., max_length=40), idem: str = Form(..., max_length=200)) -> Response:
-    """Pay a quote; the form's Idempotency-Key makes a double submit return the same order."""
+def buy(
+    request: Request,
+    quote_id: str = Form(..., max_length=40),
+    idem: str = Form(..., max_length=200),
+    billing: str = Form("prepaid", pattern="^(prepaid|metered)$"),
+) -> Response:
+    """Pay a quote now or as it streams; the form's Idempotency-Key makes a double submit return the same order."""
     who = _who(request)
     if not _same_origin(request):
         return Response("cross-site form refused", status_code=403)
@@ -252,7 +257,7 @@ def buy(request: Request, quote_id: str = Form(..., max_length=40), idem: str = 
         return _redirect("/signin?next=/buyer")
     s = _settings(request)
     try:
-        order, _ = market.place_order(who.account.id, quote_id, idem, s=s)
+        order = views.place_order(s, who, quote_id, idem, billing)
     except CiyuanError as exc:
         return _error(request, exc, back="/buyer")
     return _redirect(f"/buyer?order={order['id']}")

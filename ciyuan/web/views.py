@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,12 +22,12 @@ from ciyuan.config import Settings
 from ciyuan.errors import CiyuanError, InvalidInput
 from ciyuan.exchange import audit, ledger, market, tx
 from ciyuan.exchange.accounts import Principal
-from ciyuan.exchange.money import format_amount
+from ciyuan.exchange.money import CURRENCIES, format_amount
 from ciyuan.exchange.pricing import PriceSchedule
 from ciyuan.exchange.tables import EntitlementRow, OrderRow
 
 SORTS = ("newest", "price_asc", "price_desc", "tokens_desc", "tokens_asc", "name")
-VOLUMES = (10**5, 10**6, 10**7, 10**8, 10**9, 10**10)
+VOLUMES = (10**3, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9, 10**10)
 
 
 def _rate(item: dict) -> float:
@@ -39,6 +39,18 @@ def day(ts: Any) -> str:
     if isinstance(ts, datetime):
         return ts.date().isoformat()
     return str(ts)[:10]
+
+
+def major(minor: float, currency: str) -> float:
+    """Minor units as a major-unit number, for chart axes only (tables show exact text)."""
+    return minor / 10 ** CURRENCIES.get(currency, 2)
+
+
+def views_ts(ts: Any) -> Any:
+    """SQLite hands timestamps back naive; they were stored as UTC."""
+    if isinstance(ts, datetime) and ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    return ts
 
 
 def when(ts: Any) -> str:
@@ -135,16 +147,25 @@ def _version_facts(detail: dict, s: Settings) -> dict:
 
 
 def price_table(schedule: dict, tokens_total: int) -> dict:
-    """Tier rows and the price at round volumes (up to the listing's size), for the table and chart."""
+    """Tier rows and the price at round volumes up to the listing's size, for the table and chart."""
     sched = PriceSchedule.from_dict(schedule)
     vols = [n for n in VOLUMES if n < tokens_total] + [tokens_total]
-    points = [(f"{n:,}", sched.price(n)) for n in vols if n > 0]
+    vols += [t["from_tokens"] for t in schedule["tiers"][1:] if 0 < t["from_tokens"] < tokens_total]
+    vols = sorted({n for n in vols if n > 0})
+    points = [(_short_count(n), major(sched.price(n), sched.currency)) for n in vols]
     return {
         "tiers": schedule["tiers"],
         "mode": schedule.get("mode", "graduated"),
         "points": points,
-        "rows": [(label, format_amount(p, sched.currency)) for label, p in points],
+        "rows": [(f"{n:,}", format_amount(sched.price(n), sched.currency)) for n in vols],
     }
+
+
+def _short_count(n: int) -> str:
+    for div, unit in ((10**9, "G"), (10**6, "M"), (10**3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
 
 
 def calc_price(schedule: dict, tokens: int) -> str:
@@ -249,45 +270,62 @@ def selection_from_form(form: dict[str, str]) -> dict | None:
 
 
 def _usage_rows(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None) -> list | None:
-    """Posted delivery batches, oldest first; None when metered delivery's tables are not there."""
+    """Every posted delivery batch (oldest first) from metered delivery; None when it is not installed."""
     try:
-        from ciyuan.exchange.delivery_tables import UsageRow
+        from ciyuan.exchange import delivery
     except ImportError:
         return None
-    q = select(UsageRow).order_by(UsageRow.posted_at, UsageRow.seq)
-    if buyer_id:
-        q = q.where(UsageRow.buyer_id == buyer_id)
-    if provider_id:
-        q = q.where(UsageRow.provider_id == provider_id)
-    try:
-        with sess.begin_nested():
-            return list(sess.execute(q).scalars())
-    except (OperationalError, ProgrammingError):
-        return None
+    rows: list[dict] = []
+    after = 0
+    while True:
+        page = delivery.usage(sess, buyer_id=buyer_id, provider_id=provider_id, after=after, limit=1000)
+        rows += page["items"]
+        if page["next_after"] is None or len(page["items"]) < 1000:
+            return rows
+        after = page["next_after"]
 
 
 def _with_held(b: dict) -> dict:
     return {**b, "held_text": format_amount(b["held"], b["currency"])}
 
 
-def cumulative(events: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Per-day running totals of (day, amount) events, for the time charts."""
-    per_day: dict[str, int] = defaultdict(int)
-    for d, n in events:
-        per_day[d] += n
-    out, run = [], 0
-    for d in sorted(per_day):
-        run += per_day[d]
-        out.append((d, run))
+def _bucket(ts: Any, span_s: float) -> str:
+    """A label for the time bucket of ``ts``: minutes for a short history, hours, then days."""
+    if not isinstance(ts, datetime):
+        return str(ts)[:10]
+    if span_s <= 600:
+        return ts.strftime("%H:%M:%S")
+    if span_s <= 2 * 3600:
+        return ts.strftime("%H:%M")
+    if span_s <= 3 * 86400:
+        return ts.strftime("%m-%d %H:00")
+    return ts.date().isoformat()
+
+
+def cumulative(events: list[tuple[Any, int]]) -> list[tuple[str, float]]:
+    """Running totals of (timestamp, amount) events per time bucket, starting from zero, for the charts."""
+    if not events:
+        return []
+    events = sorted(events, key=lambda e: e[0])
+    stamps = [t for t, _ in events if isinstance(t, datetime)]
+    span = (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
+    per: dict[str, float] = {}
+    for t, n in events:
+        key = _bucket(t, span)
+        per[key] = per.get(key, 0) + n
+    out, run = [("", 0.0)], 0.0
+    for key, n in per.items():  # insertion order is time order
+        run += n
+        out.append((key, run))
     return out
 
 
 def receipts_available() -> bool:
     try:
-        from ciyuan.exchange import delivery  # noqa: F401
+        from ciyuan.exchange import receipts
     except ImportError:
         return False
-    return hasattr(delivery, "receipt")
+    return hasattr(receipts, "statement")
 
 
 def buyer_page(s: Settings, who: Principal) -> dict:
@@ -303,34 +341,51 @@ def buyer_page(s: Settings, who: Principal) -> dict:
     usage = data["usage"]
     by_ent: dict[str, dict] = defaultdict(lambda: {"tokens": 0, "amount": 0, "batches": 0})
     for u in usage or []:
-        e = by_ent[u.entitlement_id]
-        e["tokens"] += u.tokens
-        e["amount"] += u.amount
+        e = by_ent[u["entitlement_id"]]
+        e["tokens"] += u["tokens"]
+        e["amount"] += u["amount"]
         e["batches"] += 1
-    ents = [o["entitlement"] | {"order": o} for o in data["orders"] if o.get("entitlement")]
+    ents = []
+    for o in data["orders"]:
+        if o.get("entitlement"):
+            used = by_ent.get(o["entitlement"]["id"], {"tokens": 0, "amount": 0, "batches": 0})
+            charged = o["amount"] + used["amount"] if o["status"] == "metered" else o["amount"]
+            ents.append(o["entitlement"] | {"order": o, "streamed": used["tokens"],
+                                            "charged": format_amount(charged, o["currency"])})  # fmt: skip
     return {
         "balances": [_with_held(b) for b in data["balances"] if b["kind"] == ledger.BUYER],
         "orders": data["orders"],
         "entitlements": ents,
         "delivery": usage is not None,
-        "usage_points": cumulative([(day(u.posted_at), u.tokens) for u in usage or []]),
+        "usage_points": cumulative([(u["posted_at"], u["tokens"]) for u in usage or []]),
+        "spend_points": [
+            (k, major(v, u0["currency"])) for u0 in (usage or [])[:1]
+            for k, v in cumulative([(u["posted_at"], u["amount"]) for u in usage or []])
+        ],
         "usage_rows": [
-            {"day": day(u.posted_at), "entitlement": u.entitlement_id, "tokens": u.tokens,
-             "amount": format_amount(u.amount, u.currency), "currency": u.currency, "sha256": u.sha256}
+            {"at": when(u["posted_at"]), "entitlement": u["entitlement_id"], "tokens": u["tokens"],
+             "records": u["records"], "amount": u["amount_text"], "currency": u["currency"], "sha256": u["sha256"]}
             for u in (usage or [])[-50:]
         ],  # fmt: skip
-        "by_entitlement": dict(by_ent),
         "receipts": receipts_available(),
     }
 
 
 def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
-    """The signed receipt of one of the buyer's entitlements, from metered delivery."""
+    """The signed receipt of one of the buyer's entitlements, exactly as ``GET /v1/entitlements/{id}/receipt``."""
     from ciyuan.exchange import delivery, receipts
 
-    tx.run(lambda sess: market.get_entitlement(sess, entitlement_id, who.account.id), s)  # 404 for others
-    signed = delivery.receipt(entitlement_id, who.account.id, s=s)
-    return signed if isinstance(signed, bytes) else receipts.to_bytes(signed)
+    p = delivery.plan(entitlement_id, who.account.id, s)  # 404 for anyone else's
+    return receipts.to_bytes(receipts.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s))
+
+
+def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: str) -> dict:
+    """Pay a quote now (``prepaid``) or as the tokens stream (``metered``), as the two order APIs do."""
+    if billing == "metered":
+        from ciyuan.exchange import delivery
+
+        return delivery.place_metered_order(who.account.id, quote_id, idem, s=s)[0]
+    return market.place_order(who.account.id, quote_id, idem, s=s)[0]
 
 
 # -- provider --------------------------------------------------------------------------------------
@@ -351,9 +406,10 @@ def provider_page(s: Settings, who: Principal) -> dict:
         if ids:
             sold = list(
                 sess.execute(
-                    select(EntitlementRow.listing_id, EntitlementRow.tokens, OrderRow.created_at)
+                    select(EntitlementRow.id, EntitlementRow.listing_id, EntitlementRow.tokens, OrderRow.created_at,
+                           OrderRow.status)
                     .join(OrderRow, OrderRow.id == EntitlementRow.order_id)
-                    .where(EntitlementRow.listing_id.in_(ids), OrderRow.status == "paid")
+                    .where(EntitlementRow.listing_id.in_(ids))
                     .order_by(OrderRow.created_at)
                 )
             )
@@ -366,12 +422,22 @@ def provider_page(s: Settings, who: Principal) -> dict:
         return {"listings": mine, "sold": sold, "earn": earn, "credits": credits, "usage": usage}
 
     d = tx.run(work, s)
+    # tokens sold: a prepaid order sells its tokens when paid, a metered one as each batch posts
     per_listing: dict[str, int] = defaultdict(int)
-    for lid, tokens, _ in d["sold"]:
-        per_listing[lid] += int(tokens)
+    sold_events: list[tuple[Any, int]] = []
+    metered = set()
+    for ent_id, lid, tokens, ts, status in d["sold"]:
+        if status == "paid":
+            per_listing[lid] += int(tokens)
+            sold_events.append((views_ts(ts), int(tokens)))
+        else:
+            metered.add(ent_id)
     delivered: dict[str, int] = defaultdict(int)
     for u in d["usage"] or []:
-        delivered[u.listing_id] += u.tokens
+        delivered[u["listing_id"]] += u["tokens"]
+        if u["entitlement_id"] in metered:  # a metered order sells each batch as it posts
+            per_listing[u["listing_id"]] += u["tokens"]
+            sold_events.append((u["posted_at"], u["tokens"]))
     currency = d["earn"][0].currency if d["earn"] else (d["listings"][0]["currency"] if d["listings"] else "CNY")
     return {
         "listings": d["listings"],
@@ -383,9 +449,9 @@ def provider_page(s: Settings, who: Principal) -> dict:
         "earnings": [b.to_dict() for b in d["earn"]],
         "currency": currency,
         "earnings_points": [
-            (dd, v / 100) for dd, v in cumulative([(day(t.created_at), t.amount) for t in d["credits"]])
+            (k, major(v, currency)) for k, v in cumulative([(t.created_at, t.amount) for t in d["credits"]])
         ],
-        "sold_points": cumulative([(day(ts), int(tok)) for _, tok, ts in d["sold"]]),
+        "sold_points": cumulative(sold_events),
         "credits": [
             {"at": when(t.created_at), "ref": t.ref or t.id, "amount": format_amount(t.amount, t.currency)}
             for t in d["credits"][-30:]

@@ -1,0 +1,160 @@
+"""A living exchange for browser tests: the bundled sample ingested and published, three accounts
+with keys, a buyer with a deposit, a real uvicorn server in a subprocess on a free loopback port,
+and Debian's Chromium driven by Playwright (never a downloaded browser).
+
+Everything is set up once per module through the same Python functions the CLI calls, in a fresh
+``CIYUAN_HOME``; the server process reads that home, so the browser sees exactly that data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "artifacts" / "screenshots"
+DEPOSIT = "500.00"
+PRICE = "20"
+
+
+@dataclass
+class Exchange:
+    url: str
+    home: Path
+    listing: dict
+    keys: dict[str, str]
+    ids: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reset() -> None:
+    from ciyuan import db
+    from ciyuan.config import settings
+
+    db.dispose_all()
+    settings.cache_clear()
+
+
+def _populate() -> tuple[dict, dict[str, str], dict[str, str]]:
+    """Ingest the sample, make provider/buyer/operator with keys, deposit, publish (as the CLI does)."""
+    from ciyuan.cli.quickstart_cmds import SAMPLE_DATASET, build_demo
+    from ciyuan.exchange import accounts, ledger, market, tx
+    from ciyuan.exchange.money import parse_amount
+
+    build_demo()
+    keys: dict[str, str] = {}
+    ids: dict[str, str] = {}
+
+    def people(sess) -> None:
+        for name, role in (("windco", "provider"), ("lab-a", "buyer"), ("ops", "operator")):
+            ids[name] = accounts.create_account(sess, name, role).id
+            keys[name] = accounts.create_key(sess, name)[1]
+
+    tx.run(people)
+    tx.run(lambda sess: ledger.deposit(sess, "deposit:web-test", ids["lab-a"], parse_amount(DEPOSIT, "CNY"), "CNY"))
+    listing = market.publish(
+        SAMPLE_DATASET, provider=ids["windco"], price_per_mtok=PRICE, currency="CNY", license="CC-BY-4.0", sample=5
+    )
+    return listing, keys, ids
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    home = tmp_path_factory.mktemp("web") / "home"
+    saved = {k: os.environ.get(k) for k in ("CIYUAN_HOME", "CIYUAN_DATABASE_URL", "CIYUAN_STORAGE_URL")}
+    os.environ["CIYUAN_HOME"] = str(home)
+    os.environ.pop("CIYUAN_DATABASE_URL", None)
+    os.environ.pop("CIYUAN_STORAGE_URL", None)
+    _reset()
+    proc = None
+    try:
+        listing, keys, ids = _populate()
+        port = _free_port()
+        log = (home / "server.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "ciyuan.api.app:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env={**os.environ, "CIYUAN_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):  # wait until it answers (or died)
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not answer /v1/health")
+        yield Exchange(url, home, listing, keys, ids)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _reset()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shot():
+    """``shot(page, name)`` saves a full-page screenshot as a test artefact (artifacts/ is gitignored)."""
+
+    def save(page, name: str) -> Path:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        path = SHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return save
+
+
+@pytest.fixture
+def page(browser, exchange: Exchange) -> Iterator:
+    ctx = browser.new_context(base_url=exchange.url, viewport={"width": 1280, "height": 900}, locale="en-US")
+    p = ctx.new_page()
+    p.set_default_timeout(30_000)
+    yield p
+    ctx.close()
