@@ -45,6 +45,16 @@ env.filters["score"] = lambda x: "—" if x is None else f"{float(x):.3f}"
 env.filters["when"] = views.when
 env.filters["short"] = lambda s, n=12: (s or "")[:n]
 
+
+def _indicator(pair: tuple[str, float], t: Translator) -> tuple[str, float]:
+    """An appraisal indicator's name in the page language (its key when there is no translation)."""
+    name, value = pair
+    text = t("ind_" + name)
+    return (name if text == "ind_" + name else text), value
+
+
+env.filters["ind"] = _indicator
+
 router = APIRouter(include_in_schema=False)
 
 

@@ -190,12 +190,9 @@ def appraisal_view(ap: dict | None) -> dict | None:
     if lab:
         lines.append(("labelled", lab.get("lift"), None, lab.get("label_field")))
     curve = []
-    for pt in lab.get("curve") or lab.get("points") or []:
-        if isinstance(pt, dict) and pt.get("n") is not None:
-            acc = pt.get("accuracy")
-            acc = acc.get("mean") if isinstance(acc, dict) else acc
-            if acc is not None:
-                curve.append((str(pt["n"]), float(acc)))
+    for pt in lab.get("curve") or []:  # accuracy against the share of the data trained on
+        if isinstance(pt, dict) and pt.get("fraction") is not None and pt.get("mean") is not None:
+            curve.append((f"{float(pt['fraction']) * 100:.0f}%", float(pt["mean"])))
     rv = ap.get("record_values") or {}
     hist = rv.get("histogram") or {}
     price = ap.get("price") or {}
@@ -206,7 +203,7 @@ def appraisal_view(ap: dict | None) -> dict | None:
         "tokens": ap.get("tokens") or {},
         "utility": lines,
         "curve": curve,
-        "values": {"edges": hist.get("edges") or [], "counts": hist.get("counts") or [],
+        "record_values": {"edges": hist.get("edges") or [], "counts": hist.get("counts") or [],
                    "method": rv.get("method"), "negative": rv.get("negative"), "records": rv.get("records")}
         if rv else None,  # fmt: skip
         "price": price,
