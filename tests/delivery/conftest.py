@@ -139,6 +139,11 @@ def server_factory():
 @pytest.fixture
 def h() -> SimpleNamespace:
     """The helpers above, for test modules (importlib mode cannot import conftest)."""
-    return SimpleNamespace(
-        N_RECORDS=N_RECORDS, make_market=make_market, metered_entitlement=metered_entitlement, make_version=make_version
-    )
+    return SimpleNamespace(N_RECORDS=N_RECORDS, make_market=make_market, metered_entitlement=metered_entitlement,
+                           make_version=make_version, metered_tokens=metered_tokens)
+
+
+def metered_tokens(env, ent: str) -> int:
+    from ciyuan.exchange import delivery, tx
+
+    return tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))["tokens_posted"]
