@@ -27,6 +27,8 @@ def _num(v: float) -> str:
         return f"{v / 1e3:.0f}k"
     if a >= 100 or float(v).is_integer():
         return f"{v:.0f}"
+    if a < 0.01:
+        return f"{v:.1e}"
     return f"{v:.2f}"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ciyuan import __version__
@@ -175,10 +175,21 @@ def listing_page(request: Request, listing_id: str) -> HTMLResponse:
 def report(request: Request, listing_id: str, kind: str) -> Response:
     """A version's stored HTML report (appraisal or curation), served as is."""
     try:
-        body = views.read_report(_settings(request), listing_id, kind)
+        body = views.report_html(_settings(request), listing_id, kind)
     except CiyuanError as exc:
         return _error(request, exc, back=f"/listings/{listing_id}")
     return HTMLResponse(body)
+
+
+@router.get("/listings/{listing_id}/croissant.json", response_model=None)
+def croissant(request: Request, listing_id: str) -> Response:
+    """The listing's Croissant JSON-LD card, to download or feed to mlcroissant."""
+    base = f"{request.url.scheme}://{request.url.netloc}"
+    try:
+        card = views.croissant(_settings(request), listing_id, base)
+    except CiyuanError as exc:
+        return _error(request, exc, back=f"/listings/{listing_id}")
+    return JSONResponse(card, media_type="application/ld+json")
 
 
 @router.post("/listings/{listing_id}/quote", response_model=None)

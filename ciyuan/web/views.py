@@ -136,7 +136,7 @@ def _version_facts(detail: dict, s: Settings) -> dict:
         return out
     out["tokens_by_tokenizer"] = dict(sorted(v.token_totals().items()))
     out["tokenizer_versions"] = {k: str(val) for k, val in (v.manifest.get("tokenizers") or {}).items()}
-    out["curation"] = (v.manifest.get("extra") or {}).get("curation") or v.manifest.get("curation")
+    out["curation"] = (v.manifest.get("extra") or {}).get("curation")
     try:
         from ciyuan.appraise.engine import load
 
@@ -223,7 +223,7 @@ def listing_page(s: Settings, listing_id: str) -> dict:
         "prices": price_table(detail["price"], detail["tokens"]),
         "numeric_fields": sorted((card.get("numeric") or {}).items()),
         "fields": sorted((card.get("fields") or {}).items()),
-        "reports": report_links(s, detail),
+        "reports": report_links(s, detail, facts),
     }
 
 
@@ -477,45 +477,40 @@ def operator_page(s: Settings, limit: int = 100) -> dict:
 
 # -- reports ---------------------------------------------------------------------------------------
 
-REPORT_FILES = {
-    "appraisal": ("appraisal.html", "appraisal_report.html", "report.html"),
-    "curation": ("curation.html", "curation_report.html"),
-}
+REPORTS = ("appraisal", "curation")
 
 
-def report_file(s: Settings, dataset: str, version: str, kind: str) -> str | None:
-    """The stored HTML report of a version (written by appraisal or curation), if there is one."""
-    from ciyuan.store import resolve
-
-    try:
-        v = resolve(f"{dataset}@{version}", s)
-    except CiyuanError:
-        return None
-    fs = v.fs()
-    for name in REPORT_FILES.get(kind, ()):
-        path = v.path(name)
-        if fs.exists(path):
-            return path
-    return None
-
-
-def report_links(s: Settings, detail: dict) -> dict[str, str | None]:
+def report_links(s: Settings, detail: dict, facts: dict | None = None) -> dict[str, str | None]:
+    """Links to the HTML reports this listing's version has: an appraisal, and/or a curation run."""
+    facts = facts if facts is not None else _version_facts(detail, s)
+    base = f"/listings/{detail['id']}/reports"
     return {
-        kind: f"/listings/{detail['id']}/reports/{kind}"
-        if report_file(s, detail["dataset"], detail["version"], kind)
-        else None
-        for kind in REPORT_FILES
+        "appraisal": f"{base}/appraisal" if facts.get("appraisal") else None,
+        "curation": f"{base}/curation" if facts.get("curation") else None,
     }
 
 
-def read_report(s: Settings, listing_id: str, kind: str) -> bytes:
+def report_html(s: Settings, listing_id: str, kind: str) -> str:
+    """The appraisal or curation report page, rendered by the layer that owns it."""
+    from ciyuan.errors import NotFound
+
     detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
-    path = report_file(s, detail["dataset"], detail["version"], kind)
-    if path is None:
-        from ciyuan.errors import NotFound
+    ref = f"{detail['dataset']}@{detail['version']}"
+    if kind == "appraisal":
+        from ciyuan.appraise import report
+        from ciyuan.appraise.engine import load
 
-        raise NotFound(f"no {kind} report for listing {listing_id}", hint="run the appraisal or curation first")
-    from ciyuan.store import resolve
+        return report.render(load(ref, s))
+    if kind == "curation":
+        from ciyuan.curate import report as creport
 
-    with resolve(f"{detail['dataset']}@{detail['version']}", s).fs().open(path, "rb") as fh:
-        return fh.read()
+        return creport.render_html(creport.build_report(ref))
+    raise NotFound(f"there is no {kind} report", hint=f"reports: {', '.join(REPORTS)}")
+
+
+def croissant(s: Settings, listing_id: str, base_url: str) -> dict:
+    """The version's Croissant 1.0 card, made by the appraisal layer exactly as ``ciyuan card`` does."""
+    from ciyuan.appraise.engine import card
+
+    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    return card(f"{detail['dataset']}@{detail['version']}", base_url=base_url, s=s)

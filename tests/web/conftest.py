@@ -34,13 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
 DEPOSIT = "500.00"
 PRICE = "20"
+CURATED_PRICE = "35"
 
 
 @dataclass
 class Exchange:
     url: str
     home: Path
-    listing: dict
+    listing: dict  # the whole bundled sample, as ingested
+    curated: dict  # a slice of the sample, curated and appraised
     keys: dict[str, str]
     ids: dict[str, str]
 
@@ -59,13 +61,41 @@ def _reset() -> None:
     settings.cache_clear()
 
 
-def _populate() -> tuple[dict, dict[str, str], dict[str, str]]:
+MINI_LINES = 200  # records per sample file in the curated slice: enough for every appraisal chart, quick to make
+
+
+def _curated_slice(work: Path) -> str:
+    """Ingest the first lines of the sample files, curate them and appraise the result; returns its ref.
+
+    The whole sample would take minutes to appraise on a shared CI machine; a slice keeps the
+    same kinds of records (logs and labelled Q&A in two languages) and exercises the same code.
+    """
+    from ciyuan.appraise import appraise
+    from ciyuan.curate.curate import curate
+    from ciyuan.data import sample_files
+    from ciyuan.store.ingest import ingest
+
+    work.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for src in sample_files(include_bad=False):
+        dst = work / src.name
+        with src.open(encoding="utf-8") as fh:
+            dst.write_text("".join(line for _, line in zip(range(MINI_LINES), fh, strict=False)), encoding="utf-8")
+        paths.append(str(dst))
+    ingest(paths, "maintenance-mini", license="CC-BY-4.0", domain="wind-power-maintenance")
+    cur = curate("maintenance-mini", "text-pretrain", workers=1)
+    appraise(cur["ref"], provider="windco")
+    return cur["ref"]
+
+
+def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
     """Ingest the sample, make provider/buyer/operator with keys, deposit, publish (as the CLI does)."""
     from ciyuan.cli.quickstart_cmds import SAMPLE_DATASET, build_demo
     from ciyuan.exchange import accounts, ledger, market, tx
     from ciyuan.exchange.money import parse_amount
 
     build_demo()
+    mini = _curated_slice(work)
     keys: dict[str, str] = {}
     ids: dict[str, str] = {}
 
@@ -76,10 +106,14 @@ def _populate() -> tuple[dict, dict[str, str], dict[str, str]]:
 
     tx.run(people)
     tx.run(lambda sess: ledger.deposit(sess, "deposit:web-test", ids["lab-a"], parse_amount(DEPOSIT, "CNY"), "CNY"))
+    curated = market.publish(
+        mini, provider=ids["windco"], price_per_mtok=CURATED_PRICE, currency="CNY", license="CC-BY-4.0", sample=3,
+        tiers=[{"from_tokens": 20_000, "price_per_mtok": "30"}],
+    )  # fmt: skip
     listing = market.publish(
         SAMPLE_DATASET, provider=ids["windco"], price_per_mtok=PRICE, currency="CNY", license="CC-BY-4.0", sample=5
     )
-    return listing, keys, ids
+    return listing, curated, keys, ids
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +126,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     _reset()
     proc = None
     try:
-        listing, keys, ids = _populate()
+        listing, curated, keys, ids = _populate(home.parent / "slice")
         port = _free_port()
         log = (home / "server.log").open("wb")
         proc = subprocess.Popen(
@@ -111,7 +145,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
                 time.sleep(0.1)
         else:
             raise RuntimeError("server did not answer /v1/health")
-        yield Exchange(url, home, listing, keys, ids)
+        yield Exchange(url, home, listing, curated, keys, ids)
     finally:
         if proc is not None:
             proc.terminate()

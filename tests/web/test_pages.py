@@ -51,6 +51,49 @@ def test_catalog_lists_the_sample_with_its_token_count_and_price(page, exchange,
     shot(page, "01-catalog")
 
 
+def test_catalog_filters_by_language_and_sorts_by_price(page, exchange) -> None:
+    expect = _expect()
+    whole, mini = exchange.listing["id"], exchange.curated["id"]
+    page.goto("/?sort=price_desc")
+    order = page.locator("[data-listing]").evaluate_all("els => els.map(e => e.dataset.listing)")
+    assert order.index(mini) < order.index(whole)  # 35 CNY before 20 CNY
+    page.get_by_label("Sort by").select_option("price_asc")
+    page.get_by_role("button", name="Apply").click()
+    order = page.locator("[data-listing]").evaluate_all("els => els.map(e => e.dataset.listing)")
+    assert order.index(whole) < order.index(mini)
+    # only the curated slice has meta.language (curation's langid step adds it)
+    page.get_by_label("Language").select_option("zh")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(f'[data-listing="{mini}"]')).to_be_visible()
+    expect(page.locator(f'[data-listing="{whole}"]')).to_have_count(0)
+    page.get_by_label("Language").select_option("")
+    page.get_by_label("Max tokens").fill(str(exchange.curated["tokens"]))
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_test_id("result-count")).to_have_text("1 listings")
+
+
+def test_appraised_dataset_page_shows_quality_values_and_reports(page, exchange, shot) -> None:
+    expect = _expect()
+    mini = exchange.curated
+    page.goto(f"/listings/{mini['id']}")
+    expect(page.get_by_test_id("quality-score")).not_to_have_text("—")
+    expect(page.get_by_test_id("quality-chart").locator("rect.bar")).to_have_count(9)
+    expect(page.get_by_test_id("learning-curve").locator("svg polyline")).to_have_count(1)
+    expect(page.get_by_test_id("record-values").locator("rect.bar").first).to_be_attached()
+    # the second tier shows in the price table, and the calculator uses it
+    expect(page.get_by_text("20,000", exact=True)).to_be_visible()
+    shot(page, "12-listing-appraised")
+    page.get_by_test_id("appraisal-report").click()
+    expect(page.locator("svg").first).to_be_visible()
+    page.go_back()
+    page.get_by_test_id("curation-report").click()
+    expect(page.get_by_text("normalize").first).to_be_visible()
+    shot(page, "13-curation-report")
+    page.go_back()
+    card = page.request.get(f"/listings/{mini['id']}/croissant.json").json()
+    assert card["@type"] in ("sc:Dataset", "Dataset", "schema:Dataset")
+
+
 def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
     from ciyuan.exchange import ledger, market
     from ciyuan.exchange.pricing import PriceSchedule
