@@ -7,6 +7,10 @@ the body is nothing but records.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import pyarrow as pa
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -15,11 +19,13 @@ from pydantic import BaseModel, Field
 from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID
+from ciyuan.config import Settings
 from ciyuan.exchange import delivery, ledger, packages, receipts, tx
 from ciyuan.exchange.accounts import Principal
 from ciyuan.exchange.metering import MAX_PARTS, table_to_ndjson
 
 router = APIRouter(tags=["delivery"])
+log = logging.getLogger(__name__)
 BUYER = ("buyer",)
 ARROW = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"
@@ -36,6 +42,29 @@ class PackageIn(BaseModel):
 
 class MeteredOrderIn(BaseModel):
     quote_id: str = Field(pattern=ID)
+
+
+_sweepers: dict[str, threading.Thread] = {}
+_sweepers_lock = threading.Lock()
+
+
+def _sweep_loop(s: Settings) -> None:
+    period = max(1.0, s.hold_timeout_s / 4)
+    while True:
+        time.sleep(period)
+        try:
+            delivery.sweep(s=s)
+        except Exception:  # a busy or restarting database: try again next round
+            log.warning("delivery sweep failed", exc_info=True)
+
+
+def ensure_sweeper(s: Settings) -> None:
+    """One background thread per database voids timed-out batches, so no hold outlives its deadline."""
+    with _sweepers_lock:
+        if s.database_url not in _sweepers:
+            t = threading.Thread(target=_sweep_loop, args=(s,), name="ciyuan-delivery-sweep", daemon=True)
+            t.start()
+            _sweepers[s.database_url] = t
 
 
 def _body(d: delivery.Delivery, accept: str | None) -> Response:
@@ -64,8 +93,10 @@ def records(
     who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
 ) -> Response:
     """The next batch of records: held before it is sent, posted when you ask with its next_cursor."""
+    s = app_settings(request)
+    ensure_sweeper(s)
     d = delivery.next_batch(who.account.id, entitlement_id, cursor, parts=parts, part=part, max_tokens=max_tokens,
-                            s=app_settings(request))
+                            s=s)
     return _body(d, accept)
 
 

@@ -80,8 +80,11 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
 
     def track(self, loader: Iterable) -> Iterator:
         """Wrap a DataLoader: yields its items unchanged and records what the loop consumed."""
-        if self._parts is None:
-            self._parts = self._layout()[1]
+        workers = max(1, int(getattr(loader, "num_workers", 0) or 0))
+        parts = self.world_size * workers
+        if self._parts is not None and self._parts != parts:
+            raise ValueError(f"state was saved with {self._parts} partitions; the loader gives {parts}")
+        self._parts = parts
         for item in loader:
             self.observe(item)
             yield item
