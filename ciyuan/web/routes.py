@@ -318,4 +318,17 @@ def operator_page(request: Request) -> HTMLResponse:
     who, refusal = _gate(request, "operator")
     if refusal:
         return refusal
-    return render(request, "operator.html", who=who, **views.operator_page(_settings(request)))
+    synced = request.query_params.get("synced")
+    return render(request, "operator.html", who=who, synced=synced, **views.operator_page(_settings(request)))
+
+
+@router.post("/operator/audit-sync", response_model=None)
+def audit_sync(request: Request) -> Response:
+    """Bring ledger transfers into the audit chain (idempotent), then show the page again."""
+    who, refusal = _gate(request, "operator")
+    if refusal:
+        return refusal
+    if not _same_origin(request):
+        return Response("cross-site form refused", status_code=403)
+    n = views.sync_audit(_settings(request))
+    return _redirect(f"/operator?synced={n}#h-audit")

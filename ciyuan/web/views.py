@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings
 from ciyuan.errors import CiyuanError, InvalidInput
-from ciyuan.exchange import audit, ledger, market, tx
+from ciyuan.exchange import accounts, audit, ledger, market, tx
 from ciyuan.exchange.accounts import Principal
 from ciyuan.exchange.money import CURRENCIES, format_amount
 from ciyuan.exchange.pricing import PriceSchedule
@@ -461,7 +461,11 @@ def provider_page(s: Settings, who: Principal) -> dict:
 
 def operator_page(s: Settings, limit: int = 100) -> dict:
     def work(sess: Session) -> dict:
-        bals = [_with_held(b.to_dict()) for b in ledger.balances(sess)]
+        names = {a.id: f"{a.name} ({a.role})" for a in accounts.list_accounts(sess)}
+        bals = [
+            _with_held(b.to_dict()) | {"owner": names.get(b.account_id.split(":")[1], "platform")}
+            for b in ledger.balances(sess)
+        ]
         chk = ledger.check(sess)
         try:
             with sess.begin_nested():
@@ -473,6 +477,11 @@ def operator_page(s: Settings, limit: int = 100) -> dict:
         return {"balances": bals, "check": chk, "audit": ver, "entries": list(reversed(entries))}
 
     return tx.run(work, s)
+
+
+def sync_audit(s: Settings) -> int:
+    """Log ledger transfers not yet in the audit chain, as ``ciyuan audit verify`` does first."""
+    return tx.run(audit.sync_ledger, s)
 
 
 # -- reports ---------------------------------------------------------------------------------------

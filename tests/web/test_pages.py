@@ -177,6 +177,12 @@ def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
     expect(page).to_have_url(re.compile("/operator"))
     expect(page.get_by_test_id("check")).to_contain_text("Every balance matches the transfers")
     expect(page.get_by_test_id("ledger-balances")).to_contain_text(f"buyer_balance:{exchange.ids['lab-a']}:CNY")
+    expect(page.get_by_test_id("ledger-balances")).to_contain_text("lab-a (buyer)")
+    if page.get_by_test_id("audit-sync").count():  # order charges reach the audit chain on demand
+        page.get_by_test_id("audit-sync").click()
+        expect(page.get_by_test_id("synced")).to_be_visible()
+    expect(page.get_by_test_id("audit")).to_contain_text("Hash chain intact")
+    expect(page.get_by_test_id("audit-log")).to_contain_text("ledger.transfer")
     shot(page, "07-operator")
 
 
