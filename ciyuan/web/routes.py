@@ -115,6 +115,11 @@ def _same_origin(request: Request) -> bool:
     return origin.rstrip("/") == f"{request.url.scheme}://{request.url.netloc}"
 
 
+def _local_path(url: str) -> bool:
+    """Only a path on this site may be a redirect target (no ``//host`` or ``/\\host`` tricks)."""
+    return url.startswith("/") and not url.startswith(("//", "/\\")) and "\n" not in url and "\r" not in url
+
+
 def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
@@ -215,7 +220,7 @@ async def quote_form(request: Request, listing_id: str) -> Response:
 
 @router.get("/signin", response_class=HTMLResponse)
 def signin_page(request: Request, next: str = "") -> HTMLResponse:
-    return render(request, "signin.html", next=next if next.startswith("/") else "", error=None)
+    return render(request, "signin.html", next=next if _local_path(next) else "", error=None)
 
 
 @router.post("/signin", response_model=None)
@@ -226,7 +231,7 @@ def signin(request: Request, key: str = Form(..., max_length=200), next: str = F
         who = tx.run(lambda sess: authenticate(sess, key.strip()), _settings(request))
     except CiyuanError as exc:
         return render(request, "signin.html", status=401, next=next, error=exc, who=None)
-    target = next if next.startswith("/") and not next.startswith("//") else ROLE_HOME[who.account.role]
+    target = next if _local_path(next) else ROLE_HOME[who.account.role]
     resp = _redirect(target)
     resp.set_cookie(KEY_COOKIE, key.strip(), httponly=True, samesite="strict", path="/",
                     secure=request.url.scheme == "https")  # fmt: skip
