@@ -53,7 +53,7 @@ EN: dict[str, str] = {
     "sort_name": "Name",
     "apply": "Apply",
     "reset": "Reset",
-    "results": "{n} listings",
+    "results": "{n} found",
     "no_results": "No listing matches these filters.",
     "tokens": "Tokens",
     "records": "Records",

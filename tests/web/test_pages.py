@@ -69,7 +69,7 @@ def test_catalog_filters_by_language_and_sorts_by_price(page, exchange) -> None:
     page.get_by_label("Language").select_option("")
     page.get_by_label("Max tokens").fill(str(exchange.curated["tokens"]))
     page.get_by_role("button", name="Apply").click()
-    expect(page.get_by_test_id("result-count")).to_have_text("1 listings")
+    expect(page.get_by_test_id("result-count")).to_have_text("1 found")
 
 
 def test_appraised_dataset_page_shows_quality_values_and_reports(page, exchange, shot) -> None:
@@ -112,7 +112,7 @@ def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
     shot(page, "02-catalog-filtered")
     page.get_by_label("Max price / M tokens").fill("1")
     page.get_by_role("button", name="Apply").click()
-    expect(page.get_by_test_id("result-count")).to_have_text("0 listings")
+    expect(page.get_by_test_id("result-count")).to_have_text("0 found")
     page.get_by_role("link", name="Reset").click()
 
     # dataset page: card, tokens per tokenizer, sample with token counts, calculator
