@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs them all, in file order, against one exchange (built once per module)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("web-browser")]
 
 
 def _expect():
