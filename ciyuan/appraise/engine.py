@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,8 +34,8 @@ from ciyuan.config import Settings, settings
 from ciyuan.errors import InvalidInput, NotFound
 
 APPRAISAL_FORMAT = "ciyuan.appraisal/1"
-LABEL_SAMPLE = 20_000  # records used by the labelled reference model
-SHAPLEY_SAMPLE = 5_000  # records valued by KNN-Shapley (n^2 distances)
+LABEL_SAMPLE = 3_000  # records used by the labelled reference model (dual form: n <= feature dim)
+SHAPLEY_SAMPLE = 3_000  # records valued by KNN-Shapley (n^2 distances)
 LM_TOKENS = 2_000_000  # dataset tokens sampled for the language-model lift
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -119,6 +120,11 @@ def _read_eval(path: str | None) -> list[str] | None:
     return texts
 
 
+def _picked(record_id: str, every: int) -> bool:
+    """Deterministic 1-in-``every`` sample by a hash of the id (a stride would alias with any period)."""
+    return every <= 1 or zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % every == 0
+
+
 def _histogram(values: np.ndarray, bins: int = 20) -> dict:
     if len(values) == 0:
         return {"edges": [], "counts": []}
@@ -173,7 +179,7 @@ def appraise(
             i = row + j
             ids.append(r["id"])
             meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
-            if i % label_every == 0 and label_field in meta and r.get("text"):
+            if _picked(r["id"], label_every) and label_field in meta and r.get("text"):
                 lab = meta[label_field]
                 if isinstance(lab, str | int | bool):
                     labelled.append((r["id"], r["text"], lab))
@@ -188,17 +194,26 @@ def appraise(
             lm_tokens //= 2
     sigs.flush()
     sig_arr = np.load(sig_tmp, mmap_mode="r")[:row]
-    t_scan = time.perf_counter() - t0
+    timing = {"scan": time.perf_counter() - t0}
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        timing[name] = round(now - tick, 3)
+        tick = now
 
     # tokens, with near-duplicates inside the version collapsed
     dup = near_duplicates_within(np.asarray(sig_arr)) if row else np.zeros(0, bool)
     tok_arr = tokens[:row]
     unique_tokens = int(tok_arr[~dup].sum())
+    lap("near_duplicates")
 
     qual = acc.result(licence=info.get("license"), card={**info, "name": v.dataset}, near_duplicates=int(dup.sum()))
     index = catalog(s)
     uniq = uniqueness(np.asarray(sig_arr), tok_arr, index, exclude_providers=[provider] if provider else [])
     uniq["evidence"]["provider"] = provider
+    lap("quality_and_uniqueness")
 
     utility: dict = {}
     values_summary = None
@@ -224,6 +239,7 @@ def appraise(
             "lowest": [{"id": lab_ids[i], "value": float(vals[i]), "label": str(y[i])} for i in order[:50]],
         }
         _save_values(wd, [lab_ids[i] for i in range(m)], vals)
+        lap("labelled_utility_and_values")
     eval_texts = _read_eval(eval_file)
     if lm_texts:
         rng = np.random.default_rng(0)
@@ -249,6 +265,7 @@ def appraise(
         elif train_texts:
             utility["text"] = {"baseline": None, "eval": eval_source, "lift": None,
                                "why": "no --baseline given: lift needs a corpus to compare against"}  # fmt: skip
+    lap("text_utility")
     lift = _headline_lift(utility)
     price = suggest_price(
         qual["score"], uniq["score"], lift, modality=info.get("modality", "text"), domain=info.get("domain", "general")
@@ -272,7 +289,7 @@ def appraise(
         "utility_lift_used": lift,
         "record_values": values_summary,
         "price": price,
-        "timing_s": {"scan": round(t_scan, 3), "total": round(time.perf_counter() - t0, 3)},
+        "timing_s": {**timing, "scan": round(timing["scan"], 3), "total": round(time.perf_counter() - t0, 3)},
     }
     result["card_preview"] = {"documentation": qual["indicators"]["documentation"]["score"]}
     np.save(sig_path, np.asarray(sig_arr))

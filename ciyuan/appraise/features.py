@@ -56,9 +56,9 @@ def rolling_ngram_hashes(codes: np.ndarray, starts: np.ndarray, n: int) -> tuple
         for j in range(n):
             h = (h * _PRIME) ^ (codes[j : total - n + 1 + j] + _MIX)
         h = _mix(h)
-    pos = np.arange(total - n + 1)
-    doc = np.searchsorted(starts, pos, side="right") - 1
-    ok = pos + n <= starts[doc + 1]
+    lens = np.diff(starts)
+    doc = np.repeat(np.arange(len(lens)), lens)[: total - n + 1]
+    ok = np.arange(total - n + 1) + n <= starts[doc + 1]
     return h[ok], doc[ok]
 
 

@@ -16,7 +16,7 @@ Everything is numpy: an n-gram is packed into one int64 key (20 bits per token),
 ``c`` is the raw count at the top order and the continuation count (number of distinct left
 extensions) below it; an unseen history falls through to the lower order. Discounts per order,
 from n_r = number of n-grams whose count is r:  Y = n1 / (n1 + 2 n2), D1 = 1 - 2Y n2/n1,
-D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3 (each clipped to [0, r]).
+D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3 (each clipped to [0.1, r]).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def _discounts(counts: np.ndarray) -> np.ndarray:
     d1 = 1 - 2 * y * n[1] / n[0]
     d2 = 2 - 3 * y * n[2] / n[1] if n[1] else 1.0
     d3 = 3 - 4 * y * n[3] / n[2] if n[2] else 1.5
-    return np.array([0.0, min(max(d1, 0.0), 1.0), min(max(d2, 0.0), 2.0), min(max(d3, 0.0), 3.0)])
+    # floored at 0.1 so every seen history keeps some mass for unseen words (no zero probability)
+    return np.array([0.0, min(max(d1, 0.1), 1.0), min(max(d2, 0.1), 2.0), min(max(d3, 0.1), 3.0)])
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ import numpy as np
 MODALITIES = {"text", "image", "audio", "video", "tabular", "binary"}
 DATE_FIELDS = ("date", "created_at", "created", "published", "published_at", "timestamp", "time",
                "updated_at", "year", "发布时间", "日期")  # fmt: skip
-DOMAIN_FIELDS = ("domain", "source", "category", "topic", "industry", "label")
+DOMAIN_FIELDS = ("domain", "source", "category", "topic", "industry")
 HALF_LIFE_YEARS = 3.0
 
 # Common SPDX licence identifiers (a subset of https://spdx.org/licenses/, lower-cased for lookup).
@@ -240,7 +241,11 @@ class QualityAccumulator:
         if isinstance(meta, dict):
             self._dates(meta)
             self._domain(meta)
-        if i % self.sample_every == 0 and self.sampled < self.sample_cap and isinstance(text, str) and text:
+        picked = (
+            self.sample_every <= 1
+            or zlib.crc32(str(rec.get("id", i)).encode("utf-8", "surrogatepass")) % (self.sample_every) == 0
+        )
+        if picked and self.sampled < self.sample_cap and isinstance(text, str) and text:
             self.sampled += 1
             self._probe(text, meta if isinstance(meta, dict) else {})
 

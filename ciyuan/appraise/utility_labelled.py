@@ -38,7 +38,8 @@ class LogisticRegression:
     w_: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     b_: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+    def fit(self, x: np.ndarray, y: np.ndarray, gram: np.ndarray | None = None) -> LogisticRegression:
+        """Fit on ``x``; ``gram`` (= x @ x.T, when the caller already has it) saves the n^2 d product."""
         x = np.asarray(x, dtype=np.float32)
         self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
         n, d = x.shape
@@ -54,7 +55,8 @@ class LogisticRegression:
         # same iterates can be run on A (n x c) through the Gram matrix K = X X^T when n <= d:
         # identical result, n^2 c instead of n d c work per step.
         dual = n <= d
-        gram = x @ x.T if dual else None
+        if dual and gram is None:
+            gram = x @ x.T
         w = np.zeros((n, c) if dual else (d, c), dtype=np.float32)
         b = np.zeros(c, dtype=np.float32)
         vw, vb = w.copy(), b.copy()
@@ -120,6 +122,8 @@ def learning_curve(
         raise InvalidInput("features and labels differ in length", hint="pass one label per record")
     if len(np.unique(y)) < 2:
         raise InvalidInput("labelled utility needs at least two classes", hint="check the label field")
+    # one Gram matrix for every fit (fits on subsets index into it); only when the dual form applies
+    full_gram = x @ x.T if x_base is None and len(x) <= x.shape[1] else None
     curve = {f: [] for f in fractions}
     lifts, base_accs, full_accs = [], [], []
     for seed in seeds:
@@ -128,18 +132,20 @@ def learning_curve(
             perm = rng.permutation(len(x))
             cut = max(1, int(round(holdout * len(x))))
             ev, tr = perm[:cut], perm[cut:]
-            xe, ye, xt, yt = x[ev], y[ev], x[tr], y[tr]
         else:
-            xe, ye, xt, yt = np.asarray(x_eval, np.float32), np.asarray(y_eval), x, y
+            ev, tr = None, np.arange(len(x))
+        xe = x[ev] if ev is not None else np.asarray(x_eval, np.float32)
+        ye = y[ev] if ev is not None else np.asarray(y_eval)
         for f in fractions:
-            idx = _subsample(rng, len(xt), f)
-            xs, ys = xt[idx], yt[idx]
+            rows = tr[_subsample(rng, len(tr), f)]
+            xs, ys = x[rows], y[rows]
+            sub_gram = full_gram[np.ix_(rows, rows)] if full_gram is not None else None
             if x_base is not None:
                 xs, ys = np.concatenate([x_base, xs]), np.concatenate([y_base, ys])
             if len(np.unique(ys)) < 2:
                 acc = constant_accuracy(ye)
             else:
-                acc = LogisticRegression(l2=l2, iters=iters).fit(xs, ys).accuracy(xe, ye)
+                acc = LogisticRegression(l2=l2, iters=iters).fit(xs, ys, gram=sub_gram).accuracy(xe, ye)
             curve[f].append(acc)
         if x_base is not None and len(np.unique(y_base)) >= 2:
             base = LogisticRegression(l2=l2, iters=iters).fit(x_base, y_base).accuracy(xe, ye)
