@@ -321,6 +321,36 @@ def save(version, result: dict) -> None:
     (work_dir(version.id, version.s) / "appraisal.json").write_text(text)
     with version.fs().open(version.path("appraisal.json"), "w") as fh:
         fh.write(text)
+    from ciyuan import db
+    from ciyuan.appraise.tables import AppraisalRow
+
+    lift = result.get("utility_lift_used") or {}
+    with db.session(version.s) as sess:
+        sess.add(AppraisalRow(
+            version_id=version.id, provider=result.get("provider"),
+            appraised_at=datetime.fromisoformat(result["appraised_at"]),
+            quality=float(result["quality"]["score"]), uniqueness=float(result["uniqueness"]["score"]),
+            utility_lift=lift.get("mean"), tokenizer=result["tokenizer"],
+            tokens_total=result["tokens"]["total"], tokens_unique=result["tokens"]["unique"],
+            formula=result["price"]["formula"], currency=result["price"]["currency"],
+            price_per_mtok_minor=result["price"]["price_per_mtok_minor"], location=version.path("appraisal.json"),
+        ))  # fmt: skip
+
+
+def history(ref: str, s: Settings | None = None) -> list[dict]:
+    """Every appraisal row of a version, newest first."""
+    from sqlalchemy import select
+
+    from ciyuan import db
+    from ciyuan.appraise.tables import AppraisalRow
+    from ciyuan.store import resolve
+
+    v = resolve(ref, s)
+    with db.session(v.s) as sess:
+        rows = sess.scalars(select(AppraisalRow).where(AppraisalRow.version_id == v.id)
+                            .order_by(AppraisalRow.appraised_at.desc(), AppraisalRow.id.desc()))  # fmt: skip
+        cols = [c.name for c in AppraisalRow.__table__.columns]
+        return [{c: getattr(r, c) for c in cols} for r in rows]
 
 
 def load(ref: str, s: Settings | None = None) -> dict:
@@ -374,4 +404,4 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
     return c
 
 
-__all__ = ["appraise", "card", "catalog", "load", "register_listing", "save"]
+__all__ = ["appraise", "card", "catalog", "history", "load", "register_listing", "save"]

@@ -64,7 +64,7 @@ def test_flipped_labels_are_among_the_lowest_valued(home, real_corpora):
     assert out["tokens"]["total"] > 0 and out["tokens"]["unique"] <= out["tokens"]["total"]
 
 
-def test_second_provider_listing_same_version_scores_low_uniqueness(home, real_corpora):
+def test_second_provider_listing_same_version_scores_low_uniqueness(db_home, real_corpora):
     docs, _, _ = real_corpora
     v = _make("logs", [{"text": d} for d in docs["changelog"][:300]])
     first = engine.appraise(v.ref, provider="alice", seeds=(0, 1))
@@ -74,6 +74,9 @@ def test_second_provider_listing_same_version_scores_low_uniqueness(home, real_c
     assert second["uniqueness"]["score"] < 0.1
     assert second["price"]["price_per_mtok_minor"] < first["price"]["price_per_mtok_minor"] / 5
     assert engine.load(v.ref)["provider"] == "bob"  # the stored appraisal is the latest
+    rows = engine.history(v.ref)
+    assert [r["provider"] for r in rows] == ["bob", "alice"]
+    assert rows[0]["price_per_mtok_minor"] == second["price"]["price_per_mtok_minor"]
 
 
 def test_text_lift_with_baseline_and_eval_file(home, real_corpora, tmp_path):
