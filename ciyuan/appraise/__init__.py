@@ -10,11 +10,11 @@ from __future__ import annotations
 
 def __getattr__(name: str):
     # lazy: the pure modules must import without pulling in the store and database
-    if name in ("appraise", "card", "load", "register_listing", "catalog"):
+    if name in ("appraise", "card", "load", "register_listing", "catalog", "history"):
         from ciyuan.appraise import engine
 
         return getattr(engine, name)
     raise AttributeError(name)
 
 
-__all__ = ["appraise", "card", "catalog", "load", "register_listing"]
+__all__ = ["appraise", "card", "catalog", "history", "load", "register_listing"]
