@@ -126,6 +126,10 @@ EN: dict[str, str] = {
     "billing_help": "Buy pays the whole quote now. Pay as you stream charges each batch when your client "
     "acknowledges it; the total never exceeds the quote.",
     "streamed": "Streamed",
+    "quick_quote": "Quote and buy",
+    "quick_quote_help": "For a filtered selection (language, domain, numeric fields), use the quote form on the "
+    "dataset page.",
+    "dataset": "Dataset",
     "charged": "Charged",
     "spend_chart": "Amount charged for streamed tokens, cumulative",
     "billing": "Billing",
@@ -305,6 +309,9 @@ ZH: dict[str, str] = {
     "buy_metered": "按流量付费（最多 {price} {cur}）",
     "billing_help": "“购买”立即支付整份报价；“按流量付费”在客户端确认每批数据时扣费，总额不超过报价。",
     "streamed": "已拉取",
+    "quick_quote": "报价与购买",
+    "quick_quote_help": "如需按语言、领域或数值字段筛选，请使用数据集页面上的报价表单。",
+    "dataset": "数据集",
     "charged": "已扣费",
     "spend_chart": "拉取词元累计扣费",
     "billing": "计费方式",

@@ -210,7 +210,7 @@ async def quote_form(request: Request, listing_id: str) -> Response:
         sel = views.selection_from_form(form)
         q = market.create_quote(who.account.id, listing_id, sel, s=_settings(request))
     except CiyuanError as exc:
-        msg = f"{exc.message} — {exc.hint}" if getattr(exc, "hint", None) else exc.message
+        msg = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
         return _redirect(f"/listings/{listing_id}?" + urlencode({"error": msg}) + "#quote")
     return _redirect(f"/listings/{listing_id}?quote={q['id']}#quote")
 
@@ -263,9 +263,46 @@ def buyer_page(request: Request) -> HTMLResponse:
     who, refusal = _gate(request, "buyer")
     if refusal:
         return refusal
-    data = views.buyer_page(_settings(request), who)
+    s = _settings(request)
+    data = views.buyer_page(s, who)
     base = f"{request.url.scheme}://{request.url.netloc}"
-    return render(request, "buyer.html", who=who, base_url=base, flash=request.query_params.get("order"), **data)
+    quote = None
+    qid = request.query_params.get("quote")
+    if qid:
+        try:
+            quote = tx.run(lambda sess: market.get_quote(sess, qid, who.account.id), s)
+        except CiyuanError:
+            quote = None
+    return render(
+        request,
+        "buyer.html",
+        who=who,
+        base_url=base,
+        flash=request.query_params.get("order"),
+        quote=quote,
+        idem=secrets.token_hex(12),
+        form_error=request.query_params.get("error"),
+        **data,
+    )
+
+
+@router.post("/buyer/quote", response_model=None)
+def buyer_quote(
+    request: Request, listing_id: str = Form(..., max_length=40), token_budget: str = Form("", max_length=20)
+) -> Response:
+    """A quick quote from the buyer page: a listing and an optional token budget."""
+    who = _who(request)
+    if not _same_origin(request):
+        return Response("cross-site form refused", status_code=403)
+    if who is None:
+        return _redirect("/signin?next=/buyer")
+    try:
+        sel = views.selection_from_form({"token_budget": token_budget})
+        q = market.create_quote(who.account.id, listing_id, sel, s=_settings(request))
+    except CiyuanError as exc:
+        msg = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
+        return _redirect("/buyer?" + urlencode({"error": msg}) + "#quick-quote")
+    return _redirect(f"/buyer?quote={q['id']}#quick-quote")
 
 
 @router.post("/buyer/orders", response_model=None)

@@ -332,7 +332,8 @@ def buyer_page(s: Settings, who: Principal) -> dict:
         bals = [b.to_dict() for b in ledger.balances(sess, bid)]
         orders = market.list_orders(sess, bid, 200, 0)
         usage = _usage_rows(sess, buyer_id=bid)
-        return {"balances": bals, "orders": orders, "usage": usage}
+        offers = market.search(sess, limit=100)["items"]
+        return {"balances": bals, "orders": orders, "usage": usage, "offers": offers}
 
     data = tx.run(work, s)
     usage = data["usage"]
@@ -365,6 +366,8 @@ def buyer_page(s: Settings, who: Principal) -> dict:
             for u in (usage or [])[-50:]
         ],  # fmt: skip
         "receipts": receipts_available(),
+        "offers": data["offers"],
+        "names": {it["id"]: it["dataset"] for it in data["offers"]},
     }
 
 

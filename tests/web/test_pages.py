@@ -275,3 +275,24 @@ def test_bad_key_and_wrong_role_are_refused_politely(page, exchange, shot) -> No
     sign_in(page, exchange.keys["windco"], "/buyer")
     expect(page.get_by_role("alert")).to_contain_text("This page is for buyer accounts")
     shot(page, "11-wrong-role")
+
+
+def test_quick_quote_and_buy_from_the_buyer_page(page, exchange, shot) -> None:
+    expect = _expect()
+    sign_in(page, exchange.keys["lab-a"])
+    expect(page).to_have_url(re.compile("/buyer"))
+    form = page.get_by_test_id("quick-quote-form")
+    form.get_by_label("Dataset").select_option(exchange.curated["id"])
+    form.get_by_label("Token budget (optional)").fill("a lot")
+    form.get_by_role("button", name="Get quote").click()
+    expect(page.get_by_test_id("quote-error")).to_contain_text("not a whole number")
+    form = page.get_by_test_id("quick-quote-form")
+    form.get_by_label("Dataset").select_option(exchange.curated["id"])
+    form.get_by_label("Token budget (optional)").fill("1500")
+    form.get_by_role("button", name="Get quote").click()
+    expect(page.get_by_test_id("quote-summary")).to_be_visible()
+    shot(page, "14-buyer-quick-quote")
+    page.get_by_test_id("buy").click()
+    expect(page.get_by_test_id("flash")).to_be_visible()
+    row = page.locator("[data-entitlement]").first
+    expect(row).to_contain_text(exchange.curated["id"])
