@@ -295,4 +295,4 @@ def test_quick_quote_and_buy_from_the_buyer_page(page, exchange, shot) -> None:
     page.get_by_test_id("buy").click()
     expect(page.get_by_test_id("flash")).to_be_visible()
     row = page.locator("[data-entitlement]").first
-    expect(row).to_contain_text(exchange.curated["id"])
+    expect(row).to_contain_text(exchange.curated["dataset"])
