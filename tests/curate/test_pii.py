@@ -68,3 +68,23 @@ def test_reject_over_limit_marks_record():
     out = run_steps([{"id": "a", "text": "x@example.com y@example.com", "meta": {}}], [step])
     assert out[0]["_rejected"]["rule"] == "too_much_pii"
     assert out[0]["text"] == "<EMAIL> <EMAIL>"  # rejected records keep the redacted text
+
+
+def test_cheap_prechecks_never_hide_a_detector_match():
+    """The hints that let most text skip the detectors fire for every validated detector match."""
+    from ciyuan.curate.steps.pii import DETECTORS, _candidate_kinds
+
+    rng = random.Random(5)
+    texts = [t for t, _ in pii_records(rng, per_type=25)] + list(CONTROL_TEXTS)
+    seps = "0123456789 .-()+:@abcdefxX"
+    texts += ["".join(rng.choice(seps) for _ in range(rng.randint(5, 40))) for _ in range(3000)]
+    hits = 0
+    for text in texts:
+        kinds = _candidate_kinds(text)
+        for kind, pattern, ok in DETECTORS:
+            for m in pattern.finditer(text):
+                if ok is not None and not ok(m, text):
+                    continue
+                hits += 1
+                assert kind in kinds, (kind, m.group(), text)
+    assert hits >= 150

@@ -53,10 +53,11 @@ def test_langid_sets_meta_and_filters():
     assert "_rejected" not in out[1]
 
 
-def test_chinese_prose_is_kept_at_the_same_rate_as_english():
+@pytest.mark.parametrize("segmenter", ["bigram", "jieba"])
+def test_chinese_prose_is_kept_at_the_same_rate_as_english(segmenter):
     rng = random.Random(8)
     records = [rec(f"en{i}", en_prose(rng)) for i in range(150)] + [rec(f"zh{i}", zh_prose(rng)) for i in range(150)]
-    steps = [make_step(n) for n in ["normalize", "langid", "quality"]]
+    steps = [make_step("normalize"), make_step("langid"), make_step("quality", {"cjk_segmenter": segmenter})]
     out = run_steps(records, steps)
     kept = {
         lang: sum(1 for r in out if r["id"].startswith(lang) and "_rejected" not in r) / 150 for lang in ("en", "zh")
@@ -136,3 +137,40 @@ def test_rejected_records_pass_later_steps_untouched():
     out = run_steps([rec(1, "mail x@example.com")], steps)
     assert out[0]["text"] == "mail x@example.com" and out[0]["_rejected"]["step"] == "length"
     assert steps[1].stats.seen == 0
+
+
+def test_repetition_shares_match_a_direct_count():
+    """The one-pass n-gram repetition shares equal a plain dictionary count on random word sequences."""
+    import numpy as np
+
+    from ciyuan.curate.steps.quality import _repetition
+
+    rng = random.Random(4)
+    for _ in range(300):
+        vocab = [("w" * rng.randint(1, 6)) + str(k) for k in range(rng.randint(1, 12))]
+        ws = [rng.choice(vocab) for _ in range(rng.randint(0, 80))]
+        if rng.random() < 0.3 and ws:  # a pasted repeat
+            ws += ws[: rng.randint(1, len(ws))]
+        total = sum(map(len, ws)) or 1
+        ids = np.array([vocab.index(w) + 1 for w in ws], dtype=np.uint64)
+        lens = np.array([len(w) for w in ws], dtype=np.int64)
+        got = _repetition(ids, lens, {2, 3, 4}, {5, 6, 7, 8, 9, 10})
+        for n in range(2, 11):
+            grams = [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
+            first: dict[tuple, int] = {}
+            count: dict[tuple, int] = {}
+            covered = [False] * len(ws)
+            for i, g in enumerate(grams):
+                count[g] = count.get(g, 0) + 1
+                if g in first:
+                    covered[i : i + n] = [True] * n
+                first.setdefault(g, i)
+            if n <= 4:
+                best = max(count.values(), default=0)
+                want = 0.0
+                if best >= 2:
+                    g = min((g for g in count if count[g] == best), key=first.get)
+                    want = best * sum(map(len, g)) / total
+            else:
+                want = sum(len(w) for w, c in zip(ws, covered, strict=True) if c) / total
+            assert got[n] == pytest.approx(want), (n, ws)

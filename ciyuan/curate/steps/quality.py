@@ -15,7 +15,8 @@ from collections import Counter
 import numpy as np
 
 from ciyuan.curate.steps.base import Param, Step
-from ciyuan.curate.text import CJK_RE, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
+from ciyuan.curate.text import CJK_RE, SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
+from ciyuan.errors import InvalidInput
 
 STOP_WORDS: dict[str, frozenset[str]] = {
     # Gopher's list for English; short high-frequency function words for the others.
@@ -31,12 +32,26 @@ ELLIPSES = ("...", "…")
 POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _SENTENCE_END_RE = re.compile(r"[.!?。！？]+(?=\s|$|[\"'”’」』）)])|[。！？]")
 _PARA_RE = re.compile(r"\n\s*\n")
-_ALPHA_RE = re.compile(r"[^\W\d_]")  # a letter in any script
+_NO_LETTER_RE = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")  # a space-free token without a letter
+_LOREM_RE = re.compile("lorem ipsum", re.IGNORECASE)
 
 
-def _dup_stats(items: list[str]) -> tuple[float, float]:
+def _count_stops(ws: list[str], stops: frozenset[str], enough: int) -> int:
+    """Stop words among ``ws``, counting only until ``enough`` (all a passing check needs)."""
+    found = 0
+    for w in ws:
+        if w in stops or (not w.islower() and w.lower() in stops):
+            found += 1
+            if found >= enough:
+                break
+    return found
+
+
+def _dup_stats(items: list[str], stripped: list[str] | None = None) -> tuple[float, float]:
     """(share of items that repeat an earlier one, share of characters in those repeats)."""
-    items = [x for x in items if x.strip()]
+    if stripped is None:
+        stripped = [x.strip() for x in items]
+    items = [x for x, s in zip(items, stripped, strict=True) if s]
     if not items:
         return 0.0, 0.0
     seen: set[str] = set()
@@ -51,42 +66,59 @@ def _dup_stats(items: list[str]) -> tuple[float, float]:
     return dup_n / len(items), dup_chars / max(total_chars, 1)
 
 
-def _ngram_ids(ids: np.ndarray, n: int) -> np.ndarray:
-    count = len(ids) - n + 1
+_P = np.uint64(0x100000001B3)
+
+
+def _repetition(ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int]) -> dict[int, float]:
+    """Gopher's n-gram repetition shares for every n in ``top`` and ``dup``, from one growing pass.
+
+    ``top``: characters in the most frequent n-gram (all its occurrences; ties go to the one seen
+    first) over all word characters. ``dup``: characters covered by n-grams that repeat an earlier
+    occurrence, over all word characters. A repeated n-gram starts where an (n-1)-gram repeats, so
+    after n = 2 only the positions whose previous gram occurs twice or more are hashed and sorted.
+    """
+    out = dict.fromkeys(top | dup, 0.0)
+    n_max = max(out, default=0)
+    length = len(ids)
+    if length < 2 or n_max < 2:
+        return out
+    cum = np.zeros(length + 1, dtype=np.int64)
+    np.cumsum(lens, out=cum[1:])
+    total = float(cum[-1]) or 1.0
+    cand = np.arange(length - 1)  # start positions still worth hashing, in text order
     with np.errstate(over="ignore"):
-        acc = np.zeros(count, dtype=np.uint64)
-        for k in range(n):
-            acc = acc * np.uint64(1_000_003) + ids[k : k + count].astype(np.uint64)
-    return acc
-
-
-def _top_ngram_frac(ids: np.ndarray, lens: np.ndarray, n: int, total: int) -> float:
-    """Characters in the most frequent n-gram (all its occurrences) over all word characters."""
-    if len(ids) < n:
-        return 0.0
-    grams = _ngram_ids(ids, n)
-    uniq, first, counts = np.unique(grams, return_index=True, return_counts=True)
-    i = int(np.argmax(counts))
-    if counts[i] < 2:
-        return 0.0
-    start = int(first[i])
-    return float(counts[i]) * float(lens[start : start + n].sum()) / total
-
-
-def _dup_ngram_frac(ids: np.ndarray, lens: np.ndarray, n: int, total: int) -> float:
-    """Characters covered by n-grams that repeat an earlier occurrence, over all word characters."""
-    if len(ids) < n:
-        return 0.0
-    grams = _ngram_ids(ids, n)
-    _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
-    starts = np.nonzero(first[inverse] != np.arange(len(grams)))[0]
-    if not len(starts):
-        return 0.0
-    cover = np.zeros(len(ids) + 1, dtype=np.int32)
-    np.add.at(cover, starts, 1)
-    np.add.at(cover, starts + n, -1)
-    covered = np.cumsum(cover[:-1]) > 0
-    return float(lens[covered].sum()) / total
+        acc = ids[:-1] * _P + ids[1:]
+        for n in range(2, n_max + 1):
+            if n > 2:
+                keep = cand <= length - n
+                cand, acc = cand[keep], acc[keep] * _P + ids[cand[keep] + n - 1]
+            if len(cand) < 2:
+                break
+            order = np.argsort(acc, kind="stable")  # stable: the first of equal grams is the earliest
+            srt = acc[order]
+            new = np.empty(len(srt), dtype=bool)
+            new[0] = True
+            np.not_equal(srt[1:], srt[:-1], out=new[1:])
+            group = np.cumsum(new) - 1
+            counts = np.bincount(group)
+            repeated = counts[group] >= 2  # in sorted order
+            if not repeated.any():
+                break
+            if n in top:
+                heads = cand[order[new]]  # first position of each group, groups in key order
+                best = counts.max()
+                first = int(heads[counts == best].min())
+                out[n] = float(best) * float(cum[first + n] - cum[first]) / total
+            if n in dup:
+                starts = cand[order[~new]]  # occurrences after the first
+                cover = np.bincount(starts, minlength=length + 1)[: length + 1]
+                cover = cover - np.bincount(starts + n, minlength=length + 1)[: length + 1]
+                covered = np.cumsum(cover[:length]) > 0
+                out[n] = float(lens[covered].sum()) / total
+            mask = np.empty(len(cand), dtype=bool)
+            mask[order] = repeated
+            cand, acc = cand[mask], acc[mask]
+    return out
 
 
 def _width(line: str) -> int:
@@ -156,22 +188,40 @@ class Quality(Step):
             "FineWeb: most characters in duplicated lines (relative to all characters).",
         ),
         Param("fineweb_max_newline_word_ratio", "float", 0.3, "FineWeb: most newlines per word."),
+        Param(
+            "cjk_segmenter",
+            "str",
+            "bigram",
+            "How Chinese is cut into words: consecutive character pairs (fast) or jieba (dictionary words).",
+            SEGMENTERS,
+        ),
         Param("score_only", "bool", False, "Only compute meta['quality_score'] and the failed rules; keep all."),
     )
 
     def setup(self) -> None:
         self._top = [(int(a), float(b)) for a, b in (x.split(":") for x in self.top_ngram_max)]
         self._dup = [(int(a), float(b)) for a, b in (x.split(":") for x in self.dup_ngram_max)]
+        self._top_ns = {n for n, _ in self._top}
+        self._dup_ns = {n for n, _ in self._dup}
+        if self.cjk_segmenter not in SEGMENTERS:
+            raise InvalidInput(
+                f"quality: unknown cjk_segmenter {self.cjk_segmenter!r}", hint=f"use one of {', '.join(SEGMENTERS)}"
+            )
 
     # ----------------------------------------------------------------------------------------
 
     def evaluate(self, text: str, lang: str | None) -> tuple[list[tuple[str, str]], int]:
-        """Failed rules as (rule, reason), and how many rules were checked."""
+        """Failed rules as (rule, reason), and how many rules were checked.
+
+        Every statistic comes from one split into words and one into lines, made once per document.
+        """
         cjk = is_cjk(text, lang)
         if cjk and lang not in ("zh", "ja"):
             lang = guess_cjk_lang(text)
-        ws = words(text, lang if cjk else None)
+        ws = words(text, lang if cjk else None, self.cjk_segmenter)
         lines = text.split("\n")
+        stripped = [ln.strip() for ln in lines]
+        nonempty = [ln for ln in stripped if ln]
         fails: list[tuple[str, str]] = []
         checked = 0
 
@@ -182,11 +232,12 @@ class Quality(Step):
                 fails.append((rule, reason))
 
         n_words = len(ws)
+        lens = np.fromiter(map(len, ws), dtype=np.int64, count=n_words)
         if self.gopher:
             check(self.min_words <= n_words, "gopher_min_words", f"gopher: {n_words} words < {self.min_words}")
             check(n_words <= self.max_words, "gopher_max_words", f"gopher: {n_words} words > {self.max_words}")
             if n_words:
-                mean = sum(len(w) for w in ws) / n_words
+                mean = float(lens.sum()) / n_words
                 lo, hi = (
                     (self.cjk_min_mean_word_length, self.cjk_max_mean_word_length)
                     if cjk
@@ -204,7 +255,7 @@ class Quality(Step):
                     "gopher_symbol_ratio",
                     f"gopher: symbol/word ratio {ratio:.2f} > {self.max_symbol_word_ratio}",
                 )
-                alpha = sum(1 for w in ws if _ALPHA_RE.search(w)) / n_words
+                alpha = 1 - len(_NO_LETTER_RE.findall(" ".join(ws))) / n_words
                 check(
                     alpha >= self.max_non_alpha_words_ratio,
                     "gopher_alpha_words",
@@ -212,13 +263,12 @@ class Quality(Step):
                 )
                 stops = STOP_WORDS.get(lang or ("en" if not cjk else "zh"))
                 if stops is not None and self.min_stop_words:
-                    found = sum(text.count(s) for s in stops) if cjk else sum(1 for w in ws if w.lower() in stops)
+                    found = sum(text.count(s) for s in stops) if cjk else _count_stops(ws, stops, self.min_stop_words)
                     check(
                         found >= self.min_stop_words,
                         "gopher_stop_words",
                         f"gopher: {found} stop words < {self.min_stop_words}",
                     )
-            nonempty = [ln.strip() for ln in lines if ln.strip()]
             if nonempty:
                 bullets = sum(ln.startswith(BULLETS) for ln in nonempty) / len(nonempty)
                 check(
@@ -234,7 +284,7 @@ class Quality(Step):
                 )
 
         if self.gopher_repetition:
-            line_frac, line_chars = _dup_stats(lines)
+            line_frac, line_chars = _dup_stats(lines, stripped)
             paras = _PARA_RE.split(text)
             para_frac, para_chars = _dup_stats(paras)
             check(
@@ -258,21 +308,20 @@ class Quality(Step):
                 f"gopher: characters in duplicated paragraphs {para_chars:.2f} > {self.max_dup_para_char_ratio}",
             )
             if n_words:
-                vocab: dict[str, int] = {}
-                ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in ws), dtype=np.int64, count=n_words)
-                lens = np.fromiter((len(w) for w in ws), dtype=np.int64, count=n_words)
-                total = int(lens.sum()) or 1
+                # Python's str hash is salted per process, but only equality inside one document
+                # matters here (ties go to the earliest n-gram), so every process gets the same shares.
+                ids = np.fromiter(map(hash, ws), dtype=np.int64, count=n_words).view(np.uint64)
+                rep = _repetition(ids, lens, self._top_ns, self._dup_ns)
                 for n, mx in self._top:
-                    f = _top_ngram_frac(ids, lens, n, total)
+                    f = rep[n]
                     check(f <= mx, f"gopher_top_{n}gram", f"gopher: top {n}-gram characters {f:.2f} > {mx}")
                 for n, mx in self._dup:
-                    f = _dup_ngram_frac(ids, lens, n, total)
+                    f = rep[n]
                     check(f <= mx, f"gopher_dup_{n}gram", f"gopher: characters in repeated {n}-grams {f:.2f} > {mx}")
 
         if self.c4:
-            low = text.lower()
             if self.c4_reject_lorem_ipsum:
-                check("lorem ipsum" not in low, "c4_lorem_ipsum", "c4: contains 'lorem ipsum'")
+                check(not _LOREM_RE.search(text), "c4_lorem_ipsum", "c4: contains 'lorem ipsum'")
             if self.c4_reject_curly_bracket:
                 check("{" not in text, "c4_curly_bracket", "c4: contains '{'")
             sentences = len(_SENTENCE_END_RE.findall(text))
@@ -283,7 +332,6 @@ class Quality(Step):
             )
 
         if self.fineweb:
-            nonempty = [ln.strip() for ln in lines if ln.strip()]
             if nonempty:
                 punct = sum(ln.endswith(TERMINAL_PUNCT) for ln in nonempty) / len(nonempty)
                 check(
@@ -291,15 +339,18 @@ class Quality(Step):
                     "fineweb_punct_lines",
                     f"fineweb: lines ending in punctuation {punct:.2f} < {self.fineweb_min_punct_lines_ratio}",
                 )
-                short = sum(_width(ln) < self.fineweb_short_line_width for ln in nonempty) / len(nonempty)
+                width = self.fineweb_short_line_width
+                short = sum(len(ln) < width and _width(ln) < width for ln in nonempty) / len(nonempty)
                 check(
                     short <= self.fineweb_max_short_lines_ratio,
                     "fineweb_short_lines",
                     f"fineweb: short lines {short:.2f} > {self.fineweb_max_short_lines_ratio}",
                 )
-                counts = Counter(nonempty)
-                dup_chars = sum(len(ln) * (c - 1) for ln, c in counts.items() if c > 1)
-                ratio = dup_chars / max(len(text.replace("\n", "")), 1)
+                dup_chars = 0
+                if len(set(nonempty)) < len(nonempty):
+                    counts = Counter(nonempty)
+                    dup_chars = sum(len(ln) * (c - 1) for ln, c in counts.items() if c > 1)
+                ratio = dup_chars / max(len(text) - text.count("\n"), 1)
                 check(
                     ratio <= self.fineweb_max_dup_line_char_ratio,
                     "fineweb_dup_line_chars",
@@ -322,7 +373,7 @@ class Quality(Step):
             low = s.lower()
             if not s.endswith(TERMINAL_PUNCT):
                 continue
-            if len(words(s, lang if is_cjk(s, lang) else None)) < self.c4_min_words_per_line:
+            if len(words(s, lang if is_cjk(s, lang) else None, self.cjk_segmenter)) < self.c4_min_words_per_line:
                 continue
             if "javascript" in low or any(p in low for p in POLICY):
                 continue
