@@ -1,11 +1,14 @@
-"""``ciyuan quickstart``: the main job of ``make run`` on the embedded defaults.
+"""``ciyuan quickstart``: the main job of ``make run``: a living demo exchange on the embedded defaults.
 
-It ingests the bundled sample into the home and prints its token report; later steps of the
-exchange (curate, appraise, publish, serve) are added here as they land.
+It builds the exchange from the bundled sample (ingest, curate, appraise, publish; a provider, a
+buyer with a deposit and the operator, each with a fresh key printed once), then serves the API and
+the web pages. Every step is idempotent, so running it twice reuses what the first run made.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -13,55 +16,152 @@ import typer
 from ciyuan.cli.output import JsonOpt, console, emit, errors
 
 SAMPLE_DATASET = "sample-maintenance"
+PROVIDER, BUYER, OPERATOR = "demo-provider", "demo-buyer", "operator"
+DEPOSIT = "1000.00"
+FALLBACK_PRICE = "20"  # CNY per million tokens, when no appraisal suggestion is available
 
 
-def build_demo(on_step=None) -> dict:
-    """Ingest the bundled sample (idempotent: the same files give the same version)."""
-    from ciyuan.data import sample_files
+def _ensure_account(name: str, role: str) -> dict:
+    from ciyuan.errors import NotFound
+    from ciyuan.exchange import accounts, tx
+
+    def work(sess):
+        try:
+            return accounts.get_account(sess, name).to_dict()
+        except NotFound:
+            return accounts.create_account(sess, name, role).to_dict()
+
+    return tx.run(work)
+
+
+def _new_key(name: str) -> str:
+    from ciyuan.exchange import accounts, tx
+
+    return tx.run(lambda sess: accounts.create_key(sess, name)[1])
+
+
+def _listing_for(version_id: str) -> dict | None:
+    from ciyuan.exchange import market, tx
+
+    def work(sess):
+        found = market.search(sess, q=SAMPLE_DATASET, limit=100)
+        for item in found.get("items", found.get("listings", [])):
+            if item.get("version") == version_id:
+                return item
+        return None
+
+    return tx.run(work)
+
+
+def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
+    """Build (or find) the demo exchange and return what was made, with fresh keys."""
+    from ciyuan.curate.curate import curate
+    from ciyuan.data import EVAL_TEXT, SAMPLE_DIR, sample_files
+    from ciyuan.exchange import ledger, market, tx
     from ciyuan.store import resolve
     from ciyuan.store.ingest import ingest
     from ciyuan.store.token_cache import token_report
 
-    sources = [str(p) for p in sample_files()]
-    if on_step:
-        on_step("ingest the bundled sample")
-    ing = ingest(sources, SAMPLE_DATASET, license="CC-BY-4.0", domain="wind-power-maintenance")
-    v = resolve(f"{SAMPLE_DATASET}@{ing['version']}")
-    report = token_report(v, "cl100k_base")
-    return {"ingest": ing, "tokens": report}
+    def step(text: str) -> None:
+        if on_step:
+            on_step(text)
+
+    step("ingest the bundled sample")
+    ing = ingest([str(p) for p in sample_files()], SAMPLE_DATASET, license="CC-BY-4.0",
+                 domain="wind-power-maintenance")
+    step("curate it (normalise, language, quality, PII, dedup)")
+    cur = curate(f"{SAMPLE_DATASET}@{ing['version']}", str(SAMPLE_DIR / "recipe.yaml"))
+    ref = f"{SAMPLE_DATASET}@{cur['version']}"
+    tokens = token_report(resolve(ref), "cl100k_base")
+    step("accounts: provider, buyer, operator")
+    provider = _ensure_account(PROVIDER, "provider")
+    buyer = _ensure_account(BUYER, "buyer")
+    operator = _ensure_account(OPERATOR, "operator")
+    step("appraise: quality, uniqueness, utility, price")
+    appraisal = None
+    try:
+        from ciyuan.appraise import appraise
+
+        appraisal = appraise(ref, eval_file=str(EVAL_TEXT), provider=provider["id"])
+    except ImportError:  # pragma: no cover - the appraisal layer is part of the package
+        pass
+    step("publish the curated version")
+    listing = _listing_for(cur["version"])
+    if listing is None:
+        try:
+            listing = market.publish(ref, provider=provider["id"], price_per_mtok="suggested", currency="CNY",
+                                     license="CC-BY-4.0", sample=5)
+        except Exception:  # no suggestion available: a fixed demo price
+            listing = market.publish(ref, provider=provider["id"], price_per_mtok=FALLBACK_PRICE, currency="CNY",
+                                     license="CC-BY-4.0", sample=5)
+    step(f"deposit {DEPOSIT} CNY for the buyer")
+    from ciyuan.exchange.money import parse_amount
+
+    tx.run(lambda s: ledger.deposit(s, f"quickstart:deposit:{buyer['id']}", buyer["id"],
+                                    parse_amount(DEPOSIT, "CNY"), "CNY"))
+    keys = {PROVIDER: _new_key(PROVIDER), BUYER: _new_key(BUYER), OPERATOR: _new_key(OPERATOR)}
+    return {
+        "ingest": ing,
+        "curate": {k: cur[k] for k in ("version", "kept", "rejected", "changed", "tokens_before", "tokens_after")},
+        "tokens": tokens,
+        "appraisal": None if appraisal is None else {
+            k: appraisal.get(k) for k in ("tokens", "uniqueness", "price", "utility_summary") if k in appraisal},
+        "listing": listing,
+        "accounts": {"provider": provider, "buyer": buyer, "operator": operator},
+        "keys": keys,
+    }
+
+
+def _render(o: dict, url: str | None) -> None:
+    ing, cur, rep, lst = o["ingest"], o["curate"], o["tokens"], o["listing"]
+    console.print(f"[bold]dataset[/] {ing['dataset']}: ingested {ing['records']:,} records "
+                  f"({ing['quarantined']} quarantined: {ing['quarantined_by_reason']})")
+    console.print(f"[bold]curated[/] @{cur['version'][:12]}: kept {cur['kept']:,}, rejected {cur['rejected']:,}, "
+                  f"changed {cur['changed']:,}; tokens {cur['tokens_before']:,} -> {cur['tokens_after']:,}")
+    console.print(f"[bold]token report[/] ({rep['tokenizer']} {rep['tokenizer_version']}): "
+                  f"[bold]{rep['tokens']:,}[/] tokens in {rep['records']:,} records, mean {rep['mean_tokens']}")
+    for k, n in rep["distribution"]["by_language"].items():
+        console.print(f"    language {k:8s} {n:>10,} tokens")
+    console.print(f"[bold]listing[/] {lst['id']}: {lst.get('price_per_mtok')} {lst.get('currency')} per million "
+                  f"tokens, {lst.get('tokens', 0):,} tokens")
+    console.print("\n[bold]keys[/] (shown once; a new set is made on every run, earlier ones stay valid):")
+    for name, key in o["keys"].items():
+        console.print(f"    {name:14s} {key}")
+    if url:
+        console.print(f"\n[bold green]serving[/] {url}   (API docs: {url}/docs)")
+        console.print(f"sign in on {url}/buyer with the demo-buyer key, on {url}/provider with the "
+                      "demo-provider key, on /operator with the operator key. Ctrl-C stops.")
 
 
 def quickstart_cmd(
     home: Path | None = typer.Option(None, "--home", help="Exchange home (default: $CIYUAN_HOME or ~/.ciyuan)."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to serve on."),
+    port: int = typer.Option(8000, "--port", help="Port to serve on."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the exchange after building it."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Build a demo from the bundled sample data and print its token report."""
-    import os
-
+    """Build a demo exchange from the bundled sample, then serve the API and web pages."""
     if home is not None:
-        os.environ["CIYUAN_HOME"] = str(home)
+        os.environ["CIYUAN_HOME"] = str(home.expanduser().resolve())
+        from ciyuan import db
         from ciyuan.config import settings
 
         settings.cache_clear()
+        db.dispose_all()
     with errors(as_json):
         out = build_demo(on_step=None if as_json else lambda s: console.print(f"[bold cyan]>[/] {s}"))
+    url = f"http://{host}:{port}" if serve else None
+    out["url"] = url
+    emit(out, as_json, lambda o: _render(o, url))
+    if serve:
+        import sys
 
-    def render(o: dict) -> None:
-        ing, rep = o["ingest"], o["tokens"]
-        console.print(f"dataset [bold]{ing['dataset']}@{ing['version'][:12]}[/]: {ing['records']:,} records, "
-                      f"{ing['quarantined']} quarantined {ing['quarantined_by_reason']}")
-        from ciyuan.cli.store_cmds import tokens_cmd  # noqa: F401 - same rendering as `ciyuan tokens`
+        import uvicorn
 
-        console.print(f"[bold]token report[/] ({rep['tokenizer']} {rep['tokenizer_version']}): "
-                      f"[bold]{rep['tokens']:,}[/] tokens, mean {rep['mean_tokens']} per record")
-        for k, n in rep["distribution"]["by_language"].items():
-            console.print(f"  language {k:10s} {n:>10,} tokens")
-        for k, d in rep["distribution"]["by_length"].items():
-            console.print(f"  {k:>12s} tokens/record: {d['records']:>6,} records")
+        from ciyuan.api.app import create_app
 
-    emit(out, as_json, render)
+        sys.stdout.flush()
+        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
 def register(app: typer.Typer) -> None:
