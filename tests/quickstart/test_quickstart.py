@@ -63,7 +63,7 @@ def _stop(proc: subprocess.Popen) -> str:
 def test_quickstart_serves_catalog_with_sample_tokens_and_price(tmp_path: Path) -> None:
     home = tmp_path / "home"
     first_keys: list[str] = []
-    for run in range(2):
+    for _run in range(2):
         proc, url = _run_quickstart(home, _free_port())
         try:
             listings = httpx.get(f"{url}/v1/listings", timeout=10).json()["items"]
