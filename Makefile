@@ -28,8 +28,9 @@ run: install
 
 # Browser tests drive Debian's Chromium (no browser download); install it when missing and we may.
 browser:
-	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	@{ test -x /usr/bin/chromium && test -d /usr/share/fonts/truetype/wqy; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; } || \
 	  echo "note: /usr/bin/chromium is missing and could not be installed; browser tests will say so"
 
 test: install-test browser
