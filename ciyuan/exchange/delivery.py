@@ -214,24 +214,37 @@ class _RowGroups:
         return got
 
     def get(self, version, path: str, rg: int) -> pa.Table:
-        key = (path, rg)
+        return self.get_many(version, path, [rg])[rg]
+
+    def get_many(self, version, path: str, rgs: list[int]) -> dict[int, pa.Table]:
+        """Row groups of one shard; the missing ones are read in one pass over the file."""
+        out: dict[int, pa.Table] = {}
         with self._lock:
-            t = self._tables.get(key)
-            if t is not None:
-                self._tables.move_to_end(key)
-                return t
-        with version.fs().open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            cols = [c for c in SHARD_COLUMNS if c in pf.schema_arrow.names]
-            t = pf.read_row_group(rg, columns=cols)
-        with self._lock:
-            if key not in self._tables:
-                self._tables[key] = t
-                self._bytes += t.nbytes
+            for rg in rgs:
+                t = self._tables.get((path, rg))
+                if t is not None:
+                    self._tables.move_to_end((path, rg))
+                    out[rg] = t
+        missing = [rg for rg in rgs if rg not in out]
+        if missing:
+            with version.fs().open(path, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                cols = [c for c in SHARD_COLUMNS if c in pf.schema_arrow.names]
+                table = pf.read_row_groups(missing, columns=cols)
+            at = 0
+            with self._lock:
+                for rg in missing:
+                    n = pf.metadata.row_group(rg).num_rows
+                    t = table.slice(at, n)
+                    at += n
+                    out[rg] = t
+                    if (path, rg) not in self._tables:
+                        self._tables[(path, rg)] = t
+                        self._bytes += t.nbytes
                 while self._bytes > self.max_bytes and len(self._tables) > 1:
                     _, old = self._tables.popitem(last=False)
                     self._bytes -= old.nbytes
-        return t
+        return out
 
 
 ROW_GROUPS = _RowGroups()
@@ -266,11 +279,12 @@ def read_positions(p: Plan, a: int, b: int) -> pa.Table:
         local = rows[i:j] - p.shard_starts[sh]
         rg_starts = ROW_GROUPS.starts(p.version, paths[sh])
         rg_of = np.searchsorted(rg_starts, local, side="right") - 1
+        groups = ROW_GROUPS.get_many(p.version, paths[sh], [int(x) for x in np.unique(rg_of)])
         k = 0
         while k < len(local):
             rg = int(rg_of[k])
             m = k + int(np.searchsorted(rg_of[k:], rg, side="right"))
-            t = ROW_GROUPS.get(p.version, paths[sh], rg)
+            t = groups[rg]
             idx = local[k:m] - rg_starts[rg]
             if m - k == t.num_rows:
                 parts.append(_conform(t))
