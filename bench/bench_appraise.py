@@ -12,6 +12,7 @@ that phase's alone (the version is built in one child, appraised in another).
 
     .venv/bin/python bench/bench_appraise.py appraise --records 1000000
     .venv/bin/python bench/bench_appraise.py index --index 10000000 --segment 1000000 --queries 200000
+    .venv/bin/python bench/bench_appraise.py index --index 10000000 --segment 1000000 --queries 200000 --compact
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def run_appraise(ref: str, baseline: str, home: str) -> dict:
     }
 
 
-def run_index(n: int, segment: int, queries: int, root: str) -> dict:
+def run_index(n: int, segment: int, queries: int, root: str, compact: bool = False) -> dict:
     import numpy as np
 
     from ciyuan.appraise.uniqueness import NUM_PERM, CatalogIndex
@@ -104,6 +105,11 @@ def run_index(n: int, segment: int, queries: int, root: str) -> dict:
         index.add(f"listing-{s // segment}", f"provider-{s // segment}", f"v{s}", sig)
         del sig
     build_s = time.perf_counter() - t
+    compact_s = None
+    if compact:
+        t = time.perf_counter()
+        index.compact()
+        compact_s = round(time.perf_counter() - t, 1)
     planted = np.concatenate(keep)[: queries // 2]
     change = rng.integers(0, NUM_PERM, size=(len(planted), 10))
     planted[np.arange(len(planted))[:, None], change] = rng.integers(0, 2**32, size=change.shape, dtype=np.uint32)
@@ -117,6 +123,7 @@ def run_index(n: int, segment: int, queries: int, root: str) -> dict:
         "signatures": index.size(),
         "segments": len(index._segments()),
         "build_s": round(build_s, 1),
+        "compact_s": compact_s,
         "queries": len(q),
         "query_s": round(query_s, 2),
         "lookups_per_s": round(len(q) / query_s),
@@ -148,6 +155,7 @@ def main() -> None:
     i.add_argument("--index", type=int, default=10_000_000)
     i.add_argument("--segment", type=int, default=1_000_000)
     i.add_argument("--queries", type=int, default=200_000)
+    i.add_argument("--compact", action="store_true", help="merge all segments into one before the lookups")
     c = sub.add_parser("_child")
     c.add_argument("what")
     c.add_argument("rest", nargs="*")
@@ -160,8 +168,8 @@ def main() -> None:
             ref, base, home = args.rest
             print(json.dumps(run_appraise(ref, base, home)))
         elif args.what == "index":
-            n, seg, q, root = args.rest
-            print(json.dumps(run_index(int(n), int(seg), int(q), root)))
+            n, seg, q, root, compact = args.rest
+            print(json.dumps(run_index(int(n), int(seg), int(q), root, compact == "1")))
         return
     with tempfile.TemporaryDirectory(prefix="ciyuan-bench-appraise-") as tmp:
         if args.cmd == "appraise":
@@ -172,7 +180,16 @@ def main() -> None:
             res = _child(["appraise", built["ref"], base["ref"], home])
             print(json.dumps({"records": args.records, **res}, indent=1))
         else:
-            res = _child(["index", str(args.index), str(args.segment), str(args.queries), str(Path(tmp) / "idx")])
+            res = _child(
+                [
+                    "index",
+                    str(args.index),
+                    str(args.segment),
+                    str(args.queries),
+                    str(Path(tmp) / "idx"),
+                    "1" if args.compact else "0",
+                ]
+            )
             print(json.dumps(res, indent=1))
 
 

@@ -159,11 +159,10 @@ def appraise(
     sig_tmp = wd / ".signatures.tmp"
     sigs = np.lib.format.open_memmap(sig_tmp, mode="w+", dtype=np.uint32, shape=(max(n_expected, 1), 128))
     tokens = np.zeros(max(n_expected, 1), dtype=np.int64)
-    ids: list[str] = []
     label_every = max(1, math.ceil(n_expected / LABEL_SAMPLE))
     lm_every = 1
     labelled: list[tuple[str, str, object]] = []
-    lm_texts: list[str] = []
+    lm_items: list[tuple[int, str, int]] = []  # (crc32 of id, text, tokens): thinned by hash, never by stride
     lm_tokens = 0
     total_tokens = 0
     row = 0
@@ -176,22 +175,24 @@ def appraise(
             c = int(r["tokens"][tok])
             tokens[row + j] = c
             total_tokens += c
-            i = row + j
-            ids.append(r["id"])
             meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
             if _picked(r["id"], label_every) and label_field in meta and r.get("text"):
                 lab = meta[label_field]
                 if isinstance(lab, str | int | bool):
                     labelled.append((r["id"], r["text"], lab))
-            if r.get("text") and i % lm_every == 0 and lm_tokens < LM_TOKENS:
-                lm_texts.append(r["text"])
-                lm_tokens += c
+            if r.get("text") and lm_tokens < LM_TOKENS:
+                h = zlib.crc32(r["id"].encode("utf-8", "surrogatepass"))
+                if h % lm_every == 0:
+                    lm_items.append((h, r["text"], c))
+                    lm_tokens += c
         row += n
         # keep the LM sample spread over the version: thin it when the cap is reached early
-        if lm_tokens >= LM_TOKENS and row < n_expected and lm_every < 1 << 20:
+        while lm_tokens >= LM_TOKENS and row < n_expected and lm_every < 1 << 20:
             lm_every *= 2
-            lm_texts = lm_texts[::2]
-            lm_tokens //= 2
+            lm_items = [it for it in lm_items if it[0] % lm_every == 0]
+            lm_tokens = sum(it[2] for it in lm_items)
+    lm_texts = [t for _, t, _ in lm_items]
+    del lm_items
     sigs.flush()
     sig_arr = np.load(sig_tmp, mmap_mode="r")[:row]
     timing = {"scan": time.perf_counter() - t0}

@@ -182,11 +182,18 @@ class CatalogIndex:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         tmp = self.root / "segments" / f".{name}.tmp"
         tmp.mkdir()
-        keys = band_keys(sig) if len(sig) else np.zeros((0, BANDS), np.uint64)
-        order = np.argsort(keys, axis=0, kind="stable").T.astype(np.uint32)  # (BANDS, n)
-        sorted_keys = np.take_along_axis(keys.T, order.astype(np.int64), axis=1)
-        np.save(tmp / "keys.npy", np.ascontiguousarray(sorted_keys))
-        np.save(tmp / "rows.npy", np.ascontiguousarray(order))
+        n = len(sig)
+        keys = band_keys(sig) if n else np.zeros((0, BANDS), np.uint64)
+        # one band at a time, straight into the files: memory stays at the signatures + keys
+        out_keys = np.lib.format.open_memmap(tmp / "keys.npy", mode="w+", dtype=np.uint64, shape=(BANDS, n))
+        out_rows = np.lib.format.open_memmap(tmp / "rows.npy", mode="w+", dtype=np.uint32, shape=(BANDS, n))
+        for b in range(BANDS):
+            order = np.argsort(keys[:, b], kind="stable")
+            out_keys[b] = keys[order, b]
+            out_rows[b] = order
+        out_keys.flush()
+        out_rows.flush()
+        del out_keys, out_rows, keys
         np.save(tmp / "sigs.npy", sig)
         np.save(tmp / "codes.npy", codes)
         (tmp / "meta.json").write_text(
@@ -265,13 +272,16 @@ class CatalogIndex:
                 if len(todo) == 0:
                     break
                 kb = keys[b]
+                # sorted needles walk the memory map in order; the right edge only for the rare hits
+                q_order = np.argsort(qkeys[todo, b], kind="stable")
+                todo = todo[q_order]
                 q = qkeys[todo, b]
                 lo = np.searchsorted(kb, q, side="left")
-                hi = np.searchsorted(kb, q, side="right")
-                hit = hi > lo
+                hit = np.asarray(kb[np.minimum(lo, len(kb) - 1)]) == q
                 if not hit.any():
                     continue
-                qi, pos = _expand(lo[hit], hi[hit], MAX_RUN)
+                hi = np.searchsorted(kb, q[hit], side="right")
+                qi, pos = _expand(lo[hit], hi, MAX_RUN)
                 qrow = todo[hit][qi]
                 srow = np.asarray(rows[b][pos], dtype=np.int64)
                 order = np.argsort(srow, kind="stable")  # sorted reads from the memory map
