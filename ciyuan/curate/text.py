@@ -75,7 +75,7 @@ def words(text: str, lang: str | None = None, segmenter: str = "bigram") -> list
 
     Measuring CJK text in words (not in space-separated "words", of which a Chinese paragraph has
     one) is what lets the Gopher/C4/FineWeb ratios apply to it fairly. ``segmenter`` is ``bigram``
-    (consecutive character pairs, fast) or ``jieba`` (dictionary words, about 20x slower).
+    (consecutive character pairs, fast) or ``jieba`` (dictionary words, about 50x slower).
     """
     if is_cjk(text, lang):
         code = lang if lang in ("zh", "ja") else guess_cjk_lang(text)
