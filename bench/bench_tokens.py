@@ -19,6 +19,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import statistics
 import sys
 import sysconfig
@@ -94,6 +95,12 @@ def _batches(texts: list[str], size: int) -> list[list[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (pool workers are reaped at shutdown)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def _wait_idle(max_wait_s: float, below: float = 5.0) -> float | None:
     """Wait (at most ``max_wait_s``) until no task has waited for a CPU recently; return the pressure."""
     deadline = time.monotonic() + max_wait_s
@@ -121,14 +128,16 @@ def run(limit_mb: float, repeat: int, batch_docs: int, wait_idle_s: float = 0.0)
 
     modes = {"raw": raw, "w1": workers(1), "w2": workers(2)}
     times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
     counts: dict[str, list[int]] = {}
     pressure: list[float | None] = []
     for _ in range(repeat):
         pressure.append(_wait_idle(wait_idle_s) if wait_idle_s > 0 else _cpu_pressure())
         for m, fn in modes.items():
-            start = time.perf_counter()
+            cpu0, start = _cpu_seconds(), time.perf_counter()
             got = fn()
             times[m].append(time.perf_counter() - start)
+            cpu[m].append(_cpu_seconds() - cpu0)
             counts.setdefault(m, got)
             if got != counts[m]:
                 raise SystemExit(f"{m}: counts changed between repeats")
@@ -150,6 +159,7 @@ def run(limit_mb: float, repeat: int, batch_docs: int, wait_idle_s: float = 0.0)
                 "all_s": [round(x, 3) for x in times[m]],
                 "docs_per_s": round(len(texts) / med[m]),
                 "mb_per_s": round(mb / med[m], 2),
+                "median_cpu_s": round(statistics.median(cpu[m]), 3),
             }
             for m in modes
         },
@@ -160,6 +170,8 @@ def run(limit_mb: float, repeat: int, batch_docs: int, wait_idle_s: float = 0.0)
         "paired_ratio_w2_over_w1": round(
             statistics.median(a / b for a, b in zip(times["w1"], times["w2"], strict=True)), 2
         ),
+        # what two idle cores would give: both workers busy, total CPU as measured (an upper bound)
+        "projected_w2_over_w1_idle": round(2 * statistics.median(cpu["w1"]) / statistics.median(cpu["w2"]), 2),
         "cpu_pressure_before_rounds": pressure,
         "cpu_pressure_avg10": _cpu_pressure(),
         "counts_identical": identical,
@@ -206,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  best-of-{r['repeat']} ratios: {r['best_ratio_w1_over_raw']:.2f}, {r['best_ratio_w2_over_w1']:.2f}; "
             f"paired w2/w1 (median per round): {r['paired_ratio_w2_over_w1']:.2f}"
+        )
+        print(
+            f"  CPU seconds (median): raw {r['modes']['raw']['median_cpu_s']}, w1 {r['modes']['w1']['median_cpu_s']}, "
+            f"w2 {r['modes']['w2']['median_cpu_s']} -> on two idle cores w2/w1 <= {r['projected_w2_over_w1_idle']:.2f}"
         )
         print(
             f"  CPU pressure avg10 before each round: {r['cpu_pressure_before_rounds']}, at the end: "
