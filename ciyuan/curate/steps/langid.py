@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import re
+
 from ciyuan.curate.steps.base import Param, Step, curation_meta
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def _script_fix(sample: str, lang: str) -> str:
+    """Correct what the script rules out: the lite model often calls terse Chinese "ja" (or a European
+    language when it is full of Latin part numbers), but Japanese always has kana and a text that is
+    mostly Han characters without kana is Chinese."""
+    if lang == "zh":
+        return lang
+    han = len(_HAN.findall(sample))
+    if not han or _KANA.search(sample):
+        return lang
+    letters = len(_LETTER.findall(sample))
+    if lang == "ja" or han >= 0.5 * letters:
+        return "zh"
+    return lang
 
 
 def detect(text: str, max_chars: int = 2000) -> tuple[str, float]:
@@ -13,7 +34,9 @@ def detect(text: str, max_chars: int = 2000) -> tuple[str, float]:
     if not sample:
         return "und", 0.0
     best = _detect(sample, model="lite", k=1)[0]
-    return str(best["lang"]), round(float(best["score"]), 4)
+    lang = str(best["lang"])
+    fixed = _script_fix(sample, lang)
+    return fixed, round(float(best["score"]), 4)
 
 
 class LangId(Step):
