@@ -23,8 +23,11 @@ Entitlements of paid (prepaid) orders stream the same way without holds; metered
 (:func:`place_metered_order`) pay per posted batch.
 
 Reading is kept out of the database transaction: the batch bounds are predicted from the
-stream's state, the content is read and hashed, and the transaction then checks that the state
-still gives those bounds (else it is re-run with the bounds it found).
+stream's state (remembered in process after each request, read from the database otherwise), the
+content is read, and the transaction then checks that the state still gives those bounds (else it
+is re-run with the bounds it found). The content digest and the encoded body are computed on a
+worker thread while the transaction runs (hashing and Arrow compression release the GIL), and
+kept in a bounded per-entitlement cache so a redelivery or replay is neither re-read nor re-hashed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import json
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -54,7 +59,7 @@ from ciyuan.exchange.money import format_amount
 from ciyuan.exchange.pricing import PriceSchedule
 from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow, QuoteRow
 
-DEFAULT_MAX_TOKENS = 1_000_000
+DEFAULT_MAX_TOKENS = 4_000_000
 MAX_MAX_TOKENS = 100_000_000
 METERED = "metered"
 
@@ -299,6 +304,96 @@ def read_positions(p: Plan, a: int, b: int) -> pa.Table:
     return table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
 
 
+# -- prepared batches: content, digest and encoded bodies, computed once per batch ------------------
+
+Encoder = Callable[[pa.Table], bytes]
+
+
+class _Prepared:
+    """One batch's records with its digest and encoded bodies (per format), filled in on worker threads.
+
+    Keyed by entitlement and absolute selection positions, so a redelivery (same cursor after a
+    lost response) or a free replay reuses the bytes first sent instead of reading and hashing again.
+    """
+
+    def __init__(self, cache: _PreparedCache, key: tuple[str, int, int], table: pa.Table):
+        self.cache, self.key, self.table = cache, key, table
+        self.sha: Future[str] = _POOL.submit(digest, table)
+        self.bodies: dict[str, Future[tuple[bytes, str]]] = {}
+        self.lock = threading.Lock()
+
+    def body(self, fmt: str, encode: Encoder) -> Future[tuple[bytes, str]]:
+        """The body in ``fmt`` and the sha256 of its bytes (what the client checks cheaply)."""
+        with self.lock:
+            f = self.bodies.get(fmt)
+            if f is None:
+                f = self.bodies[fmt] = _POOL.submit(self._encode, encode)
+            return f
+
+    def _encode(self, encode: Encoder) -> tuple[bytes, str]:
+        data = encode(self.table)
+        self.cache.account(self.key, len(data))
+        return data, hashlib.sha256(data).hexdigest()
+
+
+# two workers: the digest and the body encode in parallel with each other and with the transaction
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ciyuan-batch")
+
+
+class _PreparedCache:
+    """A bounded LRU of prepared batches; table and body bytes both count, so memory stays bounded."""
+
+    def __init__(self, max_bytes: int = 128 << 20):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, int, int], tuple[_Prepared, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, p: Plan, a: int, b: int) -> _Prepared:
+        key = (p.entitlement_id, a, b)
+        with self._lock:
+            got = self._items.get(key)
+            if got is not None:
+                self._items.move_to_end(key)
+                return got[0]
+        prep = _Prepared(self, key, read_positions(p, a, b))
+        with self._lock:
+            if key in self._items:  # a racing request prepared it first: share theirs
+                return self._items[key][0]
+            self._items[key] = (prep, 0)
+        self.account(key, prep.table.nbytes)
+        return prep
+
+    def account(self, key: tuple[str, int, int], extra: int) -> None:
+        """Count more bytes of a cached batch against the bound, evicting the oldest batches."""
+        with self._lock:
+            got = self._items.get(key)
+            if got is None:
+                return
+            self._items[key] = (got[0], got[1] + extra)
+            self._bytes += extra
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, (_old, n) = self._items.popitem(last=False)
+                self._bytes -= n
+
+
+PREPARED = _PreparedCache()
+EMPTY_DIGEST = digest(SCHEMA.empty_table())
+
+# the last known state of each stream, (acked, open start, open end), to predict without a query
+_streams: OrderedDict[tuple[str, int], tuple[int, int | None, int | None]] = OrderedDict()
+_streams_lock = threading.Lock()
+STREAM_CACHE = 4096
+
+
+def _remember(p: Plan, part: int, acked: int, open_: tuple[int, int] | None) -> None:
+    with _streams_lock:
+        _streams[(p.entitlement_id, part)] = (acked, *(open_ or (None, None)))
+        _streams.move_to_end((p.entitlement_id, part))
+        while len(_streams) > STREAM_CACHE:
+            _streams.popitem(last=False)
+
+
 # -- results ----------------------------------------------------------------------------------------
 
 
@@ -320,6 +415,8 @@ class Delivery:
     expires_at: datetime | None = None
     posted: dict | None = None
     table: pa.Table | None = field(default=None, repr=False)
+    body: bytes | None = field(default=None, repr=False)  # the encoded records, when an encoder was given
+    body_sha256: str = ""  # sha256 of ``body``'s bytes: a cheap check that the client got them intact
 
     def headers(self) -> dict[str, str]:
         h = {
@@ -337,6 +434,8 @@ class Delivery:
             h["Ciyuan-Currency"] = self.currency
         if self.expires_at:
             h["Ciyuan-Ack-By"] = self.expires_at.isoformat()
+        if self.body_sha256:
+            h["Ciyuan-Body-Sha256"] = self.body_sha256
         if self.posted:
             h["Ciyuan-Posted-Batch"] = self.posted["batch_id"]
             h["Ciyuan-Posted-Amount"] = str(self.posted["amount"])
@@ -485,7 +584,8 @@ def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: 
     return info
 
 
-def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None, sha: str,
+def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None,
+          sha: Callable[[], str],
           now: datetime, s: Settings, ack_only: bool = False) -> Delivery:
     """One request under the meter's lock; its audit events are chained in one append at the end."""
     ev: list[tuple[str, str, dict]] = []
@@ -494,7 +594,8 @@ def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int,
     return d
 
 
-def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None, sha: str,
+def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None,
+                sha: Callable[[], str],
                 now: datetime, s: Settings, ack_only: bool, ev: list) -> Delivery:
     m = _meter(sess, p, c.parts, now)
     st = _stream(sess, p, c)
@@ -529,7 +630,7 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
                 raise _Mismatch(o, end)
             tokens = int(p.cum[lo + end] - p.cum[lo + o])
             return Delivery("replay", p.entitlement_id, here, str(Cursor(c.parts, c.part, end)), o, end, tokens,
-                            sha256=sha)
+                            sha256=sha())
     else:
         raise Conflict(
             f"cursor {here} does not continue this stream (acknowledged up to {cur})",
@@ -555,6 +656,7 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
     tokens = int(p.cum[lo + end] - p.cum[lo + start])
     seq = st.next_seq
     st.next_seq += 1
+    content_sha = sha()
     batch_id = f"{p.entitlement_id}.{c.part}.{seq}"
     hold_amount = p.price(tokens) if p.metered else 0
     hold_id = None
@@ -566,33 +668,39 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
     expires = now + timedelta(seconds=s.hold_timeout_s)
     sess.add(BatchRow(id=batch_id, entitlement_id=p.entitlement_id, part=c.part, seq=seq, start=start, end=end,
                       records=end - start, tokens=tokens, hold_id=hold_id, hold_amount=hold_amount, amount=None,
-                      sha256=sha, state="pending", created_at=now, expires_at=expires, resolved_at=None))
+                      sha256=content_sha, state="pending", created_at=now, expires_at=expires, resolved_at=None))
     m.tokens_held += tokens
     m.updated_at = now
     st.open_batch = batch_id
     ev.append(("delivery.batch", f"batch:{batch_id}",
                {"batch": batch_id, "start": start, "end": end, "tokens": tokens, "hold": hold_id,
-                "hold_amount": hold_amount, "sha256": sha}))
+                "hold_amount": hold_amount, "sha256": content_sha}))
     return Delivery("new", p.entitlement_id, str(nxt), str(Cursor(c.parts, c.part, end)), start, end, tokens,
-                    batch_id, hold_amount, p.currency, sha, expires, posted)
+                    batch_id, hold_amount, p.currency, content_sha, expires, posted)
 
 
 def _predict(p: Plan, c: Cursor, max_tokens: int, s: Settings) -> tuple[int, int]:
-    """The bounds a request will most likely get, read without locks."""
-    lo, hi = partition_bounds(p.records, c.parts, c.part)
+    """The bounds a request will most likely get, from the remembered state or read without locks.
 
-    def read(sess: Session):
+    Only a guess: the transaction checks it and re-runs with the true bounds when it was wrong
+    (another process moved the stream, a sweep voided the open batch).
+    """
+    lo, hi = partition_bounds(p.records, c.parts, c.part)
+    with _streams_lock:
+        known = _streams.get((p.entitlement_id, c.part))
+
+    def read(sess: Session) -> tuple[int, int | None, int | None]:
         st = sess.get(StreamRow, (p.entitlement_id, c.part))
         if st is None:
-            return 0, None
+            return 0, None, None
         ob = sess.get(BatchRow, st.open_batch) if st.open_batch else None
-        return st.acked, ob
+        return (st.acked, ob.start, ob.end) if ob is not None else (st.acked, None, None)
 
-    acked, ob = tx.run(read, s)
+    acked, ob_start, ob_end = known if known is not None else tx.run(read, s)
     o = c.offset
-    if ob is not None and o == ob.start:
-        return ob.start, ob.end
-    start = ob.end if ob is not None and o == ob.end else (o if o <= acked else acked)
+    if ob_start is not None and o == ob_start:
+        return ob_start, ob_end
+    start = ob_end if ob_end is not None and o == ob_end else (o if o <= acked else acked)
     if start > hi - lo:
         return start, start
     end = batch_end(p.cum, lo, start, hi, max_tokens, 10**18)
@@ -612,28 +720,46 @@ def _check_max_tokens(max_tokens: int | None) -> int:
 
 def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = None, *, parts: int = 1,
                part: int = 0, max_tokens: int | None = None, s: Settings | None = None,
-               now: datetime | None = None) -> Delivery:
-    """Acknowledge what ``cursor`` says was received and return the next batch (see module doc)."""
+               now: datetime | None = None, encode: Encoder | None = None, fmt: str = "") -> Delivery:
+    """Acknowledge what ``cursor`` says was received and return the next batch (see module doc).
+
+    With ``encode`` (and a ``fmt`` naming it), the batch's body is encoded on a worker thread while
+    the transaction runs and returned in ``Delivery.body``; it is cached with the batch, so a
+    redelivery sends the very bytes sent the first time.
+    """
     s = s or settings()
     max_tokens = _check_max_tokens(max_tokens)
     p = plan(entitlement_id, buyer_id, s)
     c = Cursor.parse(cursor, parts=parts, part=part)
     bounds = _predict(p, c, max_tokens, s)
+    lo, _hi = partition_bounds(p.records, c.parts, c.part)
     for _ in range(8):
-        lo, _hi = partition_bounds(p.records, c.parts, c.part)
-        table = read_positions(p, lo + bounds[0], lo + bounds[1])
-        sha = digest(table)
-        try:
-            d = tx.run(lambda sess, b=bounds, h=sha: _step(sess, p, c, max_tokens, b, h, _now(now), s), s)
+        a, b = lo + bounds[0], lo + bounds[1]
+        prep = PREPARED.get(p, a, b)
+        body = prep.body(fmt, encode) if encode is not None else None
+        try:  # the digest is awaited inside the transaction only where it is written
+            d = tx.run(lambda sess, bd=bounds, pr=prep: _step(sess, p, c, max_tokens, bd, pr.sha.result,
+                                                              _now(now), s), s)
         except _Mismatch as mm:
             bounds = (mm.start, mm.end)
             continue
-        if d.kind == "redelivery" and d.sha256 != sha:
+        if d.kind == "redelivery" and d.sha256 != prep.sha.result():
             raise Conflict(f"batch {d.batch_id} content changed since it was first sent",
                            hint="contact the operator: the stored shards changed", code="content_changed")
-        d.table = table if d.kind != "done" else SCHEMA.empty_table()
+        if d.kind in ("new", "redelivery"):
+            _remember(p, c.part, d.start, (d.start, d.end))
+        elif d.kind == "done":
+            _remember(p, c.part, d.start, None)
         if d.kind == "done":
-            d.sha256 = digest(d.table)
+            d.table = SCHEMA.empty_table()
+            d.sha256 = EMPTY_DIGEST
+            if encode is not None:
+                d.body = encode(d.table)
+                d.body_sha256 = hashlib.sha256(d.body).hexdigest()
+            return d
+        d.table = prep.table
+        if body is not None:
+            d.body, d.body_sha256 = body.result()
         return d
     raise Conflict("the stream kept moving under this request", hint="retry with the same cursor",
                    code="stream_busy")
@@ -645,7 +771,10 @@ def ack(buyer_id: str | None, entitlement_id: str, cursor: str, *, s: Settings |
     s = s or settings()
     p = plan(entitlement_id, buyer_id, s)
     c = Cursor.parse(cursor)
-    return tx.run(lambda sess: _step(sess, p, c, 1, None, "", _now(now), s, ack_only=True), s)
+    d = tx.run(lambda sess: _step(sess, p, c, 1, None, lambda: "", _now(now), s, ack_only=True), s)
+    with _streams_lock:  # the stream moved: the next request reads its state afresh
+        _streams.pop((p.entitlement_id, c.part), None)
+    return d
 
 
 def sweep(*, s: Settings | None = None, now: datetime | None = None) -> dict:

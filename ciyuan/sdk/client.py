@@ -3,11 +3,19 @@
 Retries are safe by construction: reads are idempotent, orders carry an ``Idempotency-Key`` that
 stays the same across retries, and a stream request re-sent with the same cursor gets the same
 batch under the same hold (or, if the first attempt did arrive, the batch after it is redelivered
-rather than opened twice). Every batch's content digest is checked before it is handed over.
+rather than opened twice).
+
+Every batch is checked before it is handed over. By default (``verify="body"``) the sha256 of the
+body's bytes, which the server computed over exactly what it sent, is compared: cheap, since the
+Arrow body is compressed. ``verify="content"`` also recomputes the canonical content digest that
+the usage record and the receipt hold (format free, so a buyer can tie records to the bill); it
+reads every byte of the records, so it costs about as much as decoding them again.
+``Batch.verify_content()`` does the same check on demand.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -25,6 +33,8 @@ from ciyuan.exchange.metering import Cursor, digest, records_to_table
 ARROW = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"
 RETRY_STATUS = {502, 503, 504}
+VERIFY = ("body", "content", "none")
+DEFAULT_MAX_TOKENS = 4_000_000
 
 
 class ApiError(Exception):
@@ -52,6 +62,10 @@ class Batch:
     def done(self) -> bool:
         return self.kind == "done"
 
+    def verify_content(self) -> bool:
+        """Whether the records hash to the digest the usage record and the receipt hold."""
+        return digest(self.table) == self.sha256
+
     def records(self) -> list[dict]:
         """Records as dicts; ``meta`` parsed back to an object."""
         out = self.table.to_pylist()
@@ -64,8 +78,11 @@ class Client:
     """``Client(base_url, key)``: every call returns parsed JSON or raises :class:`ApiError`."""
 
     def __init__(self, base_url: str, key: str | None = None, *, timeout: float = 120.0, retries: int = 10,
-                 backoff: float = 0.1, max_backoff: float = 5.0):
+                 backoff: float = 0.1, max_backoff: float = 5.0, verify: str = "body"):
+        if verify not in VERIFY:
+            raise ValueError(f"verify must be one of {', '.join(VERIFY)}, not {verify!r}")
         self.base_url = base_url.rstrip("/")
+        self.verify = verify
         self.key = key
         self.timeout = timeout
         self.retries = retries
@@ -204,7 +221,7 @@ class Client:
         return n
 
     # -- streams -----------------------------------------------------------------------------------
-    def fetch(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = 1_000_000,
+    def fetch(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
               parts: int = 1, part: int = 0, fmt: str = "arrow") -> Batch:
         """One batch. Asking with a batch's ``next_cursor`` acknowledges (pays for) that batch."""
         params: dict = {"max_tokens": max_tokens, "parts": parts, "part": part}
@@ -215,12 +232,17 @@ class Client:
             resp = self.request("GET", f"/v1/entitlements/{entitlement_id}/records", params=params,
                                 headers={"Accept": accept})
             h = resp.headers
-            if accept == ARROW and resp.content:
-                table = pa.ipc.open_stream(resp.content).read_all()
+            data = resp.content
+            if self._intact(data, h):
+                if accept == ARROW and data:
+                    table = pa.ipc.open_stream(data).read_all()
+                else:
+                    table = records_to_table([json.loads(x) for x in data.splitlines() if x.strip()])
             else:
-                lines = [json.loads(x) for x in resp.content.splitlines() if x.strip()]
-                table = records_to_table(lines)
-            if digest(table) == h.get("ciyuan-batch-sha256"):
+                table = None
+            # without a body digest (an older server) the content digest is the only check there is
+            deep = self.verify == "content" or (self.verify == "body" and "ciyuan-body-sha256" not in h)
+            if table is not None and (not deep or digest(table) == h.get("ciyuan-batch-sha256")):
                 return Batch(h["ciyuan-batch-kind"], h["ciyuan-cursor"], h.get("ciyuan-next-cursor") or None,
                              int(h["ciyuan-tokens"]), h["ciyuan-batch-sha256"], h.get("ciyuan-batch-id"),
                              int(h.get("ciyuan-hold-amount") or 0), table)
@@ -228,6 +250,11 @@ class Client:
                 raise ApiError(502, "digest_mismatch", "batch content does not match its digest", "retry")
             self._sleep(attempt)
         raise AssertionError("unreachable")
+
+    def _intact(self, data: bytes, h: httpx.Headers) -> bool:
+        """The body's bytes are those the server sent (sha256 header), unless checks are off."""
+        want = h.get("ciyuan-body-sha256")
+        return self.verify == "none" or want is None or hashlib.sha256(data).hexdigest() == want
 
     def ack(self, entitlement_id: str, cursor: str) -> dict:
         return self._json("POST", f"/v1/entitlements/{entitlement_id}/ack", json={"cursor": cursor})
@@ -241,7 +268,7 @@ class Client:
             yield b
             cursor = b.next_cursor
 
-    def stream(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = 1_000_000,
+    def stream(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                parts: int = 1, part: int = 0, fmt: str = "arrow") -> Iterator[dict]:
         """Every record of (one partition of) an entitlement, in order."""
         if cursor is None:

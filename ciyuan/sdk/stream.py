@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ciyuan.exchange.metering import Cursor
-from ciyuan.sdk.client import Client
+from ciyuan.sdk.client import DEFAULT_MAX_TOKENS, Client
 
 try:  # torch is optional: subclass its IterableDataset only when it is there
     from torch.utils.data import IterableDataset as _Base
@@ -38,7 +38,7 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
     """Records of an entitlement, split across DataLoader workers (and ranks) without overlap."""
 
     def __init__(self, client: Client | str, entitlement_id: str, key: str | None = None, *,
-                 max_tokens: int = 1_000_000, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
+                 max_tokens: int = DEFAULT_MAX_TOKENS, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
                  num_workers: int | None = None):
         super().__init__()
         self.client = client if isinstance(client, Client) else Client(client, key)
