@@ -81,16 +81,24 @@ def signatures(texts: Sequence[str | None]) -> np.ndarray:
     return np.asarray(m.to_rows(), dtype=np.uint32).reshape(n, NUM_PERM)
 
 
-def band_keys(sig: np.ndarray) -> np.ndarray:
-    """(n, BANDS) uint64 keys; each mixes the 8 signature values of its band."""
-    s = sig.reshape(len(sig), BANDS, ROWS).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        k = np.full(s.shape[:2], np.uint64(0x9E3779B97F4A7C15))
-        for r in range(ROWS):
-            k = (k ^ s[:, :, r]) * np.uint64(0x100000001B3)
-            k ^= k >> np.uint64(29)
-        k += np.arange(BANDS, dtype=np.uint64)  # different bands never share a key by accident
-    return k
+def band_keys(sig: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """(n, BANDS) uint64 keys; each mixes the 8 signature values of its band.
+
+    Works through ``chunk`` rows at a time so a memory-mapped signature file of any size is read
+    once with bounded extra memory.
+    """
+    n = len(sig)
+    out = np.empty((n, BANDS), dtype=np.uint64)
+    for i in range(0, n, chunk):
+        s = np.asarray(sig[i : i + chunk]).reshape(-1, BANDS, ROWS).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            k = np.full(s.shape[:2], np.uint64(0x9E3779B97F4A7C15))
+            for r in range(ROWS):
+                k = (k ^ s[:, :, r]) * np.uint64(0x100000001B3)
+                k ^= k >> np.uint64(29)
+            k += np.arange(BANDS, dtype=np.uint64)  # different bands never share a key by accident
+        out[i : i + chunk] = k
+    return out
 
 
 def _valid(sig: np.ndarray) -> np.ndarray:
@@ -178,10 +186,15 @@ class CatalogIndex:
             con.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (name, len(sig)))
         return {"listing_id": listing_id, "code": code, "added": int(len(sig)), "segment": name}
 
-    def _write_segment(self, sig: np.ndarray, codes: np.ndarray) -> str:
+    def _new_segment_dir(self) -> tuple[str, Path]:
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         tmp = self.root / "segments" / f".{name}.tmp"
         tmp.mkdir()
+        return name, tmp
+
+    def _write_segment(self, sig: np.ndarray, codes: np.ndarray, place: tuple[str, Path] | None = None) -> str:
+        """Write keys, rows, codes (and the signatures unless ``sig`` is already ``place``'s sigs.npy)."""
+        name, tmp = place or self._new_segment_dir()
         n = len(sig)
         keys = band_keys(sig) if n else np.zeros((0, BANDS), np.uint64)
         # one band at a time, straight into the files: memory stays at the signatures + keys
@@ -194,7 +207,8 @@ class CatalogIndex:
         out_keys.flush()
         out_rows.flush()
         del out_keys, out_rows, keys
-        np.save(tmp / "sigs.npy", sig)
+        if place is None:
+            np.save(tmp / "sigs.npy", sig)
         np.save(tmp / "codes.npy", codes)
         (tmp / "meta.json").write_text(
             json.dumps(
@@ -218,11 +232,22 @@ class CatalogIndex:
             names = [r[0] for r in con.execute("SELECT name FROM segments ORDER BY name")]
             if len(names) < 2:
                 return {"segments": len(names)}
-            sigs = [np.load(self.root / "segments" / n / "sigs.npy") for n in names]
-            codes = [np.load(self.root / "segments" / n / "codes.npy") for n in names]
-            merged = self._write_segment(np.concatenate(sigs), np.concatenate(codes))
+            parts = [np.load(self.root / "segments" / n / "sigs.npy", mmap_mode="r") for n in names]
+            total = int(sum(len(p) for p in parts))
+            place = self._new_segment_dir()
+            # signatures are copied into the merged file segment by segment, never all in memory
+            merged_sig = np.lib.format.open_memmap(place[1] / "sigs.npy", mode="w+", dtype=np.uint32,
+                                                   shape=(total, NUM_PERM))  # fmt: skip
+            at = 0
+            for p in parts:
+                merged_sig[at : at + len(p)] = p
+                at += len(p)
+            merged_sig.flush()
+            codes = np.concatenate([np.load(self.root / "segments" / n / "codes.npy") for n in names])
+            merged = self._write_segment(merged_sig, codes, place)
+            del merged_sig, parts
             con.execute("DELETE FROM segments")
-            con.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (merged, int(sum(map(len, sigs)))))
+            con.execute("INSERT INTO segments (name, rows) VALUES (?, ?)", (merged, total))
         for n in names:
             shutil.rmtree(self.root / "segments" / n, ignore_errors=True)
         return {"segments": 1, "merged": len(names)}
