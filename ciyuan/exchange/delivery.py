@@ -346,23 +346,34 @@ class _PreparedCache:
     def __init__(self, max_bytes: int = 128 << 20):
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, int, int], tuple[_Prepared, int]] = OrderedDict()
+        self._reading: dict[tuple[str, int, int], threading.Event] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, p: Plan, a: int, b: int) -> _Prepared:
+        """The prepared batch of positions ``[a, b)``; one thread reads it, racing ones wait for it."""
         key = (p.entitlement_id, a, b)
-        with self._lock:
-            got = self._items.get(key)
-            if got is not None:
-                self._items.move_to_end(key)
-                return got[0]
-        prep = _Prepared(self, key, read_positions(p, a, b))
-        with self._lock:
-            if key in self._items:  # a racing request prepared it first: share theirs
-                return self._items[key][0]
-            self._items[key] = (prep, 0)
-        self.account(key, prep.table.nbytes)
-        return prep
+        while True:
+            with self._lock:
+                got = self._items.get(key)
+                if got is not None:
+                    self._items.move_to_end(key)
+                    return got[0]
+                busy = self._reading.get(key)
+                if busy is None:
+                    busy = self._reading[key] = threading.Event()
+                    break
+            busy.wait()  # a prefetch (or a retry) is reading it: hash it once, not twice
+        try:
+            prep = _Prepared(self, key, read_positions(p, a, b))
+            with self._lock:
+                self._items[key] = (prep, 0)
+            self.account(key, prep.table.nbytes)
+            return prep
+        finally:
+            with self._lock:
+                self._reading.pop(key, None)
+            busy.set()
 
     def account(self, key: tuple[str, int, int], extra: int) -> None:
         """Count more bytes of a cached batch against the bound, evicting the oldest batches."""
@@ -709,6 +720,20 @@ def _predict(p: Plan, c: Cursor, max_tokens: int, s: Settings) -> tuple[int, int
     return start, end
 
 
+def _prefetch(p: Plan, lo: int, hi: int, start: int, max_tokens: int, fmt: str, encode: Encoder) -> None:
+    """Prepare the batch a client will most likely ask for next while it receives this one.
+
+    Reading, hashing and encoding then overlap with the network and the client's decoding, and the
+    next request only runs its transaction. A wrong guess (different max_tokens, a capped
+    remainder, a client that stops) costs one batch of work and a cache slot, never correctness:
+    the transaction decides the bounds and the cache is keyed by them.
+    """
+    if lo + start >= hi:
+        return
+    end = batch_end(p.cum, lo, start, hi, max_tokens, 10**18)
+    _POOL.submit(lambda: PREPARED.get(p, lo + start, lo + end).body(fmt, encode))
+
+
 def _check_max_tokens(max_tokens: int | None) -> int:
     if max_tokens is None:
         return DEFAULT_MAX_TOKENS
@@ -737,6 +762,8 @@ def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = N
         a, b = lo + bounds[0], lo + bounds[1]
         prep = PREPARED.get(p, a, b)
         body = prep.body(fmt, encode) if encode is not None else None
+        if encode is not None and bounds[1] > bounds[0]:  # the next batch, while this one is billed and sent
+            _prefetch(p, lo, _hi, bounds[1], max_tokens, fmt, encode)
         try:  # the digest is awaited inside the transaction only where it is written
             d = tx.run(lambda sess, bd=bounds, pr=prep: _step(sess, p, c, max_tokens, bd, pr.sha.result,
                                                               _now(now), s), s)

@@ -121,21 +121,49 @@ def marginal_price(price, posted_tokens: int, tokens: int) -> int:
 # -- content ----------------------------------------------------------------------------------------
 
 
-def _bytes_column(arr: pa.Array | pa.ChunkedArray) -> tuple[bytes, memoryview]:
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.large_binary())
+def _slow_parts(arr: pa.Array) -> tuple[np.ndarray, memoryview]:
+    """Lengths (-1 for null) and value bytes of an array with nulls (their slots' bytes are skipped)."""
     arr = arr.cast(pa.large_binary())
     lens = pc.fill_null(pc.binary_length(arr), -1).to_numpy(zero_copy_only=False).astype("<i8")
     filled = pc.fill_null(arr, pa.scalar(b"", pa.large_binary()))
-    if isinstance(filled, pa.ChunkedArray):
-        filled = filled.combine_chunks()
     n = len(filled)
     if n == 0:
-        return lens.tobytes(), memoryview(b"")
+        return lens, memoryview(b"")
     offsets = np.frombuffer(filled.buffers()[1], dtype="<i8", count=n + 1, offset=filled.offset * 8)
     data = filled.buffers()[2]
     mv = memoryview(data)[int(offsets[0]) : int(offsets[-1])] if data is not None else memoryview(b"")
-    return lens.tobytes(), mv
+    return lens, mv
+
+
+def _chunk_parts(arr: pa.Array) -> tuple[np.ndarray, memoryview]:
+    """Lengths and value bytes of one chunk, read in place from its buffers when it has no nulls.
+
+    This avoids copying the batch (a cast and a fill) just to hash it: hashing is then the only
+    pass over the bytes. Arrays with nulls take the general path, which drops null slots' bytes.
+    """
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, "<i8"), memoryview(b"")
+    if arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_binary(arr.type)
+                              or pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)):
+        return _slow_parts(arr)
+    width = "<i8" if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) else "<i4"
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=width, count=n + 1, offset=arr.offset * np.dtype(width).itemsize)
+    lens = np.diff(offsets).astype("<i8")
+    data = bufs[2]
+    mv = memoryview(data)[int(offsets[0]) : int(offsets[-1])] if data is not None else memoryview(b"")
+    return lens, mv
+
+
+def _column_update(h: hashlib._Hash, col: pa.Array | pa.ChunkedArray) -> None:
+    """Feed one column's canonical form (all value lengths, then all value bytes) to ``h``."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    parts = [_chunk_parts(c) for c in chunks]
+    for lens, _ in parts:
+        h.update(lens.tobytes())
+    for _, data in parts:
+        h.update(data)
 
 
 def digest(table: pa.Table) -> str:
@@ -149,9 +177,7 @@ def digest(table: pa.Table) -> str:
         if name == "tokens":
             h.update(col.to_numpy().astype("<i8").tobytes())
         else:
-            lens, data = _bytes_column(col)
-            h.update(lens)
-            h.update(data)
+            _column_update(h, col)
     return h.hexdigest()
 
 

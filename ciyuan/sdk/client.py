@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -224,6 +226,19 @@ class Client:
     def fetch(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
               parts: int = 1, part: int = 0, fmt: str = "arrow") -> Batch:
         """One batch. Asking with a batch's ``next_cursor`` acknowledges (pays for) that batch."""
+        for attempt in range(self.retries + 1):
+            h, data = self._receive(entitlement_id, cursor, max_tokens=max_tokens, parts=parts, part=part, fmt=fmt)
+            b = self._decode(h, data, fmt)
+            if b is not None:
+                return b
+            if attempt == self.retries:  # same cursor again is a redelivery, never a new charge
+                raise ApiError(502, "digest_mismatch", "batch content does not match its digest", "retry")
+            self._sleep(attempt)
+        raise AssertionError("unreachable")
+
+    def _receive(self, entitlement_id: str, cursor: str | None, *, max_tokens: int, parts: int, part: int,
+                 fmt: str) -> tuple[httpx.Headers, bytes]:
+        """A batch's headers and body bytes, re-asked (same cursor: no new charge) until they arrive intact."""
         params: dict = {"max_tokens": max_tokens, "parts": parts, "part": part}
         if cursor:
             params["cursor"] = cursor
@@ -231,25 +246,26 @@ class Client:
         for attempt in range(self.retries + 1):
             resp = self.request("GET", f"/v1/entitlements/{entitlement_id}/records", params=params,
                                 headers={"Accept": accept})
-            h = resp.headers
-            data = resp.content
-            if self._intact(data, h):
-                if accept == ARROW and data:
-                    table = pa.ipc.open_stream(data).read_all()
-                else:
-                    table = records_to_table([json.loads(x) for x in data.splitlines() if x.strip()])
-            else:
-                table = None
-            # without a body digest (an older server) the content digest is the only check there is
-            deep = self.verify == "content" or (self.verify == "body" and "ciyuan-body-sha256" not in h)
-            if table is not None and (not deep or digest(table) == h.get("ciyuan-batch-sha256")):
-                return Batch(h["ciyuan-batch-kind"], h["ciyuan-cursor"], h.get("ciyuan-next-cursor") or None,
-                             int(h["ciyuan-tokens"]), h["ciyuan-batch-sha256"], h.get("ciyuan-batch-id"),
-                             int(h.get("ciyuan-hold-amount") or 0), table)
-            if attempt == self.retries:  # same cursor again is a redelivery, never a new charge
-                raise ApiError(502, "digest_mismatch", "batch content does not match its digest", "retry")
+            if self._intact(resp.content, resp.headers):
+                return resp.headers, resp.content
+            if attempt == self.retries:
+                raise ApiError(502, "digest_mismatch", "batch body does not match its digest", "retry")
             self._sleep(attempt)
         raise AssertionError("unreachable")
+
+    def _decode(self, h: httpx.Headers, data: bytes, fmt: str) -> Batch | None:
+        """The batch of an intact body, or None when the content digest is checked and differs."""
+        if fmt == "arrow" and data:
+            table = pa.ipc.open_stream(data).read_all()
+        else:
+            table = records_to_table([json.loads(x) for x in data.splitlines() if x.strip()])
+        # without a body digest (an older server) the content digest is the only check there is
+        deep = self.verify == "content" or (self.verify == "body" and "ciyuan-body-sha256" not in h)
+        if deep and digest(table) != h.get("ciyuan-batch-sha256"):
+            return None
+        return Batch(h["ciyuan-batch-kind"], h["ciyuan-cursor"], h.get("ciyuan-next-cursor") or None,
+                     int(h["ciyuan-tokens"]), h["ciyuan-batch-sha256"], h.get("ciyuan-batch-id"),
+                     int(h.get("ciyuan-hold-amount") or 0), table)
 
     def _intact(self, data: bytes, h: httpx.Headers) -> bool:
         """The body's bytes are those the server sent (sha256 header), unless checks are off."""
@@ -259,14 +275,66 @@ class Client:
     def ack(self, entitlement_id: str, cursor: str) -> dict:
         return self._json("POST", f"/v1/entitlements/{entitlement_id}/ack", json={"cursor": cursor})
 
-    def batches(self, entitlement_id: str, cursor: str | None = None, **kw: Any) -> Iterator[Batch]:
-        """Batches until the stream is done; the final request acknowledges the last batch."""
-        while True:
-            b = self.fetch(entitlement_id, cursor, **kw)
-            if b.done:
-                return
-            yield b
-            cursor = b.next_cursor
+    def batches(self, entitlement_id: str, cursor: str | None = None, *, read_ahead: bool = True,
+                **kw: Any) -> Iterator[Batch]:
+        """Batches until the stream is done; the final request acknowledges the last batch.
+
+        With ``read_ahead`` (and the cheap body check) a background thread asks for batch N+1 as
+        soon as batch N's bytes arrived intact, so the server prepares and sends the next batch
+        while this thread decodes and the caller consumes. Asking acknowledges (pays for) batch N,
+        which has been received in full; batch N+1 stays open until it is asked past, so a loop
+        that stops early leaves at most one open batch, which times out unpaid.
+        """
+        if not read_ahead or self.verify == "content":
+            while True:
+                b = self.fetch(entitlement_id, cursor, **kw)
+                if b.done:
+                    return
+                yield b
+                cursor = b.next_cursor
+            return
+        fmt = kw.pop("fmt", "arrow")
+        opts = {"max_tokens": kw.pop("max_tokens", DEFAULT_MAX_TOKENS), "parts": kw.pop("parts", 1),
+                "part": kw.pop("part", 0), **kw}
+        got: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def offer(item: tuple) -> None:
+            while not stop.is_set():  # the consumer may have stopped: never block forever
+                try:
+                    got.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def receive() -> None:
+            cur = cursor
+            try:
+                while not stop.is_set():
+                    h, data = self._receive(entitlement_id, cur, fmt=fmt, **opts)
+                    offer((h, data))
+                    if h["ciyuan-batch-kind"] == "done":
+                        return
+                    cur = h.get("ciyuan-next-cursor") or None
+            except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+                offer((None, exc))
+
+        t = threading.Thread(target=receive, name="ciyuan-read-ahead", daemon=True)
+        t.start()
+        try:
+            while True:
+                h, data = got.get()
+                if h is None:
+                    raise data
+                b = self._decode(h, data, fmt)
+                if b is None:  # cannot happen with the body check; kept for safety
+                    raise ApiError(502, "digest_mismatch", "batch content does not match its digest", "retry")
+                if b.done:
+                    return
+                yield b
+        finally:
+            stop.set()
+            t.join()
 
     def stream(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                parts: int = 1, part: int = 0, fmt: str = "arrow") -> Iterator[dict]:
