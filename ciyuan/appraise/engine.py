@@ -72,11 +72,11 @@ def _batches(version, tokenizer: str) -> Iterator[list[dict]]:
         recs = from_batch(batch)
         missing = [r for r in recs if tokenizer not in (r.get("tokens") or {})]
         if missing:
-            if counter is None:
-                from ciyuan.tokens import get_tokenizer
+            if counter is None:  # a tokenizer name or a media formula: one interface for both
+                from ciyuan.tokens.schedule import get_schedule
 
-                counter = get_tokenizer(tokenizer)
-            counts = counter.count_batch([r.get("text") or "" for r in missing])
+                counter = get_schedule(tokenizer)
+            counts = counter.count_records(missing)
             for r, c in zip(missing, counts, strict=True):
                 r.setdefault("tokens", {})[tokenizer] = int(c)
         yield recs
@@ -118,6 +118,13 @@ def _read_eval(path: str | None) -> list[str] | None:
     if not texts:
         raise InvalidInput(f"evaluation file {path} has no text", hint="give at least a few paragraphs")
     return texts
+
+
+def _lm_tokenizer(schedule: str, s: Settings) -> str:
+    """The tokenizer the language model reads: the schedule's when it is a text tokenizer."""
+    from ciyuan.tokens.schedule import get_schedule
+
+    return schedule if get_schedule(schedule).modality == "text" else s.default_tokenizer
 
 
 def _picked(record_id: str, every: int) -> bool:
@@ -256,13 +263,14 @@ def appraise(
             base_texts = _texts_of(baseline, LM_TOKENS, tok)
             from ciyuan.appraise.ngram_lm import default_encoder
 
-            enc, _, _ = default_encoder(tok)
+            lm_tok = _lm_tokenizer(tok, s)
+            enc, _, _ = default_encoder(lm_tok)
             have_data = sum(len(enc(t)) for t in train_texts)
             have_base = sum(len(enc(t)) for t in base_texts)
             budget = int(min(have_base, 2 * have_data))
             if budget >= 1000:
-                utility["text"] = {"baseline": baseline, "eval": eval_source,
-                                   **perplexity_lift(base_texts, train_texts, eval_texts, budget, seeds)}  # fmt: skip
+                ppl = perplexity_lift(base_texts, train_texts, eval_texts, budget, seeds, tokenizer=lm_tok)
+                utility["text"] = {"baseline": baseline, "eval": eval_source, **ppl}
         elif train_texts:
             utility["text"] = {"baseline": None, "eval": eval_source, "lift": None,
                                "why": "no --baseline given: lift needs a corpus to compare against"}  # fmt: skip

@@ -222,6 +222,7 @@ def perplexity_lift(
     encode: Encoder | None = None,
     vocab_size: int | None = None,
     dataset_share: float = 0.5,
+    tokenizer: str = "cl100k_base",
 ) -> dict:
     """Perplexity on ``eval_texts`` of a model trained on baseline only versus baseline + dataset.
 
@@ -231,7 +232,7 @@ def perplexity_lift(
     ``1 - ppl_mix / ppl_base`` are reported as means with 95 % t-intervals.
     """
     if encode is None:
-        encode, vocab, name = default_encoder()
+        encode, vocab, name = default_encoder(tokenizer)
     else:
         vocab, name = vocab_size or BASE - 2, "custom"
     vocab = vocab_size or vocab

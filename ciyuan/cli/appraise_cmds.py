@@ -42,6 +42,7 @@ def appraise_cmd(
     baseline: str | None = typer.Option(None, "--baseline", help="Baseline dataset for the perplexity lift."),
     provider: str | None = typer.Option(None, "--provider", help="Who will list it (own listings are excluded)."),
     label_field: str = typer.Option("label", "--label-field", help="Meta field holding a class label."),
+    schedule: str | None = typer.Option(None, "--schedule", help="Token schedule (default: the home's tokenizer)."),
     report: str | None = typer.Option(None, "--report", help="Also write the offline HTML report here."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -49,7 +50,8 @@ def appraise_cmd(
     from ciyuan.appraise import engine
 
     with errors(as_json):
-        ap = engine.appraise(ref, eval_file=eval_file, baseline=baseline, provider=provider, label_field=label_field)
+        ap = engine.appraise(ref, eval_file=eval_file, baseline=baseline, provider=provider, label_field=label_field,
+                             tokenizer=schedule)  # fmt: skip
         if report:
             from ciyuan.appraise.report import write
 

@@ -138,3 +138,11 @@ def test_cli_appraise_report_and_card(home, tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["appraisal", "nope", "--json"])
     assert res.exit_code == 2 and json.loads(res.stdout)["error"]["code"] == "not_found"
+
+
+def test_schedule_other_than_the_shard_counts(home):
+    v = _make("sched", [{"text": f"设备编号 {i} 的温度读数正常。"} for i in range(30)])
+    a = engine.appraise(v.ref, tokenizer="qwen", seeds=(0, 1))
+    b = engine.appraise(v.ref, seeds=(0, 1))
+    assert a["tokenizer"] == "qwen" and b["tokenizer"] == "cl100k_base"
+    assert a["tokens"]["total"] > 0 and a["tokens"]["total"] != b["tokens"]["total"]
