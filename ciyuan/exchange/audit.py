@@ -7,10 +7,13 @@ row, so concurrent writers on PostgreSQL cannot fork the chain (SQLite writers a
 anyway). The lock is taken last in a unit of work, after the ledger's account locks, so lock order
 stays acyclic.
 
-Ledger transfers made by delivery are logged in the same transaction as the transfer
-(:func:`record_transfer`); transfers made elsewhere (deposits, order charges) and holds that
-expired on their own are brought in by :func:`sync_ledger`, which is idempotent because every
-entry has a unique ``ref``.
+Every ledger transfer is logged by the ledger itself, in the transaction that inserts it
+(:func:`record_transfer`, called from the ledger's single insert path). Holds that expired on
+their own (a state change, not a transfer) and transfers from before this rule are brought in by
+:func:`sync_ledger`, which is idempotent because every entry has a unique ``ref``.
+
+The head row is locked once per transaction and kept (``sess.info``), so a unit of work with
+several transfers pays one lock, not one per entry.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ciyuan.exchange.ledger import Transfer
 from ciyuan.exchange.tables import TransferRow
 
 GENESIS = "0" * 64
+_HEAD = "audit_head"  # sess.info key of the head row locked by this transaction
 
 
 def _canon(obj: Any) -> str:
@@ -78,7 +82,9 @@ def append_many(sess: Session, events: list[tuple[str, str, dict]], *, at: datet
     """Add events ``(kind, ref, data)`` in order under one lock of the head (refs must be new)."""
     if not events:
         return []
-    head = sess.get(AuditHeadRow, 1, with_for_update=True, populate_existing=True)
+    head = sess.info.get(_HEAD)
+    if head is None:  # first append of this transaction: lock the head; later ones reuse the lock
+        head = sess.info[_HEAD] = sess.get(AuditHeadRow, 1, with_for_update=True, populate_existing=True)
     stamp = (at or datetime.now(UTC)).isoformat()
     prev, seq = head.hash, head.seq
     rows, out = [], []
@@ -114,8 +120,13 @@ def transfer_data(t: Transfer | TransferRow) -> dict:
 
 
 def record_transfer(sess: Session, t: Transfer | TransferRow) -> Entry:
-    """Log a transfer in the caller's transaction."""
-    return append(sess, "ledger.transfer", f"transfer:{t.id}", transfer_data(t))
+    """Log a transfer not yet in the log, in the caller's transaction.
+
+    No lookup first: the ledger calls this only for a transfer it has just inserted, and
+    :func:`sync_ledger` only for transfers it found unlogged; a second entry for one transfer
+    would be refused by the unique ``ref``.
+    """
+    return append_many(sess, [transfer_event(t)])[0]
 
 
 def transfer_event(t: Transfer | TransferRow) -> tuple[str, str, dict]:

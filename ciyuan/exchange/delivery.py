@@ -17,7 +17,8 @@ Every open batch expires with its hold after ``hold_timeout_s``; then its record
 (and held) again when the buyer resumes. Posting charges ``price(P + t) - price(P)`` where ``P`` is
 the entitlement's posted tokens, under a lock on its meter row, so the total charged equals the
 price of the total tokens exactly, however the stream was split. Holds, posts and expiries go to
-the ledger (:mod:`ciyuan.exchange.ledger`) and the audit chain in the same transaction.
+the ledger (:mod:`ciyuan.exchange.ledger`), which logs every transfer to the audit chain as it
+inserts it; delivery adds its own events (batches, posts, expiries) in the same transaction.
 
 Entitlements of paid (prepaid) orders stream the same way without holds; metered orders
 (:func:`place_metered_order`) pay per posted batch.
@@ -549,13 +550,11 @@ def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: 
     if late:  # its hold timed out but the buyer has the records: hold and post at once
         b.hold_id, b.hold_amount = (f"dl:{b.id}:late", amount) if amount > 0 else (None, 0)
         if b.hold_id:
-            held = ledger.hold(sess, b.hold_id, p.buyer_id, amount, p.currency, timeout_s=s.hold_timeout_s,
-                               ref=f"ent:{p.entitlement_id}", now=now)
-            ev.append(audit.transfer_event(held))
+            ledger.hold(sess, b.hold_id, p.buyer_id, amount, p.currency, timeout_s=s.hold_timeout_s,
+                        ref=f"ent:{p.entitlement_id}", now=now)
     if b.hold_id:
-        for t in ledger.capture(sess, f"{b.hold_id}:post", b.hold_id, p.provider_id, amount,
-                                fee_bps=s.platform_fee_bps, now=now):
-            ev.append(audit.transfer_event(t))
+        ledger.capture(sess, f"{b.hold_id}:post", b.hold_id, p.provider_id, amount, fee_bps=s.platform_fee_bps,
+                       now=now)
         transfer_id = f"{b.hold_id}:post"
     if not late:
         m.tokens_held -= b.tokens
@@ -673,9 +672,8 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
     hold_id = None
     if hold_amount > 0:
         hold_id = f"dl:{batch_id}"
-        held = ledger.hold(sess, hold_id, p.buyer_id, hold_amount, p.currency, timeout_s=s.hold_timeout_s,
-                           ref=f"ent:{p.entitlement_id}", now=now)
-        ev.append(audit.transfer_event(held))
+        ledger.hold(sess, hold_id, p.buyer_id, hold_amount, p.currency, timeout_s=s.hold_timeout_s,
+                    ref=f"ent:{p.entitlement_id}", now=now)
     expires = now + timedelta(seconds=s.hold_timeout_s)
     sess.add(BatchRow(id=batch_id, entitlement_id=p.entitlement_id, part=c.part, seq=seq, start=start, end=end,
                       records=end - start, tokens=tokens, hold_id=hold_id, hold_amount=hold_amount, amount=None,
