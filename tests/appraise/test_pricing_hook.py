@@ -1,0 +1,27 @@
+"""The exchange's 'suggested' price comes from the stored appraisal."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+
+def test_publish_at_the_suggested_price(home):
+    market = pytest.importorskip("ciyuan.exchange.market")
+    from ciyuan.appraise import engine
+    from ciyuan.appraise.pricing import suggest_rate
+    from ciyuan.exchange import tx
+    from ciyuan.exchange.accounts import create_account
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder("hooked", made_by={"tool": "test"})
+    b.extra = {"license": "CC-BY-4.0", "domain": "legal"}
+    for i in range(40):
+        b.add({"text": f"Clause {i}: the licensee may copy and distribute the work, item {i}."})
+    v = b.commit()
+    tx.run(lambda sess: create_account(sess, "alice", "provider"))
+    listing = market.publish(v.ref, provider="alice", price_per_mtok="suggested")
+    ap = engine.load(v.ref)  # appraised on the way, since it had not been
+    assert suggest_rate(v, "cl100k_base", "CNY") == Fraction(ap["price"]["price_per_mtok_minor"], 100)
+    assert str(ap["price"]["price_per_mtok"]) in str(listing)
