@@ -26,9 +26,11 @@ Entitlements of paid (prepaid) orders stream the same way without holds; metered
 Reading is kept out of the database transaction: the batch bounds are predicted from the
 stream's state (remembered in process after each request, read from the database otherwise), the
 content is read, and the transaction then checks that the state still gives those bounds (else it
-is re-run with the bounds it found). The content digest and the encoded body are computed on a
-worker thread while the transaction runs (hashing and Arrow compression release the GIL), and
-kept in a bounded per-entitlement cache so a redelivery or replay is neither re-read nor re-hashed.
+is re-run with the bounds it found). The content digest comes from per-record leaves kept with
+the cached row groups (see :mod:`ciyuan.exchange.metering`), the encoded body is compressed on a
+worker thread while the transaction runs (Arrow releases the GIL), and both are kept in a bounded
+per-entitlement cache so a redelivery or replay is neither re-read nor re-encoded; the batch a
+client will most likely ask for next is prepared while the current one is billed and sent.
 """
 
 from __future__ import annotations
@@ -55,7 +57,17 @@ from ciyuan.config import Settings, settings
 from ciyuan.errors import Conflict, InvalidInput, NotFound
 from ciyuan.exchange import audit, ledger, market, tx
 from ciyuan.exchange.delivery_tables import BatchRow, MeterRow, StreamRow, UsageRow
-from ciyuan.exchange.metering import SCHEMA, Cursor, batch_end, digest, marginal_price, partition_bounds
+from ciyuan.exchange.metering import (
+    SCHEMA,
+    Cursor,
+    batch_end,
+    digest,
+    digest_leaves,
+    digest_v1,
+    marginal_price,
+    partition_bounds,
+    record_leaves,
+)
 from ciyuan.exchange.money import format_amount
 from ciyuan.exchange.pricing import PriceSchedule
 from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow, QuoteRow
@@ -197,12 +209,32 @@ def _build_plan(entitlement_id: str, s: Settings) -> Plan:
 SHARD_COLUMNS = ["id", "modality", "text", "media", "media_ref", "meta"]
 
 
+class _Group:
+    """One decoded row group in the delivery schema, with its records' leaves once computed."""
+
+    __slots__ = ("leaves", "table")
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.leaves: np.ndarray | None = None
+
+    def leaf_rows(self) -> np.ndarray:
+        """Leaves of every row, computed on first use (a batch digest then reads 32 bytes per record)."""
+        if self.leaves is None:
+            self.leaves = record_leaves(self.table)
+        return self.leaves
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.nbytes + 32 * self.table.num_rows
+
+
 class _RowGroups:
     """An LRU of decoded Parquet row groups, bounded by bytes (the server's memory with many streams)."""
 
     def __init__(self, max_bytes: int = 256 << 20):
         self.max_bytes = max_bytes
-        self._tables: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        self._groups: OrderedDict[tuple[str, int], _Group] = OrderedDict()
         self._meta: dict[str, np.ndarray] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -219,18 +251,15 @@ class _RowGroups:
                 self._meta[path] = got
         return got
 
-    def get(self, version, path: str, rg: int) -> pa.Table:
-        return self.get_many(version, path, [rg])[rg]
-
-    def get_many(self, version, path: str, rgs: list[int]) -> dict[int, pa.Table]:
+    def get_many(self, version, path: str, rgs: list[int]) -> dict[int, _Group]:
         """Row groups of one shard; the missing ones are read in one pass over the file."""
-        out: dict[int, pa.Table] = {}
+        out: dict[int, _Group] = {}
         with self._lock:
             for rg in rgs:
-                t = self._tables.get((path, rg))
-                if t is not None:
-                    self._tables.move_to_end((path, rg))
-                    out[rg] = t
+                g = self._groups.get((path, rg))
+                if g is not None:
+                    self._groups.move_to_end((path, rg))
+                    out[rg] = g
         missing = [rg for rg in rgs if rg not in out]
         if missing:
             with version.fs().open(path, "rb") as fh:
@@ -241,14 +270,13 @@ class _RowGroups:
             with self._lock:
                 for rg in missing:
                     n = pf.metadata.row_group(rg).num_rows
-                    t = table.slice(at, n)
+                    g = _Group(_conform(table.slice(at, n)))
                     at += n
-                    out[rg] = t
-                    if (path, rg) not in self._tables:
-                        self._tables[(path, rg)] = t
-                        self._bytes += t.nbytes
-                while self._bytes > self.max_bytes and len(self._tables) > 1:
-                    _, old = self._tables.popitem(last=False)
+                    out[rg] = self._groups.setdefault((path, rg), g)
+                    if out[rg] is g:
+                        self._bytes += g.nbytes
+                while self._bytes > self.max_bytes and len(self._groups) > 1:
+                    _, old = self._groups.popitem(last=False)
                     self._bytes -= old.nbytes
         return out
 
@@ -257,26 +285,38 @@ ROW_GROUPS = _RowGroups()
 
 
 def _conform(t: pa.Table) -> pa.Table:
+    """A shard's columns in the delivery schema: plain types, meta ``{}`` when empty, tokens unset."""
     cols = []
     for f in SCHEMA:
         if f.name in t.column_names:
             c = t.column(f.name)
             if pa.types.is_dictionary(c.type):
                 c = c.cast(c.type.value_type)
-            cols.append(c.cast(f.type))
+            c = c.cast(f.type)
+            if f.name == "meta":
+                c = pc.if_else(pc.or_kleene(pc.is_null(c), pc.equal(c, "")), "{}", c)
+            cols.append(c)
+        elif f.name == "meta":
+            cols.append(pa.array(["{}"] * t.num_rows, f.type))
         else:
             cols.append(pa.nulls(t.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=SCHEMA)
+    return pa.Table.from_arrays(cols, schema=SCHEMA).combine_chunks()
 
 
 def read_positions(p: Plan, a: int, b: int) -> pa.Table:
     """Records of selection positions ``[a, b)`` in the canonical delivery schema."""
+    return read_positions_leaves(p, a, b)[0]
+
+
+def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False) -> tuple[pa.Table, np.ndarray | None]:
+    """Records of selection positions ``[a, b)`` and, with ``leaves``, their digest leaves in order."""
     if b <= a:
-        return SCHEMA.empty_table()
+        return SCHEMA.empty_table(), np.empty((0, 32), np.uint8) if leaves else None
     rows = p.rows[a:b]
     shard_of = np.searchsorted(p.shard_starts, rows, side="right") - 1
     paths = p.version.shard_paths()
     parts: list[pa.Table] = []
+    leaf_parts: list[np.ndarray] = []
     i = 0
     n = len(rows)
     while i < n:
@@ -290,19 +330,18 @@ def read_positions(p: Plan, a: int, b: int) -> pa.Table:
         while k < len(local):
             rg = int(rg_of[k])
             m = k + int(np.searchsorted(rg_of[k:], rg, side="right"))
-            t = groups[rg]
+            g = groups[rg]
             idx = local[k:m] - rg_starts[rg]
-            if m - k == t.num_rows:
-                parts.append(_conform(t))
-            else:
-                parts.append(_conform(t.take(pa.array(idx))))
+            whole = m - k == g.table.num_rows
+            parts.append(g.table if whole else g.table.take(pa.array(idx)))
+            if leaves:
+                lv = g.leaf_rows()
+                leaf_parts.append(lv if whole else lv[idx])
             k = m
         i = j
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    meta = table.column("meta")
-    meta = pc.if_else(pc.or_kleene(pc.is_null(meta), pc.equal(meta, "")), "{}", meta)
-    table = table.set_column(SCHEMA.get_field_index("meta"), "meta", meta)
-    return table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
+    table = table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
+    return table, (np.concatenate(leaf_parts) if leaves else None)
 
 
 # -- prepared batches: content, digest and encoded bodies, computed once per batch ------------------
@@ -317,9 +356,10 @@ class _Prepared:
     lost response) or a free replay reuses the bytes first sent instead of reading and hashing again.
     """
 
-    def __init__(self, cache: _PreparedCache, key: tuple[str, int, int], table: pa.Table):
+    def __init__(self, cache: _PreparedCache, key: tuple[str, int, int], table: pa.Table, leaves: np.ndarray):
         self.cache, self.key, self.table = cache, key, table
-        self.sha: Future[str] = _POOL.submit(digest, table)
+        self.sha: Future[str] = Future()  # from the cached leaves: 32 bytes per record, done at once
+        self.sha.set_result(digest_leaves(leaves, table.column("tokens").to_numpy()))
         self.bodies: dict[str, Future[tuple[bytes, str]]] = {}
         self.lock = threading.Lock()
 
@@ -337,7 +377,7 @@ class _Prepared:
         return data, hashlib.sha256(data).hexdigest()
 
 
-# two workers: the digest and the body encode in parallel with each other and with the transaction
+# two workers: encodes and prefetches run in parallel with each other and with the transaction
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ciyuan-batch")
 
 
@@ -366,7 +406,7 @@ class _PreparedCache:
                     break
             busy.wait()  # a prefetch (or a retry) is reading it: hash it once, not twice
         try:
-            prep = _Prepared(self, key, read_positions(p, a, b))
+            prep = _Prepared(self, key, *read_positions_leaves(p, a, b, leaves=True))
             with self._lock:
                 self._items[key] = (prep, 0)
             self.account(key, prep.table.nbytes)
@@ -768,7 +808,7 @@ def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = N
         except _Mismatch as mm:
             bounds = (mm.start, mm.end)
             continue
-        if d.kind == "redelivery" and d.sha256 != prep.sha.result():
+        if d.kind == "redelivery" and d.sha256 != prep.sha.result() and d.sha256 != digest_v1(prep.table):
             raise Conflict(f"batch {d.batch_id} content changed since it was first sent",
                            hint="contact the operator: the stored shards changed", code="content_changed")
         if d.kind in ("new", "redelivery"):

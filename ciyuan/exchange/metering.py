@@ -18,9 +18,14 @@ The hold taken before sending is ``price(t)``, which is never less than that mar
 an arbitrage-free (monotone, subadditive, ceil-rounded) schedule:
 ``ceil(f(P+t)) - ceil(f(P)) <= ceil(f(P+t) - f(P)) <= ceil(f(t))``.
 
-*Digest*: the sha256 of a batch is computed over a canonical columnar form of its records
-(``id, modality, text, media, media_ref, meta, tokens``: per column the value lengths, -1 for
-null, then the bytes), so NDJSON and Arrow deliveries of one batch have the same digest.
+*Digest* (``ciyuan-batch-v2``): each record has a leaf, the sha256 of its canonical form (for
+``id, modality, text, media, media_ref, meta`` in that order: the value's length as 8 bytes
+little-endian, -1 for null, then its bytes). A batch's digest is the sha256 of the tag, the
+record count, the leaves in order, and the token counts as 8-byte little-endian integers. It is
+free of the delivery format (NDJSON and Arrow give the same digest), and the server keeps leaves
+with the decoded shards it caches, so a batch's digest hashes 32 bytes per record instead of every
+byte of the batch; a buyer recomputes it from the records alone (:func:`digest`). Batches held
+before v2 carry the columnar ``ciyuan-batch-v1`` digest (:func:`digest_v1`).
 """
 
 from __future__ import annotations
@@ -166,8 +171,51 @@ def _column_update(h: hashlib._Hash, col: pa.Array | pa.ChunkedArray) -> None:
         h.update(data)
 
 
+LEAF_COLUMNS = ("id", "modality", "text", "media", "media_ref", "meta")
+_NULL_LEN = (-1).to_bytes(8, "little", signed=True)
+
+
+def record_leaves(table: pa.Table) -> np.ndarray:
+    """The leaf (sha256 of the canonical form) of every record, as an ``(n, 32)`` uint8 array."""
+    n = table.num_rows
+    out = np.empty((n, 32), dtype=np.uint8)
+    if n == 0:
+        return out
+    cols = []
+    for name in LEAF_COLUMNS:
+        values = table.column(name).to_pylist()
+        cols.append([v.encode() if isinstance(v, str) else v for v in values])
+    flat = memoryview(out).cast("B")
+    sha = hashlib.sha256
+    for i, row in enumerate(zip(*cols, strict=True)):
+        h = sha()
+        for v in row:
+            if v is None:
+                h.update(_NULL_LEN)
+            else:
+                h.update(len(v).to_bytes(8, "little"))
+                h.update(v)
+        flat[32 * i : 32 * i + 32] = h.digest()
+    return out
+
+
+def digest_leaves(leaves: np.ndarray, tokens: np.ndarray) -> str:
+    """The batch digest from its records' leaves and token counts (see module doc)."""
+    h = hashlib.sha256()
+    h.update(b"ciyuan-batch-v2\0")
+    h.update(len(leaves).to_bytes(8, "big"))
+    h.update(np.ascontiguousarray(leaves, dtype=np.uint8).tobytes())
+    h.update(np.asarray(tokens).astype("<i8").tobytes())
+    return h.hexdigest()
+
+
 def digest(table: pa.Table) -> str:
-    """sha256 of a batch of records in the canonical columnar form (see module doc)."""
+    """sha256 of a batch of records (``ciyuan-batch-v2``, see module doc), from the records alone."""
+    return digest_leaves(record_leaves(table), table.column("tokens").to_numpy())
+
+
+def digest_v1(table: pa.Table) -> str:
+    """sha256 of a batch in the v1 canonical columnar form (per column: lengths, then bytes)."""
     h = hashlib.sha256()
     h.update(b"ciyuan-batch-v1\0")
     h.update(table.num_rows.to_bytes(8, "big"))

@@ -12,6 +12,7 @@ from ciyuan.exchange.metering import (
     Cursor,
     batch_end,
     digest,
+    digest_v1,
     marginal_price,
     partition_bounds,
     records_to_table,
@@ -104,3 +105,9 @@ def test_digest_is_the_same_for_arrow_and_ndjson() -> None:
     a = records_to_table([{**recs[0], "id": "ab"}, {**recs[1], "id": ""}])
     b = records_to_table([{**recs[0], "id": "a"}, {**recs[1], "id": "b"}])
     assert digest(a) != digest(b)
+    # a null value differs from an empty one, and the order of records counts
+    c = records_to_table([{**recs[0], "media_ref": ""}, recs[1]])
+    assert digest(c) != digest(table)
+    assert digest(records_to_table(recs[::-1])) != digest(table)
+    # the v1 columnar digest (batches held before v2) is still computed and also format free
+    assert digest_v1(table) == digest_v1(again) != digest_v1(changed)

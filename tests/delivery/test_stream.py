@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput
-from ciyuan.exchange import audit, delivery, ledger, market, tx
+from ciyuan.exchange import audit, delivery, ledger, market, metering, tx
 from ciyuan.exchange.ledger import InsufficientFunds
 
 
@@ -18,6 +18,8 @@ def drain(buyer: str, ent: str, max_tokens: int, *, parts: int = 1, part: int = 
         if d.kind == "done":
             return ids
         assert d.kind == "new"
+        # the server's digest (from leaves cached with the row groups) is what a buyer recomputes
+        assert d.sha256 == metering.digest(d.table)
         ids.extend(d.table.column("id").to_pylist())
         cursor = d.next_cursor
 
