@@ -71,7 +71,7 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="ciyuan-bench-delivery-")
     os.environ["CIYUAN_HOME"] = home
     os.environ.setdefault("CIYUAN_HOLD_TIMEOUT_S", "600")
-    from ciyuan.exchange import accounts, delivery, ledger, market, tx
+    from ciyuan.exchange import accounts, audit, delivery, ledger, market, tx
     from ciyuan.sdk import Client
 
     t0 = time.perf_counter()
@@ -176,6 +176,7 @@ def main() -> None:
         assert not errs, errs[:3]
         assert sum(done_tokens) == total_tokens
         check = tx.run(ledger.check)
+        chain = tx.run(audit.verify)  # every transfer of the run was logged as it was made
         result = {
             "records": args.records,
             "tokens": total_tokens,
@@ -194,6 +195,8 @@ def main() -> None:
             "server_rss_before_mb": round(rss_before / 2**20, 1),
             "server_peak_rss_mb": round(vm(proc.pid, "VmHWM") / 2**20, 1),
             "ledger_ok": check["ok"],
+            "audit_ok": chain["ok"] and chain["unlogged_transfers"] == 0,
+            "audit_entries": chain["entries"],
         }
     finally:
         proc.terminate()

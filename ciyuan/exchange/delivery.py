@@ -384,7 +384,7 @@ _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ciyuan-batch")
 class _PreparedCache:
     """A bounded LRU of prepared batches; table and body bytes both count, so memory stays bounded."""
 
-    def __init__(self, max_bytes: int = 128 << 20):
+    def __init__(self, max_bytes: int = 64 << 20):
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, int, int], tuple[_Prepared, int]] = OrderedDict()
         self._reading: dict[tuple[str, int, int], threading.Event] = {}
