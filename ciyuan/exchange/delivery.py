@@ -521,21 +521,23 @@ class _Mismatch(Exception):
 
 def _meter(sess: Session, p: Plan, parts: int, now: datetime) -> MeterRow:
     """Lock (creating if needed) the entitlement's meter; every change to its streams goes through it."""
-    dialect = sess.get_bind().dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(MeterRow)
-    sess.execute(
-        ins.values(
-            entitlement_id=p.entitlement_id,
-            parts=parts,
-            tokens_held=0,
-            tokens_posted=0,
-            amount_posted=0,
-            records_posted=0,
-            batches_posted=0,
-            updated_at=now,
-        ).on_conflict_do_nothing(index_elements=["entitlement_id"])
-    )
     m = sess.get(MeterRow, p.entitlement_id, with_for_update=True, populate_existing=True)
+    if m is None:  # the first request of this entitlement: create it (a racing twin's row is kept)
+        dialect = sess.get_bind().dialect.name
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(MeterRow)
+        sess.execute(
+            ins.values(
+                entitlement_id=p.entitlement_id,
+                parts=parts,
+                tokens_held=0,
+                tokens_posted=0,
+                amount_posted=0,
+                records_posted=0,
+                batches_posted=0,
+                updated_at=now,
+            ).on_conflict_do_nothing(index_elements=["entitlement_id"])
+        )
+        m = sess.get(MeterRow, p.entitlement_id, with_for_update=True, populate_existing=True)
     if m.parts != parts:
         raise Conflict(
             f"entitlement {p.entitlement_id} is streamed in {m.parts} part(s), not {parts}",
