@@ -70,7 +70,7 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     ing = ingest([str(p) for p in sample_files()], SAMPLE_DATASET, license="CC-BY-4.0",
                  domain="wind-power-maintenance")
     step("curate it (normalise, language, quality, PII, dedup)")
-    cur = curate(f"{SAMPLE_DATASET}@{ing['version']}", str(SAMPLE_DIR / "recipe.yaml"))
+    cur = curate(f"{SAMPLE_DATASET}@{ing['version']}", str(SAMPLE_DIR.parent / "sample_recipe.yaml"))
     ref = f"{SAMPLE_DATASET}@{cur['version']}"
     tokens = token_report(resolve(ref), "cl100k_base")
     step("accounts: provider, buyer, operator")

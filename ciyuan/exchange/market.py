@@ -195,7 +195,13 @@ def publish(
         sess.flush()
         return _listing_dict(row, sess, detail=True)
 
-    return tx.run(write, s)
+    listing = tx.run(write, s)
+    # Listed versions join the catalog's near-duplicate index, so a later appraisal can tell data that
+    # is new to the market from a re-listing of someone else's (uniqueness against the catalog).
+    from ciyuan.appraise import register_listing
+
+    register_listing(f"{version.dataset}@{version.id}", listing_id, provider_id, s)
+    return listing
 
 
 def _schedule(row: ListingRow) -> PriceSchedule:

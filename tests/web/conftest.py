@@ -90,11 +90,14 @@ def _curated_slice(work: Path) -> str:
 
 def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
     """Ingest the sample, make provider/buyer/operator with keys, deposit, publish (as the CLI does)."""
-    from ciyuan.cli.quickstart_cmds import SAMPLE_DATASET, build_demo
+    from ciyuan.cli.quickstart_cmds import SAMPLE_DATASET
+    from ciyuan.data import sample_files
     from ciyuan.exchange import accounts, ledger, market, tx
     from ciyuan.exchange.money import parse_amount
+    from ciyuan.store.ingest import ingest
 
-    build_demo()
+    raw = ingest([str(p) for p in sample_files()], SAMPLE_DATASET, license="CC-BY-4.0",
+                 domain="wind-power-maintenance")
     mini = _curated_slice(work)
     keys: dict[str, str] = {}
     ids: dict[str, str] = {}
@@ -111,7 +114,8 @@ def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
         tiers=[{"from_tokens": 20_000, "price_per_mtok": "30"}],
     )  # fmt: skip
     listing = market.publish(
-        SAMPLE_DATASET, provider=ids["windco"], price_per_mtok=PRICE, currency="CNY", license="CC-BY-4.0", sample=5
+        f"{SAMPLE_DATASET}@{raw['version']}", provider=ids["windco"], price_per_mtok=PRICE, currency="CNY",
+        license="CC-BY-4.0", sample=5,
     )
     return listing, curated, keys, ids
 
