@@ -68,21 +68,9 @@ def ensure_sweeper(s: Settings) -> None:
 
 
 # zstd buffers: on the wire an Arrow batch is about as small as the zstd Parquet of a package, and
-# pyarrow decompresses it transparently on the client
-IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
-IPC_CHUNK_ROWS = 8192
-
-
-def arrow_ipc(table: pa.Table) -> bytes:
-    """An Arrow IPC stream of the batch in record batches of at most ``IPC_CHUNK_ROWS`` rows.
-
-    Bounded record batches keep each compressed buffer small enough for the client to decode
-    with several threads, and the writer compresses columns in parallel.
-    """
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=IPC_OPTIONS) as w:
-        w.write_table(table, max_chunksize=IPC_CHUNK_ROWS)
-    return sink.getvalue().to_pybytes()
+# pyarrow decompresses it transparently on the client. Record batches of at most 8192 rows keep
+# each compressed buffer small enough for the client to decode with several threads.
+arrow_ipc = delivery.IpcEncoder(pa.ipc.IpcWriteOptions(compression="zstd"), chunk_rows=8192)
 
 
 def _body(d: delivery.Delivery, media_type: str) -> Response:

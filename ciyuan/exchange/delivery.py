@@ -303,20 +303,28 @@ def _conform(t: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=SCHEMA).combine_chunks()
 
 
+Piece = tuple[tuple[str, int] | None, int, int]  # (row group if taken whole, start, end in the batch)
+
+
 def read_positions(p: Plan, a: int, b: int) -> pa.Table:
     """Records of selection positions ``[a, b)`` in the canonical delivery schema."""
     return read_positions_leaves(p, a, b)[0]
 
 
-def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False) -> tuple[pa.Table, np.ndarray | None]:
-    """Records of selection positions ``[a, b)`` and, with ``leaves``, their digest leaves in order."""
+def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False
+                          ) -> tuple[pa.Table, np.ndarray | None, list[Piece]]:
+    """Records of selection positions ``[a, b)``, with ``leaves`` their digest leaves in order, and
+    the pieces the batch was cut from (whole row groups are named, so their encoding can be reused).
+    """
     if b <= a:
-        return SCHEMA.empty_table(), np.empty((0, 32), np.uint8) if leaves else None
+        return SCHEMA.empty_table(), np.empty((0, 32), np.uint8) if leaves else None, []
     rows = p.rows[a:b]
     shard_of = np.searchsorted(p.shard_starts, rows, side="right") - 1
     paths = p.version.shard_paths()
     parts: list[pa.Table] = []
     leaf_parts: list[np.ndarray] = []
+    pieces: list[Piece] = []
+    at = 0
     i = 0
     n = len(rows)
     while i < n:
@@ -334,6 +342,8 @@ def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False) -> tupl
             idx = local[k:m] - rg_starts[rg]
             whole = m - k == g.table.num_rows
             parts.append(g.table if whole else g.table.take(pa.array(idx)))
+            pieces.append(((paths[sh], rg) if whole else None, at, at + m - k))
+            at += m - k
             if leaves:
                 lv = g.leaf_rows()
                 leaf_parts.append(lv if whole else lv[idx])
@@ -341,12 +351,77 @@ def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False) -> tupl
         i = j
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     table = table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
-    return table, (np.concatenate(leaf_parts) if leaves else None)
+    return table, (np.concatenate(leaf_parts) if leaves else None), pieces
 
 
 # -- prepared batches: content, digest and encoded bodies, computed once per batch ------------------
 
 Encoder = Callable[[pa.Table], bytes]
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the end-of-stream marker of the Arrow IPC stream format
+
+
+class IpcEncoder:
+    """Arrow IPC stream bodies whose whole row groups are encoded once per process, then reused.
+
+    A stream is the schema message, record batch messages and an end marker. The messages of a row
+    group taken whole (with the same token counts) are the same bytes in every batch and for every
+    entitlement of the version, so they are cached (LRU, bounded by bytes) and only the cut edges
+    of a batch are compressed afresh.
+    """
+
+    def __init__(self, options: pa.ipc.IpcWriteOptions, chunk_rows: int, max_bytes: int = 64 << 20):
+        self.options, self.chunk_rows, self.max_bytes = options, chunk_rows, max_bytes
+        empty = self(SCHEMA.empty_table())
+        self.prefix = empty[: -len(_EOS)] if empty.endswith(_EOS) else None
+        self._cache: OrderedDict[tuple, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, SCHEMA, options=self.options) as w:
+            if table.num_rows:
+                w.write_table(table, max_chunksize=self.chunk_rows)
+        return sink.getvalue().to_pybytes()
+
+    def messages(self, table: pa.Table) -> bytes | None:
+        """The record batch messages of ``table`` alone, or None if the framing is not as expected."""
+        whole = self(table)
+        if self.prefix is None or not whole.startswith(self.prefix) or not whole.endswith(_EOS):
+            return None
+        return whole[len(self.prefix) : -len(_EOS)]
+
+    def encode(self, table: pa.Table, pieces: list[Piece]) -> bytes:
+        """The body of a batch cut into ``pieces``: cached messages for whole row groups."""
+        if self.prefix is None or not pieces:
+            return self(table)
+        out = [self.prefix]
+        for group, a, b in pieces:
+            piece = table.slice(a, b - a)
+            key = None
+            if group is not None:
+                tokens = piece.column("tokens").to_numpy()
+                key = (group, hashlib.blake2b(tokens.astype("<i8").tobytes(), digest_size=16).digest())
+                with self._lock:
+                    got = self._cache.get(key)
+                    if got is not None:
+                        self._cache.move_to_end(key)
+                        out.append(got)
+                        continue
+            msgs = self.messages(piece)
+            if msgs is None:
+                return self(table)
+            out.append(msgs)
+            if key is not None:
+                with self._lock:
+                    if key not in self._cache:
+                        self._cache[key] = msgs
+                        self._bytes += len(msgs)
+                    while self._bytes > self.max_bytes and len(self._cache) > 1:
+                        _, old = self._cache.popitem(last=False)
+                        self._bytes -= len(old)
+        out.append(_EOS)
+        return b"".join(out)
 
 
 class _Prepared:
@@ -356,8 +431,9 @@ class _Prepared:
     lost response) or a free replay reuses the bytes first sent instead of reading and hashing again.
     """
 
-    def __init__(self, cache: _PreparedCache, key: tuple[str, int, int], table: pa.Table, leaves: np.ndarray):
-        self.cache, self.key, self.table = cache, key, table
+    def __init__(self, cache: _PreparedCache, key: tuple[str, int, int], table: pa.Table, leaves: np.ndarray,
+                 pieces: list[Piece]):
+        self.cache, self.key, self.table, self.pieces = cache, key, table, pieces
         self.sha: Future[str] = Future()  # from the cached leaves: 32 bytes per record, done at once
         self.sha.set_result(digest_leaves(leaves, table.column("tokens").to_numpy()))
         self.bodies: dict[str, Future[tuple[bytes, str]]] = {}
@@ -372,7 +448,7 @@ class _Prepared:
             return f
 
     def _encode(self, encode: Encoder) -> tuple[bytes, str]:
-        data = encode(self.table)
+        data = encode.encode(self.table, self.pieces) if isinstance(encode, IpcEncoder) else encode(self.table)
         self.cache.account(self.key, len(data))
         return data, hashlib.sha256(data).hexdigest()
 
