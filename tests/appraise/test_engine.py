@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ciyuan.appraise import engine
 
@@ -95,7 +94,7 @@ def test_text_lift_with_baseline_and_eval_file(home, real_corpora, tmp_path):
 
 
 def test_card_validates_and_loads_with_mlcroissant(home, tmp_path):
-    pytest.importorskip("mlcroissant")
+    import mlcroissant  # noqa: F401 - in the test extras
     v = _make("cards", [{"text": f"record {i} 数据", "meta": {"label": i % 2}} for i in range(320)],
               extra={"license": "MIT", "description": "a test"})  # fmt: skip
     engine.appraise(v.ref, seeds=(0, 1))

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import pytest
-
 
 def test_publish_at_the_suggested_price(home):
-    market = pytest.importorskip("ciyuan.exchange.market")
     from ciyuan.appraise import engine
     from ciyuan.appraise.pricing import suggest_rate
-    from ciyuan.exchange import tx
+    from ciyuan.exchange import market, tx
     from ciyuan.exchange.accounts import create_account
     from ciyuan.store import VersionBuilder
 

@@ -135,7 +135,7 @@ def _collate(items: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_token_stream_with_two_dataloader_workers_resumes_exactly(home, h, server_factory) -> None:
-    torch = pytest.importorskip("torch")
+    import torch  # installed by the test extras (torch==2.13.0, CPU)
     from torch.utils.data import DataLoader
 
     env = h.make_market()
