@@ -57,6 +57,7 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     """Build (or find) the demo exchange and return what was made, with fresh keys."""
     from ciyuan.curate.curate import curate
     from ciyuan.data import EVAL_TEXT, SAMPLE_DIR, sample_files
+    from ciyuan.errors import CiyuanError
     from ciyuan.exchange import ledger, market, tx
     from ciyuan.store import resolve
     from ciyuan.store.ingest import ingest
@@ -78,20 +79,18 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     buyer = _ensure_account(BUYER, "buyer")
     operator = _ensure_account(OPERATOR, "operator")
     step("appraise: quality, uniqueness, utility, price")
-    appraisal = None
-    try:
-        from ciyuan.appraise import appraise
+    from ciyuan.appraise import appraise
 
-        appraisal = appraise(ref, eval_file=str(EVAL_TEXT), provider=provider["id"])
-    except ImportError:  # pragma: no cover - the appraisal layer is part of the package
-        pass
+    appraisal = appraise(ref, eval_file=str(EVAL_TEXT), provider=provider["id"])
     step("publish the curated version")
     listing = _listing_for(cur["version"])
     if listing is None:
         try:
             listing = market.publish(ref, provider=provider["id"], price_per_mtok="suggested", currency="CNY",
                                      license="CC-BY-4.0", sample=5)
-        except Exception:  # no suggestion available: a fixed demo price
+        except CiyuanError as exc:  # no suggestion available: a fixed demo price
+            if exc.code != "no_price_suggestion":
+                raise
             listing = market.publish(ref, provider=provider["id"], price_per_mtok=FALLBACK_PRICE, currency="CNY",
                                      license="CC-BY-4.0", sample=5)
     step(f"deposit {DEPOSIT} CNY for the buyer")
@@ -104,8 +103,7 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
         "ingest": ing,
         "curate": {k: cur[k] for k in ("version", "kept", "rejected", "changed", "tokens_before", "tokens_after")},
         "tokens": tokens,
-        "appraisal": None if appraisal is None else {
-            k: appraisal.get(k) for k in ("tokens", "uniqueness", "price", "utility_summary") if k in appraisal},
+        "appraisal": {k: appraisal[k] for k in ("tokens", "uniqueness", "price") if k in appraisal},
         "listing": listing,
         "accounts": {"provider": provider, "buyer": buyer, "operator": operator},
         "keys": keys,
