@@ -1,8 +1,9 @@
-"""Catalog: public listing search and detail; publishing for providers."""
+"""Catalog: public listing search, detail and Croissant card; publishing for providers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
 
 from ciyuan.api.auth import app_settings, requires
 from ciyuan.api.errors import responses
@@ -11,6 +12,26 @@ from ciyuan.exchange import market, tx
 from ciyuan.exchange.accounts import Principal
 
 router = APIRouter(tags=["catalog"])
+
+
+class JSONLDResponse(JSONResponse):
+    """JSON-LD: the same body as JSON, but typed so mlcroissant and linked-data tools accept it."""
+
+    media_type = "application/ld+json"
+
+
+def _json_errors(*codes: int) -> dict[int | str, dict]:
+    """``responses(*codes)`` with each error body declared as ``application/json`` explicitly.
+
+    FastAPI documents a ``model=`` response under the route's own media type, which for the card
+    route is JSON-LD; errors still leave as plain JSON, so the schema must say so. ``ErrorBody``
+    is in the components because every other route here declares it with ``model=``.
+    """
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        code: {"description": entry["description"], "content": {"application/json": {"schema": ref}}}
+        for code, entry in responses(*codes).items()
+    }
 
 
 @router.get("/listings", response_model=ListingPage, responses=responses())
@@ -52,6 +73,32 @@ def list_listings(
 def get_listing(request: Request, listing_id: str = Path(pattern=ID)) -> dict:
     """A listing with its card and free sample (public, not billed)."""
     return tx.run(lambda s: market.listing_detail(s, listing_id), app_settings(request))
+
+
+@router.get(
+    "/listings/{listing_id}/card",
+    response_model=None,
+    response_class=JSONLDResponse,
+    responses={
+        200: {
+            "description": "Croissant 1.0 JSON-LD with the RAI fields and the token and appraisal facts",
+            "content": {"application/ld+json": {"schema": {"type": "object", "additionalProperties": True}}},
+        },
+        **_json_errors(404),
+    },
+)
+def get_listing_card(request: Request, listing_id: str = Path(pattern=ID)) -> JSONLDResponse:
+    """The listed version's Croissant card (public, not billed), as the web page and `ciyuan card` serve it.
+
+    Made by the appraisal layer's ``card`` (not the web module), so the API, the web page and the
+    CLI give one card for one version. Its shard URLs are relative to this server's origin.
+    """
+    from ciyuan.appraise.engine import card  # not `ciyuan.appraise.card`: that name is also a module
+
+    s = app_settings(request)
+    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    base = f"{request.url.scheme}://{request.url.netloc}"
+    return JSONLDResponse(card(f"{detail['dataset']}@{detail['version']}", base_url=base, s=s))
 
 
 @router.post("/listings", response_model=ListingDetail, status_code=201, responses=responses(401, 403, 404))
