@@ -24,12 +24,11 @@ import numpy as np
 
 from ciyuan.appraise import quality as quality_mod
 from ciyuan.appraise.card import build_card
-from ciyuan.appraise.features import HashedNgrams
 from ciyuan.appraise.knn_shapley import knn_shapley_self
 from ciyuan.appraise.ngram_lm import perplexity_lift
 from ciyuan.appraise.price import suggest_price
 from ciyuan.appraise.uniqueness import CatalogIndex, near_duplicates_within, signatures, uniqueness
-from ciyuan.appraise.utility_labelled import learning_curve
+from ciyuan.appraise.utility_labelled import labelled_utility
 from ciyuan.config import Settings, settings
 from ciyuan.errors import InvalidInput, NotFound
 
@@ -148,10 +147,15 @@ def appraise(
     label_field: str = "label",
     tokenizer: str | None = None,
     seeds: tuple[int, ...] = SEEDS,
+    features: str = "hashed",
     store: bool = True,
     s: Settings | None = None,
 ) -> dict:
-    """Compute, store and return the appraisal of version ``ref`` (NAME or NAME@VERSION)."""
+    """Compute, store and return the appraisal of version ``ref`` (NAME or NAME@VERSION).
+
+    ``features`` picks the labelled-utility features: ``hashed`` n-grams (default, fast),
+    ``minilm`` sentence embeddings, or ``auto`` (embeddings when torch and the model package exist).
+    """
     from ciyuan.store import resolve
 
     t0 = time.perf_counter()
@@ -227,19 +231,15 @@ def appraise(
     values_summary = None
     if len(labelled) >= 20 and len({lab for _, _, lab in labelled}) >= 2:
         lab_ids = [a for a, _, _ in labelled]
-        x = HashedNgrams().dense([t for _, t, _ in labelled])
+        res, x = labelled_utility([t for _, t, _ in labelled], [lab for _, _, lab in labelled],
+                                  features=features, seeds=seeds)
         y = np.array([str(lab) for _, _, lab in labelled])
-        utility["labelled"] = {
-            "label_field": label_field,
-            "records": len(labelled),
-            "features": "hashed-ngrams(dim=4096, word 1-2, char 2-4)",
-            **learning_curve(x, y, seeds=seeds),
-        }
+        utility["labelled"] = {"label_field": label_field, "records": len(labelled), **res}
         m = min(len(labelled), SHAPLEY_SAMPLE)
         vals = knn_shapley_self(x[:m], y[:m], k=5)
         order = np.argsort(vals, kind="stable")
         values_summary = {
-            "method": "exact KNN-Shapley (Jia et al. 2019), k=5, cosine distance, leave-self-out",
+            "method": "exact KNN-Shapley (Jia et al. 2019), k=5, cosine, leave-self-out, on the utility features",
             "records": m,
             "mean": float(vals.mean()),
             "negative": int((vals < 0).sum()),

@@ -43,6 +43,7 @@ def appraise_cmd(
     provider: str | None = typer.Option(None, "--provider", help="Who will list it (own listings are excluded)."),
     label_field: str = typer.Option("label", "--label-field", help="Meta field holding a class label."),
     schedule: str | None = typer.Option(None, "--schedule", help="Token schedule (default: the home's tokenizer)."),
+    features: str = typer.Option("hashed", "--features", help="Labelled-utility features: hashed | minilm | auto."),
     report: str | None = typer.Option(None, "--report", help="Also write the offline HTML report here."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -51,7 +52,7 @@ def appraise_cmd(
 
     with errors(as_json):
         ap = engine.appraise(ref, eval_file=eval_file, baseline=baseline, provider=provider, label_field=label_field,
-                             tokenizer=schedule)  # fmt: skip
+                             tokenizer=schedule, features=features)  # fmt: skip
         if report:
             from ciyuan.appraise.report import write
 
