@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -70,7 +69,7 @@ from ciyuan.exchange.metering import (
 )
 from ciyuan.exchange.money import format_amount
 from ciyuan.exchange.pricing import PriceSchedule
-from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow, QuoteRow
+from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow
 
 DEFAULT_MAX_TOKENS = 4_000_000
 MAX_MAX_TOKENS = 100_000_000
@@ -953,58 +952,9 @@ def place_metered_order(buyer_id: str, quote_id: str, idempotency_key: str, *, s
     """An order that pays as it streams: nothing is charged now; each posted batch is charged.
 
     The quote's amount is what the whole selection will cost; the entitlement caps the tokens.
-    Same idempotency rules as a paid order: a replay returns it, another quote under the key is 409.
+    Same idempotency rules as a paid order (it is the market's order with metered billing).
     """
-    s = s or settings()
-    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200:
-        raise InvalidInput("Idempotency-Key must be 1 to 200 characters", hint="send a unique key per order",
-                           code="bad_idempotency_key")
-    req = hashlib.sha256(json.dumps({"quote_id": quote_id, "billing": METERED}).encode()).hexdigest()
-
-    def work(sess: Session) -> tuple[dict, bool]:
-        t = _now(now)
-        quote = sess.get(QuoteRow, quote_id) if isinstance(quote_id, str) and len(quote_id) <= 40 else None
-        if quote is None or quote.buyer_id != buyer_id:
-            raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
-        buyer_acct = ledger.ensure_account(sess, ledger.BUYER, buyer_id, quote.currency)
-        ledger._lock(sess, [buyer_acct])  # serialise this buyer's orders, as paid orders do
-        prior = sess.execute(select(OrderRow).where(OrderRow.buyer_id == buyer_id,
-                                                    OrderRow.idempotency_key == idempotency_key)).scalar_one_or_none()
-        if prior is not None:
-            if prior.request_hash != req:
-                raise Conflict(f"Idempotency-Key {idempotency_key!r} was used for another request",
-                               hint="use a new Idempotency-Key for a new order", code="idempotency_conflict")
-            return market.get_order(sess, prior.id, buyer_id), True
-        taken = sess.execute(select(OrderRow.id).where(OrderRow.quote_id == quote_id)).first()
-        if taken is not None:
-            raise Conflict(f"quote {quote_id} was already used by order {taken[0]}", hint="get a new quote",
-                           code="quote_used")
-        if _aware(quote.expires_at) <= t:
-            raise market.QuoteExpired(f"quote {quote_id} expired", hint="ask for a new quote")
-        listing = sess.get(ListingRow, quote.listing_id)
-        if listing is None or listing.status != "active":
-            raise NotFound(f"listing {quote.listing_id} is no longer offered", hint="search the catalog")
-        ledger.ensure_account(sess, ledger.HOLDS, None, quote.currency)
-        ledger.ensure_account(sess, ledger.PROVIDER, listing.provider_id, quote.currency)
-        ledger.ensure_account(sess, ledger.PLATFORM, None, quote.currency)
-        order_id = "ord_" + secrets.token_hex(10)
-        sess.add(OrderRow(id=order_id, buyer_id=buyer_id, idempotency_key=idempotency_key, request_hash=req,
-                          quote_id=quote_id, listing_id=listing.id, amount=0, fee=0, currency=quote.currency,
-                          status=METERED, created_at=t))
-        sess.flush()
-        sess.add(EntitlementRow(id="ent_" + secrets.token_hex(10), order_id=order_id, buyer_id=buyer_id,
-                                listing_id=listing.id, version_id=listing.version_id, schedule=listing.schedule,
-                                selection=quote.selection, selection_id=quote.selection_id, records=quote.records,
-                                tokens=quote.tokens, tokens_drawn=0, status="active", created_at=t))
-        sess.flush()
-        audit.append(sess, "order.metered", f"order:{order_id}",
-                     {"order": order_id, "quote": quote_id, "tokens": quote.tokens, "cap": quote.amount})
-        out = market.get_order(sess, order_id, buyer_id)
-        out["billing"] = METERED
-        out["quoted_amount"] = quote.amount
-        return out, False
-
-    return tx.run(work, s)
+    return market.place_order(buyer_id, quote_id, idempotency_key, billing=METERED, s=s, now=now)
 
 
 # -- reading usage and state ----------------------------------------------------------------------------

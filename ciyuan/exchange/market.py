@@ -440,13 +440,24 @@ def _request_hash(quote_id: str) -> str:
     return hashlib.sha256(json.dumps({"quote_id": quote_id}).encode()).hexdigest()
 
 
-def place_order(
-    buyer_id: str, quote_id: str, idempotency_key: str, *, s: Settings | None = None, now: datetime | None = None
-) -> tuple[dict, bool]:
-    """Pay a quote once: (order with its entitlement, whether this was a replay of an earlier call).
+PREPAID, METERED = "prepaid", "metered"
 
-    The buyer's balance row is locked first, so every order of one buyer is serialised; a replay
-    with the same key returns the stored order, the same key for another quote is a conflict.
+
+def place_order(
+    buyer_id: str,
+    quote_id: str,
+    idempotency_key: str,
+    *,
+    billing: str = PREPAID,
+    s: Settings | None = None,
+    now: datetime | None = None,
+) -> tuple[dict, bool]:
+    """Order a quote once: (order with its entitlement, whether this was a replay of an earlier call).
+
+    ``prepaid`` charges the quote now; ``metered`` charges nothing now and lets delivery charge each
+    posted batch (the entitlement caps the tokens). The buyer's balance row is locked first, so every
+    order of one buyer is serialised; a replay with the same key returns the stored order, the same
+    key for another quote (or the other billing) is a conflict.
     """
     s = s or settings()
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200:
@@ -455,7 +466,10 @@ def place_order(
             hint="send a unique Idempotency-Key header per order, e.g. a UUID",
             code="bad_idempotency_key",
         )
-    req = _request_hash(quote_id)
+    if billing not in (PREPAID, METERED):
+        raise InvalidInput(f"billing {billing!r} is unknown", hint=f"use {PREPAID} or {METERED}")
+    req = _request_hash(quote_id) if billing == PREPAID else hashlib.sha256(
+        json.dumps({"quote_id": quote_id, "billing": METERED}).encode()).hexdigest()
 
     def work(sess: Session) -> tuple[dict, bool]:
         t = _now(now)
@@ -491,18 +505,23 @@ def place_order(
         if listing is None or listing.status != "active":
             raise NotFound(f"listing {quote.listing_id} is no longer offered", hint="search the catalog")
         order_id = "ord_" + secrets.token_hex(10)
-        transfers = ledger.charge(
-            sess,
-            f"order:{order_id}",
-            buyer_id,
-            listing.provider_id,
-            quote.amount,
-            quote.currency,
-            fee_bps=s.platform_fee_bps,
-            ref=f"order:{order_id}",
-            now=t,
-        )
-        fee = sum(tr.amount for tr in transfers if tr.id.endswith(":fee"))
+        if billing == PREPAID:
+            transfers = ledger.charge(
+                sess,
+                f"order:{order_id}",
+                buyer_id,
+                listing.provider_id,
+                quote.amount,
+                quote.currency,
+                fee_bps=s.platform_fee_bps,
+                ref=f"order:{order_id}",
+                now=t,
+            )
+            amount, fee = quote.amount, sum(tr.amount for tr in transfers if tr.id.endswith(":fee"))
+        else:  # the accounts each posted batch will move money between must exist before streaming
+            for kind, owner in ((ledger.HOLDS, None), (ledger.PROVIDER, listing.provider_id), (ledger.PLATFORM, None)):
+                ledger.ensure_account(sess, kind, owner, quote.currency)
+            amount = fee = 0
         order = OrderRow(
             id=order_id,
             buyer_id=buyer_id,
@@ -510,10 +529,10 @@ def place_order(
             request_hash=req,
             quote_id=quote_id,
             listing_id=listing.id,
-            amount=quote.amount,
+            amount=amount,
             fee=fee,
             currency=quote.currency,
-            status="paid",
+            status="paid" if billing == PREPAID else METERED,
             created_at=t,
         )
         sess.add(order)
@@ -535,7 +554,14 @@ def place_order(
         )
         sess.add(ent)
         sess.flush()
-        return _order_dict(order, ent), False
+        out = _order_dict(order, ent)
+        if billing == METERED:
+            from ciyuan.exchange import audit
+
+            audit.append(sess, "order.metered", f"order:{order_id}",
+                         {"order": order_id, "quote": quote_id, "tokens": quote.tokens, "cap": quote.amount})
+            out["billing"], out["quoted_amount"] = METERED, quote.amount
+        return out, False
 
     return tx.run(work, s)
 
