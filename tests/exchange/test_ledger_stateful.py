@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from ciyuan.errors import Conflict
-from ciyuan.exchange import ledger, market, tx
+from ciyuan.exchange import accounts, ledger, market, tx
 from ciyuan.exchange.ledger import InsufficientFunds, split
 from ciyuan.exchange.market import QuoteExpired
 
@@ -40,7 +40,7 @@ class Hold:
 
 def test_ledger_state_machine(market_env):
     env = market_env
-    buyers = [env.accounts["alice"].id, env.accounts["bob"].id]
+    buyers = ["alice", "bob"]  # labels; each example gets two fresh buyer accounts, so a replay is exact
     provider = env.accounts["prov"].id
     listing = env.listing["id"]
     fee_bps = 1000
@@ -55,7 +55,11 @@ def test_ledger_state_machine(market_env):
             # each example runs on its own day, after sweeping what earlier examples left pending
             self.now = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(days=next(epochs))
             tx.run(lambda s: ledger.expire_due(s, now=self.now))
-            self.base = {b: now_bal(ledger.BUYER, b).posted for b in buyers}
+            self.ids = {
+                b: tx.run(lambda s, b=b: accounts.create_account(s, f"{b}-{uuid.uuid4().hex[:12]}", "buyer")).id
+                for b in buyers
+            }
+            self.base = {b: 0 for b in buyers}
             self.base_provider = now_bal(ledger.PROVIDER, provider).posted
             self.base_fees = now_bal(ledger.PLATFORM, None).posted
             self.posted = {b: 0 for b in buyers}
@@ -67,9 +71,17 @@ def test_ledger_state_machine(market_env):
 
         # -- model helpers ----------------------------------------------------------------------
         def lazy_expire(self, buyer):
-            for h in self.holds:
-                if h.buyer == buyer and h.state == "pending" and h.expires_at <= self.now:
-                    h.state = "expired"
+            """The ledger expires a buyer's due holds when that buyer acts; returns them, so a request
+            that then fails can put them back: a failed request leaves the ledger as it was."""
+            due = [h for h in self.holds if h.buyer == buyer and h.state == "pending" and h.expires_at <= self.now]
+            for h in due:
+                h.state = "expired"
+            return due
+
+        @staticmethod
+        def unexpire(due):
+            for h in due:
+                h.state = "pending"
 
         def available(self, buyer):
             held = sum(h.amount for h in self.holds if h.buyer == buyer and h.state == "pending")
@@ -84,7 +96,7 @@ def test_ledger_state_machine(market_env):
         @rule(b=st.sampled_from(buyers), amount=st.integers(1, 5000))
         def deposit(self, b, amount):
             tid = f"dep-{uuid.uuid4().hex}"
-            tx.run(lambda s: ledger.deposit(s, tid, b, amount, "CNY", now=self.now))
+            tx.run(lambda s: ledger.deposit(s, tid, self.ids[b], amount, "CNY", now=self.now))
             self.posted[b] += amount
             self.deposits.append((tid, b, amount))
 
@@ -93,25 +105,27 @@ def test_ledger_state_machine(market_env):
             if not self.deposits:
                 return
             tid, b, amount = data.draw(st.sampled_from(self.deposits))
-            tx.run(lambda s: ledger.deposit(s, tid, b, amount, "CNY", now=self.now))
+            tx.run(lambda s: ledger.deposit(s, tid, self.ids[b], amount, "CNY", now=self.now))
             try:
-                tx.run(lambda s: ledger.deposit(s, tid, b, amount + 1, "CNY", now=self.now))
+                tx.run(lambda s: ledger.deposit(s, tid, self.ids[b], amount + 1, "CNY", now=self.now))
                 raise AssertionError("a changed body under the same id must conflict")
             except Conflict:
                 pass
 
         @rule(b=st.sampled_from(buyers), amount=st.integers(1, 3000))
         def charge(self, b, amount):
-            self.lazy_expire(b)
+            due = self.lazy_expire(b)
             ok = amount <= self.available(b)
             try:
                 tx.run(
                     lambda s: ledger.charge(
-                        s, f"chg-{uuid.uuid4().hex}", b, provider, amount, "CNY", fee_bps=fee_bps, now=self.now
+                        s, f"chg-{uuid.uuid4().hex}", self.ids[b], provider, amount, "CNY", fee_bps=fee_bps,
+                        now=self.now,
                     )
                 )
             except InsufficientFunds:
                 assert not ok
+                self.unexpire(due)
                 return
             assert ok
             self.posted[b] -= amount
@@ -119,13 +133,14 @@ def test_ledger_state_machine(market_env):
 
         @rule(b=st.sampled_from(buyers), amount=st.integers(1, 3000), timeout=st.integers(1, 600))
         def hold(self, b, amount, timeout):
-            self.lazy_expire(b)
+            due = self.lazy_expire(b)
             ok = amount <= self.available(b)
             hid = f"hold-{uuid.uuid4().hex}"
             try:
-                tx.run(lambda s: ledger.hold(s, hid, b, amount, "CNY", timeout_s=timeout, now=self.now))
+                tx.run(lambda s: ledger.hold(s, hid, self.ids[b], amount, "CNY", timeout_s=timeout, now=self.now))
             except InsufficientFunds:
                 assert not ok
+                self.unexpire(due)
                 return
             assert ok
             self.holds.append(Hold(hid, b, amount, self.now + timedelta(seconds=timeout)))
@@ -180,20 +195,20 @@ def test_ledger_state_machine(market_env):
             age=st.sampled_from([0, 0, 1000]),
         )
         def quote_and_order(self, b, f, budget, age):
-            q = market.create_quote(b, listing, {"filter": f, "token_budget": budget}, now=self.now)
+            q = market.create_quote(self.ids[b], listing, {"filter": f, "token_budget": budget}, now=self.now)
             self.now += timedelta(seconds=age)  # 1000 s is past the 900 s quote lifetime
             key = uuid.uuid4().hex
             expired = age > 900
-            if not expired:
-                self.lazy_expire(b)
+            due = [] if expired else self.lazy_expire(b)
             ok = not expired and q["amount"] <= self.available(b)
             try:
-                order, replay = market.place_order(b, q["id"], key, now=self.now)
+                order, replay = market.place_order(self.ids[b], q["id"], key, now=self.now)
             except QuoteExpired:
                 assert expired
                 return
             except InsufficientFunds:
                 assert not expired and not ok
+                self.unexpire(due)
                 return
             assert ok and not replay
             assert order["entitlement"]["tokens"] == q["tokens"]
@@ -206,12 +221,12 @@ def test_ledger_state_machine(market_env):
             if not self.orders:
                 return
             b, key, qid, oid = data.draw(st.sampled_from(self.orders))
-            order, replay = market.place_order(b, qid, key, now=self.now)
+            order, replay = market.place_order(self.ids[b], qid, key, now=self.now)
             assert replay and order["id"] == oid
             other = [o for o in self.orders if o[0] == b and o[2] != qid]
             if other:
                 try:
-                    market.place_order(b, other[0][2], key, now=self.now)
+                    market.place_order(self.ids[b], other[0][2], key, now=self.now)
                     raise AssertionError("reusing a key for another quote must conflict")
                 except Conflict:
                     pass
@@ -227,7 +242,7 @@ def test_ledger_state_machine(market_env):
         @invariant()
         def balances_match_the_model(self):
             for b in buyers:
-                got = now_bal(ledger.BUYER, b)
+                got = now_bal(ledger.BUYER, self.ids[b])
                 assert got.posted == self.base[b] + self.posted[b]
                 held = sum(h.amount for h in self.holds if h.buyer == b and h.state == "pending")
                 assert got.debits_pending == held
@@ -239,6 +254,6 @@ def test_ledger_state_machine(market_env):
     run_state_machine_as_test(
         Ledger,
         settings=settings(
-            max_examples=12, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+            max_examples=30, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
         ),
     )
