@@ -25,11 +25,12 @@ def ingest_cmd(
     domain: str | None = typer.Option(None, "--domain", help="Domain recorded in each record's meta."),
     language: str | None = typer.Option(None, "--language", help="Language recorded in each record's meta."),
     strict: bool = typer.Option(False, "--strict", help="Refuse the whole input if any item is bad."),
+    rename: list[str] = typer.Option([], "--rename", help="Rename a meta field, OLD=NEW (e.g. lang=language)."),
     workers: int = typer.Option(1, "--workers", "-w", help="Processes for token counting."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Read raw files into a new, immutable version; bad items go to its quarantine."""
-    from ciyuan.store.ingest import ingest
+    from ciyuan.store.ingest import ingest, parse_renames
 
     with errors(as_json), progress(not as_json) as bar:
         task = bar.add_task("ingest", total=None, extra="")
@@ -38,7 +39,8 @@ def ingest_cmd(
             bar.update(task, completed=records, extra=f"{bad} quarantined")
 
         out = ingest(sources, dataset, fmt=fmt, text_field=text_field, id_field=id_field, license=license,
-                     domain=domain, language=language, strict=strict, workers=workers, on_progress=tick)
+                     domain=domain, language=language, strict=strict, rename=parse_renames(rename), workers=workers,
+                     on_progress=tick)
 
     def render(o: dict) -> None:
         ref = f"{o['dataset']}@{o['version'][:12]}"

@@ -31,7 +31,19 @@ def _expand(sources: Iterable[str]) -> list[str]:
     return out
 
 
-def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dict) -> Iterator[list[dict]]:
+def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
+    """``OLD=NEW`` pairs (e.g. ``lang=language``) into a mapping, with a clear error for a bad one."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise InvalidInput(f"--rename {pair!r} is not OLD=NEW", hint="e.g. --rename lang=language")
+        out[old.strip()] = new.strip()
+    return out
+
+
+def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dict,
+             renames: dict[str, str] | None = None) -> Iterator[list[dict]]:
     """Group good records into batches; bad items go straight to the quarantine."""
     batch: list[dict] = []
     size = 0
@@ -41,6 +53,9 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
             continue
         rec = item.record
         meta = dict(rec.get("meta") or {})
+        for old, new in (renames or {}).items():
+            if old in meta:
+                meta[new] = meta.pop(old)
         meta.setdefault("source", item.source)
         meta.setdefault("line", item.line)
         for k, v in defaults.items():
@@ -66,6 +81,7 @@ def ingest(
     domain: str | None = None,
     language: str | None = None,
     strict: bool = False,
+    rename: dict[str, str] | None = None,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     s: Settings | None = None,
@@ -89,7 +105,7 @@ def ingest(
             "command": "ingest",
             "sources": [Path(p).name for p in paths],
             "options": {"format": fmt, "text_field": text_field, "id_field": id_field, "license": license,
-                        "domain": domain, "language": language},
+                        "domain": domain, "language": language, **({"rename": rename} if rename else {})},
         },
     )
     builder.extra = {k: v for k, v in {"license": license, "domain": domain, "language": language}.items() if v}
@@ -102,7 +118,7 @@ def ingest(
     pending: deque[list[dict]] = deque()
 
     def texts() -> Iterator[list[str]]:
-        for batch in _batches(items(), builder, defaults):
+        for batch in _batches(items(), builder, defaults, rename):
             pending.append(batch)
             yield [r["text"] for r in batch]
 

@@ -196,3 +196,17 @@ def test_store_on_both_databases(db_home: Path, tmp_path: Path, n: int) -> None:
     listed = cli("datasets")
     assert [d["dataset"] for d in listed] == ["both"]
     assert listed[0]["latest"] == out["version"]
+
+
+def test_rename_meta_fields_so_the_catalog_sees_them(home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "g.jsonl"
+    src.write_text("\n".join(json.dumps(g, ensure_ascii=False) for g in GOOD) + "\n")
+    cli("ingest", str(src), "--dataset", "ren", "--rename", "lang=language")
+    from ciyuan.store import resolve
+
+    metas = [r["meta"] for r in resolve("ren").iter_records()]
+    assert [m["language"] for m in metas] == ["en", "zh", "en"]
+    assert all("lang" not in m for m in metas)
+    res = runner.invoke(app, ["ingest", str(src), "--dataset", "ren", "--rename", "lang", "--json"])
+    assert res.exit_code == 2
+    assert "OLD=NEW" in json.loads(res.stdout)["error"]["message"]
