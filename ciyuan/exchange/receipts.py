@@ -40,6 +40,18 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _unb64(text: str) -> bytes:
+    """Decode base64 that must be in its one canonical spelling.
+
+    Base64 of 32 or 64 bytes has spare low bits in its last character; a lax
+    decoder ignores them, so a changed byte there would still verify.
+    """
+    data = base64.b64decode(text, validate=True)
+    if _b64(data) != text:
+        raise ValueError("base64 is not in canonical form (its unused bits were changed)")
+    return data
+
+
 def signing_key(s: Settings | None = None) -> Ed25519PrivateKey:
     """The exchange's receipt key from the home, created (mode 0600) the first time."""
     path = Path((s or settings()).home) / KEY_FILE
@@ -111,8 +123,8 @@ def verify_bytes(data: bytes, pinned_key: str | None = None) -> dict:
     if not isinstance(sig, dict) or sig.get("alg") != ALG:
         return fail(f"unsupported signature algorithm {sig.get('alg') if isinstance(sig, dict) else sig!r}")
     try:
-        raw = base64.b64decode(sig["public_key"], validate=True)
-        value = base64.b64decode(sig["value"], validate=True)
+        raw = _unb64(sig["public_key"])
+        value = _unb64(sig["value"])
         pub = Ed25519PublicKey.from_public_bytes(raw)
     except (KeyError, TypeError, ValueError) as exc:
         return fail(f"malformed signature block: {exc}")
