@@ -123,3 +123,22 @@ def test_package_urls_refuse_altered_or_expired(home, h) -> None:
     with pytest.raises(Exception) as exc:
         packages.package(delivery.plan(metered, env.buyer))
     assert getattr(exc.value, "status", None) == 409
+
+
+def test_receipt_with_changed_spare_base64_bits_fails(home, h, tmp_path) -> None:
+    """Base64 of a 32-byte key has two spare bits in its last character; changing them must not verify."""
+    env = h.make_market()
+    ent = h.metered_entitlement(env)["entitlement"]["id"]
+    stream_all(env.buyer, ent)
+    res = runner.invoke(app, ["receipt", "get", ent, "--out", str(tmp_path / "r.json"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r.json").read_bytes())
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for field, spare in (("public_key", 0b11), ("value", 0b1111)):
+        text = doc["signature"][field].rstrip("=")
+        pad = doc["signature"][field][len(text):]
+        last = alphabet.index(text[-1])
+        assert last & spare == 0
+        changed = dict(doc, signature=dict(doc["signature"], **{field: text[:-1] + alphabet[last | 1] + pad}))
+        out = receipts.verify_bytes(receipts.to_bytes(changed))
+        assert not out["ok"] and "canonical" in out["problem"], out
