@@ -4,8 +4,10 @@ The recipe is cut into *stages* at every global (dedup) step. A stage reads each
 stream of batches, applies the global step's plan (if the stage starts with one) and the per-record
 steps after it, and writes one intermediate shard plus its statistics into a work folder. Between
 stages, the global step's scan rounds read the previous stage's shards and the driver reduces the
-parts into a plan. Memory is bounded by a batch per worker plus the dedup signatures
-(about 0.5 kB a record for near_dedup), whatever the corpus size.
+parts into a plan. Scans write what they learn to a scratch folder and the reduce reads it back
+one hash partition at a time (:mod:`ciyuan.curate.scratch`), so memory is a batch per worker
+plus a partition and the duplicates found, whatever the corpus size; each shard job loads only
+its own shard's part of a plan.
 
 Every shard job is a pure function of (recipe, stage, shard, plans), so the local process pool and
 Ray Data give byte-identical intermediate shards, and a killed run can ``resume`` from the shard
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -151,11 +154,9 @@ def _steps_for(recipe: dict, key: str) -> list:
 
 
 def _plan(path: str) -> dict:
-    ck = ("plan", path)
-    if ck not in _CACHE:
-        with open(path, "rb") as fh:
-            _CACHE[ck] = pickle.load(fh)
-    return _CACHE[ck]
+    """A shard's plan; not cached, since each shard has its own and a worker sees many."""
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
 
 
 def _recount(records: Iterator[dict], tokenizers: list[str]) -> Iterator[dict]:
@@ -333,15 +334,15 @@ def run_recipe(
         if stage.index > 0:
             g = stage.global_step
             assert g is not None
-            plan_path = work / f"plan-{g:02d}.pkl"
-            if not plan_path.exists():
-                _run_scans(steps[g], g, recipe, key, inputs, source, executor, on_progress)
-                tmp = plan_path.with_suffix(".tmp")
-                with open(tmp, "wb") as fh:
-                    pickle.dump(steps[g].plan, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, plan_path)
+            plan_dir = work / f"plan-{g:02d}"
+            if not (plan_dir / "done").exists():
+                scratch = work / f"scan-{g:02d}"
+                shutil.rmtree(scratch, ignore_errors=True)
+                plan = _run_scans(steps[g], g, recipe, key, inputs, source, str(scratch), executor, on_progress)
+                _write_plans(steps[g], plan, plan_dir, len(inputs))
+                shutil.rmtree(scratch, ignore_errors=True)
         else:
-            plan_path = None
+            plan_dir = None
         if stage.index == 0 and not stage.steps:
             continue  # nothing to do before the first global step: it scans the source shards
         folder = work / f"stage-{stage.index:02d}"
@@ -363,7 +364,7 @@ def run_recipe(
                     "output": out,
                     "global_step": stage.global_step,
                     "steps": stage.steps,
-                    "plan": str(plan_path) if plan_path else None,
+                    "plan": str(plan_dir / f"shard-{i:05d}.pkl") if plan_dir else None,
                     "final": final,
                     "tokenizers": tokenizers,
                     "shard": i,
@@ -387,6 +388,27 @@ def run_recipe(
     return inputs if not source else [], merged
 
 
+def _write_plans(step: GlobalStep, plan: dict, folder: Path, shards: int) -> None:
+    """One plan file per shard (so a shard job loads only its own decisions), then ``done``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(shards):
+        path = folder / f"shard-{i:05d}.pkl"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(step.plan_for(plan, i), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    (folder / "done").write_text("", encoding="utf-8")
+
+
+def _rows(paths: list[str]) -> int:
+    """Records in the shards, from their Parquet footers (an upper bound on the live ones)."""
+    total = 0
+    for p in paths:
+        with open(p, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
 def _run_scans(
     step: GlobalStep,
     g: int,
@@ -394,10 +416,12 @@ def _run_scans(
     key: str,
     inputs: list[str],
     source: bool,
+    scratch: str,
     executor: LocalExecutor | RayExecutor,
     on_progress: Progress | None,
-) -> None:
-    context, round_ = None, 0
+) -> dict:
+    """The global step's scan rounds and reduces; returns its plan."""
+    context, round_ = step.begin(scratch, _rows(inputs)), 0
     while True:
         jobs = [
             {
@@ -421,5 +445,4 @@ def _run_scans(
         finished, context = step.reduce(round_, parts, context)
         round_ += 1
         if finished:
-            step.bind(context)
-            return
+            return context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 
 from ciyuan.curate.steps import REJECTED, GlobalStep, Step
@@ -15,14 +16,15 @@ def run_steps(records: Iterable[dict], steps: list[Step]) -> list[dict]:
     current = list(records)
     for step in steps:
         if isinstance(step, GlobalStep):
-            round_, context = 0, None
-            while True:
-                live = (r for r in current if REJECTED not in r)
-                part = step.scan(round_, live, 0, context)
-                done, context = step.reduce(round_, [part], context)
-                round_ += 1
-                if done:
-                    step.bind(context)
-                    break
+            with tempfile.TemporaryDirectory(prefix="ciyuan-scan-") as scratch:
+                round_, context = 0, step.begin(scratch, len(current))
+                while True:
+                    live = (r for r in current if REJECTED not in r)
+                    part = step.scan(round_, live, 0, context)
+                    done, context = step.reduce(round_, [part], context)
+                    round_ += 1
+                    if done:
+                        step.bind(step.plan_for(context, 0))
+                        break
         current = list(step(current))
     return current

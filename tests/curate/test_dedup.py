@@ -113,21 +113,27 @@ def test_exact_dedup_removes_every_copy_and_keeps_first():
     assert step.stats.rejected["exact_duplicate"] == len(expected_rejected)
 
 
-def test_dedup_scans_agree_across_shard_splits():
+def test_dedup_scans_agree_across_shard_splits(tmp_path):
     """Splitting the input into shards (as executors do) gives the same plan as one pass."""
     records = near_dup_corpus(seed=3, families=40)
     one = make_step("near_dedup")
     run_steps([dict(r, meta={}) for r in records], [one])
     many = make_step("near_dedup")
     shards = [records[i : i + 37] for i in range(0, len(records), 37)]
-    round_, ctx = 0, None
+    round_, ctx = 0, many.begin(str(tmp_path), len(records))
     while True:
         parts = [many.scan(round_, iter(s), k, ctx) for k, s in enumerate(shards)]
         done, ctx = many.reduce(round_, parts, ctx)
         round_ += 1
         if done:
             break
-    assert ctx["cluster"] == one.plan["cluster"] and ctx["drop"] == one.plan["drop"]
+    assert len(ctx["by_shard"]) == len(shards)
+    cluster = {k: v for part in ctx["by_shard"] for k, v in part["cluster"].items()}
+    drop = {k: v for part in ctx["by_shard"] for k, v in part["drop"].items()}
+    assert cluster == one.plan["cluster"] and drop == one.plan["drop"]
+    # each shard's part names only that shard's records
+    for k, part in enumerate(ctx["by_shard"]):
+        assert set(part["cluster"]) <= {r["id"] for r in shards[k]}
 
 
 def test_bad_band_configuration_is_refused():
@@ -135,3 +141,25 @@ def test_bad_band_configuration_is_refused():
 
     with pytest.raises(InvalidInput):
         make_step("near_dedup", {"bands": 30, "rows": 8})
+
+
+@pytest.mark.parametrize("name", ["exact_dedup", "near_dedup"])
+def test_many_small_partitions_give_the_same_plan(name, monkeypatch):
+    """The reduce reads hash partitions one at a time; how many there are must not change a decision."""
+    from ciyuan.curate import scratch
+
+    records = near_dup_corpus(seed=5, families=30)
+    records += [dict(r, id=f"copy-{r['id']}") for r in records[::7]]  # exact copies too
+
+    def plan(budget: int) -> dict:
+        monkeypatch.setattr(scratch, "PARTITION_BYTES", budget)
+        step = make_step(name)
+        out = run_steps([dict(r, meta={}) for r in records], [step])
+        return {r["id"]: r.get("_rejected", {}).get("reason") for r in out}
+
+    one = plan(1 << 30)
+    assert scratch.partitions_for(len(records) * 20, budget=1 << 30) == 1
+    many = plan(256)  # a few entries a partition: hundreds of partitions
+    assert scratch.partitions_for(len(records) * 20) > 100
+    assert many == one
+    assert sum(v is not None for v in one.values()) >= 20

@@ -213,12 +213,17 @@ class GlobalStep(Step):
 
     It runs in rounds so an executor can spread the reading over shards, workers or Ray:
 
-    1. ``scan(round, records, shard, context)`` reads one shard and returns a small picklable part
-       (signatures, hashes); it sees only records not yet rejected, in shard order;
+    0. ``begin(scratch, rows)`` gives the first round's context: a scratch folder every scan can
+       write to (shared by the workers) and an upper bound on the records it will see;
+    1. ``scan(round, records, shard, context)`` reads one shard, writes what it learns to the
+       scratch folder and returns a small picklable part; it sees only records not yet rejected,
+       in shard order;
     2. ``reduce(round, parts, context)`` runs once, on the driver, over the parts of every shard in
        shard order, and returns ``(done, next_context)``; while not done, another scan round follows
-       with ``next_context``; when done, ``next_context`` is the plan;
-    3. ``bind(plan)`` then makes ``__call__`` a plain filter that marks the records the plan drops.
+       with ``next_context``; when done, ``next_context`` is the plan, with the decisions about
+       each shard's records under ``by_shard`` so a shard job loads only its own;
+    3. ``bind(plan_for(plan, shard))`` then makes ``__call__`` a plain filter that marks the
+       records the plan drops.
 
     :func:`ciyuan.curate.pipeline.run_steps` does this for an in-memory list.
     """
@@ -228,8 +233,19 @@ class GlobalStep(Step):
     def setup(self) -> None:
         self.plan: dict | None = None
 
+    def begin(self, scratch: str, rows: int) -> Any:
+        """The first scan round's context."""
+        return {"scratch": scratch, "rows": rows}
+
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> Any:
         raise NotImplementedError
+
+    @staticmethod
+    def plan_for(plan: dict, shard: int) -> dict:
+        """The part of a plan one shard needs: the summary and that shard's decisions."""
+        out = {k: v for k, v in plan.items() if k != "by_shard"}
+        out.update(plan["by_shard"][shard] if "by_shard" in plan else {})
+        return out
 
     def reduce(self, round_: int, parts: list, context: Any) -> tuple[bool, Any]:
         raise NotImplementedError

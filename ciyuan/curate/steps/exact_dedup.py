@@ -7,6 +7,9 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
+from ciyuan.curate.scratch import Scratch, key_groups, node, partitions_for, split
 from ciyuan.curate.steps.base import GlobalStep, Param
 from ciyuan.curate.text import stable_hash
 
@@ -30,22 +33,53 @@ class ExactDedup(GlobalStep):
             t = t.lower()
         return stable_hash(t)
 
-    def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> list[tuple[int, str]]:
-        return [(self.key(r.get("text") or ""), r["id"]) for r in records]
+    def begin(self, scratch: str, rows: int) -> dict:
+        return {"scratch": scratch, "parts": partitions_for(rows)}
+
+    def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
+        """Write each live record's (text hash, node) to the scratch folder, partitioned by hash."""
+        ids: list[str] = []
+        keys: list[int] = []
+        for r in records:
+            ids.append(r["id"])
+            keys.append(self.key(r.get("text") or ""))
+        sc = Scratch(context["scratch"])
+        sc.save_ids(shard, ids)
+        rows = np.arange(len(ids), dtype=np.uint64)
+        sc.save_partitioned("hash", shard, np.asarray(keys, dtype=np.uint64), node(shard, rows), context["parts"])
+        return {"rows": len(ids)}
 
     def reduce(self, round_: int, parts: list, context: Any) -> tuple[bool, dict]:
-        first: dict[int, str] = {}
-        size: dict[int, int] = {}
-        drop: dict[str, str] = {}
-        for part in parts:
-            for h, rid in part:
-                keeper = first.setdefault(h, rid)
-                size[h] = size.get(h, 0) + 1
-                if keeper != rid:
-                    drop[rid] = keeper
-        groups = {first[h]: n for h, n in size.items() if n > 1}
-        top = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-        return True, {"drop": drop, "groups": groups, "top": top}
+        """One hash partition at a time: the first node of each hash keeps, the others drop."""
+        sc = Scratch(context["scratch"])
+        drops, keepers, group_keepers, group_sizes = [], [], [], []
+        for p in range(context["parts"]):
+            sn, starts, sizes = key_groups(*sc.read_partition("hash", len(parts), p))
+            if not len(sn):
+                continue
+            first = np.zeros(len(sn), dtype=bool)
+            first[starts] = True
+            keeper = np.repeat(sn[starts], sizes)
+            drops.append(sn[~first])
+            keepers.append(keeper[~first])
+            multi = sizes > 1
+            group_keepers.append(sn[starts[multi]])
+            group_sizes.append(sizes[multi])
+        by_shard: list[dict] = [{"drop": {}, "groups": {}} for _ in parts]
+        if not drops:
+            return True, {"by_shard": by_shard, "top": []}
+        drop, keeper = np.concatenate(drops), np.concatenate(keepers)
+        gk, gs = np.concatenate(group_keepers), np.concatenate(group_sizes)
+        named = np.unique(np.concatenate((drop, gk)))
+        name = dict(zip(named.tolist(), sc.ids_of(named), strict=True))
+        for d, k, s in zip(drop.tolist(), keeper.tolist(), split(drop)[0].tolist(), strict=True):
+            by_shard[s]["drop"][name[d]] = name[k]
+        groups = []
+        for k, n, s in zip(gk.tolist(), gs.tolist(), split(gk)[0].tolist(), strict=True):
+            by_shard[s]["groups"][name[k]] = n
+            groups.append((name[k], n))
+        top = sorted(groups, key=lambda kv: (-kv[1], kv[0]))[:20]
+        return True, {"by_shard": by_shard, "top": top}
 
     def bind(self, plan: dict) -> None:
         super().bind(plan)

@@ -1,11 +1,13 @@
 """Near-duplicate removal: MinHash (rensa) + LSH banding, candidate pairs verified, union-find clusters.
 
-Round 0 reads every shard and returns MinHash signatures; the driver bands them into buckets,
-turns bucket-mates into candidate pairs and drops pairs whose signatures clearly disagree. With
-``verify: exact`` a second round fetches the shingle sets of the remaining candidates only and
-keeps a pair when its true Jaccard similarity reaches the threshold (so precision does not depend
-on the signature's estimation error). Verified pairs are joined into connected components; each
-component keeps one record by ``keep`` and marks the others rejected.
+Round 0 reads every shard and writes its MinHash signatures and LSH band keys to the scan's
+scratch folder (:mod:`ciyuan.curate.scratch`); the driver reads the band keys one hash partition
+at a time, turns bucket-mates into candidate pairs and drops pairs whose signatures clearly
+disagree. With ``verify: exact`` a second round writes the shingle sets of the remaining
+candidates only, and a pair is kept when its true Jaccard similarity reaches the threshold (so
+precision does not depend on the signature's estimation error). Verified pairs are joined into
+connected components; each component keeps one record by ``keep`` and marks the others rejected.
+The driver holds only candidate pairs and cluster members, never a signature per record.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ciyuan.curate.scratch import ROW_BITS, Scratch, key_groups, node, partitions_for, split, unique_pairs
 from ciyuan.curate.steps.base import GlobalStep, Param
 from ciyuan.curate.text import mix64, stable_hash, token_hashes, window_hashes
 from ciyuan.errors import InvalidInput
@@ -117,111 +120,141 @@ class NearDedup(GlobalStep):
 
     # rounds ------------------------------------------------------------------------------------
 
-    def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> Any:
-        if round_ == 0:
-            return self._scan_signatures(records)
-        need = context["need"]
-        return {r["id"]: self.shingles(r.get("text") or "") for r in records if r["id"] in need}
+    def begin(self, scratch: str, rows: int) -> dict:
+        return {"scratch": scratch, "parts": partitions_for(rows * self.bands)}
 
-    def _scan_signatures(self, records: Iterable[dict]) -> dict:
+    def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
+        if round_ == 0:
+            return self._scan_signatures(records, shard, context)
+        return self._scan_shingles(records, shard, context)
+
+    def _scan_signatures(self, records: Iterable[dict], shard: int, context: dict) -> dict:
+        """Write the shard's signatures, lengths, quality scores, ids and partitioned band keys."""
         ids: list[str] = []
         lengths: list[int] = []
         quality: list[float] = []
         sigs: list[np.ndarray] = []
+        with_shingles: list[np.ndarray] = []
         for batch in _batches(records, _BATCH):
             texts = [r.get("text") or "" for r in batch]
             sig, has = self._signatures(texts)
-            sigs.append(sig)
-            for r, t, h in zip(batch, texts, has, strict=True):
-                if h:
-                    ids.append(r["id"])
-                    lengths.append(len(t))
-                    quality.append(float((r.get("meta") or {}).get("quality_score", 0.0) or 0.0))
+            full = np.zeros((len(batch), self.num_perm), dtype=np.uint32)
+            full[has] = sig  # a record without shingles keeps a zero row and gets no band keys
+            sigs.append(full)
+            with_shingles.append(np.nonzero(has)[0] + len(ids))
+            for r, t in zip(batch, texts, strict=True):
+                ids.append(r["id"])
+                lengths.append(len(t))
+                quality.append(float((r.get("meta") or {}).get("quality_score", 0.0) or 0.0))
         sig = np.concatenate(sigs) if sigs else np.zeros((0, self.num_perm), dtype=np.uint32)
-        return {
-            "ids": ids,
-            "length": np.asarray(lengths, dtype=np.int64),
-            "quality": np.asarray(quality, dtype=np.float32),
-            "sig": sig,
-        }
+        rows = np.concatenate(with_shingles) if with_shingles else np.zeros(0, np.int64)
+        sc = Scratch(context["scratch"])
+        sc.save("sig", shard, sig)
+        sc.save("length", shard, np.asarray(lengths, dtype=np.int64))
+        sc.save("quality", shard, np.asarray(quality, dtype=np.float32))
+        sc.save_ids(shard, ids)
+        keys = self.band_keys(sig[rows])
+        nodes = np.repeat(node(shard, rows), self.bands)
+        sc.save_partitioned("band", shard, keys.ravel(), nodes, context["parts"])
+        return {"rows": len(ids), "with_shingles": len(rows)}
+
+    def _scan_shingles(self, records: Iterable[dict], shard: int, context: dict) -> dict:
+        """Write the shingle sets of the rows the reduce asked for (candidates only)."""
+        sc = Scratch(context["scratch"])
+        need = set(sc.load("need", shard).tolist())
+        rows: list[int] = []
+        sets: list[np.ndarray] = []
+        for row, r in enumerate(records):
+            if row in need:
+                rows.append(row)
+                sets.append(self.shingles(r.get("text") or ""))
+        offsets = np.zeros(len(sets) + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in sets], out=offsets[1:])
+        sc.save("shingle-rows", shard, np.asarray(rows, dtype=np.int64))
+        sc.save("shingle-offsets", shard, offsets)
+        sc.save("shingles", shard, np.concatenate(sets) if sets else np.zeros(0, np.uint64))
+        return {"rows": len(rows)}
 
     def reduce(self, round_: int, parts: list, context: Any) -> tuple[bool, Any]:
+        sc = Scratch(context["scratch"])
         if round_ == 0:
-            ids = [i for p in parts for i in p["ids"]]
-            sig = np.concatenate([p["sig"] for p in parts]) if parts else np.zeros((0, self.num_perm), dtype=np.uint32)
-            length = np.concatenate([p["length"] for p in parts]) if parts else np.zeros(0, np.int64)
-            quality = np.concatenate([p["quality"] for p in parts]) if parts else np.zeros(0, np.float32)
-            a, b = self.candidate_pairs(sig)
-            est = _agreement(sig, a, b)
-            self._pending = {"ids": ids, "length": length, "quality": quality, "candidates": len(a)}
+            a, b = self.candidate_pairs(sc, len(parts), context["parts"])
+            est = _agreement(sc, a, b)
+            self._pending = {"shards": len(parts), "candidates": len(a)}
             if self.verify == "signature":
                 keep = est >= self.threshold
-                return True, self._plan(a[keep], b[keep], est[keep])
+                return True, self._plan(sc, a[keep], b[keep])
             keep = est >= self.threshold - _PREFILTER_SLACK
             a, b = a[keep], b[keep]
             self._pending.update(a=a, b=b)
-            need = {ids[i] for i in np.union1d(a, b).tolist()}
-            if not need:
-                return True, self._plan(a, b, est[keep])
-            return False, {"need": need}
-        sets: dict[str, np.ndarray] = {}
-        for p in parts:
-            sets.update(p)
+            if not len(a):
+                return True, self._plan(sc, a, b)
+            shard, row = split(np.union1d(a, b))
+            for s in range(len(parts)):
+                sc.save("need", s, row[shard == s])
+            return False, dict(context, round=1)
         pend = self._pending
-        ids, a, b = pend["ids"], pend["a"], pend["b"]
+        a, b = pend["a"], pend["b"]
         sims = np.empty(len(a), dtype=np.float64)
         for k, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-            sims[k] = _jaccard(sets[ids[i]], sets[ids[j]])
+            sims[k] = _jaccard(_shingle_set(sc, i), _shingle_set(sc, j))
         keep = sims >= self.threshold
-        return True, self._plan(a[keep], b[keep], sims[keep])
+        return True, self._plan(sc, a[keep], b[keep])
 
-    def candidate_pairs(self, sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index pairs (a < b) that share at least one LSH band bucket."""
+    def band_keys(self, sig: np.ndarray) -> np.ndarray:
+        """One 64-bit key per (record, band); the band number seeds it, so bands never share keys."""
         n = len(sig)
-        found: list[np.ndarray] = []
-        if n < 2:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        for band in range(self.bands):
-            cols = sig[:, band * self.rows : (band + 1) * self.rows].astype(np.uint64)
-            with np.errstate(over="ignore"):
-                key = np.zeros(n, dtype=np.uint64)
+        out = np.empty((n, self.bands), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for band in range(self.bands):
+                cols = sig[:, band * self.rows : (band + 1) * self.rows].astype(np.uint64)
+                key = np.full(n, band + 1, dtype=np.uint64)
                 for c in range(self.rows):
                     key = key * np.uint64(0x100000001B3) + cols[:, c]
-            key = mix64(key)
-            order = np.argsort(key, kind="stable")
-            sk = key[order]
-            brk = np.nonzero(sk[1:] != sk[:-1])[0] + 1
-            starts = np.concatenate(([0], brk))
-            ends = np.concatenate((brk, [n]))
-            multi = np.nonzero(ends - starts > 1)[0]
-            for g in multi.tolist():
-                members = np.sort(order[starts[g] : ends[g]])
-                found.append(self._group_pairs(members, n))
-        if not found:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        codes = np.unique(np.concatenate(found))
-        return codes // n, codes % n
+                out[:, band] = mix64(key)
+        return out
 
-    def _group_pairs(self, members: np.ndarray, n: int) -> np.ndarray:
+    def candidate_pairs(self, sc: Scratch, shards: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
+        """Node pairs (a < b) that share at least one band key, read one key partition at a time."""
+        found_a: list[np.ndarray] = []
+        found_b: list[np.ndarray] = []
+        for p in range(parts):
+            sn, starts, sizes = key_groups(*sc.read_partition("band", shards, p))
+            for g in np.nonzero(sizes > 1)[0].tolist():
+                a, b = self._group_pairs(sn[starts[g] : starts[g] + sizes[g]])
+                found_a.append(a)
+                found_b.append(b)
+            # pairs found by several bands are merged as we go, so this stays the size of the answer
+            if found_a:
+                a, b = unique_pairs(np.concatenate(found_a), np.concatenate(found_b))
+                found_a, found_b = [a], [b]
+        if not found_a:
+            return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        return found_a[0], found_b[0]
+
+    def _group_pairs(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = len(members)
         if m <= self.max_bucket_pairs:
             i, j = np.triu_indices(m, k=1)
-            return members[i].astype(np.int64) * n + members[j]
-        star = members[0].astype(np.int64) * n + members[1:]
-        chain = members[:-1].astype(np.int64) * n + members[1:]
-        return np.concatenate((star, chain))
+            return members[i], members[j]
+        star = (np.repeat(members[:1], m - 1), members[1:])
+        chain = (members[:-1], members[1:])
+        return np.concatenate((star[0], chain[0])), np.concatenate((star[1], chain[1]))
 
-    def _plan(self, a: np.ndarray, b: np.ndarray, sims: np.ndarray) -> dict:
+    def _plan(self, sc: Scratch, a: np.ndarray, b: np.ndarray) -> dict:
         pend = self._pending or {}
-        ids, length, quality = pend.get("ids", []), pend.get("length"), pend.get("quality")
+        shards = pend.get("shards", 1)
         uf = _UnionFind()
         for i, j in zip(a.tolist(), b.tolist(), strict=True):
             uf.union(i, j)
         comps: dict[int, list[int]] = {}
         for x in sorted(uf.parent.keys() | set(a.tolist())):
             comps.setdefault(uf.find(x), []).append(x)
-        cluster: dict[str, str] = {}
-        drop: dict[str, tuple[str, str, int]] = {}
+        nodes = np.asarray(sorted(x for m in comps.values() for x in m), dtype=np.uint64)
+        ids = dict(zip(nodes.tolist(), sc.ids_of(nodes), strict=True))
+        length = dict(zip(nodes.tolist(), sc.gather("length", nodes).tolist(), strict=True))
+        quality = dict(zip(nodes.tolist(), sc.gather("quality", nodes).tolist(), strict=True))
+        by_shard: list[dict] = [{"cluster": {}, "drop": {}} for _ in range(shards)]
         top = []
         for members in comps.values():
             if len(members) < 2:
@@ -229,24 +262,24 @@ class NearDedup(GlobalStep):
             keeper = self._keeper(members, length, quality)
             cid = f"nd-{stable_hash(ids[keeper]):016x}"[:15]
             for x in members:
-                cluster[ids[x]] = cid
+                part = by_shard[x >> ROW_BITS]
+                part["cluster"][ids[x]] = cid
                 if x != keeper:
-                    drop[ids[x]] = (cid, ids[keeper], len(members))
+                    part["drop"][ids[x]] = (cid, ids[keeper], len(members))
             top.append((len(members), cid, ids[keeper], [ids[x] for x in members[:5]]))
         top.sort(key=lambda t: (-t[0], t[1]))
         return {
-            "cluster": cluster,
-            "drop": drop,
+            "by_shard": by_shard,
             "pairs": len(a),
             "candidates": pend.get("candidates", 0),
             "top": [{"cluster": c, "size": s, "keeper": k, "members": m} for s, c, k, m in top[:10]],
         }
 
-    def _keeper(self, members: list[int], length: np.ndarray, quality: np.ndarray) -> int:
+    def _keeper(self, members: list[int], length: dict[int, int], quality: dict[int, float]) -> int:
         if self.keep == "longest":
-            return min(members, key=lambda x: (-int(length[x]), x))
+            return min(members, key=lambda x: (-length[x], x))
         if self.keep == "best_quality":
-            return min(members, key=lambda x: (-float(quality[x]), -int(length[x]), x))
+            return min(members, key=lambda x: (-quality[x], -length[x], x))
         return min(members)
 
     # filter pass ---------------------------------------------------------------------------------
@@ -285,12 +318,20 @@ def _batches(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _agreement(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def _agreement(sc: Scratch, a: np.ndarray, b: np.ndarray, chunk: int = 16384) -> np.ndarray:
     """Share of equal signature slots per pair: the MinHash estimate of Jaccard similarity."""
     out = np.empty(len(a), dtype=np.float64)
     for s in range(0, len(a), chunk):
-        out[s : s + chunk] = (sig[a[s : s + chunk]] == sig[b[s : s + chunk]]).mean(axis=1)
+        out[s : s + chunk] = (sc.gather("sig", a[s : s + chunk]) == sc.gather("sig", b[s : s + chunk])).mean(axis=1)
     return out
+
+
+def _shingle_set(sc: Scratch, x: int) -> np.ndarray:
+    shard, row = x >> ROW_BITS, x & ((1 << ROW_BITS) - 1)
+    rows = sc.load("shingle-rows", shard)
+    k = int(np.searchsorted(rows, row))
+    off = sc.load("shingle-offsets", shard)
+    return np.asarray(sc.load("shingles", shard)[off[k] : off[k + 1]])
 
 
 def _jaccard(x: np.ndarray, y: np.ndarray) -> float:

@@ -1,0 +1,175 @@
+"""Scratch files for global steps: what a scan learns about a shard, kept on disk, not in the driver.
+
+A dedup step's scan writes its per-shard arrays here (hashes, MinHash signatures, record ids) and
+returns only a count. Hash keys are written sorted by *partition* (``key % parts``), so the driver's
+reduce reads one partition of every shard at a time: its memory follows the partition size, which
+:func:`partitions_for` keeps near :data:`PARTITION_BYTES` whatever the corpus size. Everything
+else is read back by record (``gather``) through memory maps.
+
+A record is named by a *node*: ``shard << 32 | row``, where ``row`` counts the live records of the
+shard in scan order. Sorting nodes sorts records in shard order, which "keep the first" relies on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROW_BITS = 32
+_ROW_MASK = np.uint64((1 << ROW_BITS) - 1)
+PARTITION_BYTES = 32 << 20  # a partition's keys and nodes; the reduce sorts about three times this
+_OPEN_LIMIT = 64  # memory maps kept open at once (each holds a file descriptor)
+
+
+def node(shard: int, rows: np.ndarray) -> np.ndarray:
+    """Nodes for ``rows`` of ``shard``."""
+    return (np.uint64(shard) << np.uint64(ROW_BITS)) | np.asarray(rows, dtype=np.uint64)
+
+
+def split(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shard, row) arrays of ``nodes``."""
+    nodes = np.asarray(nodes, dtype=np.uint64)
+    return (nodes >> np.uint64(ROW_BITS)).astype(np.int64), (nodes & _ROW_MASK).astype(np.int64)
+
+
+def partitions_for(entries: int, entry_bytes: int = 16, budget: int | None = None) -> int:
+    """How many hash partitions keep each one's ``entries`` near ``budget`` bytes."""
+    return max(1, math.ceil(entries * entry_bytes / (budget or PARTITION_BYTES)))
+
+
+def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (a, b) pairs, sorted by a then b."""
+    if len(a) == 0:
+        return a, b
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    keep = np.ones(len(a), dtype=bool)
+    keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[keep], b[keep]
+
+
+def key_groups(keys: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort (key, node) entries; return (nodes in key-then-node order, group starts, group sizes)."""
+    if len(keys) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return nodes, empty, empty
+    order = np.lexsort((nodes, keys))
+    sk, sn = keys[order], nodes[order]
+    first = np.ones(len(sk), dtype=bool)
+    first[1:] = sk[1:] != sk[:-1]
+    starts = np.nonzero(first)[0]
+    sizes = np.diff(np.append(starts, len(sk)))
+    return sn, starts, sizes
+
+
+class Scratch:
+    """One global step's scratch folder: per-shard ``.npy`` arrays and Arrow id files."""
+
+    def __init__(self, folder: str | Path):
+        self.root = Path(folder)
+        self._open: OrderedDict[tuple[str, int], object] = OrderedDict()
+
+    def _path(self, kind: str, shard: int, ext: str = "npy") -> Path:
+        return self.root / f"{kind}-{shard:05d}.{ext}"
+
+    def _cached(self, key: tuple[str, int], load):
+        if key in self._open:
+            self._open.move_to_end(key)
+            return self._open[key]
+        value = load()
+        self._open[key] = value
+        if len(self._open) > _OPEN_LIMIT:
+            self._open.popitem(last=False)
+        return value
+
+    # arrays ------------------------------------------------------------------------------------
+
+    def save(self, kind: str, shard: int, array: np.ndarray) -> None:
+        """Write one shard's array (atomically: a rerun of the scan replaces it whole)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self._path(kind, shard)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+        self._open.pop((kind, shard), None)
+
+    def load(self, kind: str, shard: int) -> np.ndarray:
+        """One shard's array, memory-mapped (empty arrays are read plainly: they cannot be mapped)."""
+
+        def read() -> np.ndarray:
+            path = self._path(kind, shard)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            return arr if arr.size else np.load(path, allow_pickle=False)
+
+        return self._cached((kind, shard), read)
+
+    def gather(self, kind: str, nodes: np.ndarray) -> np.ndarray:
+        """The rows of per-shard arrays ``kind`` that ``nodes`` name, in the order given."""
+        shard, row = split(nodes)
+        if len(shard) == 0:
+            return np.zeros(0)
+        sample = self.load(kind, int(shard[0]))
+        out = np.empty((len(shard),) + sample.shape[1:], dtype=sample.dtype)
+        for s in np.unique(shard).tolist():
+            m = shard == s
+            out[m] = self.load(kind, s)[row[m]]
+        return out
+
+    # partitioned keys ----------------------------------------------------------------------------
+
+    def save_partitioned(self, kind: str, shard: int, keys: np.ndarray, nodes: np.ndarray, parts: int) -> None:
+        """Write (key, node) entries grouped by ``key % parts`` with the offsets of each partition."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        part = (keys % np.uint64(parts)).astype(np.int64)
+        order = np.argsort(part, kind="stable")
+        offsets = np.zeros(parts + 1, dtype=np.int64)
+        np.cumsum(np.bincount(part, minlength=parts), out=offsets[1:])
+        self.save(f"{kind}-keys", shard, keys[order])
+        self.save(f"{kind}-nodes", shard, np.asarray(nodes, dtype=np.uint64)[order])
+        self.save(f"{kind}-offsets", shard, offsets)
+
+    def read_partition(self, kind: str, shards: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """Partition ``p`` of every shard's (key, node) entries, in shard order."""
+        keys, nodes = [], []
+        for s in range(shards):
+            off = self.load(f"{kind}-offsets", s)
+            lo, hi = int(off[p]), int(off[p + 1])
+            if hi > lo:
+                keys.append(np.array(self.load(f"{kind}-keys", s)[lo:hi]))
+                nodes.append(np.array(self.load(f"{kind}-nodes", s)[lo:hi]))
+        if not keys:
+            return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        return np.concatenate(keys), np.concatenate(nodes)
+
+    # ids -------------------------------------------------------------------------------------------
+
+    def save_ids(self, shard: int, ids: list[str]) -> None:
+        """One shard's record ids in row order, as an Arrow file that is read back memory-mapped."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self._path("ids", shard, "arrow")
+        tmp = path.with_suffix(".tmp")
+        table = pa.table({"id": pa.array(ids, type=pa.large_string())})
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+        self._open.pop(("ids", shard), None)
+
+    def ids_of(self, nodes: np.ndarray) -> list[str]:
+        """The record ids of ``nodes``, in the order given."""
+        shard, row = split(nodes)
+        out: list[str | None] = [None] * len(shard)
+        for s in np.unique(shard).tolist():
+            col = self._cached(
+                ("ids", s),
+                lambda s=s: pa.ipc.open_file(pa.memory_map(str(self._path("ids", s, "arrow")))).read_all().column(0),
+            )
+            where = np.nonzero(shard == s)[0]
+            for k, v in zip(where.tolist(), col.take(pa.array(row[where])).to_pylist(), strict=True):
+                out[k] = v
+        return out  # type: ignore[return-value]
