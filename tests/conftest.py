@@ -12,6 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# No timing in tests: a busy CI machine must not fail a property because one example was slow.
+hypothesis_settings.register_profile("ciyuan", deadline=None)
+hypothesis_settings.load_profile("ciyuan")
 
 PG_ADMIN_URL = os.environ.get("CIYUAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
