@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 from ciyuan.config import Settings, settings
 from ciyuan.errors import InvalidInput
 from ciyuan.store import fs as sfs
+from ciyuan.store.id_counter import IdCounter
 from ciyuan.store.manifest import FORMAT, reason_kind, version_id
 from ciyuan.store.records import QUARANTINE_SCHEMA, content_id, record_schema, to_table, token_column
 
@@ -143,7 +143,7 @@ class VersionBuilder:
         self._rej_buf: list[dict] = []
         self._q_buf: list[dict] = []
         self._buf_bytes = 0
-        self._id_hashes = array("q")
+        self._ids = IdCounter()  # on disk: bounded memory however many records
         self.records = 0
         self.rejected = 0
         self.quarantined = 0
@@ -156,7 +156,7 @@ class VersionBuilder:
             record["id"] = content_id(record.get("text"), record.get("media"))
         record.setdefault("tokens", {})
         record.setdefault("modality", "text")
-        self._id_hashes.append(hash(record["id"]))
+        self._ids.add(record["id"])
         self._buf.append(record)
         self._buf_bytes += len(record.get("text") or "") + len(record.get("media") or b"")
         self.records += 1
@@ -225,12 +225,7 @@ class VersionBuilder:
 
     def duplicate_ids(self) -> int:
         """How many records share an id with an earlier record."""
-        import numpy as np
-
-        if not self._id_hashes:
-            return 0
-        arr = np.frombuffer(self._id_hashes, dtype=np.int64)
-        return int(len(arr) - len(np.unique(arr)))
+        return self._ids.duplicates()
 
     # -- commit ----------------------------------------------------------------------------------
     def commit(self):
@@ -269,6 +264,7 @@ class VersionBuilder:
             **({"extra": self.extra} if self.extra else {}),
         }
         vid = version_id(manifest)
+        self._ids.close()
         manifest["id"] = vid
         manifest["created_at"] = datetime.now(UTC).isoformat()
         final = sfs.join(self.dataset_dir, vid)
@@ -283,6 +279,7 @@ class VersionBuilder:
         return register_version(manifest, location=final, s=self.s)
 
     def abort(self) -> None:
+        self._ids.close()
         for w in (self._records, self._rejected, self._quarantine):
             w._close()
         if self.fs.exists(self.staging):
