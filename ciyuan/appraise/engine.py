@@ -223,7 +223,7 @@ def appraise(
 
     qual = acc.result(licence=info.get("license"), card={**info, "name": v.dataset}, near_duplicates=int(dup.sum()))
     index = catalog(s)
-    uniq = uniqueness(np.asarray(sig_arr), tok_arr, index, exclude_providers=[provider] if provider else [])
+    uniq = uniqueness(np.asarray(sig_arr), tok_arr, index, owner=provider or None)
     uniq["evidence"]["provider"] = provider
     lap("quality_and_uniqueness")
 

@@ -14,8 +14,10 @@ data (or a lightly edited copy) should see a uniqueness near zero, and the price
   row; a SQLite file maps codes to listing id, provider and version. Lookups are binary searches
   on memory-mapped arrays, so the index scales with disk, not memory; ``compact`` merges
   segments so a lookup touches a few files however many listings there are.
-* ``uniqueness = tokens of records with no verified near-duplicate in another listing / tokens``,
-  where "another listing" excludes the appraising provider's own listings.
+* ``uniqueness = tokens of records with no verified near-duplicate in another listing / tokens``.
+  The first to list a record keeps it: a record is a copy only when the earliest listing holding
+  it belongs to another provider, so the original provider's score does not fall when a copycat
+  lists the same data later (the copycat's does).
 """
 
 from __future__ import annotations
@@ -273,8 +275,13 @@ class CatalogIndex:
         exclude_providers: Iterable[str] = (),
         exclude_listings: Iterable[str] = (),
         threshold: float = THRESHOLD,
+        earliest: bool = False,
     ) -> np.ndarray:
-        """Listing code of a verified near-duplicate for each query row, or 0 when there is none."""
+        """Listing code of a verified near-duplicate for each query row, or 0 when there is none.
+
+        With ``earliest`` the code is the smallest (codes grow in listing order, so it names the
+        first listing that held the record); otherwise any match, found sooner.
+        """
         sig = np.asarray(sig, dtype=np.uint32)
         found = np.zeros(len(sig), dtype=np.int64)
         if len(sig) == 0:
@@ -293,7 +300,7 @@ class CatalogIndex:
             sigs = np.load(seg / "sigs.npy", mmap_mode="r")
             codes = np.load(seg / "codes.npy", mmap_mode="r")
             for b in range(BANDS):
-                todo = np.nonzero((found == 0) & valid)[0]
+                todo = np.nonzero(valid if earliest else (found == 0) & valid)[0]
                 if len(todo) == 0:
                     break
                 kb = keys[b]
@@ -318,7 +325,12 @@ class CatalogIndex:
                     continue
                 sim = (sig[qrow] == np.asarray(sigs[srow])).mean(axis=1)
                 ok = sim >= threshold
-                found[qrow[ok]] = c[ok]
+                if earliest:
+                    first = np.where(found == 0, np.iinfo(np.int64).max, found)
+                    np.minimum.at(first, qrow[ok], c[ok])
+                    found = np.where(first == np.iinfo(np.int64).max, 0, first)
+                else:
+                    found[qrow[ok]] = c[ok]
         return found
 
 
@@ -328,16 +340,27 @@ def uniqueness(
     index: CatalogIndex,
     exclude_providers: Iterable[str] = (),
     exclude_listings: Iterable[str] = (),
+    owner: str | None = None,
 ) -> dict:
-    """Share of tokens with no verified near-duplicate in another listing, with evidence."""
+    """Share of tokens with no verified near-duplicate in another listing, with evidence.
+
+    With ``owner`` (the appraising provider) the first to list a record keeps it: a record counts
+    as copied only when its earliest listing belongs to someone else, so a later copycat does not
+    lower the original provider's score, while the copycat's own score falls.
+    """
     tokens = np.asarray(tokens, dtype=np.int64)
-    hit = index.query(sig, exclude_providers, exclude_listings)
+    names = {r["code"]: r for r in index.listings()}
+    hit = index.query(sig, exclude_providers, exclude_listings, earliest=owner is not None)
+    first_here = np.zeros(len(hit), dtype=bool)
+    if owner is not None and (hit > 0).any():
+        mine = np.array([c for c, r in names.items() if r["provider"] == owner], dtype=np.int64)
+        first_here = np.isin(hit, mine) & (hit > 0)
+        hit = np.where(first_here, 0, hit)
     total = int(tokens.sum())
     dup_tokens = int(tokens[hit > 0].sum())
     by_code = {}
     if (hit > 0).any():
         codes, counts = np.unique(hit[hit > 0], return_counts=True)
-        names = {r["code"]: r for r in index.listings()}
         by_code = {names[int(c)]["listing_id"]: {"provider": names[int(c)]["provider"], "records": int(n)}
                    for c, n in zip(codes, counts, strict=True)}  # fmt: skip
     return {
@@ -345,6 +368,8 @@ def uniqueness(
         "evidence": {
             "records": int(len(sig)),
             "records_near_duplicated": int((hit > 0).sum()),
+            "records_first_listed_by_owner": int(first_here.sum()),
+            "owner": owner,
             "tokens": total,
             "tokens_near_duplicated": dup_tokens,
             "matched_listings": by_code,

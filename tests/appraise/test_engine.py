@@ -76,6 +76,12 @@ def test_second_provider_listing_same_version_scores_low_uniqueness(db_home, rea
     rows = engine.history(v.ref)
     assert [r["provider"] for r in rows] == ["bob", "alice"]
     assert rows[0]["price_per_mtok_minor"] == second["price"]["price_per_mtok_minor"]
+    # bob lists his copy; alice listed first, so re-appraising hers still finds it unique
+    engine.register_listing(v.ref, "listing-b", "bob")
+    again = engine.appraise(v.ref, provider="alice", seeds=(0, 1))
+    assert again["uniqueness"]["score"] > 0.9
+    assert again["uniqueness"]["evidence"]["records_first_listed_by_owner"] > 0
+    assert engine.appraise(v.ref, provider="bob", seeds=(0, 1))["uniqueness"]["score"] < 0.1
 
 
 def test_text_lift_with_baseline_and_eval_file(home, real_corpora, tmp_path):

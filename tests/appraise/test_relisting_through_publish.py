@@ -26,5 +26,9 @@ def test_version_listed_by_two_providers(home: Path, tmp_path: Path) -> None:
     second = appraise(f"copied-logs@{copy['version']}", provider=b)
     assert second["uniqueness"]["score"] < 0.1
     market.publish(f"copied-logs@{copy['version']}", provider=b, price_per_mtok="15", currency="CNY")
-    again = appraise(ref, provider=a)  # the first provider's own listing does not count against it
-    assert again["uniqueness"]["score"] < 0.1  # ... but the second provider's copy now does
+    again = appraise(ref, provider=a)  # the first provider listed first: the later copy does not count
+    assert again["uniqueness"]["score"] > 0.9
+    assert again["uniqueness"]["evidence"]["records_first_listed_by_owner"] > 250
+    copied_again = appraise(f"copied-logs@{copy['version']}", provider=b)  # the copy stays a copy
+    assert copied_again["uniqueness"]["score"] < 0.1
+    assert copied_again["price"]["price_per_mtok_minor"] < again["price"]["price_per_mtok_minor"] / 5

@@ -37,6 +37,29 @@ def test_second_listing_of_the_same_version_is_not_unique(tmp_path):
     assert "listing-1" in second["evidence"]["matched_listings"]
 
 
+def test_first_to_list_keeps_its_uniqueness_when_copied_later(tmp_path):
+    """A copycat's later listing lowers the copycat's score, never the original provider's."""
+    texts = _texts(6, 300)
+    tokens = np.array([len(t.split()) for t in texts])
+    sig = signatures(texts)
+    index = CatalogIndex(tmp_path / "lsh")
+    index.add("L-carol", "carol", "vc", signatures(texts[:60]))  # carol listed 60 of them first
+    index.add("L-alice", "alice", "va", sig)
+    index.add("L-bob", "bob", "vb", sig)  # bob copies alice's whole version afterwards
+    alice = uniqueness(sig, tokens, index, owner="alice")
+    share_carol = tokens[:60].sum() / tokens.sum()
+    assert abs(alice["score"] - (1 - share_carol)) < 0.02  # only what carol had before her counts
+    assert alice["evidence"]["records_first_listed_by_owner"] >= 235
+    assert set(alice["evidence"]["matched_listings"]) == {"L-carol"}
+    bob = uniqueness(sig, tokens, index, owner="bob")
+    assert bob["score"] < 0.05
+    assert set(bob["evidence"]["matched_listings"]) == {"L-carol", "L-alice"}
+    # the index gives the earliest listing of each record, whichever band or segment finds it
+    index.compact()
+    assert np.array_equal(index.query(sig, earliest=True)[:60], np.full(60, 1))
+    assert (index.query(sig, earliest=True)[60:] == 2).mean() > 0.98
+
+
 def test_partial_overlap_and_light_edits(tmp_path):
     base = _texts(2, 300)
     index = CatalogIndex(tmp_path / "lsh")
