@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ciyuan.cli.output import JsonOpt, console, emit, errors
+from ciyuan.cli.output import JsonOpt, console, emit, err_console, errors
 
 
 def _render(ap: dict) -> None:
@@ -84,16 +84,25 @@ def card_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Export the version's Croissant 1.0 card (RAI fields, tokens and appraisal facts)."""
+    from pathlib import Path
+
     from ciyuan.appraise import engine
+    from ciyuan.store import resolve
 
     with errors(as_json):
         card = engine.card(ref, out=out, base_url=base_url)
+        v = resolve(ref)
+    beside = Path(str(v.location)) / "croissant.json"
+    if base_url is None and Path(out).resolve().parent != beside.parent.resolve():
+        # Croissant loaders find local shards relative to the card's own folder
+        err_console.print(f"note: this copy names the shards by relative paths (shards/...); to load the data "
+                          f"with mlcroissant use the card beside them, {beside}", soft_wrap=True)  # fmt: skip
 
     def render(c: dict) -> None:
         console.print(f"[bold green]card[/] of {c['name']} written to {out} "
                       f"({len(c['distribution']) - 1} shards, record set 'records')")  # fmt: skip
 
-    emit(card if as_json else card, as_json, render)
+    emit(card, as_json, render)
 
 
 def catalog_add_cmd(

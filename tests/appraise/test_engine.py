@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ciyuan.appraise import engine
+from ciyuan.store import resolve
 
 
 def _make(name: str, records: list[dict], extra: dict | None = None):
@@ -141,6 +142,12 @@ def test_cli_appraise_report_and_card(home, tmp_path):
     assert res.exit_code == 0 and "suggested price" in res.output
     res = runner.invoke(app, ["card", "clidemo", "--out", str(tmp_path / "c.json"), "--json"])
     assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["name"] == "clidemo"
+    # a copy away from the shards cannot be loaded by mlcroissant: say which card can
+    beside = Path(str(resolve("clidemo").location)) / "croissant.json"
+    assert "use the card beside them" in res.stderr and beside.name in res.stderr
+    res = runner.invoke(app, ["card", "clidemo", "--out", str(beside.parent / "copy.json")])
+    assert res.exit_code == 0 and "beside them" not in res.stderr
     res = runner.invoke(app, ["appraisal", "nope", "--json"])
     assert res.exit_code == 2 and json.loads(res.stdout)["error"]["code"] == "not_found"
 
