@@ -96,7 +96,7 @@ def card_cmd(
     if base_url is None and Path(out).resolve().parent != beside.parent.resolve():
         # Croissant loaders find local shards relative to the card's own folder
         err_console.print(f"note: this copy names the shards by relative paths (shards/...); to load the data "
-                          f"with mlcroissant use the card beside them, {beside}", soft_wrap=True)  # fmt: skip
+                          f"with mlcroissant use the card beside them, {beside}")  # fmt: skip
 
     def render(c: dict) -> None:
         console.print(f"[bold green]card[/] of {c['name']} written to {out} "

@@ -17,8 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ciyuan.errors import CiyuanError
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: long lines (keys, paths, URLs) are never broken with inserted newlines, so they stay
+# copyable when the output is piped (Rich assumes 80 columns then); tables still fit the width
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
 
