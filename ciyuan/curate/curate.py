@@ -70,7 +70,9 @@ def curate(
                     builder.reject(rec, rej["step"], rej["reason"])
             if on_progress:
                 on_progress("write version", i + 1, len(shards))
-        builder.extra = {"curation": {"recipe": canon["name"], "steps": [s.to_dict() for s in stats]}}
+        # what the provider declared (licence, domain, language, card) still describes the curated data
+        inherited = {k: v for k, v in (parent.manifest.get("extra") or {}).items() if k != "curation"}
+        builder.extra = {**inherited, "curation": {"recipe": canon["name"], "steps": [s.to_dict() for s in stats]}}
         version = builder.commit()
     except BaseException:
         builder.abort()

@@ -64,6 +64,24 @@ def test_text_pretrain_makes_a_child_version_and_keeps_every_rejection(dataset):
     assert v.manifest["extra"]["curation"]["steps"] == res["steps"]
 
 
+def test_declared_licence_and_domain_carry_over_to_the_curated_version(home, tmp_path):
+    """A provider declares the licence at ingest; curation must not make the version forget it."""
+    import json
+
+    from ciyuan.appraise.engine import _card_info
+    from ciyuan.store import resolve
+    from ciyuan.store.ingest import ingest
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"text": f"record {i}: the pump ran for {i} hours."}) for i in range(20)))
+    parent = ingest([str(src)], "declared", license="CC-BY-4.0", domain="energy")
+    res = curate(f"declared@{parent['version']}", steps="normalize,exact_dedup", workers=1)
+    v = resolve(f"declared@{res['version']}")
+    assert v.manifest["extra"]["license"] == "CC-BY-4.0" and v.manifest["extra"]["domain"] == "energy"
+    assert "curation" in v.manifest["extra"]
+    assert _card_info(v)["license"] == "CC-BY-4.0"  # what appraisal's licence clarity reads
+
+
 def test_same_input_and_recipe_give_the_same_version_id(dataset):
     a = curate(dataset.ref, steps="normalize,pii,exact_dedup,near_dedup", workers=1)
     b = curate(dataset.ref, steps="normalize,pii,exact_dedup,near_dedup", workers=2)
