@@ -105,6 +105,15 @@ def _rai(version_dict: dict, appraisal: dict | None, info: dict) -> dict:
     return out
 
 
+def _agent(value: Any) -> Any:
+    """Croissant wants a creator or publisher as a schema.org Organization or Person, not a bare name."""
+    if isinstance(value, str):
+        return {"@type": "sc:Organization", "name": value}
+    if isinstance(value, list):
+        return [_agent(v) for v in value]
+    return value
+
+
 def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None, info: dict | None = None,
                base_url: str | None = None) -> dict:  # fmt: skip
     """The card as a dict. ``info`` holds seller-declared fields (description, license, creator...)."""
@@ -147,11 +156,11 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
         "url": info.get("url") or (base_url or f"ciyuan:{name}@{vid}"),
         "datePublished": info.get("datePublished") or created[:10],
         "license": info.get("license") or "https://ciyuan.dev/licenses/unspecified",
-        "creator": info.get("creator") or {"@type": "sc:Organization", "name": info.get("provider") or "unknown"},
+        "creator": _agent(info.get("creator") or info.get("provider") or "unknown"),
         "citeAs": info.get("citeAs") or f"{name}, version {vid[:12]}, ciyuan dataset.",
         "keywords": info.get("keywords") or ["ciyuan", name],
         **({"inLanguage": info["inLanguage"]} if info.get("inLanguage") else {}),
-        **({"publisher": info["publisher"]} if info.get("publisher") else {}),
+        **({"publisher": _agent(info["publisher"])} if info.get("publisher") else {}),
         **_rai(version_dict, appraisal, info),
         "distribution": files,
         "recordSet": [

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from ciyuan.store.declared import CARD_FIELDS
+
 MODALITIES = {"text", "image", "audio", "video", "tabular", "binary"}
 DATE_FIELDS = ("date", "created_at", "created", "published", "published_at", "timestamp", "time",
                "updated_at", "year", "发布时间", "日期")  # fmt: skip
@@ -77,13 +79,6 @@ SPDX_IDS = {
 }
 
 # Card fields counted for documentation completeness (Croissant core + RAI).
-CARD_FIELDS = (
-    "name", "description", "license", "creator", "publisher", "url", "version", "datePublished",
-    "citeAs", "keywords", "inLanguage",
-    "rai:dataCollection", "rai:dataCollectionType", "rai:dataPreprocessingProtocol",
-    "rai:dataUseCases", "rai:dataLimitations", "rai:dataBiases", "rai:personalSensitiveInformation",
-    "rai:dataSocialImpact", "rai:hasSyntheticData",
-)  # fmt: skip
 
 # Weights of the aggregate quality score Q (indicators that are None are left out, weights renormalised).
 WEIGHTS = {

@@ -69,7 +69,8 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
 
     step("ingest the bundled sample")
     ing = ingest([str(p) for p in sample_files()], SAMPLE_DATASET, license="CC-BY-4.0",
-                 domain="wind-power-maintenance", rename={"lang": "language"})
+                 domain="wind-power-maintenance", rename={"lang": "language"},
+                 card=SAMPLE_DIR.parent / "sample_card.yaml")
     step("curate it (normalise, language, quality, PII, dedup)")
     cur = curate(f"{SAMPLE_DATASET}@{ing['version']}", str(SAMPLE_DIR.parent / "sample_recipe.yaml"))
     ref = f"{SAMPLE_DATASET}@{cur['version']}"

@@ -26,6 +26,8 @@ def ingest_cmd(
     language: str | None = typer.Option(None, "--language", help="Language recorded in each record's meta."),
     strict: bool = typer.Option(False, "--strict", help="Refuse the whole input if any item is bad."),
     rename: list[str] = typer.Option([], "--rename", help="Rename a meta field, OLD=NEW (e.g. lang=language)."),
+    card: str | None = typer.Option(None, "--card", help="YAML or JSON file of card fields: description, "
+                                    "creator, keywords, rai:dataCollection, ... (see docs/appraisal.md)."),
     workers: int = typer.Option(1, "--workers", "-w", help="Processes for token counting."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -39,8 +41,8 @@ def ingest_cmd(
             bar.update(task, completed=records, extra=f"{bad} quarantined")
 
         out = ingest(sources, dataset, fmt=fmt, text_field=text_field, id_field=id_field, license=license,
-                     domain=domain, language=language, strict=strict, rename=parse_renames(rename), workers=workers,
-                     on_progress=tick)
+                     domain=domain, language=language, strict=strict, rename=parse_renames(rename), card=card,
+                     workers=workers, on_progress=tick)
 
     def render(o: dict) -> None:
         ref = f"{o['dataset']}@{o['version'][:12]}"

@@ -70,6 +70,21 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
         yield batch
 
 
+def _declared(card: dict | str | Path | None, license: str | None) -> dict:
+    """The declared card, checked; it must not contradict ``--license``."""
+    from ciyuan.store.declared import load_card
+
+    if card is None:
+        return {}
+    declared = load_card(card) if isinstance(card, str | Path) else dict(card)
+    if license and declared.get("license") not in (None, license):
+        raise InvalidInput(
+            f"the card declares licence {declared['license']!r} but --license says {license!r}",
+            hint="give the licence once, in the card or with --license",
+        )
+    return declared
+
+
 def ingest(
     sources: Iterable[str],
     dataset: str,
@@ -82,12 +97,15 @@ def ingest(
     language: str | None = None,
     strict: bool = False,
     rename: dict[str, str] | None = None,
+    card: dict | str | Path | None = None,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     s: Settings | None = None,
 ) -> dict:
     """Read ``sources`` into a new version of ``dataset`` and return its summary.
 
+    ``card`` is what the provider declares about the data (a mapping, or a YAML/JSON file checked
+    by :func:`ciyuan.store.declared.load_card`); it is kept in ``manifest.extra.card``.
     Raises :class:`CiyuanError` when nothing good was read, or (``strict``) when anything was bad;
     then no version is made.
     """
@@ -97,6 +115,7 @@ def ingest(
     paths = _expand(sources)
     id_field = id_field or "id"  # an ``id`` field is used when present; records without one get a content hash
     tokenizer = s.default_tokenizer
+    declared = _declared(card, license)
     builder = VersionBuilder(
         dataset,
         s=s,
@@ -109,6 +128,8 @@ def ingest(
         },
     )
     builder.extra = {k: v for k, v in {"license": license, "domain": domain, "language": language}.items() if v}
+    if declared:
+        builder.extra["card"] = declared
     defaults = {"domain": domain, "language": language}
 
     def items() -> Iterator[Good | Bad]:

@@ -103,11 +103,14 @@ def test_text_lift_with_baseline_and_eval_file(home, real_corpora, tmp_path):
 def test_card_validates_and_loads_with_mlcroissant(home, tmp_path):
     import mlcroissant  # noqa: F401 - in the test extras
     v = _make("cards", [{"text": f"record {i} 数据", "meta": {"label": i % 2}} for i in range(320)],
-              extra={"license": "MIT", "description": "a test"})  # fmt: skip
+              extra={"license": "MIT", "description": "a test",
+                     "card": {"creator": "acme", "publisher": ["acme", "exchange"]}})  # fmt: skip
     engine.appraise(v.ref, seeds=(0, 1))
     out = tmp_path / "card.json"
     card = engine.card(v.ref, out=str(out))
     assert card["ciyuan:appraisal"]["price"]["formula"] == "ciyuan-price-1"
+    assert card["creator"] == {"@type": "sc:Organization", "name": "acme"}  # a bare name would not validate
+    assert [p["name"] for p in card["publisher"]] == ["acme", "exchange"]
     assert len([d for d in card["distribution"] if d["@type"] == "cr:FileObject"]) == 3
     exe = Path(sys.executable).with_name("mlcroissant")
     res = subprocess.run([str(exe), "validate", "--jsonld", str(out)], capture_output=True, text=True, timeout=300)

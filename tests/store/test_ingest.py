@@ -210,3 +210,33 @@ def test_rename_meta_fields_so_the_catalog_sees_them(home: Path, tmp_path: Path)
     res = runner.invoke(app, ["ingest", str(src), "--dataset", "ren", "--rename", "lang", "--json"])
     assert res.exit_code == 2
     assert "OLD=NEW" in json.loads(res.stdout)["error"]["message"]
+
+
+def test_card_declared_at_ingest_is_checked_and_kept(home: Path, tmp_path: Path) -> None:
+    from ciyuan.store import resolve
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"text": f"pump {i} inspected, no fault"}) for i in range(5)) + "\n")
+    card = tmp_path / "card.yaml"
+    card.write_text("description: pump inspections\ncreator: acme\nkeywords: [pumps, 运维]\n"
+                    "rai:hasSyntheticData: false\n", encoding="utf-8")  # fmt: skip
+    out = cli("ingest", str(src), "--dataset", "carded", "--card", str(card), "--license", "MIT")
+    extra = resolve(f"carded@{out['version']}").manifest["extra"]
+    assert extra["card"] == {"description": "pump inspections", "creator": "acme", "keywords": ["pumps", "运维"],
+                             "rai:hasSyntheticData": False}  # fmt: skip
+    assert extra["license"] == "MIT"
+    # a misspelt field, a wrong type, a field ciyuan fills, a contradicting licence: each refused by name
+    for text, words, extra_args in (
+        ("descripton: x\n", ["card.yaml", "'descripton'", "known fields"], []),
+        ("rai:hasSyntheticData: maybe\n", ["'rai:hasSyntheticData'", "true or false"], []),
+        ("name: other\n", ["'name'", "set by ciyuan"], []),
+        ("license: MIT\n", ["'MIT'", "'Apache-2.0'"], ["--license", "Apache-2.0"]),
+        ("- a\n- b\n", ["mapping"], []),
+    ):
+        card.write_text(text, encoding="utf-8")
+        res = runner.invoke(app, ["ingest", str(src), "--dataset", "bad", "--card", str(card), "--json", *extra_args])
+        assert res.exit_code == 2, res.output
+        err = json.loads(res.stdout)["error"]
+        assert all(w in err["message"] + err.get("hint", "") for w in words), err
+    res = runner.invoke(app, ["show", "bad", "--json"])
+    assert res.exit_code != 0  # nothing was made
