@@ -152,10 +152,14 @@ def publish(
         "domain": selection.facets(index, "meta.domain"),
     }
     tokens = int(index.column("tokens").to_numpy().sum()) if index.num_rows else 0
+    extra = version.manifest.get("extra") or {}
+    declared = extra.get("card") or {}  # what the provider declared at ingest (ciyuan ingest --card)
+    license = license or str(declared.get("license") or extra.get("license") or "")
     card = {
         "dataset": version.dataset,
         "version": version.id,
-        "description": version.manifest.get("description") or version.manifest.get("card") or "",
+        "description": declared.get("description") or extra.get("description") or "",
+        **{k: declared[k] for k in ("creator", "keywords") if k in declared},
         "made_by": version.manifest.get("made_by"),
         "records": index.num_rows,
         "tokens": tokens,

@@ -43,3 +43,23 @@ def test_expired_quote_is_410_and_entitlement_is_exact(market_env):
     with pytest.raises(Exception) as nf:
         tx.run(lambda s: market.get_entitlement(s, ent_id, market_env.accounts["bob"].id))
     assert nf.value.status == 404
+
+
+def test_listing_shows_what_the_provider_declared(market_env):
+    """Publishing without --license uses the declared licence; the declared description reaches the catalog."""
+    from ciyuan.exchange import market, tx
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder("declared", made_by={"tool": "tests"})
+    for i in range(20):
+        b.add({"id": f"d{i}", "text": f"declared {i}", "tokens": {"cl100k_base": 5}})
+    declared = {"description": "turbine logs", "creator": "windco", "keywords": ["wind"]}
+    b.extra = {"license": "CC-BY-4.0", "card": declared}
+    v = b.commit()
+    lst = market.publish(v.ref, provider="prov", price_per_mtok="10", sample=0)
+    assert lst["license"] == "CC-BY-4.0"
+    detail = tx.run(lambda s: market.listing_detail(s, lst["id"]))
+    card = detail["card"]
+    assert (card["description"], card["creator"], card["keywords"]) == ("turbine logs", "windco", ["wind"])
+    # an explicit licence at publish still wins
+    assert market.publish(v.ref, provider="prov", price_per_mtok="10", sample=0, license="MIT")["license"] == "MIT"

@@ -75,6 +75,9 @@ def test_quickstart_serves_catalog_with_sample_tokens_and_price(tmp_path: Path) 
             assert "sample-maintenance" in page
             assert f"{tokens:,}" in page, "the catalog page shows the listing's token count"
             assert price in page
+            # the demo provider's declared card reaches the dataset page, and its licence the appraisal
+            detail = httpx.get(f"{url}/listings/{sample[0]['id']}", timeout=10).text
+            assert "Maintenance records of wind farms" in detail and "CC-BY-4.0" in detail
             bal = httpx.get(f"{url}/v1/balance", headers={"Authorization": "Bearer invalid"}, timeout=10)
             assert bal.status_code == 401
         finally:
