@@ -70,6 +70,17 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
         yield batch
 
 
+def _shown_source(source: str, given: str) -> str:
+    """``source`` relative to the folder that holds what was given (a file's name; a folder's own name
+    plus the path inside it), so a record's ``meta.source`` and the version id do not depend on where
+    the input sat on the provider's machine."""
+    base = Path(given).resolve().parent
+    try:
+        return Path(source).resolve().relative_to(base).as_posix()
+    except ValueError:
+        return Path(source).name
+
+
 def _declared(card: dict | str | Path | None, license: str | None) -> dict:
     """The declared card, checked; it must not contradict ``--license``."""
     from ciyuan.store.declared import load_card
@@ -133,8 +144,14 @@ def ingest(
     defaults = {"domain": domain, "language": language}
 
     def items() -> Iterator[Good | Bad]:
+        shown: dict[str, str] = {}
         for p in paths:
-            yield from read_source(p, fmt=fmt, text_field=text_field, id_field=id_field)
+            for item in read_source(p, fmt=fmt, text_field=text_field, id_field=id_field):
+                if isinstance(item, Good):  # records carry the file's name, not where it sat on this machine
+                    if item.source not in shown:
+                        shown[item.source] = _shown_source(item.source, p)
+                    item = Good(shown[item.source], item.line, item.record)
+                yield item  # the quarantine keeps the full path: it is the provider's, to find the line
 
     pending: deque[list[dict]] = deque()
 

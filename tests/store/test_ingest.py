@@ -240,3 +240,23 @@ def test_card_declared_at_ingest_is_checked_and_kept(home: Path, tmp_path: Path)
         assert all(w in err["message"] + err.get("hint", "") for w in words), err
     res = runner.invoke(app, ["show", "bad", "--json"])
     assert res.exit_code != 0  # nothing was made
+
+
+def test_records_name_their_file_not_where_it_sat(home: Path, tmp_path: Path) -> None:
+    """meta.source is the file's name (or its path inside a given folder): no provider paths leak to
+    buyers, and the same files ingested from another folder give the same version id."""
+    import shutil
+
+    from ciyuan.store import resolve
+
+    a = tmp_path / "a" / "docs"
+    (a / "sub").mkdir(parents=True)
+    (a / "sub" / "note.txt").write_text("the pump was inspected and found in order", encoding="utf-8")
+    (tmp_path / "a" / "one.jsonl").write_text(json.dumps({"text": "gearbox oil changed"}) + "\n", encoding="utf-8")
+    first = cli("ingest", str(a), str(tmp_path / "a" / "one.jsonl"), "--dataset", "where")
+    sources = sorted(r["meta"]["source"] for r in resolve(f"where@{first['version']}").iter_records())
+    assert sources == ["docs/sub/note.txt", "one.jsonl"]
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b")
+    b = tmp_path / "elsewhere" / "b"
+    second = cli("ingest", str(b / "docs"), str(b / "one.jsonl"), "--dataset", "where")
+    assert second["version"] == first["version"]
