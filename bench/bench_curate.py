@@ -61,14 +61,29 @@ def tree_pss_mb(root: int) -> float:
     return total / 1024
 
 
+def folder_mb(root: Path) -> float:
+    """Bytes of every file under ``root`` (the curate work folder: intermediate shards and scratch)."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except OSError:
+                continue
+    return total / 1e6
+
+
 class PeakSampler(threading.Thread):
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 0.2, disk: Path | None = None):
         super().__init__(daemon=True)
         self.interval, self.peak, self._stop_event = interval, 0.0, threading.Event()
+        self.disk, self.peak_disk = disk, 0.0
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             self.peak = max(self.peak, tree_pss_mb(os.getpid()))
+            if self.disk is not None:
+                self.peak_disk = max(self.peak_disk, folder_mb(self.disk))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> float:
@@ -111,7 +126,7 @@ def child(mb: float, home: str, workers: int) -> dict:
     v = b.commit()
     del b, recent
     pss_before = tree_pss_mb(os.getpid())
-    sampler = PeakSampler()
+    sampler = PeakSampler(disk=Path(home) / "work")
     sampler.start()
     load0, cpu0, t0 = os.getloadavg(), _cpu_seconds(), time.perf_counter()
     res = curate(v.ref, "text-pretrain", workers=workers)
@@ -127,6 +142,7 @@ def child(mb: float, home: str, workers: int) -> dict:
         "mb_per_s_wall": round(size / 1e6 / dt, 2),
         "pss_mb_before_curate": round(pss_before),
         "peak_tree_pss_mb": round(peak),
+        "peak_work_folder_mb": round(sampler.peak_disk),
         "kept": res["kept"],
         "rejected": res["rejected"],
         "load_avg_start": [round(x, 2) for x in load0],
