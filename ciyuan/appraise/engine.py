@@ -221,7 +221,9 @@ def appraise(
     unique_tokens = int(tok_arr[~dup].sum())
     lap("near_duplicates")
 
-    qual = acc.result(licence=info.get("license"), card={**info, "name": v.dataset}, near_duplicates=int(dup.sum()))
+    # name and version are always there (ciyuan fills them, and a card may not declare them)
+    declared = {**info, "name": v.dataset, "version": v.id}
+    qual = acc.result(licence=info.get("license"), card=declared, near_duplicates=int(dup.sum()))
     index = catalog(s)
     uniq = uniqueness(np.asarray(sig_arr), tok_arr, index, owner=provider or None)
     uniq["evidence"]["provider"] = provider
