@@ -100,14 +100,8 @@ class Scratch:
         self._open.pop((kind, shard), None)
 
     def load(self, kind: str, shard: int) -> np.ndarray:
-        """One shard's array, memory-mapped (empty arrays are read plainly: they cannot be mapped)."""
-
-        def read() -> np.ndarray:
-            path = self._path(kind, shard)
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            return arr if arr.size else np.load(path, allow_pickle=False)
-
-        return self._cached((kind, shard), read)
+        """One shard's array, memory-mapped."""
+        return self._cached((kind, shard), lambda: np.load(self._path(kind, shard), mmap_mode="r", allow_pickle=False))
 
     def gather(self, kind: str, nodes: np.ndarray) -> np.ndarray:
         """The rows of per-shard arrays ``kind`` that ``nodes`` name, in the order given."""
