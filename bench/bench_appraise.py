@@ -118,6 +118,10 @@ def run_index(n: int, segment: int, queries: int, root: str, compact: bool = Fal
     t = time.perf_counter()
     found = index.query(q)
     query_s = time.perf_counter() - t
+    # provenance mode (what appraisal with --provider uses): every band searched, earliest listing kept
+    t = time.perf_counter()
+    first = index.query(q, earliest=True)
+    earliest_s = time.perf_counter() - t
     disk = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file())
     return {
         "signatures": index.size(),
@@ -127,6 +131,8 @@ def run_index(n: int, segment: int, queries: int, root: str, compact: bool = Fal
         "queries": len(q),
         "query_s": round(query_s, 2),
         "lookups_per_s": round(len(q) / query_s),
+        "earliest_lookups_per_s": round(len(q) / earliest_s),
+        "earliest_agrees": bool(np.array_equal(first > 0, found > 0)),
         "planted_found": float((found[: len(planted)] > 0).mean()),
         "fresh_false_hits": int((found[len(planted) :] > 0).sum()),
         "disk_bytes": disk,
