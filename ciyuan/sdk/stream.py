@@ -11,6 +11,11 @@ what workers prefetched, so :meth:`TokenStream.track` (or iterating in the main 
 the state from the records the loop actually received. :meth:`state_dict` then says, per
 partition, the batch to ask for again and how far into it to skip; asking again for an already
 paid batch is a free replay, so resuming never pays twice.
+
+The partition count is fixed when a stream starts (the exchange meters each partition). Resuming
+with a different number of workers or ranks keeps it: iterator ``g`` of ``L`` takes the saved
+partitions ``g, g + L, g + 2L, ...`` one after another, so a job can resume on another machine
+shape and still see every record exactly once.
 """
 
 from __future__ import annotations
@@ -81,31 +86,31 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
     def track(self, loader: Iterable) -> Iterator:
         """Wrap a DataLoader: yields its items unchanged and records what the loop consumed."""
         workers = max(1, int(getattr(loader, "num_workers", 0) or 0))
-        parts = self.world_size * workers
-        if self._parts is not None and self._parts != parts:
-            raise ValueError(f"state was saved with {self._parts} partitions; the loader gives {parts}")
-        self._parts = parts
+        if self._parts is None:  # a new stream: one partition per worker and rank
+            self._parts = self.world_size * workers
         for item in loader:
             self.observe(item)
             yield item
 
     # -- iteration ---------------------------------------------------------------------------------
     def _layout(self) -> tuple[int, int]:
-        """(this iterator's partition, number of partitions)."""
+        """(this iterator's index, number of iterators): one per DataLoader worker and rank."""
         info = _worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, self.num_workers or 1)
         if info is None and self.num_workers and self.num_workers > 1:
             raise ValueError("num_workers > 1 needs a DataLoader; iterate it through one")
-        parts = self.world_size * nw
-        if self._parts is not None and self._parts != parts:
-            raise ValueError(f"state was saved with {self._parts} partitions; use {self._parts} workers x ranks")
-        return self.rank * nw + wid, parts
+        return self.rank * nw + wid, self.world_size * nw
 
     def __iter__(self) -> Iterator[dict]:
-        part, parts = self._layout()
+        me, iterators = self._layout()
+        parts = self._parts if self._parts is not None else iterators  # a resumed stream keeps its count
         in_main = _worker_info() is None
         if in_main:
             self._parts = parts
+        for part in range(me, parts, iterators):
+            yield from self._part(part, parts, in_main)
+
+    def _part(self, part: int, parts: int, in_main: bool) -> Iterator[dict]:
         start, offset = self._state.get(part, (0, 0))
         cursor = str(Cursor(parts, part, start))
         skip = offset - start

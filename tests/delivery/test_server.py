@@ -164,6 +164,44 @@ def test_token_stream_with_two_dataloader_workers_resumes_exactly(home, h, serve
     assert_billed_once(ent, e["quote"])
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")  # more workers than cores
+def test_token_stream_resumes_on_another_worker_count(home, h, server_factory) -> None:
+    """Saved with 2 workers, resumed with 3, then in the main process: every record once, billed once."""
+    from torch.utils.data import DataLoader
+
+    env = h.make_market()
+    e = h.metered_entitlement(env)
+    ent = e["entitlement"]["id"]
+    srv = server_factory().start()
+
+    def run(state: dict | None, workers: int, stop_after: int | None) -> tuple[list[str], dict]:
+        ds = TokenStream(Client(srv.url, env.key), ent, max_tokens=1500, num_workers=workers or None)
+        if state:
+            ds.load_state_dict(state)
+        seen: list[str] = []
+        if workers:
+            loader = DataLoader(ds, batch_size=5, num_workers=workers, collate_fn=_collate, prefetch_factor=2)
+            for k, batch in enumerate(ds.track(loader)):
+                seen += [r["id"] for r in batch]
+                if stop_after is not None and k + 1 == stop_after:
+                    break
+        else:
+            seen = [r["id"] for r in ds]
+        return seen, ds.state_dict()
+
+    seen, state = run(None, 2, 4)
+    assert state["parts"] == 2
+    more, state = run(state, 3, 3)  # the third worker has no partition of its own: it yields nothing
+    assert state["parts"] == 2  # the count the stream started with is kept
+    seen += more
+    rest, state = run(state, 0, None)  # one iterator takes both partitions, one after the other
+    seen += rest
+    assert len(seen) == len(set(seen)), "a record was seen twice"
+    assert sorted(seen) == [f"r{i:05d}" for i in range(h.N_RECORDS)]
+    assert_billed_once(ent, e["quote"])
+
+
 def test_http_errors_are_json_4xx(home, h, server_factory) -> None:
     env = h.make_market()
     ent = h.metered_entitlement(env)["entitlement"]["id"]
