@@ -26,7 +26,7 @@ SET_BY_CIYUAN = ("name", "version")
 """Filled from the dataset name and version id; a declared value would contradict them."""
 
 
-def _check_value(path: Path, key: str, value: Any) -> None:
+def _check_value(path: str, key: str, value: Any) -> None:
     if key == "rai:hasSyntheticData":
         if not isinstance(value, bool):
             raise InvalidInput(f"{path}: field {key!r} must be true or false, not {value!r}",
@@ -52,6 +52,12 @@ def load_card(path: str | Path) -> dict:
     except (ValueError, yaml.YAMLError) as exc:
         raise InvalidInput(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}",
                            hint="a card is a mapping of field: value") from None  # fmt: skip
+    return check_card(doc, str(p))
+
+
+def check_card(doc: Any, where: str = "card") -> dict:
+    """``doc`` if it is a valid card (``where`` names it in errors: the file, or "card")."""
+    p = where
     if not isinstance(doc, dict):
         raise InvalidInput(f"{p}: a card must be a mapping of field: value, not {type(doc).__name__}",
                            hint="e.g. description: ..., creator: ..., rai:dataCollection: ...")  # fmt: skip

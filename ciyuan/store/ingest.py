@@ -83,11 +83,11 @@ def _shown_source(source: str, given: str) -> str:
 
 def _declared(card: dict | str | Path | None, license: str | None) -> dict:
     """The declared card, checked; it must not contradict ``--license``."""
-    from ciyuan.store.declared import load_card
+    from ciyuan.store.declared import check_card, load_card
 
     if card is None:
         return {}
-    declared = load_card(card) if isinstance(card, str | Path) else dict(card)
+    declared = load_card(card) if isinstance(card, str | Path) else check_card(card)
     if license and declared.get("license") not in (None, license):
         raise InvalidInput(
             f"the card declares licence {declared['license']!r} but --license says {license!r}",

@@ -240,6 +240,12 @@ def test_card_declared_at_ingest_is_checked_and_kept(home: Path, tmp_path: Path)
         assert all(w in err["message"] + err.get("hint", "") for w in words), err
     res = runner.invoke(app, ["show", "bad", "--json"])
     assert res.exit_code != 0  # nothing was made
+    # a card given as a mapping (from Python) is checked the same way
+    from ciyuan.errors import InvalidInput
+    from ciyuan.store.ingest import ingest
+
+    with pytest.raises(InvalidInput, match="'descripton'"):
+        ingest([str(src)], "bad", card={"descripton": "x"})
 
 
 def test_records_name_their_file_not_where_it_sat(home: Path, tmp_path: Path) -> None:
