@@ -8,6 +8,13 @@ from rich.table import Table
 from ciyuan.cli.output import JsonOpt, console, emit, err_console, errors
 
 
+def ci_text(m: dict) -> str:
+    """A 95 % interval at the precision of its mean (four places), or why there is none."""
+    if m.get("low") is None or m.get("high") is None:
+        return f"(one seed of {m.get('n', 1)}: no interval)"
+    return f"95% CI [{m['low']:.4f}, {m['high']:.4f}]"
+
+
 def _render(ap: dict) -> None:
     p = ap["price"]
     tok = ap["tokens"]
@@ -22,7 +29,7 @@ def _render(ap: dict) -> None:
     for kind, u in ap.get("utility", {}).items():
         lift = u.get("relative_drop") or u.get("lift")
         if lift and lift.get("mean") is not None:
-            console.print(f"utility ({kind}): lift {lift['mean']:.4f}  95% CI [{lift['low']}, {lift['high']}]")
+            console.print(f"utility ({kind}): lift {lift['mean']:.4f}  {ci_text(lift)}")
         else:
             console.print(f"utility ({kind}): {u.get('why', 'not measured')}")
     rv = ap.get("record_values")

@@ -18,19 +18,36 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     workers: int = typer.Option(1, "--workers", help="uvicorn worker processes."),
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    """Run the HTTP API (OpenAPI at /openapi.json, docs at /docs); says "serving" once the port accepts."""
     import uvicorn
 
     from ciyuan import db
+    from ciyuan.cli import serving
 
-    db.engine()  # migrate before accepting requests
-    if workers > 1:
-        uvicorn.run("ciyuan.api.app:create_app", factory=True, host=host, port=port, workers=workers)
-    else:
-        from ciyuan.api.app import create_app
+    url = f"http://{host}:{port}"
 
-        uvicorn.run(create_app(), host=host, port=port)
+    def ready(n: int = workers) -> None:
+        import json
+        import sys
+
+        if as_json:  # one line, so a script can read it with readline()
+            sys.stdout.write(json.dumps({"serving": url, "docs": f"{url}/docs", "workers": n}) + "\n")
+        else:
+            console.print(f"[bold green]serving[/] {url}   (API docs: {url}/docs)")
+        sys.stdout.flush()
+
+    with errors(as_json):
+        serving.check_port_free(host, port)
+        db.engine()  # migrate before accepting requests
+        if workers > 1:
+            ready()
+            uvicorn.run("ciyuan.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+        else:
+            from ciyuan.api.app import create_app
+
+            serving.run(create_app(), host, port, log_level="info", on_ready=ready)
 
 
 def account_create_cmd(

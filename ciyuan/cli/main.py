@@ -35,7 +35,28 @@ for _area in AREAS:
 
 
 def main() -> None:
-    app()
+    """Run the CLI; with ``--json`` even a usage error (wrong flag, missing argument) is JSON."""
+    import sys
+
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    from ciyuan.cli.output import dumps
+
+    try:
+        rc = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        # typer vendors click, so its UsageError is matched by name rather than imported
+        if not any(c.__name__ == "UsageError" for c in type(exc).__mro__):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "ciyuan"
+        err = {"code": "usage", "message": exc.format_message(), "hint": f"see: {cmd} --help"}
+        sys.stdout.write(dumps({"error": err}) + "\n")
+        sys.exit(2)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     }
 
 
-def _render(o: dict, url: str | None) -> None:
+def _render(o: dict) -> None:
     ing, cur, rep, lst = o["ingest"], o["curate"], o["tokens"], o["listing"]
     console.print(f"[bold]dataset[/] {ing['dataset']}: ingested {ing['records']:,} records "
                   f"({ing['quarantined']} quarantined: {ing['quarantined_by_reason']})")
@@ -126,10 +126,13 @@ def _render(o: dict, url: str | None) -> None:
     console.print("\n[bold]keys[/] (shown once; a new set is made on every run, earlier ones stay valid):")
     for name, key in o["keys"].items():
         console.print(f"    {name:14s} {key}")
-    if url:
-        console.print(f"\n[bold green]serving[/] {url}   (API docs: {url}/docs)")
-        console.print(f"sign in on {url}/buyer with the demo-buyer key, on {url}/provider with the "
-                      "demo-provider key, on /operator with the operator key. Ctrl-C stops.")
+
+
+def _announce(url: str) -> None:
+    """Said only once the port accepts connections (see ``ciyuan.cli.serving``)."""
+    console.print(f"\n[bold green]serving[/] {url}   (API docs: {url}/docs)")
+    console.print(f"sign in on {url}/buyer with the demo-buyer key, on {url}/provider with the "
+                  "demo-provider key, on /operator with the operator key. Ctrl-C stops.")
 
 
 def quickstart_cmd(
@@ -148,19 +151,23 @@ def quickstart_cmd(
         settings.cache_clear()
         db.dispose_all()
     with errors(as_json):
+        if serve:  # before minutes of building, not after
+            from ciyuan.cli.serving import check_port_free
+
+            check_port_free(host, port)
         out = build_demo(on_step=None if as_json else lambda s: console.print(f"[bold cyan]>[/] {s}"))
     url = f"http://{host}:{port}" if serve else None
     out["url"] = url
-    emit(out, as_json, lambda o: _render(o, url))
+    emit(out, as_json, _render)
     if serve:
         import sys
 
-        import uvicorn
-
         from ciyuan.api.app import create_app
+        from ciyuan.cli import serving
 
         sys.stdout.flush()
-        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+        with errors(as_json):
+            serving.run(create_app(), host, port, on_ready=None if as_json else lambda: _announce(url))
 
 
 def register(app: typer.Typer) -> None:
