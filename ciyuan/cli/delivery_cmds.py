@@ -55,18 +55,28 @@ def receipt_get_cmd(
 
 
 def settle_cmd(
-    date_from: str = typer.Option(..., "--from", help="First day of the period (YYYY-MM-DD, UTC)."),
-    date_to: str = typer.Option(..., "--to", help="Last day of the period (YYYY-MM-DD, UTC), included."),
+    date_from: str | None = typer.Option(None, "--from",
+                                         help="First day of the period (YYYY-MM-DD, UTC; default: 1st of this month)."),
+    date_to: str | None = typer.Option(None, "--to", help="Last day of the period (YYYY-MM-DD, UTC), included "
+                                       "(default: today)."),
     out: Path | None = typer.Option(None, "--out", help="Folder for the statements (default: home/settlements)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Per-provider statements (tokens per listing, gross, fee, net) that tie to the ledger; exit 1 if not."""
+    from datetime import UTC, datetime
+
     from ciyuan.exchange import settlement
 
+    today = datetime.now(UTC).date()
+    date_from = date_from or today.replace(day=1).isoformat()
+    date_to = date_to or today.isoformat()
     with errors(as_json):
         rep = settlement.settle(date_from, date_to, out_dir=out)
 
     def render(r: dict) -> None:
+        if not r["statements"]:
+            console.print(f"no sales from {date_from} to {date_to}: no statements written "
+                          "(widen the period with --from and --to)")
         for st in r["statements"]:
             who, per = st["provider_name"] or st["provider_id"], st["period"]
             console.print(f"[bold]{who}[/] {per['from']}..{per['to']}  statement {st['statement_id'][:16]}")

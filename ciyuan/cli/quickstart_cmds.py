@@ -170,5 +170,23 @@ def quickstart_cmd(
             serving.run(create_app(), host, port, on_ready=None if as_json else lambda: _announce(url))
 
 
+def sample_cmd(
+    out: Path = typer.Argument(Path("sample"), help="Folder to write the sample into (created if missing)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write the bundled sample (logs, Q&A pairs, broken lines, a card, a recipe, held-out text) to a folder.
+
+    So the README's provider session runs on real files a user can open, edit and replace with their own.
+    """
+    from ciyuan.data import write_sample
+
+    with errors(as_json):
+        files = write_sample(out)
+    emit({"folder": str(out.resolve()), "files": [f.name for f in files]}, as_json,
+         lambda d: console.print(f"[bold green]wrote[/] {len(d['files'])} files to {d['folder']}: "
+                                 + ", ".join(d["files"])))
+
+
 def register(app: typer.Typer) -> None:
     app.command("quickstart")(quickstart_cmd)
+    app.command("sample")(sample_cmd)

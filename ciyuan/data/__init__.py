@@ -25,6 +25,27 @@ def sample_files(*, include_bad: bool = True) -> list[Path]:
     return files
 
 
+def write_sample(out: Path | str) -> list[Path]:
+    """Copy the user-facing sample files (not the answer key) into ``out``; returns the written paths."""
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        from ciyuan.errors import InvalidInput
+
+        raise InvalidInput(f"{out} exists and is not a folder", hint="give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = [(f, f.name) for f in (*sample_files(), EVAL_TEXT, BENCHMARK)]
+    pairs += [(SAMPLE_DIR.parent / "sample_card.yaml", "card.yaml"), (SAMPLE_DIR.parent / "sample_recipe.yaml",
+                                                                     "recipe.yaml")]
+    written = []
+    for src, name in pairs:
+        dst = out / name
+        shutil.copyfile(src, dst)
+        written.append(dst)
+    return written
+
+
 def planted() -> dict:
     """The answer key: ids of planted duplicates, PII, low-quality records, benchmark leaks and bad lines."""
     import json
@@ -42,4 +63,5 @@ __all__ = [
     "SAMPLE_DIR",
     "planted",
     "sample_files",
+    "write_sample",
 ]

@@ -90,3 +90,11 @@ def test_pyproject_builds_without_packaging_warnings() -> None:
         warnings.simplefilter("always")
         apply_configuration(Distribution(), str(ROOT / "pyproject.toml"))
     assert [str(w.message) for w in caught] == []
+
+
+def test_settle_defaults_to_this_month_and_says_when_there_are_no_sales(tmp_path: Path) -> None:
+    r = _cli("settle", env=_env(tmp_path / "h"))
+    assert r.returncode == 0, r.stderr
+    assert "no sales from" in r.stdout and "--from" in r.stdout
+    data = json.loads(_cli("settle", "--json", env=_env(tmp_path / "h")).stdout)
+    assert data["statements"] == [] and data["period"]["from"].endswith("-01")
