@@ -317,8 +317,18 @@ def _expr_mask(index: pa.Table, node: Node) -> pa.ChunkedArray | pa.Array:
             return pa.array(np.full(n, not node.value))
         if node.field in ("modality", "tokens"):
             raise InvalidInput(f"field {node.field} is missing from the index", hint="republish the listing")
-        # a key no record has: nothing matches (ne / not_in match everything, like SQL on a default)
-        return pa.array(np.full(n, node.op in ("ne", "not_in")))
+        # a field no record has is almost always a typo: name it and the fields there are, rather
+        # than quietly selecting nothing (or, for ne / not_in, everything); `exists` may still ask
+        import difflib
+
+        known = sorted(fields(index))
+        close = difflib.get_close_matches(node.field, known, n=3)
+        raise InvalidInput(
+            f"filter field {node.field!r} is not a field of this listing",
+            hint=(f"did you mean {', '.join(close)}? " if close else "")
+            + f"filterable fields: {', '.join(known[:30])}" + (" ..." if len(known) > 30 else ""),
+            code="unknown_field",
+        )
     if node.op == "exists":
         valid = pc.is_valid(col)
         return valid if node.value else pc.invert(valid)

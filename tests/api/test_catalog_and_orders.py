@@ -88,10 +88,17 @@ def test_quotes_are_exact(mkt):
         ({"field": "meta.score", "op": "ge", "value": "high"}, "bad_filter"),
         ({"field": "text; DROP TABLE x", "op": "eq", "value": 1}, "bad_filter"),
         ({"field": "meta.language", "op": "eq", "value": "klingon"}, "empty_selection"),
+        ({"field": "meta.langauge", "op": "eq", "value": "zh"}, "unknown_field"),
+        ({"field": "meta.langauge", "op": "ne", "value": "zh"}, "unknown_field"),
     ]:
         r = c.post("/v1/quotes", json={"listing_id": lid, "selection": {"filter": bad}})
         assert r.status_code == 422, r.text
         assert r.json()["error"]["code"] == code
+    typo = c.post("/v1/quotes", json={"listing_id": lid, "selection": {"filter": {
+        "field": "meta.langauge", "op": "eq", "value": "zh"}}}).json()["error"]
+    assert "meta.langauge" in typo["message"] and "meta.language" in typo["hint"]  # names it, suggests the field
+    absent = {"field": "meta.langauge", "op": "exists", "value": False}  # asking whether a key exists is fine
+    assert c.post("/v1/quotes", json={"listing_id": lid, "selection": {"filter": absent}}).status_code == 201
     assert c.post("/v1/quotes", json={"listing_id": "lst_nope"}).status_code == 404
 
 
