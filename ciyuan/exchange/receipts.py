@@ -105,12 +105,14 @@ def home_public_key(s: Settings | None = None) -> str | None:
 
 def fetch_public_key(url: str) -> str:
     """The public key an exchange server publishes at ``GET /v1/receipts/key`` (what ``Client.receipt_key`` reads)."""
+    import httpx
+
     from ciyuan.sdk import ApiError, Client
 
     try:
-        with Client(url, retries=2, timeout=30) as c:
+        with Client(url, retries=1, timeout=30) as c:
             info = c.receipt_key()
-    except (ApiError, OSError, ValueError) as exc:
+    except (ApiError, httpx.HTTPError, OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read the published key of {url}: {exc}",
                            hint="give the exchange's base URL (e.g. http://127.0.0.1:8000) or pin --key") from None
     try:
