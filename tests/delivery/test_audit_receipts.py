@@ -101,12 +101,15 @@ def test_receipt_verified_against_the_servers_published_key(home, h, tmp_path, s
 
 
 def test_receipt_names_the_audit_head_as_a_stored_signed_checkpoint(db_home, h, tmp_path) -> None:
-    _env, _ent, path = paid_receipt(h, tmp_path)
+    _env, ent, path = paid_receipt(h, tmp_path)
     r = json.loads(path.read_bytes())["receipt"]
     seq, hsh = tx.run(audit.head)
     assert r["audit_checkpoint"] == {"seq": seq, "hash": hsh} and r["audit_head"] == hsh
     stored = tx.run(lambda s: s.execute(select(audit.AuditCheckpointRow)).scalars().all())
     assert [(x.seq, x.hash) for x in stored] == [(seq, hsh)]
+    again = runner.invoke(app, ["receipt", "get", ent, "--out", str(tmp_path / "again.json"), "--json"])
+    assert again.exit_code == 0, again.output  # the same head again: kept once, in the table and the file
+    assert tx.run(lambda s: s.execute(select(audit.AuditCheckpointRow)).scalars().all())[0].seq == seq
     lines = (db_home / audit.CHECKPOINT_FILE).read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["checkpoint"]["seq"] == seq
     (cp,) = audit.load_checkpoints(path)

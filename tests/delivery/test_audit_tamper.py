@@ -137,7 +137,8 @@ def test_forged_deposit_inserted_in_the_transfers_table_fails(sale) -> None:
 
 def test_changed_amount_fails(sale) -> None:
     def inflate(sess) -> None:
-        sess.execute(update(TransferRow).where(TransferRow.id == "dep-1").values(amount=TransferRow.amount + MILLION_CNY))
+        dep = update(TransferRow).where(TransferRow.id == "dep-1")
+        sess.execute(dep.values(amount=TransferRow.amount + MILLION_CNY))
         move(sess, ledger.account_id(ledger.FUNDING, None, "CNY"), debit=MILLION_CNY)
         move(sess, ledger.account_id(ledger.BUYER, sale.buyer, "CNY"), credit=MILLION_CNY)
 
