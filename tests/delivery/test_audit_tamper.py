@@ -271,3 +271,27 @@ def test_legacy_home_is_adopted_explicitly_not_by_verify(db_home, h) -> None:
     assert_passes()
     again = runner.invoke(app, ["audit", "adopt", "--json"])
     assert json.loads(again.stdout)["adopted"] == []
+
+
+def test_entries_logged_before_hold_timeouts_were_audited_still_verify(db_home, h) -> None:
+    """An entry without ``expires_at`` (the earlier form) is compared on the fields it has."""
+    h.make_market()
+
+    def old_form(sess) -> None:
+        entry = sess.execute(select(AuditRow).where(AuditRow.ref == "transfer:dep-1")).scalar_one()
+        data = json.loads(entry.data)
+        del data["expires_at"]
+        entry.data = audit._canon(data)
+        sess.flush()
+        rechain_from(sess, entry.seq)
+
+    tx.run(old_form)
+    assert_passes()
+    tx.run(lambda s: s.execute(update(TransferRow).where(TransferRow.id == "dep-1").values(amount=1)))
+    assert not tx.run(audit.verify)["ok"]  # the fields it has are still checked
+
+
+def test_a_damaged_line_in_the_homes_checkpoint_file_is_a_finding(sale) -> None:
+    with (sale.home / audit.CHECKPOINT_FILE).open("a") as f:
+        f.write('{"checkpoint": {"seq": 1}, "signature": {}}\n')
+    assert_fails(problem=f"{audit.CHECKPOINT_FILE}:2 is not a signed checkpoint")
