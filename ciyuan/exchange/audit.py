@@ -349,6 +349,8 @@ def _from_doc(doc: object, source: str) -> list[Checkpoint]:
                            hint="give a file from ciyuan audit checkpoint, a receipt or a settlement statement")
     body = next((doc[k] for k in receipts.FIELDS if k in doc), None)
     if isinstance(body, dict) and "checkpoint" in doc:
+        if body.get("type") != CHECKPOINT_TYPE:  # one key signs receipts too: a body must say what it is
+            raise InvalidInput(f"{source} is not a {CHECKPOINT_TYPE}", hint="use the file as issued")
         cp = body
     elif isinstance(body, dict) and isinstance(body.get("audit_checkpoint"), dict):
         cp = body["audit_checkpoint"]
