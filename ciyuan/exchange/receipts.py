@@ -1,10 +1,15 @@
 """Signed receipts a buyer can verify offline, without the exchange's secret.
 
 A receipt states what an entitlement delivered and charged: every posted batch with its tokens,
-amount and the sha256 of its content, and the totals. It is signed with the exchange's Ed25519
-key (kept in the home, made on first use), and the public key is embedded and also published at
-``GET /v1/receipts/key``: a buyer checks integrity offline with ``ciyuan receipt verify FILE`` and
-authenticity by pinning the published key (``--key``). An HMAC would need the secret to verify.
+amount and the sha256 of its content, the totals, and a checkpoint of the audit log's head
+(``audit_checkpoint``: seq and hash). It is signed with the exchange's Ed25519 key (kept in the
+home, made on first use); the public key is embedded and published at ``GET /v1/receipts/key``.
+``ciyuan receipt verify FILE`` checks a receipt against the exchange's published key by default
+(this home's key, or the key served by ``--exchange URL``; ``--key`` pins one): a receipt
+re-signed with anyone else's key fails. An HMAC would need the secret to verify.
+
+The same signature wraps audit checkpoints (``{"checkpoint", "signature"}``) and settlement
+statements (``{"statement", "signature"}``); :func:`verify_bytes` checks all three.
 
 The file is the canonical JSON of ``{"receipt", "signature"}`` plus a newline; verification
 insists on exactly those bytes, so any single changed byte fails: it breaks the JSON, the
@@ -29,6 +34,7 @@ from ciyuan.errors import InvalidInput
 
 KEY_FILE = "receipt_ed25519.pem"
 ALG = "Ed25519"
+FIELDS = ("receipt", "statement", "checkpoint")  # what a signature may wrap
 
 
 def canonical(obj: Any) -> bytes:
@@ -89,15 +95,98 @@ def public_key_info(s: Settings | None = None) -> dict:
     return {"alg": ALG, "public_key": _b64(raw), "key_id": key_id(raw)}
 
 
-def sign(statement: dict, s: Settings | None = None) -> dict:
-    """Wrap a statement with an Ed25519 signature over its canonical bytes."""
+def home_public_key(s: Settings | None = None) -> str | None:
+    """The base64 public key of this home's exchange, or None when the home has no key (never made here)."""
+    path = Path((s or settings()).home) / KEY_FILE
+    if not path.exists():
+        return None
+    return public_key_info(s)["public_key"]
+
+
+def fetch_public_key(url: str) -> str:
+    """The public key an exchange server publishes at ``GET /v1/receipts/key`` (what ``Client.receipt_key`` reads)."""
+    import httpx
+
+    from ciyuan.sdk import ApiError, Client
+
+    try:
+        with Client(url, retries=1, timeout=30) as c:
+            info = c.receipt_key()
+    except (ApiError, httpx.HTTPError, OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read the published key of {url}: {exc}",
+                           hint="give the exchange's base URL (e.g. http://127.0.0.1:8000) or pin --key") from None
+    try:
+        raw = _unb64(info["public_key"])
+        Ed25519PublicKey.from_public_bytes(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"{url}/v1/receipts/key did not answer an Ed25519 key: {exc}",
+                           hint="check the URL is a ciyuan exchange") from None
+    return info["public_key"]
+
+
+def exchange_key(pinned_key: str | None = None, exchange: str | None = None, s: Settings | None = None) -> str:
+    """The key receipts are checked against: ``--key``, else the server's published key, else this home's."""
+    if pinned_key:
+        return pinned_key
+    if exchange:
+        return fetch_public_key(exchange)
+    key = home_public_key(s)
+    if key is None:
+        home = Path((s or settings()).home)
+        raise InvalidInput(
+            f"no exchange key to check the signature against: {home} has no {KEY_FILE}",
+            hint="give --exchange URL (the exchange that issued it publishes its key) or pin --key PUBLIC_KEY",
+        )
+    return key
+
+
+def sign_doc(field: str, body: dict, s: Settings | None = None) -> dict:
+    """Wrap ``body`` as ``{field: body, "signature": ...}``, Ed25519 over its canonical bytes (deterministic)."""
+    if field not in FIELDS:
+        raise ValueError(f"cannot sign a {field!r}; one of {FIELDS}")
     key = signing_key(s)
     raw = _raw_public(key.public_key())
-    sig = key.sign(canonical(statement))
-    return {
-        "receipt": statement,
-        "signature": {"alg": ALG, "public_key": _b64(raw), "key_id": key_id(raw), "value": _b64(sig)},
-    }
+    sig = key.sign(canonical(body))
+    return {field: body, "signature": {"alg": ALG, "public_key": _b64(raw), "key_id": key_id(raw), "value": _b64(sig)}}
+
+
+def sign(statement: dict, s: Settings | None = None) -> dict:
+    """Wrap a receipt's statement with an Ed25519 signature over its canonical bytes."""
+    return sign_doc("receipt", statement, s)
+
+
+def check_signature(doc: object, key: str) -> tuple[str | None, dict | None]:
+    """``(problem, body)`` of a parsed signed document: problem None when signed by ``key`` (base64 or key id)."""
+    if not isinstance(doc, dict) or len(doc) != 2 or "signature" not in doc:
+        return f"not a signed document: expected exactly the keys 'signature' and one of {', '.join(FIELDS)}", None
+    field = next(k for k in doc if k != "signature")
+    if field not in FIELDS:
+        return f"not a signed document: unknown part {field!r}", None
+    sig = doc["signature"]
+    if not isinstance(sig, dict) or sig.get("alg") != ALG:
+        return f"unsupported signature algorithm {sig.get('alg') if isinstance(sig, dict) else sig!r}", None
+    try:
+        raw = _unb64(sig["public_key"])
+        value = _unb64(sig["value"])
+        pub = Ed25519PublicKey.from_public_bytes(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"malformed signature block: {exc}", None
+    if sig.get("key_id") != key_id(raw):
+        return "key_id does not match the embedded public key", None
+    if key not in (sig["public_key"], sig["key_id"]):
+        return f"signed by key {sig['key_id']}, not by the exchange's key {_short(key)}", None
+    try:
+        pub.verify(value, canonical(doc[field]))
+    except InvalidSignature:
+        return "the signature does not match the signed content", None
+    return None, doc[field]
+
+
+def _short(key: str) -> str:
+    try:
+        return key_id(_unb64(key))
+    except ValueError:
+        return key
 
 
 def to_bytes(signed: dict) -> bytes:
@@ -105,67 +194,71 @@ def to_bytes(signed: dict) -> bytes:
     return canonical(signed) + b"\n"
 
 
-def verify_bytes(data: bytes, pinned_key: str | None = None) -> dict:
-    """Check a receipt file's bytes; returns ``{"ok", "problem", ...}`` and never raises on bad input."""
+def verify_bytes(data: bytes, pinned_key: str | None = None, *, s: Settings | None = None) -> dict:
+    """Check a signed file's bytes against ``pinned_key``, by default this home's exchange key.
+
+    Returns ``{"ok", "problem", ...}`` and never raises on bad input; raises :class:`InvalidInput`
+    only when no key was given and this home has none to check against.
+    """
+    key = exchange_key(pinned_key, None, s)
 
     def fail(problem: str) -> dict:
-        return {"ok": False, "problem": problem}
+        return {"ok": False, "problem": problem, "pinned": pinned_key is not None}
 
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         return fail(f"not a JSON receipt: {exc}")
-    if not isinstance(doc, dict) or set(doc) != {"receipt", "signature"}:
+    if not isinstance(doc, dict) or len(doc) != 2 or "signature" not in doc or not set(doc) & set(FIELDS):
         return fail("not a receipt: expected exactly the keys 'receipt' and 'signature'")
     if to_bytes(doc) != data:
         return fail("the file is not in the canonical form it was signed in (bytes were changed)")
-    sig = doc["signature"]
-    if not isinstance(sig, dict) or sig.get("alg") != ALG:
-        return fail(f"unsupported signature algorithm {sig.get('alg') if isinstance(sig, dict) else sig!r}")
-    try:
-        raw = _unb64(sig["public_key"])
-        value = _unb64(sig["value"])
-        pub = Ed25519PublicKey.from_public_bytes(raw)
-    except (KeyError, TypeError, ValueError) as exc:
-        return fail(f"malformed signature block: {exc}")
-    if sig.get("key_id") != key_id(raw):
-        return fail("key_id does not match the embedded public key")
-    if pinned_key is not None and pinned_key not in (sig["public_key"], sig["key_id"]):
-        return fail(f"signed by key {sig['key_id']}, not by the pinned key")
-    try:
-        pub.verify(value, canonical(doc["receipt"]))
-    except InvalidSignature:
-        return fail("the signature does not match the receipt's content")
-    r = doc["receipt"]
+    problem, body = check_signature(doc, key)
+    if problem is not None:
+        return fail(problem)
+    r = body if isinstance(body, dict) else {}
     return {
         "ok": True,
         "problem": None,
-        "key_id": sig["key_id"],
+        "key_id": doc["signature"]["key_id"],
         "pinned": pinned_key is not None,
-        "entitlement": r.get("entitlement_id") if isinstance(r, dict) else None,
-        "totals": r.get("totals") if isinstance(r, dict) else None,
+        "kind": next(k for k in doc if k != "signature"),
+        "entitlement": r.get("entitlement_id"),
+        "totals": r.get("totals"),
+        "audit_checkpoint": r.get("audit_checkpoint") or (
+            {"seq": r.get("seq"), "hash": r.get("hash")} if "seq" in r else None),
     }
 
 
-def verify_file(path: str | Path, pinned_key: str | None = None) -> dict:
+def verify_file(path: str | Path, pinned_key: str | None = None, *, exchange: str | None = None,
+                s: Settings | None = None) -> dict:
+    """Check a receipt file against ``--key``, else the key ``--exchange`` publishes, else this home's key."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read receipt {p}: {exc.strerror}", hint="check the path") from None
-    out = verify_bytes(data, pinned_key)
+    key = exchange_key(pinned_key, exchange, s)
+    out = verify_bytes(data, key, s=s)
+    out["pinned"] = pinned_key is not None
+    out["key_source"] = "--key" if pinned_key else (exchange or "home")
     out["file"] = str(p)
     return out
 
 
-def statement(sess, p, *, now=None) -> dict:
-    """The facts a receipt states for an entitlement: every posted batch, and the totals."""
+def statement(sess, p, *, now=None, s: Settings | None = None) -> dict:
+    """The facts a receipt states for an entitlement: every posted batch, the totals, and the audit head.
+
+    The head (seq and hash) is also stored as a signed checkpoint (:func:`ciyuan.exchange.audit.checkpoint`),
+    so the receipt the buyer keeps and the exchange's own record both pin the log up to that entry.
+    """
     from datetime import UTC, datetime
 
     from sqlalchemy import select
 
+    from ciyuan.exchange import audit
     from ciyuan.exchange.delivery import usage_dict
-    from ciyuan.exchange.delivery_tables import AuditHeadRow, UsageRow
+    from ciyuan.exchange.delivery_tables import UsageRow
     from ciyuan.exchange.money import format_amount
     from ciyuan.exchange.tables import OrderRow
 
@@ -180,7 +273,7 @@ def statement(sess, p, *, now=None) -> dict:
         d.pop("listing_id")
         batches.append(d)
     order = sess.get(OrderRow, p.order_id)
-    head = sess.get(AuditHeadRow, 1)
+    cp = audit.checkpoint(sess, s)["checkpoint"]
     tokens = sum(b["tokens"] for b in batches)
     amount = sum(b["amount"] for b in batches)
     return {
@@ -207,5 +300,6 @@ def statement(sess, p, *, now=None) -> dict:
             "amount_text": format_amount(amount, p.currency),
             "price_of_tokens": p.price(tokens) if p.metered else 0,
         },
-        "audit_head": head.hash if head else None,
+        "audit_head": cp["hash"],
+        "audit_checkpoint": {"seq": cp["seq"], "hash": cp["hash"]},
     }

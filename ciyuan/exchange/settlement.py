@@ -7,8 +7,15 @@ charge's ``ref``: ``order:<id>`` for paid orders, ``ent:<id>`` for metered batch
 tokens sold from the quote or the usage record. It then ties: the statements' net must equal every
 credit to provider earnings in the period, and their fees every credit to platform fees.
 
-A statement holds no creation time, so settling the same closed period again gives the same
-bytes and the same statement id (the sha256 of its canonical JSON).
+Each statement also carries ``audit_checkpoint``: the seq and hash of the last audit entry
+stamped before the period's end. The file is the statement signed with the exchange's receipt
+key (``{"statement", "signature"}``, checked by ``ciyuan receipt verify``), so the provider who
+keeps it holds a signed checkpoint of the log, and ``ciyuan audit verify --checkpoint FILE``
+fails if the log was later cut back or rewritten before that entry.
+
+A statement holds no creation time (and Ed25519 signatures are deterministic), so settling the
+same closed period again gives the same bytes and the same statement id (the sha256 of its
+canonical JSON).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
 from ciyuan.errors import InvalidInput
-from ciyuan.exchange import ledger, tx
+from ciyuan.exchange import audit, ledger, receipts, tx
 from ciyuan.exchange.delivery_tables import UsageRow
 from ciyuan.exchange.money import format_amount
 from ciyuan.exchange.tables import (
@@ -128,6 +135,7 @@ def compute(sess: Session, start: datetime, end: datetime) -> dict:
         line["gross"] += c["net"] + c["fee"]
         line["fee"] += c["fee"]
         line["net"] += c["net"]
+    mark = audit.checkpoint_of(sess, audit.seq_before(sess, end))
     statements: dict[str, dict] = {}
     for (provider, _listing, _cur), line in sorted(lines.items()):
         st = statements.setdefault(provider, {"provider_id": provider, "lines": []})
@@ -146,6 +154,7 @@ def compute(sess: Session, start: datetime, end: datetime) -> dict:
             for k in ("gross", "fee", "net"):
                 line[f"{k}_text"] = format_amount(line[k], line["currency"])
         st["totals"] = totals
+        st["audit_checkpoint"] = mark
         st["statement_id"] = hashlib.sha256(canonical(st)).hexdigest()
     sum_net: dict[str, int] = defaultdict(int)
     sum_fee: dict[str, int] = defaultdict(int)
@@ -168,21 +177,28 @@ def compute(sess: Session, start: datetime, end: datetime) -> dict:
         "period": {"from": start.date().isoformat(), "to": (end - timedelta(days=1)).date().isoformat()},
         "statements": [statements[k] for k in sorted(statements)],
         "tie": tie,
+        "audit_checkpoint": mark,
         "ok": all(t["ok"] for t in tie.values()),
     }
 
 
 def settle(date_from: str, date_to: str, *, out_dir: str | Path | None = None, s: Settings | None = None) -> dict:
-    """Compute the period's statements and write one JSON file per provider (same period, same bytes)."""
+    """Compute the period's statements and write one signed JSON file per provider (same period, same bytes).
+
+    The period's audit checkpoint is also stored (signed) with the exchange's checkpoints.
+    """
     s = s or settings()
     start, end = period(date_from, date_to)
     result = tx.run(lambda sess: compute(sess, start, end), s)
+    mark = result["audit_checkpoint"]
+    signed_mark = audit.sign_checkpoint(mark["seq"], mark["hash"], s)
+    tx.run(lambda sess: audit.store(sess, signed_mark, s), s)
     folder = Path(out_dir) if out_dir else Path(s.home) / "settlements" / f"{date_from}_{date_to}"
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for st in result["statements"]:
         path = folder / f"{st['provider_id']}.json"
-        path.write_bytes(canonical(st) + b"\n")
+        path.write_bytes(receipts.to_bytes(receipts.sign_doc("statement", st, s)))
         files.append(str(path))
     result["files"] = files
     return result
