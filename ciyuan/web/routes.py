@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from ciyuan import __version__
 from ciyuan.config import Settings
@@ -45,6 +46,9 @@ env.filters["pct"] = lambda x: "—" if x is None else f"{float(x) * 100:.1f}%"
 env.filters["score"] = lambda x: "—" if x is None else f"{float(x):.3f}"
 env.filters["when"] = views.when
 env.filters["short"] = lambda s, n=12: (s or "")[:n]
+env.filters["fmtnum"] = lambda x: x if not isinstance(x, float) else f"{x:.4g}"
+env.globals["known_fields"] = views.KNOWN_FIELDS
+env.filters["data"] = lambda v: Markup('<span translate="no">{}</span>').format(v)  # never translated
 
 
 def _indicator(pair: tuple[str, float], t: Translator) -> tuple[str, float]:
