@@ -164,7 +164,7 @@ def _axis_titles(xlabel: str, ylabel: str, height: int = H) -> str:
         out += f'<text class="axis" x="{PAD_L + (W - PAD_L - PAD_R) / 2:.0f}" y="{height - 2}" ' \
                f'text-anchor="middle">{escape(xlabel)}</text>'
     if ylabel:
-        out += f'<text class="axis" x="4" y="{PAD_T - 3}" text-anchor="start">{escape(ylabel)}</text>'
+        out += f'<text class="axis" x="4" y="11" text-anchor="start">{escape(ylabel)}</text>'
     return out
 
 

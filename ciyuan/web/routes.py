@@ -251,10 +251,13 @@ def listing_page(request: Request, listing_id: str) -> HTMLResponse:
 def report(request: Request, listing_id: str, kind: str) -> Response:
     """A version's stored HTML report (appraisal or curation), served as is."""
     try:
-        body = views.report_html(_settings(request), listing_id, kind)
+        body = views.report_html(_settings(request), listing_id, kind, pick_lang(request))
     except CiyuanError as exc:
         return _error(request, exc, back=f"/listings/{listing_id}")
-    return HTMLResponse(body)
+    resp = HTMLResponse(body)
+    if request.query_params.get("lang") in LANGS:
+        resp.set_cookie(LANG_COOKIE, pick_lang(request), max_age=365 * 86400, samesite="lax", httponly=True)
+    return resp
 
 
 @router.get("/listings/{listing_id}/croissant.json", response_model=None)

@@ -602,7 +602,7 @@ def report_links(s: Settings, detail: dict, facts: dict | None = None) -> dict[s
     }
 
 
-def report_html(s: Settings, listing_id: str, kind: str) -> str:
+def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> str:
     """The appraisal or curation report page, rendered by the layer that owns it."""
     from ciyuan.errors import NotFound
 
@@ -612,11 +612,11 @@ def report_html(s: Settings, listing_id: str, kind: str) -> str:
         from ciyuan.appraise import report
         from ciyuan.appraise.engine import load
 
-        return report.render(load(ref, s))
+        return report.render(load(ref, s), lang=lang)
     if kind == "curation":
         from ciyuan.curate import report as creport
 
-        return creport.render_html(creport.build_report(ref))
+        return creport.render_html(creport.build_report(ref), lang=lang)
     raise NotFound(f"there is no {kind} report", hint=f"reports: {', '.join(REPORTS)}")
 
 

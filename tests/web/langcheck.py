@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 # Names that stay as they are in Chinese text: formats, standards, products, units, currencies.
 TERMS = {
     "API", "JSON", "JSON-LD", "LD", "HTML", "OpenAPI", "Croissant", "KNN", "Shapley", "SDK", "Python", "Cookie",
-    "HttpOnly", "AI", "CNY", "USD", "EUR", "UTC", "SHA", "ciyuan", "PII", "ID", "CSV", "URL", "Jia", "et", "al",
+    "HttpOnly", "AI", "CNY", "USD", "EUR", "UTC", "SHA", "IPv", "ciyuan", "PII", "ID", "CSV", "URL", "Jia", "et", "al",
 }  # fmt: skip
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 HIDDEN = {"script", "style", "template", "noscript"}
