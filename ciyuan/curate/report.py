@@ -127,15 +127,19 @@ def render_html(rep: dict, lang: str = "en") -> str:
 
     rows = []
     for s in rep["steps"]:
-        reasons = ", ".join(f'<code translate="no">{esc(k)}</code>: {v}' for k, v in s.get("rejected_by_rule", {}).items())
+        reasons = ", ".join(
+            f'<code translate="no">{esc(k)}</code>: {v}' for k, v in s.get("rejected_by_rule", {}).items()
+        )
         rows.append(
             f"<tr><td>{esc(step_name(s['step']))}</td><td>{s['seen']}</td><td>{s['kept']}</td><td>{s['rejected']}</td>"
             f"<td>{s['changed']}</td><td>{s['tokens_removed']}</td><td class=r>{reasons}</td></tr>"
         )
     clusters = []
     for c in rep["duplicate_clusters"]:
-        ex = "".join(f'<li><code translate="no">{esc(x["id"])}</code> <span translate="no">{esc(x["text"][:200])}</span></li>'
-                     for x in c["examples"])  # fmt: skip
+        ex = "".join(
+            f'<li><code translate="no">{esc(x["id"])}</code> <span translate="no">{esc(x["text"][:200])}</span></li>'
+            for x in c["examples"]
+        )
         head = t("cr_cluster", size=c["size"])
         clusters.append(
             f'<h3><span translate="no">{esc(c["cluster"])}</span> — {esc(head)} <code translate="no">{esc(c["keeper"])}'
@@ -158,7 +162,8 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 <p><b translate="no">{ref}</b> · {esc(t("cr_parent"))} <code translate="no">{esc((rep["parent"] or "-")[:12])}</code>
 · {esc(t("cr_recipe"))} <b translate="no">{esc(str(rep["recipe"]))}</b>
 (<span translate="no">sha256 <code>{esc(str(rep["recipe_sha256"])[:16])}…</code></span>).<br>
-{esc(intro)} <span class="small">({esc(t("counted_with"))} <span translate="no">{esc(str(rep["tokenizer"]))}</span>)</span></p>
+{esc(intro)} <span class="small">({esc(t("counted_with"))}
+<span translate="no">{esc(str(rep["tokenizer"]))}</span>)</span></p>
 <h2>{esc(t("cr_steps"))}</h2>
 <table><tr><th>{esc(t("cr_step"))}</th><th>{esc(t("cr_seen"))}</th><th>{esc(t("cr_kept"))}</th>
 <th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_changed"))}</th><th>{esc(t("cr_tokens_removed"))}</th>

@@ -205,12 +205,11 @@ def xy(points: Sequence[tuple[float, float]], label: str, *, xlabel: str = "", y
     for v in yt:
         y = py(v)
         body.append(f'<line class="grid" x1="{PAD_L}" x2="{W - PAD_R}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                    f'<text class="tick" x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_num(v)}</text>')  # fmt: skip
+                    f'<text class="tick" x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_num(v)}</text>')
     if logx:
         xt = [v for v in _decades(min(xs), max(xs)) if min(xs) <= v <= max(xs)] + [min(xs), max(xs)]
     else:
         xt = sorted(set(xs)) if len(set(xs)) <= 8 else [min(xs) + (max(xs) - min(xs)) * i / 4 for i in range(5)]
-    last = -1e9
     placed: list[float] = []
     for v in sorted(set(xt), key=lambda v: (v not in (min(xs), max(xs)), v)):
         x = px(v)
@@ -259,8 +258,8 @@ def timeline(points: Sequence[tuple[datetime, float]], label: str, *, ylabel: st
     coords = [xy_(t, v) for t, v in pts]
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
     base = PAD_T + ph
-    body = [grid, f'<polygon class="area" points="{coords[0][0]:.1f},{base:.1f} {line} {coords[-1][0]:.1f},{base:.1f}"/>',
-            f'<polyline class="line" points="{line}"/>']  # fmt: skip
+    area = f"{coords[0][0]:.1f},{base:.1f} {line} {coords[-1][0]:.1f},{base:.1f}"
+    body = [grid, f'<polygon class="area" points="{area}"/>', f'<polyline class="line" points="{line}"/>']
     body += [f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="3"/>' for x, y in coords[-200:]]
     n_ticks = 1 if span <= 0 else 6
     labels: list[tuple[float, str]] = []

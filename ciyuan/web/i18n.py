@@ -230,7 +230,8 @@ EN: dict[str, str] = {
     "times_ten": "×10^{e}",
     "rv_caption": "KNN-Shapley values of {n} records (k = {k}): how much each record helps the reference model.",
     "rv_harmful": "{n} records have a negative value (they mislead the model).",
-    "mode_graduated": "Graduated: each tier's price applies to the tokens inside that tier; totals round up to the cent.",
+    "mode_graduated": "Graduated: each tier's price applies to the tokens inside that tier; totals round up to the "
+    "cent.",
     "mode_volume": "Volume: the tier reached sets the price of every token; totals round up to the cent.",
     "total_price": "total price ({cur})",
     "log_scale": "logarithmic scale",
@@ -295,7 +296,8 @@ EN: dict[str, str] = {
     "ar_util_measured": "relative perplexity drop {mean} (95% interval {low} to {high})",
     "ar_tokens": "Tokens: {total} in total, {unique} unique after collapsing {near} near-duplicate records.",
     "ar_appraised": "Appraised {when} UTC",
-    "ar_formula": "Price = base rate {base} (minor units per million tokens) × quality {q} × uniqueness {u} × utility {util}.",
+    "ar_formula": "Price = base rate {base} (minor units per million tokens) × quality {q} × uniqueness {u} × "
+    "utility {util}.",
     "ar_evidence": "Indicators and evidence",
     "ar_indicator": "Indicator",
     "ar_score": "Score",
@@ -312,7 +314,8 @@ EN: dict[str, str] = {
     "cr_changed": "Changed",
     "cr_tokens_removed": "Tokens removed",
     "cr_by_rule": "Rejected by rule (code: records)",
-    "cr_tokens_note": "Tokens removed by a step that rewrites text are estimated from the share of characters removed; the version's token totals are exact.",
+    "cr_tokens_note": "Tokens removed by a step that rewrites text are estimated from the share of characters "
+    "removed; the version's token totals are exact.",
     "cr_kept_data": "Kept data",
     "cr_tokens_per_record": "Tokens per record",
     "cr_quality_hist": "Quality score (share of rules passed)",

@@ -9,6 +9,7 @@ they are easy to replace when that layer exposes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -153,7 +154,7 @@ def price_table(schedule: dict, tokens_total: int) -> dict:
     vols = [n for n in VOLUMES if n < tokens_total] + [tokens_total]
     vols += [t["from_tokens"] for t in schedule["tiers"][1:] if 0 < t["from_tokens"] < tokens_total]
     vols = sorted({n for n in vols if n > 0})
-    points = [(float(n), major(sched.price(n), sched.currency)) for n in vols]  # drawn on log axes when they span decades
+    points = [(float(n), major(sched.price(n), sched.currency)) for n in vols]  # log axes when they span decades
     return {
         "tiers": schedule["tiers"],
         "mode": schedule.get("mode", "graduated"),
@@ -387,10 +388,8 @@ def buyer_page(s: Settings, who: Principal) -> dict:
         quoted = {}
         for o in orders:  # a metered order's cap is its quote's amount
             if o["status"] == "metered" and o.get("quote_id"):
-                try:
+                with contextlib.suppress(CiyuanError):
                     quoted[o["id"]] = market.get_quote(sess, o["quote_id"], bid)["amount"]
-                except CiyuanError:
-                    pass
         usage = _usage_rows(sess, buyer_id=bid)
         offers = market.search(sess, limit=100)["items"]
         return {"balances": bals, "orders": orders, "usage": usage, "offers": offers, "quoted": quoted}
@@ -441,7 +440,8 @@ def usage_summary(usage: list[dict]) -> dict[str, dict]:
     for u in usage:
         e = out.setdefault(u["entitlement_id"], {
             "entitlement_id": u["entitlement_id"], "listing_id": u["listing_id"], "currency": u["currency"],
-            "batches": 0, "records": 0, "tokens": 0, "amount": 0, "first": u["posted_at"], "last": u["posted_at"]})  # fmt: skip
+            "batches": 0, "records": 0, "tokens": 0, "amount": 0, "first": u["posted_at"], "last": u["posted_at"],
+        })  # fmt: skip
         e["batches"] += 1
         e["records"] += u["records"]
         e["tokens"] += u["tokens"]
