@@ -155,7 +155,8 @@ def render_html(rep: dict, lang: str = "en") -> str:
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child,td.r{{text-align:left}} svg{{font-size:12px;display:block;margin:1em 0}}
+td:first-child,th:first-child,td.r,th.r{{text-align:left}} th,td:nth-child(-n+6){{white-space:nowrap}}
+svg{{font-size:12px;display:block;margin:1em 0}}
 code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 </style></head><body>
 <h1>{esc(t("cr_title"))}</h1>
@@ -167,7 +168,7 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 <h2>{esc(t("cr_steps"))}</h2>
 <table><tr><th>{esc(t("cr_step"))}</th><th>{esc(t("cr_seen"))}</th><th>{esc(t("cr_kept"))}</th>
 <th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_changed"))}</th><th>{esc(t("cr_tokens_removed"))}</th>
-<th>{esc(t("cr_by_rule"))}</th></tr>{"".join(rows)}</table>
+<th class=r>{esc(t("cr_by_rule"))}</th></tr>{"".join(rows)}</table>
 <p><small>{esc(t("cr_tokens_note"))}</small></p>
 <h2>{esc(t("cr_kept_data"))}</h2>
 {_hist_chart(rep["token_lengths"], t("cr_tokens_per_record"), nd)}

@@ -343,6 +343,7 @@ EN: dict[str, str] = {
     "cr_step_filter": "filter",
     "cr_step_decontaminate": "decontamination",
     "cr_step_toxicity": "toxicity",
+    "audit_older": "{n} older entries",
 }
 
 ZH: dict[str, str] = {
@@ -665,6 +666,7 @@ ZH: dict[str, str] = {
     "cr_step_filter": "条件筛选",
     "cr_step_decontaminate": "去污染",
     "cr_step_toxicity": "有害内容",
+    "audit_older": "更早的 {n} 条记录",
 }
 
 STRINGS = {"en": EN, "zh": ZH}
