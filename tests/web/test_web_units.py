@@ -129,3 +129,19 @@ def test_histogram_shows_small_values_in_readable_units() -> None:
     svg = charts.histogram(edges, [3, 9, 4], "v", exp=-3)
     labels = [text for _, _, text in _ticks(svg)]
     assert "-1.90" in labels and "9.20" in labels and not any("e-" in t for t in labels)
+
+
+def test_no_chinese_string_is_english_left_in_place() -> None:
+    """A Chinese entry copied from English (or an English one from Chinese) is caught at the table, too."""
+    import re
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from langcheck import CJK, TERMS
+
+    for key, zh in i18n.ZH.items():
+        words = [w for w in re.findall(r"[A-Za-z][A-Za-z-]*[A-Za-z]", re.sub(r"\{\w+\}", "", zh))
+                 if w not in TERMS and not all(p in TERMS for p in w.split("-"))]  # fmt: skip
+        assert not words or key in ("switch_lang",), f"ZH[{key!r}] = {zh!r} has English words {words}"
+        assert not CJK.search(i18n.EN[key]) or key == "switch_lang", f"EN[{key!r}] has Chinese"
