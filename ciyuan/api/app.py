@@ -34,7 +34,7 @@ def create_app(settings_: Settings | None = None) -> FastAPI:
         "Authenticate with `Authorization: Bearer <key>`; catalog reads are public. "
         "Money is integer minor units (fen for CNY).",
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # /docs and /redoc are served from local assets by ciyuan.web.routes (no CDN)
         redoc_url=None,
     )
     app.state.settings = settings_ or settings()

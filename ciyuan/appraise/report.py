@@ -30,7 +30,7 @@ def _frame(title: str, body: str, xlabel: str = "", ylabel: str = "") -> str:
     )
 
 
-def bar_chart(title: str, items: list[tuple[str, float | None]]) -> str:
+def bar_chart(title: str, items: list[tuple[str, float | None]], xlabel: str = "score (0-1)", na: str = "n/a") -> str:
     """Horizontal bars in [0, 1]; a missing score is drawn as 'n/a'."""
     n = max(len(items), 1)
     row = (H - PAD - 10) / n
@@ -40,9 +40,23 @@ def bar_chart(title: str, items: list[tuple[str, float | None]]) -> str:
         width = 0 if v is None else max(0.0, min(1.0, v)) * (W - PAD - 150)
         out.append(f'<text x="{PAD + 4}" y="{y + row * 0.65}" font-size="11">{_e(name)}</text>')
         out.append(f'<rect x="{PAD + 140}" y="{y + 2}" width="{width:.1f}" height="{row - 4:.1f}" fill="#3b7dd8"/>')
-        label = "n/a" if v is None else f"{v:.2f}"
+        label = na if v is None else f"{v:.2f}"
         out.append(f'<text x="{PAD + 144 + width:.1f}" y="{y + row * 0.65}" font-size="10">{label}</text>')
-    return _frame(title, "".join(out), "score (0-1)")
+    return _frame(title, "".join(out), xlabel)
+
+
+def _nice(v: float) -> str:
+    """An axis label people read at a glance: 1,000,000 not 1e+06; 0.0019 not 1.9e-03."""
+    a = abs(v)
+    if a >= 1e9:
+        return f"{v / 1e9:.3g}G"
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.3g}k"
+    if a >= 1 or a == 0:
+        return f"{v:.4g}"
+    return f"{v:.2g}"
 
 
 def _scale(lo: float, hi: float, a: float, b: float):
@@ -50,9 +64,10 @@ def _scale(lo: float, hi: float, a: float, b: float):
     return lambda v: a + (v - lo) / span * (b - a)
 
 
-def histogram_chart(title: str, hist: dict | None) -> str:
+def histogram_chart(title: str, hist: dict | None, empty: str = "no labelled records",
+                    xlabel: str = "KNN-Shapley value (red: harmful)", ylabel: str = "records") -> str:  # fmt: skip
     if not hist or not hist.get("counts"):
-        return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no labelled records</text>')
+        return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">{_e(empty)}</text>')
     counts, edges = hist["counts"], hist["edges"]
     top = max(counts) or 1
     bw = (W - PAD - 10) / len(counts)
@@ -63,21 +78,27 @@ def histogram_chart(title: str, hist: dict | None) -> str:
         f"</title></rect>"
         for i, c in enumerate(counts)
     )
-    ticks = (f'<text x="{PAD}" y="{H - PAD + 14}" font-size="10">{edges[0]:.3g}</text>'
-             f'<text x="{W - 10}" y="{H - PAD + 14}" font-size="10" text-anchor="end">{edges[-1]:.3g}</text>'
+    ticks = (f'<text x="{PAD}" y="{H - PAD + 14}" font-size="10">{_nice(edges[0])}</text>'
+             f'<text x="{W - 10}" y="{H - PAD + 14}" font-size="10" text-anchor="end">{_nice(edges[-1])}</text>'
              f'<text x="{PAD - 4}" y="14" font-size="10" text-anchor="end">{top}</text>')  # fmt: skip
-    return _frame(title, bars + ticks, "KNN-Shapley value (red: harmful)", "records")
+    return _frame(title, bars + ticks, xlabel, ylabel)
 
 
 def line_chart(title: str, xs: list[float], ys: list[float], lows: list | None = None, highs: list | None = None,
-               xlabel: str = "", ylabel: str = "", logx: bool = False) -> str:  # fmt: skip
+               xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False,
+               empty: str = "not measured") -> str:  # fmt: skip
     if not xs:
-        return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">not measured</text>')
+        return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">{_e(empty)}</text>')
     fx = (lambda v: math.log10(max(v, 1e-12))) if logx else (lambda v: v)
+    fy = (lambda v: math.log10(max(v, 1e-12))) if logy else (lambda v: v)
     tx = [fx(x) for x in xs]
     all_y = [y for y in ys if y is not None] + [v for v in (lows or []) + (highs or []) if v is not None]
     sx = _scale(min(tx), max(tx), PAD + 6, W - 16)
-    sy = _scale(min(all_y), max(all_y), H - PAD - 6, 16)
+    sy0 = _scale(fy(min(all_y)), fy(max(all_y)), H - PAD - 6, 16)
+
+    def sy(v: float) -> float:
+        return sy0(fy(v))
+
     pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(tx, ys, strict=True) if y is not None)
     band = ""
     if lows and highs and all(v is not None for v in lows + highs):
@@ -92,39 +113,54 @@ def line_chart(title: str, xs: list[float], ys: list[float], lows: list | None =
     hi_y, lo_y = max(all_y), min(all_y)
     end = 'font-size="10" text-anchor="end"'
     ticks = (
-        f'<text x="{PAD - 4}" y="{sy(hi_y) + 4:.1f}" {end}>{hi_y:.3g}</text>'
-        f'<text x="{PAD - 4}" y="{sy(lo_y) + 4:.1f}" {end}>{lo_y:.3g}</text>'
-        f'<text x="{PAD + 6}" y="{H - PAD + 14}" font-size="10">{xs[0]:g}</text>'
-        f'<text x="{W - 16}" y="{H - PAD + 14}" {end}>{xs[-1]:g}</text>'
+        f'<text x="{PAD - 4}" y="{sy(hi_y) + 4:.1f}" {end}>{_nice(hi_y)}</text>'
+        f'<text x="{PAD - 4}" y="{sy(lo_y) + 4:.1f}" {end}>{_nice(lo_y)}</text>'
+        f'<text x="{PAD + 6}" y="{H - PAD + 14}" font-size="10">{_nice(xs[0])}</text>'
+        f'<text x="{W - 16}" y="{H - PAD + 14}" {end}>{_nice(xs[-1])}</text>'
     )
     return _frame(title, band + f'<polyline points="{pts}" fill="none" stroke="#3b7dd8" stroke-width="2"/>' + dots
                   + ticks, xlabel, ylabel)  # fmt: skip
 
 
-def _score(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+def _score(v: float | None, na: str = "n/a") -> str:
+    return na if v is None else f"{v:.3f}"
 
 
-def render(ap: dict) -> str:
-    """The whole page as one self-contained HTML string."""
+def render(ap: dict, lang: str = "en") -> str:
+    """The whole page as one self-contained HTML string, in English or Chinese (``lang``)."""
+    import json
+
+    from ciyuan.web.i18n import Translator
+
+    t = Translator(lang)
+    na = t("ar_na")
+
+    def ind_name(k: str) -> str:
+        name = t("ind_" + k)
+        return k if name == "ind_" + k else name
+
     ind = ap.get("quality", {}).get("indicators", {})
-    bars = bar_chart("Quality indicators", [(k, v.get("score")) for k, v in ind.items()])
-    hist = histogram_chart("Record values", (ap.get("record_values") or {}).get("histogram"))
+    bars = bar_chart(t("quality"), [(ind_name(k), v.get("score")) for k, v in ind.items()], t("ar_score_axis"), na)
+    hist = histogram_chart(t("record_values"), (ap.get("record_values") or {}).get("histogram"),
+                           t("ar_no_labels"), t("ar_value_axis"), t("records"))  # fmt: skip
     lab = ap.get("utility", {}).get("labelled")
     if lab:
         curve = lab["curve"]
-        lc = line_chart("Learning curve (accuracy, 95 % interval)", [c["fraction"] for c in curve],
+        lc = line_chart(t("ar_learning_curve"), [c["fraction"] * 100 for c in curve],
                         [c["mean"] for c in curve], [c["low"] for c in curve], [c["high"] for c in curve],
-                        "share of the dataset", "accuracy")  # fmt: skip
+                        t("share_trained"), t("accuracy"), empty=t("util_not_measured"))  # fmt: skip
     else:
-        lc = line_chart("Learning curve", [], [])
+        lc = line_chart(t("ar_learning_curve"), [], [], empty=t("util_not_measured"))
     pc = ap.get("price", {}).get("curve", [])
     cur = ap.get("price", {}).get("currency", "")
-    price = line_chart(f"Price against volume ({cur}, graduated tiers)", [p["tokens"] for p in pc],
-                       [p["price_minor"] / 100 for p in pc], xlabel="tokens (log scale)", ylabel=f"total {cur}",
-                       logx=True)  # fmt: skip
+    price = line_chart(t("price_vs_volume"), [p["tokens"] for p in pc], [p["price_minor"] / 100 for p in pc],
+                       xlabel=f"{t('tokens')} ({t('log_scale')})",
+                       ylabel=f"{t('total_price', cur=cur)} ({t('log_scale')})", logx=True, logy=True,
+                       empty=t("util_not_measured"))  # fmt: skip
     rows = "".join(
-        f"<tr><td>{_e(k)}</td><td>{_score(v.get('score'))}</td><td><code>{_e(v.get('evidence'))}</code></td></tr>"
+        f"<tr><td>{_e(ind_name(k))}</td><td>{_score(v.get('score'), na)}</td><td><details><summary>{_e(t('ar_show'))}"
+        f'</summary><pre translate="no">{_e(json.dumps(v.get("evidence"), ensure_ascii=False, indent=1, default=str))}'
+        f"</pre></details></td></tr>"
         for k, v in ind.items()
     )
     p = ap.get("price", {})
@@ -132,29 +168,34 @@ def render(ap: dict) -> str:
     text_u = ap.get("utility", {}).get("text") or {}
     rd = text_u.get("relative_drop") or {}
     util_line = (
-        f"relative perplexity drop {rd.get('mean', 0):.3f} (95 % CI {rd.get('low')}, {rd.get('high')}) "
-        f"against baseline {_e(text_u.get('baseline'))}"
+        t("ar_util_measured", mean=f"{rd.get('mean', 0):.3f}", low=_score(rd.get("low"), na),
+          high=_score(rd.get("high"), na))  # fmt: skip
         if rd
-        else _e(text_u.get("why", "not measured"))
+        else t("util_not_measured")
     )
     tok = ap.get("tokens", {})
     uq = ap.get("uniqueness", {})
+    when = str(ap.get("appraised_at") or "")[:16].replace("T", " ")
+    dataset = f'<span translate="no">{_e(ap.get("dataset"))}@{_e(str(ap.get("version", ""))[:12])}</span>'
+    facts = t("ar_tokens", total=f"{tok.get('total', 0):,}", unique=f"{tok.get('unique', 0):,}",
+              near=f"{tok.get('near_duplicate_records', 0):,}")  # fmt: skip
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Appraisal of {_e(ap.get("dataset"))}</title>
+<html lang="{"zh-CN" if t.lang == "zh" else "en"}"><head><meta charset="utf-8">
+<title>{_e(t("ar_title"))} · {_e(ap.get("dataset"))}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 figure{{display:inline-block;margin:8px}}figcaption{{font-weight:bold;font-size:13px}}
 table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
-code{{font-size:11px;word-break:break-all}}.big{{font-size:28px;font-weight:bold}}</style></head><body>
-<h1>Appraisal of {_e(ap.get("dataset"))}@{_e(str(ap.get("version", ""))[:12])}</h1>
-<p>Appraised {_e(ap.get("appraised_at"))} for provider {_e(ap.get("provider"))}; format {_e(ap.get("format"))}.</p>
-<p class="big">Suggested price: {_e(p.get("price_per_mtok"))} {_e(cur)} per million tokens</p>
-<p>Formula {_e(p.get("formula"))}: base {_e(p.get("base_rate_minor"))} minor units × quality {f.get("quality", 0):.3f}
-× uniqueness {f.get("uniqueness", 0):.3f} × utility {f.get("utility", 0):.3f} ({_e(f.get("utility_reason"))}).</p>
-<p>Tokens ({_e(ap.get("tokenizer"))}): {tok.get("total", 0):,} total, {tok.get("unique", 0):,} unique after collapsing
-{tok.get("near_duplicate_records", 0):,} near-duplicate records. Uniqueness against the catalog:
-{uq.get("score", 0):.3f}. Quality Q = {ap.get("quality", {}).get("score", 0):.3f}. Text utility: {util_line}.</p>
+pre{{font-size:11px;white-space:pre-wrap;margin:0}}.big{{font-size:28px;font-weight:bold}}</style></head><body>
+<h1>{_e(t("ar_title"))} · {dataset}</h1>
+<p>{_e(t("ar_appraised", when=when))} · {_e(t("provider"))}: <span translate="no">{_e(ap.get("provider"))}</span></p>
+<p class="big">{_e(t("suggested_price"))}: {_e(p.get("price_per_mtok"))} {_e(cur)} {_e(t("per_mtok"))}</p>
+<p>{_e(t("ar_formula", base=p.get("base_rate_minor"), q=f"{f.get('quality', 0):.3f}",
+         u=f"{f.get('uniqueness', 0):.3f}", util=f"{f.get('utility', 0):.3f}"))}</p>
+<p>{_e(facts)} {_e(t("uniqueness"))}: {uq.get("score", 0):.3f}. {_e(t("quality_score"))}:
+{ap.get("quality", {}).get("score", 0):.3f}. {_e(t("util_text"))}: {_e(util_line)}.</p>
 {bars}{hist}{lc}{price}
-<h2>Indicators and evidence</h2><table><tr><th>indicator</th><th>score</th><th>evidence</th></tr>{rows}</table>
+<h2>{_e(t("ar_evidence"))}</h2><table><tr><th>{_e(t("ar_indicator"))}</th><th>{_e(t("ar_score"))}</th>
+<th>{_e(t("ar_evidence_col"))}</th></tr>{rows}</table>
 </body></html>
 """
 

@@ -85,10 +85,11 @@ def _histogram(
     return {"edges": edges, "counts": counts}
 
 
-def _bars(labels: list[str], values: list[float], title: str, color: str = "#3b6ea5") -> str:
-    """A horizontal bar chart as inline SVG."""
+def _bars(labels: list[str], values: list[float], title: str, color: str = "#3b6ea5", no_data: str = "no data",
+          data_labels: bool = False) -> str:  # fmt: skip
+    """A horizontal bar chart as inline SVG; ``data_labels`` marks the labels as data (codes, not words)."""
     if not values:
-        return f"<p><em>{html.escape(title)}: no data</em></p>"
+        return f"<p><em>{html.escape(title)}: {html.escape(no_data)}</em></p>"
     w, row, left = 560, 20, 150
     h = row * len(values) + 30
     top = max(values) or 1
@@ -99,62 +100,85 @@ def _bars(labels: list[str], values: list[float], title: str, color: str = "#3b6
     for i, (lab, val) in enumerate(zip(labels, values, strict=True)):
         y = 24 + i * row
         bw = (w - left - 60) * val / top
-        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{html.escape(str(lab))}</text>')
+        mark = ' translate="no"' if data_labels else ""
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end"{mark}>{html.escape(str(lab))}</text>')
         parts.append(f'<rect x="{left}" y="{y + 2}" width="{bw:.1f}" height="{row - 5}" fill="{color}"/>')
         parts.append(f'<text x="{left + bw + 4:.1f}" y="{y + 13}">{val:g}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _hist_chart(h: dict, title: str) -> str:
+def _hist_chart(h: dict, title: str, no_data: str = "no data") -> str:
     e, c = h.get("edges", []), h.get("counts", [])
     labels = [f"{e[i]}–{e[i + 1]}" for i in range(len(c))]
-    return _bars(labels, c, title, "#5a9e6f")
+    return _bars(labels, c, title, "#5a9e6f", no_data)
 
 
-def render_html(rep: dict) -> str:
+def render_html(rep: dict, lang: str = "en") -> str:
+    """The report as one HTML page in English or Chinese (``lang``); rule codes and ids stay as they are."""
+    from ciyuan.web.i18n import Translator
+
+    t = Translator(lang)
     esc = html.escape
+
+    def step_name(name: str) -> str:
+        text = t("cr_step_" + name)
+        return text if text != "cr_step_" + name else name
+
     rows = []
     for s in rep["steps"]:
-        reasons = ", ".join(f"{esc(k)}: {v}" for k, v in s.get("rejected_by_rule", {}).items())
+        reasons = ", ".join(
+            f'<code translate="no">{esc(k)}</code>: {v}' for k, v in s.get("rejected_by_rule", {}).items()
+        )
         rows.append(
-            f"<tr><td>{esc(s['step'])}</td><td>{s['seen']}</td><td>{s['kept']}</td><td>{s['rejected']}</td>"
+            f"<tr><td>{esc(step_name(s['step']))}</td><td>{s['seen']}</td><td>{s['kept']}</td><td>{s['rejected']}</td>"
             f"<td>{s['changed']}</td><td>{s['tokens_removed']}</td><td class=r>{reasons}</td></tr>"
         )
     clusters = []
     for c in rep["duplicate_clusters"]:
-        ex = "".join(f"<li><code>{esc(x['id'])}</code> {esc(x['text'][:200])}</li>" for x in c["examples"])
+        ex = "".join(
+            f'<li><code translate="no">{esc(x["id"])}</code> <span translate="no">{esc(x["text"][:200])}</span></li>'
+            for x in c["examples"]
+        )
+        head = t("cr_cluster", size=c["size"])
         clusters.append(
-            f"<h3>{esc(c['cluster'])} — {c['size']} records, kept <code>{esc(c['keeper'])}</code></h3><ul>{ex}</ul>"
+            f'<h3><span translate="no">{esc(c["cluster"])}</span> — {esc(head)} <code translate="no">{esc(c["keeper"])}'
+            f"</code></h3><ul>{ex}</ul>"
         )
     pii = rep["pii"]
+    ref = f'{esc(rep["dataset"])}@{esc(rep["version"][:12])}'
+    nd = t("cr_no_data")
+    intro = t("cr_intro_kept", kept=rep["kept"], tokens=rep["tokens"], rejected=rep["rejected"])
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Curation report {esc(rep["dataset"])}@{esc(rep["version"][:12])}</title>
+<html lang="{"zh-CN" if t.lang == "zh" else "en"}"><head><meta charset="utf-8">
+<title>{esc(t("cr_title"))} {ref}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child,td.r{{text-align:left}} svg{{font-size:12px;display:block;margin:1em 0}}
+td:first-child,th:first-child,td.r,th.r{{text-align:left}} th,td:nth-child(-n+6){{white-space:nowrap}}
+svg{{font-size:12px;display:block;margin:1em 0}}
 code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 </style></head><body>
-<h1>Curation report</h1>
-<p><b>{esc(rep["dataset"])}@{esc(rep["version"][:12])}</b> from parent <code>{esc((rep["parent"] or "-")[:12])}</code>
-with recipe <b>{esc(str(rep["recipe"]))}</b> (sha256 <code>{esc(str(rep["recipe_sha256"])[:16])}…</code>).<br>
-Kept {rep["kept"]} records ({rep["tokens"]} {esc(str(rep["tokenizer"]))} tokens); rejected {rep["rejected"]}
-(listed by <code>ciyuan show {esc(rep["dataset"])}@{esc(rep["version"][:12])} --rejected</code>).</p>
-<h2>Steps</h2>
-<table><tr><th>step</th><th>seen</th><th>kept</th><th>rejected</th><th>changed</th><th>tokens removed</th>
-<th>rejected by rule</th></tr>{"".join(rows)}</table>
-<p><small>Tokens removed by a step that rewrites text are estimated from the share of characters removed;
-the version's token totals are exact.</small></p>
-<h2>Kept data</h2>
-{_hist_chart(rep["token_lengths"], "tokens per record")}
-{_hist_chart(rep["quality_scores"], "quality score (share of rules passed)")}
-{_bars(list(rep["languages"]), list(rep["languages"].values()), "languages")}
-<h2>PII redacted</h2>
-{_bars(list(pii), list(pii.values()), "matches by type", "#a5563b") if pii else "<p>No PII found.</p>"}
-<h2>Largest duplicate clusters</h2>
-{"".join(clusters) or "<p>No near-duplicate clusters.</p>"}
+<h1>{esc(t("cr_title"))}</h1>
+<p><b translate="no">{ref}</b> · {esc(t("cr_parent"))} <code translate="no">{esc((rep["parent"] or "-")[:12])}</code>
+· {esc(t("cr_recipe"))} <b translate="no">{esc(str(rep["recipe"]))}</b>
+(<span translate="no">sha256 <code>{esc(str(rep["recipe_sha256"])[:16])}…</code></span>).<br>
+{esc(intro)} <span class="small">({esc(t("counted_with"))}
+<span translate="no">{esc(str(rep["tokenizer"]))}</span>)</span></p>
+<h2>{esc(t("cr_steps"))}</h2>
+<table><tr><th>{esc(t("cr_step"))}</th><th>{esc(t("cr_seen"))}</th><th>{esc(t("cr_kept"))}</th>
+<th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_changed"))}</th><th>{esc(t("cr_tokens_removed"))}</th>
+<th class=r>{esc(t("cr_by_rule"))}</th></tr>{"".join(rows)}</table>
+<p><small>{esc(t("cr_tokens_note"))}</small></p>
+<h2>{esc(t("cr_kept_data"))}</h2>
+{_hist_chart(rep["token_lengths"], t("cr_tokens_per_record"), nd)}
+{_hist_chart(rep["quality_scores"], t("cr_quality_hist"), nd)}
+{_bars(list(rep["languages"]), list(rep["languages"].values()), t("cr_languages"), no_data=nd, data_labels=True)}
+<h2>{esc(t("cr_pii"))}</h2>
+{_bars([t("cr_pii_" + k) if t("cr_pii_" + k) != "cr_pii_" + k else k for k in pii], list(pii.values()),
+       t("cr_pii_by_type"), "#a5563b", nd) if pii else f"<p>{esc(t('cr_no_pii'))}</p>"}
+<h2>{esc(t("cr_clusters"))}</h2>
+{"".join(clusters) or f"<p>{esc(t('cr_no_clusters'))}</p>"}
 <script type="application/json" id="data">{esc(json.dumps(rep, ensure_ascii=False, default=str))}</script>
 </body></html>
 """

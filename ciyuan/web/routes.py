@@ -14,6 +14,7 @@ or expired key signs the browser out at once.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from ciyuan import __version__
 from ciyuan.config import Settings
@@ -44,6 +46,9 @@ env.filters["pct"] = lambda x: "—" if x is None else f"{float(x) * 100:.1f}%"
 env.filters["score"] = lambda x: "—" if x is None else f"{float(x):.3f}"
 env.filters["when"] = views.when
 env.filters["short"] = lambda s, n=12: (s or "")[:n]
+env.filters["fmtnum"] = lambda x: x if not isinstance(x, float) else f"{x:.4g}"
+env.globals["known_fields"] = views.KNOWN_FIELDS
+env.filters["data"] = lambda v: Markup('<span translate="no">{}</span>').format(v)  # never translated
 
 
 def _indicator(pair: tuple[str, float], t: Translator) -> tuple[str, float]:
@@ -136,6 +141,72 @@ def static(name: str) -> FileResponse:
     return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
 
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """Browsers ask for /favicon.ico whatever the page says; answer with the same icon as /static."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})  # fmt: skip
+
+
+def _docs_assets() -> Path:
+    """Swagger UI and ReDoc as shipped by the ``fastapi-offline`` wheel (a runtime dependency)."""
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).resolve().parent / "static"
+
+
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
+
+
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"  # ReDoc's sidebar badge; the only URL it fetches itself
+
+
+@functools.cache
+def _redoc_js() -> bytes:
+    """ReDoc's bundle with its one remote image pointed at our favicon, so the page asks nothing of the web."""
+    return (_docs_assets() / "redoc.standalone.js").read_bytes().replace(REDOC_LOGO, b"/favicon.ico")
+
+
+@router.get("/static/docs/{name}", response_model=None)
+def docs_asset(name: str) -> Response:
+    """The API docs' script and stylesheet, from the installed wheel: /docs works offline."""
+    if name not in DOCS_ASSETS:
+        raise NotFound(f"docs asset {name} does not exist", hint=", ".join(DOCS_ASSETS))
+    cache = {"Cache-Control": "public, max-age=86400"}
+    if name == "redoc.standalone.js":
+        return Response(_redoc_js(), media_type="text/javascript", headers=cache)
+    return FileResponse(_docs_assets() / name, headers=cache)
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def swagger_docs(request: Request) -> HTMLResponse:
+    """Swagger UI for the JSON API, every asset from this server (FastAPI's default page uses a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url or "/openapi.json",
+        title=f"{request.app.title} · API",
+        swagger_js_url="/static/docs/swagger-ui-bundle.js",
+        swagger_css_url="/static/docs/swagger-ui.css",
+        swagger_favicon_url="/favicon.ico",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from the public validator
+    )
+
+
+@router.get("/redoc", response_class=HTMLResponse)
+def redoc_docs(request: Request) -> HTMLResponse:
+    """ReDoc for the JSON API, from local assets and without web fonts."""
+    from fastapi.openapi.docs import get_redoc_html
+
+    return get_redoc_html(
+        openapi_url=request.app.openapi_url or "/openapi.json",
+        title=f"{request.app.title} · API",
+        redoc_js_url="/static/docs/redoc.standalone.js",
+        redoc_favicon_url="/favicon.ico",
+        with_google_fonts=False,
+    )
+
+
 # -- catalog and dataset pages ----------------------------------------------------------------------
 
 
@@ -180,10 +251,13 @@ def listing_page(request: Request, listing_id: str) -> HTMLResponse:
 def report(request: Request, listing_id: str, kind: str) -> Response:
     """A version's stored HTML report (appraisal or curation), served as is."""
     try:
-        body = views.report_html(_settings(request), listing_id, kind)
+        body = views.report_html(_settings(request), listing_id, kind, pick_lang(request))
     except CiyuanError as exc:
         return _error(request, exc, back=f"/listings/{listing_id}")
-    return HTMLResponse(body)
+    resp = HTMLResponse(body)
+    if request.query_params.get("lang") in LANGS:
+        resp.set_cookie(LANG_COOKIE, pick_lang(request), max_age=365 * 86400, samesite="lax", httponly=True)
+    return resp
 
 
 @router.get("/listings/{listing_id}/croissant.json", response_model=None)

@@ -9,6 +9,7 @@ they are easy to replace when that layer exposes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from ciyuan.exchange.accounts import Principal
 from ciyuan.exchange.money import CURRENCIES, format_amount
 from ciyuan.exchange.pricing import PriceSchedule
 from ciyuan.exchange.tables import EntitlementRow, OrderRow
+from ciyuan.web import charts
 
 SORTS = ("newest", "price_asc", "price_desc", "tokens_desc", "tokens_asc", "name")
 VOLUMES = (10**3, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9, 10**10)
@@ -76,7 +78,7 @@ def catalog(s: Settings, params: dict[str, str]) -> dict:
                 raise ValueError
         except ValueError:
             toks[k] = None
-            error = f"{k}: {raw!r} is not a whole number of tokens"
+            error = {"key": "bad_tokens", "values": {"field": k, "raw": raw}}
     sort = params.get("sort") if params.get("sort") in SORTS else "newest"
 
     def work(sess: Session) -> tuple[dict, dict]:
@@ -98,7 +100,7 @@ def catalog(s: Settings, params: dict[str, str]) -> dict:
         found, facets = tx.run(work, s)
     except InvalidInput as exc:
         found, facets = {"items": [], "total": 0}, {"modality": [], "language": [], "domain": []}
-        error = exc.message if hasattr(exc, "message") else str(exc)
+        error = {"key": "bad_filter", "values": {"why": exc.message if hasattr(exc, "message") else str(exc)}}
     items = found["items"]
     keys = {
         "price_asc": (lambda it: (_rate(it), it["dataset"]), False),
@@ -152,7 +154,7 @@ def price_table(schedule: dict, tokens_total: int) -> dict:
     vols = [n for n in VOLUMES if n < tokens_total] + [tokens_total]
     vols += [t["from_tokens"] for t in schedule["tiers"][1:] if 0 < t["from_tokens"] < tokens_total]
     vols = sorted({n for n in vols if n > 0})
-    points = [(_short_count(n), major(sched.price(n), sched.currency)) for n in vols]
+    points = [(float(n), major(sched.price(n), sched.currency)) for n in vols]  # log axes when they span decades
     return {
         "tiers": schedule["tiers"],
         "mode": schedule.get("mode", "graduated"),
@@ -182,17 +184,20 @@ def appraisal_view(ap: dict | None) -> dict | None:
     indicators = [(name, float(ind.get("score") or 0.0)) for name, ind in (q.get("indicators") or {}).items()
                   if isinstance(ind, dict) and ind.get("score") is not None]  # fmt: skip
     util = ap.get("utility") or {}
-    lines = []
+    lines = []  # (kind, interval or None, how it was evaluated): no file paths, flags or raw reasons
     text = util.get("text") or {}
     if text:
-        lines.append(("text", text.get("relative_drop") or text.get("lift"), text.get("why"), text.get("eval")))
+        ev = str(text.get("eval") or "")
+        lines.append(("text", text.get("relative_drop") or text.get("lift"),
+                      "heldout" if ev.startswith("held-out") or not ev else "provider_set", None))  # fmt: skip
     lab = util.get("labelled") or {}
     if lab:
-        lines.append(("labelled", lab.get("lift"), None, lab.get("label_field")))
+        label = str(lab.get("label_field") or "")
+        lines.append(("labelled", lab.get("lift"), "heldout", label[5:] if label.startswith("meta.") else label))
     curve = []
     for pt in lab.get("curve") or []:  # accuracy against the share of the data trained on
         if isinstance(pt, dict) and pt.get("fraction") is not None and pt.get("mean") is not None:
-            curve.append((f"{float(pt['fraction']) * 100:.0f}%", float(pt["mean"])))
+            curve.append((float(pt["fraction"]) * 100, float(pt["mean"])))
     rv = ap.get("record_values") or {}
     hist = rv.get("histogram") or {}
     price = ap.get("price") or {}
@@ -204,25 +209,89 @@ def appraisal_view(ap: dict | None) -> dict | None:
         "utility": lines,
         "curve": curve,
         "record_values": {"edges": hist.get("edges") or [], "counts": hist.get("counts") or [],
-                   "method": rv.get("method"), "negative": rv.get("negative"), "records": rv.get("records")}
+                          "exp": charts.scale_exponent(hist.get("edges") or []), "k": _knn_k(rv.get("method")),
+                          "negative": rv.get("negative"), "records": rv.get("records")}
         if rv else None,  # fmt: skip
         "price": price,
         "appraised_at": ap.get("appraised_at"),
     }
 
 
+# Fields the pipeline adds for its own bookkeeping: never shown to a buyer (PII counters, ingest line numbers).
+INTERNAL_META = ("curation", "source", "line", "instruction", "response")
+# Fields curation adds that a buyer may filter on: shown under a translated name (i18n key ``field_<name>``).
+KNOWN_FIELDS = ("language", "language_score", "quality_score", "domain", "modality", "text", "id")
+
+
+def public_field(name: str) -> bool:
+    """False for the pipeline's own bookkeeping fields (``meta.curation.*``, ``meta.source``, ``meta.line``)."""
+    parts = name.split(".")
+    if parts[0] == "meta" and len(parts) > 1:
+        return parts[1] not in INTERNAL_META
+    return not name.startswith(("tokens", "_"))
+
+
+def field_label(name: str) -> tuple[str, bool]:
+    """(label, translatable): a known field gets an i18n key, a dataset's own field keeps its name (data)."""
+    short = name[5:] if name.startswith("meta.") else name
+    return (f"field_{short}", True) if short in KNOWN_FIELDS else (short, False)
+
+
+def flat_meta(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """A record's metadata as (key, value) rows, nested keys joined with dots, internal keys left out."""
+    rows: list[tuple[str, str]] = []
+    for k, v in (meta or {}).items():
+        if not prefix and k in INTERNAL_META:
+            continue
+        if v in ({}, [], None, ""):
+            continue
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += flat_meta(v, key + ".")
+        elif isinstance(v, list):
+            rows.append((key, ", ".join(str(x) for x in v)))
+        elif isinstance(v, float):
+            rows.append((key, f"{v:.4g}"))
+        else:
+            rows.append((key, str(v)))
+    return rows
+
+
+def made_by(card: dict) -> dict | None:
+    """How the version was made, without the provider's file paths: the command, the recipe, a file count."""
+    mb = card.get("made_by") or {}
+    if not mb:
+        return None
+    recipe = mb.get("recipe") or {}
+    return {"command": mb.get("command") or "", "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
+            "files": len(mb.get("sources") or [])}  # fmt: skip
+
+
+def _knn_k(method: Any) -> int | None:
+    """The k of the stored KNN-Shapley method text ("..., k=5, ..."), for a translated caption."""
+    import re
+
+    m = re.search(r"\bk=(\d+)", str(method or ""))
+    return int(m.group(1)) if m else None
+
+
 def listing_page(s: Settings, listing_id: str) -> dict:
     detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
     facts = _version_facts(detail, s)
     card = detail.get("card") or {}
+    numeric = [(f, st, *field_label(f)) for f, st in sorted((card.get("numeric") or {}).items()) if public_field(f)]
+    fields = [(f, ty, *field_label(f)) for f, ty in sorted((card.get("fields") or {}).items()) if public_field(f)]
+    sample = [r | {"meta_rows": flat_meta(r.get("meta") or {})} for r in detail.get("sample") or []]
     return {
         "listing": detail,
         "card": card,
+        "made_by": made_by(card),
+        "sample": sample,
         "facts": facts,
         "appraisal": appraisal_view(facts["appraisal"]),
         "prices": price_table(detail["price"], detail["tokens"]),
-        "numeric_fields": sorted((card.get("numeric") or {}).items()),
-        "fields": sorted((card.get("fields") or {}).items()),
+        "numeric_fields": numeric,
+        "fields": fields,
         "reports": report_links(s, detail, facts),
     }
 
@@ -286,34 +355,18 @@ def _with_held(b: dict) -> dict:
     return {**b, "held_text": format_amount(b["held"], b["currency"])}
 
 
-def _bucket(ts: Any, span_s: float) -> str:
-    """A label for the time bucket of ``ts``: minutes for a short history, hours, then days."""
-    if not isinstance(ts, datetime):
-        return str(ts)[:10]
-    if span_s <= 600:
-        return ts.strftime("%H:%M:%S")
-    if span_s <= 2 * 3600:
-        return ts.strftime("%H:%M")
-    if span_s <= 3 * 86400:
-        return ts.strftime("%m-%d %H:00")
-    return ts.date().isoformat()
-
-
-def cumulative(events: list[tuple[Any, int]]) -> list[tuple[str, float]]:
-    """Running totals of (timestamp, amount) events per time bucket, starting from zero, for the charts."""
-    if not events:
+def cumulative(events: list[tuple[Any, int]]) -> list[tuple[datetime, float]]:
+    """Running totals of (timestamp, amount) events, from zero just before the first, for the time charts."""
+    evs = sorted(((views_ts(t), n) for t, n in events if isinstance(views_ts(t), datetime)), key=lambda e: e[0])
+    if not evs:
         return []
-    events = sorted(events, key=lambda e: e[0])
-    stamps = [t for t, _ in events if isinstance(t, datetime)]
-    span = (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
-    per: dict[str, float] = {}
-    for t, n in events:
-        key = _bucket(t, span)
-        per[key] = per.get(key, 0) + n
-    out, run = [("", 0.0)], 0.0
-    for key, n in per.items():  # insertion order is time order
+    out, run = [(evs[0][0], 0.0)], 0.0
+    for t, n in evs:
         run += n
-        out.append((key, run))
+        if out[-1][0] == t and len(out) > 1:
+            out[-1] = (t, run)
+        else:
+            out.append((t, run))
     return out
 
 
@@ -326,33 +379,41 @@ def receipts_available() -> bool:
 
 
 def buyer_page(s: Settings, who: Principal) -> dict:
+    """Balance, entitlements (with what each has billed), usage summed per entitlement, orders."""
     bid = who.account.id
 
     def work(sess: Session) -> dict:
         bals = [b.to_dict() for b in ledger.balances(sess, bid)]
         orders = market.list_orders(sess, bid, 200, 0)
+        quoted = {}
+        for o in orders:  # a metered order's cap is its quote's amount
+            if o["status"] == "metered" and o.get("quote_id"):
+                with contextlib.suppress(CiyuanError):
+                    quoted[o["id"]] = market.get_quote(sess, o["quote_id"], bid)["amount"]
         usage = _usage_rows(sess, buyer_id=bid)
         offers = market.search(sess, limit=100)["items"]
-        return {"balances": bals, "orders": orders, "usage": usage, "offers": offers}
+        return {"balances": bals, "orders": orders, "usage": usage, "offers": offers, "quoted": quoted}
 
     data = tx.run(work, s)
     usage = data["usage"]
-    by_ent: dict[str, dict] = defaultdict(lambda: {"tokens": 0, "amount": 0, "batches": 0})
-    for u in usage or []:
-        e = by_ent[u["entitlement_id"]]
-        e["tokens"] += u["tokens"]
-        e["amount"] += u["amount"]
-        e["batches"] += 1
-    ents = []
+    names = {it["id"]: it["dataset"] for it in data["offers"]}
+    by_ent = usage_summary(usage or [])
+    ents, orders = [], []
     for o in data["orders"]:
-        if o.get("entitlement"):
-            used = by_ent.get(o["entitlement"]["id"], {"tokens": 0, "amount": 0, "batches": 0})
-            charged = o["amount"] + used["amount"] if o["status"] == "metered" else o["amount"]
-            ents.append(o["entitlement"] | {"order": o, "streamed": used["tokens"],
-                                            "charged": format_amount(charged, o["currency"])})  # fmt: skip
+        ent = o.get("entitlement")
+        used = by_ent.get(ent["id"]) if ent else None
+        billed = o["amount"] + (used["amount"] if used else 0) if o["status"] == "metered" else o["amount"]
+        cap = data["quoted"].get(o["id"])
+        row = o | {"billed": billed, "billed_text": format_amount(billed, o["currency"]),
+                   "cap_text": format_amount(cap, o["currency"]) if cap is not None else None}  # fmt: skip
+        orders.append(row)
+        if ent:
+            ents.append(ent | {"order": row, "streamed": used["tokens"] if used else 0, "charged": row["billed_text"],
+                               "batches": used["batches"] if used else 0})  # fmt: skip
+    summary = [u | {"dataset": names.get(u["listing_id"], u["listing_id"])} for u in by_ent.values()]
     return {
         "balances": [_with_held(b) for b in data["balances"] if b["kind"] == ledger.BUYER],
-        "orders": data["orders"],
+        "orders": orders,
         "entitlements": ents,
         "delivery": usage is not None,
         "usage_points": cumulative([(u["posted_at"], u["tokens"]) for u in usage or []]),
@@ -360,15 +421,35 @@ def buyer_page(s: Settings, who: Principal) -> dict:
             (k, major(v, u0["currency"])) for u0 in (usage or [])[:1]
             for k, v in cumulative([(u["posted_at"], u["amount"]) for u in usage or []])
         ],
+        "usage_summary": summary,
         "usage_rows": [
             {"at": when(u["posted_at"]), "entitlement": u["entitlement_id"], "tokens": u["tokens"],
-             "records": u["records"], "amount": u["amount_text"], "currency": u["currency"], "sha256": u["sha256"]}
-            for u in (usage or [])[-50:]
+             "records": u["records"], "amount": u["amount_text"], "currency": u["currency"], "sha256": u["sha256"],
+             "dataset": names.get(u["listing_id"], u["listing_id"])}
+            for u in (usage or [])[-200:]
         ],  # fmt: skip
         "receipts": receipts_available(),
         "offers": data["offers"],
-        "names": {it["id"]: it["dataset"] for it in data["offers"]},
+        "names": names,
     }
+
+
+def usage_summary(usage: list[dict]) -> dict[str, dict]:
+    """Delivery batches summed per entitlement (first and last batch, records, tokens, amount), in first-use order."""
+    out: dict[str, dict] = {}
+    for u in usage:
+        e = out.setdefault(u["entitlement_id"], {
+            "entitlement_id": u["entitlement_id"], "listing_id": u["listing_id"], "currency": u["currency"],
+            "batches": 0, "records": 0, "tokens": 0, "amount": 0, "first": u["posted_at"], "last": u["posted_at"],
+        })  # fmt: skip
+        e["batches"] += 1
+        e["records"] += u["records"]
+        e["tokens"] += u["tokens"]
+        e["amount"] += u["amount"]
+        e["last"] = u["posted_at"]
+    for e in out.values():
+        e["amount_text"] = format_amount(e["amount"], e["currency"])
+    return out
 
 
 def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
@@ -407,7 +488,7 @@ def provider_page(s: Settings, who: Principal) -> dict:
             sold = list(
                 sess.execute(
                     select(EntitlementRow.id, EntitlementRow.listing_id, EntitlementRow.tokens, OrderRow.created_at,
-                           OrderRow.status)
+                           OrderRow.status, OrderRow.id)
                     .join(OrderRow, OrderRow.id == EntitlementRow.order_id)
                     .where(EntitlementRow.listing_id.in_(ids))
                     .order_by(OrderRow.created_at)
@@ -426,7 +507,9 @@ def provider_page(s: Settings, who: Principal) -> dict:
     per_listing: dict[str, int] = defaultdict(int)
     sold_events: list[tuple[Any, int]] = []
     metered = set()
-    for ent_id, lid, tokens, ts, status in d["sold"]:
+    listing_of: dict[str, str] = {}  # an earnings credit's ref names its order or entitlement
+    for ent_id, lid, tokens, ts, status, order_id in d["sold"]:
+        listing_of[ent_id] = listing_of[order_id] = lid
         if status == "paid":
             per_listing[lid] += int(tokens)
             sold_events.append((views_ts(ts), int(tokens)))
@@ -439,7 +522,25 @@ def provider_page(s: Settings, who: Principal) -> dict:
             per_listing[u["listing_id"]] += u["tokens"]
             sold_events.append((u["posted_at"], u["tokens"]))
     currency = d["earn"][0].currency if d["earn"] else (d["listings"][0]["currency"] if d["listings"] else "CNY")
+    names = {it["id"]: it["dataset"] for it in d["listings"]}
+    earned: dict[str, dict] = {}
+    credits = []
+    for t in d["credits"]:
+        ref = t.ref or ""
+        lid = listing_of.get(ref.split(":", 1)[-1].split(".")[0], "")
+        e = earned.setdefault(lid, {"listing_id": lid, "dataset": names.get(lid, ""), "credits": 0, "amount": 0,
+                                    "last": t.created_at})  # fmt: skip
+        e["credits"] += 1
+        e["amount"] += t.amount
+        e["last"] = t.created_at
+        credits.append({"at": when(t.created_at), "ref": ref or t.id, "dataset": names.get(lid, ""),
+                        "amount": format_amount(t.amount, t.currency)})  # fmt: skip
+    for e in earned.values():
+        e["amount_text"] = format_amount(e["amount"], currency)
+        e["last"] = when(e["last"])
     return {
+        "earned": {k: v for k, v in earned.items() if k},
+        "earned_other": earned.get(""),
         "listings": d["listings"],
         "reports": {it["id"]: report_links(s, it) for it in d["listings"]},
         "sold": dict(per_listing),
@@ -452,10 +553,7 @@ def provider_page(s: Settings, who: Principal) -> dict:
             (k, major(v, currency)) for k, v in cumulative([(t.created_at, t.amount) for t in d["credits"]])
         ],
         "sold_points": cumulative(sold_events),
-        "credits": [
-            {"at": when(t.created_at), "ref": t.ref or t.id, "amount": format_amount(t.amount, t.currency)}
-            for t in d["credits"][-30:]
-        ],
+        "credits": credits[-200:],
     }
 
 
@@ -464,11 +562,13 @@ def provider_page(s: Settings, who: Principal) -> dict:
 
 def operator_page(s: Settings, limit: int = 100) -> dict:
     def work(sess: Session) -> dict:
-        names = {a.id: f"{a.name} ({a.role})" for a in accounts.list_accounts(sess)}
-        bals = [
-            _with_held(b.to_dict()) | {"owner": names.get(b.account_id.split(":")[1], "platform")}
-            for b in ledger.balances(sess)
-        ]
+        people = {a.id: a for a in accounts.list_accounts(sess)}
+        bals = []
+        for bal in ledger.balances(sess):
+            who = people.get(bal.account_id.split(":")[1])
+            bals.append(_with_held(bal.to_dict()) | {"owner": f"{who.name} ({who.role})" if who else "platform",
+                                                     "owner_name": who.name if who else None,
+                                                     "owner_role": who.role if who else None})  # fmt: skip
         chk = ledger.check(sess)
         try:
             with sess.begin_nested():
@@ -502,7 +602,7 @@ def report_links(s: Settings, detail: dict, facts: dict | None = None) -> dict[s
     }
 
 
-def report_html(s: Settings, listing_id: str, kind: str) -> str:
+def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> str:
     """The appraisal or curation report page, rendered by the layer that owns it."""
     from ciyuan.errors import NotFound
 
@@ -512,11 +612,11 @@ def report_html(s: Settings, listing_id: str, kind: str) -> str:
         from ciyuan.appraise import report
         from ciyuan.appraise.engine import load
 
-        return report.render(load(ref, s))
+        return report.render(load(ref, s), lang=lang)
     if kind == "curation":
         from ciyuan.curate import report as creport
 
-        return creport.render_html(creport.build_report(ref))
+        return creport.render_html(creport.build_report(ref), lang=lang)
     raise NotFound(f"there is no {kind} report", hint=f"reports: {', '.join(REPORTS)}")
 
 

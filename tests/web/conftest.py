@@ -8,6 +8,7 @@ Everything is set up once per module through the same Python functions the CLI c
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -196,3 +197,21 @@ def page(browser, exchange: Exchange) -> Iterator:
     p.set_default_timeout(30_000)
     yield p
     ctx.close()
+
+
+@pytest.fixture(scope="module")
+def trades(exchange) -> dict:
+    """A prepaid order, a metered order streamed in part, and one streamed to the end (through the SDK)."""
+    from ciyuan import sdk
+
+    c = sdk.Client(exchange.url, exchange.keys["lab-a"])
+    paid = c.order(c.quote(exchange.listing["id"], {"token_budget": 20_000})["id"])
+    part = c.order(c.quote(exchange.listing["id"], {"token_budget": 30_000})["id"], metered=True)
+    for _ in itertools.islice(c.stream(part["entitlement"]["id"], max_tokens=1500), 40):
+        pass
+    full = c.order(c.quote(exchange.curated["id"], {"token_budget": 4_000})["id"], metered=True)
+    for _ in c.stream(full["entitlement"]["id"], max_tokens=1000):
+        pass
+    quote = c.quote(exchange.curated["id"], {"token_budget": 2_000})
+    c.close()
+    return {"paid": paid, "part": part, "full": full, "quote": quote}

@@ -64,4 +64,84 @@ def test_cumulative_starts_at_zero_and_keeps_time_order() -> None:
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     pts = views.cumulative([(t0 + timedelta(seconds=30), 5), (t0, 2), (t0 + timedelta(seconds=30), 1)])
-    assert pts[0] == ("", 0.0) and [v for _, v in pts] == [0.0, 2, 8]
+    assert pts[0] == (t0, 0.0) and [v for _, v in pts] == [0.0, 2, 8]
+    assert [t for t, _ in pts] == sorted(t for t, _ in pts)
+
+
+def _ticks(svg: str) -> list[tuple[float, str, str]]:
+    import re
+
+    return [(float(x), anchor, text) for x, y, anchor, text in
+            re.findall(r'<text class="tick" x="([\d.]+)" y="(\d+)" text-anchor="(\w+)">([^<]+)</text>', svg)
+            if int(y) > 150]  # fmt: skip
+
+
+def test_time_axis_labels_never_overlap() -> None:
+    """Labels are placed by time and thinned so that no two overlap, whatever the spacing of the events."""
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    for gaps in ([1] * 300, [1, 1, 1, 3600 * 5], [86400 * 3] * 40, [0.2] * 50):
+        events, t = [], t0
+        for g in gaps:
+            t += timedelta(seconds=g)
+            events.append((t, 10))
+        svg = charts.timeline(views.cumulative(events), "tokens")
+        ticks = _ticks(svg)
+        assert 1 <= len(ticks) <= 6
+        spans = []
+        for x, anchor, text in ticks:
+            w = 6.5 * len(text)  # 12 px sans-serif digits are at most ~6.5 px wide
+            left = x if anchor == "start" else (x - w if anchor == "end" else x - w / 2)
+            spans.append((left, left + w))
+        spans.sort()
+        for (_, a1), (b0, _) in zip(spans, spans[1:], strict=False):
+            assert a1 <= b0, f"labels overlap for gaps {gaps[:3]}: {ticks}"
+        assert len({text for _, _, text in ticks}) == len(ticks)
+
+
+def test_xy_goes_logarithmic_only_when_the_data_spans_decades() -> None:
+    wide = charts.xy([(1e3, 0.02), (1e4, 0.2), (1e5, 2.0), (1e6, 20.0)], "p", xlabel="tokens", ylabel="CNY",
+                     log_note="log")  # fmt: skip
+    assert "tokens (log)" in wide and "CNY (log)" in wide
+    xs = {text: x for x, _, text in _ticks(wide)}
+    assert abs((xs["10k"] - xs["1000"]) - (xs["1.0M"] - xs["100k"])) < 0.5
+    narrow = charts.xy([(10, 0.1), (25, 0.3), (50, 0.5), (100, 0.7)], "c", xlabel="share", ylabel="acc",
+                       log_note="log")
+    assert "(log)" not in narrow
+
+
+def test_sample_meta_rows_hide_pipeline_fields_and_keep_full_values() -> None:
+    long = "Zhangbei Hills Wind Farm, north slope, turbine row C " * 4
+    meta = {"curation": {"pii": {"email": 1}}, "source": "/home/p/logs.jsonl", "line": 7, "site": long,
+            "language_score": 0.55551, "tags": ["a", "b"], "gear": {"stage": 2}}  # fmt: skip
+    rows = views.flat_meta(meta)
+    assert dict(rows) == {"site": long, "language_score": "0.5555", "tags": "a, b", "gear.stage": "2"}
+    assert not views.public_field("meta.curation.pii.email") and not views.public_field("meta.source")
+    assert views.public_field("meta.severity") and views.public_field("modality")
+    assert views.field_label("meta.language_score") == ("field_language_score", True)
+    assert views.field_label("meta.severity") == ("severity", False)
+
+
+def test_histogram_shows_small_values_in_readable_units() -> None:
+    edges = [-0.0019, 0.0, 0.0046, 0.0092]
+    assert charts.scale_exponent(edges) == -3
+    svg = charts.histogram(edges, [3, 9, 4], "v", exp=-3)
+    labels = [text for _, _, text in _ticks(svg)]
+    assert "-1.90" in labels and "9.20" in labels and not any("e-" in t for t in labels)
+
+
+def test_no_chinese_string_is_english_left_in_place() -> None:
+    """A Chinese entry copied from English (or an English one from Chinese) is caught at the table, too."""
+    import re
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from langcheck import CJK, TERMS
+
+    for key, zh in i18n.ZH.items():
+        words = [w for w in re.findall(r"[A-Za-z][A-Za-z-]*[A-Za-z]", re.sub(r"\{\w+\}", "", zh))
+                 if w not in TERMS and not all(p in TERMS for p in w.split("-"))]  # fmt: skip
+        assert not words or key in ("switch_lang",), f"ZH[{key!r}] = {zh!r} has English words {words}"
+        assert not CJK.search(i18n.EN[key]) or key == "switch_lang", f"EN[{key!r}] has Chinese"
