@@ -583,8 +583,13 @@ def operator_page(s: Settings, limit: int = 100) -> dict:
 
 
 def sync_audit(s: Settings) -> int:
-    """Log ledger transfers not yet in the audit chain, as ``ciyuan audit verify`` does first."""
-    return tx.run(audit.sync_ledger, s)
+    """Adopt a legacy home's transfers that predate the audit chain (``ciyuan audit adopt``).
+
+    Verification never writes; transfers made after the chain began and missing from it are
+    refused by ``audit.adopt`` and stay findings of ``audit verify``.
+    """
+    out = tx.run(audit.adopt, s)
+    return len(out["adopted"]) + out["expiries"]
 
 
 # -- reports ---------------------------------------------------------------------------------------
