@@ -244,7 +244,7 @@ def phone_value(rng: random.Random, fmt: str) -> str:
         "odd_3_8": f"{m[:3]}-{m[3:]}",
         "fullwidth": fullwidth(m),
         "fullwidth_plus86": fullwidth(f"+86 {m}"),
-        "landline": f"0{rng.choice(['10', '21', '755', '571', '20'])}-{rng.randint(2000000, 8999999)}{rng.randint(0, 9)}",
+        "landline": f"0{rng.choice(['10', '21', '755', '571', '20'])}-{rng.randint(20000000, 89999999)}",
         "landline_paren": f"(0{rng.choice(['755', '571', '28'])}) {rng.randint(2000, 8999)} {rng.randint(1000, 9999)}",
         "intl": intl_phone(rng),
     }
@@ -296,7 +296,8 @@ def passport_value(rng: random.Random, fmt: str) -> str:
 SURNAMES_GEN = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史黎贺顾毛郝龚邵万钱覃武戴孔汤庞樊兰殷施陶洪翟安颜倪严牛温芦季俞章鲁葛伍申尤毕聂柴焦向柳邢岳齐沿梅莫庄辛管祝左涂谷祁时舒耿牟卜路詹关苗凌费纪靳盛童欧甄项曲成游阳裴席卫查屈鲍位覃霍翁隋植甘景薄单包司柏宁柯阮桂闵解强柴华车冉房边"  # noqa: E501
 COMPOUND_SURNAMES = ["欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "夏侯", "司徒"]
 GIVEN_CHARS = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超霞平刚英华建国志红玉兰海燕文辉鹏飞宇浩然晨阳欣怡子涵雪梅俊博思琪嘉颖"
-EN_FIRST = ["John", "Mary", "David", "Emily", "Michael", "Sarah", "James", "Laura", "Robert", "Anna", "Thomas", "Olivia"]
+EN_FIRST = ["John", "Mary", "David", "Emily", "Michael", "Sarah", "James", "Laura", "Robert", "Anna", "Thomas",
+            "Olivia"]  # fmt: skip
 EN_LAST = ["Smith", "Johnson", "Brown", "Davis", "Wilson", "Taylor", "Anderson", "Clarke", "Walker", "Hughes"]
 
 
@@ -323,8 +324,8 @@ ZH_PLACES = [
     ("重庆市", ["渝中区", "江北区"]),
     ("陕西省西安市", ["雁塔区", "碑林区"]),
 ]
-ZH_ROADS = ["建国路", "中山路", "人民路", "解放大道", "文三路", "科技园路", "世纪大道", "南京东路", "长安街", "淮海中路",
-            "学院路", "友谊路", "和平街", "幸福巷", "长江路"]  # fmt: skip
+ZH_ROADS = ["建国路", "中山路", "人民路", "解放大道", "文三路", "科技园路", "世纪大道", "南京东路",
+            "长安街", "淮海中路", "学院路", "友谊路", "和平街", "幸福巷", "长江路"]  # fmt: skip
 ZH_RURAL = [("河北省保定市", "清苑县", "东闾乡", "南王庄村"), ("河南省周口市", "淮阳县", "城关镇", "李庄村"),
             ("湖南省邵阳市", "隆回县", "桃洪镇", "新田村")]  # fmt: skip
 EN_STREETS = ["Baker Street", "Main Street", "Oak Avenue", "Maple Drive", "Elm Road", "Park Lane", "Sunset Boulevard"]
@@ -571,20 +572,25 @@ def clean_technical_lines(seed: int = 11, n: int = 1000) -> list[str]:
         lambda: f"Listening on port {rng.randint(1024, 65535)}, {rng.randint(2, 64)} workers, {rng.randint(1, 512)} MB",
         lambda: f"  File \"/usr/lib/python3.{rng.randint(8, 12)}/site.py\", line {rng.randint(1, 999)}, in main",
         lambda: f"SELECT * FROM orders WHERE id IN ({rng.randint(10**6, 10**7)}, {rng.randint(10**6, 10**7)});",
-        lambda: f"Coordinates {rng.uniform(-90, 90):.4f}, {rng.uniform(-180, 180):.4f}; elevation {rng.randint(1, 4000)} m",
-        lambda: f"Measured {rng.uniform(0, 100):.3f} mm/s at {rng.randint(1000, 1800)} rpm, {rng.uniform(0, 99):.2f} °C.",
+        lambda: f"Coordinates {rng.uniform(-90, 90):.4f}, {rng.uniform(-180, 180):.4f}; "
+        f"elevation {rng.randint(1, 4000)} m",
+        lambda: f"Measured {rng.uniform(0, 100):.3f} mm/s at {rng.randint(1000, 1800)} rpm, "
+        f"{rng.uniform(0, 99):.2f} °C.",
         lambda: f"G01 X{rng.uniform(0, 500):.3f} Y{rng.uniform(0, 500):.3f} F{rng.randint(100, 3000)}",
         lambda: f"error E{rng.randint(1000, 9999)}: sensor {rng.randint(1, 99)} timeout after {rng.randint(1, 60)} s",
-        lambda: f"{rng.randint(1, 30)}号机组{rng.randint(1, 9)}号轴承温度{rng.randint(40, 90)}°C，通道{rng.randint(1, 16)}号正常。",
+        lambda: f"{rng.randint(1, 30)}号机组{rng.randint(1, 9)}号轴承温度{rng.randint(40, 90)}°C，"
+        f"通道{rng.randint(1, 16)}号正常。",
         lambda: f"缓冲区{rng.randint(1, 9)}号通道与主路由器{rng.randint(1, 9)}号端口相连。",
         lambda: f"客户端版本{_ver(rng, 3)}，高端型号{rng.randint(100, 999)}，王牌产品线。",
         lambda: f"车间主任要求在{rng.randint(1, 12)}月前完成{rng.randint(2, 9)}号线路改造。",
         lambda: f"联系客服处理工单#{rng.randint(10**5, 10**6)}。",
         lambda: f"Name: Default Gateway   Value: {rng.randint(1, 9)}",
         lambda: f"ISBN 978-{rng.randint(0, 9)}-{rng.randint(10, 99)}-{rng.randint(100000, 999999)}-{rng.randint(0, 9)}",
-        lambda: f"{rng.randint(1, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}-SNAPSHOT built in {rng.randint(1, 99)} s",  # noqa: E501
+        lambda: f"{rng.randint(1, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}-SNAPSHOT "
+        f"built in {rng.randint(1, 99)} s",
         lambda: f"size {rng.randint(10**10, 10**11)} bytes, checksum {rng.randint(10**11, 10**12)}",
-        lambda: f"颜色 #{_hex(rng, 6)}，尺寸 {rng.randint(100, 1920)}x{rng.randint(100, 1080)}，共 {rng.randint(1, 99)} 帧。",
+        lambda: f"颜色 #{_hex(rng, 6)}，尺寸 {rng.randint(100, 1920)}x{rng.randint(100, 1080)}，"
+        f"共 {rng.randint(1, 99)} 帧。",
         lambda: f"def f(x):\n    return x * {rng.randint(2, 99)} + {rng.randint(1000000, 9999999)}",
         lambda: f"2024年{rng.randint(1, 12)}月{rng.randint(1, 28)}日{rng.randint(0, 23)}:{rng.randint(10, 59)}，"
         f"温度{rng.uniform(0, 40):.1f}℃，湿度{rng.randint(10, 99)}%。",
@@ -596,6 +602,10 @@ def clean_technical_lines(seed: int = 11, n: int = 1000) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------
 # scoring
+
+
+def _covers(spans: list[tuple[int, int]], s: int, e: int) -> bool:
+    return all(any(a <= i < b for a, b in spans) for i in range(s, e))
 
 
 def evaluate(find, items: list[Labelled], clean: list[str]) -> dict:
@@ -620,11 +630,10 @@ def evaluate(find, items: list[Labelled], clean: list[str]) -> dict:
             r = row(kind)
             r["planted"] += 1
             same = [(a, b) for a, b, k in spans if k == kind]
-            cover = lambda ss: all(any(a <= i < b for a, b in ss) for i in range(s, e))  # noqa: E731
-            hit = cover(same)
+            hit = _covers(same, s, e)
             r["found"] += hit
             r["exact"] += (s, e) in same
-            r["redacted"] += cover([(a, b) for a, b, _ in spans])
+            r["redacted"] += _covers([(a, b) for a, b, _ in spans], s, e)
             f = per_fmt.setdefault((kind, fmt), [0, 0])
             f[0] += 1
             f[1] += hit

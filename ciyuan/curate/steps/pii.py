@@ -83,8 +83,9 @@ def _email_span(m: re.Match, text: str) -> tuple[int, int] | None:
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _PROVINCES = frozenset(
-    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 71 81 82 83".split()
-)
+    ["11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42", "43", "44",
+     "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82", "83"]
+)  # fmt: skip
 CN_ID_RE = re.compile(r"(?<![A-Za-z0-9_-])[1-8]\d(?:[ -]?\d){15}[ -]?[\dXx](?![A-Za-z0-9_]|-\d)")
 CN_ID15_RE = re.compile(r"(?<![A-Za-z0-9_.-])[1-8]\d{14}(?![A-Za-z0-9_]|[.-]\d)")
 
@@ -201,7 +202,9 @@ _CODE_BEFORE_RE = re.compile(
     r"checksum|nbytes|limit)\s*[:=]?)\s*$",
     re.IGNORECASE,
 )
-_UNIT_AFTER_RE = re.compile(r"\s*(?:bytes?\b|B\b|[KMGT]i?B\b|ms\b|us\b|ns\b|rows\b|records\b|tokens\b|字节|毫秒|次|条|行)")
+_UNIT_AFTER_RE = re.compile(
+    r"\s*(?:bytes?\b|B\b|[KMGT]i?B\b|ms\b|us\b|ns\b|rows\b|records\b|tokens\b|字节|毫秒|次|条|行)"
+)
 _PHONE_PATTERNS = [
     # mainland China landline with area code: 010-12345678, (0755) 1234 5678
     r"\(?0\d{2,3}\)?[ -]\d{3,4}[ -]?\d{4}",
@@ -318,16 +321,22 @@ def _passport_kw_span(m: re.Match, text: str) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------------------
 # Chinese and English personal names: only with a cue word before or a title after
 
-_SURNAMES_1 = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
-               "姜崔钟谭陆汪范金石廖贾夏韦付傅方白邹孟熊秦邱江尹薛闫阎段雷侯龙史黎贺顾毛郝龚邵万钱覃武戴孔汤庞樊兰殷施"
-               "陶洪翟安颜倪严牛温芦季俞章鲁葛伍申尤毕聂柴焦向柳邢岳齐梅莫庄辛管祝左涂谷祁时舒耿牟卜路詹关苗凌费纪靳"
-               "盛童欧甄项曲成游阳裴席卫查屈鲍位霍翁隋植甘景薄单包司柏宁柯阮桂闵解强华车冉房边滕练")  # fmt: skip
+_SURNAMES_1 = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏"
+    "魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付傅方白邹孟熊秦邱江尹薛闫阎段雷侯龙史黎贺顾毛郝龚"
+    "邵万钱覃武戴孔汤庞樊兰殷施陶洪翟安颜倪严牛温芦季俞章鲁葛伍申尤毕聂柴焦向柳邢岳齐梅莫庄辛管"
+    "祝左涂谷祁时舒耿牟卜路詹关苗凌费纪靳盛童欧甄项曲成游阳裴席卫查屈鲍位霍翁隋植甘景薄单包司柏"
+    "宁柯阮桂闵解强华车冉房边滕练"
+)  # fmt: skip
 _SURNAMES_2 = ("欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "夏侯", "司徒", "长孙",
                "宇文", "端木", "西门", "南宫", "独孤")  # fmt: skip
 _SUR = "(?:" + "|".join(_SURNAMES_2) + f"|[{_SURNAMES_1}])"
-_NAME_CUES = ("紧急联系人|联系人姓名|客户姓名|法定代表人|法人代表|姓名|联系人|联络人|收件人|收货人|负责人|申请人|经办人|"
-              "报告人|签收人|投诉人|持卡人|开户人|开户名|户名|户主|患者|病人|乘客|旅客|委托人|代理人|监护人|值班人|"
-              "检修人|操作人|审核人|批准人|记录人|填表人|业主|租户|学员|寄件人")  # fmt: skip
+_NAME_CUES = (
+    "紧急联系人|联系人姓名|客户姓名|法定代表人|法人代表|姓名|联系人|联络人|收件人|"
+    "收货人|负责人|申请人|经办人|报告人|签收人|投诉人|持卡人|开户人|开户名|户名|"
+    "户主|患者|病人|乘客|旅客|委托人|代理人|监护人|值班人|检修人|操作人|审核人|"
+    "批准人|记录人|填表人|业主|租户|学员|寄件人"
+)  # fmt: skip
 _NAME_END = r"(?=[^\u4e00-\u9fff]|$|先生|女士|小姐|同志|电话|手机|联系|身份证|性别|邮箱|地址|请|已|于|在|的|和|等|签)"
 ZH_NAME_CUE_RE = re.compile(rf"(?:{_NAME_CUES})\s*[:：]?\s*(?P<v>{_SUR}[\u4e00-\u9fff]{{1,2}}){_NAME_END}")
 # A title is the anchor; the name before it is read backwards (a surname-first regex would try every
@@ -336,18 +345,24 @@ ZH_TITLE_RE = re.compile(r"(?<=[\u4e00-\u9fff])(?:先生|女士|小姐)")
 # A word ending in a surname character before a name ("感谢张伟先生"): the name starts one later.
 _NAME_LEAD = frozenset("谢向和于与同给由对把被叫让请将经找跟")
 _EN_TITLE = r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+"
-_EN_CUE = r"\b(?:Name|Full name|Contact person|Contact|Attn|Attention|Dear|Patient|Customer|Recipient|Passenger)\s*[:,]?\s+"
+_EN_CUE = (r"\b(?:Name|Full name|Contact person|Contact|Attn|Attention|Dear|Patient|Customer|Recipient|Passenger)"
+           r"\s*[:,]?\s+")
 EN_NAME_RE = re.compile(rf"(?:{_EN_TITLE}|{_EN_CUE})(?P<v>[A-Z][a-z]+(?:[ -][A-Z][a-z]+){{0,2}})")
 # Capitalised words after "Name:" that are interface labels, not names.
-_EN_NOT_NAME = frozenset("""Default Gateway Primary Secondary Server Client Value Type Field String Key Error Index
-Table Column Row File Folder Service Network Device Interface Host Port User Admin Guest Root System Local Remote New Old
-Main Test Sample Example None Null True False Unknown Name Description Status State Mode Level Version""".split())
+_EN_NOT_NAME = frozenset(
+    ["Default", "Gateway", "Primary", "Secondary", "Server", "Client", "Value", "Type", "Field", "String", "Key",
+     "Error", "Index", "Table", "Column", "Row", "File", "Folder", "Service", "Network", "Device", "Interface", "Host",
+     "Port", "User", "Admin", "Guest", "Root", "System", "Local", "Remote", "New", "Old", "Main", "Test", "Sample",
+     "Example", "None", "Null", "True", "False", "Unknown", "Name", "Description", "Status", "State", "Mode", "Level",
+     "Version"]
+)  # fmt: skip
 # No leading \b in a hint: re skips ahead by the first character of a literal alternation only.
 # Each hint is one flat alternation of literals (or starts with a class): mixing them in one pattern, or
 # a group first, makes re try every branch at every position (25 instead of 450 MB/s on prose).
 _NAME_HINT_ZH_RE = re.compile(rf"{_NAME_CUES}|先生|女士|小姐")
-_NAME_HINT_EN_RE = re.compile(r"Mr|Ms|Miss|Dr|Prof|Name|Full name|Contact|Attn|Attention|Dear|Patient|Customer|Recipient"
-                              r"|Passenger")  # fmt: skip
+_NAME_HINT_EN_RE = re.compile(
+    r"Mr|Ms|Miss|Dr|Prof|Name|Full name|Contact|Attn|Attention|Dear|Patient|Customer|Recipient|Passenger"
+)
 
 
 def _zh_name_span(m: re.Match, text: str) -> tuple[int, int] | None:
@@ -393,17 +408,28 @@ ZH_ADDR_ANCHOR_RE = re.compile(
     r"(?:(?:\d{1,4}|[A-Z一二三四五六七八九十])(?:号楼|栋|幢|座|单元|层|楼|室|号|-))*(?:\d{1,5}(?:室|房))?)"
     r"|(?P<village>村)(?:\d{1,3}组|\d{1,4}号)"
 )
-_UNIT_SUFFIXES = ("特别行政区", "自治区", "自治州", "自治县", "新区", "街道", "省", "市", "区", "县", "旗", "盟", "镇", "乡")
-_PROVINCE_NAMES = ("北京 天津 上海 重庆 河北 山西 辽宁 吉林 黑龙江 江苏 浙江 安徽 福建 江西 山东 河南 湖北 湖南 广东 海南 "
-                   "四川 贵州 云南 陕西 甘肃 青海 台湾 内蒙古 广西 西藏 宁夏 新疆 香港 澳门").split()  # fmt: skip
-_CITY_NAMES = ("广州 深圳 珠海 汕头 佛山 东莞 中山 惠州 杭州 宁波 温州 绍兴 嘉兴 湖州 金华 台州 南京 苏州 无锡 常州 南通 "
-               "徐州 扬州 镇江 成都 绵阳 武汉 宜昌 襄阳 长沙 株洲 岳阳 邵阳 衡阳 济南 青岛 烟台 潍坊 临沂 淄博 郑州 洛阳 "
-               "开封 周口 南阳 石家庄 保定 唐山 邯郸 廊坊 太原 大同 沈阳 大连 长春 吉林 哈尔滨 大庆 合肥 芜湖 福州 厦门 "
-               "泉州 南昌 赣州 南宁 桂林 柳州 海口 三亚 贵阳 遵义 昆明 大理 西安 咸阳 宝鸡 兰州 西宁 银川 乌鲁木齐 拉萨 "
-               "呼和浩特 包头").split()  # fmt: skip
+_UNIT_SUFFIXES = ("特别行政区", "自治区", "自治州", "自治县", "新区", "街道",
+                  "省", "市", "区", "县", "旗", "盟", "镇", "乡")  # fmt: skip
+_PROVINCE_NAMES = [
+    "北京", "天津", "上海", "重庆", "河北", "山西", "辽宁", "吉林", "黑龙江", "江苏", "浙江", "安徽",
+    "福建", "江西", "山东", "河南", "湖北", "湖南", "广东", "海南", "四川", "贵州", "云南", "陕西",
+    "甘肃", "青海", "台湾", "内蒙古", "广西", "西藏", "宁夏", "新疆", "香港", "澳门",
+]  # fmt: skip
+_CITY_NAMES = [
+    "广州", "深圳", "珠海", "汕头", "佛山", "东莞", "中山", "惠州", "杭州", "宁波", "温州", "绍兴",
+    "嘉兴", "湖州", "金华", "台州", "南京", "苏州", "无锡", "常州", "南通", "徐州", "扬州", "镇江",
+    "成都", "绵阳", "武汉", "宜昌", "襄阳", "长沙", "株洲", "岳阳", "邵阳", "衡阳", "济南", "青岛",
+    "烟台", "潍坊", "临沂", "淄博", "郑州", "洛阳", "开封", "周口", "南阳", "石家庄", "保定", "唐山",
+    "邯郸", "廊坊", "太原", "大同", "沈阳", "大连", "长春", "吉林", "哈尔滨", "大庆", "合肥", "芜湖",
+    "福州", "厦门", "泉州", "南昌", "赣州", "南宁", "桂林", "柳州", "海口", "三亚", "贵阳", "遵义",
+    "昆明", "大理", "西安", "咸阳", "宝鸡", "兰州", "西宁", "银川", "乌鲁木齐", "拉萨", "呼和浩特", "包头",
+]  # fmt: skip
 _KNOWN_PLACES = sorted(set(_PROVINCE_NAMES + _CITY_NAMES), key=len, reverse=True)
 # Characters that end a backward scan of a place name: prepositions and verbs that introduce an address.
-_ADDR_STOP = frozenset("在于到至往从自是为和与及或的了把将向给住家寄送发回去来请位址由经")
+# Strong ones end any name; weak ones also occur in place names (和平, 隆回, 石家庄, 于都) and end a name
+# only once it has two characters.
+_ADDR_STOP = frozenset("在到至往从是为的了把将给住寄送发请址")
+_ADDR_STOP_WEAK = frozenset("于和与及或向回去来家自由位经")
 _ADDR_CUE_RE = re.compile(r"(?:地址|住址|家住|住在|居住在|居住于|寄到|寄往|寄至|送到|送至|发往|位于|住所)\s*[:：]?\s*$")
 EN_ADDR_RE = re.compile(
     r"\b\d{1,5}[A-Z]?\s+(?:[A-Z][a-z]+\s+){1,3}"
@@ -432,7 +458,8 @@ def _place_name_start(text: str, i: int, lo: int, limit: int) -> int:
             return i - len(name)
     j = i
     while j > lo and i - j < limit and _is_cjk(text[j - 1]):
-        if i - j >= 2 and text[j - 1] in _ADDR_STOP:  # a stop character ends a name of 2+ (和平街 keeps 和)
+        c = text[j - 1]
+        if c in _ADDR_STOP or (i - j >= 2 and c in _ADDR_STOP_WEAK):  # 和平街 keeps 和
             break
         if j < i and _unit_ending_at(text, j):
             break
@@ -453,7 +480,8 @@ def _zh_addr_span(m: re.Match, text: str) -> tuple[int, int] | None:
         if not suf:
             break
         k = _place_name_start(text, start - len(suf), lo, 4)
-        if k == start - len(suf):
+        if k == start - len(suf):  # a unit character with no name before it is part of the next name (市南区)
+            start = k
             break
         units, start = units + 1, k
     if m.group("village") is not None:
