@@ -88,6 +88,12 @@ def test_full_width_is_found_on_the_folded_view_and_the_original_span_is_redacte
     assert fold(plain) is plain  # full-width punctuation alone does not trigger the fold
 
 
+def test_a_phone_in_code_is_still_a_phone_when_a_phone_word_says_so() -> None:
+    assert find_pii("offset = 15912345678") == []
+    for text in ("phone=13812345678", "mobile: 13812345678", "联系电话=13812345678"):
+        assert [k for _, _, k in find_pii(text)] == ["phone"], text
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -139,6 +145,7 @@ def test_real_ipv4_addresses_are_still_caught(text: str, value: str) -> None:
         "commit 5d41402abc4b2a76b9719d911017c592",
         "error E1001 after G01 X10.5",
         "Name: Default Gateway",
+        "Contact Support Team for help. Dear Valued Customer,",
         "客户端版本3.2.1，高端型号，车间主任",
         "3号机组2号轴承温度正常，通道5号",
         "缓冲区3号通道与主路由器2号端口相连",

@@ -202,6 +202,7 @@ _CODE_BEFORE_RE = re.compile(
     r"checksum|nbytes|limit)\s*[:=]?)\s*$",
     re.IGNORECASE,
 )
+_PHONE_WORD_RE = re.compile(r"(?i:phone|mobile|cell|tel|contact|whatsapp|wechat)|手机|电话|联系|微信|号码")
 _UNIT_AFTER_RE = re.compile(
     r"\s*(?:bytes?\b|B\b|[KMGT]i?B\b|ms\b|us\b|ns\b|rows\b|records\b|tokens\b|字节|毫秒|次|条|行)"
 )
@@ -237,7 +238,9 @@ def _mobile_span(m: re.Match, text: str) -> tuple[int, int] | None:
             return None
     elif not pre:
         s, e = m.span()
-        if _CODE_BEFORE_RE.search(text[max(0, s - 12) : s]) or _UNIT_AFTER_RE.match(text, e):
+        before = text[max(0, s - 16) : s]
+        quantity = _CODE_BEFORE_RE.search(before[-12:]) or _UNIT_AFTER_RE.match(text, e)
+        if quantity and not _PHONE_WORD_RE.search(before):  # phone=13812345678 is still a phone
             return None
     if _version_before(text, m.start()):
         return None
@@ -354,7 +357,9 @@ _EN_NOT_NAME = frozenset(
      "Error", "Index", "Table", "Column", "Row", "File", "Folder", "Service", "Network", "Device", "Interface", "Host",
      "Port", "User", "Admin", "Guest", "Root", "System", "Local", "Remote", "New", "Old", "Main", "Test", "Sample",
      "Example", "None", "Null", "True", "False", "Unknown", "Name", "Description", "Status", "State", "Mode", "Level",
-     "Version"]
+     "Version", "Support", "Team", "Sales", "Center", "Centre", "Desk", "Information", "Details", "Form", "Page",
+     "Help", "Valued", "Customer", "Customers", "Sir", "Madam", "All", "Colleagues", "Friends", "Us", "Person",
+     "Office", "Department", "Manager", "Owner", "Group", "Account", "Number", "Address", "Email", "Phone"]
 )  # fmt: skip
 # No leading \b in a hint: re skips ahead by the first character of a literal alternation only.
 # Each hint is one flat alternation of literals (or starts with a class): mixing them in one pattern, or
