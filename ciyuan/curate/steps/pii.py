@@ -529,6 +529,7 @@ DETECTORS: list[Detector] = [
 # characters of digits and separators that starts and ends with a digit, every passport a
 # letter-digit run or a keyword, every name a cue or title, every address 号/村 or a street type.
 # Text without them (most prose) skips the detectors and their validators.
+_VILLAGE_HINT_RE = re.compile(r"村\d")  # 村庄 in prose is not an anchor; 村3组 is
 _DIGIT_HINT_RE = re.compile(r"\d[\d .()-]{5,}\d")
 _IPV6_HINT_RE = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _PASSPORT_HINT_RE = re.compile(r"[EG][A-Z0-9]\d{7}")
@@ -554,7 +555,9 @@ def _candidate_kinds(text: str) -> set[str]:
             kinds.add("ipv4")
     if _PASSPORT_HINT_RE.search(text) or any(k in text for k in _PASSPORT_KW_PARTS):
         kinds.add("passport")
-    if "号" in text or "號" in text or "村" in text or _EN_ADDR_HINT_RE.search(text):
+    if "号" in text or "號" in text or ("村" in text and _VILLAGE_HINT_RE.search(text)):
+        kinds.add("address")
+    elif _EN_ADDR_HINT_RE.search(text):
         kinds.add("address")
     if _NAME_HINT_ZH_RE.search(text) or _NAME_HINT_EN_RE.search(text):
         kinds.add("person_name")
