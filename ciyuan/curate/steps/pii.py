@@ -555,9 +555,8 @@ def _candidate_kinds(text: str) -> set[str]:
             kinds.add("ipv4")
     if _PASSPORT_HINT_RE.search(text) or any(k in text for k in _PASSPORT_KW_PARTS):
         kinds.add("passport")
-    if "号" in text or "號" in text or ("村" in text and _VILLAGE_HINT_RE.search(text)):
-        kinds.add("address")
-    elif _EN_ADDR_HINT_RE.search(text):
+    zh_addr = "号" in text or "號" in text or ("村" in text and _VILLAGE_HINT_RE.search(text) is not None)
+    if zh_addr or _EN_ADDR_HINT_RE.search(text):
         kinds.add("address")
     if _NAME_HINT_ZH_RE.search(text) or _NAME_HINT_EN_RE.search(text):
         kinds.add("person_name")
