@@ -6,7 +6,7 @@ proportions given) for the module under test and, with ``--baseline FILE``, for 
 of ``--repeat`` runs of process CPU time. ``--jieba`` also measures jieba's ``nr`` (person name) tags as
 a name detector on the same labelled Chinese names and clean lines.
 
-    .venv/bin/python bench/bench_pii.py --mb 4 --baseline /tmp/pii_main.py --jieba
+    .venv/bin/python bench/bench_pii.py --mb 4 --baseline /tmp/pii_main.py --jieba --real
 """
 
 from __future__ import annotations
@@ -97,12 +97,48 @@ def jieba_names(items: list[ps.Labelled], clean: list[str]) -> dict:
     return {"jieba_nr": r, "mb_per_s": round(mb / secs, 3)}  # its rules counterpart: "labelled" above
 
 
+def real_text(mods: dict) -> dict:
+    """Detections on this machine's man pages (Chinese and English) and Debian READMEs/changelogs."""
+    import glob
+    import gzip
+
+    man = sorted(glob.glob("/usr/share/man/zh_CN/man*/*.gz"))[:300]
+    files = man + sorted(glob.glob("/usr/share/man/man1/*.gz"))[:300]
+    lines: list[str] = []
+    for f in files:
+        try:
+            with gzip.open(f, "rt", errors="replace") as fh:
+                lines += [x for x in fh.read().splitlines() if x.strip()]
+        except OSError:
+            continue
+    docs = sorted(glob.glob("/usr/share/doc/*/README*"))[:200] + sorted(glob.glob("/usr/share/doc/*/changelog"))[:100]
+    for f in docs:
+        try:
+            with open(f, errors="replace") as fh:
+                lines += [x for x in fh.read().splitlines() if x.strip()]
+        except OSError:
+            continue
+    out: dict = {"lines": len(lines), "mb": round(sum(len(x.encode()) for x in lines) / 1e6, 2)}
+    for name, mod in mods.items():
+        counts: dict[str, int] = {}
+        examples: dict[str, list[str]] = {}
+        for line in lines:
+            for a, b, k in mod.find_pii(line):
+                counts[k] = counts.get(k, 0) + 1
+                ex = examples.setdefault(k, [])
+                if k != "email" and len(ex) < 20:
+                    ex.append(line[max(0, a - 20) : b + 10])
+        out[name] = {"counts": counts, "examples": examples}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=4.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--baseline", help="another pii.py to time the same way")
     ap.add_argument("--jieba", action="store_true")
+    ap.add_argument("--real", action="store_true", help="also count detections on this machine's man pages and docs")
     args = ap.parse_args()
     texts = corpus(args.mb)
     cur = _load(str(ROOT / "ciyuan" / "curate" / "steps" / "pii.py"))
@@ -123,6 +159,8 @@ def main() -> None:
                                     for k, v in evb["types"].items()}  # fmt: skip
     if args.jieba:
         out["jieba"] = jieba_names(items, clean)
+    if args.real:
+        out["real_text"] = real_text({"current": cur, **({"baseline": base} if args.baseline else {})})
     print(json.dumps(out, indent=1, ensure_ascii=False))
 
 

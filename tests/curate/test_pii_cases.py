@@ -65,6 +65,7 @@ CAUGHT_BEFORE = [
     ("card 4111-1111-1111-1111.", "4111-1111-1111-1111", "bank_card"),
     ("身份证号11010519491231002X。", "11010519491231002X", "cn_id"),
     ("mail a.b+c@example.co.uk.", "a.b+c@example.co.uk", "email"),
+    ("Bram Moolenaar <\\fI\\%Bram@vim.org\\fP>", "Bram@vim.org", "email"),  # man-page markup before it
     ("addr 2001:db8::1 ok", "2001:db8::1", "ipv6"),
 ]
 
@@ -108,6 +109,7 @@ def test_a_phone_in_code_is_still_a_phone_when_a_phone_word_says_so() -> None:
         "VERSION = '4.2.0.1'",
         "固件版本 2.1.0.8，升级后重启",
         "mask 255.255.255.0 and network 192.168.0.0/16",
+        "this option exists (since dpkg 1.15.5.4).",
     ],
 )
 def test_dotted_versions_masks_and_networks_are_not_addresses(text: str) -> None:
@@ -150,6 +152,7 @@ def test_real_ipv4_addresses_are_still_caught(text: str, value: str) -> None:
         "3号机组2号轴承温度正常，通道5号",
         "缓冲区3号通道与主路由器2号端口相连",
         "王先生来过",  # a surname alone is not identifying, and is kept
+        "use B::CC and A::BC; route 2001:db8::/48 and 10.0.0.0/8",
     ],
 )
 def test_technical_look_alikes_are_left_alone(text: str) -> None:

@@ -57,7 +57,7 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 _CJK_TLDS = ("中国|中國|公司|网络|網絡|香港|台湾|台灣|新加坡|在线|商城|网店|网址|集团|移动|手机|我爱你|政务|公益|"
              "中文网|信息|游戏|企业|购物|娱乐|招聘|みんな|コム|닷컴|한국")  # fmt: skip
 EMAIL_RE = re.compile(
-    rf"(?<![{_LAT}_.%+-])(?:[{_LAT}][{_LAT}_.%+-]*|[{_CJK}][{_CJK}0-9_.-]*)"
+    rf"(?<![{_LAT}_.+-])(?:[{_LAT}][{_LAT}_.%+-]*|[{_CJK}][{_CJK}0-9_.-]*)"
     rf"@(?:[{_LAT}{_CJK}](?:[{_LAT}{_CJK}-]*[{_LAT}{_CJK}])?\.)+"
     rf"(?:xn--[a-z0-9-]+|[A-Za-z]{{2,}}(?![{_LAT}])|[\u0400-\u04ff]{{2,}}|{_CJK_TLDS})"
 )
@@ -261,9 +261,13 @@ IPV4_RE = re.compile(
     r"(?<![A-Za-z0-9_.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![A-Za-z0-9_]|\.\d)"
 )
 _PKG_BEFORE_RE = re.compile(r"(?:==|>=|<=|~=|!=|\^|~|[A-Za-z][A-Za-z0-9]*[-_])$")
+# "since dpkg 1.15.5.4", "until glibc 2.3.4.1", "as of gcc 4.8.1.2": a program name and its version
+_SINCE_BEFORE_RE = re.compile(r"\b(?:since|until|as of|prior to|introduced in|removed in|自)\s+[A-Za-z][\w+.-]*\s+$",
+                              re.IGNORECASE)  # fmt: skip
 _VERSION_AFTER_RE = re.compile(r"(?:[-+~]?(?:alpha|beta|rc|dev|post|pre|snapshot|final)|[-+~][A-Za-z]|\.[A-Za-z])",
                                re.IGNORECASE)  # fmt: skip
 _CIDR_RE = re.compile(r"/(?:3[0-2]|[12]?\d)(?!\d)")
+_CIDR6_RE = re.compile(r"/(?:12[0-8]|1[01]\d|[1-9]?\d)(?!\d)")
 IPV6_RE = re.compile(r"(?<![A-Za-z0-9_:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%[A-Za-z0-9]+)?(?![A-Za-z0-9_:])")
 
 
@@ -280,7 +284,8 @@ def _ipv4_span(m: re.Match, text: str) -> tuple[int, int] | None:
             return None
         except ValueError:
             pass
-    if _version_before(text, s) or _PKG_BEFORE_RE.search(text[max(0, s - 24) : s]):
+    before = text[max(0, s - 40) : s]
+    if _version_before(text, s) or _PKG_BEFORE_RE.search(before[-24:]) or _SINCE_BEFORE_RE.search(before):
         return None
     if _VERSION_AFTER_RE.match(text, e):  # 1.2.3.4-rc1, 1.2.3.4.tar.gz
         return None
@@ -291,12 +296,19 @@ def _ipv6_span(m: re.Match, text: str) -> tuple[int, int] | None:
     s = m.group().split("%")[0]
     if s.count(":") < 2 or (s.count(":") < 7 and "::" not in s) or s == "::":
         return None
-    if sum(c in "0123456789abcdefABCDEF" for c in s) < 3:
-        return None
+    if sum(c in "0123456789abcdefABCDEF" for c in s) < 3 or not any(c.isdigit() for c in s):
+        return None  # no decimal digit: Perl's B::CC, C++'s A::BC, not an address
     try:
         ipaddress.IPv6Address(s)
     except ValueError:
         return None
+    cidr = _CIDR6_RE.match(text, m.end())
+    if cidr:  # a prefix written as CIDR (2001:db8::/48) is a network, not a host
+        try:
+            ipaddress.IPv6Network(s + cidr.group(), strict=True)
+            return None
+        except ValueError:
+            pass
     return m.span()
 
 
