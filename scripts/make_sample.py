@@ -14,8 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from datetime import date, timedelta
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+from ciyuan.curate.pii_samples import cn_mobile, cn_resident_id, luhn_card  # noqa: E402
 
 SEED = 20240917
 N_LOGS = 1900  # ordinary maintenance logs, about half English and half Chinese
@@ -835,29 +839,8 @@ def make_qa(rng: random.Random, lang: str) -> dict:
 # planted PII
 
 
-def cn_resident_id(rng: random.Random) -> str:
-    """An 18-digit PRC resident ID of the right shape with a correct ISO 7064 MOD 11-2 check digit."""
-    born = date(1965, 1, 1) + timedelta(days=rng.randrange(35 * 365))
-    body = f"{rng.choice(CN_AREAS)}{born:%Y%m%d}{rng.randint(0, 999):03d}"
-    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
-    return body + "10X98765432"[sum(int(ch) * w for ch, w in zip(body, weights, strict=True)) % 11]
-
-
-def luhn_card(rng: random.Random, length: int) -> str:
-    """A UnionPay-style card number (62...) whose last digit satisfies the Luhn check."""
-    body = "62" + "".join(str(rng.randint(0, 9)) for _ in range(length - 3))
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        n = int(ch) * (2 if i % 2 == 0 else 1)
-        total += n - 9 if n > 9 else n
-    return body + str((10 - total % 10) % 10)
-
-
-MOBILE_PREFIXES = ["133", "135", "136", "138", "139", "150", "151", "158", "177", "180", "186", "188", "189", "199"]
-
-
-def cn_mobile(rng: random.Random) -> str:
-    return rng.choice(MOBILE_PREFIXES) + f"{rng.randint(0, 99999999):08d}"
+# The PII generators live in ciyuan.curate.pii_samples, shared with the tests that measure the pii step
+# on the same formats (one copy; their random draws are what fix the sample's bytes).
 
 
 def _pii(rng: random.Random, kind: str, i: int, name: tuple[str, str, str]) -> str:
@@ -868,7 +851,7 @@ def _pii(rng: random.Random, kind: str, i: int, name: tuple[str, str, str]) -> s
         m = cn_mobile(rng)
         return m if i % 6 else f"+86 {m[:3]} {m[3:7]} {m[7:]}"
     if kind == "cn_resident_id":
-        return cn_resident_id(rng)
+        return cn_resident_id(rng, CN_AREAS)
     if kind == "bank_card":
         card = luhn_card(rng, 19 if i % 4 == 1 else 16)
         return card if i % 4 != 3 else " ".join(card[j : j + 4] for j in range(0, len(card), 4))

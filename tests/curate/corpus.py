@@ -355,83 +355,17 @@ def boilerplate_pages(rng: random.Random, n: int) -> list[str]:
 
 # PII ------------------------------------------------------------------------------------------
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-
-
-def cn_id(rng: random.Random) -> str:
-    body = (
-        f"{rng.choice(['110105', '310104', '440305', '510107', '330106'])}"
-        f"{rng.randint(1950, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
-    )
-    total = sum(int(d) * w for d, w in zip(body, _ID_WEIGHTS, strict=True))
-    return body + "10X98765432"[total % 11]
-
-
-def luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
-    digits = prefix + "".join(str(rng.randint(0, 9)) for _ in range(length - len(prefix) - 1))
-    for check in "0123456789":
-        cand = digits + check
-        total = 0
-        for i, ch in enumerate(reversed(cand)):
-            d = int(ch) * (2 if i % 2 else 1)
-            total += d - 9 if d > 9 else d
-        if total % 10 == 0:
-            return cand
-    raise AssertionError
-
-
-def bank_card(rng: random.Random) -> str:
-    prefix, length = rng.choice([("4", 16), ("51", 16), ("62", 19), ("62", 16), ("37", 15), ("6011", 16)])
-    num = luhn_complete(prefix, length, rng)
-    style = rng.randint(0, 2)
-    if style == 1 and length == 16:
-        return " ".join(num[i : i + 4] for i in range(0, 16, 4))
-    if style == 2 and length == 16:
-        return "-".join(num[i : i + 4] for i in range(0, 16, 4))
-    return num
-
-
-def cn_mobile(rng: random.Random) -> str:
-    num = f"1{rng.choice('3456789')}{rng.randint(0, 9)}{rng.randint(0, 99999999):08d}"
-    style = rng.randint(0, 3)
-    if style == 1:
-        return f"+86 {num}"
-    if style == 2:
-        return f"{num[:3]}-{num[3:7]}-{num[7:]}"
-    if style == 3:
-        return f"+86-{num[:3]} {num[3:7]} {num[7:]}"
-    return num
-
-
-def intl_phone(rng: random.Random) -> str:
-    return rng.choice(
-        [
-            f"+1 ({rng.randint(201, 989)}) {rng.randint(200, 999)}-{rng.randint(0, 9999):04d}",
-            f"+44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
-            f"+49 30 {rng.randint(100000, 999999)}",
-            f"+81 3-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}",
-            f"({rng.randint(201, 989)}) {rng.randint(200, 999)}-{rng.randint(0, 9999):04d}",
-            f"010-{rng.randint(20000000, 89999999)}",
-        ]
-    )
-
-
-def email(rng: random.Random) -> str:
-    user = rng.choice(["zhang.wei", "li_na", "j.smith", "maria+news", "wang2024", "support"])
-    dom = rng.choice(["example.com", "mail.example.cn", "corp.example.org", "qq.com", "163.com"])
-    return f"{user}{rng.randint(1, 99)}@{dom}"
-
-
-def ipv4(rng: random.Random) -> str:
-    return ".".join(str(rng.randint(1, 254)) for _ in range(4))
-
-
-def ipv6(rng: random.Random) -> str:
-    groups = [f"{rng.randint(0, 0xFFFF):x}" for _ in range(8)]
-    if rng.random() < 0.5:
-        return ":".join(groups)
-    return f"2001:db8::{groups[6]}:{groups[7]}"
-
+# The generators are shared with scripts/make_sample.py and the labelled PII set (one copy).
+from ciyuan.curate.pii_samples import (  # noqa: E402
+    bank_card,
+    cn_id,
+    email,
+    intl_phone,
+    ipv4,
+    ipv6,
+    luhn_complete,  # noqa: F401  (re-exported for older tests)
+)
+from ciyuan.curate.pii_samples import cn_mobile_styled as cn_mobile  # noqa: E402
 
 PII_MAKERS = {
     "email": email,
