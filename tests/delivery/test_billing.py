@@ -270,7 +270,7 @@ def test_read_ahead_consumer_killed_resumes_from_meter_every_record_once(db_home
         assert took and took[0] == "TOOK", took
         taken_end = int(took[1].rsplit(".", 1)[1])
         # the read-ahead asked for the fourth batch (acknowledging the third, which was taken) ...
-        _wait(lambda: (st := c.meter(ent)["streams"][0])["charged"] == taken_end and st["open_batch"],
+        _wait(lambda: (st := c.meter(ent)["streams"][0])["charged"] >= taken_end and st["open_batch"],
               "the read-ahead request")
         time.sleep(1.0)  # ... and must ask for nothing more: the fourth batch was never taken
     finally:
