@@ -1,24 +1,33 @@
-"""Metered delivery: batches of an entitlement's records, each held before it is sent and posted on ack.
+"""Metered delivery: batches of an entitlement's records, each held before it is sent and charged once.
+
+The rule: **delivered means billed, once.** Whatever the exchange sends is charged, when the buyer
+acknowledges it or, at the latest, when its ack deadline passes (the hold is posted, never voided:
+the records are out). Reading records that are already charged again is free, so a buyer that
+crashed loses nothing by resuming. A batch never holds more than the buyer's available funds,
+the entitlement's tokens left, or the server's caps (``delivery_max_batch_tokens``,
+``delivery_max_batch_bytes``) allow.
 
 The state of one stream (a partition of the selection, see :mod:`ciyuan.exchange.metering`) is
-``acked`` (the offset the buyer acknowledged and paid for) and at most one *open* batch
-``[acked, end)`` with its ledger hold. A request carries a cursor offset ``o``:
+``acked`` (the offset charged so far) and at most one *open* batch ``[acked, end)`` with its ledger
+hold. A request carries a cursor offset ``o``:
 
 * ``o == open.end``: the buyer received the open batch; post it, then open the next one;
 * ``o == open.start``: the buyer did not get it (network error, server crash); send it again,
   under the same hold (so it is not charged twice);
-* ``o == acked`` with nothing open: open the next batch;
-* ``o == last.end`` where the last batch timed out (its hold voided) before the ack: charge it
-  now, since the buyer evidently has it;
-* ``o < acked``: re-read already-paid records, free and without changing anything;
+* ``o == acked`` with nothing open: open the next batch (if the last batch was charged at its
+  deadline, this acknowledges it);
+* ``o == last.end`` where the last batch was voided under the old rule: charge it now;
+* ``o < acked``: re-read already-charged records, free and without changing anything;
 * anything else is a 409 naming the cursor to resume from.
 
-Every open batch expires with its hold after ``hold_timeout_s``; then its records are delivered
-(and held) again when the buyer resumes. Posting charges ``price(P + t) - price(P)`` where ``P`` is
-the entitlement's posted tokens, under a lock on its meter row, so the total charged equals the
-price of the total tokens exactly, however the stream was split. Holds, posts and expiries go to
-the ledger (:mod:`ciyuan.exchange.ledger`), which logs every transfer to the audit chain as it
-inserts it; delivery adds its own events (batches, posts, expiries) in the same transaction.
+An open batch past its deadline (``hold_timeout_s``) is posted by the request that finds it, the
+server's sweeper or ``ciyuan delivery sweep``; it is then charged but not acknowledged, and
+``/meter`` offers its start as the resume cursor. Posting charges ``price(P + t) - price(P)``
+where ``P`` is the entitlement's posted tokens, under a lock on its meter row, so the total
+charged equals the price of the total tokens exactly, however the stream was split. Holds, posts
+and expiries go to the ledger (:mod:`ciyuan.exchange.ledger`), which logs every transfer to the
+audit chain as it inserts it; delivery adds its own events (batches, posts, acknowledgements) in
+the same transaction.
 
 Entitlements of paid (prepaid) orders stream the same way without holds; metered orders
 (:func:`place_metered_order`) pay per posted batch.

@@ -334,3 +334,19 @@ def test_token_stream_killed_mid_batch_resumes_exactly_and_meter_never_points_pa
     assert seen == [f"r{i:05d}" for i in range(h.N_RECORDS)]
     m = clean(ent)
     assert m["tokens_posted"] == e["quote"]["tokens"] and m["amount_posted"] == e["quote"]["amount"]
+
+
+def test_cli_sweep_charges_batches_past_their_deadline(db_home, h) -> None:
+    from typer.testing import CliRunner
+
+    from ciyuan.cli.main import app
+
+    env = h.make_market()
+    e = h.metered_entitlement(env)
+    ent = e["entitlement"]["id"]
+    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=datetime.now(UTC) - LATER)
+    res = CliRunner().invoke(app, ["delivery", "sweep", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"posted": 1, "voided": 0, "entitlements": 1}
+    assert _hold_state(a.batch_id) == "posted" and meter(ent)["tokens_posted"] == a.tokens
+    clean(ent)
