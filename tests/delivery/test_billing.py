@@ -350,3 +350,42 @@ def test_cli_sweep_charges_batches_past_their_deadline(db_home, h) -> None:
     assert json.loads(res.stdout) == {"posted": 1, "voided": 0, "entitlements": 1}
     assert _hold_state(a.batch_id) == "posted" and meter(ent)["tokens_posted"] == a.tokens
     clean(ent)
+
+
+def _lapse(batch_id: str, at: datetime) -> None:
+    """Give a batch's ledger hold the short timeout holds had before this rule (it lapses at ``at``)."""
+    from sqlalchemy import update
+
+    from ciyuan.exchange.tables import TransferRow
+
+    tx.run(lambda s: s.execute(update(TransferRow).where(TransferRow.id == f"dl:{batch_id}").values(expires_at=at)))
+
+
+def test_a_hold_from_before_the_rule_that_lapsed_is_held_and_posted_afresh(db_home, h) -> None:
+    env = h.make_market()
+    ent = h.metered_entitlement(env)["entitlement"]["id"]
+    t0 = datetime.now(UTC)
+    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
+    _lapse(a.batch_id, t0 + timedelta(seconds=300))
+    assert delivery.sweep(now=t0 + LATER) == {"posted": 1, "voided": 0, "entitlements": 1}
+    assert _hold_state(a.batch_id) == "expired"  # the ledger handed the first hold back ...
+    assert _hold_state(f"{a.batch_id}:late") == "posted"  # ... so the batch was held and posted again
+    assert buyer_balance(env).debits_posted == meter(ent)["amount_posted"] == a.hold_amount > 0
+    assert tx.run(ledger.check)["ok"]
+
+
+def test_a_lapsed_old_hold_the_funds_no_longer_cover_is_voided_and_logged(db_home, h) -> None:
+    env = h.make_market(deposit="10.00")
+    ent = h.metered_entitlement(env)["entitlement"]["id"]
+    t0 = datetime.now(UTC)
+    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0 - timedelta(seconds=60))
+    _lapse(a.batch_id, t0 - timedelta(seconds=1))
+    assert tx.run(lambda s: ledger.expire_due(s)) == 1  # the ledger hands the money back ...
+    # ... and the buyer spends it
+    tx.run(lambda s: ledger.charge(s, "spend", env.buyer, env.provider, buyer_balance(env).available, "CNY"))
+    assert delivery.sweep(now=t0 + LATER) == {"posted": 0, "voided": 1, "entitlements": 1}
+    kinds = [x.kind for x in tx.run(lambda s: audit.entries(s, limit=10_000))]
+    assert "delivery.unfunded" in kinds
+    m = meter(ent)
+    assert m["tokens_held"] == 0 and m["tokens_posted"] == 0
+    assert tx.run(ledger.check)["ok"]
