@@ -23,6 +23,9 @@ class Settings:
     default_tokenizer: str = DEFAULT_TOKENIZER
     platform_fee_bps: int = 1000  # 10.00 % of each charge goes to the platform
     hold_timeout_s: int = 300
+    # a metered batch never exceeds these, whatever max_tokens a request asks for (delivery.py)
+    delivery_max_batch_tokens: int = 8_000_000
+    delivery_max_batch_bytes: int = 64 << 20  # record bytes (text, media, meta, ...) before encoding
     quote_ttl_s: int = 900
     secret: str = ""
     extra: dict = field(default_factory=dict)
@@ -67,6 +70,9 @@ def load_settings(home: str | Path | None = None) -> Settings:
         default_tokenizer=pick("CIYUAN_TOKENIZER", "default_tokenizer", DEFAULT_TOKENIZER),
         platform_fee_bps=int(pick("CIYUAN_PLATFORM_FEE_BPS", "platform_fee_bps", 1000)),
         hold_timeout_s=int(pick("CIYUAN_HOLD_TIMEOUT_S", "hold_timeout_s", 300)),
+        delivery_max_batch_tokens=int(pick("CIYUAN_DELIVERY_MAX_BATCH_TOKENS", "delivery_max_batch_tokens",
+                                           8_000_000)),
+        delivery_max_batch_bytes=int(pick("CIYUAN_DELIVERY_MAX_BATCH_BYTES", "delivery_max_batch_bytes", 64 << 20)),
         quote_ttl_s=int(pick("CIYUAN_QUOTE_TTL_S", "quote_ttl_s", 900)),
         secret=os.environ.get("CIYUAN_SECRET") or conf.get("secret") or _secret(home_path),
         extra=conf,

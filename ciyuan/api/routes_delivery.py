@@ -59,7 +59,7 @@ def _sweep_loop(s: Settings) -> None:
 
 
 def ensure_sweeper(s: Settings) -> None:
-    """One background thread per database voids timed-out batches, so no hold outlives its deadline."""
+    """One background thread per database charges batches past their ack deadline (sent means billed)."""
     with _sweepers_lock:
         if s.database_url not in _sweepers:
             t = threading.Thread(target=_sweep_loop, args=(s,), name="ciyuan-delivery-sweep", daemon=True)
@@ -93,7 +93,10 @@ def records(
     accept: str | None = Header(None),
     who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
 ) -> Response:
-    """The next batch of records: held before it is sent, posted when you ask with its next_cursor."""
+    """The next batch of records: held before it is sent, charged when you ask with its next_cursor or,
+    unacknowledged, at its deadline (``Ciyuan-Ack-By``). The server caps a batch by tokens and bytes
+    and by your available funds (``Ciyuan-Batch-Limit`` says what ended it); 402 when not even the
+    next record is covered. Re-reading charged records is free."""
     s = app_settings(request)
     ensure_sweeper(s)
     arrow = bool(accept and ARROW in accept)
@@ -119,7 +122,8 @@ def meter(
     entitlement_id: str = Path(pattern=ID),
     who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
 ) -> dict:
-    """Tokens held and posted, and each stream's acknowledged cursor (where to resume)."""
+    """Tokens held and charged; per stream the charged offset and ``cursor``, where to resume (the end of
+    what you acknowledged: a batch charged at its deadline is offered again, free)."""
     s = app_settings(request)
     p = delivery.plan(entitlement_id, who.account.id, s)
     return tx.run(lambda sess: delivery.meter_state(sess, p), s)

@@ -179,12 +179,12 @@ def audit_adopt_cmd(as_json: bool = JsonOpt) -> None:
 
 
 def sweep_cmd(as_json: bool = JsonOpt) -> None:
-    """Void delivered-but-unacknowledged batches past their deadline, releasing their holds."""
+    """Charge delivered-but-unacknowledged batches past their deadline (their holds are posted)."""
     from ciyuan.exchange import delivery
 
     with errors(as_json):
         rep = delivery.sweep()
-    emit(rep, as_json, lambda o: console.print(f"voided {o['voided']} batch(es)"))
+    emit(rep, as_json, lambda o: console.print(f"charged {o['posted']} expired batch(es), voided {o['voided']}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,24 +1,33 @@
-"""Metered delivery: batches of an entitlement's records, each held before it is sent and posted on ack.
+"""Metered delivery: batches of an entitlement's records, each held before it is sent and charged once.
+
+The rule: **delivered means billed, once.** Whatever the exchange sends is charged, when the buyer
+acknowledges it or, at the latest, when its ack deadline passes (the hold is posted, never voided:
+the records are out). Reading records that are already charged again is free, so a buyer that
+crashed loses nothing by resuming. A batch never holds more than the buyer's available funds,
+the entitlement's tokens left, or the server's caps (``delivery_max_batch_tokens``,
+``delivery_max_batch_bytes``) allow.
 
 The state of one stream (a partition of the selection, see :mod:`ciyuan.exchange.metering`) is
-``acked`` (the offset the buyer acknowledged and paid for) and at most one *open* batch
-``[acked, end)`` with its ledger hold. A request carries a cursor offset ``o``:
+``acked`` (the offset charged so far) and at most one *open* batch ``[acked, end)`` with its ledger
+hold. A request carries a cursor offset ``o``:
 
 * ``o == open.end``: the buyer received the open batch; post it, then open the next one;
 * ``o == open.start``: the buyer did not get it (network error, server crash); send it again,
   under the same hold (so it is not charged twice);
-* ``o == acked`` with nothing open: open the next batch;
-* ``o == last.end`` where the last batch timed out (its hold voided) before the ack: charge it
-  now, since the buyer evidently has it;
-* ``o < acked``: re-read already-paid records, free and without changing anything;
+* ``o == acked`` with nothing open: open the next batch (if the last batch was charged at its
+  deadline, this acknowledges it);
+* ``o == last.end`` where the last batch was voided under the old rule: charge it now;
+* ``o < acked``: re-read already-charged records, free and without changing anything;
 * anything else is a 409 naming the cursor to resume from.
 
-Every open batch expires with its hold after ``hold_timeout_s``; then its records are delivered
-(and held) again when the buyer resumes. Posting charges ``price(P + t) - price(P)`` where ``P`` is
-the entitlement's posted tokens, under a lock on its meter row, so the total charged equals the
-price of the total tokens exactly, however the stream was split. Holds, posts and expiries go to
-the ledger (:mod:`ciyuan.exchange.ledger`), which logs every transfer to the audit chain as it
-inserts it; delivery adds its own events (batches, posts, expiries) in the same transaction.
+An open batch past its deadline (``hold_timeout_s``) is posted by the request that finds it, the
+server's sweeper or ``ciyuan delivery sweep``; it is then charged but not acknowledged, and
+``/meter`` offers its start as the resume cursor. Posting charges ``price(P + t) - price(P)``
+where ``P`` is the entitlement's posted tokens, under a lock on its meter row, so the total
+charged equals the price of the total tokens exactly, however the stream was split. Holds, posts
+and expiries go to the ledger (:mod:`ciyuan.exchange.ledger`), which logs every transfer to the
+audit chain as it inserts it; delivery adds its own events (batches, posts, acknowledgements) in
+the same transaction.
 
 Entitlements of paid (prepaid) orders stream the same way without holds; metered orders
 (:func:`place_metered_order`) pay per posted batch.
@@ -53,10 +62,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
-from ciyuan.errors import Conflict, InvalidInput, NotFound
+from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
 from ciyuan.exchange import audit, ledger, market, tx
 from ciyuan.exchange.delivery_tables import BatchRow, MeterRow, StreamRow, UsageRow
 from ciyuan.exchange.metering import (
+    LEAF_COLUMNS,
     SCHEMA,
     Cursor,
     batch_end,
@@ -69,10 +79,13 @@ from ciyuan.exchange.metering import (
 )
 from ciyuan.exchange.money import format_amount
 from ciyuan.exchange.pricing import PriceSchedule
-from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow
+from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow, TransferRow
 
 DEFAULT_MAX_TOKENS = 4_000_000
-MAX_MAX_TOKENS = 100_000_000
+MAX_MAX_TOKENS = 100_000_000  # accepted in a request; the batch is capped by settings (delivery_max_batch_*)
+# a batch's ledger hold never lapses by itself (which would hand back money for records already
+# sent): the batch's own deadline posts it. Ten years only keeps the timestamp finite.
+LEDGER_HOLD_TIMEOUT_S = 10 * 365 * 86_400
 METERED = "metered"
 
 
@@ -211,11 +224,22 @@ SHARD_COLUMNS = ["id", "modality", "text", "media", "media_ref", "meta"]
 class _Group:
     """One decoded row group in the delivery schema, with its records' leaves once computed."""
 
-    __slots__ = ("leaves", "table")
+    __slots__ = ("leaves", "sizes", "table")
 
     def __init__(self, table: pa.Table):
         self.table = table
         self.leaves: np.ndarray | None = None
+        self.sizes: np.ndarray | None = None
+
+    def size_rows(self) -> np.ndarray:
+        """Bytes of every record (its values plus 8 for the token count): what the batch byte cap counts."""
+        if self.sizes is None:
+            total = np.full(self.table.num_rows, 8, dtype=np.int64)
+            for name in LEAF_COLUMNS:
+                lens = pc.fill_null(pc.binary_length(self.table.column(name)), 0)
+                total += lens.to_numpy().astype(np.int64)
+            self.sizes = total
+        return self.sizes
 
     def leaf_rows(self) -> np.ndarray:
         """Leaves of every row, computed on first use (a batch digest then reads 32 bytes per record)."""
@@ -225,7 +249,7 @@ class _Group:
 
     @property
     def nbytes(self) -> int:
-        return self.table.nbytes + 32 * self.table.num_rows
+        return self.table.nbytes + 40 * self.table.num_rows
 
 
 class _RowGroups:
@@ -351,6 +375,50 @@ def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     table = table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
     return table, (np.concatenate(leaf_parts) if leaves else None), pieces
+
+
+def record_sizes(p: Plan, a: int, b: int) -> np.ndarray:
+    """Bytes of each record of selection positions ``[a, b)`` (see :meth:`_Group.size_rows`)."""
+    if b <= a:
+        return np.zeros(0, np.int64)
+    rows = p.rows[a:b]
+    shard_of = np.searchsorted(p.shard_starts, rows, side="right") - 1
+    paths = p.version.shard_paths()
+    out: list[np.ndarray] = []
+    i, n = 0, len(rows)
+    while i < n:
+        sh = int(shard_of[i])
+        j = i + int(np.searchsorted(shard_of[i:], sh, side="right"))
+        local = rows[i:j] - p.shard_starts[sh]
+        rg_starts = ROW_GROUPS.starts(p.version, paths[sh])
+        rg_of = np.searchsorted(rg_starts, local, side="right") - 1
+        groups = ROW_GROUPS.get_many(p.version, paths[sh], [int(x) for x in np.unique(rg_of)])
+        k = 0
+        while k < len(local):
+            rg = int(rg_of[k])
+            m = k + int(np.searchsorted(rg_of[k:], rg, side="right"))
+            out.append(groups[rg].size_rows()[local[k:m] - rg_starts[rg]])
+            k = m
+        i = j
+    return np.concatenate(out)
+
+
+def bytes_end(p: Plan, a: int, e: int, cap: int) -> int:
+    """The end of the longest run of positions from ``a`` (at most ``e``) whose records fit ``cap``
+    bytes; one record always goes, however large (as a record larger than ``max_tokens`` does).
+
+    Reads forward in growing windows and stops at the cap, so a huge request costs no more than
+    the batch it will get.
+    """
+    total, at, step = 0, a, 1024
+    while at < e:
+        nxt = min(e, at + step)
+        cs = np.cumsum(record_sizes(p, at, nxt)) + total
+        k = int(np.searchsorted(cs, cap, side="right"))
+        if k < len(cs):
+            return max(a + 1, at + k)
+        total, at, step = int(cs[-1]), nxt, step * 4
+    return e
 
 
 # -- prepared batches: content, digest and encoded bodies, computed once per batch ------------------
@@ -544,6 +612,7 @@ class Delivery:
     table: pa.Table | None = field(default=None, repr=False)
     body: bytes | None = field(default=None, repr=False)  # the encoded records, when an encoder was given
     body_sha256: str = ""  # sha256 of ``body``'s bytes: a cheap check that the client got them intact
+    limit: str = ""  # what ended the batch: end | tokens | bytes | funds | entitlement | charged
 
     def headers(self) -> dict[str, str]:
         h = {
@@ -555,6 +624,8 @@ class Delivery:
             "Ciyuan-Batch-Sha256": self.sha256,
             "Ciyuan-Done": "true" if self.kind == "done" else "false",
         }
+        if self.limit:
+            h["Ciyuan-Batch-Limit"] = self.limit
         if self.batch_id:
             h["Ciyuan-Batch-Id"] = self.batch_id
             h["Ciyuan-Hold-Amount"] = str(self.hold_amount)
@@ -580,6 +651,7 @@ class Delivery:
             "hold_amount": self.hold_amount,
             "sha256": self.sha256,
             "posted": self.posted,
+            "limit": self.limit,
         }
 
 
@@ -641,46 +713,67 @@ def _stream(sess: Session, p: Plan, c: Cursor) -> StreamRow:
     return st
 
 
-def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: datetime, ev: list) -> None:
-    """Void the stream's open batch when its ack deadline has passed (its hold expires with it)."""
+def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: datetime, s: Settings,
+                 ev: list) -> str | None:
+    """Charge the stream's open batch when its ack deadline has passed: its records were sent, so
+    its hold is posted (never voided) and the buyer may re-read it free. Returns what happened.
+
+    A hold made before this rule had a ledger timeout of its own; if that lapsed (the money went back
+    to the buyer) the batch is held and posted afresh, and only if the buyer's funds no longer cover
+    it is it voided as before (``delivery.unfunded`` in the audit log).
+    """
     if st.open_batch is None:
-        return
+        return None
     b = sess.get(BatchRow, st.open_batch, populate_existing=True)
     if _aware(b.expires_at) > now:
-        return
+        return None
     if b.hold_id:
-        buyer_acct = ledger.account_id(ledger.BUYER, p.buyer_id, p.currency)
-        ledger.expire_due(sess, now=now, debit_account_id=buyer_acct)
-        ev.append(("ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount}))
-    b.state, b.resolved_at = "voided", now
-    m.tokens_held -= b.tokens
-    st.open_batch = None
-    st.last_batch = b.id
-    ev.append(("delivery.voided", f"voided:{b.id}", {"batch": b.id, "tokens": b.tokens, "reason": "timeout"}))
+        hold = sess.execute(select(TransferRow).where(TransferRow.id == b.hold_id)).scalar_one_or_none()
+        if hold is None or hold.state != "pending" or _aware(hold.expires_at) <= now:
+            if hold is not None and hold.state == "pending":  # lapsing now: log it with this transaction
+                ledger.expire_due(sess, now=now, debit_account_id=hold.debit_account_id)
+                ev.append(("ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount}))
+            amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
+            if amount > ledger.available_to_hold(sess, p.buyer_id, p.currency, now=now):
+                b.state, b.resolved_at = "voided", now
+                m.tokens_held -= b.tokens
+                st.open_batch, st.last_batch = None, b.id
+                ev.append(("delivery.unfunded", f"unfunded:{b.id}",
+                           {"batch": b.id, "tokens": b.tokens, "amount": amount, "reason": "legacy hold lapsed"}))
+                return "voided"
+            _post(sess, p, m, st, b, now, s, ev, how="expired", rehold=True)
+            return "posted"
+    _post(sess, p, m, st, b, now, s, ev, how="expired")
+    return "posted"
 
 
 def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: datetime, s: Settings,
-          ev: list, late: bool = False) -> dict:
-    """Charge a delivered batch at its marginal price and write its usage record."""
+          ev: list, *, how: str = "ack", rehold: bool = False) -> dict:
+    """Charge a delivered batch at its marginal price and write its usage record.
+
+    ``how``: ``ack`` (the buyer acknowledged it), ``expired`` (its deadline passed unacknowledged:
+    charged all the same, since it was sent) or ``late`` (a batch voided before this rule, now
+    acknowledged). ``rehold``: its hold is gone, so hold and post at once.
+    """
     amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
     transfer_id = None
-    if late:  # its hold timed out but the buyer has the records: hold and post at once
+    if rehold:
         b.hold_id, b.hold_amount = (f"dl:{b.id}:late", amount) if amount > 0 else (None, 0)
         if b.hold_id:
-            ledger.hold(sess, b.hold_id, p.buyer_id, amount, p.currency, timeout_s=s.hold_timeout_s,
+            ledger.hold(sess, b.hold_id, p.buyer_id, amount, p.currency, timeout_s=LEDGER_HOLD_TIMEOUT_S,
                         ref=f"ent:{p.entitlement_id}", now=now)
     if b.hold_id:
         ledger.capture(sess, f"{b.hold_id}:post", b.hold_id, p.provider_id, amount, fee_bps=s.platform_fee_bps,
                        now=now)
         transfer_id = f"{b.hold_id}:post"
-    if not late:
+    if b.state == "pending":  # its tokens were counted as held (a voided batch's were released)
         m.tokens_held -= b.tokens
     m.tokens_posted += b.tokens
     m.amount_posted += amount
     m.records_posted += b.records
     m.batches_posted += 1
     m.updated_at = now
-    b.state, b.amount, b.resolved_at = "posted", amount, now
+    b.state, b.amount, b.resolved_at = ("expired" if how == "expired" else "posted"), amount, now
     st.acked = b.end
     st.open_batch = None
     st.last_batch = b.id
@@ -706,9 +799,41 @@ def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: 
             posted_at=now,
         )
     )
-    info = {"batch_id": b.id, "tokens": b.tokens, "amount": amount, "sha256": b.sha256, "late": late}
+    info = {"batch_id": b.id, "tokens": b.tokens, "amount": amount, "sha256": b.sha256, "late": how == "late",
+            "on": how}
     ev.append(("delivery.posted", f"posted:{b.id}", info))
     return info
+
+
+def _cut(p: Plan, lo: int, hi: int, start: int, max_tokens: int, cap_tokens: int, s: Settings,
+         upto: int | None = None) -> tuple[int, str]:
+    """The end of the batch from partition offset ``start`` and what limited it: ``end`` (of the
+    partition), ``tokens`` (max_tokens, already capped by the server), ``entitlement`` (its tokens
+    left), ``charged`` (a replay stops where charging did) or ``bytes`` (the server's byte cap).
+    The same function runs in the prediction and in the transaction, so both agree.
+    """
+    e = batch_end(p.cum, lo, start, hi, max_tokens, cap_tokens)
+    limit = "end" if lo + e >= hi else ("entitlement" if cap_tokens < max_tokens else "tokens")
+    if upto is not None and e > upto:
+        e, limit = upto, "charged"
+    if e > start:
+        b = bytes_end(p, lo + start, lo + e, max(1, s.delivery_max_batch_bytes)) - lo
+        if b < e:
+            e, limit = b, "bytes"
+    return e, limit
+
+
+def _affordable(p: Plan, lo: int, start: int, end: int, available: int) -> int:
+    """The largest end in ``[start, end]`` whose batch's hold (``price(tokens)``) fits ``available``."""
+    base = int(p.cum[lo + start])
+    a, b = start, end  # price(0) fits; price(tokens of [start, end)) does not
+    while b - a > 1:
+        mid = (a + b) // 2
+        if p.price(int(p.cum[lo + mid]) - base) <= available:
+            a = mid
+        else:
+            b = mid
+    return a
 
 
 def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None,
@@ -716,7 +841,12 @@ def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int,
           now: datetime, s: Settings, ack_only: bool = False) -> Delivery:
     """One request under the meter's lock; its audit events are chained in one append at the end."""
     ev: list[tuple[str, str, dict]] = []
-    d = _step_inner(sess, p, c, max_tokens, expect, sha, now, s, ack_only, ev)
+    try:
+        d = _step_inner(sess, p, c, max_tokens, expect, sha, now, s, ack_only, ev)
+    except CiyuanError as exc:
+        if getattr(exc, "commit_first", False):  # the posts made before the error are kept: log them
+            audit.append_many(sess, ev, at=now)
+        raise
     audit.append_many(sess, ev, at=now)
     return d
 
@@ -727,7 +857,7 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
     m = _meter(sess, p, c.parts, now)
     st = _stream(sess, p, c)
     lo, hi = partition_bounds(p.records, c.parts, c.part)
-    _expire_open(sess, p, m, st, now, ev)
+    _expire_open(sess, p, m, st, now, s, ev)
     o = c.offset
     if o > st.size:
         raise InvalidInput(f"cursor offset {o} is past the end ({st.size}) of this partition",
@@ -737,6 +867,10 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
     posted = None
     ob = sess.get(BatchRow, st.open_batch, populate_existing=True) if st.open_batch else None
     last = sess.get(BatchRow, st.last_batch, populate_existing=True) if st.last_batch else None
+    if ob is None and last is not None and last.state == "expired" and o == last.end:
+        # a batch charged when its deadline passed is acknowledged now: /meter resumes after it
+        last.state = "posted"
+        ev.append(("delivery.acknowledged", f"acknowledged:{last.id}", {"batch": last.id, "end": last.end}))
     if ob is not None and o == ob.end and o != ob.start:
         posted = _post(sess, p, m, st, ob, now, s, ev)
     elif ob is not None and o == ob.start:
@@ -747,20 +881,20 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
         return Delivery("redelivery", p.entitlement_id, here, str(Cursor(c.parts, c.part, ob.end)), ob.start,
                         ob.end, ob.tokens, ob.id, ob.hold_amount, p.currency, ob.sha256, _aware(ob.expires_at))
     elif ob is None and last is not None and last.state == "voided" and last.start == st.acked and o == last.end:
-        posted = _post(sess, p, m, st, last, now, s, ev, late=True)
+        posted = _post(sess, p, m, st, last, now, s, ev, how="late", rehold=True)
     elif o < st.acked or (ob is None and o == st.acked):
         if ack_only:  # already acknowledged: nothing to do
             return Delivery("acked", p.entitlement_id, here, str(cur), o, o, 0)
-        if o < st.acked:  # re-read what was already paid for: free, changes nothing
-            end = min(batch_end(p.cum, lo, o, hi, max_tokens, 10**18), st.acked)
+        if o < st.acked:  # re-read what was already charged: free, changes nothing
+            end, limit = _cut(p, lo, hi, o, max_tokens, 10**18, s, upto=st.acked)
             if expect != (o, end):
                 raise _Mismatch(o, end)
             tokens = int(p.cum[lo + end] - p.cum[lo + o])
             return Delivery("replay", p.entitlement_id, here, str(Cursor(c.parts, c.part, end)), o, end, tokens,
-                            sha256=sha())
+                            sha256=sha(), limit=limit)
     else:
         raise Conflict(
-            f"cursor {here} does not continue this stream (acknowledged up to {cur})",
+            f"cursor {here} does not continue this stream (charged up to {cur})",
             hint=f"resume with cursor {cur}",
             code="cursor_stale",
         )
@@ -772,24 +906,43 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
     if start >= st.size:
         return Delivery("done", p.entitlement_id, here, None, start, start, 0, posted=posted)
     remaining = p.tokens - m.tokens_posted - m.tokens_held
-    end = batch_end(p.cum, lo, start, hi, max_tokens, remaining)
+    end, limit = _cut(p, lo, hi, start, max_tokens, remaining, s)
     if end <= start:
         raise Conflict(
             f"entitlement {p.entitlement_id} has {remaining} tokens left, too few for the next record",
             hint="buy a new selection", code="entitlement_exhausted",
         )
+    tokens = int(p.cum[lo + end] - p.cum[lo + start])
+    hold_amount = p.price(tokens) if p.metered else 0
+    if hold_amount > 0:  # never send more than the buyer's funds cover: a smaller batch, or 402
+        available = ledger.available_to_hold(sess, p.buyer_id, p.currency, now=now)
+        if hold_amount > available:
+            end, limit = _affordable(p, lo, start, end, available), "funds"
+            if end <= start:
+                need = p.price(int(p.cum[lo + start + 1] - p.cum[lo + start]))
+                err = ledger.InsufficientFunds(
+                    f"entitlement {p.entitlement_id}: the next record ({format_amount(need, p.currency)} "
+                    f"{p.currency}) is more than the {format_amount(max(available, 0), p.currency)} {p.currency} "
+                    "available to hold",
+                    hint=f"deposit at least {format_amount(need - max(available, 0), p.currency)} {p.currency} "
+                         f"(ciyuan ledger deposit), then ask again with cursor {nxt}",
+                )
+                err.commit_first = True  # a batch posted by this request stays posted
+                raise err
+            tokens = int(p.cum[lo + end] - p.cum[lo + start])
+            hold_amount = p.price(tokens)
     if expect != (start, end):
         raise _Mismatch(start, end)
-    tokens = int(p.cum[lo + end] - p.cum[lo + start])
     seq = st.next_seq
     st.next_seq += 1
     content_sha = sha()
     batch_id = f"{p.entitlement_id}.{c.part}.{seq}"
-    hold_amount = p.price(tokens) if p.metered else 0
     hold_id = None
     if hold_amount > 0:
         hold_id = f"dl:{batch_id}"
-        ledger.hold(sess, hold_id, p.buyer_id, hold_amount, p.currency, timeout_s=s.hold_timeout_s,
+        # the ledger hold has no deadline of its own that could hand the money back: the batch's
+        # deadline (expires_at) posts it, because by then its records have been sent
+        ledger.hold(sess, hold_id, p.buyer_id, hold_amount, p.currency, timeout_s=LEDGER_HOLD_TIMEOUT_S,
                     ref=f"ent:{p.entitlement_id}", now=now)
     expires = now + timedelta(seconds=s.hold_timeout_s)
     sess.add(BatchRow(id=batch_id, entitlement_id=p.entitlement_id, part=c.part, seq=seq, start=start, end=end,
@@ -802,7 +955,7 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
                {"batch": batch_id, "start": start, "end": end, "tokens": tokens, "hold": hold_id,
                 "hold_amount": hold_amount, "sha256": content_sha}))
     return Delivery("new", p.entitlement_id, str(nxt), str(Cursor(c.parts, c.part, end)), start, end, tokens,
-                    batch_id, hold_amount, p.currency, content_sha, expires, posted)
+                    batch_id, hold_amount, p.currency, content_sha, expires, posted, limit=limit)
 
 
 def _predict(p: Plan, c: Cursor, max_tokens: int, s: Settings) -> tuple[int, int]:
@@ -827,15 +980,14 @@ def _predict(p: Plan, c: Cursor, max_tokens: int, s: Settings) -> tuple[int, int
     if ob_start is not None and o == ob_start:
         return ob_start, ob_end
     start = ob_end if ob_end is not None and o == ob_end else (o if o <= acked else acked)
-    if start > hi - lo:
+    if start >= hi - lo:
         return start, start
-    end = batch_end(p.cum, lo, start, hi, max_tokens, 10**18)
-    if o < acked:
-        end = min(end, acked)
+    end, _ = _cut(p, lo, hi, start, max_tokens, 10**18, s, upto=acked if o < acked else None)
     return start, end
 
 
-def _prefetch(p: Plan, lo: int, hi: int, start: int, max_tokens: int, fmt: str, encode: Encoder) -> None:
+def _prefetch(p: Plan, lo: int, hi: int, start: int, max_tokens: int, fmt: str, encode: Encoder,
+              s: Settings) -> None:
     """Prepare the batch a client will most likely ask for next while it receives this one.
 
     Reading, hashing and encoding then overlap with the network and the client's decoding, and the
@@ -845,8 +997,12 @@ def _prefetch(p: Plan, lo: int, hi: int, start: int, max_tokens: int, fmt: str, 
     """
     if lo + start >= hi:
         return
-    end = batch_end(p.cum, lo, start, hi, max_tokens, 10**18)
-    _POOL.submit(lambda: PREPARED.get(p, lo + start, lo + end).body(fmt, encode))
+
+    def prepare() -> None:
+        end, _ = _cut(p, lo, hi, start, max_tokens, 10**18, s)
+        PREPARED.get(p, lo + start, lo + end).body(fmt, encode)
+
+    _POOL.submit(prepare)
 
 
 def _check_max_tokens(max_tokens: int | None) -> int:
@@ -868,7 +1024,7 @@ def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = N
     redelivery sends the very bytes sent the first time.
     """
     s = s or settings()
-    max_tokens = _check_max_tokens(max_tokens)
+    max_tokens = min(_check_max_tokens(max_tokens), max(1, s.delivery_max_batch_tokens))  # the server's cap
     p = plan(entitlement_id, buyer_id, s)
     c = Cursor.parse(cursor, parts=parts, part=part)
     bounds = _predict(p, c, max_tokens, s)
@@ -878,13 +1034,17 @@ def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = N
         prep = PREPARED.get(p, a, b)
         body = prep.body(fmt, encode) if encode is not None else None
         if encode is not None and bounds[1] > bounds[0]:  # the next batch, while this one is billed and sent
-            _prefetch(p, lo, _hi, bounds[1], max_tokens, fmt, encode)
+            _prefetch(p, lo, _hi, bounds[1], max_tokens, fmt, encode, s)
         try:  # the digest is awaited inside the transaction only where it is written
             d = tx.run(lambda sess, bd=bounds, pr=prep: _step(sess, p, c, max_tokens, bd, pr.sha.result,
                                                               _now(now), s), s)
         except _Mismatch as mm:
             bounds = (mm.start, mm.end)
             continue
+        except CiyuanError:  # e.g. a 402 after posting the batch the cursor acknowledged: state moved
+            with _streams_lock:
+                _streams.pop((p.entitlement_id, c.part), None)
+            raise
         if d.kind == "redelivery" and d.sha256 != prep.sha.result() and d.sha256 != digest_v1(prep.table):
             raise Conflict(f"batch {d.batch_id} content changed since it was first sent",
                            hint="contact the operator: the stored shards changed", code="content_changed")
@@ -920,28 +1080,34 @@ def ack(buyer_id: str | None, entitlement_id: str, cursor: str, *, s: Settings |
 
 
 def sweep(*, s: Settings | None = None, now: datetime | None = None) -> dict:
-    """Void every open batch past its deadline (and its hold); run by the server and ``ciyuan delivery sweep``."""
+    """Charge every open batch past its deadline (its hold is posted: it was sent); run by the server's
+    background sweeper and ``ciyuan delivery sweep``. ``voided`` counts only holds made before this
+    rule whose own ledger timeout lapsed and which the buyer's funds no longer cover.
+    """
     s = s or settings()
     t = _now(now)
     due = tx.run(lambda sess: sess.execute(
         select(BatchRow.entitlement_id).where(BatchRow.state == "pending", BatchRow.expires_at <= t).distinct()
     ).scalars().all(), s)
-    voided = 0
+    counts = {"posted": 0, "voided": 0}
     for ent_id in due:
         p = plan(ent_id, None, s)
 
-        def work(sess: Session, p: Plan = p) -> int:
+        def work(sess: Session, p: Plan = p) -> list[str]:
             m = sess.get(MeterRow, p.entitlement_id, with_for_update=True, populate_existing=True)
-            n, ev = 0, []
+            done, ev = [], []
             for st in sess.execute(select(StreamRow).where(StreamRow.entitlement_id == p.entitlement_id)).scalars():
-                if st.open_batch:
-                    _expire_open(sess, p, m, st, t, ev)
-                    n += st.open_batch is None
+                if st.open_batch and (what := _expire_open(sess, p, m, st, t, s, ev)):
+                    done.append(what)
             audit.append_many(sess, ev, at=t)
-            return n
+            return done
 
-        voided += tx.run(work, s)
-    return {"voided": voided, "entitlements": len(due)}
+        for what in tx.run(work, s):
+            counts[what] += 1
+        with _streams_lock:  # those streams moved: predict from the database next time
+            for key in [k for k in _streams if k[0] == ent_id]:
+                _streams.pop(key, None)
+    return {**counts, "entitlements": len(due)}
 
 
 # -- metered orders -------------------------------------------------------------------------------------
@@ -995,10 +1161,38 @@ def usage(sess: Session, *, buyer_id: str | None = None, provider_id: str | None
     return {"items": [usage_dict(r) for r in rows], "next_after": rows[-1].seq if rows else None}
 
 
+def resume_offset(st: StreamRow, last: BatchRow | None) -> int:
+    """Where this stream should resume: the end of what the buyer acknowledged.
+
+    That is the charged offset, except when the last batch was charged because its deadline passed
+    unacknowledged (the buyer may never have taken it): then its start, and re-reading it is free.
+    An open batch starts at the charged offset, so resuming there redelivers it under its hold.
+    """
+    if st.open_batch is None and last is not None and last.state == "expired":
+        return last.start
+    return st.acked
+
+
 def meter_state(sess: Session, p: Plan) -> dict:
+    """Tokens held and charged, and per stream the charged offset and the cursor to resume from."""
     m = sess.get(MeterRow, p.entitlement_id)
     streams = sess.execute(select(StreamRow).where(StreamRow.entitlement_id == p.entitlement_id)
                            .order_by(StreamRow.part)).scalars().all()
+    ids = [st.last_batch for st in streams if st.last_batch]
+    lasts = {b.id: b for b in sess.execute(select(BatchRow).where(BatchRow.id.in_(ids))).scalars()} if ids else {}
+    out = []
+    for st in streams:
+        last = lasts.get(st.last_batch) if st.last_batch else None
+        resume = resume_offset(st, last)
+        out.append({
+            "part": st.part, "size": st.size,
+            "acked": resume,  # acknowledged by the buyer
+            "charged": st.acked,  # charged (acknowledged, or sent and past its deadline)
+            "open_batch": st.open_batch,
+            "unacknowledged_batch": last.id if last is not None and resume < st.acked else None,
+            "cursor": str(Cursor(st.parts, st.part, resume)),  # where to resume: re-reading charged records is free
+            "done": resume >= st.size,
+        })
     return {
         "entitlement_id": p.entitlement_id,
         "billing": METERED if p.metered else "prepaid",
@@ -1009,9 +1203,5 @@ def meter_state(sess: Session, p: Plan) -> dict:
         "tokens_posted": m.tokens_posted if m else 0,
         "amount_posted": m.amount_posted if m else 0,
         "currency": p.currency,
-        "streams": [
-            {"part": st.part, "size": st.size, "acked": st.acked, "open_batch": st.open_batch,
-             "cursor": str(Cursor(st.parts, st.part, st.acked)), "done": st.acked >= st.size}
-            for st in streams
-        ],
+        "streams": out,
     }

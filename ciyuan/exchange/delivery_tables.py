@@ -61,7 +61,7 @@ class BatchRow(Base):
     hold_amount: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(10))  # pending | posted | voided
+    state: Mapped[str] = mapped_column(String(10))  # pending | posted | expired (charged, unacknowledged) | voided
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

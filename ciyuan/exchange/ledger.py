@@ -532,6 +532,16 @@ def hold(
     )
 
 
+def available_to_hold(sess: Session, buyer_id: str, currency: str, *, now: datetime | None = None) -> int:
+    """What a buyer can still hold or spend, read under the lock of their balance account (after
+    their due holds expire), so a caller can size a hold to fit instead of failing it."""
+    cur = check_currency(currency)
+    aid = ensure_account(sess, BUYER, buyer_id, cur)
+    expire_due(sess, now=now, debit_account_id=aid)
+    row = _lock(sess, [aid])[aid]
+    return row.credits_posted - row.debits_posted - row.debits_pending
+
+
 def capture(
     sess: Session,
     transfer_id: str,

@@ -5,6 +5,12 @@ stays the same across retries, and a stream request re-sent with the same cursor
 batch under the same hold (or, if the first attempt did arrive, the batch after it is redelivered
 rather than opened twice).
 
+A batch is acknowledged (the next request carries its ``next_cursor``) only after the caller took
+it: :meth:`Client.batches` never acknowledges a batch still waiting in its read-ahead queue, and
+:meth:`Client.stream` acknowledges a batch when the loop asks for the record after its last one.
+What the server sent is charged in any case (at the batch's deadline if it was never
+acknowledged), and re-reading charged records is free, so a crashed consumer loses nothing.
+
 Every batch is checked before it is handed over. By default (``verify="body"``) the sha256 of the
 body's bytes, which the server computed over exactly what it sent, is compared: cheap, since the
 Arrow body is compressed. ``verify="content"`` also recomputes the canonical content digest that
@@ -277,45 +283,48 @@ class Client:
 
     def batches(self, entitlement_id: str, cursor: str | None = None, *, read_ahead: bool = True,
                 **kw: Any) -> Iterator[Batch]:
-        """Batches until the stream is done; the final request acknowledges the last batch.
+        """Batches until the stream is done. Asking for batch N+1 acknowledges batch N, and the SDK
+        asks only once the caller has taken N (the loop received it), never for a batch still queued.
 
-        With ``read_ahead`` (and the cheap body check) a background thread asks for batch N+1 as
-        soon as batch N's bytes arrived intact, so the server prepares and sends the next batch
-        while this thread decodes and the caller consumes. Asking acknowledges (pays for) batch N,
-        which has been received in full; batch N+1 stays open until it is asked past, so a loop
-        that stops early leaves at most one open batch, which times out unpaid.
+        With ``read_ahead`` a background thread asks for, checks and decodes N+1 as soon as the
+        caller has taken N, so the server sends it while the caller works on N. N+1 has then been
+        received: a loop that stops there is charged for it at its deadline (what is sent is billed),
+        and ``/meter``'s resume cursor points at its start, so the next run re-reads it free.
+        ``read_ahead=False`` asks for N+1 only when the loop asks for it.
         """
-        if not read_ahead or self.verify == "content":
+        if not read_ahead:
             while True:
                 b = self.fetch(entitlement_id, cursor, **kw)
                 if b.done:
                     return
                 yield b
                 cursor = b.next_cursor
-            return
-        fmt = kw.pop("fmt", "arrow")
-        opts = {"max_tokens": kw.pop("max_tokens", DEFAULT_MAX_TOKENS), "parts": kw.pop("parts", 1),
-                "part": kw.pop("part", 0), **kw}
         got: queue.Queue = queue.Queue(maxsize=1)
+        taken = threading.Semaphore(0)  # released when the caller takes a batch
         stop = threading.Event()
 
-        def offer(item: tuple) -> None:
+        def offer(item: tuple) -> bool:
             while not stop.is_set():  # the consumer may have stopped: never block forever
                 try:
                     got.put(item, timeout=0.1)
-                    return
+                    return True
                 except queue.Full:
                     continue
+            return False
 
         def receive() -> None:
             cur = cursor
             try:
                 while not stop.is_set():
-                    h, data = self._receive(entitlement_id, cur, fmt=fmt, **opts)
-                    offer((h, data))
-                    if h["ciyuan-batch-kind"] == "done":
+                    b = self.fetch(entitlement_id, cur, **kw)
+                    if not offer((b, None)) or b.done:
                         return
-                    cur = h.get("ciyuan-next-cursor") or None
+                    while not taken.acquire(timeout=0.1):  # the next request acknowledges b: wait for the take
+                        if stop.is_set():
+                            return
+                    if stop.is_set():
+                        return
+                    cur = b.next_cursor
             except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
                 offer((None, exc))
 
@@ -323,23 +332,28 @@ class Client:
         t.start()
         try:
             while True:
-                h, data = got.get()
-                if h is None:
-                    raise data
-                b = self._decode(h, data, fmt)
-                if b is None:  # cannot happen with the body check; kept for safety
-                    raise ApiError(502, "digest_mismatch", "batch content does not match its digest", "retry")
+                b, exc = got.get()
+                if b is None:
+                    raise exc
                 if b.done:
                     return
+                taken.release()
                 yield b
         finally:
             stop.set()
             t.join()
 
     def stream(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-               parts: int = 1, part: int = 0, fmt: str = "arrow") -> Iterator[dict]:
-        """Every record of (one partition of) an entitlement, in order."""
+               parts: int = 1, part: int = 0, fmt: str = "arrow", read_ahead: bool = False) -> Iterator[dict]:
+        """Every record of (one partition of) an entitlement, in order.
+
+        A batch is acknowledged only when the loop asks for the record after its last one, so after
+        a crash ``/meter``'s resume cursor never points past a record the loop did not get.
+        ``read_ahead=True`` acknowledges a batch once its first record is taken instead (faster,
+        but a crash mid-batch then resumes after it: keep your own position, as TokenStream does).
+        """
         if cursor is None:
             cursor = str(Cursor.start(parts, part))
-        for b in self.batches(entitlement_id, cursor, max_tokens=max_tokens, parts=parts, part=part, fmt=fmt):
+        for b in self.batches(entitlement_id, cursor, max_tokens=max_tokens, parts=parts, part=part, fmt=fmt,
+                              read_ahead=read_ahead):
             yield from b.records()

@@ -12,6 +12,14 @@ the state from the records the loop actually received. :meth:`state_dict` then s
 partition, the batch to ask for again and how far into it to skip; asking again for an already
 paid batch is a free replay, so resuming never pays twice.
 
+Acknowledging: a batch is acknowledged (the next request carries its cursor) only when the
+iterator is asked for the record after the batch's last one, i.e. once its consumer took every
+record of it; so the exchange's ``/meter`` resume cursor never points past a record the iterator
+did not hand on. ``read_ahead=True`` asks for the next batch as soon as a batch is taken (it
+overlaps the next download with consuming this one); a crash then leaves the resume point after
+the batch being consumed, and only :meth:`state_dict` resumes exactly. Either way what the
+exchange sent is charged once, and re-reading it is free.
+
 The partition count is fixed when a stream starts (the exchange meters each partition). Resuming
 with a different number of workers or ranks keeps it: iterator ``g`` of ``L`` takes the saved
 partitions ``g, g + L, g + 2L, ...`` one after another, so a job can resume on another machine
@@ -44,7 +52,7 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
 
     def __init__(self, client: Client | str, entitlement_id: str, key: str | None = None, *,
                  max_tokens: int = DEFAULT_MAX_TOKENS, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, read_ahead: bool = False):
         super().__init__()
         self.client = client if isinstance(client, Client) else Client(client, key)
         self.entitlement_id = entitlement_id
@@ -52,6 +60,7 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         self.fmt = fmt
         self.rank, self.world_size = rank, world_size
         self.num_workers = num_workers
+        self.read_ahead = read_ahead
         self._parts: int | None = None
         self._state: dict[int, tuple[int, int]] = {}  # part -> (batch start, next offset)
 
@@ -115,7 +124,7 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         cursor = str(Cursor(parts, part, start))
         skip = offset - start
         for batch in self.client.batches(self.entitlement_id, cursor, max_tokens=self.max_tokens, parts=parts,
-                                         part=part, fmt=self.fmt):
+                                         part=part, fmt=self.fmt, read_ahead=self.read_ahead):
             b_start = int(batch.cursor.rsplit(".", 1)[1])
             for i, rec in enumerate(batch.records()):
                 if skip > 0:

@@ -79,18 +79,21 @@ def test_retry_redelivers_under_the_same_hold(db_home, h) -> None:
     assert len([t for t in tx.run(lambda s: ledger.transfers(s, ref=f"ent:{ent}")) if t.kind == "post"]) == 1
 
 
-def test_timeout_voids_the_hold_and_resume_redelivers(db_home, h) -> None:
+def test_timeout_posts_the_hold_and_resume_replays_free(db_home, h) -> None:
+    """Was: the timeout voided the hold and resuming held the batch again. Now the sent batch is charged."""
     env = h.make_market()
     ent = h.metered_entitlement(env)["entitlement"]["id"]
     t0 = datetime.now(UTC)
     a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
     later = t0 + timedelta(seconds=10_000)
-    assert delivery.sweep(now=later)["voided"] == 1
-    assert tx.run(lambda s: ledger.get_transfer(s, f"dl:{a.batch_id}")).state == "expired"
-    assert meter(ent)["tokens_held"] == 0
+    assert delivery.sweep(now=later) == {"posted": 1, "voided": 0, "entitlements": 1}
+    assert tx.run(lambda s: ledger.get_transfer(s, f"dl:{a.batch_id}")).state == "posted"
+    m = meter(ent)
+    assert m["tokens_held"] == 0 and m["tokens_posted"] == a.tokens
+    assert m["streams"][0]["cursor"] == a.cursor  # not acknowledged: resume at its start
     again = delivery.next_batch(env.buyer, ent, a.cursor, max_tokens=2000, now=later)
-    assert again.kind == "new" and again.batch_id != a.batch_id
-    assert (again.start, again.end) == (a.start, a.end) and again.sha256 == a.sha256
+    assert again.kind == "replay" and (again.start, again.end) == (a.start, a.end) and again.sha256 == a.sha256
+    assert meter(ent)["tokens_posted"] == a.tokens
     assert tx.run(ledger.check)["ok"]
 
 
@@ -102,14 +105,15 @@ def test_late_ack_after_timeout_is_charged_once(db_home, h) -> None:
     a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
     later = t0 + timedelta(seconds=10_000)
     b = delivery.next_batch(env.buyer, ent, a.next_cursor, max_tokens=2000, now=later)
-    assert b.posted["late"] and b.posted["batch_id"] == a.batch_id and b.start == a.end
-    rest = []
+    assert b.kind == "new" and b.start == a.end  # a was charged at its deadline; the ack changes no money
+    posts = [t for t in tx.run(lambda s: ledger.transfers(s, ref=f"ent:{ent}")) if t.kind == "post"]
+    assert [t.pending_id for t in posts] == [f"dl:{a.batch_id}"]
+    assert meter(ent)["streams"][0]["acked"] == a.end  # acknowledged now
     cursor = b.next_cursor
     while True:
         d = delivery.next_batch(env.buyer, ent, cursor, max_tokens=2000, now=later)
         if d.kind == "done":
             break
-        rest.append(d)
         cursor = d.next_cursor
     assert meter(ent)["amount_posted"] == e["quote"]["amount"]
     assert tx.run(ledger.check)["ok"]
