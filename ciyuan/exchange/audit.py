@@ -237,12 +237,6 @@ def adopt(sess: Session) -> dict:
     return {"adopted": adopted, "expiries": expiries, "refused": refused}
 
 
-def sync_ledger(sess: Session) -> int:
-    """Deprecated name of :func:`adopt` (the operator page still calls it): the number of entries added."""
-    out = adopt(sess)
-    return len(out["adopted"]) + out["expiries"]
-
-
 def entries(sess: Session, *, after: int = 0, limit: int = 1000, ref_prefix: str | None = None) -> list[Entry]:
     flush(sess)
     q = select(AuditRow).where(AuditRow.seq > after).order_by(AuditRow.seq).limit(max(1, min(limit, 10_000)))
