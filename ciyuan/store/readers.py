@@ -517,6 +517,7 @@ class _Span:
         self.buf = bytearray()
         self.ends = array("q")
         self.nums = array("q")
+        self.skipped = 0  # bytes of bad lines met inside the record (reported, not kept here)
 
     def add(self, lineno: int, raw: bytes) -> None:
         self.buf += raw
@@ -526,6 +527,10 @@ class _Span:
 
     def __len__(self) -> int:
         return len(self.nums)
+
+    @property
+    def size(self) -> int:
+        return len(self.buf) + self.skipped
 
     def line(self, i: int) -> tuple[int, bytes]:
         start = self.ends[i - 1] if i else 0
@@ -580,30 +585,37 @@ def _read_csv(
                 if len(span):  # csv asked for more inside a record: a quoted field is still open
                     raise _Cut(
                         f"unclosed quote: the quoted field of the record starting on line {span.nums[0]} "
-                        f"is still open at the end of the file ({len(span)} lines later); "
+                        f"is still open at the end of the file, {len(span)} lines later; "
                         "the lines after it were read again as rows"
                     )
                 return
             lineno, raw, problem = item
-            if problem is not None:
-                pending.append(Bad(path, lineno, problem, raw))
+            text = None
+            if problem is None:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problem = f"invalid UTF-8 at byte offset {exc.start} of the line"
+            if problem is not None or text is None:
+                pending.append(Bad(path, lineno, problem or "", raw))
+                if len(span):  # inside an open record: it counts toward the record's limit
+                    span.skipped += len(raw) + 1
+                    if span.size > max_record_bytes:
+                        raise _too_large(span, lineno)
                 yield "\n"  # keep csv's line count aligned with the file's
                 continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                pending.append(Bad(path, lineno, f"invalid UTF-8 at byte offset {exc.start} of the line", raw))
-                yield "\n"
-                continue
             span.add(lineno, raw)
-            if len(span.buf) > max_record_bytes and len(span) > 1:
-                raise _Cut(
-                    f"CSV record too large: the record starting on line {span.nums[0]} passes the limit of "
-                    f"{max_record_bytes} bytes on line {lineno} (a quote that never closes?); only the first "
-                    f"{min(len(span.buf), RAW_KEEP)} bytes are kept here and the lines after its first "
-                    "were read again as rows"
-                )
+            if span.size > max_record_bytes and len(span) > 1:
+                raise _too_large(span, lineno)
             yield text + "\n"
+
+    def _too_large(span: _Span, lineno: int) -> _Cut:
+        return _Cut(
+            f"CSV record too large: the record starting on line {span.nums[0]} passes the limit of "
+            f"{max_record_bytes} bytes on line {lineno} (a quote that never closes?); only its first "
+            f"{min(len(span.buf), RAW_KEEP)} bytes are kept here, and the lines after its first were "
+            "read again as rows"
+        )
 
     old_limit = csv.field_size_limit()
     csv.field_size_limit(max_record_bytes + 1)  # our own record limit applies first
@@ -615,10 +627,10 @@ def _read_csv(
             try:
                 row = next(reader, None)
             except (_Cut, csv.Error) as exc:
-                yield from _flush(pending)
                 reason = exc.reason if isinstance(exc, _Cut) else f"CSV error: {exc}"
                 start = span.nums[0] if len(span) else span.last() + 1
                 yield Bad(path, start, reason, span.raw())
+                yield from _flush(pending)  # bad lines met inside the record come after its start
                 if len(span) > 1:
                     replay.appendleft([span, 1])
                 reader = csv.reader(feed(), delimiter=delimiter)  # the old one is inside the broken record
