@@ -9,7 +9,8 @@ quarantined once, and parsing resumes on the line after the one that opened the 
 
 Measured on this machine (1,000,000 rows, 34.8 MB), before -> after the fix: the runaway file kept
 753,977 -> 1,000,000 rows; ``read_source`` alone peaked at 167.7 -> 141.7 MB (control file: 88.1 ->
-97.6 MB); the whole CLI ingest peaks at ~350 MB either way (its fixed cost: tokenizer, Arrow, SQLite).
+97.9 MB, 8.7 MB of it ``pyarrow.compute``, now imported by the builder that uses it); the whole CLI
+ingest peaks at ~350 MB either way (its fixed cost: tokenizer, Arrow, SQLite).
 The runaway costs at most a few times ``ingest_max_record_bytes`` (8 MiB), whatever the file's size.
 
 The ingest runs through the real CLI in a child process; its peak RSS comes from ``wait4``. A control
