@@ -83,6 +83,26 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
         yield batch
 
 
+def _never_raising(source: str, items: Iterator[Good | Bad]) -> Iterator[Good | Bad]:
+    """The reader's items; should a reader still fail on some input, the rest of that one file becomes
+    one quarantine row naming the error, and the other files are read (a last line of defence: every
+    known bad item is handled by the readers themselves)."""
+    line = 0
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except CiyuanError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any reader failure is reported, not raised
+            yield Bad(source, line + 1, f"reader failed: {type(exc).__name__}: {exc}; the rest of this file "
+                      "was not read", b"")
+            return
+        line = max(line, item.line)
+        yield item
+
+
 def _shown_source(source: str, given: str) -> str:
     """``source`` relative to the folder that holds what was given (a file's name; a folder's own name
     plus the path inside it), so a record's ``meta.source`` and the version id do not depend on where
@@ -173,8 +193,8 @@ def ingest(
             listed = 0
             unlisted: Counter[str] = Counter()
             first_unlisted = 0
-            for item in read_source(p, fmt=fmt, text_field=text_field, id_field=id_field,
-                                    max_line_bytes=s.ingest_max_record_bytes, on_bytes=heard):
+            for item in _never_raising(p, read_source(p, fmt=fmt, text_field=text_field, id_field=id_field,
+                                                      max_line_bytes=s.ingest_max_record_bytes, on_bytes=heard)):
                 if isinstance(item, Good):  # records carry the file's name, not where it sat on this machine
                     if item.source not in shown:
                         shown[item.source] = _shown_source(item.source, p)

@@ -206,3 +206,29 @@ def test_quarantine_is_capped_per_file_and_counts_the_rest(small_limits: Path, t
     assert summary.startswith("quarantine cap reached: 15 more bad item(s) from line 7 on")
     assert "malformed JSON: 7" in summary and "missing text field: 8" in summary
     assert [b["line"] for b in items if b["source"].endswith("few.jsonl")] == [1]
+
+
+def test_a_reader_failing_on_one_file_costs_only_the_rest_of_that_file(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unit test of the last line of defence in ``ingest``: the readers are made to fail here on purpose
+    (no known input does any more), after one good record of the first file."""
+    import ciyuan.store.ingest as ing
+    from ciyuan.store.readers import Good
+
+    first = jsonl(tmp_path / "first.jsonl", ['{"text": "kept"}', '{"text": "never reached"}'])
+    second = jsonl(tmp_path / "second.jsonl", ['{"text": "second file"}'])
+    real = ing.read_source
+
+    def failing(path: str, **kw):  # type: ignore[no-untyped-def]
+        if path != first:
+            yield from real(path, **kw)
+            return
+        yield Good(path, 1, {"id": None, "text": "kept", "meta": {}})
+        raise ValueError("a reader bug")
+
+    monkeypatch.setattr(ing, "read_source", failing)
+    out = ing.ingest([first, second], "defence")
+    assert (out["records"], out["quarantined"]) == (2, 1)
+    (bad,) = quarantine("defence")
+    assert bad["line"] == 2 and bad["reason"].startswith("reader failed: ValueError: a reader bug")
