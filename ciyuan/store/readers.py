@@ -35,7 +35,7 @@ from ciyuan.errors import InvalidInput, NotFound
 FORMATS = ("jsonl", "parquet", "csv", "text")
 RAW_KEEP = 64 * 1024  # bytes of an over-long line kept in quarantine: enough to see what it was
 CHUNK = 64 * 1024  # decompressed bytes read per step
-ZSTD_IN_CHUNK = 2 * 1024  # compressed bytes fed per step; bounds zstd output even for extreme ratios
+ZSTD_IN_CHUNK = 64  # compressed bytes fed at first; then sized by the ratio seen, to bound the output
 PARQUET_BATCH = 1024
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 MAX_DEPTH = 64  # nesting levels of a JSON value; deeper ones are quarantined (later stages recurse)
@@ -197,26 +197,30 @@ def _gzip_chunks(f: BinaryIO, meter: Meter = _no_meter) -> Iterator[bytes]:
 
 
 def _zstd_chunks(f: BinaryIO, meter: Meter = _no_meter) -> Iterator[bytes]:
-    """zstd frames (several may be concatenated), detecting truncation the stream reader would hide."""
+    """zstd frames (several may be concatenated), detecting truncation the stream reader would hide.
+
+    zstd has no output cap per call, so the input fed per step follows the ratio seen so far: about
+    ``CHUNK`` of output per step, whether the ratio is 3 (text) or 30,000 (a bomb of zeros).
+    """
     dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
     fed = False  # has the current frame received any input?
     pos = 0  # compressed bytes of the file read before ``data``
+    step = ZSTD_IN_CHUNK
     while True:
-        data = f.read(ZSTD_IN_CHUNK)
+        data = f.read(step)
         if not data:
             break
         meter(len(data))
-        step = len(data)
+        size, produced = len(data), 0
         while data:
             try:
                 out = dobj.decompress(data)
             except zstandard.ZstdError as exc:
-                raise _Broken(
-                    f"zstd stream corrupt in compressed bytes {pos}-{pos + step}: {exc}"
-                ) from exc
+                raise _Broken(f"zstd stream corrupt in compressed bytes {pos}-{pos + size}: {exc}") from exc
             fed = True
             if out:
+                produced += len(out)
                 yield out
             if dobj.eof:
                 data = dobj.unused_data
@@ -224,7 +228,8 @@ def _zstd_chunks(f: BinaryIO, meter: Meter = _no_meter) -> Iterator[bytes]:
                 fed = False
             else:
                 data = b""
-        pos += step
+        pos += size
+        step = max(16, min(CHUNK, CHUNK * size // produced)) if produced else min(CHUNK, step * 2)
     if fed:
         raise _Broken(f"zstd stream truncated: the file ends at byte {pos} inside an incomplete frame")
 

@@ -518,6 +518,24 @@ def test_gzip_bomb_stays_bounded(tmp_path: Path) -> None:
     assert peak < 4 << 20, peak
 
 
+def test_zstd_bomb_stays_bounded(tmp_path: Path) -> None:
+    """64 MiB of one byte packs into about 2 KB of zstd; fed 2 KiB at a time, it came out in one piece
+    (127 MiB traced). The input per step now follows the ratio seen."""
+    import tracemalloc
+
+    p = tmp_path / "bomb.jsonl.zst"
+    p.write_bytes(zstandard.ZstdCompressor().compress(b"a" * (64 << 20)))
+    assert p.stat().st_size < 4096
+    tracemalloc.start()
+    try:
+        (bad,) = read_source(str(p), max_line_bytes=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "line too long: at least 67108864 bytes" in bad.reason
+    assert peak < 8 << 20, peak
+
+
 # ----------------------------------------------------------------------------------------------
 # Parquet: one damaged row group, or one cell that does not convert
 
