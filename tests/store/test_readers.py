@@ -616,3 +616,12 @@ def test_bytes_read_add_up_to_the_source_size(tmp_path: Path) -> None:
     heard = []
     list(read_source(str(p), on_bytes=heard.append))
     assert len(heard) == 5 and 0 < sum(heard) <= source_size(str(p))  # per row group; the footer is not read as rows
+
+
+def test_json_at_the_depth_limit_and_brackets_in_text_are_kept(tmp_path: Path) -> None:
+    at_limit = b'{"text": "x", "m": ' + b"[" * 63 + b"]" * 63 + b"}"  # 64 levels with the record itself
+    brackets = _j({"text": "[" * 500 + " not structure " + "{" * 500})
+    pair = b'{"text": "smile \\ud83d\\ude00", "k\\u00e9": "caf\\u00e9"}'
+    items = list(read_source(_write(tmp_path / "a.jsonl", [at_limit, brackets, pair])))
+    assert all(isinstance(i, Good) for i in items), [getattr(i, "reason", "") for i in items]
+    assert items[2].record == {"id": None, "text": "smile 😀", "meta": {"ké": "café"}}
