@@ -29,6 +29,10 @@ class Settings:
     quote_ttl_s: int = 900
     secret: str = ""
     extra: dict = field(default_factory=dict)
+    # ingest: the largest line, CSV record (quoted newlines included) or text file kept; larger ones
+    # are quarantined, so one runaway field cannot take the memory
+    ingest_max_record_bytes: int = 8 << 20
+    ingest_quarantine_cap: int = 1000  # quarantine rows listed per input file; the rest are counted
 
     @property
     def store_root(self) -> str:
@@ -76,6 +80,8 @@ def load_settings(home: str | Path | None = None) -> Settings:
         quote_ttl_s=int(pick("CIYUAN_QUOTE_TTL_S", "quote_ttl_s", 900)),
         secret=os.environ.get("CIYUAN_SECRET") or conf.get("secret") or _secret(home_path),
         extra=conf,
+        ingest_max_record_bytes=int(pick("CIYUAN_INGEST_MAX_RECORD_BYTES", "ingest_max_record_bytes", 8 << 20)),
+        ingest_quarantine_cap=int(pick("CIYUAN_INGEST_QUARANTINE_CAP", "ingest_quarantine_cap", 1000)),
     )
 
 

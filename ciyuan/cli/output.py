@@ -13,7 +13,15 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from ciyuan.errors import CiyuanError
 
@@ -64,14 +72,21 @@ def errors(as_json: bool = False) -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def progress(enabled: bool = True) -> Progress:
-    """A progress bar on stderr, so ``--json`` output on stdout stays clean."""
+def progress(enabled: bool = True, unit: str = "items") -> Progress:
+    """A progress bar on stderr, so ``--json`` output on stdout stays clean.
+
+    ``unit="bytes"`` counts bytes (``12.3/45.6 MB``) and shows the time left, for work whose total is
+    known from file sizes (ingest).
+    """
+    count = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    left = [TimeRemainingColumn()] if unit == "bytes" else []
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        count,
         TextColumn("{task.fields[extra]}"),
         TimeElapsedColumn(),
+        *left,
         console=err_console,
         disable=not enabled or not err_console.is_terminal,
         transient=False,

@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from ciyuan.cli.output import JsonOpt, console, emit, errors, progress
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from ciyuan.store.ingest import IngestProgress
+
 
 def _fmt_tokens(tokens: dict) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in tokens.items()) or "-"
+
+
+def ingest_ticker(bar: Progress) -> Callable[[IngestProgress], None]:
+    """A progress callback for ingest: input bytes read of the total bytes (so Rich can show time
+    left), with records kept and items quarantined beside the bar."""
+    task = bar.add_task("ingest", total=None, extra="")
+
+    def tick(p: IngestProgress) -> None:
+        bar.update(task, total=max(p.bytes_total, 1), completed=p.bytes_read,
+                   extra=f"{p.records:,} records, {p.quarantined:,} quarantined")
+
+    return tick
 
 
 def ingest_cmd(
@@ -34,15 +53,10 @@ def ingest_cmd(
     """Read raw files into a new, immutable version; bad items go to its quarantine."""
     from ciyuan.store.ingest import ingest, parse_renames
 
-    with errors(as_json), progress(not as_json) as bar:
-        task = bar.add_task("ingest", total=None, extra="")
-
-        def tick(records: int, bad: int) -> None:
-            bar.update(task, completed=records, extra=f"{bad} quarantined")
-
+    with errors(as_json), progress(not as_json, unit="bytes") as bar:
         out = ingest(sources, dataset, fmt=fmt, text_field=text_field, id_field=id_field, license=license,
                      domain=domain, language=language, strict=strict, rename=parse_renames(rename), card=card,
-                     workers=workers, on_progress=tick)
+                     workers=workers, on_progress=ingest_ticker(bar))
 
     def render(o: dict) -> None:
         ref = f"{o['dataset']}@{o['version'][:12]}"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc  # not loaded by ``import pyarrow``: only pandas, when installed, loads it
 import pyarrow.parquet as pq
 
 from ciyuan.config import Settings, settings
@@ -60,7 +61,7 @@ class _PartWriter:
             self._rows += take
             if tokens is not None:
                 for col in [c for c in part.column_names if c.startswith("tokens__")]:
-                    self._tokens[col[len("tokens__"):]] += int(pa.compute.sum(part[col]).as_py() or 0)
+                    self._tokens[col[len("tokens__"):]] += int(pc.sum(part[col]).as_py() or 0)
             start += take
             if self._rows >= self.rows_per_file:
                 self._close()
@@ -186,6 +187,21 @@ class VersionBuilder:
         if len(self._q_buf) >= 1024:
             self._flush_quarantine()
 
+    def quarantine_unlisted(self, source: str, first_line: int, kinds: Counter[str], listed: int) -> None:
+        """Count bad items of ``source`` past the per-file cap without keeping them, and list one row
+        that says how many there were and of which kinds (the totals count every item)."""
+        n = sum(kinds.values())
+        if not n:
+            return
+        self.quarantined += n
+        self._quarantine._reasons.update(kinds)
+        by_kind = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
+        reason = (f"quarantine cap reached: {n} more bad item(s) from line {first_line} on are not listed "
+                  f"(only the first {listed} of this file are; by reason: {by_kind})")
+        self._q_buf.append({"source": source, "line": first_line, "reason": reason, "raw": b"", "summary": True})
+        if len(self._q_buf) >= 1024:
+            self._flush_quarantine()
+
     # -- flushing --------------------------------------------------------------------------------
     def _count_missing(self, records: list[dict]) -> None:
         from ciyuan.tokens import get_tokenizer
@@ -220,7 +236,7 @@ class VersionBuilder:
         if not self._q_buf:
             return
         table = pa.Table.from_pylist(self._q_buf, schema=QUARANTINE_SCHEMA)
-        self._quarantine.write(table, reasons=[q["reason"] for q in self._q_buf])
+        self._quarantine.write(table, reasons=[q["reason"] for q in self._q_buf if not q.get("summary")])
         self._q_buf = []
 
     def duplicate_ids(self) -> int:

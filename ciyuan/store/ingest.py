@@ -7,14 +7,16 @@ Readers stream (bounded memory); tokens are counted per batch with the default t
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ciyuan.config import Settings, settings
 from ciyuan.errors import CiyuanError, InvalidInput
 from ciyuan.store.builder import VersionBuilder
-from ciyuan.store.readers import Bad, Good, read_source
+from ciyuan.store.manifest import reason_kind
+from ciyuan.store.readers import Bad, Good, read_source, source_size
 
 BATCH_ROWS = 2048
 BATCH_BYTES = 4 << 20
@@ -29,6 +31,17 @@ def _expand(sources: Iterable[str]) -> list[str]:
     if not out:
         raise InvalidInput("no source given", hint="ciyuan ingest FILE... --dataset NAME")
     return out
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """Where an ingest is: records kept and items quarantined so far, and input bytes read of the total
+    (file sizes, compressed bytes for .gz/.zst), so a progress bar can show a total and time left."""
+
+    records: int
+    quarantined: int
+    bytes_read: int
+    bytes_total: int
 
 
 def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
@@ -68,6 +81,26 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def _never_raising(source: str, items: Iterator[Good | Bad]) -> Iterator[Good | Bad]:
+    """The reader's items; should a reader still fail on some input, the rest of that one file becomes
+    one quarantine row naming the error, and the other files are read (a last line of defence: every
+    known bad item is handled by the readers themselves)."""
+    line = 0
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except CiyuanError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any reader failure is reported, not raised
+            yield Bad(source, line + 1, f"reader failed: {type(exc).__name__}: {exc}; the rest of this file "
+                      "was not read", b"")
+            return
+        line = max(line, item.line)
+        yield item
 
 
 def _shown_source(source: str, given: str) -> str:
@@ -110,7 +143,7 @@ def ingest(
     rename: dict[str, str] | None = None,
     card: dict | str | Path | None = None,
     workers: int = 1,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[IngestProgress], None] | None = None,
     s: Settings | None = None,
 ) -> dict:
     """Read ``sources`` into a new version of ``dataset`` and return its summary.
@@ -118,7 +151,10 @@ def ingest(
     ``card`` is what the provider declares about the data (a mapping, or a YAML/JSON file checked
     by :func:`ciyuan.store.declared.load_card`); it is kept in ``manifest.extra.card``.
     Raises :class:`CiyuanError` when nothing good was read, or (``strict``) when anything was bad;
-    then no version is made.
+    then no version is made. A bad item never stops the ingest: it is quarantined. Each given source
+    lists at most ``s.ingest_quarantine_cap`` bad items; the rest are counted (in the totals and by
+    reason) and named by one summary row. ``on_progress`` gets an :class:`IngestProgress` after each
+    batch and once at the end.
     """
     from ciyuan.tokens import count_parallel
 
@@ -143,15 +179,43 @@ def ingest(
         builder.extra["card"] = declared
     defaults = {"domain": domain, "language": language}
 
+    cap = max(0, s.ingest_quarantine_cap)
+    sizes = [source_size(p, fmt) for p in paths]
+    read = {"done": 0, "in_source": 0, "limit": 0}
+
+    def heard(n: int) -> None:
+        read["in_source"] = min(read["limit"], read["in_source"] + n)
+
     def items() -> Iterator[Good | Bad]:
         shown: dict[str, str] = {}
-        for p in paths:
-            for item in read_source(p, fmt=fmt, text_field=text_field, id_field=id_field):
+        for p, size in zip(paths, sizes, strict=True):
+            read["in_source"], read["limit"] = 0, size
+            listed = 0
+            unlisted: Counter[str] = Counter()
+            first_unlisted = 0
+            for item in _never_raising(p, read_source(p, fmt=fmt, text_field=text_field, id_field=id_field,
+                                                      max_line_bytes=s.ingest_max_record_bytes, on_bytes=heard)):
                 if isinstance(item, Good):  # records carry the file's name, not where it sat on this machine
                     if item.source not in shown:
                         shown[item.source] = _shown_source(item.source, p)
                     item = Good(shown[item.source], item.line, item.record)
+                elif listed >= cap:  # past the cap: counted by kind, not kept
+                    if not unlisted:
+                        first_unlisted = item.line
+                    unlisted[reason_kind(item.reason)] += 1
+                    continue
+                else:
+                    listed += 1
                 yield item  # the quarantine keeps the full path: it is the provider's, to find the line
+            builder.quarantine_unlisted(p, first_unlisted, unlisted, listed)
+            read["done"] += size
+            read["in_source"] = 0
+
+    def report() -> None:
+        if on_progress:
+            total = sum(sizes)
+            on_progress(IngestProgress(builder.records, builder.quarantined,
+                                       min(total, read["done"] + read["in_source"]), total))
 
     pending: deque[list[dict]] = deque()
 
@@ -166,8 +230,8 @@ def ingest(
             for rec, n in zip(batch, counts, strict=True):
                 rec["tokens"][tokenizer] = n
                 builder.add(rec)
-            if on_progress:
-                on_progress(builder.records, builder.quarantined)
+            report()
+        report()
         if builder.records == 0:
             raise InvalidInput(
                 f"nothing good was read from {', '.join(paths)} ({builder.quarantined} bad item(s))",
