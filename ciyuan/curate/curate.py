@@ -10,7 +10,7 @@ from pathlib import Path
 from ciyuan.config import settings
 from ciyuan.curate.executor import Progress, make_executor, read_shard, run_recipe
 from ciyuan.curate.recipes import load_recipe, recipe_sha256
-from ciyuan.curate.steps import REJECTED
+from ciyuan.curate.steps import REJECTED, rejection_code
 
 
 def work_dir(parent_id: str, sha: str) -> Path:
@@ -66,8 +66,9 @@ def curate(
                 if rej is None:
                     builder.add(rec)
                 else:
-                    rec["meta"].setdefault("curation", {})["rejected_rule"] = rej.get("rule")
-                    builder.reject(rec, rej["step"], rej["reason"])
+                    code = rej.get("code") or rejection_code(rej["step"], rej.get("rule"))
+                    rec["meta"].setdefault("curation", {})["rejected_code"] = code
+                    builder.reject(rec, rej["step"], rej["reason"], code=code)
             if on_progress:
                 on_progress("write version", i + 1, len(shards))
         # what the provider declared (licence, domain, language, card) still describes the curated data

@@ -98,6 +98,6 @@ class LangId(Step):
         self.stats.counters[lang] += 1
         curation_meta(record)  # every curated record carries the block, even when nothing changed
         if self.languages and lang not in self.languages:
-            self.reject(record, "language", f"language {lang} not in {','.join(self.languages)}")
+            self.reject(record, f"language_{lang}", f"language {lang} not in {','.join(self.languages)}")
         elif score < self.min_score:
             self.reject(record, "low_score", f"language score {score:.2f} < {self.min_score} ({lang})")
