@@ -91,14 +91,14 @@ def show_cmd(
     quarantine: bool = typer.Option(False, "--quarantine", help="List the input items that were quarantined."),
     reason: str | None = typer.Option(
         None, "--reason",
-        help="Only rejections with this code or code prefix (quality, quality.c4_curly_bracket, exact_dedup) "
-             "or whose reason contains this text.",
+        help="Only rejections with this code, code prefix or rule (quality, quality.c4_curly_bracket, "
+             "exact_dedup, low_score); other text is looked for in the reasons.",
     ),
     limit: int = typer.Option(50, "--limit", help="At most this many items."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Summary of a version (counts, tokens, quarantine and rejections by reason), or its rejected items."""
-    from ciyuan.curate.codes import code_matches
+    from ciyuan.curate.codes import code_matches, is_code_query
     from ciyuan.store import list_versions, resolve
 
     with errors(as_json):
@@ -111,7 +111,9 @@ def show_cmd(
                 step = rec.get("_rejected", {}).get("step") if rejected else None
                 code = _rejection_code(rec) if rejected else None
                 full = f"{step}: {why}" if step else (why or "")
-                if reason and not (code and code_matches(code, reason)) and reason.lower() not in full.lower():
+                if reason and not (
+                    code_matches(code, reason) if code and is_code_query(reason) else reason.lower() in full.lower()
+                ):
                     continue
                 if rejected:
                     items.append({"id": rec["id"], "step": step, "code": code, "reason": why,
