@@ -59,8 +59,14 @@ def test_every_code_curate_prints_is_found_by_show_report_and_summary(dataset, t
     for step in steps:  # a step name is a prefix of its codes
         want = sum(n for c, n in codes.items() if c.startswith(step + "."))
         assert len(cli("show", ref, "--rejected", "--reason", step, "--limit", "100000")["items"]) == want
-    # the version summary counts by code (what the card and the API print too)
+    # the version summary counts by code, and so does the Croissant card the API serves
     assert cli("show", ref)["rejected_by_reason"] == dict(codes)
+    from ciyuan.appraise.card import build_card
+    from ciyuan.store import resolve
+
+    v = resolve(ref)
+    card = json.dumps(build_card(v.to_dict(), v.manifest), ensure_ascii=False)
+    assert all(f'\\"{c}\\"' in card for c in codes)  # inside rai:dataPreprocessingProtocol
     html_path = tmp_path / "r.html"
     rep = cli("report", ref, "--out", str(html_path))
     assert printed_codes(rep) == codes
