@@ -11,8 +11,13 @@ then the CJK keep rate over the English one for the pages they translate, and MB
 
 Input: Debian's man pages. On a machine without them:
 
-    apt-get update && apt-get install -y man-db manpages manpages-zh manpages-ja
+    apt-get update && apt-get install -y groff-base manpages manpages-zh manpages-ja
     (the Korean pages come with the programs: xz-utils, psmisc, passwd, man-db, login)
+
+or, to leave the machine's man pages alone, unpack the translations elsewhere:
+
+    apt-get download manpages-zh manpages-ja && for f in manpages-*.deb; do dpkg -x $f /tmp/mp; done
+    .venv/bin/python bench/bench_fairness.py --translations /tmp/mp/usr/share/man
 
     .venv/bin/python bench/bench_fairness.py [--recipe text-pretrain] [--json]
 
@@ -35,7 +40,7 @@ from pathlib import Path
 
 MAN = Path(os.environ.get("CIYUAN_BENCH_MANDIR", "/usr/share/man"))
 LOCALES = {"zh_CN": "zh", "zh_TW": "zh", "ja": "ja", "ko": "ko"}
-HOW = "apt-get update && apt-get install -y man-db manpages manpages-zh manpages-ja"
+HOW = "apt-get update && apt-get install -y groff-base manpages manpages-zh manpages-ja"
 
 
 def _render(path: Path) -> str:
@@ -52,12 +57,12 @@ def _render(path: Path) -> str:
     return out.stdout.decode("utf-8", "replace")
 
 
-def _pages() -> list[tuple[str, str, Path]]:
+def _pages(translations: Path = MAN) -> list[tuple[str, str, Path]]:
     """(language, page name, path): every translated page with an English original, and those originals."""
     found: list[tuple[str, str, Path]] = []
     english: dict[str, Path] = {}
     for loc, lang in LOCALES.items():
-        root = MAN / loc
+        root = translations / loc
         if not root.is_dir():
             continue
         for p in sorted(root.glob("man*/*")):
@@ -71,11 +76,11 @@ def _pages() -> list[tuple[str, str, Path]]:
     return found
 
 
-def load_corpus(cache: Path) -> list[dict]:
+def load_corpus(cache: Path, translations: Path = MAN) -> list[dict]:
     """Records (id, text, meta.source_language, meta.page), rendered once and cached by file content."""
     cache.mkdir(parents=True, exist_ok=True)
     records, seen_files, seen_texts = [], set(), set()
-    for lang, name, path in _pages():
+    for lang, name, path in _pages(translations):
         real = path.resolve()
         if (lang, real) in seen_files:
             continue
@@ -152,6 +157,11 @@ def run(records: list[dict], recipe: str, repeat: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="text-pretrain")
+    ap.add_argument(
+        "--translations",
+        default=str(MAN),
+        help="man root holding zh_CN/, zh_TW/, ja/, ko/ (English originals always come from " + str(MAN) + ")",
+    )
     ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "ciyuan-bench-fairness"))
     ap.add_argument("--repeat", type=int, default=2, help="timing runs (the best CPU time is reported)")
     ap.add_argument("--json", action="store_true")
@@ -160,7 +170,7 @@ def main() -> int:
     if shutil.which("groff") is None:
         print(f"SKIPPED: `groff` is not installed. To run: {HOW}")
         return 0
-    records = load_corpus(Path(args.cache))
+    records = load_corpus(Path(args.cache), Path(args.translations))
     langs = Counter(r["meta"]["source_language"] for r in records)
     if not any(langs.get(k) for k in ("zh", "ja", "ko")) or not langs.get("en"):
         print(f"SKIPPED: no translated man pages with English originals under {MAN}. To get them: {HOW}")

@@ -74,3 +74,25 @@ def test_parallel_man_pages_of_this_machine(tmp_path):
     for lang, d in res["by_language"].items():
         assert d["keep_rate"] >= 0.5, (lang, d)
     assert res["cjk_over_en"] >= 0.8, res
+
+
+def test_two_script_text_counts_the_stop_words_of_both():
+    # a Chinese page whose option names and licence are English: either list's stop words count
+    text = "\n".join(
+        ["dirname - 去除文件名的最后一个组成部分。", "将每个名称的最后一个组成部分移除并输出。"]
+        + [f"--option-{i} value-{i} enable mode-{i} print output-{i} line-{i}" for i in range(12)]
+    )
+    step = make_step("quality", {"score_only": True})
+    for lang in ("en", "zh"):
+        out = run_steps([{"id": lang, "text": text, "meta": {"language": lang}}], [step])
+        assert "gopher_stop_words" not in out[0]["meta"].get("quality_failed", []), lang
+
+
+def test_urls_and_paths_do_not_outweigh_chinese():
+    from ciyuan.curate.steps.langid import detect
+
+    text = (
+        "GNU coreutils 的在线帮助：<https://www.gnu.org/software/coreutils/dirname>\n"
+        "请向 <https://translationproject.org/team/zh_CN.html> 报告翻译错误。"
+    )
+    assert detect(text)[0] == "zh"

@@ -139,6 +139,7 @@ def _repetition(ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int])
     return out
 
 
+_HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WIDE_RE = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
@@ -284,10 +285,21 @@ class Quality(Step):
                 )
                 stops = STOP_WORDS.get(lang or ("en" if not cjk else "zh"))
                 if stops is not None and self.min_stop_words:
+                    need = self.min_stop_words
                     if cjk and lang == "zh":
-                        found = _count_zh_stops(text, stops, self.min_stop_words)
+                        found = _count_zh_stops(text, stops, need)
                     else:  # spaced words, or Japanese script runs (a particle is a kana run of its own)
-                        found = _count_stops(ws, stops, self.min_stop_words)
+                        found = _count_stops(ws, stops, need)
+                    if found < need:  # text in two scripts: the other script's stop words count too
+                        if cjk:
+                            found += _count_stops(ws, STOP_WORDS["en"], need - found)
+                        elif _HAN_RE.search(text):
+                            other = guess_cjk_lang(text)
+                            found += (
+                                _count_zh_stops(text, STOP_WORDS["zh"], need - found)
+                                if other == "zh"
+                                else _count_stops(words(text, "ja"), STOP_WORDS["ja"], need - found)
+                            )
                     check(
                         found >= self.min_stop_words,
                         "gopher_stop_words",
