@@ -213,7 +213,7 @@ def render_html(rep: dict) -> str:
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child,td.r{{text-align:left}} svg{{font-size:12px;display:block;margin:1em 0}}
+td:first-child,th:first-child,td.r,th.r{{text-align:left}} svg{{font-size:12px;display:block;margin:1em 0}}
 code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 </style></head><body>
 <h1>{esc(t("title"))}</h1>
@@ -222,11 +222,12 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 {kept_line} ({esc(t("listed_by"))} <code>ciyuan show {ref} --rejected --reason CODE</code>).</p>
 <h2>{esc(t("steps"))}</h2>
 <table><tr><th>{esc(t("step"))}</th><th>{esc(t("seen"))}</th><th>{esc(t("kept"))}</th><th>{esc(t("rejected"))}</th>
-<th>{esc(t("changed"))}</th><th>{esc(t("tokens_removed"))}</th><th>{esc(t("rejected_by_code"))}</th></tr>{"".join(rows)}</table>
+<th>{esc(t("changed"))}</th><th>{esc(t("tokens_removed"))}</th><th class=r>{esc(t("rejected_by_code"))}</th></tr>
+{"".join(rows)}</table>
 <p><small>{esc(t("tokens_note"))}</small></p>
 <h2>{esc(t("by_language"))}</h2>
 <table><tr><th>{esc(t("language"))}</th><th>{esc(t("records"))}</th><th>{esc(t("kept"))}</th><th>{esc(t("rejected"))}</th>
-<th>{esc(t("keep_rate"))}</th><th>{esc(t("top_codes"))}</th></tr>{"".join(lang_rows)}</table>
+<th>{esc(t("keep_rate"))}</th><th class=r>{esc(t("top_codes"))}</th></tr>{"".join(lang_rows)}</table>
 <p><small>{esc(t("by_language_note"))}</small></p>
 <h2>{esc(t("kept_data"))}</h2>
 {_hist_chart(rep["token_lengths"], t("tokens_per_record"))}
