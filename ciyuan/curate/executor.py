@@ -12,6 +12,12 @@ its own shard's part of a plan.
 Every shard job is a pure function of (recipe, stage, shard, plans), so the local process pool and
 Ray Data give byte-identical intermediate shards, and a killed run can ``resume`` from the shard
 files already written (each is published by an atomic rename, statistics last).
+
+Progress: every stage (and every scan round) reports :class:`ProgressEvent` with its record and
+shard totals (from the Parquet footers) up front, then records read batch by batch inside each
+shard and shards finished. In-process jobs call the driver's tracker directly; jobs in worker
+processes or Ray tasks write their count to a file per shard that a driver thread reads. Progress
+never touches what a job writes, so it cannot change a version id.
 """
 
 from __future__ import annotations
