@@ -96,3 +96,14 @@ def test_urls_and_paths_do_not_outweigh_chinese():
         "请向 <https://translationproject.org/team/zh_CN.html> 报告翻译错误。"
     )
     assert detect(text)[0] == "zh"
+
+
+def test_length_can_count_a_cjk_character_as_two():
+    zh = "风机齿轮箱油温偏高，已更换滤芯并复测。" * 6  # 114 characters: as much as ~250 Latin letters
+    plain = make_step("length", {"min_chars": 200})
+    fair = make_step("length", {"min_chars": 200, "cjk_char_weight": 2})
+    assert "_rejected" in run_steps([{"id": "a", "text": zh}], [plain])[0]
+    assert "_rejected" not in run_steps([{"id": "a", "text": zh}], [fair])[0]
+    en = "x" * 150
+    assert "_rejected" in run_steps([{"id": "b", "text": en}], [fair])[0]  # Latin text is counted as before
+    assert load_recipe("text-pretrain")["steps"][-1]["params"]["cjk_char_weight"] == 2
