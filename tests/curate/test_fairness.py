@@ -106,4 +106,3 @@ def test_length_can_count_a_cjk_character_as_two():
     assert "_rejected" not in run_steps([{"id": "a", "text": zh}], [fair])[0]
     en = "x" * 150
     assert "_rejected" in run_steps([{"id": "b", "text": en}], [fair])[0]  # Latin text is counted as before
-    assert load_recipe("text-pretrain")["steps"][-1]["params"]["cjk_char_weight"] == 2
