@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from ciyuan.cli.output import JsonOpt, console, emit, errors, progress
+from ciyuan.cli.output import JsonOpt, console, emit, err_console, errors
+
+if TYPE_CHECKING:
+    from ciyuan.curate.executor import ProgressEvent
+
+
+def _stage_bars(enabled: bool) -> Progress:
+    """One bar per curation stage on stderr: records read of the stage's total, shards, time left."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records  {task.fields[extra]}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not enabled or not err_console.is_terminal,
+        transient=False,
+    )
 
 
 def curate_cmd(
@@ -22,20 +50,21 @@ def curate_cmd(
     """Run a recipe over a version and make a new version; rejected records keep step and reason."""
     from ciyuan.curate.curate import curate
 
-    with errors(as_json), progress(not as_json) as bar:
+    with errors(as_json), _stage_bars(not as_json) as bar:
         tasks: dict[str, int] = {}
 
-        def tick(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total, extra="")
-            bar.update(tasks[label], completed=done, total=total)
+        def tick(ev: ProgressEvent) -> None:
+            extra = f"shards {ev.shards_done}/{ev.shards}"
+            if ev.stage not in tasks:
+                tasks[ev.stage] = bar.add_task(ev.stage, total=ev.records, extra=extra)
+            bar.update(tasks[ev.stage], completed=ev.records_done, total=ev.records, extra=extra)
 
         res = curate(ref, recipe, steps=steps, executor=executor, workers=workers, resume=resume, on_progress=tick)
 
     def render(o: dict) -> None:
-        t = Table("step", "seen", "kept", "rejected", "changed", "tokens removed", "top reasons")
+        t = Table("step", "seen", "kept", "rejected", "changed", "tokens removed", "top rejection codes")
         for s in o["steps"]:
-            top = sorted(s["rejected_by_rule"].items(), key=lambda kv: -kv[1])[:3]
+            top = sorted(s["rejected_by_code"].items(), key=lambda kv: -kv[1])[:3]
             t.add_row(
                 s["step"],
                 str(s["seen"]),
@@ -52,6 +81,8 @@ def curate_cmd(
             f"tokens {o['tokens_before']} -> {o['tokens_after']} ({o['tokenizer']})"
         )
         console.print(f"report: ciyuan report {o['dataset']}@{o['version'][:12]}")
+        if o["rejected"]:
+            console.print(f"rejected records: ciyuan show {o['dataset']}@{o['version'][:12]} --rejected --reason CODE")
 
     emit(res, as_json, render)
 

@@ -90,15 +90,29 @@ def datasets_cmd(as_json: bool = JsonOpt) -> None:
     emit(rows, as_json, render)
 
 
+def _rejection_code(rec: dict) -> str:
+    """A rejected record's stable code ``step.rule``; versions curated before codes give the step."""
+    from ciyuan.curate.codes import rejection_code
+
+    cur = (rec.get("meta") or {}).get("curation") or {}
+    step = rec.get("_rejected", {}).get("step") or "?"
+    return cur.get("rejected_code") or rejection_code(step, cur.get("rejected_rule"))
+
+
 def show_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
     rejected: bool = typer.Option(False, "--rejected", help="List the records curation rejected."),
     quarantine: bool = typer.Option(False, "--quarantine", help="List the input items that were quarantined."),
-    reason: str | None = typer.Option(None, "--reason", help="Only items whose reason contains this text."),
+    reason: str | None = typer.Option(
+        None, "--reason",
+        help="Only rejections with this code, code prefix or rule (quality, quality.c4_curly_bracket, "
+             "exact_dedup, low_score); other text is looked for in the reasons.",
+    ),
     limit: int = typer.Option(50, "--limit", help="At most this many items."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Summary of a version (counts, tokens, quarantine and rejections by reason), or its rejected items."""
+    from ciyuan.curate.codes import code_matches, is_code_query
     from ciyuan.store import list_versions, resolve
 
     with errors(as_json):
@@ -109,12 +123,15 @@ def show_cmd(
             for rec in v.iter_records(partition=part):
                 why = rec.get("_rejected", {}).get("reason") if rejected else rec.get("reason")
                 step = rec.get("_rejected", {}).get("step") if rejected else None
+                code = _rejection_code(rec) if rejected else None
                 full = f"{step}: {why}" if step else (why or "")
-                if reason and reason.lower() not in full.lower():
+                if reason and not (
+                    code_matches(code, reason) if code and is_code_query(reason) else reason.lower() in full.lower()
+                ):
                     continue
                 if rejected:
-                    items.append({"id": rec["id"], "step": step, "reason": why, "text": rec.get("text"),
-                                  "meta": rec.get("meta")})
+                    items.append({"id": rec["id"], "step": step, "code": code, "reason": why,
+                                  "text": rec.get("text"), "meta": rec.get("meta")})
                 else:
                     raw = rec.get("raw") or b""
                     items.append({"source": rec["source"], "line": rec["line"], "reason": why,
@@ -125,10 +142,10 @@ def show_cmd(
                    "total": v.manifest["totals"]["rejected" if rejected else "quarantined"]}
 
             def render_items(o: dict) -> None:
-                t = Table(*(["id", "step", "reason", "text"] if rejected else ["source", "line", "reason", "raw"]))
+                t = Table(*(["id", "code", "reason", "text"] if rejected else ["source", "line", "reason", "raw"]))
                 for it in o["items"]:
                     if rejected:
-                        t.add_row(it["id"][:16], it["step"], it["reason"], (it["text"] or "")[:60])
+                        t.add_row(it["id"][:16], it["code"], it["reason"], (it["text"] or "")[:60])
                     else:
                         t.add_row(it["source"], str(it["line"]), it["reason"], it["raw"][:60])
                 console.print(t)

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from ciyuan.config import settings
-from ciyuan.curate.executor import Progress, make_executor, read_shard, run_recipe
+from ciyuan.curate.executor import BATCH_ROWS, Progress, StageTracker, make_executor, read_shard, run_recipe, shard_rows
 from ciyuan.curate.recipes import load_recipe, recipe_sha256
-from ciyuan.curate.steps import REJECTED
+from ciyuan.curate.steps import REJECTED, rejection_code
 
 
 def work_dir(parent_id: str, sha: str) -> Path:
@@ -57,19 +57,23 @@ def curate(
         s=parent.s,
     )
     changed = 0
+    tracker = StageTracker(on_progress, "write version", shard_rows(shards))
+    tracker.start()
     try:
         for i, path in enumerate(shards):
-            for rec in read_shard(path, source=False):
+            for n, rec in enumerate(read_shard(path, source=False), 1):
+                if n % BATCH_ROWS == 0:
+                    tracker.record(i, n)
                 if (rec.get("meta") or {}).get("curation", {}).get("changed_by"):
                     changed += 1
                 rej = rec.pop(REJECTED, None)
                 if rej is None:
                     builder.add(rec)
                 else:
-                    rec["meta"].setdefault("curation", {})["rejected_rule"] = rej.get("rule")
-                    builder.reject(rec, rej["step"], rej["reason"])
-            if on_progress:
-                on_progress("write version", i + 1, len(shards))
+                    code = rej.get("code") or rejection_code(rej["step"], rej.get("rule"))
+                    rec["meta"].setdefault("curation", {})["rejected_code"] = code
+                    builder.reject(rec, rej["step"], rej["reason"], code=code)
+            tracker.finish(i)
         # what the provider declared (licence, domain, language, card) still describes the curated data
         inherited = {k: v for k, v in (parent.manifest.get("extra") or {}).items() if k != "curation"}
         builder.extra = {**inherited, "curation": {"recipe": canon["name"], "steps": [s.to_dict() for s in stats]}}

@@ -12,14 +12,22 @@ its own shard's part of a plan.
 Every shard job is a pure function of (recipe, stage, shard, plans), so the local process pool and
 Ray Data give byte-identical intermediate shards, and a killed run can ``resume`` from the shard
 files already written (each is published by an atomic rename, statistics last).
+
+Progress: every stage (and every scan round) reports :class:`ProgressEvent` with its record and
+shard totals (from the Parquet footers) up front, then records read batch by batch inside each
+shard and shards finished. In-process jobs call the driver's tracker directly; jobs in worker
+processes or Ray tasks write their count to a file per shard that a driver thread reads. Progress
+never touches what a job writes, so it cannot change a version id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -46,7 +54,126 @@ _SCHEMA = pa.schema(
     ]
 )
 
-Progress = Callable[[str, int, int], None]
+PROGRESS_POLL_S = 0.5  # how often the driver reads the progress files of worker processes
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a curation run is: one stage (a group of steps, a scan round, or writing the version).
+
+    ``records`` is the number of records the stage reads (from the Parquet footers, so known
+    before it starts); ``records_done`` counts them as shard jobs read them, in steps of a batch,
+    so a stage over one big shard moves too. A stage's last event has both counts complete.
+    """
+
+    stage: str
+    shards_done: int
+    shards: int
+    records_done: int
+    records: int
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+class StageTracker:
+    """Per-record and per-shard counts of one stage, turned into :class:`ProgressEvent` calls."""
+
+    def __init__(self, on_progress: Progress | None, stage: str, rows: list[int]):
+        self.on_progress, self.stage, self.rows = on_progress, stage, rows
+        self.read = [0] * len(rows)
+        self.finished: set[int] = set()
+        self.lock = threading.Lock()
+
+    def record(self, shard: int, n: int) -> None:
+        with self.lock:
+            if shard in self.finished or n <= self.read[shard]:
+                return
+            self.read[shard] = min(n, self.rows[shard])
+            self._emit()
+
+    def finish(self, shard: int) -> None:
+        with self.lock:
+            self.finished.add(shard)
+            self.read[shard] = self.rows[shard]
+            self._emit()
+
+    def start(self) -> None:
+        with self.lock:
+            self._emit()
+
+    def _emit(self) -> None:
+        if self.on_progress:
+            self.on_progress(
+                ProgressEvent(self.stage, len(self.finished), len(self.rows), sum(self.read), sum(self.rows))
+            )
+
+
+# In-process runs (one worker) report records straight to the driver's tracker; worker processes
+# write their count to a small file per shard that a driver thread reads every PROGRESS_POLL_S.
+_LOCAL_TICK: Callable[[int, int], None] | None = None
+
+
+def _report(job: dict, n: int) -> None:
+    if _LOCAL_TICK is not None:
+        _LOCAL_TICK(job["shard"], n)
+    elif job.get("progress"):
+        with contextlib.suppress(OSError):  # progress is advisory
+            Path(job["progress"]).write_text(str(n), encoding="ascii")
+
+
+def _counted(records: Iterator[dict], job: dict) -> Iterator[dict]:
+    """Pass records through, reporting how many were read after every batch."""
+    for n, rec in enumerate(records, 1):
+        if n % BATCH_ROWS == 0:
+            _report(job, n)
+        yield rec
+
+
+class _Watch:
+    """While a stage runs, read its shard jobs' progress files into its tracker (a daemon thread)."""
+
+    def __init__(self, tracker: StageTracker, files: dict[int, str]):
+        self.tracker, self.files = tracker, files
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Watch:
+        if self.files and self.tracker.on_progress:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        for f in self.files.values():
+            Path(f).unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(PROGRESS_POLL_S):
+            for shard, f in self.files.items():
+                try:
+                    n = int(Path(f).read_text(encoding="ascii") or 0)
+                except (OSError, ValueError):
+                    continue
+                self.tracker.record(shard, n)
+
+
+class _Local:
+    """Route in-process reports of one stage to its tracker."""
+
+    def __init__(self, tracker: StageTracker):
+        self.tracker = tracker
+
+    def __enter__(self) -> _Local:
+        global _LOCAL_TICK
+        _LOCAL_TICK = self.tracker.record if self.tracker.on_progress else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _LOCAL_TICK
+        _LOCAL_TICK = None
 
 
 @dataclass
@@ -195,7 +322,7 @@ def stage_job(job: dict) -> dict:
     for i in job["steps"]:
         steps[i].reset_stats()
         chain.append(steps[i])
-    records: Iterator[dict] = read_shard(job["input"], job["source"])
+    records: Iterator[dict] = _counted(read_shard(job["input"], job["source"]), job)
     for s in chain:
         records = s(records)
     if job["final"]:
@@ -211,7 +338,7 @@ def stage_job(job: dict) -> dict:
 def scan_job(job: dict) -> Any:
     """One scan round of a global step over one shard's live (not rejected) records."""
     step = _steps_for(job["recipe"], job["key"])[job["global_step"]]
-    live = (r for r in read_shard(job["input"], job["source"]) if REJECTED not in r)
+    live = (r for r in _counted(read_shard(job["input"], job["source"]), job) if REJECTED not in r)
     return step.scan(job["round"], live, job["shard"], job["context"])
 
 
@@ -371,15 +498,19 @@ def run_recipe(
                 }
             )
         label = stage.label(recipe)
-        if on_progress:
-            on_progress(label, len(results), len(inputs))
-        for pos, res in executor.map(stage_job, jobs):
-            results[jobs[pos]["shard"]] = res
-            done_jobs += 1
-            if on_progress:
-                on_progress(label, len(results), len(inputs))
-            if stop_after is not None and done_jobs >= stop_after:
-                raise Interrupted(f"stopped after {done_jobs} shard job(s), as asked")
+        tracker = StageTracker(on_progress, label, shard_rows(inputs))
+        for i in results:
+            tracker.finished.add(i)
+            tracker.read[i] = tracker.rows[i]
+        tracker.start()
+        files = _progress_files(work, f"stage-{stage.index:02d}", jobs)
+        with _Watch(tracker, files), _Local(tracker):
+            for pos, res in executor.map(stage_job, jobs):
+                results[jobs[pos]["shard"]] = res
+                done_jobs += 1
+                tracker.finish(jobs[pos]["shard"])
+                if stop_after is not None and done_jobs >= stop_after:
+                    raise Interrupted(f"stopped after {done_jobs} shard job(s), as asked")
         by_name = {s.step: s for s in merged}
         for i in range(len(inputs)):
             for name, d in results[i]["steps"].items():
@@ -400,13 +531,31 @@ def _write_plans(step: GlobalStep, plan: dict, folder: Path, shards: int) -> Non
     (folder / "done").write_text("", encoding="utf-8")
 
 
-def _rows(paths: list[str]) -> int:
-    """Records in the shards, from their Parquet footers (an upper bound on the live ones)."""
-    total = 0
+def shard_rows(paths: list[str]) -> list[int]:
+    """Records in each shard, from its Parquet footer."""
+    out = []
     for p in paths:
         with open(p, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+            out.append(pq.ParquetFile(fh).metadata.num_rows)
+    return out
+
+
+def _rows(paths: list[str]) -> int:
+    """Records in the shards, from their Parquet footers (an upper bound on the live ones)."""
+    return sum(shard_rows(paths))
+
+
+def _progress_files(work: Path, name: str, jobs: list[dict]) -> dict[int, str]:
+    """Give every job a progress file (worker processes write their record count there)."""
+    folder = work / "progress"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for job in jobs:
+        path = folder / f"{name}-{job['shard']:05d}"
+        path.unlink(missing_ok=True)
+        job["progress"] = str(path)
+        files[job["shard"]] = str(path)
+    return files
 
 
 def _run_scans(
@@ -421,7 +570,8 @@ def _run_scans(
     on_progress: Progress | None,
 ) -> dict:
     """The global step's scan rounds and reduces; returns its plan."""
-    context, round_ = step.begin(scratch, _rows(inputs)), 0
+    rows = shard_rows(inputs)
+    context, round_ = step.begin(scratch, sum(rows)), 0
     while True:
         jobs = [
             {
@@ -437,11 +587,13 @@ def _run_scans(
             for i, p in enumerate(inputs)
         ]
         parts: list[Any] = [None] * len(jobs)
-        label = f"{step.name} scan {round_ + 1}"
-        for done, (pos, part) in enumerate(executor.map(scan_job, jobs), 1):
-            parts[pos] = part
-            if on_progress:
-                on_progress(label, done, len(jobs))
+        tracker = StageTracker(on_progress, f"{step.name} scan {round_ + 1}", rows)
+        tracker.start()
+        files = _progress_files(Path(scratch).parent, f"scan-{g:02d}-{round_}", jobs)
+        with _Watch(tracker, files), _Local(tracker):
+            for pos, part in executor.map(scan_job, jobs):
+                parts[pos] = part
+                tracker.finish(pos)
         finished, context = step.reduce(round_, parts, context)
         round_ += 1
         if finished:

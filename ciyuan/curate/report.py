@@ -11,6 +11,7 @@ import json
 import math
 from collections import Counter
 
+from ciyuan.curate.codes import rejection_code
 from ciyuan.errors import InvalidInput
 
 
@@ -35,6 +36,29 @@ def build_report(ref: str) -> dict:
         if "quality_score" in meta:
             quality.append(float(meta["quality_score"]))
         languages[meta.get("language", "unknown")] += 1
+    by_lang: dict[str, dict] = {lang: {"kept": n, "rejected": 0, "by_code": Counter()} for lang, n in languages.items()}
+    for rec in v.iter_records(columns=["meta", "step", "reason"], partition="rejected"):
+        meta = rec.get("meta") or {}
+        lang = meta.get("language", "unknown")
+        cur_meta = meta.get("curation") or {}
+        step = (rec.get("_rejected") or {}).get("step") or "?"
+        code = cur_meta.get("rejected_code") or rejection_code(step, cur_meta.get("rejected_rule"))
+        d = by_lang.setdefault(lang, {"kept": 0, "rejected": 0, "by_code": Counter()})
+        d["rejected"] += 1
+        d["by_code"][code] += 1
+    rejections_by_language = {
+        lang: {
+            "records": d["kept"] + d["rejected"],
+            "kept": d["kept"],
+            "rejected": d["rejected"],
+            "keep_rate": round(d["kept"] / (d["kept"] + d["rejected"]), 4) if d["kept"] + d["rejected"] else None,
+            "rejected_by_code": dict(d["by_code"].most_common()),
+        }
+        for lang, d in sorted(by_lang.items(), key=lambda kv: -(kv[1]["kept"] + kv[1]["rejected"]))
+    }
+    steps = cur["steps"]
+    for s in steps:  # versions curated before codes existed: derive them from the rules
+        s.setdefault("rejected_by_code", {rejection_code(s["step"], r): n for r, n in s["rejected_by_rule"].items()})
     steps = cur["steps"]
     pii: Counter = Counter()
     clusters, examples = [], {}
@@ -61,6 +85,7 @@ def build_report(ref: str) -> dict:
         "token_lengths": _histogram(token_lengths, log=True),
         "quality_scores": _histogram(quality, lo=0.0, hi=1.0, bins=10),
         "languages": dict(languages.most_common(15)),
+        "rejections_by_language": rejections_by_language,
         "pii": dict(sorted(pii.items())),
         "duplicate_clusters": sorted(clusters, key=lambda c: -c["size"])[:10],
     }
@@ -127,12 +152,23 @@ def render_html(rep: dict, lang: str = "en") -> str:
 
     rows = []
     for s in rep["steps"]:
-        reasons = ", ".join(
-            f'<code translate="no">{esc(k)}</code>: {v}' for k, v in s.get("rejected_by_rule", {}).items()
-        )
+        codes = s.get("rejected_by_code") or {rejection_code(s["step"], r): n for r, n in s["rejected_by_rule"].items()}
+        reasons = ", ".join(f'<code translate="no">{esc(k)}</code>: {v}' for k, v in codes.items())
         rows.append(
             f"<tr><td>{esc(step_name(s['step']))}</td><td>{s['seen']}</td><td>{s['kept']}</td><td>{s['rejected']}</td>"
             f"<td>{s['changed']}</td><td>{s['tokens_removed']}</td><td class=r>{reasons}</td></tr>"
+        )
+    lang_rows = []
+    for code_lang, d in (rep.get("rejections_by_language") or {}).items():
+        top = ", ".join(
+            f'<code translate="no">{esc(k)}</code>: {v}' for k, v in list(d["rejected_by_code"].items())[:4]
+        )
+        rate = f"{d['keep_rate']:.0%}" if d["keep_rate"] is not None else "-"
+        name = t("cr_lang_" + code_lang)
+        name = name if name != "cr_lang_" + code_lang else code_lang
+        lang_rows.append(
+            f'<tr><td translate="no">{esc(name)}</td><td>{d["records"]}</td><td>{d["kept"]}</td>'
+            f"<td>{d['rejected']}</td><td>{rate}</td><td class=r>{top}</td></tr>"
         )
     clusters = []
     for c in rep["duplicate_clusters"]:
@@ -170,6 +206,11 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 <th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_changed"))}</th><th>{esc(t("cr_tokens_removed"))}</th>
 <th class=r>{esc(t("cr_by_rule"))}</th></tr>{"".join(rows)}</table>
 <p><small>{esc(t("cr_tokens_note"))}</small></p>
+<h2>{esc(t("cr_by_language"))}</h2>
+<table><tr><th>{esc(t("cr_language"))}</th><th>{esc(t("cr_records"))}</th><th>{esc(t("cr_kept"))}</th>
+<th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_keep_rate"))}</th><th class=r>{esc(t("cr_top_codes"))}</th></tr>
+{"".join(lang_rows)}</table>
+<p><small>{esc(t("cr_by_language_note"))}</small></p>
 <h2>{esc(t("cr_kept_data"))}</h2>
 {_hist_chart(rep["token_lengths"], t("cr_tokens_per_record"), nd)}
 {_hist_chart(rep["quality_scores"], t("cr_quality_hist"), nd)}

@@ -169,12 +169,16 @@ class VersionBuilder:
         for r in records:
             self.add(r)
 
-    def reject(self, record: dict, step: str, reason: str) -> None:
-        """Keep a record a curation step rejected, with the step and reason."""
+    def reject(self, record: dict, step: str, reason: str, code: str | None = None) -> None:
+        """Keep a record a curation step rejected, with the step and reason.
+
+        ``code`` (``step.rule``, e.g. ``quality.c4_curly_bracket``) is what ``rejected_by_reason``
+        counts by when given: the reason sentence carries measured values, so it would split counts.
+        """
         if not record.get("id"):
             record["id"] = content_id(record.get("text"), record.get("media"))
         record.setdefault("tokens", {})
-        record["_rejected"] = {"step": step, "reason": reason}
+        record["_rejected"] = {"step": step, "reason": reason, **({"code": code} if code else {})}
         self._rej_buf.append(record)
         self.rejected += 1
         if len(self._rej_buf) >= self.batch_rows:
@@ -228,7 +232,8 @@ class VersionBuilder:
         self._rejected.write(
             to_table(self._rej_buf, self.tokenizers, rejected=True),
             tokens={},
-            reasons=[f"{r['_rejected']['step']}: {r['_rejected']['reason']}" for r in self._rej_buf],
+            reasons=[r["_rejected"].get("code") or f"{r['_rejected']['step']}: {r['_rejected']['reason']}"
+                     for r in self._rej_buf],
         )
         self._rej_buf = []
 

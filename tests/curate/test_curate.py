@@ -100,7 +100,7 @@ def test_resume_after_a_crash_gives_the_same_version(dataset):
         "text-pretrain",
         workers=1,
         resume=True,
-        on_progress=lambda label, n, total: done.append((label, n, total)),
+        on_progress=lambda ev: done.append((ev.stage, ev.shards_done, ev.shards)),
     )
     assert resumed["version"] == fresh["version"]
     # the shards written before the crash were not run again: the first stage starts part-way

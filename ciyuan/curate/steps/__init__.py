@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ciyuan.curate.codes import code_matches, rejection_code
 from ciyuan.curate.steps.base import REJECTED, GlobalStep, Param, Step, StepStats
 from ciyuan.curate.steps.decontaminate import Decontaminate
 from ciyuan.curate.steps.exact_dedup import ExactDedup
@@ -15,7 +16,18 @@ from ciyuan.curate.steps.pii import Pii
 from ciyuan.curate.steps.quality import Quality
 from ciyuan.errors import InvalidInput
 
-__all__ = ["REJECTED", "GlobalStep", "Param", "Step", "StepStats", "make_step", "registry", "describe"]
+__all__ = [
+    "REJECTED",
+    "GlobalStep",
+    "Param",
+    "Step",
+    "StepStats",
+    "code_matches",
+    "describe",
+    "make_step",
+    "registry",
+    "rejection_code",
+]
 
 _STEPS: tuple[type[Step], ...] = (Normalize, LangId, Quality, Pii, ExactDedup, NearDedup, Decontaminate, Length)
 

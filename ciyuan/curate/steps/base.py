@@ -1,9 +1,11 @@
 """What every step shares: declared parameters, statistics, and the reject/changed marks.
 
 A step is a callable over an iterator of record dicts that yields every record it receives. A filter
-never drops a record: it marks it with ``record["_rejected"] = {"step", "rule", "reason"}`` so the
-executor can route it to the version's ``rejected`` partition; later steps pass marked records
-through untouched. A mapper edits the record and appends its name to
+never drops a record: it marks it with ``record["_rejected"] = {"step", "rule", "code", "reason"}`` so
+the executor can route it to the version's ``rejected`` partition; later steps pass marked records
+through untouched. ``code`` is ``step.rule`` (``quality.c4_curly_bracket``, ``langid.low_score``,
+``exact_dedup.exact_duplicate``): stable, what every listing counts by and ``--reason`` matches;
+``reason`` is the human sentence with the measured values. A mapper edits the record and appends its name to
 ``meta["curation"]["changed_by"]``.
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ciyuan.curate.codes import rejection_code
 from ciyuan.errors import InvalidInput
 
 REJECTED = "_rejected"
@@ -105,6 +108,7 @@ class StepStats:
             "kept": self.kept,
             "rejected": sum(self.rejected.values()),
             "rejected_by_rule": dict(sorted(self.rejected.items())),
+            "rejected_by_code": {rejection_code(self.step, r): n for r, n in sorted(self.rejected.items())},
             "changed": self.changed,
             "tokens_removed": self.tokens_removed,
             "counters": dict(sorted(self.counters.items())),
@@ -193,7 +197,7 @@ class Step:
 
     def reject(self, record: dict, rule: str, reason: str) -> None:
         """Mark ``record`` rejected by this step; it still flows on to the rejected partition."""
-        record[REJECTED] = {"step": self.name, "rule": rule, "reason": reason}
+        record[REJECTED] = {"step": self.name, "rule": rule, "code": rejection_code(self.name, rule), "reason": reason}
         self.stats.rejected[rule] += 1
         self.stats.tokens_removed += token_count(record) or 0
 

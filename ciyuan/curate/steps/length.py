@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from ciyuan.curate.steps.base import Param, Step, token_count
 from ciyuan.errors import InvalidInput
+
+# Han, kana, Hangul: one such character says about as much as two or three Latin letters
+_WIDE_RE = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 class Length(Step):
@@ -16,6 +21,13 @@ class Length(Step):
         Param("min_tokens", "int", 0, "Reject records with fewer tokens (0 disables)."),
         Param("max_tokens", "int", 0, "Reject records with more tokens (0 disables)."),
         Param("tokenizer", "str", "", "Which record['tokens'] count to use; empty = the first one counted."),
+        Param(
+            "cjk_char_weight",
+            "float",
+            1.0,
+            "How many characters a Chinese/Japanese/Korean character counts as in min_chars/max_chars "
+            "(2 = display width: a limit set for Latin text then asks CJK text for as much content).",
+        ),
     )
 
     def _tokens(self, record: dict) -> int:
@@ -34,8 +46,13 @@ class Length(Step):
         record.setdefault("tokens", {})[name] = n
         return n
 
+    def _chars(self, text: str) -> int:
+        if self.cjk_char_weight == 1.0 or text.isascii():
+            return len(text)
+        return round(len(text) + (self.cjk_char_weight - 1) * len(_WIDE_RE.findall(text)))
+
     def process(self, record: dict) -> None:
-        chars = len(record.get("text") or "")
+        chars = self._chars(record.get("text") or "")
         if self.min_chars and chars < self.min_chars:
             self.reject(record, "too_few_chars", f"length: {chars} characters < {self.min_chars}")
             return

@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 
 from ciyuan.curate.steps.base import Param, Step
-from ciyuan.curate.text import CJK_RE, SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
+from ciyuan.curate.text import SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
 from ciyuan.errors import InvalidInput
 
 STOP_WORDS: dict[str, frozenset[str]] = {
@@ -25,7 +25,8 @@ STOP_WORDS: dict[str, frozenset[str]] = {
     "fr": frozenset({"le", "la", "les", "de", "et", "est", "un", "une", "des", "que"}),
     "es": frozenset({"el", "la", "de", "que", "y", "en", "los", "se", "un", "por"}),
     "zh": frozenset({"的", "了", "是", "在", "和", "有", "也", "就", "都", "这", "与", "而"}),
-    "ja": frozenset({"の", "に", "は", "を", "た", "が", "で", "て", "と", "し"}),
+    # particles: a run of kana between kanji/katakana words, as Japanese script runs cut it
+    "ja": frozenset({"の", "に", "は", "を", "た", "が", "で", "て", "と", "し", "も", "へ", "から", "まで", "より"}),
 }
 BULLETS = ("•", "●", "○", "▪", "◦", "‣", "-", "*", "·", "–", "—")
 ELLIPSES = ("...", "…")
@@ -41,6 +42,23 @@ def _count_stops(ws: list[str], stops: frozenset[str], enough: int) -> int:
     found = 0
     for w in ws:
         if w in stops or (not w.islower() and w.lower() in stops):
+            found += 1
+            if found >= enough:
+                break
+    return found
+
+
+def _count_zh_stops(text: str, stops: frozenset[str], enough: int) -> int:
+    """Stop words among jieba's words of ``text``, segmenting lazily until ``enough`` are found.
+
+    Counting characters would find 的 inside 目的 and 是 inside 但是; jieba's words do not. Prose
+    has its two stop words in the first sentence or two, so only a text that fails segments whole.
+    """
+    from ciyuan.curate.text import _jieba
+
+    found = 0
+    for w in _jieba().cut(text, HMM=False):
+        if w in stops:
             found += 1
             if found >= enough:
                 break
@@ -121,9 +139,13 @@ def _repetition(ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int])
     return out
 
 
+_HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_WIDE_RE = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
 def _width(line: str) -> int:
-    """Display width: a CJK character carries about as much as two Latin ones."""
-    return len(line) + len(CJK_RE.findall(line))
+    """Display width: a Chinese, Japanese or Korean character carries about as much as two Latin ones."""
+    return len(line) + len(_WIDE_RE.findall(line))
 
 
 class Quality(Step):
@@ -180,7 +202,7 @@ class Quality(Step):
         Param("c4_min_words_per_line", "int", 5, "C4 line filter: fewest words in a kept line."),
         Param("fineweb_min_punct_lines_ratio", "float", 0.12, "FineWeb: fewest lines ending in punctuation."),
         Param("fineweb_max_short_lines_ratio", "float", 0.67, "FineWeb: most short lines."),
-        Param("fineweb_short_line_width", "int", 30, "FineWeb: a line narrower than this is short (CJK = 2)."),
+        Param("fineweb_short_line_width", "int", 30, "FineWeb: a line narrower than this is short (CJK, Hangul = 2)."),
         Param(
             "fineweb_max_dup_line_char_ratio",
             "float",
@@ -263,7 +285,21 @@ class Quality(Step):
                 )
                 stops = STOP_WORDS.get(lang or ("en" if not cjk else "zh"))
                 if stops is not None and self.min_stop_words:
-                    found = sum(text.count(s) for s in stops) if cjk else _count_stops(ws, stops, self.min_stop_words)
+                    need = self.min_stop_words
+                    if cjk and lang == "zh":
+                        found = _count_zh_stops(text, stops, need)
+                    else:  # spaced words, or Japanese script runs (a particle is a kana run of its own)
+                        found = _count_stops(ws, stops, need)
+                    if found < need:  # text in two scripts: the other script's stop words count too
+                        if cjk:
+                            found += _count_stops(ws, STOP_WORDS["en"], need - found)
+                        elif _HAN_RE.search(text):
+                            other = guess_cjk_lang(text)
+                            found += (
+                                _count_zh_stops(text, STOP_WORDS["zh"], need - found)
+                                if other == "zh"
+                                else _count_stops(words(text, "ja"), STOP_WORDS["ja"], need - found)
+                            )
                     check(
                         found >= self.min_stop_words,
                         "gopher_stop_words",
