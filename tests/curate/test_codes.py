@@ -71,7 +71,7 @@ def test_every_code_curate_prints_is_found_by_show_report_and_summary(dataset, t
     rep = cli("report", ref, "--out", str(html_path))
     assert printed_codes(rep) == codes
     page = html_path.read_text(encoding="utf-8")
-    assert all(f"<code>{c}</code>" in page for c in codes)
+    assert all(f'<code translate="no">{c}</code>' in page for c in codes)
 
 
 def test_report_shows_rejections_by_language(dataset, tmp_path):  # noqa: F811
@@ -91,7 +91,7 @@ def test_report_shows_rejections_by_language(dataset, tmp_path):  # noqa: F811
         merged.update(d["rejected_by_code"])
     assert merged == printed_codes(out)
     page = html_path.read_text(encoding="utf-8")
-    assert "Rejections by language" in page and "keep rate" in page
+    assert "Rejections by language" in page and "Keep rate" in page
 
 
 def test_readme_reason_examples_return_what_they_say(dataset):  # noqa: F811
