@@ -200,8 +200,8 @@ pre{{font-size:11px;white-space:pre-wrap;margin:0}}.big{{font-size:28px;font-wei
 """
 
 
-def write(ap: dict, out: str | Path) -> Path:
+def write(ap: dict, out: str | Path, lang: str = "en") -> Path:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(ap), encoding="utf-8")
+    path.write_text(render(ap, lang), encoding="utf-8")
     return path

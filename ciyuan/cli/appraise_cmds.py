@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ciyuan.cli.output import JsonOpt, console, emit, err_console, errors
+from ciyuan.cli.output import JsonOpt, LangOpt, console, emit, err_console, errors, report_lang
 
 
 def ci_text(m: dict) -> str:
@@ -52,6 +52,7 @@ def appraise_cmd(
     schedule: str | None = typer.Option(None, "--schedule", help="Token schedule (default: the home's tokenizer)."),
     features: str = typer.Option("hashed", "--features", help="Labelled-utility features: hashed | minilm | auto."),
     report: str | None = typer.Option(None, "--report", help="Also write the offline HTML report here."),
+    lang: str | None = LangOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Measure quality, uniqueness and utility, value records and suggest a price; stored with the version."""
@@ -63,13 +64,14 @@ def appraise_cmd(
         if report:
             from ciyuan.appraise.report import write
 
-            write(ap, report)
+            write(ap, report, report_lang(lang))
     emit(ap, as_json, _render)
 
 
 def appraisal_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION."),
     report: str | None = typer.Option(None, "--report", help="Write the offline HTML report here."),
+    lang: str | None = LangOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Show the stored appraisal of a version (and optionally write its HTML report)."""
@@ -80,7 +82,7 @@ def appraisal_cmd(
         if report:
             from ciyuan.appraise.report import write
 
-            write(ap, report)
+            write(ap, report, report_lang(lang))
     emit(ap, as_json, _render)
 
 

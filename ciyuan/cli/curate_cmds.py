@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ciyuan.cli.output import JsonOpt, console, emit, err_console, errors
+from ciyuan.cli.output import JsonOpt, LangOpt, console, emit, err_console, errors, report_lang
 
 if TYPE_CHECKING:
     from ciyuan.curate.executor import ProgressEvent
@@ -109,15 +109,17 @@ def steps_cmd(as_json: bool = JsonOpt) -> None:
 def report_cmd(
     ref: str = typer.Argument(..., help="NAME@VERSION made by ciyuan curate."),
     out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: report-NAME-VERSION.html)."),
+    lang: str | None = LangOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write a self-contained HTML report of what curation did to a version."""
+    """Write a self-contained HTML report of what curation did to a version, in Chinese or English."""
     from ciyuan.curate.report import build_report, render_html
 
     with errors(as_json):
+        language = report_lang(lang)
         rep = build_report(ref)
         path = out or Path(f"report-{rep['dataset']}-{rep['version'][:12]}.html")
-        path.write_text(render_html(rep), encoding="utf-8")
+        path.write_text(render_html(rep, language), encoding="utf-8")
         rep["html"] = str(path)
     emit(rep, as_json, lambda o: console.print(f"wrote {o['html']}"))
 

@@ -31,6 +31,21 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+LangOpt = typer.Option(None, "--lang", help="Language of the HTML report: zh or en (default: from $LANG, else en).")
+
+
+def report_lang(value: str | None) -> str:
+    """The report language asked for, or the one the user's locale names (``zh_CN.UTF-8`` -> zh)."""
+    import os
+
+    from ciyuan.errors import InvalidInput
+
+    if value is None:
+        loc = os.environ.get("LC_ALL") or os.environ.get("LANG") or ""
+        return "zh" if loc.lower().startswith("zh") else "en"
+    if value not in ("zh", "en"):
+        raise InvalidInput(f"--lang {value!r} is not a report language", hint="use --lang zh or --lang en")
+    return value
 
 
 def _default(o: Any):

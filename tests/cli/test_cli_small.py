@@ -98,3 +98,28 @@ def test_settle_defaults_to_this_month_and_says_when_there_are_no_sales(tmp_path
     assert "no sales from" in r.stdout and "--from" in r.stdout
     data = json.loads(_cli("settle", "--json", env=_env(tmp_path / "h")).stdout)
     assert data["statements"] == [] and data["period"]["from"].endswith("-01")
+
+
+def test_reports_are_written_in_chinese_or_english(tmp_path: Path) -> None:
+    """The CLI writes both HTML reports in the language asked for (or the locale's)."""
+    from ciyuan.data import EVAL_TEXT, MAINTENANCE_LOGS
+
+    env = _env(tmp_path / "h")
+    assert _cli("ingest", str(MAINTENANCE_LOGS), "--dataset", "d", "--rename", "lang=language", "--json",
+                env=env).returncode == 0
+    cur = json.loads(_cli("curate", "d", "--steps", "normalize,exact_dedup", "--json", env=env).stdout)
+    ref = f"d@{cur['version'][:12]}"
+    zh, en = tmp_path / "zh.html", tmp_path / "en.html"
+    assert _cli("report", ref, "--out", str(zh), "--lang", "zh", env=env).returncode == 0
+    assert _cli("report", ref, "--out", str(en), env=dict(env, LANG="en_US.UTF-8")).returncode == 0
+    assert "清洗报告" in zh.read_text(encoding="utf-8") and "Curation report" not in zh.read_text(encoding="utf-8")
+    assert "Curation report" in en.read_text(encoding="utf-8")
+    loc = tmp_path / "loc.html"
+    assert _cli("report", ref, "--out", str(loc), env=dict(env, LANG="zh_CN.UTF-8")).returncode == 0
+    assert "清洗报告" in loc.read_text(encoding="utf-8")
+    bad = _cli("report", ref, "--out", str(loc), "--lang", "fr", "--json", env=env)
+    assert bad.returncode == 2 and "--lang zh" in json.loads(bad.stdout)["error"]["hint"]
+    ap = tmp_path / "ap.html"
+    r = _cli("appraise", ref, "--eval", str(EVAL_TEXT), "--report", str(ap), "--lang", "zh", "--json", env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "估值" in ap.read_text(encoding="utf-8") or "评估" in ap.read_text(encoding="utf-8")
