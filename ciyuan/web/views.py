@@ -318,7 +318,7 @@ def selection_from_form(form: dict[str, str]) -> dict | None:
             if form.get(key):
                 conds.append({"field": field, "op": "eq", "value": form[key]})
         nf = form.get("numeric_field") or ""
-        for op, key in (("gte", "numeric_min"), ("lte", "numeric_max")):
+        for op, key in (("ge", "numeric_min"), ("le", "numeric_max")):  # the selection language's ops
             val = (form.get(key) or "").strip()
             if nf and val:
                 try:

@@ -140,6 +140,19 @@ def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
     expect(page).to_have_url(re.compile(f"/listings/{lst['id']}"))
     expect(page.get_by_test_id("who")).to_have_text("lab-a")
 
+    # a numeric range from the form is a real quote, equal to the API's ge/le selection
+    form = page.get_by_test_id("quote-form")
+    form.get_by_label("Field", exact=True).select_option("meta.severity")
+    form.get_by_label("at least").fill("2.5")
+    form.get_by_label("at most").fill("4")
+    form.get_by_role("button", name="Get quote").click()
+    expect(page.get_by_test_id("quote")).to_be_visible()
+    rid = page.get_by_test_id("quote").locator("code").first.inner_text()
+    ranged = _db(exchange, lambda s: market.get_quote(s, rid, exchange.ids["lab-a"]))
+    direct = market.create_quote(exchange.ids["lab-a"], lst["id"], {"filter": {"and": [
+        {"field": "meta.severity", "op": "ge", "value": 2.5}, {"field": "meta.severity", "op": "le", "value": 4}]}})
+    assert 0 < ranged["tokens"] == direct["tokens"] < lst["tokens"]
+
     # a filter and a budget turn into an exact quote
     form = page.get_by_test_id("quote-form")
     form.get_by_label("Domain").select_option("wind_power")

@@ -39,11 +39,14 @@ def test_quote_form_becomes_the_quote_apis_selection() -> None:
         "filter": {"and": [
             {"field": "meta.language", "op": "eq", "value": "zh"},
             {"field": "meta.domain", "op": "eq", "value": "wind_power"},
-            {"field": "meta.severity", "op": "gte", "value": 2.5},
-            {"field": "meta.severity", "op": "lte", "value": 4},
+            {"field": "meta.severity", "op": "ge", "value": 2.5},
+            {"field": "meta.severity", "op": "le", "value": 4},
         ]},
         "token_budget": 10_000,
     }  # fmt: skip
+    from ciyuan.exchange.selection import Selection
+
+    assert Selection.parse(sel).filter is not None  # the quote API's own parser takes what the form sends
     assert views.selection_from_form({}) is None
     raw = views.selection_from_form({"filter_json": '{"field": "modality", "op": "eq", "value": "text"}'})
     assert raw == {"filter": {"field": "modality", "op": "eq", "value": "text"}, "token_budget": None}
