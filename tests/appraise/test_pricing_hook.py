@@ -21,4 +21,7 @@ def test_publish_at_the_suggested_price(home):
     listing = market.publish(v.ref, provider="alice", price_per_mtok="suggested")
     ap = engine.load(v.ref)  # appraised on the way, since it had not been
     assert suggest_rate(v, "cl100k_base", "CNY") == Fraction(ap["price"]["price_per_mtok_minor"], 100)
-    assert str(ap["price"]["price_per_mtok"]) in str(listing)
+    from ciyuan.exchange.pricing import PriceSchedule
+
+    # the listing's schedule charges exactly the suggested rate (per million tokens, minor units)
+    assert PriceSchedule.from_dict(listing["price"]).price(1_000_000) == ap["price"]["price_per_mtok_minor"]

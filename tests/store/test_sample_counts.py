@@ -32,5 +32,6 @@ def test_sample_counts_equal_tiktoken_and_bad_lines_quarantined(home: Path) -> N
     assert n == out["ingest"]["records"] > 1000
     assert out["tokens"]["tokens"] == total == out["ingest"]["tokens"]["cl100k_base"]
     good_lines = sum(1 for f in sample_files(include_bad=False) for line in f.read_bytes().splitlines() if line.strip())
-    assert n + out["ingest"]["quarantined"] >= good_lines  # nothing lost
+    bad_file_lines = sum(1 for line in sample_files()[-1].read_bytes().splitlines() if line.strip())
+    assert n + out["ingest"]["quarantined"] == good_lines + bad_file_lines  # every line is kept or quarantined
     assert out["ingest"]["quarantined"] == len(planted()["bad_lines"])
