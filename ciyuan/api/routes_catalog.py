@@ -1,4 +1,4 @@
-"""Catalog: public listing search, detail and Croissant card; publishing for providers."""
+"""Catalog: public listing search, detail and Croissant card; publishing and the listing lifecycle for providers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from ciyuan.api.auth import app_settings, requires
 from ciyuan.api.errors import responses
-from ciyuan.api.schemas import ID, ListingDetail, ListingPage, PublishIn
+from ciyuan.api.schemas import ID, ListingDetail, ListingOut, ListingPage, PriceIn, PublishIn
 from ciyuan.exchange import market, tx
 from ciyuan.exchange.accounts import Principal
 
@@ -101,7 +101,7 @@ def get_listing_card(request: Request, listing_id: str = Path(pattern=ID)) -> JS
     return JSONLDResponse(card(f"{detail['dataset']}@{detail['version']}", base_url=base, s=s))
 
 
-@router.post("/listings", response_model=ListingDetail, status_code=201, responses=responses(401, 403, 404))
+@router.post("/listings", response_model=ListingDetail, status_code=201, responses=responses(401, 403, 404, 409))
 def publish(
     request: Request, body: PublishIn, who: Principal = Depends(requires(roles=("provider",), scope="listings:write"))
 ) -> dict:
@@ -118,3 +118,59 @@ def publish(
         sample=body.sample,
         s=app_settings(request),
     )
+
+
+# -- listing lifecycle (the listing's own provider, or the operator; anyone else gets 404) ---------
+
+PROVIDER = ("provider", "operator")
+
+
+@router.get("/provider/listings", response_model=list[ListingOut], responses=responses(401, 403))
+def my_listings(
+    request: Request,
+    status: str | None = Query(None, pattern="^(active|delisted)$"),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> list[dict]:
+    """The calling provider's listings, delisted ones included, with their current price version."""
+    return tx.run(lambda s: market.provider_listings(s, who.account.id, status), app_settings(request))
+
+
+@router.post(
+    "/listings/{listing_id}/prices", response_model=ListingDetail, status_code=201,
+    responses=responses(401, 403, 404, 409),
+)  # fmt: skip
+def change_price(
+    request: Request,
+    body: PriceIn,
+    listing_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> dict:
+    """A new price version: quotes made before keep the price they were made with; new quotes use this one."""
+    return market.change_price(
+        listing_id,
+        actor=who.account.id,
+        price_per_mtok=body.price_per_mtok,
+        tiers=[x.model_dump() for x in body.tiers],
+        mode=body.mode,
+        s=app_settings(request),
+    )
+
+
+@router.post("/listings/{listing_id}/delist", response_model=ListingDetail, responses=responses(401, 403, 404, 409))
+def delist(
+    request: Request,
+    listing_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> dict:
+    """Stop new quotes and orders and hide the listing from the catalog; entitlements keep working."""
+    return market.delist(listing_id, actor=who.account.id, s=app_settings(request))
+
+
+@router.post("/listings/{listing_id}/relist", response_model=ListingDetail, responses=responses(401, 403, 404, 409))
+def relist(
+    request: Request,
+    listing_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> dict:
+    """Offer a delisted listing again at its current price version."""
+    return market.relist(listing_id, actor=who.account.id, s=app_settings(request))
