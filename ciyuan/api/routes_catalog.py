@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from ciyuan.api.auth import app_settings, requires
+from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID, ListingDetail, ListingOut, ListingPage, PriceIn, PublishIn
 from ciyuan.exchange import market, tx
@@ -93,12 +93,49 @@ def get_listing_card(request: Request, listing_id: str = Path(pattern=ID)) -> JS
     Made by the appraisal layer's ``card`` (not the web module), so the API, the web page and the
     CLI give one card for one version. Its shard URLs are relative to this server's origin.
     """
-    from ciyuan.appraise.engine import card  # not `ciyuan.appraise.card`: that name is also a module
-
-    s = app_settings(request)
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
     base = f"{request.url.scheme}://{request.url.netloc}"
-    return JSONLDResponse(card(f"{detail['dataset']}@{detail['version']}", base_url=base, s=s))
+    return JSONLDResponse(market.listing_card(listing_id, base, app_settings(request)))
+
+
+PARQUET_MEDIA = "application/x-parquet"
+
+
+@router.get(
+    "/listings/{listing_id}/sample.parquet",
+    response_model=None,
+    responses={200: {"content": {PARQUET_MEDIA: {}}, "description": "the free sample as Parquet"},
+               **_json_errors(404)},
+)  # fmt: skip
+def get_sample_parquet(request: Request, listing_id: str = Path(pattern=ID)) -> Response:
+    """The free sample the card names (public, not billed): the same records as the listing's ``sample``."""
+    body, _n = market.sample_parquet(listing_id, app_settings(request))
+    return Response(body, media_type=PARQUET_MEDIA)
+
+
+@router.get(
+    "/listings/{listing_id}/shards/{name}",
+    response_model=None,
+    responses={200: {"content": {PARQUET_MEDIA: {}}, "description": "one shard of the full data"},
+               **_json_errors(401, 403, 404)},
+)  # fmt: skip
+def get_shard(
+    request: Request,
+    listing_id: str = Path(pattern=ID),
+    name: str = Path(pattern=r"^[A-Za-z0-9_-]{1,100}\.parquet$"),
+    who: Principal = Depends(principal),
+) -> StreamingResponse:
+    """A shard of the full data the card names: for buyers who paid for every record, and the provider."""
+    s = app_settings(request)
+    version, rel = market.full_data_shard(listing_id, name, who.account.id, s)
+    fs, path = version.fs(), version.path(rel)
+
+    def chunks():
+        with fs.open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                yield block
+
+    size = fs.size(path)
+    return StreamingResponse(chunks(), media_type=PARQUET_MEDIA, headers={"Content-Length": str(size)})
 
 
 @router.post("/listings", response_model=ListingDetail, status_code=201, responses=responses(401, 403, 404, 409))

@@ -521,8 +521,5 @@ def report_html(s: Settings, listing_id: str, kind: str) -> str:
 
 
 def croissant(s: Settings, listing_id: str, base_url: str) -> dict:
-    """The version's Croissant 1.0 card, made by the appraisal layer exactly as ``ciyuan card`` does."""
-    from ciyuan.appraise.engine import card
-
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
-    return card(f"{detail['dataset']}@{detail['version']}", base_url=base_url, s=s)
+    """The listing's Croissant 1.0 card, the very one ``GET /v1/listings/{id}/card`` serves."""
+    return market.listing_card(listing_id, base_url, s)
