@@ -392,15 +392,10 @@ def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: 
 
 
 def provider_page(s: Settings, who: Principal) -> dict:
-    pid, pname = who.account.id, who.account.name
+    pid = who.account.id
 
     def work(sess: Session) -> dict:
-        mine: list[dict] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = market.search(sess, limit=100, offset=offset)
-            mine += [it for it in page["items"] if it["provider"] == pname]
-            offset = page["next_offset"]
+        mine = market.provider_listings(sess, pid)  # delisted ones too, so they can be relisted
         ids = [it["id"] for it in mine]
         sold = []
         if ids:

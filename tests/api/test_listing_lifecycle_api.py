@@ -72,3 +72,34 @@ def test_another_provider_gets_404(mkt) -> None:
         assert res.status_code == 404, res.text
     assert rival.get("/v1/provider/listings").json() == []
     assert mkt.client().get(f"/v1/listings/{lid}").json()["price_version"] == 1  # unchanged
+
+
+def test_provider_page_controls_change_price_delist_and_relist(mkt) -> None:
+    """The web face: the provider page has the controls, in both languages, and they act."""
+    from ciyuan.exchange import market, tx
+
+    lid = mkt.listing["id"]
+    web = mkt.client(follow_redirects=False)
+    assert web.post("/signin", data={"key": mkt.keys["prov"], "next": "/provider"}).status_code == 303
+    page = web.get("/provider?lang=en").text
+    assert f'action="/provider/listings/{lid}/price"' in page and "Delist" in page and "price version 1" in page
+
+    res = web.post(f"/provider/listings/{lid}/price", data={"price_per_mtok": "18.00"})
+    assert res.status_code == 303 and "updated=" in res.headers["location"]
+    assert tx.run(lambda s: market.listing_detail(s, lid))["price_version"] == 2
+    bad = web.post(f"/provider/listings/{lid}/price", data={"price_per_mtok": "-1"})
+    assert "listing_error=" in bad.headers["location"]
+    assert 'data-testid="listing-error"' in web.get(bad.headers["location"]).text
+
+    assert web.post(f"/provider/listings/{lid}/delist").status_code == 303
+    page = web.get("/provider?lang=zh").text
+    assert "已下架" in page and "重新上架" in page and f'action="/provider/listings/{lid}/relist"' in page
+    assert mkt.client().get(f"/v1/listings/{lid}").status_code == 404
+    assert web.post(f"/provider/listings/{lid}/relist").status_code == 303
+    assert mkt.client().get(f"/v1/listings/{lid}").status_code == 200
+
+    # a buyer's key cannot use the controls
+    other = mkt.client(follow_redirects=False)
+    other.post("/signin", data={"key": mkt.keys["bob"], "next": "/"})
+    assert other.post(f"/provider/listings/{lid}/delist").status_code == 403
+    assert mkt.client().get(f"/v1/listings/{lid}").status_code == 200
