@@ -149,12 +149,12 @@ def publish(
 
     provider_id = tx.run(check_provider, s)
     version = resolve(ref, s)
-    tx.run(lambda sess: _refuse_second_active(sess, provider_id, version.id, version.dataset), s)
     if str(price_per_mtok).strip().lower() == "suggested":
         rate: str | Fraction = suggested_rate(version, tokenizer, currency)
     else:
         rate = price_per_mtok
-    sched = build_schedule(rate, currency, tiers, mode)
+    sched = build_schedule(rate, currency, tiers, mode)  # a bad price is a 422 whether listed or not
+    tx.run(lambda sess: _refuse_second_active(sess, provider_id, version.id, version.dataset), s)
     counts = list(version.iter_token_counts(tokenizer))
     index = selection.build_index(counts, version.iter_batches(columns=["modality", "meta"]), version.id, tokenizer)
     listing_id = "lst_" + secrets.token_hex(8)
