@@ -427,6 +427,9 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
             write_card(beside, out)
         return beside
     root = str(Path(str(v.location).removeprefix("file://")).resolve())
+    if Path(out).resolve().parent == Path(root):  # beside the shards: the relative card loads as is
+        write_card(beside, out)
+        return beside
     c = build_card(v.to_dict(), v.manifest, ap, info, local_root=root, fileset_dir=shards_dir_for(out))
     files = {Path(sh["path"]).name: f"{root}/{sh['path']}" for sh in v.manifest.get("shards", [])}
     write_card_with_shards(c, out, files)
