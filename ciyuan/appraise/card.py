@@ -257,6 +257,9 @@ def write_card_with_shards(card: dict, out: str | Path, shard_files: dict[str, s
     path = write_card(card, out)
     folder = path.parent / shards_dir_for(path)
     folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():  # links of an earlier export (another version) would be read too
+        if old.name not in shard_files and (old.is_symlink() or old.suffix == ".parquet"):
+            old.unlink()
     for name, target in shard_files.items():
         link = folder / name
         if link.is_symlink() or link.exists():

@@ -80,7 +80,11 @@ def appraisal_cmd(
 def card_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION."),
     out: str = typer.Option(..., "--out", "-o", help="Where to write the Croissant JSON-LD."),
-    base_url: str | None = typer.Option(None, "--base-url", help="URL prefix of the shards for remote buyers."),
+    base_url: str | None = typer.Option(
+        None, "--base-url",
+        help="URL under which you serve the version folder (shards at URL/shards/...). A listing's card, with "
+        "URLs that answer at the exchange, is GET /v1/listings/ID/card.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Export the version's Croissant 1.0 card (RAI fields, tokens and appraisal facts)."""

@@ -127,6 +127,13 @@ def test_card_out_loads_its_records_wherever_it_is_written(db_home, tmp_path: Pa
     rows = list(mlc.Dataset(str(out)).records("records"))
     ids = sorted(r["records/id"].decode() if isinstance(r["records/id"], bytes) else r["records/id"] for r in rows)
     assert ids == [f"s{i:03d}" for i in range(100)]
+    # exporting another (smaller) version to the same place reads only that version's shards
+    b2 = VersionBuilder("small", made_by={"tool": "tests"}, rows_per_shard=40)
+    for i in range(5):
+        b2.add({"id": f"t{i}", "text": f"other {i}", "tokens": {"cl100k_base": 2}})
+    v2 = b2.commit()
+    assert CliRunner().invoke(app, ["card", v2.ref, "--out", str(out)]).exit_code == 0
+    assert len(list(mlc.Dataset(str(out)).records("records"))) == 5
     # and the copy beside the version still loads, by its relative paths
     beside = Path(str(v.location)) / "croissant.json"
     assert len(list(mlc.Dataset(str(beside)).records("records"))) == 100
