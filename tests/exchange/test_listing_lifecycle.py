@@ -175,3 +175,24 @@ def test_cli_listing_lifecycle(market_env):
     tx.run(lambda s: __import__("ciyuan.exchange.accounts", fromlist=["x"]).create_account(s, "rival", "provider"))
     res = _cli("listing", "delist", lid, "--provider", "rival", "--json")
     assert res.exit_code == 2 and json.loads(res.stdout)["error"]["code"] == "not_found"
+
+
+def test_concurrent_publishes_of_one_version_make_one_listing(market_env):
+    """Racing publishers: the partial unique index and the re-check in the writing unit leave exactly one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.exchange.conftest import make_version
+
+    v = make_version("raced", n=60)
+
+    def attempt(i: int) -> str:
+        try:
+            return market.publish(v.ref, provider="prov", price_per_mtok=f"{10 + i}.00", sample=0)["id"]
+        except Conflict as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(attempt, range(4)))
+    won = [r for r in results if r.startswith("lst_")]
+    assert len(won) == 1 and sorted(r for r in results if not r.startswith("lst_")) == ["already_listed"] * 3
+    assert [it["id"] for it in tx.run(lambda s: market.search(s, q="raced"))["items"]] == won
