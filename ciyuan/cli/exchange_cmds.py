@@ -177,8 +177,9 @@ def listing_list_cmd(
         rows = tx.run(lambda s: market.provider_listings(s, provider, status))
 
     def render(rs: list[dict]) -> None:
-        t = Table("dataset@version", "provider", "status", "price ver.", "per Mtok", "tokens")
-        t.columns.insert(0, Column("listing", no_wrap=True))  # ids stay whole and copyable
+        # ids, states and prices stay whole (copyable); the dataset column gives way on narrow terminals
+        t = Table(Column("listing", no_wrap=True), "dataset@version", "provider", Column("status", no_wrap=True),
+                  "price ver.", Column("per Mtok", no_wrap=True), "tokens")  # fmt: skip
         for r in rs:
             price = f"{r['price_per_mtok']} {r['currency']}"
             t.add_row(r["id"], f"{r['dataset']}@{r['version'][:12]}", r["provider"], r["status"],
