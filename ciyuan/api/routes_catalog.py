@@ -1,13 +1,13 @@
-"""Catalog: public listing search, detail and Croissant card; publishing for providers."""
+"""Catalog: public listing search, detail and Croissant card; publishing and the listing lifecycle for providers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from ciyuan.api.auth import app_settings, requires
+from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
-from ciyuan.api.schemas import ID, ListingDetail, ListingPage, PublishIn
+from ciyuan.api.schemas import ID, ListingDetail, ListingOut, ListingPage, PriceIn, PublishIn
 from ciyuan.exchange import market, tx
 from ciyuan.exchange.accounts import Principal
 
@@ -93,15 +93,52 @@ def get_listing_card(request: Request, listing_id: str = Path(pattern=ID)) -> JS
     Made by the appraisal layer's ``card`` (not the web module), so the API, the web page and the
     CLI give one card for one version. Its shard URLs are relative to this server's origin.
     """
-    from ciyuan.appraise.engine import card  # not `ciyuan.appraise.card`: that name is also a module
-
-    s = app_settings(request)
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
     base = f"{request.url.scheme}://{request.url.netloc}"
-    return JSONLDResponse(card(f"{detail['dataset']}@{detail['version']}", base_url=base, s=s))
+    return JSONLDResponse(market.listing_card(listing_id, base, app_settings(request)))
 
 
-@router.post("/listings", response_model=ListingDetail, status_code=201, responses=responses(401, 403, 404))
+PARQUET_MEDIA = "application/x-parquet"
+
+
+@router.get(
+    "/listings/{listing_id}/sample.parquet",
+    response_model=None,
+    responses={200: {"content": {PARQUET_MEDIA: {}}, "description": "the free sample as Parquet"},
+               **_json_errors(404)},
+)  # fmt: skip
+def get_sample_parquet(request: Request, listing_id: str = Path(pattern=ID)) -> Response:
+    """The free sample the card names (public, not billed): the same records as the listing's ``sample``."""
+    body, _n = market.sample_parquet(listing_id, app_settings(request))
+    return Response(body, media_type=PARQUET_MEDIA)
+
+
+@router.get(
+    "/listings/{listing_id}/shards/{name}",
+    response_model=None,
+    responses={200: {"content": {PARQUET_MEDIA: {}}, "description": "one shard of the full data"},
+               **_json_errors(401, 403, 404)},
+)  # fmt: skip
+def get_shard(
+    request: Request,
+    listing_id: str = Path(pattern=ID),
+    name: str = Path(pattern=r"^[A-Za-z0-9_-]{1,100}\.parquet$"),
+    who: Principal = Depends(principal),
+) -> StreamingResponse:
+    """A shard of the full data the card names: for buyers who paid for every record, and the provider."""
+    s = app_settings(request)
+    version, rel = market.full_data_shard(listing_id, name, who.account.id, s)
+    fs, path = version.fs(), version.path(rel)
+
+    def chunks():
+        with fs.open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                yield block
+
+    size = fs.size(path)
+    return StreamingResponse(chunks(), media_type=PARQUET_MEDIA, headers={"Content-Length": str(size)})
+
+
+@router.post("/listings", response_model=ListingDetail, status_code=201, responses=responses(401, 403, 404, 409))
 def publish(
     request: Request, body: PublishIn, who: Principal = Depends(requires(roles=("provider",), scope="listings:write"))
 ) -> dict:
@@ -118,3 +155,59 @@ def publish(
         sample=body.sample,
         s=app_settings(request),
     )
+
+
+# -- listing lifecycle (the listing's own provider, or the operator; anyone else gets 404) ---------
+
+PROVIDER = ("provider", "operator")
+
+
+@router.get("/provider/listings", response_model=list[ListingOut], responses=responses(401, 403))
+def my_listings(
+    request: Request,
+    status: str | None = Query(None, pattern="^(active|delisted)$"),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> list[dict]:
+    """The calling provider's listings, delisted ones included, with their current price version."""
+    return tx.run(lambda s: market.provider_listings(s, who.account.id, status), app_settings(request))
+
+
+@router.post(
+    "/listings/{listing_id}/prices", response_model=ListingDetail, status_code=201,
+    responses=responses(401, 403, 404, 409),
+)  # fmt: skip
+def change_price(
+    request: Request,
+    body: PriceIn,
+    listing_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> dict:
+    """A new price version: quotes made before keep the price they were made with; new quotes use this one."""
+    return market.change_price(
+        listing_id,
+        actor=who.account.id,
+        price_per_mtok=body.price_per_mtok,
+        tiers=[x.model_dump() for x in body.tiers],
+        mode=body.mode,
+        s=app_settings(request),
+    )
+
+
+@router.post("/listings/{listing_id}/delist", response_model=ListingDetail, responses=responses(401, 403, 404, 409))
+def delist(
+    request: Request,
+    listing_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> dict:
+    """Stop new quotes and orders and hide the listing from the catalog; entitlements keep working."""
+    return market.delist(listing_id, actor=who.account.id, s=app_settings(request))
+
+
+@router.post("/listings/{listing_id}/relist", response_model=ListingDetail, responses=responses(401, 403, 404, 409))
+def relist(
+    request: Request,
+    listing_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
+) -> dict:
+    """Offer a delisted listing again at its current price version."""
+    return market.relist(listing_id, actor=who.account.id, s=app_settings(request))

@@ -61,11 +61,28 @@ class ListingOut(BaseModel):
     domains: list[str]
     status: str
     created_at: datetime
+    price_version: int = Field(default=1, description="the current price version (1 = the price at publishing)")
+    delisted_at: datetime | None = None
+
+
+class PriceVersionOut(BaseModel):
+    version: int
+    currency: str
+    price_per_mtok: str
+    price: PriceScheduleOut
+    created_at: datetime
 
 
 class ListingDetail(ListingOut):
     card: dict[str, Any]
     sample: list[dict[str, Any]]
+    price_history: list[PriceVersionOut] = Field(default_factory=list, description="every price version, oldest first")
+
+
+class PriceIn(Strict):
+    price_per_mtok: str = Field(max_length=40, description="e.g. '10.00', or 'suggested'")
+    tiers: list[TierIn] = Field(default_factory=list, max_length=31)
+    mode: Literal["graduated", "volume"] = "graduated"
 
 
 class ListingPage(BaseModel):
@@ -101,6 +118,7 @@ class QuoteOut(BaseModel):
     currency: str
     created_at: datetime
     expires_at: datetime
+    price_version: int = Field(default=1, description="the listing's price version this quote was priced with")
 
 
 class OrderIn(Strict):
@@ -122,6 +140,7 @@ class EntitlementOut(BaseModel):
     tokens_remaining: int
     status: str
     created_at: datetime
+    price_version: int = Field(default=1, description="the price version it was bought at")
 
 
 class OrderOut(BaseModel):

@@ -6,13 +6,22 @@ its Responsible-AI vocabulary is where a buyer looks for collection, PII and lim
 The card describes the version's Parquet shards twice: each shard as a ``cr:FileObject`` with its
 sha256 (so a buyer can verify every byte), and all of them as one ``cr:FileSet`` (``shards/*.parquet``)
 that the ``records`` RecordSet reads (fields id, modality, text, media_ref, meta and one token
-count per tokenizer). ``mlcroissant`` resolves a local FileSet against the card's own folder, so
-the card is also written into the version folder as ``croissant.json``; that copy loads as is.
-Token facts and the appraisal ride along under the ``ciyuan:`` extension namespace.
+count per tokenizer). Token facts and the appraisal ride along under the ``ciyuan:`` extension namespace.
+
+Where a card loads from (``mlcroissant`` 1.x resolves a local FileSet only against the card's own
+folder, and reads FileSet contents only from disk):
+
+* ``croissant.json`` in the version folder names the shards relative to it (``shards/...``);
+* a copy written elsewhere (``ciyuan card --out``) names each shard by its absolute path and gets a
+  folder ``<card name>.shards/`` of links to the shards beside it (:func:`write_card_with_shards`),
+  which its FileSet reads, so it loads its records wherever it is written;
+* a listing's public card (``base_url``) names each shard at the exchange (only entitled buyers may
+  fetch them) and adds the free ``sample`` as a public FileObject with its own RecordSet.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,15 +70,30 @@ CROISSANT_CONTEXT: dict[str, Any] = {
 PARQUET = "application/x-parquet"
 
 
-def _field(rs: str, name: str, dtype: str, desc: str) -> dict:
+def _field(rs: str, name: str, dtype: str, desc: str, source: dict | None = None) -> dict:
     return {
         "@type": "cr:Field",
         "@id": f"{rs}/{name}",
         "name": name,
         "description": desc,
         "dataType": dtype,
-        "source": {"fileSet": {"@id": "shards"}, "extract": {"column": name}},
+        "source": {**(source or {"fileSet": {"@id": "shards"}}), "extract": {"column": name}},
     }
+
+
+def _fields(rs: str, tokenizers: list[str], source: dict | None = None) -> list[dict]:
+    from ciyuan.store.records import token_column
+
+    out = [
+        _field(rs, "id", "sc:Text", "Record id (content hash when the source had none).", source),
+        _field(rs, "modality", "sc:Text", "text, image, audio, video or tabular.", source),
+        _field(rs, "text", "sc:Text", "The text of the record.", source),
+        _field(rs, "media_ref", "sc:Text", "Reference to media stored outside the record, if any.", source),
+        _field(rs, "meta", "sc:Text", "Record metadata as JSON text.", source),
+    ]
+    for t in tokenizers:
+        out.append(_field(rs, token_column(t), "sc:Integer", f"Token count of the text under {t}.", source))
+    return out
 
 
 def _rai(version_dict: dict, appraisal: dict | None, info: dict) -> dict:
@@ -115,15 +139,26 @@ def _agent(value: Any) -> Any:
 
 
 def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None, info: dict | None = None,
-               base_url: str | None = None) -> dict:  # fmt: skip
-    """The card as a dict. ``info`` holds seller-declared fields (description, license, creator...)."""
+               base_url: str | None = None, local_root: str | None = None, fileset_dir: str = "shards",
+               sample: dict | None = None) -> dict:  # fmt: skip
+    """The card as a dict. ``info`` holds seller-declared fields (description, license, creator...).
+
+    Shard URLs: ``base_url/<path>`` (an exchange), else ``local_root/<path>`` (absolute paths of a
+    local store), else the relative path. ``fileset_dir`` is the folder, relative to the card, its
+    FileSet reads. ``sample`` = ``{"url", "sha256", "bytes", "records"}`` adds the free sample.
+    """
     info = dict(info or {})
     name = version_dict["dataset"]
     vid = version_dict["version"]
     tokenizers = list(manifest.get("tokenizers", {}))
     files = []
     for i, s in enumerate(manifest.get("shards", [])):
-        url = f"{base_url.rstrip('/')}/{s['path']}" if base_url else s["path"]
+        if base_url:
+            url = f"{base_url.rstrip('/')}/{s['path']}"
+        elif local_root:
+            url = f"{local_root.rstrip('/')}/{s['path']}"
+        else:
+            url = s["path"]
         files.append({
             "@type": "cr:FileObject", "@id": f"shard-{i:05d}", "name": f"shard-{i:05d}",
             "contentUrl": url, "encodingFormat": PARQUET, "sha256": s["sha256"], "contentSize": f"{s['bytes']} B",
@@ -131,19 +166,31 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
     files.append({
         "@type": "cr:FileSet", "@id": "shards", "name": "shards",
         "description": "All Parquet shards of the version (zstd); each is also listed with its sha256.",
-        "encodingFormat": PARQUET, "includes": "shards/*.parquet",
+        "encodingFormat": PARQUET, "includes": f"{glob.escape(fileset_dir)}/*.parquet",
     })  # fmt: skip
-    fields = [
-        _field("records", "id", "sc:Text", "Record id (content hash when the source had none)."),
-        _field("records", "modality", "sc:Text", "text, image, audio, video or tabular."),
-        _field("records", "text", "sc:Text", "The text of the record."),
-        _field("records", "media_ref", "sc:Text", "Reference to media stored outside the record, if any."),
-        _field("records", "meta", "sc:Text", "Record metadata as JSON text."),
+    fields = _fields("records", tokenizers)
+    record_sets = [
+        {
+            "@type": "cr:RecordSet",
+            "@id": "records",
+            "name": "records",
+            "description": "One row per record of the version.",
+            "key": {"@id": "records/id"},
+            "field": fields,
+        }
     ]
-    from ciyuan.store.records import token_column
-
-    for t in tokenizers:
-        fields.append(_field("records", token_column(t), "sc:Integer", f"Token count of the text under {t}."))
+    if sample:
+        files.append({
+            "@type": "cr:FileObject", "@id": "sample-file", "name": "sample-file",
+            "description": f"The free sample: the first {sample['records']} records, public.",
+            "contentUrl": sample["url"], "encodingFormat": PARQUET, "sha256": sample["sha256"],
+            "contentSize": f"{sample['bytes']} B",
+        })  # fmt: skip
+        record_sets.append({
+            "@type": "cr:RecordSet", "@id": "sample", "name": "sample",
+            "description": "The free sample (public; the full records need an entitlement).",
+            "key": {"@id": "sample/id"}, "field": _fields("sample", tokenizers, {"fileObject": {"@id": "sample-file"}}),
+        })  # fmt: skip
     ap = appraisal or {}
     created = manifest.get("created_at") or datetime.now(UTC).isoformat()
     card: dict[str, Any] = {
@@ -163,16 +210,7 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
         **({"publisher": _agent(info["publisher"])} if info.get("publisher") else {}),
         **_rai(version_dict, appraisal, info),
         "distribution": files,
-        "recordSet": [
-            {
-                "@type": "cr:RecordSet",
-                "@id": "records",
-                "name": "records",
-                "description": "One row per record of the version.",
-                "key": {"@id": "records/id"},
-                "field": fields,
-            }
-        ],  # fmt: skip
+        "recordSet": record_sets,
         "ciyuan:version": vid,
         "ciyuan:tokens": version_dict.get("tokens", {}),
         "ciyuan:tokenizers": manifest.get("tokenizers", {}),
@@ -199,4 +237,38 @@ def write_card(card: dict, out: str | Path) -> Path:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(card, ensure_ascii=False, indent=2, default=str))
+    return path
+
+
+def shards_dir_for(out: str | Path) -> str:
+    """The folder beside a card copy that holds links to the shards: ``<card file stem>.shards``."""
+    return Path(out).stem + ".shards"
+
+
+def write_card_with_shards(card: dict, out: str | Path, shard_files: dict[str, str]) -> Path:
+    """Write a card copy and, beside it, a folder of links to the shards its FileSet reads.
+
+    ``shard_files`` maps each shard's file name to its absolute path. Symbolic links cost nothing;
+    where they cannot be made (another filesystem without symlinks) a hard link, then a copy, is used.
+    """
+    import os
+    import shutil
+
+    path = write_card(card, out)
+    folder = path.parent / shards_dir_for(path)
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():  # links of an earlier export (another version) would be read too
+        if old.name not in shard_files and (old.is_symlink() or old.suffix == ".parquet"):
+            old.unlink()
+    for name, target in shard_files.items():
+        link = folder / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        try:
+            os.symlink(target, link)
+        except OSError:
+            try:
+                os.link(target, link)
+            except OSError:
+                shutil.copyfile(target, link)
     return path

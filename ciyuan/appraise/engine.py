@@ -393,9 +393,16 @@ def register_listing(ref: str, listing_id: str, provider: str, s: Settings | Non
     return catalog(s).add(listing_id, provider, v.id, sig)
 
 
-def card(ref: str, out: str | None = None, base_url: str | None = None, s: Settings | None = None) -> dict:
-    """Croissant card of a version; written into the version folder (loadable) and to ``out``."""
-    from ciyuan.appraise.card import write_card
+def card(ref: str, out: str | None = None, base_url: str | None = None, s: Settings | None = None,
+         sample: dict | None = None) -> dict:  # fmt: skip
+    """Croissant card of a version; written into the version folder (loadable) and to ``out``.
+
+    The copy in the version folder names the shards relatively. ``base_url`` gives a card for remote
+    buyers (shards named under it, ``sample`` the public free sample). Otherwise an ``out`` copy on a
+    local store names the shards by absolute path and gets a folder of links to them beside it, so it
+    loads wherever it is written (see :mod:`ciyuan.appraise.card`).
+    """
+    from ciyuan.appraise.card import shards_dir_for, write_card, write_card_with_shards
     from ciyuan.store import resolve
 
     v = resolve(ref, s)
@@ -406,12 +413,26 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
     info = _card_info(v)
     if ap and ap.get("provider") and not info.get("provider"):
         info["provider"] = ap["provider"]
-    c = build_card(v.to_dict(), v.manifest, ap, info, base_url=base_url)
-    text = json.dumps(c, ensure_ascii=False, indent=2, default=str)
+    beside = build_card(v.to_dict(), v.manifest, ap, info)
     with v.fs().open(v.path("croissant.json"), "w") as fh:
-        fh.write(text)
-    if out:
-        write_card(c, out)
+        fh.write(json.dumps(beside, ensure_ascii=False, indent=2, default=str))
+    if base_url:
+        c = build_card(v.to_dict(), v.manifest, ap, info, base_url=base_url, sample=sample)
+        if out:
+            write_card(c, out)
+        return c
+    local = "://" not in str(v.location) or str(v.location).startswith("file://")
+    if not out or not local:
+        if out:
+            write_card(beside, out)
+        return beside
+    root = str(Path(str(v.location).removeprefix("file://")).resolve())
+    if Path(out).resolve().parent == Path(root):  # beside the shards: the relative card loads as is
+        write_card(beside, out)
+        return beside
+    c = build_card(v.to_dict(), v.manifest, ap, info, local_root=root, fileset_dir=shards_dir_for(out))
+    files = {Path(sh["path"]).name: f"{root}/{sh['path']}" for sh in v.manifest.get("shards", [])}
+    write_card_with_shards(c, out, files)
     return c
 
 

@@ -89,27 +89,31 @@ def appraisal_cmd(
 def card_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION."),
     out: str = typer.Option(..., "--out", "-o", help="Where to write the Croissant JSON-LD."),
-    base_url: str | None = typer.Option(None, "--base-url", help="URL prefix of the shards for remote buyers."),
+    base_url: str | None = typer.Option(
+        None, "--base-url",
+        help="URL under which you serve the version folder (shards at URL/shards/...). A listing's card, with "
+        "URLs that answer at the exchange, is GET /v1/listings/ID/card.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Export the version's Croissant 1.0 card (RAI fields, tokens and appraisal facts)."""
     from pathlib import Path
 
     from ciyuan.appraise import engine
-    from ciyuan.store import resolve
+    from ciyuan.appraise.card import shards_dir_for
 
     with errors(as_json):
         card = engine.card(ref, out=out, base_url=base_url)
-        v = resolve(ref)
-    beside = Path(str(v.location)) / "croissant.json"
-    if base_url is None and Path(out).resolve().parent != beside.parent.resolve():
-        # Croissant loaders find local shards relative to the card's own folder
-        err_console.print(f"note: this copy names the shards by relative paths (shards/...); to load the data "
-                          f"with mlcroissant use the card beside them, {beside}")  # fmt: skip
+    links = Path(out).parent / shards_dir_for(out)
+    if base_url is None and links.is_dir():
+        # mlcroissant reads a FileSet only from the card's own folder: the links make this copy load anywhere
+        err_console.print(f"note: the shards are linked beside the card in {links}; keep that folder with the card "
+                          f"(each shard is also named by its absolute path and sha256)")  # fmt: skip
+    shards = sum(1 for f in card["distribution"] if str(f.get("@id", "")).startswith("shard-"))
 
     def render(c: dict) -> None:
         console.print(f"[bold green]card[/] of {c['name']} written to {out} "
-                      f"({len(c['distribution']) - 1} shards, record set 'records')")  # fmt: skip
+                      f"({shards} shards, record set 'records')")  # fmt: skip
 
     emit(card, as_json, render)
 

@@ -1,17 +1,19 @@
-"""Commands of the exchange: serve, account, key, publish, ledger."""
+"""Commands of the exchange: serve, account, key, publish, listing, ledger."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from ciyuan.cli.output import JsonOpt, console, emit, errors
 
 account_app = typer.Typer(help="Market accounts: providers, buyers and the operator.", no_args_is_help=True)
 key_app = typer.Typer(help="API keys (shown once, stored only as a hash).", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger: deposits, balances, consistency check.", no_args_is_help=True)
+listing_app = typer.Typer(help="Listings: list, show, change price, delist, relist.", no_args_is_help=True)
 
 
 def serve_cmd(
@@ -132,28 +134,25 @@ def publish_cmd(
     tiers: str | None = typer.Option(None, "--tiers", help="JSON/YAML file of volume tiers."),
     license: str = typer.Option("", "--license", help="SPDX id or licence text."),
     sample: int = typer.Option(5, "--sample", help="Free sample records shown in the catalog (0-100)."),
-    provider: str | None = typer.Option(None, "--provider", help="Provider account (default: the only one)."),
+    provider: str | None = typer.Option(None, "--provider", help="Provider account that sells it (required)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Publish a version as a listing with an arbitrage-free price schedule."""
+    """Publish a version as a listing with an arbitrage-free price schedule (one active listing per version)."""
     from ciyuan.errors import InvalidInput
-    from ciyuan.exchange import accounts, market, tx
+    from ciyuan.exchange import market
     from ciyuan.exchange.pricing import load_tiers_file
 
     with errors(as_json):
+        if not provider:  # checked here, not by typer, so --json still answers JSON
+            raise InvalidInput(
+                "publish needs the provider account that sells the version",
+                hint="add --provider NAME (create one: ciyuan account create --role provider NAME)",
+                code="no_provider",
+            )
         tier_list, mode = load_tiers_file(tiers) if tiers else ([], "graduated")
-        who = provider
-        if who is None:
-            provs = [a for a in tx.run(accounts.list_accounts) if a.role == "provider"]
-            if len(provs) != 1:
-                raise InvalidInput(
-                    f"there are {len(provs)} provider accounts; say which one publishes",
-                    hint="add --provider NAME (create one: ciyuan account create --role provider NAME)",
-                )
-            who = provs[0].id
         out = market.publish(
             ref,
-            provider=who,
+            provider=provider,
             price_per_mtok=price_per_mtok,
             currency=currency,
             schedule=schedule,
@@ -171,6 +170,104 @@ def publish_cmd(
         )
 
     emit(out, as_json, render)
+
+
+def _render_listing(verb: str) -> Callable[[dict], None]:
+    def render(o: dict) -> None:
+        console.print(
+            f"[green]{verb}[/] [bold]{o['id']}[/] ({o['dataset']}@{o['version'][:12]}): {o['status']}, "
+            f"price version {o['price_version']} at {o['price_per_mtok']} {o['currency']}/Mtok"
+        )
+
+    return render
+
+
+def listing_list_cmd(
+    provider: str | None = typer.Option(None, "--provider", help="Only this provider's listings (default: all)."),
+    status: str | None = typer.Option(None, "--status", help="active | delisted (default: both)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List listings, delisted ones included, with their price version."""
+    from ciyuan.exchange import market, tx
+
+    with errors(as_json):
+        rows = tx.run(lambda s: market.provider_listings(s, provider, status))
+
+    def render(rs: list[dict]) -> None:
+        # ids, states and prices stay whole (copyable); the dataset column gives way on narrow terminals
+        t = Table(Column("listing", no_wrap=True), "dataset@version", "provider", Column("status", no_wrap=True),
+                  "price ver.", Column("per Mtok", no_wrap=True), "tokens")  # fmt: skip
+        for r in rs:
+            price = f"{r['price_per_mtok']} {r['currency']}"
+            t.add_row(r["id"], f"{r['dataset']}@{r['version'][:12]}", r["provider"], r["status"],
+                      str(r["price_version"]), price, f"{r['tokens']:,}")  # fmt: skip
+        console.print(t)
+
+    emit(rows, as_json, render)
+
+
+def listing_show_cmd(listing: str = typer.Argument(..., help="Listing id (lst_...)."), as_json: bool = JsonOpt) -> None:
+    """A listing with its price history (every price version, oldest first)."""
+    from ciyuan.exchange import market, tx
+
+    with errors(as_json):
+        out = tx.run(lambda s: market.own_listing(s, listing, None))
+
+    def render(o: dict) -> None:
+        _render_listing("listing")(o)
+        t = Table("price version", "per Mtok", "tiers", "since")
+        for p in o["price_history"]:
+            tiers = ", ".join(f"{x['from_tokens']:,}+: {x['price_per_mtok']}" for x in p["price"]["tiers"][1:]) or "—"
+            t.add_row(str(p["version"]), f"{p['price_per_mtok']} {p['currency']}", tiers,
+                      p["created_at"].isoformat(timespec="seconds"))  # fmt: skip
+        console.print(t)
+
+    emit(out, as_json, render)
+
+
+def listing_price_cmd(
+    listing: str = typer.Argument(..., help="Listing id (lst_...)."),
+    price_per_mtok: str = typer.Option(
+        ..., "--price-per-mtok", "--price", help="New price per million tokens in major units, or 'suggested'."
+    ),
+    tiers: str | None = typer.Option(None, "--tiers", help="JSON/YAML file of volume tiers."),
+    provider: str | None = typer.Option(None, "--provider", help="Act as this provider (checked against the listing)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Change a listing's price: a new price version; quotes already made keep theirs."""
+    from ciyuan.exchange import market
+    from ciyuan.exchange.pricing import load_tiers_file
+
+    with errors(as_json):
+        tier_list, mode = load_tiers_file(tiers) if tiers else ([], "graduated")
+        out = market.change_price(listing, actor=provider, price_per_mtok=price_per_mtok, tiers=tier_list, mode=mode)
+    emit(out, as_json, _render_listing("repriced"))
+
+
+def listing_delist_cmd(
+    listing: str = typer.Argument(..., help="Listing id (lst_...)."),
+    provider: str | None = typer.Option(None, "--provider", help="Act as this provider (checked against the listing)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stop selling a listing: no new quotes or orders, hidden from the catalog; entitlements keep working."""
+    from ciyuan.exchange import market
+
+    with errors(as_json):
+        out = market.delist(listing, actor=provider)
+    emit(out, as_json, _render_listing("delisted"))
+
+
+def listing_relist_cmd(
+    listing: str = typer.Argument(..., help="Listing id (lst_...)."),
+    provider: str | None = typer.Option(None, "--provider", help="Act as this provider (checked against the listing)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Offer a delisted listing again, at its current price version."""
+    from ciyuan.exchange import market
+
+    with errors(as_json):
+        out = market.relist(listing, actor=provider)
+    emit(out, as_json, _render_listing("relisted"))
 
 
 def deposit_cmd(
@@ -275,3 +372,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(account_app, name="account")
     app.add_typer(key_app, name="key")
     app.add_typer(ledger_app, name="ledger")
+    listing_app.command("list")(listing_list_cmd)
+    listing_app.command("show")(listing_show_cmd)
+    listing_app.command("price")(listing_price_cmd)
+    listing_app.command("delist")(listing_delist_cmd)
+    listing_app.command("relist")(listing_relist_cmd)
+    app.add_typer(listing_app, name="listing")

@@ -45,7 +45,6 @@ client will most likely ask for next is prepared while the current one is billed
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -182,9 +181,9 @@ def _build_plan(entitlement_id: str, s: Settings) -> Plan:
         listing = sess.get(ListingRow, ent.listing_id)
         order = sess.get(OrderRow, ent.order_id)
         result = market.entitlement_selection(sess, ent)
-        return ent, listing, order, result
+        return ent, listing, order, result, market.entitlement_schedule(sess, ent)  # the price it was bought at
 
-    ent, listing, order, result = tx.run(read, s)
+    ent, listing, order, result, price = tx.run(read, s)
     from ciyuan.exchange import selection
 
     index = selection.load_index(listing.index_location)
@@ -204,7 +203,7 @@ def _build_plan(entitlement_id: str, s: Settings) -> Plan:
         order_id=ent.order_id,
         metered=order.status == METERED,
         currency=listing.currency,
-        schedule=PriceSchedule.from_dict(json.loads(listing.price_schedule)),
+        schedule=price,
         tokenizer=ent.schedule,
         tokenizer_version=_tokenizer_version(version, ent.schedule),
         tokens=ent.tokens,

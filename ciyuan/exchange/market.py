@@ -8,6 +8,12 @@
 * An **order** pays a quote once (``Idempotency-Key``) and creates an **entitlement**: the buyer's
   right to draw exactly the quoted records and tokens. Delivery reads entitlements through
   :func:`get_entitlement`, :func:`entitlement_selection` and :func:`record_draw`.
+
+Listing lifecycle (migration 0006): one *active* listing per provider and version (publishing it
+again is a Conflict naming the listing); :func:`change_price` adds a new **price version** (a quote
+and the entitlement made from it keep the version they were priced with, see
+:func:`entitlement_schedule`); :func:`delist` stops new quotes and orders and hides the listing
+from the catalog while existing entitlements keep working; :func:`relist` offers it again.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ciyuan.exchange.pricing import PriceSchedule, build_schedule
 from ciyuan.exchange.tables import (
     AccountRow,
     EntitlementRow,
+    ListingPriceRow,
     ListingRow,
     ListingTagRow,
     OrderRow,
@@ -42,6 +49,7 @@ from ciyuan.exchange.tables import (
 
 MAX_SAMPLE = 100
 SAMPLE_TEXT_CHARS = 4000
+ACTIVE, DELISTED = "active", "delisted"
 
 
 class QuoteExpired(CiyuanError):
@@ -128,6 +136,11 @@ def publish(
     if not isinstance(license, str) or len(license) > 20_000:
         raise InvalidInput("license must be text of at most 20,000 characters", hint="give an SPDX id or text")
 
+    if not isinstance(provider, str) or not provider.strip():
+        raise InvalidInput(
+            "a provider is required to publish", hint="name the provider account: --provider NAME", code="no_provider"
+        )
+
     def check_provider(sess: Session) -> str:
         acc = get_account(sess, provider)
         if acc.role not in ("provider", "operator"):
@@ -140,7 +153,8 @@ def publish(
         rate: str | Fraction = suggested_rate(version, tokenizer, currency)
     else:
         rate = price_per_mtok
-    sched = build_schedule(rate, currency, tiers, mode)
+    sched = build_schedule(rate, currency, tiers, mode)  # a bad price is a 422 whether listed or not
+    tx.run(lambda sess: _refuse_second_active(sess, provider_id, version.id, version.dataset), s)
     counts = list(version.iter_token_counts(tokenizer))
     index = selection.build_index(counts, version.iter_batches(columns=["modality", "meta"]), version.id, tokenizer)
     listing_id = "lst_" + secrets.token_hex(8)
@@ -173,6 +187,8 @@ def publish(
     samp = _sample(version, sample)
 
     def write(sess: Session) -> dict:
+        _refuse_second_active(sess, provider_id, version.id, version.dataset)  # again, inside the writing unit
+        now = datetime.now(UTC)
         row = ListingRow(
             id=listing_id,
             provider_id=provider_id,
@@ -188,10 +204,13 @@ def publish(
             card=json.dumps(card, ensure_ascii=False, default=str),
             sample=json.dumps(samp, ensure_ascii=False, default=str),
             index_location=url,
-            status="active",
-            created_at=datetime.now(UTC),
+            status=ACTIVE,
+            created_at=now,
+            price_version=1,
         )
         sess.add(row)
+        sess.flush()
+        sess.add(_price_row(listing_id, 1, sched, now))
         for facet, counts_ in facets.items():
             for value in counts_:
                 if isinstance(value, str) and 0 < len(value) <= 100:
@@ -233,19 +252,205 @@ def _listing_dict(row: ListingRow, sess: Session, detail: bool = False) -> dict:
         "languages": sorted(card["facets"].get("language", {})),
         "domains": sorted(card["facets"].get("domain", {})),
         "status": row.status,
+        "price_version": row.price_version,
         "created_at": _aware(row.created_at),
+        "delisted_at": _aware(row.delisted_at),
     }
     if detail:
         out["card"] = card
         out["sample"] = json.loads(row.sample)
+        out["price_history"] = price_history(sess, row.id)
     return out
 
 
 def get_listing(sess: Session, listing_id: str) -> ListingRow:
     row = sess.get(ListingRow, listing_id) if isinstance(listing_id, str) and len(listing_id) <= 40 else None
-    if row is None or row.status != "active":
+    if row is None:
         raise NotFound(f"listing {listing_id} does not exist", hint="search the catalog: GET /v1/listings")
+    if row.status != ACTIVE:
+        raise NotFound(
+            f"listing {listing_id} was delisted by its provider and takes no new quotes or orders",
+            hint="search the catalog for other listings: GET /v1/listings",
+            code="listing_delisted",
+        )
     return row
+
+
+# -- listing lifecycle -----------------------------------------------------------------------------
+
+
+def _price_row(listing_id: str, version: int, sched: PriceSchedule, at: datetime) -> ListingPriceRow:
+    return ListingPriceRow(
+        listing_id=listing_id,
+        version=version,
+        currency=sched.currency,
+        price_schedule=json.dumps(sched.to_dict()),
+        base_rate_micro=int(sched.base_rate * 10**6),
+        created_at=at,
+    )
+
+
+def _refuse_second_active(sess: Session, provider_id: str, version_id: str, dataset: str,
+                          except_id: str | None = None) -> None:  # fmt: skip
+    """One active listing per provider and version: a second one would split buyers over several prices."""
+    q = select(ListingRow.id).where(
+        ListingRow.provider_id == provider_id, ListingRow.version_id == version_id, ListingRow.status == ACTIVE
+    )
+    if except_id is not None:
+        q = q.where(ListingRow.id != except_id)
+    existing = sess.execute(q).scalars().first()
+    if existing is not None:
+        raise Conflict(
+            f"version {dataset}@{version_id[:12]} is already listed by this provider as {existing}",
+            hint=f"change its price instead: ciyuan listing price {existing} --price-per-mtok AMOUNT "
+            f"(POST /v1/listings/{existing}/prices), or delist it first",
+            code="already_listed",
+        )
+
+
+def _owned(sess: Session, listing_id: str, actor: str | None, lock: bool = True) -> ListingRow:
+    """The listing if ``actor`` (an account name or id) is its provider or the operator; 404 otherwise.
+
+    ``actor=None`` is the local CLI, which runs with the database's own rights (like ``ledger deposit``).
+    """
+    acc = get_account(sess, actor) if actor is not None else None
+    row = (
+        sess.get(ListingRow, listing_id, with_for_update=lock, populate_existing=lock)
+        if isinstance(listing_id, str) and len(listing_id) <= 40
+        else None
+    )
+    if row is None or (acc is not None and acc.role != "operator" and row.provider_id != acc.id):
+        raise NotFound(
+            f"listing {listing_id} does not exist or is not yours",
+            hint="list your listings: ciyuan listing list (GET /v1/provider/listings)",
+        )
+    return row
+
+
+def own_listing(sess: Session, listing_id: str, actor: str | None) -> dict:
+    """A listing as its provider sees it, delisted or not, with its price history."""
+    return _listing_dict(_owned(sess, listing_id, actor, lock=False), sess, detail=True)
+
+
+def price_history(sess: Session, listing_id: str) -> list[dict]:
+    """Every price version of a listing, oldest first (version, base rate, schedule, since when)."""
+    rows = sess.execute(
+        select(ListingPriceRow).where(ListingPriceRow.listing_id == listing_id).order_by(ListingPriceRow.version)
+    ).scalars()
+    out = []
+    for r in rows:
+        sched = json.loads(r.price_schedule)
+        out.append({
+            "version": r.version, "currency": r.currency, "price_per_mtok": sched["tiers"][0]["price_per_mtok"],
+            "price": sched, "created_at": _aware(r.created_at),
+        })  # fmt: skip
+    return out
+
+
+def price_schedule_of(sess: Session, listing_id: str, version: int) -> PriceSchedule:
+    """The schedule of one price version (what a quote of that version was priced with)."""
+    row = sess.execute(
+        select(ListingPriceRow).where(ListingPriceRow.listing_id == listing_id, ListingPriceRow.version == version)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"listing {listing_id} has no price version {version}", hint="see its price history")
+    return PriceSchedule.from_dict(json.loads(row.price_schedule))
+
+
+def entitlement_schedule(sess: Session, ent: Entitlement) -> PriceSchedule:
+    """The price an entitlement was bought at: its quote's price version, not the listing's current one."""
+    return price_schedule_of(sess, ent.listing_id, ent.price_version)
+
+
+def change_price(
+    listing_id: str,
+    *,
+    actor: str | None,
+    price_per_mtok: str,
+    tiers: list[dict] | None = None,
+    mode: str = "graduated",
+    currency: str | None = None,
+    s: Settings | None = None,
+) -> dict:
+    """Give a listing a new price version; quotes already made keep theirs, new quotes use this one."""
+    s = s or settings()
+    head = tx.run(lambda sess: _owned(sess, listing_id, actor, lock=False), s)
+    if currency is not None and currency.strip().upper() != head.currency:
+        raise InvalidInput(
+            f"listing {listing_id} is priced in {head.currency}; a price change cannot change the currency to "
+            f"{currency.strip().upper()}",
+            hint="publish the version in the other currency as a new listing after delisting this one",
+        )
+    if str(price_per_mtok).strip().lower() == "suggested":
+        from ciyuan.store import resolve
+
+        rate: str | Fraction = suggested_rate(resolve(f"{head.dataset}@{head.version_id}", s), head.schedule,
+                                              head.currency)  # fmt: skip
+    else:
+        rate = price_per_mtok
+    sched = build_schedule(rate, head.currency, tiers, mode)
+
+    def work(sess: Session) -> dict:
+        row = _owned(sess, listing_id, actor)
+        if json.loads(row.price_schedule) == sched.to_dict():
+            raise Conflict(
+                f"listing {listing_id} already has this price (price version {row.price_version})",
+                hint="give a different --price-per-mtok or --tiers",
+                code="same_price",
+            )
+        now = datetime.now(UTC)
+        row.price_version += 1
+        row.price_schedule = json.dumps(sched.to_dict())
+        row.base_rate_micro = int(sched.base_rate * 10**6)
+        sess.add(_price_row(row.id, row.price_version, sched, now))
+        sess.flush()
+        return _listing_dict(row, sess, detail=True)
+
+    return tx.run(work, s)
+
+
+def delist(listing_id: str, *, actor: str | None, s: Settings | None = None) -> dict:
+    """Stop offering a listing: no new quotes or orders, gone from the catalog; entitlements keep working."""
+
+    def work(sess: Session) -> dict:
+        row = _owned(sess, listing_id, actor)
+        if row.status != ACTIVE:
+            raise Conflict(f"listing {listing_id} is already delisted", hint=f"relist it: ciyuan listing relist "
+                           f"{listing_id}", code="already_delisted")  # fmt: skip
+        row.status, row.delisted_at = DELISTED, datetime.now(UTC)
+        sess.flush()
+        return _listing_dict(row, sess, detail=True)
+
+    return tx.run(work, s or settings())
+
+
+def relist(listing_id: str, *, actor: str | None, s: Settings | None = None) -> dict:
+    """Offer a delisted listing again at its current price version (unless the version was listed again)."""
+
+    def work(sess: Session) -> dict:
+        row = _owned(sess, listing_id, actor)
+        if row.status == ACTIVE:
+            raise Conflict(f"listing {listing_id} is already active", hint="nothing to do", code="already_active")
+        _refuse_second_active(sess, row.provider_id, row.version_id, row.dataset, except_id=row.id)
+        row.status, row.delisted_at = ACTIVE, None
+        sess.flush()
+        return _listing_dict(row, sess, detail=True)
+
+    return tx.run(work, s or settings())
+
+
+def provider_listings(sess: Session, actor: str | None, status: str | None = None) -> list[dict]:
+    """A provider's own listings, delisted ones included (the operator and the local CLI see all), newest first."""
+    acc = get_account(sess, actor) if actor is not None else None
+    q = select(ListingRow)
+    if acc is not None and acc.role != "operator":
+        q = q.where(ListingRow.provider_id == acc.id)
+    if status is not None:
+        if status not in (ACTIVE, DELISTED):
+            raise InvalidInput(f"status {status!r} is unknown", hint=f"use {ACTIVE} or {DELISTED}")
+        q = q.where(ListingRow.status == status)
+    rows = sess.execute(q.order_by(ListingRow.created_at.desc(), ListingRow.id)).scalars()
+    return [_listing_dict(r, sess) for r in rows]
 
 
 def listing_detail(sess: Session, listing_id: str) -> dict:
@@ -279,7 +484,7 @@ def search(
     if not 1 <= limit <= 100 or offset < 0:
         raise InvalidInput("limit must be 1..100 and offset 0 or more", hint="page with offset += limit")
     L = ListingRow
-    conds = [L.status == "active"]
+    conds = [L.status == ACTIVE]
     if q:
         conds.append(L.dataset.contains(q[:200], autoescape=True))
     for facet, value in (("modality", modality), ("language", language), ("domain", domain)):
@@ -312,6 +517,98 @@ def search(
     return {"items": items, "total": total, "limit": limit, "offset": offset, "next_offset": nxt}
 
 
+# -- the public Croissant card and the files it names -----------------------------------------------
+
+
+def sample_parquet(listing_id: str, s: Settings | None = None) -> tuple[bytes, int]:
+    """The free sample as Parquet (the card's public ``sample`` file) and its record count.
+
+    Made from the sample stored at publishing, so it holds exactly what the catalog shows, and the
+    same bytes every time (the card names their sha256).
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ciyuan.store import resolve
+    from ciyuan.store.records import token_column
+
+    s = s or settings()
+    row = tx.run(lambda sess: get_listing(sess, listing_id), s)
+    recs = json.loads(row.sample)
+    tokenizers = list(resolve(f"{row.dataset}@{row.version_id}", s).manifest.get("tokenizers", {}))
+    cols: dict[str, pa.Array] = {
+        k: pa.array([r.get(k) for r in recs], pa.string()) for k in ("id", "modality", "text", "media_ref")
+    }
+    cols["meta"] = pa.array([json.dumps(r.get("meta") or {}, ensure_ascii=False, sort_keys=True) for r in recs],
+                            pa.string())  # fmt: skip
+    for tok in tokenizers:
+        cols[token_column(tok)] = pa.array([(r.get("tokens") or {}).get(tok) for r in recs], pa.int64())
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf, compression="zstd")
+    return buf.getvalue(), len(recs)
+
+
+def listing_card(listing_id: str, origin: str, s: Settings | None = None) -> dict:
+    """The listing's public Croissant card: shards named at this exchange, plus the free sample.
+
+    Every URL it names answers: ``{origin}/v1/listings/{id}`` (the listing), ``.../sample.parquet``
+    (public) and ``.../shards/<file>`` (the full data: 401 without a key, 403 unless entitled, see
+    :func:`full_data_shard`).
+    """
+    from ciyuan.appraise.engine import card  # not `ciyuan.appraise.card`: that name is also a module
+
+    s = s or settings()
+    row = tx.run(lambda sess: get_listing(sess, listing_id), s)
+    base = f"{origin.rstrip('/')}/v1/listings/{row.id}"
+    body, n = sample_parquet(listing_id, s)
+    sample = {"url": f"{base}/sample.parquet", "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body),
+              "records": n} if n else None  # fmt: skip
+    return card(f"{row.dataset}@{row.version_id}", base_url=base, s=s, sample=sample)
+
+
+def full_data_shard(listing_id: str, name: str, account_id: str, s: Settings | None = None) -> tuple[Any, str]:
+    """(version, shard path) if the account may fetch this shard of the listing's full data.
+
+    Allowed: the listing's provider, the operator, and a buyer holding a *paid* entitlement that
+    covers every record of the listing (the whole data is already paid for). A metered or partial
+    entitlement streams through delivery instead, which bills and limits it; it gets 403 here.
+    A delisted listing still serves those who bought it.
+    """
+    from ciyuan.store import resolve
+
+    s = s or settings()
+    ref = tx.run(lambda sess: _full_data_ref(sess, listing_id, account_id), s)
+    version = resolve(ref, s)  # after the unit of work: resolve opens its own
+    for sh in version.manifest.get("shards", []):
+        if sh["path"] == f"shards/{name}":
+            return version, sh["path"]
+    raise NotFound(f"listing {listing_id} has no shard {name!r}", hint="use the contentUrl values of its card")
+
+
+def _full_data_ref(sess: Session, listing_id: str, account_id: str) -> str:
+    row = sess.get(ListingRow, listing_id) if isinstance(listing_id, str) and len(listing_id) <= 40 else None
+    if row is None:
+        raise NotFound(f"listing {listing_id} does not exist", hint="search the catalog: GET /v1/listings")
+    acc = sess.get(AccountRow, account_id)
+    allowed = acc is not None and (acc.role == "operator" or acc.id == row.provider_id)
+    if not allowed:
+        allowed = sess.execute(
+            select(EntitlementRow.id)
+            .join(OrderRow, OrderRow.id == EntitlementRow.order_id)
+            .where(EntitlementRow.listing_id == row.id, EntitlementRow.buyer_id == account_id,
+                   EntitlementRow.records == row.records, OrderRow.status == "paid")  # fmt: skip
+        ).first() is not None
+    if not allowed:
+        raise Forbidden(
+            f"the full data of listing {listing_id} is for buyers who paid for all {row.records:,} of its records",
+            hint="buy the whole listing (POST /v1/quotes with no filter and no token budget, then POST /v1/orders), "
+            "or stream the records of your entitlement: GET /v1/entitlements/{id}/records",
+        )
+    return f"{row.dataset}@{row.version_id}"
+
+
 # -- quotes ----------------------------------------------------------------------------------------
 
 
@@ -326,6 +623,7 @@ def _quote_dict(row: QuoteRow) -> dict:
         "amount": row.amount,
         "amount_text": format_amount(row.amount, row.currency),
         "currency": row.currency,
+        "price_version": row.price_version,
         "created_at": _aware(row.created_at),
         "expires_at": _aware(row.expires_at),
     }
@@ -367,6 +665,7 @@ def create_quote(
             currency=listing.currency,
             created_at=t,
             expires_at=t + timedelta(seconds=s.quote_ttl_s),
+            price_version=listing.price_version,  # the price this amount was computed with
         )
         sess.add(row)
         sess.flush()
@@ -400,6 +699,7 @@ class Entitlement:
     tokens_drawn: int
     status: str
     created_at: datetime
+    price_version: int = 1
 
     @classmethod
     def of(cls, r: EntitlementRow) -> Entitlement:
@@ -417,6 +717,7 @@ class Entitlement:
             r.tokens_drawn,
             r.status,
             _aware(r.created_at),
+            r.price_version or 1,
         )
 
     def to_dict(self) -> dict:
@@ -506,8 +807,12 @@ def place_order(
                 f"quote {quote_id} expired at {_aware(quote.expires_at).isoformat()}", hint="ask for a new quote"
             )
         listing = sess.get(ListingRow, quote.listing_id)
-        if listing is None or listing.status != "active":
-            raise NotFound(f"listing {quote.listing_id} is no longer offered", hint="search the catalog")
+        if listing is None or listing.status != ACTIVE:
+            raise NotFound(
+                f"listing {quote.listing_id} was delisted and takes no new orders; quote {quote_id} cannot be paid",
+                hint="search the catalog: GET /v1/listings",
+                code="listing_delisted",
+            )
         order_id = "ord_" + secrets.token_hex(10)
         if billing == PREPAID:
             transfers = ledger.charge(
@@ -555,6 +860,7 @@ def place_order(
             tokens_drawn=0,
             status="active",
             created_at=t,
+            price_version=quote.price_version,
         )
         sess.add(ent)
         sess.flush()
@@ -647,20 +953,31 @@ __all__ = [
     "CURRENCIES",
     "Entitlement",
     "QuoteExpired",
+    "change_price",
     "create_quote",
+    "delist",
+    "entitlement_schedule",
     "entitlement_selection",
     "example_prices",
     "format_rate",
+    "full_data_shard",
     "get_entitlement",
     "get_listing",
     "get_order",
     "get_quote",
+    "own_listing",
     "list_orders",
+    "listing_card",
     "listing_detail",
     "place_order",
+    "price_history",
+    "price_schedule_of",
+    "provider_listings",
     "publish",
     "record_draw",
     "register_price_suggester",
+    "relist",
+    "sample_parquet",
     "search",
     "suggested_rate",
 ]

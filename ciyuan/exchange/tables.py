@@ -1,4 +1,4 @@
-"""ORM mappings of the exchange's tables (created by migration 0002).
+"""ORM mappings of the exchange's tables (created by migration 0002; listing lifecycle in 0006).
 
 Money columns are BigInteger minor units (fen for CNY); nothing here is ever a float.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ciyuan.db import Base
@@ -74,7 +74,22 @@ class TransferRow(Base):
 
 
 class ListingRow(Base):
+    """A listing; ``price_schedule`` is the current price version's schedule (a cache for search).
+
+    At most one *active* listing per (provider, version): a partial unique index (migration 0006).
+    """
+
     __tablename__ = "ex_listings"
+    __table_args__ = (
+        Index(
+            "uq_ex_listings_active_version",
+            "provider_id",
+            "version_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("ex_accounts.id"))
     dataset: Mapped[str] = mapped_column(String(200))
@@ -90,6 +105,22 @@ class ListingRow(Base):
     sample: Mapped[str] = mapped_column(Text)
     index_location: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    price_version: Mapped[int] = mapped_column(Integer, default=1)
+    delisted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ListingPriceRow(Base):
+    """One price version of a listing; never changed once written, so a quote can always name its price."""
+
+    __tablename__ = "ex_listing_prices"
+    __table_args__ = (UniqueConstraint("listing_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    listing_id: Mapped[str] = mapped_column(ForeignKey("ex_listings.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    price_schedule: Mapped[str] = mapped_column(Text)
+    base_rate_micro: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -115,6 +146,7 @@ class QuoteRow(Base):
     currency: Mapped[str] = mapped_column(String(3))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    price_version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class OrderRow(Base):
@@ -150,3 +182,4 @@ class EntitlementRow(Base):
     tokens_drawn: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    price_version: Mapped[int] = mapped_column(Integer, default=1)

@@ -429,6 +429,29 @@ def provider_page(request: Request) -> HTMLResponse:
     return render(request, "provider.html", who=who, **views.provider_page(_settings(request), who))
 
 
+@router.post("/provider/listings/{listing_id}/{action}", response_model=None)
+async def provider_listing_form(request: Request, listing_id: str, action: str) -> Response:
+    """The provider page's small listing controls: change price, delist, relist (the API's rules)."""
+    who, refusal = _gate(request, "provider")
+    if refusal:
+        return refusal
+    if not _same_origin(request):
+        return Response("cross-site form refused", status_code=403)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    s = _settings(request)
+    try:
+        if action == "price":
+            market.change_price(listing_id, actor=who.account.id, price_per_mtok=form.get("price_per_mtok", ""), s=s)
+        elif action in ("delist", "relist"):
+            getattr(market, action)(listing_id, actor=who.account.id, s=s)
+        else:
+            return Response("unknown action", status_code=404)
+    except CiyuanError as exc:
+        msg = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
+        return _redirect("/provider?" + urlencode({"listing_error": msg}) + "#h-list")
+    return _redirect("/provider?" + urlencode({"updated": listing_id}) + "#h-list")
+
+
 @router.get("/operator", response_class=HTMLResponse)
 def operator_page(request: Request) -> HTMLResponse:
     who, refusal = _gate(request, "operator")

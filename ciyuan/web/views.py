@@ -473,15 +473,10 @@ def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: 
 
 
 def provider_page(s: Settings, who: Principal) -> dict:
-    pid, pname = who.account.id, who.account.name
+    pid = who.account.id
 
     def work(sess: Session) -> dict:
-        mine: list[dict] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = market.search(sess, limit=100, offset=offset)
-            mine += [it for it in page["items"] if it["provider"] == pname]
-            offset = page["next_offset"]
+        mine = market.provider_listings(sess, pid)  # delisted ones too, so they can be relisted
         ids = [it["id"] for it in mine]
         sold = []
         if ids:
@@ -626,8 +621,5 @@ def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> st
 
 
 def croissant(s: Settings, listing_id: str, base_url: str) -> dict:
-    """The version's Croissant 1.0 card, made by the appraisal layer exactly as ``ciyuan card`` does."""
-    from ciyuan.appraise.engine import card
-
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
-    return card(f"{detail['dataset']}@{detail['version']}", base_url=base_url, s=s)
+    """The listing's Croissant 1.0 card, the very one ``GET /v1/listings/{id}/card`` serves."""
+    return market.listing_card(listing_id, base_url, s)

@@ -55,3 +55,88 @@ def test_card_is_in_the_openapi_schema_as_json_ld(mkt) -> None:
     assert list(op["responses"]["200"]["content"]) == ["application/ld+json"]
     assert list(op["responses"]["404"]["content"]) == ["application/json"]  # errors stay plain JSON
     assert "security" not in op or op["security"] in ([], [{}])
+
+
+# -- cards that load, and URLs that answer (issue 11, defect 6) -----------------------------------
+
+
+def _content_urls(card: dict) -> dict[str, dict]:
+    return {f["@id"]: f for f in card["distribution"] if f["@type"] == "cr:FileObject"}
+
+
+def test_every_url_the_public_card_names_answers_as_stated(mkt) -> None:
+    """The sample publicly; the full data 401 without a key, 403 unless paid in full, 200 once bought."""
+    import hashlib
+
+    lid = mkt.listing["id"]
+    card = mkt.client().get(f"/v1/listings/{lid}/card").json()
+    files = _content_urls(card)
+    shards = [f for i, f in files.items() if i.startswith("shard-")]
+    assert shards and "sample-file" in files
+    assert mkt.client().get(card["url"]).status_code == 200  # the dataset's own URL is the listing
+    sample = mkt.client().get(files["sample-file"]["contentUrl"])
+    assert sample.status_code == 200 and hashlib.sha256(sample.content).hexdigest() == files["sample-file"]["sha256"]
+    for f in shards:
+        assert f["contentUrl"].startswith(mkt.url + f"/v1/listings/{lid}/")
+        assert mkt.client().get(f["contentUrl"]).status_code == 401
+        assert mkt.client(mkt.keys["bob"]).get(f["contentUrl"]).status_code == 403
+    # alice buys a part: still 403 (the part streams through metered delivery); then the whole: 200
+    op, alice = mkt.client(mkt.keys["op"]), mkt.client(mkt.keys["alice"])
+    op.post("/v1/ledger/deposits", json={"account": "alice", "amount": "100.00"})
+    part = alice.post("/v1/quotes", json={"listing_id": lid, "selection": {"token_budget": 1000}}).json()
+    assert alice.post("/v1/orders", json={"quote_id": part["id"]}, headers={"Idempotency-Key": "p"}).status_code == 201
+    assert alice.get(shards[0]["contentUrl"]).status_code == 403
+    whole = alice.post("/v1/quotes", json={"listing_id": lid}).json()
+    assert alice.post("/v1/orders", json={"quote_id": whole["id"]}, headers={"Idempotency-Key": "w"}).status_code == 201
+    for f in shards:
+        got = alice.get(f["contentUrl"])
+        assert got.status_code == 200, got.text
+        assert hashlib.sha256(got.content).hexdigest() == f["sha256"]
+    assert mkt.client(mkt.keys["prov"]).get(shards[0]["contentUrl"]).status_code == 200  # and its provider
+
+
+def test_mlcroissant_loads_the_public_sample_over_http(mkt, tmp_path: Path, monkeypatch) -> None:
+    import mlcroissant as mlc
+    from mlcroissant._src.core import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_PATH", constants.epath.Path(tmp_path / "downloads"))
+    lid = mkt.listing["id"]
+    path = tmp_path / "public.json"
+    path.write_text(mkt.client().get(f"/v1/listings/{lid}/card").text)
+    rows = list(mlc.Dataset(str(path)).records("sample"))
+    ids = [r["sample/id"].decode() if isinstance(r["sample/id"], bytes) else r["sample/id"] for r in rows]
+    assert ids == [r["id"] for r in mkt.listing["sample"]] and len(ids) == 3
+
+
+def test_card_out_loads_its_records_wherever_it_is_written(db_home, tmp_path: Path) -> None:
+    """`ciyuan card --out` into another folder: mlcroissant's Python API reads every record of every shard."""
+    import mlcroissant as mlc
+    from typer.testing import CliRunner
+
+    from ciyuan.cli.main import app
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder("spread", made_by={"tool": "tests"}, rows_per_shard=40)
+    for i in range(100):
+        b.add({"id": f"s{i:03d}", "text": f"line {i}", "meta": {"n": i}, "tokens": {"cl100k_base": 3}})
+    v = b.commit()
+    assert len(v.manifest["shards"]) == 3
+    out = tmp_path / "somewhere" / "else" / "card.json"
+    res = CliRunner().invoke(app, ["card", v.ref, "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = list(mlc.Dataset(str(out)).records("records"))
+    ids = sorted(r["records/id"].decode() if isinstance(r["records/id"], bytes) else r["records/id"] for r in rows)
+    assert ids == [f"s{i:03d}" for i in range(100)]
+    # exporting another (smaller) version to the same place reads only that version's shards
+    b2 = VersionBuilder("small", made_by={"tool": "tests"}, rows_per_shard=40)
+    for i in range(5):
+        b2.add({"id": f"t{i}", "text": f"other {i}", "tokens": {"cl100k_base": 2}})
+    v2 = b2.commit()
+    assert CliRunner().invoke(app, ["card", v2.ref, "--out", str(out)]).exit_code == 0
+    assert len(list(mlc.Dataset(str(out)).records("records"))) == 5
+    # and the copy beside the version still loads, by its relative paths
+    beside = Path(str(v.location)) / "croissant.json"
+    assert len(list(mlc.Dataset(str(beside)).records("records"))) == 100
+    exe = Path(sys.executable).with_name("mlcroissant")
+    done = subprocess.run([str(exe), "validate", "--jsonld", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

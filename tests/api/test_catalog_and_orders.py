@@ -38,9 +38,12 @@ def test_catalog_search_and_detail(mkt):
 
 
 def test_provider_publishes_over_http_and_bad_schedules_are_refused(mkt):
+    from tests.api.conftest import make_version
+
     prov = mkt.client(mkt.keys["prov"])
+    other = make_version("corpus-two", n=50)  # mkt.version is listed already: one active listing per version
     body = {
-        "dataset": mkt.version.ref,
+        "dataset": other.ref,
         "price_per_mtok": "20.00",
         "tiers": [{"from_tokens": 1000, "price_per_mtok": "25.00"}],
         "sample": 0,

@@ -146,11 +146,11 @@ def test_cli_appraise_report_and_card(home, tmp_path):
     res = runner.invoke(app, ["card", "clidemo", "--out", str(tmp_path / "c.json"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["name"] == "clidemo"
-    # a copy away from the shards cannot be loaded by mlcroissant: say which card can
+    # a copy away from the shards links them beside it (so it loads there) and says so
     beside = Path(str(resolve("clidemo").location)) / "croissant.json"
-    assert "use the card beside them" in res.stderr and beside.name in res.stderr
+    assert "c.shards" in res.stderr and (tmp_path / "c.shards").is_dir()
     res = runner.invoke(app, ["card", "clidemo", "--out", str(beside.parent / "copy.json")])
-    assert res.exit_code == 0 and "beside them" not in res.stderr
+    assert res.exit_code == 0 and "linked" not in res.stderr and not (beside.parent / "copy.shards").exists()
     res = runner.invoke(app, ["appraisal", "nope", "--json"])
     assert res.exit_code == 2 and json.loads(res.stdout)["error"]["code"] == "not_found"
 

@@ -61,5 +61,6 @@ def test_listing_shows_what_the_provider_declared(market_env):
     detail = tx.run(lambda s: market.listing_detail(s, lst["id"]))
     card = detail["card"]
     assert (card["description"], card["creator"], card["keywords"]) == ("turbine logs", "windco", ["wind"])
-    # an explicit licence at publish still wins
+    # an explicit licence at publish still wins (one active listing per version: delist the first)
+    market.delist(lst["id"], actor="prov")
     assert market.publish(v.ref, provider="prov", price_per_mtok="10", sample=0, license="MIT")["license"] == "MIT"
