@@ -148,3 +148,14 @@ def test_no_chinese_string_is_english_left_in_place() -> None:
                  if w not in TERMS and not all(p in TERMS for p in w.split("-"))]  # fmt: skip
         assert not words or key in ("switch_lang",), f"ZH[{key!r}] = {zh!r} has English words {words}"
         assert not CJK.search(i18n.EN[key]) or key == "switch_lang", f"EN[{key!r}] has Chinese"
+
+
+def test_every_pii_type_and_curation_step_has_a_name_in_both_languages() -> None:
+    """A new PII type or step must not reach a report as a raw code in Chinese (or English) mode."""
+    from ciyuan.curate.steps import registry
+    from ciyuan.curate.steps.pii import PLACEHOLDERS
+
+    for kind in PLACEHOLDERS:
+        assert f"cr_pii_{kind}" in i18n.EN and f"cr_pii_{kind}" in i18n.ZH, kind
+    for step in registry():
+        assert f"cr_step_{step}" in i18n.EN and f"cr_step_{step}" in i18n.ZH, step
