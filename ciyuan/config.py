@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from ciyuan.errors import InvalidInput
+
 DEFAULT_TOKENIZER = "cl100k_base"
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: the largest API body (a publish with tiers and a licence text) is ~40 KiB
+MAX_JSON_DEPTH = 64  # a selection filter may nest 12 levels (about 26 JSON levels with its envelope)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class Settings:
     hold_timeout_s: int = 300
     quote_ttl_s: int = 900
     secret: str = ""
+    max_body_bytes: int = MAX_BODY_BYTES  # an API request body above this is refused with 413 before parsing
+    max_json_depth: int = MAX_JSON_DEPTH  # JSON bodies nested deeper are refused with 422
     extra: dict = field(default_factory=dict)
 
     @property
@@ -50,6 +56,20 @@ def _secret(home: Path) -> str:
     return path.read_text().strip()
 
 
+def _positive(name: str, value: object) -> int:
+    """A limit must be a positive whole number: a typo must not silently remove it."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise InvalidInput(
+            f"setting {name} = {value!r} is not a positive whole number",
+            hint=f"set {name} (config.toml) or CIYUAN_{name.upper()} to a positive number (or remove it: default)",
+        )
+    return n
+
+
 def load_settings(home: str | Path | None = None) -> Settings:
     home_path = Path(home or os.environ.get("CIYUAN_HOME") or Path.home() / ".ciyuan").expanduser().resolve()
     home_path.mkdir(parents=True, exist_ok=True)
@@ -68,6 +88,8 @@ def load_settings(home: str | Path | None = None) -> Settings:
         platform_fee_bps=int(pick("CIYUAN_PLATFORM_FEE_BPS", "platform_fee_bps", 1000)),
         hold_timeout_s=int(pick("CIYUAN_HOLD_TIMEOUT_S", "hold_timeout_s", 300)),
         quote_ttl_s=int(pick("CIYUAN_QUOTE_TTL_S", "quote_ttl_s", 900)),
+        max_body_bytes=_positive("max_body_bytes", pick("CIYUAN_MAX_BODY_BYTES", "max_body_bytes", MAX_BODY_BYTES)),
+        max_json_depth=_positive("max_json_depth", pick("CIYUAN_MAX_JSON_DEPTH", "max_json_depth", MAX_JSON_DEPTH)),
         secret=os.environ.get("CIYUAN_SECRET") or conf.get("secret") or _secret(home_path),
         extra=conf,
     )

@@ -194,7 +194,7 @@ def publish(
         sess.add(row)
         for facet, counts_ in facets.items():
             for value in counts_:
-                if isinstance(value, str) and 0 < len(value) <= 100:
+                if isinstance(value, str) and 0 < len(value) <= 100 and "\x00" not in value:  # PG text refuses NUL
                     sess.add(ListingTagRow(listing_id=listing_id, facet=facet, value=value))
         sess.flush()
         return _listing_dict(row, sess, detail=True)
