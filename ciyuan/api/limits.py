@@ -1,6 +1,7 @@
 """Limits before work: one ASGI middleware that refuses a bad request before the app spends memory on it.
 
-In order, for every HTTP request:
+In order, for every HTTP request with a body, when the app first asks for it (routing is done by then,
+no body byte has been taken from the server yet):
 
 1. **Authentication first.** A route that depends on :func:`ciyuan.api.auth.principal` gets its
    bearer key checked here, before one byte of the body is read; a missing or bad key is a 401
