@@ -20,7 +20,7 @@ def app_settings(request: Request) -> Settings:
 
 
 def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-    """The caller; :mod:`ciyuan.api.limits` already checked the key before the body was read, so reuse that."""
+    """The caller. For a request with a body :mod:`ciyuan.api.limits` checked the key before reading it: reuse that."""
     found = getattr(request.state, PRINCIPAL_STATE, None)
     if isinstance(found, Principal):
         return found
