@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from ciyuan.errors import InvalidInput
+
 DEFAULT_TOKENIZER = "cl100k_base"
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: the largest API body (a publish with tiers and a licence text) is ~40 KiB
+MAX_JSON_DEPTH = 64  # a selection filter may nest 12 levels (about 26 JSON levels with its envelope)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class Settings:
     delivery_max_batch_bytes: int = 64 << 20  # record bytes (text, media, meta, ...) before encoding
     quote_ttl_s: int = 900
     secret: str = ""
+    max_body_bytes: int = MAX_BODY_BYTES  # an API request body above this is refused with 413 before parsing
+    max_json_depth: int = MAX_JSON_DEPTH  # JSON bodies nested deeper are refused with 422
     extra: dict = field(default_factory=dict)
     # ingest: the largest line, CSV record (quoted newlines included) or text file kept; larger ones
     # are quarantined, so one runaway field cannot take the memory
@@ -57,6 +63,20 @@ def _secret(home: Path) -> str:
     return path.read_text().strip()
 
 
+def _positive(name: str, value: object) -> int:
+    """A limit must be a positive whole number: a typo must not silently remove it."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise InvalidInput(
+            f"setting {name} = {value!r} is not a positive whole number",
+            hint=f"set {name} (config.toml) or CIYUAN_{name.upper()} to a positive number (or remove it: default)",
+        )
+    return n
+
+
 def load_settings(home: str | Path | None = None) -> Settings:
     home_path = Path(home or os.environ.get("CIYUAN_HOME") or Path.home() / ".ciyuan").expanduser().resolve()
     home_path.mkdir(parents=True, exist_ok=True)
@@ -78,6 +98,8 @@ def load_settings(home: str | Path | None = None) -> Settings:
                                            8_000_000)),
         delivery_max_batch_bytes=int(pick("CIYUAN_DELIVERY_MAX_BATCH_BYTES", "delivery_max_batch_bytes", 64 << 20)),
         quote_ttl_s=int(pick("CIYUAN_QUOTE_TTL_S", "quote_ttl_s", 900)),
+        max_body_bytes=_positive("max_body_bytes", pick("CIYUAN_MAX_BODY_BYTES", "max_body_bytes", MAX_BODY_BYTES)),
+        max_json_depth=_positive("max_json_depth", pick("CIYUAN_MAX_JSON_DEPTH", "max_json_depth", MAX_JSON_DEPTH)),
         secret=os.environ.get("CIYUAN_SECRET") or conf.get("secret") or _secret(home_path),
         extra=conf,
         ingest_max_record_bytes=int(pick("CIYUAN_INGEST_MAX_RECORD_BYTES", "ingest_max_record_bytes", 8 << 20)),

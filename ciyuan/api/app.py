@@ -40,6 +40,11 @@ def create_app(settings_: Settings | None = None) -> FastAPI:
     app.state.settings = settings_ or settings()
     errors.install(app)
 
+    # -- limits before work: key checked before the body, body capped (413), strict JSON (422) --
+    from ciyuan.api import limits
+
+    limits.install(app)
+
     @app.get("/v1/health", response_model=Health, tags=["meta"])
     def health() -> dict:
         return {"status": "ok", "version": __version__}

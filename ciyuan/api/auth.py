@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ciyuan.api.limits import PRINCIPAL_STATE
 from ciyuan.config import Settings
 from ciyuan.exchange import tx
 from ciyuan.exchange.accounts import Principal, authenticate
@@ -19,6 +20,10 @@ def app_settings(request: Request) -> Settings:
 
 
 def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    """The caller. For a request with a body :mod:`ciyuan.api.limits` checked the key before reading it: reuse that."""
+    found = getattr(request.state, PRINCIPAL_STATE, None)
+    if isinstance(found, Principal):
+        return found
     s = app_settings(request)
     secret = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
     return tx.run(lambda sess: authenticate(sess, secret), s)

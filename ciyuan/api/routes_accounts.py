@@ -31,6 +31,7 @@ def create_key(request: Request, body: KeyIn, who: Principal = Depends(OPERATOR)
     return tx.run(work, app_settings(request))
 
 
-@router.delete("/keys/{key_id}", response_model=KeyOut, responses=responses(401, 403, 404))
+@router.delete("/keys/{key_id}", response_model=KeyOut, responses=responses(401, 403, 404, 409))
 def revoke_key(request: Request, key_id: str = Path(pattern=ID), who: Principal = Depends(OPERATOR)) -> dict:
+    """Revoke a key at once; the last active operator key is refused (409) so operators cannot lock themselves out."""
     return tx.run(lambda s: accounts.revoke_key(s, key_id), app_settings(request))

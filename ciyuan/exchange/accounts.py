@@ -135,7 +135,8 @@ def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | No
             f"expiry {text!r} is neither a duration nor a date-time",
             hint="use e.g. 30d, 12h, 90m or 2026-01-31T00:00:00+00:00",
         ) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    # stored as UTC: SQLite keeps no offset, so 20:00+08:00 kept as "20:00" lived 8 hours too long
+    return ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def create_key(
@@ -153,6 +154,8 @@ def create_key(
                 f"a {acc.role} key cannot have the scope {sc}",
                 hint=f"{acc.role} keys may have {', '.join(sorted(allowed))}",
             )
+    if expires_at is not None:  # one instant, stored in UTC on every database (SQLite drops offsets)
+        expires_at = expires_at.astimezone(UTC) if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKeyRow(
         id="key_" + secrets.token_hex(8),
@@ -187,9 +190,32 @@ def revoke_key(sess: Session, key_id: str) -> dict:
     row = sess.get(ApiKeyRow, key_id)
     if row is None:
         raise NotFound(f"key {key_id} does not exist", hint="key ids look like key_0123456789abcdef")
+    acc = Account.of(sess.get(AccountRow, row.account_id))
+    now = datetime.now(UTC)
     if row.revoked_at is None:
-        row.revoked_at = datetime.now(UTC)
-    return _key_dict(row, Account.of(sess.get(AccountRow, row.account_id)))
+        if acc.role == "operator" and _active(row, now) and not _other_operator_keys(sess, row.id, now):
+            raise Conflict(
+                f"key {key_id} is the last active operator key; revoking it would lock every operator out",
+                hint=f"create another operator key first (ciyuan key create {acc.name}), then revoke this one",
+                code="last_operator_key",
+            )
+        row.revoked_at = now
+    return _key_dict(row, acc)
+
+
+def _active(row: ApiKeyRow, now: datetime) -> bool:
+    return row.revoked_at is None and (row.expires_at is None or _aware(row.expires_at) > now)
+
+
+def _other_operator_keys(sess: Session, key_id: str, now: datetime) -> int:
+    """Active keys of any operator account other than ``key_id`` (compared in Python: SQLite has no time zones)."""
+    rows = sess.execute(
+        select(ApiKeyRow)
+        .join(AccountRow, AccountRow.id == ApiKeyRow.account_id)
+        .where(AccountRow.role == "operator", ApiKeyRow.revoked_at.is_(None), ApiKeyRow.id != key_id)
+        .with_for_update(of=ApiKeyRow)
+    ).scalars()
+    return sum(_active(r, now) for r in rows)
 
 
 def list_keys(sess: Session, account_ref: str) -> list[dict]:

@@ -48,6 +48,7 @@ FUNDING = "operator_funding"
 KINDS = (BUYER, PROVIDER, PLATFORM, HOLDS, FUNDING)
 
 DEBITS_MUST_NOT_EXCEED_CREDITS = 1
+INT64_MAX = 2**63 - 1  # every running total is a BIGINT column
 
 
 class InsufficientFunds(CiyuanError):
@@ -227,7 +228,33 @@ def _check_amount(amount: int) -> None:
         )
 
 
-def _limit(row: LedgerAccountRow, amount: int) -> None:
+class LedgerOverflow(CiyuanError):
+    code = "ledger_overflow"
+    status = 422
+
+
+def _fits(row: LedgerAccountRow, column: str, amount: int) -> None:
+    """Refuse a transfer that would take a running total past a signed 64-bit integer.
+
+    The totals are BIGINT columns: SQLite cannot bind a larger Python int (a 500 before) and
+    PostgreSQL refuses it; both now give the same clear error before anything is written.
+    """
+    total = getattr(row, column) + amount
+    if total > INT64_MAX:
+        raise LedgerOverflow(
+            f"{row.id} {column} would reach {total:,} minor units, past the ledger's 64-bit limit of {INT64_MAX:,}",
+            hint="the transfer was not recorded; no single account can hold this much, so move money out first",
+        )
+
+
+def _limit(
+    row: LedgerAccountRow, amount: int, credit: LedgerAccountRow | None = None, *, pending: bool = False
+) -> None:
+    """The debit account's funds rule, and (both sides) that the new totals still fit in 64 bits."""
+    state = "pending" if pending else "posted"
+    _fits(row, f"debits_{state}", amount)
+    if credit is not None:
+        _fits(credit, f"credits_{state}", amount)
     if (
         row.flags & DEBITS_MUST_NOT_EXCEED_CREDITS
         and row.debits_posted + row.debits_pending + amount > row.credits_posted
@@ -318,7 +345,7 @@ def create_transfer(
     for r in rows.values():
         if r.currency != currency:
             raise InvalidInput(f"{r.id} holds {r.currency}, not {currency}", hint="transfers stay in one currency")
-    _limit(rows[debit], amount)
+    _limit(rows[debit], amount, rows[credit], pending=pending)
     if pending:
         timeout = settings().hold_timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
@@ -379,6 +406,9 @@ def _resolve(
             hint="a hold can be posted for less than it reserved, never more",
         )
     debit, credit = rows[pend.debit_account_id], rows[pend.credit_account_id]
+    if op == "post":
+        _fits(debit, "debits_posted", value)
+        _fits(credit, "credits_posted", value)
     debit.debits_pending -= pend.amount
     credit.credits_pending -= pend.amount
     pend.resolved_at = now

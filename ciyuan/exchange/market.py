@@ -213,7 +213,7 @@ def publish(
         sess.add(_price_row(listing_id, 1, sched, now))
         for facet, counts_ in facets.items():
             for value in counts_:
-                if isinstance(value, str) and 0 < len(value) <= 100:
+                if isinstance(value, str) and 0 < len(value) <= 100 and "\x00" not in value:  # PG text refuses NUL
                     sess.add(ListingTagRow(listing_id=listing_id, facet=facet, value=value))
         sess.flush()
         return _listing_dict(row, sess, detail=True)

@@ -24,28 +24,63 @@ def check_currency(code: str) -> str:
     return cur
 
 
+MAX_TEXT = 64  # characters of a decimal input; anything longer is not a price or an amount
+MAX_MAGNITUDE = 18  # decimal exponent of the largest value parsed at all (every real limit is far below)
+
+
 def _decimal(text: str | int, what: str) -> Decimal:
+    """Exact decimal text, refused unless finite and of sane size, with trailing zeros stripped.
+
+    The checks read the digits and exponent only, never compute with the value: ``1e999999999``
+    would overflow the decimal context (``decimal.Overflow``, a 500 before) and ``1e-999999999``
+    would make a fraction with a billion-digit denominator.
+    """
     if isinstance(text, bool):
         raise InvalidInput(f"{what} must be a decimal number, not {text!r}", hint="write it like 12.50")
+    raw = str(text).strip()
+    if len(raw) > MAX_TEXT:
+        raise InvalidInput(
+            f"{what} is {len(raw)} characters long; a decimal number here has at most {MAX_TEXT}",
+            hint="write it like 12.50",
+        )
     try:
-        value = Decimal(str(text).strip())
+        value = Decimal(raw)
     except InvalidOperation:
-        raise InvalidInput(f"{what} {text!r} is not a decimal number", hint="write it like 12.50") from None
+        raise InvalidInput(f"{what} {raw!r} is not a decimal number", hint="write it like 12.50") from None
     if not value.is_finite():
-        raise InvalidInput(f"{what} {text!r} is not a finite number", hint="write it like 12.50")
+        raise InvalidInput(f"{what} {raw!r} is not a finite number", hint="write it like 12.50")
+    if value.is_zero():
+        return Decimal(0)
+    sign, digits, exp = value.as_tuple()
+    assert isinstance(exp, int)  # finite
+    while len(digits) > 1 and digits[-1] == 0:  # 12.500 -> 12.5, exactly, without a context
+        digits, exp = digits[:-1], exp + 1
+    value = Decimal((sign, digits, exp))
+    if value.adjusted() > MAX_MAGNITUDE:
+        raise InvalidInput(
+            f"{what} {raw} is out of range (above 10^{MAX_MAGNITUDE})",
+            hint="check the unit: major units, e.g. 12.50",
+        )
     return value
+
+
+def _places(value: Decimal) -> int:
+    """Decimals of a value from :func:`_decimal` (trailing zeros already stripped)."""
+    exp = value.as_tuple().exponent
+    assert isinstance(exp, int)
+    return max(0, -exp)
 
 
 def parse_amount(text: str | int, currency: str, *, what: str = "amount") -> int:
     """Major-unit decimal text ("12.34") to minor units (1234); refuses sub-minor precision."""
     exp = CURRENCIES[check_currency(currency)]
     value = _decimal(text, what)
-    minor = value.scaleb(exp)
-    if minor != minor.to_integral_value():
+    if _places(value) > exp:
         raise InvalidInput(
             f"{what} {text} has more than {exp} decimals for {currency}",
             hint=f"{currency} is counted in units of {Decimal(1).scaleb(-exp)}",
         )
+    minor = value.scaleb(exp)  # exact: at most 18 + 2 significant digits
     if minor <= 0 or minor > MAX_AMOUNT:
         raise InvalidInput(
             f"{what} {text} must be positive and at most {format_amount(MAX_AMOUNT, currency)}",
@@ -54,12 +89,12 @@ def parse_amount(text: str | int, currency: str, *, what: str = "amount") -> int
     return int(minor)
 
 
-def parse_rate(text: str | int, *, what: str = "price per million tokens") -> Fraction:
-    """A non-negative major-unit rate with at most 6 decimals, as an exact fraction."""
+def parse_rate(text: str | int, *, what: str = "price_per_mtok") -> Fraction:
+    """A non-negative major-unit rate (per million tokens) with at most 6 decimals, as an exact fraction."""
     value = _decimal(text, what)
     if value < 0:
         raise InvalidInput(f"{what} {text} is negative", hint="prices are zero or more")
-    if value.scaleb(6) != value.scaleb(6).to_integral_value():
+    if _places(value) > 6:
         raise InvalidInput(f"{what} {text} has more than 6 decimals", hint="round it to at most 6 decimals")
     if value > 10**9:
         raise InvalidInput(f"{what} {text} is above 1,000,000,000", hint="check the unit: price per million tokens")

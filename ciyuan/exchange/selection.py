@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ class Node:
 
 
 def _scalar_ok(v: Any) -> bool:
-    return v is None or isinstance(v, bool | int | float | str) and not (isinstance(v, float) and v != v)
+    """A filter value: null, a boolean, a string or a finite number (NaN and infinities compare nothing)."""
+    return v is None or isinstance(v, bool | int | float | str) and not (isinstance(v, float) and not math.isfinite(v))
 
 
 def parse_filter(obj: Any) -> Node | None:
