@@ -91,9 +91,7 @@ def test_quickstart_serves_catalog_with_sample_tokens_and_price(tmp_path: Path) 
     try:
         r = httpx.get(f"{url}/v1/balance", headers={"Authorization": f"Bearer {first_keys[1]}"}, timeout=10)
         assert r.status_code == 200, r.text
-        bal = r.json()
-        cny = [b for b in (bal["balances"] if isinstance(bal, dict) and "balances" in bal else bal)
-               if b["currency"] == "CNY" and b["kind"] == "buyer"]
+        cny = [b for b in r.json()["balances"] if b["currency"] == "CNY" and b["kind"] == "buyer_balance"]
         assert len(cny) == 1 and cny[0]["available"] == 100_000  # the 1,000.00 CNY deposit, in fen, untouched
     finally:
         _stop(proc)
