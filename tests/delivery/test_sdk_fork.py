@@ -46,7 +46,7 @@ def test_one_client_shared_by_forked_dataloader_workers_delivers_each_paid_recor
         ent = c.order(q["id"], metered=True, idempotency_key=f"run-{run}")["entitlement"]["id"]
         assert c.meter(ent)["tokens_posted"] == 0  # the parent's keep-alive connection is open now
         ds = TokenStream(c, ent, max_tokens=600, num_workers=2)
-        loader = DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context="fork", collate_fn=list)
+        loader = DataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context="fork")
         seen = [i for batch in loader for i in _ids(batch)]
         dup = [k for k, n in Counter(seen).items() if n > 1]
         assert not dup, f"run {run}: records delivered twice: {dup[:5]}"
