@@ -320,7 +320,8 @@ class Client:
                 if attempt == self.retries:
                     raise ApiError(502, "crossed_response",
                                    f"the exchange's answer was for another request ({crossed})",
-                                   "is one connection shared between processes? build a Client per process")
+                                   "a connection shared with another process or a proxy mixing answers; "
+                                   "or an exchange older than this SDK (it must echo Ciyuan-Request-Id)")
                 self._sleep(attempt)
                 continue
             if self._intact(resp.content, resp.headers):
