@@ -161,6 +161,12 @@ class Client:
                 self._pid = os.getpid()
             return self._http
 
+    def _reconnect(self) -> None:
+        """Use fresh connections from now on. The old pool is dropped, not closed: another thread may still
+        be reading its own answer on it (it is closed when the last user lets go of it)."""
+        with self._lock:
+            self._http = None
+
     def close(self) -> None:
         """Close this process's connections (a child never closes what it inherited)."""
         if self._pid != os.getpid():
@@ -315,8 +321,7 @@ class Client:
             if crossed:
                 # an answer to another request (a shared or confused connection): never decoded, handed
                 # over or acknowledged. Drop the connection and ask again with the same cursor: free.
-                if self.transport is None:  # a transport given by the caller is theirs to manage
-                    self.close()
+                self._reconnect()
                 if attempt == self.retries:
                     raise ApiError(502, "crossed_response",
                                    f"the exchange's answer was for another request ({crossed})",
