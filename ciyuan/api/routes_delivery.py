@@ -73,8 +73,16 @@ def ensure_sweeper(s: Settings) -> None:
 arrow_ipc = delivery.IpcEncoder(pa.ipc.IpcWriteOptions(compression="zstd"), chunk_rows=8192)
 
 
-def _body(d: delivery.Delivery, media_type: str) -> Response:
-    return Response(content=d.body, media_type=media_type, headers=d.headers())
+REQUEST_ID = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+def _body(d: delivery.Delivery, media_type: str, cursor: str | None = None, request_id: str | None = None) -> Response:
+    """The batch; its headers also echo what was asked (cursor, request id), binding the answer to its request."""
+    h = d.headers()
+    h["Ciyuan-Request-Cursor"] = cursor or ""
+    if request_id:
+        h["Ciyuan-Request-Id"] = request_id
+    return Response(content=d.body, media_type=media_type, headers=h)
 
 
 @router.get(
@@ -91,6 +99,8 @@ def records(
     parts: int = Query(1, ge=1, le=MAX_PARTS, description="partitions of the selection (start only)"),
     part: int = Query(0, ge=0, lt=MAX_PARTS, description="which partition (start only)"),
     accept: str | None = Header(None),
+    request_id: str | None = Header(None, alias="Ciyuan-Request-Id", pattern=REQUEST_ID,
+                                    description="echoed in the answer, with the cursor asked for"),
     who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
 ) -> Response:
     """The next batch of records: held before it is sent, charged when you ask with its next_cursor or,
@@ -102,7 +112,7 @@ def records(
     arrow = bool(accept and ARROW in accept)
     d = delivery.next_batch(who.account.id, entitlement_id, cursor, parts=parts, part=part, max_tokens=max_tokens,
                             s=s, encode=arrow_ipc if arrow else table_to_ndjson, fmt="arrow" if arrow else "ndjson")
-    return _body(d, ARROW if arrow else NDJSON)
+    return _body(d, ARROW if arrow else NDJSON, cursor, request_id)
 
 
 @router.post("/entitlements/{entitlement_id}/ack", responses=responses(401, 402, 403, 404, 409))

@@ -622,7 +622,13 @@ class Delivery:
             "Ciyuan-Tokens": str(self.tokens),
             "Ciyuan-Batch-Sha256": self.sha256,
             "Ciyuan-Done": "true" if self.kind == "done" else "false",
+            "Ciyuan-Entitlement": self.entitlement_id,
         }
+        try:  # the partition served, so a client can tell an answer to another request from its own
+            c = Cursor.parse(self.cursor)
+            h["Ciyuan-Parts"], h["Ciyuan-Part"] = str(c.parts), str(c.part)
+        except CiyuanError:
+            pass
         if self.limit:
             h["Ciyuan-Batch-Limit"] = self.limit
         if self.batch_id:

@@ -17,17 +17,29 @@ Arrow body is compressed. ``verify="content"`` also recomputes the canonical con
 the usage record and the receipt hold (format free, so a buyer can tie records to the bill); it
 reads every byte of the records, so it costs about as much as decoding them again.
 ``Batch.verify_content()`` does the same check on demand.
+
+Safe across ``fork`` and threads. The httpx client (and its keep-alive connections) belongs to the
+process that built it: a forked child (a DataLoader worker) never uses the parent's, it builds its
+own (``os.register_at_fork`` and a pid check), so two processes never write to one socket. Threads
+share one httpx client, which is thread-safe. And every stream response is bound to the request it
+answers: the SDK sends a fresh ``Ciyuan-Request-Id`` with each attempt, and the server echoes it
+with the cursor it was asked for, the entitlement, the partition and the partition count; an answer
+that names anything else is refused before it is decoded, handed over or acknowledged, the
+connection is dropped, and the same cursor is asked again (a free redelivery); after ``retries``
+such answers the fetch raises ``ApiError(502, "crossed_response")``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +55,18 @@ NDJSON = "application/x-ndjson"
 RETRY_STATUS = {502, 503, 504}
 VERIFY = ("body", "content", "none")
 DEFAULT_MAX_TOKENS = 4_000_000
+
+_clients: weakref.WeakSet = weakref.WeakSet()  # every live Client, to forget their pools in a forked child
+_inherited: list = []  # a child's copies of its parent's pools: kept, never closed or used (the socket is shared)
+
+
+def _after_fork_in_child() -> None:
+    for c in list(_clients):
+        c._forget_inherited()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ApiError(Exception):
@@ -86,7 +110,8 @@ class Client:
     """``Client(base_url, key)``: every call returns parsed JSON or raises :class:`ApiError`."""
 
     def __init__(self, base_url: str, key: str | None = None, *, timeout: float = 120.0, retries: int = 10,
-                 backoff: float = 0.1, max_backoff: float = 5.0, verify: str = "body"):
+                 backoff: float = 0.1, max_backoff: float = 5.0, verify: str = "body",
+                 transport: httpx.BaseTransport | None = None):
         if verify not in VERIFY:
             raise ValueError(f"verify must be one of {', '.join(VERIFY)}, not {verify!r}")
         self.base_url = base_url.rstrip("/")
@@ -96,23 +121,61 @@ class Client:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.transport = transport  # e.g. a proxy's, or a test's fault injection
         self._http: httpx.Client | None = None
+        self._pid = os.getpid()  # the process that owns self._http
+        self._lock = threading.Lock()
+        _clients.add(self)
 
-    # the httpx client is per process: a Client can be pickled into DataLoader workers
+    # the httpx client is per process: a Client can be pickled (spawned workers) or forked (forked workers)
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_http"} | {"_http": None}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_http", "_lock")} | {"_http": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        _clients.add(self)
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: drop (without closing) the parent's pool, whose sockets the parent still uses."""
+        if self._http is not None:
+            _inherited.append(self._http)
+        self._http = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # the parent's may have been held by another thread at fork time
 
     @property
     def http(self) -> httpx.Client:
-        if self._http is None:
-            headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-            self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout)
-        return self._http
+        """This process's httpx client: built on first use, rebuilt in a forked child."""
+        h = self._http
+        if h is not None and self._pid == os.getpid():
+            return h
+        if self._pid != os.getpid():  # forked without the at-fork hook (or before it ran)
+            self._forget_inherited()
+        with self._lock:
+            if self._http is None:
+                headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+                self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout,
+                                          transport=self.transport)
+                self._pid = os.getpid()
+            return self._http
+
+    def _reconnect(self) -> None:
+        """Use fresh connections from now on. The old pool is dropped, not closed: another thread may still
+        be reading its own answer on it (it is closed when the last user lets go of it)."""
+        with self._lock:
+            self._http = None
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        """Close this process's connections (a child never closes what it inherited)."""
+        if self._pid != os.getpid():
+            self._forget_inherited()
+            return
+        with self._lock:
+            h, self._http = self._http, None
+        if h is not None:
+            h.close()
 
     def __enter__(self) -> Client:
         return self
@@ -249,15 +312,44 @@ class Client:
         if cursor:
             params["cursor"] = cursor
         accept = ARROW if fmt == "arrow" else NDJSON
+        crossed = ""
         for attempt in range(self.retries + 1):
+            rid = uuid.uuid4().hex
             resp = self.request("GET", f"/v1/entitlements/{entitlement_id}/records", params=params,
-                                headers={"Accept": accept})
+                                headers={"Accept": accept, "Ciyuan-Request-Id": rid})
+            crossed = self._crossed(resp.headers, rid, entitlement_id, cursor, parts, part)
+            if crossed:
+                # an answer to another request (a shared or confused connection): never decoded, handed
+                # over or acknowledged. Drop the connection and ask again with the same cursor: free.
+                self._reconnect()
+                if attempt == self.retries:
+                    raise ApiError(502, "crossed_response",
+                                   f"the exchange's answer was for another request ({crossed})",
+                                   "a connection shared with another process or a proxy mixing answers; "
+                                   "or an exchange older than this SDK (it must echo Ciyuan-Request-Id)")
+                self._sleep(attempt)
+                continue
             if self._intact(resp.content, resp.headers):
                 return resp.headers, resp.content
             if attempt == self.retries:
                 raise ApiError(502, "digest_mismatch", "batch body does not match its digest", "retry")
             self._sleep(attempt)
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _crossed(h: httpx.Headers, rid: str, entitlement_id: str, cursor: str | None, parts: int,
+                 part: int) -> str:
+        """Why a stream response does not answer this request ('' when it does)."""
+        if cursor:
+            c = Cursor.parse(cursor)
+            parts, part = c.parts, c.part
+        want = {"ciyuan-request-id": rid, "ciyuan-entitlement": entitlement_id,
+                "ciyuan-request-cursor": cursor or "", "ciyuan-parts": str(parts), "ciyuan-part": str(part)}
+        for k, v in want.items():
+            got = h.get(k)
+            if got != v:
+                return f"{k} {got!r}, asked {v!r}"
+        return ""
 
     def _decode(self, h: httpx.Headers, data: bytes, fmt: str) -> Batch | None:
         """The batch of an intact body, or None when the content digest is checked and differs."""

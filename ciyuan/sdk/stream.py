@@ -1,16 +1,35 @@
-"""``TokenStream``: an entitlement as an iterable of records for a training loop, resumable exactly.
+"""``TokenStream``: an entitlement as an iterable of records (or token blocks) for a training loop, resumable exactly.
 
 With torch installed it is a ``torch.utils.data.IterableDataset``; without torch it is a plain
 iterable with the same behaviour. Under a DataLoader with N workers (times ``world_size`` ranks)
 worker ``k`` streams partition ``k`` of the selection, and partitions are disjoint contiguous
 slices, so no record is seen twice.
 
-Exact resume: each record carries ``_part`` (its partition), ``_start`` (the offset of the batch it
-came in) and ``_offset`` (its own offset). The loop's view of progress is what it consumed, not
-what workers prefetched, so :meth:`TokenStream.track` (or iterating in the main process) updates
-the state from the records the loop actually received. :meth:`state_dict` then says, per
-partition, the batch to ask for again and how far into it to skip; asking again for an already
-paid batch is a free replay, so resuming never pays twice.
+What it yields, so the DataLoader's default collate works:
+
+* records as flat dicts without ``None``: ``id, modality, text, media, media_ref, meta, tokens``
+  with a missing ``text``/``media_ref`` as ``""``, missing ``media`` as ``b""``, and ``meta`` as
+  its JSON string (``json.loads`` it; a dict would not collate when records' keys differ);
+* with ``tokenize=True`` also ``input_ids`` (the listing's own tokenizer, from ``ciyuan.tokens``);
+  variable lengths, so batch them with ``pack=`` or your own padding ``collate_fn``;
+* with ``pack=L`` blocks ``{"input_ids": [L token ids]}`` (a tensor with torch): the documents'
+  tokens concatenated in stream order with ``eos_id`` after each document (default: the first id
+  past the tokenizer's ordinary vocabulary, which it never produces); a partition's last partial
+  block is dropped;
+* every item carries its position: ``_part``, ``_from`` (the batch start to re-read from),
+  ``_next`` (the ordinal of the next record) and ``_skip`` (tokens of that record already packed).
+
+``shuffle=W`` (with ``seed``) shuffles within consecutive windows of W records of a partition, by
+a permutation seeded by ``(seed, partition, window)``: the same seed gives the same order, and a
+resume continues it exactly. (Workers must then hold W records, and acknowledge a batch once its
+records entered the window: only ``state_dict()`` resumes exactly.)
+
+Exact resume: the loop's view of progress is what it consumed, not what workers prefetched, so
+the state is updated from the items the loop received: iterating in the main process, the
+DataLoader from :meth:`TokenStream.loader` (which does it by itself), or :meth:`track` around a
+DataLoader you built. :meth:`state_dict` then says per partition where to re-read from and which
+ordinal (and token of it) comes next; re-reading records already paid is a free replay, so resuming
+never pays twice, and the partial pack is rebuilt from its record.
 
 Acknowledging: a batch is acknowledged (the next request carries its cursor) only when the
 iterator is asked for the record after the batch's last one, i.e. once its consumer took every
@@ -28,32 +47,54 @@ shape and still see every record exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+import random
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from ciyuan.errors import CiyuanError, InvalidInput
 from ciyuan.exchange.metering import Cursor
 from ciyuan.sdk.client import DEFAULT_MAX_TOKENS, Client
 
 try:  # torch is optional: subclass its IterableDataset only when it is there
+    import torch
     from torch.utils.data import IterableDataset as _Base
     from torch.utils.data import get_worker_info as _worker_info
 except ImportError:  # pragma: no cover - exercised on machines without torch
+    torch = None  # type: ignore[assignment]
     _Base = object  # type: ignore[assignment,misc]
 
     def _worker_info():  # type: ignore[no-redef]
         return None
 
 
-POSITION_KEYS = ("_part", "_start", "_offset")
+POSITION_KEYS = ("_part", "_from", "_next", "_skip")
+_EMPTY: dict[str, Any] = {"media": b"", "meta": "{}", "tokens": 0}
+
+
+def collatable(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A record the default collate accepts: no None (``""``, ``b""``, ``"{}"``, 0), meta as JSON text."""
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        if v is None:
+            v = _EMPTY.get(k, "")
+        elif k == "meta" and not isinstance(v, str):
+            v = json.dumps(v, ensure_ascii=False, sort_keys=True)
+        out[k] = v
+    return out
 
 
 class TokenStream(_Base):  # type: ignore[misc,valid-type]
-    """Records of an entitlement, split across DataLoader workers (and ranks) without overlap."""
+    """Records (or packed token blocks) of an entitlement, split across DataLoader workers and ranks."""
 
     def __init__(self, client: Client | str, entitlement_id: str, key: str | None = None, *,
                  max_tokens: int = DEFAULT_MAX_TOKENS, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
-                 num_workers: int | None = None, read_ahead: bool = False):
+                 num_workers: int | None = None, read_ahead: bool = False, shuffle: int = 0, seed: int = 0,
+                 tokenize: bool = False, pack: int | None = None, eos_id: int | None = None,
+                 tokenizer: str | None = None):
         super().__init__()
+        if shuffle < 0 or (pack is not None and pack < 1):
+            raise ValueError("shuffle must be >= 0 and pack >= 1")
         self.client = client if isinstance(client, Client) else Client(client, key)
         self.entitlement_id = entitlement_id
         self.max_tokens = max_tokens
@@ -61,45 +102,79 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         self.rank, self.world_size = rank, world_size
         self.num_workers = num_workers
         self.read_ahead = read_ahead
+        self.shuffle, self.seed = int(shuffle), int(seed)
+        self.pack = pack
+        self.tokenize = bool(tokenize or pack)
+        self.eos_id = eos_id
+        self.tokenizer = tokenizer  # default: the entitlement's own (its token schedule)
+        self._tok: Any = None
         self._parts: int | None = None
-        self._state: dict[int, tuple[int, int]] = {}  # part -> (batch start, next offset)
+        self._state: dict[int, tuple[int, int, int]] = {}  # part -> (re-read from, next ordinal, tokens to skip)
 
     # -- state -------------------------------------------------------------------------------------
+    def _order(self) -> dict:
+        return {"shuffle": self.shuffle, "seed": self.seed if self.shuffle > 1 else 0, "tokenize": self.tokenize,
+                "pack": self.pack, "eos_id": self.eos_id if self.pack else None}
+
     def state_dict(self) -> dict:
-        """Per partition, where to resume: ``{"parts": n, "positions": {part: [batch_start, next_offset]}}``."""
+        """Per partition, where to resume: ``positions: {part: [re-read from, next ordinal, tokens to skip]}``."""
         return {
             "entitlement_id": self.entitlement_id,
             "parts": self._parts,
-            "positions": {str(k): [s, o] for k, (s, o) in sorted(self._state.items())},
+            "order": self._order(),
+            "positions": {str(k): list(v) for k, v in sorted(self._state.items())},
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("entitlement_id") not in (None, self.entitlement_id):
             raise ValueError(f"state is for entitlement {state.get('entitlement_id')}, not {self.entitlement_id}")
+        order = state.get("order")
+        if order is not None and order != self._order():
+            raise ValueError(f"state was saved with {order}, this stream is {self._order()}: "
+                             "resume with the same shuffle, seed, tokenize, pack and eos_id")
         self._parts = state.get("parts")
-        self._state = {int(k): (int(v[0]), int(v[1])) for k, v in (state.get("positions") or {}).items()}
+        self._state = {}
+        for k, v in (state.get("positions") or {}).items():
+            v = [int(x) for x in v]
+            self._state[int(k)] = (v[0], v[1], v[2] if len(v) > 2 else 0)  # [start, offset]: the older form
 
     def observe(self, item: Any) -> None:
-        """Count a record (or a collated batch of them) as consumed by the loop."""
-        if isinstance(item, dict) and "_part" in item:
-            parts, starts, offsets = item["_part"], item["_start"], item["_offset"]
-            if isinstance(offsets, int):
-                parts, starts, offsets = [parts], [starts], [offsets]
-            for p, s, o in zip(_ints(parts), _ints(starts), _ints(offsets), strict=True):
-                if p not in self._state or o + 1 > self._state[p][1]:
-                    self._state[p] = (s, o + 1)
+        """Count an item (or a collated batch of them) as consumed by the loop."""
+        if isinstance(item, Mapping) and "_part" in item:
+            cols = [item[k] for k in POSITION_KEYS]
+            if isinstance(cols[0], int):
+                cols = [[c] for c in cols]
+            for p, f, n, t in zip(*(_ints(c) for c in cols), strict=True):
+                if p not in self._state or (n, t) > self._state[p][1:]:
+                    self._state[p] = (f, n, t)
         elif isinstance(item, list | tuple):
             for x in item:
                 self.observe(x)
 
-    def track(self, loader: Iterable) -> Iterator:
-        """Wrap a DataLoader: yields its items unchanged and records what the loop consumed."""
-        workers = max(1, int(getattr(loader, "num_workers", 0) or 0))
+    def _begin(self, workers: int) -> None:
         if self._parts is None:  # a new stream: one partition per worker and rank
-            self._parts = self.world_size * workers
-        for item in loader:
+            self._parts = self.world_size * max(1, workers)
+
+    def _observed(self, items: Iterable) -> Iterator:
+        for item in items:
             self.observe(item)
             yield item
+
+    def track(self, loader: Iterable) -> Iterator:
+        """Wrap a DataLoader you built: yields its items unchanged and records what the loop consumed."""
+        self._begin(int(getattr(loader, "num_workers", 0) or 0))
+        return self._observed(loader)
+
+    def loader(self, batch_size: int | None = 1, *, num_workers: int | None = None, **kw: Any) -> Any:
+        """A torch DataLoader over this stream that keeps :meth:`state_dict` current by itself.
+
+        ``num_workers`` defaults to the one given to the stream; other arguments go to DataLoader.
+        """
+        if torch is None:
+            raise InvalidInput("TokenStream.loader needs torch", hint="pip install torch, or iterate the stream")
+        nw = (self.num_workers or 0) if num_workers is None else num_workers
+        self.num_workers = nw or None
+        return _loader_class()(self, batch_size=batch_size, num_workers=nw, **kw)
 
     # -- iteration ---------------------------------------------------------------------------------
     def _layout(self) -> tuple[int, int]:
@@ -107,7 +182,7 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         info = _worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, self.num_workers or 1)
         if info is None and self.num_workers and self.num_workers > 1:
-            raise ValueError("num_workers > 1 needs a DataLoader; iterate it through one")
+            raise ValueError("num_workers > 1 needs a DataLoader; use ds.loader(...) or iterate it through one")
         return self.rank * nw + wid, self.world_size * nw
 
     def __iter__(self) -> Iterator[dict]:
@@ -117,26 +192,140 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         if in_main:
             self._parts = parts
         for part in range(me, parts, iterators):
-            yield from self._part(part, parts, in_main)
+            for item in self._items(part, parts):
+                if in_main:
+                    self._state[part] = (item["_from"], item["_next"], item["_skip"])
+                yield item
 
-    def _part(self, part: int, parts: int, in_main: bool) -> Iterator[dict]:
-        start, offset = self._state.get(part, (0, 0))
-        cursor = str(Cursor(parts, part, start))
-        skip = offset - start
+    def _source(self, part: int, parts: int, reread: int, first: int) -> Iterator[tuple[int, int, dict]]:
+        """(offset, batch start, record) of a partition from offset ``first``, asking from batch start ``reread``."""
+        cursor = str(Cursor(parts, part, reread))
         for batch in self.client.batches(self.entitlement_id, cursor, max_tokens=self.max_tokens, parts=parts,
                                          part=part, fmt=self.fmt, read_ahead=self.read_ahead):
             b_start = int(batch.cursor.rsplit(".", 1)[1])
-            for i, rec in enumerate(batch.records()):
-                if skip > 0:
-                    skip -= 1
-                    continue
-                rec["_part"], rec["_start"], rec["_offset"] = part, b_start, b_start + i
-                if in_main:
-                    self._state[part] = (b_start, b_start + i + 1)
-                yield rec
+            for i, rec in enumerate(batch.table.to_pylist()):
+                if b_start + i >= first:
+                    yield b_start + i, b_start, rec
+
+    def _ordered(self, part: int, parts: int, reread: int, nxt: int) -> Iterator[tuple[int, int, dict]]:
+        """(ordinal, batch start to re-read from, record) in output order, from ordinal ``nxt``."""
+        w = self.shuffle
+        if w <= 1:
+            yield from self._source(part, parts, reread, nxt)
+            return
+        k = nxt // w
+        skip = nxt - k * w
+        window: list[dict] = []
+        wfrom = reread
+
+        def emit() -> Iterator[tuple[int, int, dict]]:
+            perm = list(range(len(window)))
+            random.Random(f"ciyuan-shuffle:{self.seed}:{parts}:{part}:{k}").shuffle(perm)
+            for j in range(skip, len(window)):
+                yield k * w + j, wfrom, window[perm[j]]
+
+        for _o, b, rec in self._source(part, parts, reread, k * w):
+            if not window:
+                wfrom = b  # the batch holding the window's first record: where a resume re-reads from
+            window.append(rec)
+            if len(window) == w:
+                yield from emit()
+                k, skip, window = k + 1, 0, []
+        if window:
+            yield from emit()
+
+    def _items(self, part: int, parts: int) -> Iterator[dict]:
+        reread, nxt, skip_t = self._state.get(part, (0, 0, 0))
+        records = self._ordered(part, parts, reread, nxt)
+        if not self.tokenize:
+            for n, f, rec in records:
+                yield collatable(rec) | {"_part": part, "_from": f, "_next": n + 1, "_skip": 0}
+            return
+        tok = self._tokenizer()
+        if not self.pack:
+            for n, f, rec in records:
+                ids = tok.encode(rec.get("text") or "")
+                yield collatable(rec) | {"input_ids": ids, "_part": part, "_from": f, "_next": n + 1, "_skip": 0}
+            return
+        size, eos, buf = self.pack, self._eos(tok), []
+        for n, f, rec in records:
+            ids = tok.encode(rec.get("text") or "") + [eos]
+            i = skip_t if n == nxt else 0
+            while i < len(ids):
+                take = min(size - len(buf), len(ids) - i)
+                buf.extend(ids[i:i + take])
+                i += take
+                if len(buf) == size:
+                    pos = (n, i) if i < len(ids) else (n + 1, 0)
+                    yield {"input_ids": _block(buf), "_part": part, "_from": f, "_next": pos[0], "_skip": pos[1]}
+                    buf = []
+
+    # -- tokens ------------------------------------------------------------------------------------
+    def _tokenizer(self) -> Any:
+        """The listing's tokenizer (the entitlement's token schedule), loaded once per process."""
+        if self._tok is None:
+            from ciyuan.tokens import get_tokenizer
+
+            name = self.tokenizer or self.client.entitlement(self.entitlement_id)["schedule"]
+            try:
+                self._tok = get_tokenizer(name)
+            except CiyuanError as exc:
+                raise InvalidInput(f"tokenize=True: the entitlement's token schedule {name!r} is not a tokenizer "
+                                   f"this machine has ({exc})",
+                                   hint="pass tokenizer= (a name from `ciyuan tokenizers`) or tokenize=False") from exc
+        return self._tok
+
+    def _eos(self, tok: Any) -> int:
+        """The id put after each document: ``eos_id``, else the first id past the ordinary vocabulary."""
+        if self.eos_id is not None:
+            return self.eos_id
+        enc = getattr(tok, "encoding", None)
+        if enc is not None and hasattr(enc, "n_vocab"):
+            return int(enc.n_vocab)
+        hf = getattr(tok, "tok", None)
+        if hf is not None and hasattr(hf, "get_vocab_size"):
+            return int(hf.get_vocab_size(with_added_tokens=True))
+        raise InvalidInput(f"tokenizer {getattr(tok, 'name', tok)!r} has no known vocabulary size",
+                           hint="pass eos_id= to TokenStream")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_tok"} | {"_tok": None}
+
+
+def _block(ids: list[int]) -> Any:
+    return torch.tensor(ids, dtype=torch.long) if torch is not None else list(ids)
+
+
+_LOADER: type | None = None
+
+
+def _loader_class() -> type:
+    """A DataLoader whose iteration keeps its TokenStream's state (defined once torch is imported)."""
+    global _LOADER
+    if _LOADER is None:
+        from torch.utils.data import DataLoader
+
+        class TokenLoader(DataLoader):
+            """``DataLoader`` that records what the loop consumed, so ``dataset.state_dict()`` resumes exactly."""
+
+            def __iter__(self):  # type: ignore[override]
+                ds: TokenStream = self.dataset  # type: ignore[assignment]
+                ds._begin(self.num_workers)  # before the workers fork: they must agree on the partition count
+                return ds._observed(super().__iter__())
+
+            def state_dict(self) -> dict:
+                return self.dataset.state_dict()  # type: ignore[attr-defined]
+
+            def load_state_dict(self, state: dict) -> None:
+                self.dataset.load_state_dict(state)  # type: ignore[attr-defined]
+
+        _LOADER = TokenLoader
+    return _LOADER
 
 
 def _ints(v: Any) -> list[int]:
     if hasattr(v, "tolist"):
         v = v.tolist()
+    if isinstance(v, int):
+        return [v]
     return [int(x) for x in v]

@@ -3,7 +3,9 @@
 The project is installed the way `make run` installs it (`make install` into its own virtual
 environment, no test extras), so a module that only the test extras import cannot hide a crash a
 user would hit. The commands run in a fresh folder and home; `ciyuan serve &` is the README's own
-server. The buyer's key is the one `ciyuan key create` printed, as a user would copy it.
+server. The buyer's key is the one `ciyuan key create` printed, as a user would copy it. The
+"Training with PyTorch" block needs torch, which `make run` does not install: it runs with this
+test's Python (the test environment) against the same server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +25,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_VENV = ROOT / ".venv-readme"  # kept between local runs; a fresh clone (CI) builds it once
+# python blocks that need torch, which `make run` does not install: run by this test's own Python
+# (which has the test extras, torch included) with this checkout first on the path
+TORCH_SECTIONS = {"Training with PyTorch"}
 
 
 def blocks() -> list[tuple[str, str, str]]:
@@ -56,7 +62,7 @@ def test_readme_sessions_run_as_written(tmp_path: Path) -> None:
     found = blocks()
     sections = [s for s, _, _ in found]
     assert sections == ["A provider's session", "The operator opens a buyer's account", "A buyer's session",
-                        "The operator's checks"], sections
+                        "Training with PyTorch", "The operator's checks"], sections
     bin_ = _run_env()
     work = tmp_path / "work"
     work.mkdir()
@@ -89,7 +95,10 @@ def test_readme_sessions_run_as_written(tmp_path: Path) -> None:
                     assert keys, out
                     env["CIYUAN_KEY"] = keys[-1]
             elif lang == "python":
-                r = subprocess.run([str(bin_ / "python"), "-c", code], cwd=work, env=env, capture_output=True,
+                python, run_env = str(bin_ / "python"), env
+                if section in TORCH_SECTIONS:  # torch is not part of `make run`: the test environment has it
+                    python, run_env = sys.executable, {**env, "PYTHONPATH": str(ROOT)}
+                r = subprocess.run([python, "-c", code], cwd=work, env=run_env, capture_output=True,
                                    text=True, timeout=600)
                 assert r.returncode == 0, f"{section} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
         assert (work / "receipt.json").exists()
