@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -333,57 +333,12 @@ def read_positions(p: Plan, a: int, b: int) -> pa.Table:
     return read_positions_leaves(p, a, b)[0]
 
 
-def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False
-                          ) -> tuple[pa.Table, np.ndarray | None, list[Piece]]:
-    """Records of selection positions ``[a, b)``, with ``leaves`` their digest leaves in order, and
-    the pieces the batch was cut from (whole row groups are named, so their encoding can be reused).
-    """
-    if b <= a:
-        return SCHEMA.empty_table(), np.empty((0, 32), np.uint8) if leaves else None, []
+def _runs(p: Plan, a: int, b: int) -> Iterator[tuple[str, int, _Group, np.ndarray]]:
+    """Selection positions ``[a, b)`` as runs within one row group each, in order:
+    ``(shard path, row group, its cached group, row indices inside the group)``."""
     rows = p.rows[a:b]
     shard_of = np.searchsorted(p.shard_starts, rows, side="right") - 1
     paths = p.version.shard_paths()
-    parts: list[pa.Table] = []
-    leaf_parts: list[np.ndarray] = []
-    pieces: list[Piece] = []
-    at = 0
-    i = 0
-    n = len(rows)
-    while i < n:
-        sh = int(shard_of[i])
-        j = i + int(np.searchsorted(shard_of[i:], sh, side="right"))
-        local = rows[i:j] - p.shard_starts[sh]
-        rg_starts = ROW_GROUPS.starts(p.version, paths[sh])
-        rg_of = np.searchsorted(rg_starts, local, side="right") - 1
-        groups = ROW_GROUPS.get_many(p.version, paths[sh], [int(x) for x in np.unique(rg_of)])
-        k = 0
-        while k < len(local):
-            rg = int(rg_of[k])
-            m = k + int(np.searchsorted(rg_of[k:], rg, side="right"))
-            g = groups[rg]
-            idx = local[k:m] - rg_starts[rg]
-            whole = m - k == g.table.num_rows
-            parts.append(g.table if whole else g.table.take(pa.array(idx)))
-            pieces.append(((paths[sh], rg) if whole else None, at, at + m - k))
-            at += m - k
-            if leaves:
-                lv = g.leaf_rows()
-                leaf_parts.append(lv if whole else lv[idx])
-            k = m
-        i = j
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    table = table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
-    return table, (np.concatenate(leaf_parts) if leaves else None), pieces
-
-
-def record_sizes(p: Plan, a: int, b: int) -> np.ndarray:
-    """Bytes of each record of selection positions ``[a, b)`` (see :meth:`_Group.size_rows`)."""
-    if b <= a:
-        return np.zeros(0, np.int64)
-    rows = p.rows[a:b]
-    shard_of = np.searchsorted(p.shard_starts, rows, side="right") - 1
-    paths = p.version.shard_paths()
-    out: list[np.ndarray] = []
     i, n = 0, len(rows)
     while i < n:
         sh = int(shard_of[i])
@@ -396,10 +351,40 @@ def record_sizes(p: Plan, a: int, b: int) -> np.ndarray:
         while k < len(local):
             rg = int(rg_of[k])
             m = k + int(np.searchsorted(rg_of[k:], rg, side="right"))
-            out.append(groups[rg].size_rows()[local[k:m] - rg_starts[rg]])
+            yield paths[sh], rg, groups[rg], local[k:m] - rg_starts[rg]
             k = m
         i = j
-    return np.concatenate(out)
+
+
+def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False
+                          ) -> tuple[pa.Table, np.ndarray | None, list[Piece]]:
+    """Records of selection positions ``[a, b)``, with ``leaves`` their digest leaves in order, and
+    the pieces the batch was cut from (whole row groups are named, so their encoding can be reused).
+    """
+    if b <= a:
+        return SCHEMA.empty_table(), np.empty((0, 32), np.uint8) if leaves else None, []
+    parts: list[pa.Table] = []
+    leaf_parts: list[np.ndarray] = []
+    pieces: list[Piece] = []
+    at = 0
+    for path, rg, g, idx in _runs(p, a, b):
+        whole = len(idx) == g.table.num_rows
+        parts.append(g.table if whole else g.table.take(pa.array(idx)))
+        pieces.append(((path, rg) if whole else None, at, at + len(idx)))
+        at += len(idx)
+        if leaves:
+            lv = g.leaf_rows()
+            leaf_parts.append(lv if whole else lv[idx])
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    table = table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
+    return table, (np.concatenate(leaf_parts) if leaves else None), pieces
+
+
+def record_sizes(p: Plan, a: int, b: int) -> np.ndarray:
+    """Bytes of each record of selection positions ``[a, b)`` (see :meth:`_Group.size_rows`)."""
+    if b <= a:
+        return np.zeros(0, np.int64)
+    return np.concatenate([g.size_rows()[idx] for _, _, g, idx in _runs(p, a, b)])
 
 
 def bytes_end(p: Plan, a: int, e: int, cap: int) -> int:
