@@ -41,7 +41,7 @@ def generate(path: Path, rows: int, runaway: bool = True) -> int:
 
 READER = """
 import collections, json, sys
-from ciyuan.store.readers import Good, read_source
+from ciyuan.ingest.readers import Good, read_source
 n = collections.Counter("good" if isinstance(i, Good) else "bad" for i in read_source(sys.argv[1]))
 print(json.dumps({"records": n["good"], "quarantined": n["bad"], "quarantined_by_reason": {}}))
 """

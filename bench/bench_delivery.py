@@ -71,7 +71,10 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="ciyuan-bench-delivery-")
     os.environ["CIYUAN_HOME"] = home
     os.environ.setdefault("CIYUAN_HOLD_TIMEOUT_S", "600")
-    from ciyuan.exchange import accounts, audit, delivery, ledger, market, tx
+    from ciyuan.db import tx
+    from ciyuan.delivery import delivery
+    from ciyuan.ledger import audit, ledger
+    from ciyuan.market import accounts, market
     from ciyuan.sdk import Client
 
     t0 = time.perf_counter()

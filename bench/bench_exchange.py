@@ -69,7 +69,9 @@ def _version(name: str, n: int):
 
 
 def child_throughput(threads: int, orders: int, transfers: int) -> dict:
-    from ciyuan.exchange import accounts, ledger, market, tx
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
+    from ciyuan.market import accounts, market
 
     buyers_n = 64
     accs = tx.run(
@@ -123,7 +125,8 @@ def child_throughput(threads: int, orders: int, transfers: int) -> dict:
 
 
 def child_quotes(records: int, runs: int) -> dict:
-    from ciyuan.exchange import accounts, market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts, market
 
     t0 = time.perf_counter()
     v = _version("big", records)

@@ -9,8 +9,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ciyuan.api.limits import PRINCIPAL_STATE
 from ciyuan.config import Settings
-from ciyuan.exchange import tx
-from ciyuan.exchange.accounts import Principal, authenticate
+from ciyuan.db import tx
+from ciyuan.market.accounts import Principal, authenticate
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `ciyuan key create`")
 

@@ -262,8 +262,8 @@ class LimitsMiddleware:
     @staticmethod
     def _authenticate(scope: Scope, headers: Headers, s: Settings) -> CiyuanError | None:
         """Check the bearer key as :func:`ciyuan.api.auth.principal` would; keep the principal for the route."""
-        from ciyuan.exchange import tx
-        from ciyuan.exchange.accounts import authenticate
+        from ciyuan.db import tx
+        from ciyuan.market.accounts import authenticate
 
         scheme, _, secret = (headers.get("authorization") or "").partition(" ")  # as HTTPBearer splits it
         secret = secret if scheme.lower() == "bearer" else ""

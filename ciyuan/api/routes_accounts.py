@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from ciyuan.api.auth import app_settings, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID, AccountIn, AccountOut, KeyIn, KeyOut, NewKeyOut
-from ciyuan.exchange import accounts, tx
-from ciyuan.exchange.accounts import Principal
+from ciyuan.db import tx
+from ciyuan.market import accounts
+from ciyuan.market.accounts import Principal
 
 router = APIRouter(tags=["accounts"])
 OPERATOR = requires(roles=("operator",))

@@ -8,8 +8,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID, ListingDetail, ListingOut, ListingPage, PriceIn, PublishIn
-from ciyuan.exchange import market, tx
-from ciyuan.exchange.accounts import Principal
+from ciyuan.db import tx
+from ciyuan.market import market
+from ciyuan.market.accounts import Principal
 
 router = APIRouter(tags=["catalog"])
 

@@ -1,4 +1,4 @@
-"""Delivery: metered record streams, acks, packages, usage, balance and signed receipts.
+"""Delivery: metered record streams, acks, packages, usage, balance and signed signing.
 
 The stream answers NDJSON by default and Arrow IPC for ``Accept: application/vnd.apache.arrow.stream``;
 the batch's cursor, next cursor, tokens, hold and content digest travel in ``Ciyuan-*`` headers so
@@ -20,9 +20,11 @@ from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID
 from ciyuan.config import Settings
-from ciyuan.exchange import delivery, ledger, packages, receipts, tx
-from ciyuan.exchange.accounts import Principal
-from ciyuan.exchange.metering import MAX_PARTS, table_to_ndjson
+from ciyuan.db import tx
+from ciyuan.delivery import delivery, packages, receipts
+from ciyuan.delivery.metering import MAX_PARTS, table_to_ndjson
+from ciyuan.ledger import ledger, signing
+from ciyuan.market.accounts import Principal
 
 router = APIRouter(tags=["delivery"])
 log = logging.getLogger(__name__)
@@ -148,14 +150,14 @@ def receipt(
     """A signed statement of every posted batch; verify it offline with ``ciyuan receipt verify``."""
     s = app_settings(request)
     p = delivery.plan(entitlement_id, who.account.id, s)
-    signed = receipts.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s)
-    return Response(content=receipts.to_bytes(signed), media_type="application/json")
+    signed = signing.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s)
+    return Response(content=signing.to_bytes(signed), media_type="application/json")
 
 
 @router.get("/receipts/key", responses=responses())
 def receipt_key(request: Request) -> dict:
-    """The exchange's receipt-signing public key (Ed25519), to pin when verifying receipts."""
-    return receipts.public_key_info(app_settings(request))
+    """The exchange's receipt-signing public key (Ed25519), to pin when verifying signing."""
+    return signing.public_key_info(app_settings(request))
 
 
 @router.post("/entitlements/{entitlement_id}/package", responses=responses(401, 403, 404, 409))

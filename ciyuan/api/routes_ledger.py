@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request
 from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import AccountOut, BalanceOut, CheckOut, DepositIn, MeOut, TransferOut
+from ciyuan.db import tx
 from ciyuan.errors import InvalidInput
-from ciyuan.exchange import ledger, tx
-from ciyuan.exchange.accounts import Principal, get_account
-from ciyuan.exchange.money import parse_amount
+from ciyuan.ledger import ledger
+from ciyuan.ledger.money import parse_amount
+from ciyuan.market.accounts import Principal, get_account
 
 router = APIRouter(tags=["ledger"])
 

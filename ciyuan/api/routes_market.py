@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from ciyuan.api.auth import app_settings, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID, EntitlementOut, OrderIn, OrderOut, QuoteIn, QuoteOut
-from ciyuan.exchange import market, tx
-from ciyuan.exchange.accounts import Principal
+from ciyuan.db import tx
+from ciyuan.market import market
+from ciyuan.market.accounts import Principal
 
 router = APIRouter(tags=["market"])
 BUYER = ("buyer",)

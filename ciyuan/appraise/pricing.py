@@ -41,7 +41,7 @@ def suggest_rate(version: Any, schedule: str, currency: str) -> Fraction:
 
 def _register() -> None:
     try:
-        from ciyuan.exchange.market import register_price_suggester
+        from ciyuan.market.market import register_price_suggester
     except ImportError:  # no market installed: nothing to answer
         return
     register_price_suggester(suggest_rate)

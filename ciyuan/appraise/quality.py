@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from ciyuan.store.declared import CARD_FIELDS
+from ciyuan.ingest.declared import CARD_FIELDS
 
 MODALITIES = {"text", "image", "audio", "video", "tabular", "binary"}
 DATE_FIELDS = ("date", "created_at", "created", "published", "published_at", "timestamp", "time",

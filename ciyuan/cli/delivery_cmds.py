@@ -25,10 +25,10 @@ def receipt_verify_cmd(
     The key is --key if given, else the one --exchange URL publishes, else this home's exchange key;
     a receipt signed by any other key (re-signed after a change) fails.
     """
-    from ciyuan.exchange import receipts
+    from ciyuan.ledger import signing
 
     with errors(as_json):
-        rep = receipts.verify_file(file, key, exchange=exchange)
+        rep = signing.verify_file(file, key, exchange=exchange)
 
     def render(r: dict) -> None:
         if r["ok"] and r.get("kind") == "receipt":
@@ -52,12 +52,14 @@ def receipt_get_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Write an entitlement's signed receipt from this exchange's database (operator side)."""
-    from ciyuan.exchange import delivery, receipts, tx
+    from ciyuan.db import tx
+    from ciyuan.delivery import delivery, receipts
+    from ciyuan.ledger import signing
 
     with errors(as_json):
         p = delivery.plan(entitlement, None)
-        signed = receipts.sign(tx.run(lambda sess: receipts.statement(sess, p)))  # stores its audit checkpoint
-        out.write_bytes(receipts.to_bytes(signed))
+        signed = signing.sign(tx.run(lambda sess: receipts.statement(sess, p)))  # stores its audit checkpoint
+        out.write_bytes(signing.to_bytes(signed))
     emit({"file": str(out), "totals": signed["receipt"]["totals"]}, as_json,
          lambda o: console.print(f"wrote {o['file']}"))
 
@@ -73,7 +75,7 @@ def settle_cmd(
     """Per-provider statements (tokens per listing, gross, fee, net) that tie to the ledger; exit 1 if not."""
     from datetime import UTC, datetime
 
-    from ciyuan.exchange import settlement
+    from ciyuan.market import settlement
 
     today = datetime.now(UTC).date()
     date_from = date_from or today.replace(day=1).isoformat()
@@ -111,7 +113,8 @@ def audit_verify_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Prove the ledger by the audit chain and the chain by signed checkpoints (read-only); exit 1 on any break."""
-    from ciyuan.exchange import audit, tx
+    from ciyuan.db import tx
+    from ciyuan.ledger import audit
 
     with errors(as_json):
         given = [cp for f in checkpoint for cp in audit.load_checkpoints(f)]
@@ -142,12 +145,13 @@ def audit_checkpoint_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Sign the audit log's head (seq and hash) with the exchange key and store it; verify checks the log against it."""
-    from ciyuan.exchange import audit, receipts, tx
+    from ciyuan.db import tx
+    from ciyuan.ledger import audit, signing
 
     with errors(as_json):
         signed = tx.run(audit.checkpoint)
         if out is not None:
-            out.write_bytes(receipts.to_bytes(signed))
+            out.write_bytes(signing.to_bytes(signed))
     rep = dict(signed["checkpoint"], file=str(out) if out else None, key_id=signed["signature"]["key_id"])
     emit(rep, as_json, lambda r: console.print(f"checkpoint at entry {r['seq']} {r['hash'][:16]} signed by "
                                                f"{r['key_id']}" + (f", written to {r['file']}" if r["file"] else "")))
@@ -159,7 +163,8 @@ def audit_adopt_cmd(as_json: bool = JsonOpt) -> None:
     Only transfers older than the first one in the chain are adopted; later unlogged ones were not
     written by the ledger and are refused (listed) for you to investigate. Exit 1 if any was refused.
     """
-    from ciyuan.exchange import audit, tx
+    from ciyuan.db import tx
+    from ciyuan.ledger import audit
 
     with errors(as_json):
         rep = tx.run(audit.adopt)
@@ -180,7 +185,7 @@ def audit_adopt_cmd(as_json: bool = JsonOpt) -> None:
 
 def sweep_cmd(as_json: bool = JsonOpt) -> None:
     """Charge delivered-but-unacknowledged batches past their deadline (their holds are posted)."""
-    from ciyuan.exchange import delivery
+    from ciyuan.delivery import delivery
 
     with errors(as_json):
         rep = delivery.sweep()

@@ -58,7 +58,8 @@ def account_create_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a market account."""
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts
 
     with errors(as_json):
         acc = tx.run(lambda s: accounts.create_account(s, name, role).to_dict())
@@ -69,7 +70,8 @@ def account_create_cmd(
 
 def account_list_cmd(as_json: bool = JsonOpt) -> None:
     """List market accounts."""
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts
 
     with errors(as_json):
         rows = tx.run(lambda s: [a.to_dict() for a in accounts.list_accounts(s)])
@@ -90,7 +92,8 @@ def key_create_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an API key; the secret is printed once and never stored."""
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts
 
     with errors(as_json):
         when = accounts.parse_expiry(expires)
@@ -108,7 +111,8 @@ def key_create_cmd(
 
 def key_revoke_cmd(key_id: str = typer.Argument(..., help="Key id (key_...)."), as_json: bool = JsonOpt) -> None:
     """Revoke a key at once."""
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts
 
     with errors(as_json):
         info = tx.run(lambda s: accounts.revoke_key(s, key_id))
@@ -117,7 +121,8 @@ def key_revoke_cmd(key_id: str = typer.Argument(..., help="Key id (key_...)."), 
 
 def key_list_cmd(account: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
     """List an account's keys (hints only, never secrets)."""
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts
 
     with errors(as_json):
         rows = tx.run(lambda s: accounts.list_keys(s, account))
@@ -139,8 +144,8 @@ def publish_cmd(
 ) -> None:
     """Publish a version as a listing with an arbitrage-free price schedule (one active listing per version)."""
     from ciyuan.errors import InvalidInput
-    from ciyuan.exchange import market
-    from ciyuan.exchange.pricing import load_tiers_file
+    from ciyuan.market import market
+    from ciyuan.market.pricing import load_tiers_file
 
     with errors(as_json):
         if not provider:  # checked here, not by typer, so --json still answers JSON
@@ -188,7 +193,8 @@ def listing_list_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """List listings, delisted ones included, with their price version."""
-    from ciyuan.exchange import market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import market
 
     with errors(as_json):
         rows = tx.run(lambda s: market.provider_listings(s, provider, status))
@@ -208,7 +214,8 @@ def listing_list_cmd(
 
 def listing_show_cmd(listing: str = typer.Argument(..., help="Listing id (lst_...)."), as_json: bool = JsonOpt) -> None:
     """A listing with its price history (every price version, oldest first)."""
-    from ciyuan.exchange import market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import market
 
     with errors(as_json):
         out = tx.run(lambda s: market.own_listing(s, listing, None))
@@ -235,8 +242,8 @@ def listing_price_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Change a listing's price: a new price version; quotes already made keep theirs."""
-    from ciyuan.exchange import market
-    from ciyuan.exchange.pricing import load_tiers_file
+    from ciyuan.market import market
+    from ciyuan.market.pricing import load_tiers_file
 
     with errors(as_json):
         tier_list, mode = load_tiers_file(tiers) if tiers else ([], "graduated")
@@ -250,7 +257,7 @@ def listing_delist_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Stop selling a listing: no new quotes or orders, hidden from the catalog; entitlements keep working."""
-    from ciyuan.exchange import market
+    from ciyuan.market import market
 
     with errors(as_json):
         out = market.delist(listing, actor=provider)
@@ -263,7 +270,7 @@ def listing_relist_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Offer a delisted listing again, at its current price version."""
-    from ciyuan.exchange import market
+    from ciyuan.market import market
 
     with errors(as_json):
         out = market.relist(listing, actor=provider)
@@ -278,10 +285,11 @@ def deposit_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Credit a buyer's balance (operator)."""
+    from ciyuan.db import tx
     from ciyuan.errors import InvalidInput
-    from ciyuan.exchange import ledger, tx
-    from ciyuan.exchange.accounts import get_account
-    from ciyuan.exchange.money import parse_amount
+    from ciyuan.ledger import ledger
+    from ciyuan.ledger.money import parse_amount
+    from ciyuan.market.accounts import get_account
 
     with errors(as_json):
         minor = parse_amount(amount, currency)
@@ -309,8 +317,9 @@ def balance_cmd(
     account: str | None = typer.Argument(None, help="Account (default: all)."), as_json: bool = JsonOpt
 ) -> None:
     """Ledger balances."""
-    from ciyuan.exchange import ledger, tx
-    from ciyuan.exchange.accounts import get_account
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
+    from ciyuan.market.accounts import get_account
 
     with errors(as_json):
         rows = tx.run(
@@ -328,7 +337,8 @@ def balance_cmd(
 
 def check_cmd(as_json: bool = JsonOpt) -> None:
     """Recompute every balance from the transfers; exit 1 if anything differs."""
-    from ciyuan.exchange import ledger, tx
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
 
     with errors(as_json):
         rep = tx.run(ledger.check)
@@ -350,7 +360,8 @@ def check_cmd(as_json: bool = JsonOpt) -> None:
 
 def expire_cmd(as_json: bool = JsonOpt) -> None:
     """Expire holds whose timeout has passed (the API also does this lazily)."""
-    from ciyuan.exchange import ledger, tx
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
 
     with errors(as_json):
         n = tx.run(lambda s: ledger.expire_due(s))

@@ -22,8 +22,9 @@ FALLBACK_PRICE = "20"  # CNY per million tokens, when no appraisal suggestion is
 
 
 def _ensure_account(name: str, role: str) -> dict:
+    from ciyuan.db import tx
     from ciyuan.errors import NotFound
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.market import accounts
 
     def work(sess):
         try:
@@ -35,13 +36,15 @@ def _ensure_account(name: str, role: str) -> dict:
 
 
 def _new_key(name: str) -> str:
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts
 
     return tx.run(lambda sess: accounts.create_key(sess, name)[1])
 
 
 def _listing_for(version_id: str) -> dict | None:
-    from ciyuan.exchange import market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import market
 
     def work(sess):
         found = market.search(sess, q=SAMPLE_DATASET, limit=100)
@@ -57,10 +60,12 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     """Build (or find) the demo exchange and return what was made, with fresh keys."""
     from ciyuan.curate.curate import curate
     from ciyuan.data import EVAL_TEXT, SAMPLE_DIR, sample_files
+    from ciyuan.db import tx
     from ciyuan.errors import CiyuanError
-    from ciyuan.exchange import ledger, market, tx
+    from ciyuan.ingest.run import ingest
+    from ciyuan.ledger import ledger
+    from ciyuan.market import market
     from ciyuan.store import resolve
-    from ciyuan.store.ingest import ingest
     from ciyuan.store.token_cache import token_report
 
     def step(text: str) -> None:
@@ -95,7 +100,7 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
             listing = market.publish(ref, provider=provider["id"], price_per_mtok=FALLBACK_PRICE, currency="CNY",
                                      license="CC-BY-4.0", sample=5)
     step(f"deposit {DEPOSIT} CNY for the buyer")
-    from ciyuan.exchange.money import parse_amount
+    from ciyuan.ledger.money import parse_amount
 
     tx.run(lambda s: ledger.deposit(s, f"quickstart:deposit:{buyer['id']}", buyer["id"],
                                     parse_amount(DEPOSIT, "CNY"), "CNY"))

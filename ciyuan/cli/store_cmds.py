@@ -15,7 +15,7 @@ from ciyuan.cli.output import JsonOpt, console, emit, errors, progress
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ciyuan.store.ingest import IngestProgress
+    from ciyuan.ingest.run import IngestProgress
 
 
 def _fmt_tokens(tokens: dict) -> str:
@@ -51,7 +51,7 @@ def ingest_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Read raw files into a new, immutable version; bad items go to its quarantine."""
-    from ciyuan.store.ingest import ingest, parse_renames
+    from ciyuan.ingest.run import ingest, parse_renames
 
     with errors(as_json), progress(not as_json, unit="bytes") as bar:
         out = ingest(sources, dataset, fmt=fmt, text_field=text_field, id_field=id_field, license=license,

@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from ciyuan.exchange.metering import Cursor, digest, records_to_table
+from ciyuan.delivery.metering import Cursor, digest, records_to_table
 
 ARROW = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"

@@ -52,8 +52,8 @@ import random
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from ciyuan.delivery.metering import Cursor
 from ciyuan.errors import CiyuanError, InvalidInput
-from ciyuan.exchange.metering import Cursor
 from ciyuan.sdk.client import DEFAULT_MAX_TOKENS, Client
 
 try:  # torch is optional: subclass its IterableDataset only when it is there

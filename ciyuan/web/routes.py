@@ -27,9 +27,10 @@ from markupsafe import Markup
 
 from ciyuan import __version__
 from ciyuan.config import Settings
+from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, NotFound
-from ciyuan.exchange import market, tx
-from ciyuan.exchange.accounts import Principal, authenticate
+from ciyuan.market import market
+from ciyuan.market.accounts import Principal, authenticate
 from ciyuan.web import charts, views
 from ciyuan.web.i18n import COOKIE as LANG_COOKIE
 from ciyuan.web.i18n import LANGS, Translator, pick_lang

@@ -1,7 +1,7 @@
 """What each page shows, gathered from the same functions the JSON API calls.
 
 Nothing here decides a price, a balance or who may see what: prices come from the listing's
-:class:`~ciyuan.exchange.pricing.PriceSchedule`, money from the ledger, ownership checks from
+:class:`~ciyuan.market.pricing.PriceSchedule`, money from the ledger, ownership checks from
 ``market``. The few reads that no public function offers yet (usage rows, tokens sold per
 listing) are plain read-only queries of the owning layer's tables, kept in this one module so
 they are easy to replace when that layer exposes them.
@@ -20,12 +20,14 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings
+from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, InvalidInput
-from ciyuan.exchange import accounts, audit, ledger, market, tx
-from ciyuan.exchange.accounts import Principal
-from ciyuan.exchange.money import CURRENCIES, format_amount
-from ciyuan.exchange.pricing import PriceSchedule
-from ciyuan.exchange.tables import EntitlementRow, OrderRow
+from ciyuan.ledger import audit, ledger
+from ciyuan.ledger.money import CURRENCIES, format_amount
+from ciyuan.market import accounts, market
+from ciyuan.market.accounts import Principal
+from ciyuan.market.pricing import PriceSchedule
+from ciyuan.market.tables import EntitlementRow, OrderRow
 from ciyuan.web import charts
 
 SORTS = ("newest", "price_asc", "price_desc", "tokens_desc", "tokens_asc", "name")
@@ -338,7 +340,7 @@ def selection_from_form(form: dict[str, str]) -> dict | None:
 def _usage_rows(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None) -> list | None:
     """Every posted delivery batch (oldest first) from metered delivery; None when it is not installed."""
     try:
-        from ciyuan.exchange import delivery
+        from ciyuan.delivery import delivery
     except ImportError:
         return None
     rows: list[dict] = []
@@ -372,7 +374,7 @@ def cumulative(events: list[tuple[Any, int]]) -> list[tuple[datetime, float]]:
 
 def receipts_available() -> bool:
     try:
-        from ciyuan.exchange import receipts
+        from ciyuan.delivery import receipts
     except ImportError:
         return False
     return hasattr(receipts, "statement")
@@ -454,16 +456,17 @@ def usage_summary(usage: list[dict]) -> dict[str, dict]:
 
 def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
     """The signed receipt of one of the buyer's entitlements, exactly as ``GET /v1/entitlements/{id}/receipt``."""
-    from ciyuan.exchange import delivery, receipts
+    from ciyuan.delivery import delivery, receipts
+    from ciyuan.ledger import signing
 
     p = delivery.plan(entitlement_id, who.account.id, s)  # 404 for anyone else's
-    return receipts.to_bytes(receipts.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s))
+    return signing.to_bytes(signing.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s))
 
 
 def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: str) -> dict:
     """Pay a quote now (``prepaid``) or as the tokens stream (``metered``), as the two order APIs do."""
     if billing == "metered":
-        from ciyuan.exchange import delivery
+        from ciyuan.delivery import delivery
 
         return delivery.place_metered_order(who.account.id, quote_id, idem, s=s)[0]
     return market.place_order(who.account.id, quote_id, idem, s=s)[0]

@@ -73,7 +73,8 @@ def live(db_home):
 @pytest.fixture
 def mkt(live):
     """Accounts, keys (as secrets) and a listing; ``client(key)`` gives an httpx client with that key."""
-    from ciyuan.exchange import accounts, market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts, market
 
     def setup(s):
         accs = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ciyuan.exchange import ledger, tx
-from ciyuan.exchange.pricing import build_schedule
+from ciyuan.db import tx
+from ciyuan.ledger import ledger
+from ciyuan.market.pricing import build_schedule
 
 
 def _expected(mkt, pred, budget=None):

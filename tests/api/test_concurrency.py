@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
-from ciyuan.exchange import ledger, tx
-from ciyuan.exchange.tables import OrderRow, TransferRow
+from ciyuan.db import tx
+from ciyuan.ledger import ledger
+from ciyuan.ledger.tables import TransferRow
+from ciyuan.market.tables import OrderRow
 
 
 def _count(model, **where):

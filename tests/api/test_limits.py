@@ -17,8 +17,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from ciyuan.config import settings
-from ciyuan.exchange import accounts, ledger, tx
-from ciyuan.exchange.tables import LedgerAccountRow
+from ciyuan.db import tx
+from ciyuan.ledger import ledger
+from ciyuan.ledger.tables import LedgerAccountRow
+from ciyuan.market import accounts
 
 MiB = 1024 * 1024
 

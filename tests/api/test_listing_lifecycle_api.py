@@ -62,7 +62,8 @@ def test_price_change_delist_relist_over_http(mkt) -> None:
 
 
 def test_another_provider_gets_404(mkt) -> None:
-    from ciyuan.exchange import accounts, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts
 
     key = tx.run(lambda s: (accounts.create_account(s, "rival", "provider"), accounts.create_key(s, "rival")[1]))[1]
     rival = mkt.client(key)
@@ -76,7 +77,8 @@ def test_another_provider_gets_404(mkt) -> None:
 
 def test_provider_page_controls_change_price_delist_and_relist(mkt) -> None:
     """The web face: the provider page has the controls, in both languages, and they act."""
-    from ciyuan.exchange import market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import market
 
     lid = mkt.listing["id"]
     web = mkt.client(follow_redirects=False)

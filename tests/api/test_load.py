@@ -68,7 +68,9 @@ def _head(method: str, path: str, headers: dict[str, str]) -> bytes:
 @pytest.fixture
 def server(home):
     """Accounts, keys and a listing in a fresh home, then ``uvicorn`` serving it in a child process."""
-    from ciyuan.exchange import accounts, ledger, market, tx
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
+    from ciyuan.market import accounts, market
     from ciyuan.store import VersionBuilder
 
     def setup(s):

@@ -13,7 +13,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from ciyuan.exchange import ledger, tx
+from ciyuan.db import tx
+from ciyuan.ledger import ledger
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 25

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import inspect, select, text
 
 from ciyuan import db
-from ciyuan.exchange import accounts, ledger, tx
+from ciyuan.db import tx
+from ciyuan.ledger import ledger
+from ciyuan.market import accounts
 
 
 def _order(mkt, who="alice", key="k1"):
@@ -109,7 +111,7 @@ def test_no_key_is_stored_in_plaintext(mkt):
                         found.append(table)
     assert found == []
     with db.session() as s:
-        from ciyuan.exchange.tables import ApiKeyRow
+        from ciyuan.market.tables import ApiKeyRow
 
         hashes = s.execute(select(ApiKeyRow.key_hash)).scalars().all()
     assert {accounts.hash_key(k) for k in secrets_} <= set(hashes)

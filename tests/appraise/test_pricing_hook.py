@@ -8,8 +8,9 @@ from fractions import Fraction
 def test_publish_at_the_suggested_price(home):
     from ciyuan.appraise import engine
     from ciyuan.appraise.pricing import suggest_rate
-    from ciyuan.exchange import market, tx
-    from ciyuan.exchange.accounts import create_account
+    from ciyuan.db import tx
+    from ciyuan.market import market
+    from ciyuan.market.accounts import create_account
     from ciyuan.store import VersionBuilder
 
     b = VersionBuilder("hooked", made_by={"tool": "test"})
@@ -21,7 +22,7 @@ def test_publish_at_the_suggested_price(home):
     listing = market.publish(v.ref, provider="alice", price_per_mtok="suggested")
     ap = engine.load(v.ref)  # appraised on the way, since it had not been
     assert suggest_rate(v, "cl100k_base", "CNY") == Fraction(ap["price"]["price_per_mtok_minor"], 100)
-    from ciyuan.exchange.pricing import PriceSchedule
+    from ciyuan.market.pricing import PriceSchedule
 
     # the listing's schedule charges exactly the suggested rate (per million tokens, minor units)
     assert PriceSchedule.from_dict(listing["price"]).price(1_000_000) == ap["price"]["price_per_mtok_minor"]

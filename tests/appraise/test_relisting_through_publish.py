@@ -6,8 +6,9 @@ from pathlib import Path
 
 from ciyuan.appraise import appraise
 from ciyuan.data import MAINTENANCE_LOGS
-from ciyuan.exchange import accounts, market, tx
-from ciyuan.store.ingest import ingest
+from ciyuan.db import tx
+from ciyuan.ingest.run import ingest
+from ciyuan.market import accounts, market
 
 
 def test_version_listed_by_two_providers(home: Path, tmp_path: Path) -> None:

@@ -69,8 +69,8 @@ def test_declared_licence_and_domain_carry_over_to_the_curated_version(home, tmp
     import json
 
     from ciyuan.appraise.engine import _card_info
+    from ciyuan.ingest.run import ingest
     from ciyuan.store import resolve
-    from ciyuan.store.ingest import ingest
 
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps({"text": f"record {i}: the pump ran for {i} hours."}) for i in range(20)))

@@ -40,8 +40,10 @@ def make_version(name: str = "corpus", n: int = N_RECORDS, rows_per_shard: int =
 
 def make_market(price: str = "1000.00", deposit: str = "100000.00", tiers: list[dict] | None = None):
     """Provider, buyer (with a key) and a listing; the buyer gets ``deposit`` CNY."""
-    from ciyuan.exchange import accounts, ledger, market, tx
-    from ciyuan.exchange.money import parse_amount
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
+    from ciyuan.ledger.money import parse_amount
+    from ciyuan.market import accounts, market
 
     def setup(sess):
         accs = {n: accounts.create_account(sess, n, r) for n, r in [("prov", "provider"), ("alice", "buyer")]}
@@ -57,7 +59,8 @@ def make_market(price: str = "1000.00", deposit: str = "100000.00", tiers: list[
 
 
 def metered_entitlement(env, selection: dict | None = None, key: str = "k1") -> dict:
-    from ciyuan.exchange import delivery, market
+    from ciyuan.delivery import delivery
+    from ciyuan.market import market
 
     q = market.create_quote(env.buyer, env.listing["id"], selection)
     order, _ = delivery.place_metered_order(env.buyer, q["id"], key)
@@ -144,6 +147,7 @@ def h() -> SimpleNamespace:
 
 
 def metered_tokens(env, ent: str) -> int:
-    from ciyuan.exchange import delivery, tx
+    from ciyuan.db import tx
+    from ciyuan.delivery import delivery
 
     return tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))["tokens_posted"]

@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 from ciyuan import db
 from ciyuan.cli.main import app
 from ciyuan.config import settings
-from ciyuan.exchange import audit, market, receipts, tx
-from ciyuan.exchange.delivery_tables import AuditHeadRow, AuditRow
+from ciyuan.db import tx
+from ciyuan.ledger import audit, signing
+from ciyuan.ledger.tables import AuditHeadRow, AuditRow
+from ciyuan.market import market
 from ciyuan.sdk import Client
 
 runner = CliRunner()
@@ -34,10 +36,10 @@ def resign(data: bytes, change) -> tuple[bytes, str]:
     key = Ed25519PrivateKey.generate()
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     pub = base64.b64encode(raw).decode()
-    sig = key.sign(receipts.canonical(doc["receipt"]))
-    doc["signature"] = {"alg": "Ed25519", "public_key": pub, "key_id": receipts.key_id(raw),
+    sig = key.sign(signing.canonical(doc["receipt"]))
+    doc["signature"] = {"alg": "Ed25519", "public_key": pub, "key_id": signing.key_id(raw),
                         "value": base64.b64encode(sig).decode()}
-    return receipts.to_bytes(doc), pub
+    return signing.to_bytes(doc), pub
 
 
 def zero_charge(r: dict) -> None:
@@ -67,10 +69,10 @@ def test_receipt_resigned_with_another_key_fails_by_default(home, h, tmp_path) -
     res = runner.invoke(app, ["receipt", "verify", str(bad), "--json"])
     assert res.exit_code == 1
     assert "not by the exchange's key" in json.loads(res.stdout)["problem"]
-    assert not receipts.verify_file(bad)["ok"] and not receipts.verify_bytes(forged)["ok"]
+    assert not signing.verify_file(bad)["ok"] and not signing.verify_bytes(forged)["ok"]
     # pinning still decides: pinned to the forger's key it is their (valid) signature; to the exchange's, not
     assert runner.invoke(app, ["receipt", "verify", str(bad), "--key", attacker_key]).exit_code == 0
-    exchange = receipts.public_key_info()["key_id"]
+    exchange = signing.public_key_info()["key_id"]
     assert runner.invoke(app, ["receipt", "verify", str(bad), "--key", exchange]).exit_code == 1
     assert runner.invoke(app, ["receipt", "verify", str(path), "--key", exchange]).exit_code == 0
 
@@ -80,7 +82,7 @@ def test_receipt_verified_against_the_servers_published_key(home, h, tmp_path, s
     srv = server_factory().start()
     with Client(srv.url, env.key) as c:
         data = c.receipt(ent)
-        assert c.receipt_key()["public_key"] == receipts.public_key_info()["public_key"]
+        assert c.receipt_key()["public_key"] == signing.public_key_info()["public_key"]
     # the buyer's machine: a home of its own, without the exchange's key
     monkeypatch.setenv("CIYUAN_HOME", str(tmp_path / "buyer"))
     db.dispose_all()
@@ -90,7 +92,7 @@ def test_receipt_verified_against_the_servers_published_key(home, h, tmp_path, s
     bad.write_bytes(resign(data, zero_charge)[0])
     res = runner.invoke(app, ["receipt", "verify", str(good)])
     assert res.exit_code == 2 and "--exchange" in res.output  # nothing to check against: says what to give
-    assert not (tmp_path / "buyer" / receipts.KEY_FILE).exists()  # and did not make a key of its own
+    assert not (tmp_path / "buyer" / signing.KEY_FILE).exists()  # and did not make a key of its own
     res = runner.invoke(app, ["receipt", "verify", str(good), "--exchange", srv.url, "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)

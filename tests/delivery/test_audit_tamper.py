@@ -18,9 +18,10 @@ from sqlalchemy import delete, func, select, update
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
-from ciyuan.exchange import audit, ledger, market, receipts, tx
-from ciyuan.exchange.delivery_tables import AuditHeadRow, AuditRow
-from ciyuan.exchange.tables import LedgerAccountRow, TransferRow
+from ciyuan.db import tx
+from ciyuan.ledger import audit, ledger, signing
+from ciyuan.ledger.tables import AuditHeadRow, AuditRow, LedgerAccountRow, TransferRow
+from ciyuan.market import market
 
 runner = CliRunner()
 MILLION_CNY = 100_000_000  # in fen
@@ -226,9 +227,9 @@ def test_a_stored_checkpoint_cannot_be_edited_to_match_a_rewritten_log(sale) -> 
     tx.run(lambda s: s.execute(update(audit.AuditCheckpointRow).values(hash=new_hash)))
     assert_fails(problem="is not a signed checkpoint of its seq and hash")
     # nor can one be forged with another key
-    forged = receipts.sign_doc("checkpoint", {"type": audit.CHECKPOINT_TYPE, "seq": tip, "hash": new_hash, "at": "x"},
+    forged = signing.sign_doc("checkpoint", {"type": audit.CHECKPOINT_TYPE, "seq": tip, "hash": new_hash, "at": "x"},
                                _other_home_settings(sale.home.parent / "attacker"))
-    tx.run(lambda s: s.execute(update(audit.AuditCheckpointRow).values(signed=receipts.canonical(forged).decode())))
+    tx.run(lambda s: s.execute(update(audit.AuditCheckpointRow).values(signed=signing.canonical(forged).decode())))
     assert_fails(problem="not by the exchange's key")
 
 
@@ -243,7 +244,7 @@ def test_checkpoint_command_writes_a_file_verify_accepts(sale, tmp_path) -> None
     res = runner.invoke(app, ["audit", "checkpoint", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     cp = json.loads(res.stdout)
-    assert cp["seq"] == head_seq() and receipts.verify_file(out)["ok"]
+    assert cp["seq"] == head_seq() and signing.verify_file(out)["ok"]
     rep = assert_passes(out)
     assert rep["checkpoints"]["covers_head"]
     _cut_the_sale(sale)

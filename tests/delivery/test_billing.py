@@ -18,8 +18,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ciyuan.config import settings
-from ciyuan.exchange import audit, delivery, ledger, metering, receipts, tx
-from ciyuan.exchange.ledger import InsufficientFunds
+from ciyuan.db import tx
+from ciyuan.delivery import delivery, metering, receipts
+from ciyuan.ledger import audit, ledger
+from ciyuan.ledger.ledger import InsufficientFunds
 from ciyuan.sdk import Client, TokenStream
 
 LATER = timedelta(seconds=10_000)
@@ -355,7 +357,7 @@ def _lapse(batch_id: str, at: datetime) -> None:
     """Give a batch's ledger hold the short timeout holds had before this rule (it lapses at ``at``)."""
     from sqlalchemy import update
 
-    from ciyuan.exchange.tables import TransferRow
+    from ciyuan.ledger.tables import TransferRow
 
     tx.run(lambda s: s.execute(update(TransferRow).where(TransferRow.id == f"dl:{batch_id}").values(expires_at=at)))
 

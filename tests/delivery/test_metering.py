@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ciyuan.errors import InvalidInput
-from ciyuan.exchange.metering import (
+from ciyuan.delivery.metering import (
     Cursor,
     batch_end,
     digest,
@@ -18,7 +17,8 @@ from ciyuan.exchange.metering import (
     records_to_table,
     table_to_ndjson,
 )
-from ciyuan.exchange.pricing import build_schedule
+from ciyuan.errors import InvalidInput
+from ciyuan.market.pricing import build_schedule
 
 
 def test_cursor_round_trip_and_refusals() -> None:

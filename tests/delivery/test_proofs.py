@@ -11,8 +11,11 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
-from ciyuan.exchange import audit, delivery, ledger, market, packages, receipts, settlement, tx
-from ciyuan.exchange.delivery_tables import AuditRow
+from ciyuan.db import tx
+from ciyuan.delivery import delivery, packages
+from ciyuan.ledger import audit, ledger, signing
+from ciyuan.ledger.tables import AuditRow
+from ciyuan.market import market, settlement
 
 runner = CliRunner()
 
@@ -35,14 +38,14 @@ def test_receipt_verifies_and_any_changed_byte_fails(home, h, tmp_path) -> None:
     assert doc["receipt"]["totals"]["tokens"] == doc["receipt"]["entitled"]["tokens"]
     res = runner.invoke(app, ["receipt", "verify", str(tmp_path / "r.json"), "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["ok"]
-    pinned = receipts.public_key_info()["key_id"]
-    assert receipts.verify_bytes(data, pinned)["ok"]
-    assert not receipts.verify_bytes(data, "someone-else")["ok"]
+    pinned = signing.public_key_info()["key_id"]
+    assert signing.verify_bytes(data, pinned)["ok"]
+    assert not signing.verify_bytes(data, "someone-else")["ok"]
     for i in range(len(data)):  # every single-byte change is caught, wherever it is
         for flip in (0x01, 0x20):
             bad = bytearray(data)
             bad[i] ^= flip
-            assert not receipts.verify_bytes(bytes(bad))["ok"], (i, flip)
+            assert not signing.verify_bytes(bytes(bad))["ok"], (i, flip)
     bad = bytearray(data)
     bad[len(data) // 2] ^= 0x01
     (tmp_path / "bad.json").write_bytes(bytes(bad))
@@ -140,5 +143,5 @@ def test_receipt_with_changed_spare_base64_bits_fails(home, h, tmp_path) -> None
         last = alphabet.index(text[-1])
         assert last & spare == 0
         changed = dict(doc, signature=dict(doc["signature"], **{field: text[:-1] + alphabet[last | 1] + pad}))
-        out = receipts.verify_bytes(receipts.to_bytes(changed))
+        out = signing.verify_bytes(signing.to_bytes(changed))
         assert not out["ok"] and "canonical" in out["problem"], out

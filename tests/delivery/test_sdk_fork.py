@@ -18,8 +18,10 @@ from collections import Counter
 import httpx
 import pytest
 
-from ciyuan.exchange import delivery, ledger, tx
-from ciyuan.exchange.metering import Cursor
+from ciyuan.db import tx
+from ciyuan.delivery import delivery
+from ciyuan.delivery.metering import Cursor
+from ciyuan.ledger import ledger
 from ciyuan.sdk import ApiError, Client, TokenStream
 
 RUNS = 10

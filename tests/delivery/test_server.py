@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from ciyuan.exchange import audit, delivery, ledger, tx
-from ciyuan.exchange.metering import Cursor
+from ciyuan.db import tx
+from ciyuan.delivery import delivery
+from ciyuan.delivery.metering import Cursor
+from ciyuan.ledger import audit, ledger
 from ciyuan.sdk import ApiError, Client, TokenStream
 
 
@@ -229,6 +231,6 @@ def test_http_errors_are_json_4xx(home, h, server_factory) -> None:
     c.ack(ent, ar.next_cursor)
     assert len(c.all_usage(ent)) == 1
     key = c.receipt_key()
-    from ciyuan.exchange import receipts
+    from ciyuan.ledger import signing
 
-    assert receipts.verify_bytes(c.receipt(ent), key["public_key"])["ok"]
+    assert signing.verify_bytes(c.receipt(ent), key["public_key"])["ok"]

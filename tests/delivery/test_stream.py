@@ -6,9 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ciyuan.db import tx
+from ciyuan.delivery import delivery, metering
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput
-from ciyuan.exchange import audit, delivery, ledger, market, metering, tx
-from ciyuan.exchange.ledger import InsufficientFunds
+from ciyuan.ledger import audit, ledger
+from ciyuan.ledger.ledger import InsufficientFunds
+from ciyuan.market import market
 
 
 def drain(buyer: str, ent: str, max_tokens: int, *, parts: int = 1, part: int = 0, now=None) -> list[str]:

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from ciyuan.exchange import delivery, tx
+from ciyuan.db import tx
+from ciyuan.delivery import delivery
 from ciyuan.sdk import Client, TokenStream
 from ciyuan.tokens import get_tokenizer
 

@@ -32,7 +32,8 @@ def make_version(name: str = "corpus", n: int = 300, seed: int = 7):
 @pytest.fixture
 def market_env(db_home):
     """Operator, provider, two buyers and one listing at 12.00 CNY per million tokens."""
-    from ciyuan.exchange import accounts, market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import accounts, market
 
     def setup(s):
         return {

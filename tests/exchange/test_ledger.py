@@ -8,9 +8,11 @@ import pytest
 from sqlalchemy import text
 
 from ciyuan import db
+from ciyuan.db import tx
 from ciyuan.errors import Conflict, InvalidInput
-from ciyuan.exchange import accounts, ledger, tx
-from ciyuan.exchange.ledger import InsufficientFunds
+from ciyuan.ledger import ledger
+from ciyuan.ledger.ledger import InsufficientFunds
+from ciyuan.market import accounts
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

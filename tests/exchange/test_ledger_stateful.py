@@ -12,10 +12,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
+from ciyuan.db import tx
 from ciyuan.errors import Conflict
-from ciyuan.exchange import accounts, ledger, market, tx
-from ciyuan.exchange.ledger import InsufficientFunds, split
-from ciyuan.exchange.market import QuoteExpired
+from ciyuan.ledger import ledger
+from ciyuan.ledger.ledger import InsufficientFunds, split
+from ciyuan.market import accounts, market
+from ciyuan.market.market import QuoteExpired
 
 FILTERS = [
     None,

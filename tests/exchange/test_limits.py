@@ -12,11 +12,14 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app as cli
+from ciyuan.db import tx
 from ciyuan.errors import Conflict, InvalidInput
-from ciyuan.exchange import accounts, ledger, market, selection, tx
-from ciyuan.exchange.accounts import Unauthenticated
-from ciyuan.exchange.money import parse_amount, parse_rate
-from ciyuan.exchange.tables import LedgerAccountRow, ListingTagRow
+from ciyuan.ledger import ledger
+from ciyuan.ledger.money import parse_amount, parse_rate
+from ciyuan.ledger.tables import LedgerAccountRow
+from ciyuan.market import accounts, market, selection
+from ciyuan.market.accounts import Unauthenticated
+from ciyuan.market.tables import ListingTagRow
 
 runner = CliRunner()
 CST = timezone(timedelta(hours=8))

@@ -11,9 +11,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from ciyuan.db import tx
+from ciyuan.delivery import delivery
 from ciyuan.errors import Conflict, NotFound
-from ciyuan.exchange import delivery, ledger, market, tx
-from ciyuan.exchange.pricing import build_schedule
+from ciyuan.ledger import ledger
+from ciyuan.market import market
+from ciyuan.market.pricing import build_schedule
 
 WHOLE = {"filter": None, "token_budget": None}
 
@@ -60,7 +63,7 @@ def test_price_change_is_a_new_price_version_and_quotes_keep_theirs_through_orde
         market.change_price(lid, actor="prov", price_per_mtok="3", currency="USD")
     assert cur.value.status == 422
     # another provider cannot reprice it (404: not yours)
-    tx.run(lambda s: __import__("ciyuan.exchange.accounts", fromlist=["x"]).create_account(s, "rival", "provider"))
+    tx.run(lambda s: __import__("ciyuan.market.accounts", fromlist=["x"]).create_account(s, "rival", "provider"))
     with pytest.raises(NotFound):
         market.change_price(lid, actor="rival", price_per_mtok="1.00")
 
@@ -134,7 +137,7 @@ def test_publish_needs_a_provider(market_env):
 
 
 def test_cli_publish_without_provider_is_refused_even_with_one_provider(db_home):
-    from ciyuan.exchange import accounts
+    from ciyuan.market import accounts
     from tests.exchange.conftest import make_version
 
     tx.run(lambda s: accounts.create_account(s, "only", "provider"))
@@ -172,7 +175,7 @@ def test_cli_listing_lifecycle(market_env):
     assert [(x["id"], x["status"], x["price_version"]) for x in json.loads(res.stdout)] == [(lid, "active", 2)]
     assert lid in _cli("listing", "list").output
 
-    tx.run(lambda s: __import__("ciyuan.exchange.accounts", fromlist=["x"]).create_account(s, "rival", "provider"))
+    tx.run(lambda s: __import__("ciyuan.market.accounts", fromlist=["x"]).create_account(s, "rival", "provider"))
     res = _cli("listing", "delist", lid, "--provider", "rival", "--json")
     assert res.exit_code == 2 and json.loads(res.stdout)["error"]["code"] == "not_found"
 

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ciyuan.db import tx
 from ciyuan.errors import Conflict
-from ciyuan.exchange import ledger, market, tx
-from ciyuan.exchange.market import QuoteExpired
+from ciyuan.ledger import ledger
+from ciyuan.market import market
+from ciyuan.market.market import QuoteExpired
 
 T0 = datetime(2030, 6, 1, tzinfo=UTC)
 
@@ -47,7 +49,8 @@ def test_expired_quote_is_410_and_entitlement_is_exact(market_env):
 
 def test_listing_shows_what_the_provider_declared(market_env):
     """Publishing without --license uses the declared licence; the declared description reaches the catalog."""
-    from ciyuan.exchange import market, tx
+    from ciyuan.db import tx
+    from ciyuan.market import market
     from ciyuan.store import VersionBuilder
 
     b = VersionBuilder("declared", made_by={"tool": "tests"})

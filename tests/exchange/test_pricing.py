@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ciyuan.errors import InvalidInput
-from ciyuan.exchange.pricing import build_schedule, find_split_arbitrage
+from ciyuan.market.pricing import build_schedule, find_split_arbitrage
 
 rates = st.decimals(min_value=0, max_value=500, places=2).map(str)
 
@@ -65,7 +65,7 @@ def test_refusal_is_exactly_non_monotone_or_non_subadditive(spec):
         assert "tier" in exc.message and exc.hint
         if exc.code == "price_not_subadditive":
             # the message's witness really is cheaper when split
-            from ciyuan.exchange.pricing import PriceSchedule, Tier
+            from ciyuan.market.pricing import PriceSchedule, Tier
 
             sched = PriceSchedule(
                 "CNY",

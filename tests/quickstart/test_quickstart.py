@@ -6,7 +6,6 @@ second run must reuse what the first made), and reads the catalog page and API l
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal

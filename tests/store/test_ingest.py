@@ -242,7 +242,7 @@ def test_card_declared_at_ingest_is_checked_and_kept(home: Path, tmp_path: Path)
     assert res.exit_code != 0  # nothing was made
     # a card given as a mapping (from Python) is checked the same way
     from ciyuan.errors import InvalidInput
-    from ciyuan.store.ingest import ingest
+    from ciyuan.ingest.run import ingest
 
     with pytest.raises(InvalidInput, match="'descripton'"):
         ingest([str(src)], "bad", card={"descripton": "x"})

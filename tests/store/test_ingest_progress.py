@@ -10,7 +10,7 @@ from rich.progress import DownloadColumn, TimeRemainingColumn
 
 from ciyuan.cli.output import progress
 from ciyuan.cli.store_cmds import ingest_ticker
-from ciyuan.store.ingest import IngestProgress, ingest
+from ciyuan.ingest.run import IngestProgress, ingest
 
 
 def _sources(tmp_path: Path) -> tuple[list[str], int]:

@@ -213,8 +213,8 @@ def test_a_reader_failing_on_one_file_costs_only_the_rest_of_that_file(
 ) -> None:
     """Unit test of the last line of defence in ``ingest``: the readers are made to fail here on purpose
     (no known input does any more), after one good record of the first file."""
-    import ciyuan.store.ingest as ing
-    from ciyuan.store.readers import Good
+    import ciyuan.ingest.run as ing
+    from ciyuan.ingest.readers import Good
 
     first = jsonl(tmp_path / "first.jsonl", ['{"text": "kept"}', '{"text": "never reached"}'])
     second = jsonl(tmp_path / "second.jsonl", ['{"text": "second file"}'])

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ciyuan.errors import InvalidInput, NotFound
+from ciyuan.ingest.readers import RAW_KEEP, Bad, Good, detect_format, read_source
 from ciyuan.store.manifest import reason_kind
-from ciyuan.store.readers import RAW_KEEP, Bad, Good, detect_format, read_source
 
 
 def _write(path: Path, lines: list[bytes]) -> str:
@@ -594,7 +594,7 @@ def test_text_folder_bad_links_and_a_pipe_are_quarantined(tmp_path: Path) -> Non
 
 
 def test_bytes_read_add_up_to_the_source_size(tmp_path: Path) -> None:
-    from ciyuan.store.readers import source_size
+    from ciyuan.ingest.readers import source_size
 
     data = _jsonl_bytes(3000)
     (tmp_path / "a.jsonl").write_bytes(data)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ciyuan.data import BAD_LINES, BENCHMARK, EVAL_TEXT, SAMPLE_DIR, planted, sample_files
-from ciyuan.store.readers import Bad, Good, read_source
+from ciyuan.ingest.readers import Bad, Good, read_source
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_sample.py"
 

@@ -74,7 +74,7 @@ def _curated_slice(work: Path) -> str:
     from ciyuan.appraise import appraise
     from ciyuan.curate.curate import curate
     from ciyuan.data import sample_files
-    from ciyuan.store.ingest import ingest
+    from ciyuan.ingest.run import ingest
 
     work.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -93,9 +93,11 @@ def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
     """Ingest the sample, make provider/buyer/operator with keys, deposit, publish (as the CLI does)."""
     from ciyuan.cli.quickstart_cmds import SAMPLE_DATASET
     from ciyuan.data import sample_files
-    from ciyuan.exchange import accounts, ledger, market, tx
-    from ciyuan.exchange.money import parse_amount
-    from ciyuan.store.ingest import ingest
+    from ciyuan.db import tx
+    from ciyuan.ingest.run import ingest
+    from ciyuan.ledger import ledger
+    from ciyuan.ledger.money import parse_amount
+    from ciyuan.market import accounts, market
 
     raw = ingest([str(p) for p in sample_files()], SAMPLE_DATASET, license="CC-BY-4.0",
                  domain="wind-power-maintenance")

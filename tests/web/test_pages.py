@@ -37,7 +37,7 @@ def _money(text: str) -> int:
 
 def _db(exchange, fn):
     """Run ``fn(session)`` against the exchange's home (the same database the server reads)."""
-    from ciyuan.exchange import tx
+    from ciyuan.db import tx
 
     return tx.run(fn)
 
@@ -98,8 +98,9 @@ def test_appraised_dataset_page_shows_quality_values_and_reports(page, exchange,
 
 
 def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
-    from ciyuan.exchange import ledger, market
-    from ciyuan.exchange.pricing import PriceSchedule
+    from ciyuan.ledger import ledger
+    from ciyuan.market import market
+    from ciyuan.market.pricing import PriceSchedule
 
     expect = _expect()
     lst = exchange.listing
@@ -205,7 +206,7 @@ def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
 def test_pay_as_you_stream_with_the_sdk_then_usage_balance_and_receipt(page, exchange, shot) -> None:
     """Order metered in the browser, stream with the SDK, then see usage, the lower balance and a receipt."""
     from ciyuan import sdk
-    from ciyuan.exchange import receipts
+    from ciyuan.ledger import signing
 
     expect = _expect()
     lst = exchange.listing
@@ -238,7 +239,7 @@ def test_pay_as_you_stream_with_the_sdk_then_usage_balance_and_receipt(page, exc
 
     with page.expect_download() as dl:
         row.get_by_role("link", name="Download").click()
-    verdict = receipts.verify_bytes(Path(dl.value.path()).read_bytes())
+    verdict = signing.verify_bytes(Path(dl.value.path()).read_bytes())
     assert verdict["ok"], verdict
 
     # the provider's tokens sold include the streamed tokens

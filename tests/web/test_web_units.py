@@ -44,7 +44,7 @@ def test_quote_form_becomes_the_quote_apis_selection() -> None:
         ]},
         "token_budget": 10_000,
     }  # fmt: skip
-    from ciyuan.exchange.selection import Selection
+    from ciyuan.market.selection import Selection
 
     assert Selection.parse(sel).filter is not None  # the quote API's own parser takes what the form sends
     assert views.selection_from_form({}) is None

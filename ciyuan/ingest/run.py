@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ciyuan.config import Settings, settings
 from ciyuan.errors import CiyuanError, InvalidInput
+from ciyuan.ingest.readers import Bad, Good, read_source, source_size
 from ciyuan.store.builder import VersionBuilder
 from ciyuan.store.manifest import reason_kind
-from ciyuan.store.readers import Bad, Good, read_source, source_size
 
 BATCH_ROWS = 2048
 BATCH_BYTES = 4 << 20
@@ -116,7 +116,7 @@ def _shown_source(source: str, given: str) -> str:
 
 def _declared(card: dict | str | Path | None, license: str | None) -> dict:
     """The declared card, checked; it must not contradict ``--license``."""
-    from ciyuan.store.declared import check_card, load_card
+    from ciyuan.ingest.declared import check_card, load_card
 
     if card is None:
         return {}
@@ -149,7 +149,7 @@ def ingest(
     """Read ``sources`` into a new version of ``dataset`` and return its summary.
 
     ``card`` is what the provider declares about the data (a mapping, or a YAML/JSON file checked
-    by :func:`ciyuan.store.declared.load_card`); it is kept in ``manifest.extra.card``.
+    by :func:`ciyuan.ingest.declared.load_card`); it is kept in ``manifest.extra.card``.
     Raises :class:`CiyuanError` when nothing good was read, or (``strict``) when anything was bad;
     then no version is made. A bad item never stops the ingest: it is quarantined. Each given source
     lists at most ``s.ingest_quarantine_cap`` bad items; the rest are counted (in the totals and by

@@ -12,7 +12,7 @@ one. :func:`verify` is read-only and proves, against the transfers table, that e
 is in the chain with the same content and every chained transfer still exists unchanged, and
 that the chain is whole up to its head. A chain an attacker rewrote from some entry on (all
 hashes recomputed) or cut back is still "whole", so the head is pinned by **checkpoints**: the
-head's seq and hash signed with the exchange's receipt key (:mod:`ciyuan.exchange.receipts`),
+head's seq and hash signed with the exchange's receipt key (:mod:`ciyuan.ledger.signing`),
 stored in ``dl_audit_checkpoints`` and in ``audit_checkpoints.jsonl`` in the home, and
 published in every receipt and settlement statement. :func:`verify` checks the chain against
 every stored checkpoint and any given from outside (a receipt, a statement, a checkpoint file).
@@ -43,12 +43,11 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from ciyuan.config import Settings, settings
 from ciyuan.db import Base
 from ciyuan.errors import InvalidInput
-from ciyuan.exchange import receipts
-from ciyuan.exchange.delivery_tables import AuditHeadRow, AuditRow
-from ciyuan.exchange.tables import TransferRow
+from ciyuan.ledger import signing
+from ciyuan.ledger.tables import AuditHeadRow, AuditRow, TransferRow
 
 if TYPE_CHECKING:  # typing only: the audit module imports nothing from the ledger at run time
-    from ciyuan.exchange.ledger import Transfer
+    from ciyuan.ledger.ledger import Transfer
 
 GENESIS = "0" * 64
 _HEAD = "audit_head"  # sess.info key of the head row locked by this transaction
@@ -270,7 +269,7 @@ def _checkpoint_file(s: Settings | None) -> Path:
 
 def sign_checkpoint(seq: int, hash_: str, s: Settings | None = None, *, at: datetime | None = None) -> dict:
     body = {"type": CHECKPOINT_TYPE, "seq": int(seq), "hash": hash_, "at": (at or datetime.now(UTC)).isoformat()}
-    return receipts.sign_doc("checkpoint", body, s)
+    return signing.sign_doc("checkpoint", body, s)
 
 
 def store(sess: Session, signed: dict, s: Settings | None = None) -> bool:
@@ -280,7 +279,7 @@ def store(sess: Session, signed: dict, s: Settings | None = None) -> bool:
     checkpoint in place of the old one; the home's file gets a line whenever the table gets a row.
     """
     cp = signed["checkpoint"]
-    text = receipts.canonical(signed).decode()
+    text = signing.canonical(signed).decode()
     dialect = sess.get_bind().dialect.name
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AuditCheckpointRow)
     stmt = ins.values(seq=cp["seq"], hash=cp["hash"], signed=text).on_conflict_do_nothing(index_elements=["seq"])
@@ -341,7 +340,7 @@ def _from_doc(doc: object, source: str) -> list[Checkpoint]:
     if not isinstance(doc, dict) or "signature" not in doc:
         raise InvalidInput(f"{source} is not a signed checkpoint, receipt or statement",
                            hint="give a file from ciyuan audit checkpoint, a receipt or a settlement statement")
-    body = next((doc[k] for k in receipts.FIELDS if k in doc), None)
+    body = next((doc[k] for k in signing.FIELDS if k in doc), None)
     if isinstance(body, dict) and "checkpoint" in doc:
         if body.get("type") != CHECKPOINT_TYPE:  # one key signs receipts too: a body must say what it is
             raise InvalidInput(f"{source} is not a {CHECKPOINT_TYPE}", hint="use the file as issued")
@@ -435,7 +434,7 @@ def verify(
         if len(problems) < MAX_PROBLEMS:
             problems.append({"seq": seq, "problem": text, **extra})
 
-    pub = receipts.exchange_key(key, None, s) if key or receipts.home_public_key(s) else None
+    pub = signing.exchange_key(key, None, s) if key or signing.home_public_key(s) else None
     cps = (stored_checkpoints(sess, s) if use_stored else []) + list(checkpoints)
     by_seq: dict[int, list[Checkpoint]] = {}
     for cp in cps:
@@ -443,7 +442,7 @@ def verify(
             problem(cp.seq, f"checkpoint {cp.source} is not a signed checkpoint of its seq and hash (changed)",
                     checkpoint=cp.source)
             continue
-        bad, _ = receipts.check_signature(cp.doc, pub) if pub else ("this home has no exchange key", None)
+        bad, _ = signing.check_signature(cp.doc, pub) if pub else ("this home has no exchange key", None)
         if bad is not None:
             problem(cp.seq, f"checkpoint {cp.source} does not verify: {bad}", checkpoint=cp.source)
             continue

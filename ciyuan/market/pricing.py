@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from ciyuan.errors import InvalidInput
-from ciyuan.exchange.money import CURRENCIES, check_currency, format_amount, format_rate, parse_rate
+from ciyuan.ledger.money import CURRENCIES, check_currency, format_amount, format_rate, parse_rate
 
 MTOK = 1_000_000
 MAX_TIERS = 32

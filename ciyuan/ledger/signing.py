@@ -104,15 +104,14 @@ def home_public_key(s: Settings | None = None) -> str | None:
 
 
 def fetch_public_key(url: str) -> str:
-    """The public key an exchange server publishes at ``GET /v1/receipts/key`` (what ``Client.receipt_key`` reads)."""
+    """The public key an exchange publishes at ``GET /v1/receipts/key``, by plain HTTP (this layer is below the SDK)."""
     import httpx
 
-    from ciyuan.sdk import ApiError, Client
-
     try:
-        with Client(url, retries=1, timeout=30) as c:
-            info = c.receipt_key()
-    except (ApiError, httpx.HTTPError, OSError, ValueError) as exc:
+        r = httpx.get(url.rstrip("/") + "/v1/receipts/key", timeout=30)
+        r.raise_for_status()
+        info = r.json()
+    except (httpx.HTTPError, OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read the published key of {url}: {exc}",
                            hint="give the exchange's base URL (e.g. http://127.0.0.1:8000) or pin --key") from None
     try:
@@ -244,62 +243,3 @@ def verify_file(path: str | Path, pinned_key: str | None = None, *, exchange: st
     out["key_source"] = "--key" if pinned_key else (exchange or "home")
     out["file"] = str(p)
     return out
-
-
-def statement(sess, p, *, now=None, s: Settings | None = None) -> dict:
-    """The facts a receipt states for an entitlement: every posted batch, the totals, and the audit head.
-
-    The head (seq and hash) is also stored as a signed checkpoint (:func:`ciyuan.exchange.audit.checkpoint`),
-    so the receipt the buyer keeps and the exchange's own record both pin the log up to that entry.
-    """
-    from datetime import UTC, datetime
-
-    from sqlalchemy import select
-
-    from ciyuan.exchange import audit
-    from ciyuan.exchange.delivery import usage_dict
-    from ciyuan.exchange.delivery_tables import UsageRow
-    from ciyuan.exchange.money import format_amount
-    from ciyuan.exchange.tables import OrderRow
-
-    rows = sess.execute(
-        select(UsageRow).where(UsageRow.entitlement_id == p.entitlement_id).order_by(UsageRow.seq)
-    ).scalars().all()
-    batches = []
-    for r in rows:
-        d = usage_dict(r)
-        d["posted_at"] = d["posted_at"].isoformat()
-        d.pop("entitlement_id")
-        d.pop("listing_id")
-        batches.append(d)
-    order = sess.get(OrderRow, p.order_id)
-    cp = audit.checkpoint(sess, s)["checkpoint"]
-    tokens = sum(b["tokens"] for b in batches)
-    amount = sum(b["amount"] for b in batches)
-    return {
-        "type": "ciyuan.receipt.v1",
-        "issued_at": (now or datetime.now(UTC)).isoformat(),
-        "entitlement_id": p.entitlement_id,
-        "order_id": p.order_id,
-        "buyer_id": p.buyer_id,
-        "provider_id": p.provider_id,
-        "listing_id": p.listing_id,
-        "version_id": p.version.id,
-        "billing": "metered" if p.metered else "prepaid",
-        "order_amount": order.amount,
-        "currency": p.currency,
-        "tokenizer": {"name": p.tokenizer, "version": p.tokenizer_version},
-        "price_schedule": p.schedule.to_dict(),
-        "entitled": {"records": p.records, "tokens": p.tokens},
-        "batches": batches,
-        "totals": {
-            "batches": len(batches),
-            "records": sum(b["records"] for b in batches),
-            "tokens": tokens,
-            "amount": amount,
-            "amount_text": format_amount(amount, p.currency),
-            "price_of_tokens": p.price(tokens) if p.metered else 0,
-        },
-        "audit_head": cp["hash"],
-        "audit_checkpoint": {"seq": cp["seq"], "hash": cp["hash"]},
-    }

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
-from ciyuan.exchange.tables import AccountRow, ApiKeyRow
+from ciyuan.market.tables import AccountRow, ApiKeyRow
 
 ROLES = ("provider", "buyer", "operator")
 SCOPES = (

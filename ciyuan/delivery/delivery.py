@@ -7,7 +7,7 @@ crashed loses nothing by resuming. A batch never holds more than the buyer's ava
 the entitlement's tokens left, or the server's caps (``delivery_max_batch_tokens``,
 ``delivery_max_batch_bytes``) allow.
 
-The state of one stream (a partition of the selection, see :mod:`ciyuan.exchange.metering`) is
+The state of one stream (a partition of the selection, see :mod:`ciyuan.delivery.metering`) is
 ``acked`` (the offset charged so far) and at most one *open* batch ``[acked, end)`` with its ledger
 hold. A request carries a cursor offset ``o``:
 
@@ -25,7 +25,7 @@ server's sweeper or ``ciyuan delivery sweep``; it is then charged but not acknow
 ``/meter`` offers its start as the resume cursor. Posting charges ``price(P + t) - price(P)``
 where ``P`` is the entitlement's posted tokens, under a lock on its meter row, so the total
 charged equals the price of the total tokens exactly, however the stream was split. Holds, posts
-and expiries go to the ledger (:mod:`ciyuan.exchange.ledger`), which logs every transfer to the
+and expiries go to the ledger (:mod:`ciyuan.ledger.ledger`), which logs every transfer to the
 audit chain as it inserts it; delivery adds its own events (batches, posts, acknowledgements) in
 the same transaction.
 
@@ -36,7 +36,7 @@ Reading is kept out of the database transaction: the batch bounds are predicted 
 stream's state (remembered in process after each request, read from the database otherwise), the
 content is read, and the transaction then checks that the state still gives those bounds (else it
 is re-run with the bounds it found). The content digest comes from per-record leaves kept with
-the cached row groups (see :mod:`ciyuan.exchange.metering`), the encoded body is compressed on a
+the cached row groups (see :mod:`ciyuan.delivery.metering`), the encoded body is compressed on a
 worker thread while the transaction runs (Arrow releases the GIL), and both are kept in a bounded
 per-entitlement cache so a redelivery or replay is neither re-read nor re-encoded; the batch a
 client will most likely ask for next is prepared while the current one is billed and sent.
@@ -61,10 +61,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
-from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
-from ciyuan.exchange import audit, ledger, market, tx
-from ciyuan.exchange.delivery_tables import BatchRow, MeterRow, StreamRow, UsageRow
-from ciyuan.exchange.metering import (
+from ciyuan.db import tx
+from ciyuan.delivery.metering import (
     LEAF_COLUMNS,
     SCHEMA,
     Cursor,
@@ -76,9 +74,14 @@ from ciyuan.exchange.metering import (
     partition_bounds,
     record_leaves,
 )
-from ciyuan.exchange.money import format_amount
-from ciyuan.exchange.pricing import PriceSchedule
-from ciyuan.exchange.tables import EntitlementRow, ListingRow, OrderRow, TransferRow
+from ciyuan.delivery.tables import BatchRow, MeterRow, StreamRow
+from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
+from ciyuan.ledger import audit, ledger
+from ciyuan.ledger.money import format_amount
+from ciyuan.ledger.tables import TransferRow, UsageRow
+from ciyuan.market import market
+from ciyuan.market.pricing import PriceSchedule
+from ciyuan.market.tables import EntitlementRow, ListingRow, OrderRow
 
 DEFAULT_MAX_TOKENS = 4_000_000
 MAX_MAX_TOKENS = 100_000_000  # accepted in a request; the batch is capped by settings (delivery_max_batch_*)
@@ -184,7 +187,7 @@ def _build_plan(entitlement_id: str, s: Settings) -> Plan:
         return ent, listing, order, result, market.entitlement_schedule(sess, ent)  # the price it was bought at
 
     ent, listing, order, result, price = tx.run(read, s)
-    from ciyuan.exchange import selection
+    from ciyuan.market import selection
 
     index = selection.load_index(listing.index_location)
     all_tok = index.column("tokens").to_numpy()

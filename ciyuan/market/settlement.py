@@ -30,19 +30,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
+from ciyuan.db import tx
 from ciyuan.errors import InvalidInput
-from ciyuan.exchange import audit, ledger, receipts, tx
-from ciyuan.exchange.delivery_tables import UsageRow
-from ciyuan.exchange.money import format_amount
-from ciyuan.exchange.tables import (
-    AccountRow,
-    EntitlementRow,
-    LedgerAccountRow,
-    ListingRow,
-    OrderRow,
-    QuoteRow,
-    TransferRow,
-)
+from ciyuan.ledger import audit, ledger, signing
+from ciyuan.ledger.money import format_amount
+from ciyuan.ledger.tables import LedgerAccountRow, TransferRow, UsageRow
+from ciyuan.market.tables import AccountRow, EntitlementRow, ListingRow, OrderRow, QuoteRow
 
 
 def parse_date(text: str, what: str) -> date:
@@ -198,7 +191,7 @@ def settle(date_from: str, date_to: str, *, out_dir: str | Path | None = None, s
     files = []
     for st in result["statements"]:
         path = folder / f"{st['provider_id']}.json"
-        path.write_bytes(receipts.to_bytes(receipts.sign_doc("statement", st, s)))
+        path.write_bytes(signing.to_bytes(signing.sign_doc("statement", st, s)))
         files.append(str(path))
     result["files"] = files
     return result

@@ -1,4 +1,4 @@
-"""ORM mappings of the exchange's tables (created by migration 0002; listing lifecycle in 0006).
+"""ORM mappings of the market's tables: accounts, keys, listings, quotes, orders, entitlements.
 
 Money columns are BigInteger minor units (fen for CNY); nothing here is ever a float.
 """
@@ -35,42 +35,6 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class LedgerAccountRow(Base):
-    """A ledger account with running totals; the totals are a cache derivable from transfers."""
-
-    __tablename__ = "ex_ledger_accounts"
-    id: Mapped[str] = mapped_column(String(120), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(30))
-    owner_id: Mapped[str | None] = mapped_column(String(40))
-    currency: Mapped[str] = mapped_column(String(3))
-    flags: Mapped[int] = mapped_column(Integer)
-    debits_pending: Mapped[int] = mapped_column(BigInteger)
-    debits_posted: Mapped[int] = mapped_column(BigInteger)
-    credits_pending: Mapped[int] = mapped_column(BigInteger)
-    credits_posted: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class TransferRow(Base):
-    """One transfer. ``kind`` is single, pending, post or void; a pending row's ``state`` moves on."""
-
-    __tablename__ = "ex_transfers"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(200), unique=True)
-    kind: Mapped[str] = mapped_column(String(10))
-    state: Mapped[str] = mapped_column(String(10))
-    debit_account_id: Mapped[str] = mapped_column(ForeignKey("ex_ledger_accounts.id"))
-    credit_account_id: Mapped[str] = mapped_column(ForeignKey("ex_ledger_accounts.id"))
-    amount: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
-    pending_id: Mapped[str | None] = mapped_column(String(200))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ref: Mapped[str | None] = mapped_column(String(200))
-    body_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ListingRow(Base):

@@ -5,6 +5,9 @@ racing to insert the same idempotency key see a unique violation; re-running the
 then finds the winner's row and returns it. SQLite writers are serialised by BEGIN IMMEDIATE,
 so there the only retry is a (rare) busy database.
 
+Layers above register work for after the commit with :func:`after_commit` (the ledger remembers the
+accounts it created), so this module imports nothing above the database.
+
 An error marked ``commit_first`` (a hold found expired while being posted) is raised only after
 the unit of work committed, so the state change that explains the error is kept.
 """
@@ -37,10 +40,16 @@ def _retryable(exc: DBAPIError) -> bool:
     return "database is locked" in text or "unique constraint failed" in text
 
 
-def _after_commit(sess: Session) -> None:
-    from ciyuan.exchange.ledger import remember_created
+def after_commit(sess: Session, fn: Callable[[Session], None]) -> None:
+    """Run ``fn(sess)`` once this unit of work has committed (not if it rolls back or is retried)."""
+    hooks = sess.info.setdefault("after_commit", [])
+    if fn not in hooks:
+        hooks.append(fn)
 
-    remember_created(sess)
+
+def _after_commit(sess: Session) -> None:
+    for fn in sess.info.pop("after_commit", []):
+        fn(sess)
 
 
 def run(fn: Callable[[Session], T], s: Settings | None = None) -> T:

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ciyuan.config import Settings, settings
+from ciyuan.delivery.delivery import Plan, read_positions
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
-from ciyuan.exchange.delivery import Plan, read_positions
 
 DEFAULT_TTL_S = 3600
 MAX_TTL_S = 7 * 24 * 3600

@@ -1,7 +1,7 @@
 """Listings, the catalog, quotes, orders and entitlements: the market on top of the ledger.
 
 * A **listing** offers one immutable version under one token schedule and one price schedule.
-  Publishing builds its selection index (see :mod:`ciyuan.exchange.selection`) and keeps a free
+  Publishing builds its selection index (see :mod:`ciyuan.market.selection`) and keeps a free
   sample of at most N records.
 * A **quote** prices exactly one selection of a listing from the stored per-record token counts
   and names the covered records by a stable selection id; it expires after ``quote_ttl_s``.
@@ -32,12 +32,14 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
+from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
-from ciyuan.exchange import ledger, selection, tx
-from ciyuan.exchange.accounts import Forbidden, get_account
-from ciyuan.exchange.money import CURRENCIES, format_amount, format_rate
-from ciyuan.exchange.pricing import PriceSchedule, build_schedule
-from ciyuan.exchange.tables import (
+from ciyuan.ledger import ledger
+from ciyuan.ledger.money import CURRENCIES, format_amount, format_rate
+from ciyuan.market import selection
+from ciyuan.market.accounts import Forbidden, get_account
+from ciyuan.market.pricing import PriceSchedule, build_schedule
+from ciyuan.market.tables import (
     AccountRow,
     EntitlementRow,
     ListingPriceRow,
@@ -460,7 +462,7 @@ def listing_detail(sess: Session, listing_id: str) -> dict:
 def _price_micro(text: str | None, what: str) -> int | None:
     if text is None:
         return None
-    from ciyuan.exchange.money import parse_rate
+    from ciyuan.ledger.money import parse_rate
 
     return int(parse_rate(text, what=what) * 10**6)
 
@@ -866,7 +868,7 @@ def place_order(
         sess.flush()
         out = _order_dict(order, ent)
         if billing == METERED:
-            from ciyuan.exchange import audit
+            from ciyuan.ledger import audit
 
             audit.append(sess, "order.metered", f"order:{order_id}",
                          {"order": order_id, "quote": quote_id, "tokens": quote.tokens, "cap": quote.amount})

@@ -2,16 +2,15 @@
 
 A *meter* is the per-entitlement running count of tokens held and posted; a *stream* is one
 partition of an entitlement's selection with the offset the buyer has acknowledged; a *batch* is
-one delivered slice of a stream with the ledger hold that pays for it; a *usage* row is written
-for every posted batch. The audit log is append-only and hash-chained; its head row serialises
-appends so the chain never forks.
+one delivered slice of a stream with the ledger hold that pays for it; each posted batch writes a
+usage row (:mod:`ciyuan.ledger.tables`, beside the charge it explains).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ciyuan.db import Base
@@ -65,49 +64,3 @@ class BatchRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class UsageRow(Base):
-    """One posted batch: what was delivered, what it cost, and a hash of exactly what was sent."""
-
-    __tablename__ = "dl_usage"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(String(80), unique=True)
-    entitlement_id: Mapped[str] = mapped_column(String(40), index=True)
-    buyer_id: Mapped[str] = mapped_column(String(40), index=True)
-    provider_id: Mapped[str] = mapped_column(String(40), index=True)
-    listing_id: Mapped[str] = mapped_column(String(40))
-    part: Mapped[int] = mapped_column(Integer)
-    start: Mapped[int] = mapped_column(BigInteger)
-    end: Mapped[int] = mapped_column(BigInteger)
-    records: Mapped[int] = mapped_column(BigInteger)
-    tokens: Mapped[int] = mapped_column(BigInteger)
-    amount: Mapped[int] = mapped_column(BigInteger)
-    currency: Mapped[str] = mapped_column(String(3))
-    tokenizer: Mapped[str] = mapped_column(String(100))
-    tokenizer_version: Mapped[str] = mapped_column(String(64))
-    sha256: Mapped[str] = mapped_column(String(64))
-    transfer_id: Mapped[str | None] = mapped_column(String(200))
-    posted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-
-
-class AuditRow(Base):
-    """One audit entry; ``hash`` = sha256(prev_hash, seq, at, kind, ref, data)."""
-
-    __tablename__ = "dl_audit"
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    at: Mapped[str] = mapped_column(String(40))
-    kind: Mapped[str] = mapped_column(String(40))
-    ref: Mapped[str] = mapped_column(String(250), unique=True)
-    data: Mapped[str] = mapped_column(Text)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
-
-
-class AuditHeadRow(Base):
-    """The single row naming the chain's last entry; locked by every append."""
-
-    __tablename__ = "dl_audit_head"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
-    hash: Mapped[str] = mapped_column(String(64))

@@ -20,7 +20,7 @@ through), and ``operator_funding`` (the outside world that deposits come from; i
 Concurrency: the accounts a unit of work changes are locked with ``SELECT ... FOR UPDATE`` in
 sorted id order (no deadlocks between orderings); on SQLite the whole transaction holds the write
 lock from ``BEGIN IMMEDIATE``. Functions taking ``sess`` compose inside a caller's transaction;
-run them through :func:`ciyuan.exchange.tx.run` so races retry.
+run them through :func:`ciyuan.db.tx.run` so races retry.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
+from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
-from ciyuan.exchange.money import MAX_AMOUNT, check_currency, format_amount
-from ciyuan.exchange.tables import LedgerAccountRow, TransferRow
+from ciyuan.ledger.money import MAX_AMOUNT, check_currency, format_amount
+from ciyuan.ledger.tables import LedgerAccountRow, TransferRow
 
 BUYER = "buyer_balance"
 PROVIDER = "provider_earnings"
@@ -177,6 +178,7 @@ def ensure_account(sess: Session, kind: str, owner_id: str | None, currency: str
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LedgerAccountRow)
     sess.execute(ins.values(**values).on_conflict_do_nothing(index_elements=["id"]))
     sess.info.setdefault("ex_created", set()).add(aid)  # known only once this unit of work commits
+    tx.after_commit(sess, remember_created)
     return aid
 
 
@@ -302,7 +304,7 @@ def _insert(
     transfer = Transfer.of(row)
     # every transfer enters the hash-chained audit log in its own transaction, so the log can
     # never miss one (imported here: audit imports this module for Transfer)
-    from ciyuan.exchange import audit
+    from ciyuan.ledger import audit
 
     audit.record_transfer(sess, transfer)
     return transfer
