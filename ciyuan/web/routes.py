@@ -29,11 +29,11 @@ from ciyuan import __version__
 from ciyuan.config import Settings
 from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, NotFound
+from ciyuan.i18n import COOKIE as LANG_COOKIE
+from ciyuan.i18n import LANGS, Translator
 from ciyuan.market import market
 from ciyuan.market.accounts import Principal, authenticate
 from ciyuan.web import charts, views
-from ciyuan.web.i18n import COOKIE as LANG_COOKIE
-from ciyuan.web.i18n import LANGS, Translator, pick_lang
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -50,6 +50,18 @@ env.filters["short"] = lambda s, n=12: (s or "")[:n]
 env.filters["fmtnum"] = lambda x: x if not isinstance(x, float) else f"{x:.4g}"
 env.globals["known_fields"] = views.KNOWN_FIELDS
 env.filters["data"] = lambda v: Markup('<span translate="no">{}</span>').format(v)  # never translated
+
+
+def pick_lang(request: Request) -> str:
+    """The page language: ``?lang=`` (then kept in a cookie), else the cookie, the browser's preference, English."""
+    q = request.query_params.get("lang")
+    if q in LANGS:
+        return q
+    c = request.cookies.get(LANG_COOKIE)
+    if c in LANGS:
+        return c
+    accept = request.headers.get("accept-language", "").lower()
+    return "zh" if accept.startswith("zh") else "en"
 
 
 def _indicator(pair: tuple[str, float], t: Translator) -> tuple[str, float]:
