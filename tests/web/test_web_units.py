@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ciyuan import i18n
 from ciyuan.errors import InvalidInput
-from ciyuan.web import charts, i18n, views
+from ciyuan.web import charts, views
 from ciyuan.web.routes import _local_path
 
 
