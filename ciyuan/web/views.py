@@ -340,13 +340,13 @@ def selection_from_form(form: dict[str, str]) -> dict | None:
 def _usage_rows(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None) -> list | None:
     """Every posted delivery batch (oldest first) from metered delivery; None when it is not installed."""
     try:
-        from ciyuan.delivery import delivery
+        from ciyuan.delivery import usage
     except ImportError:
         return None
     rows: list[dict] = []
     after = 0
     while True:
-        page = delivery.usage(sess, buyer_id=buyer_id, provider_id=provider_id, after=after, limit=1000)
+        page = usage.usage(sess, buyer_id=buyer_id, provider_id=provider_id, after=after, limit=1000)
         rows += page["items"]
         if page["next_after"] is None or len(page["items"]) < 1000:
             return rows
@@ -456,19 +456,20 @@ def usage_summary(usage: list[dict]) -> dict[str, dict]:
 
 def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
     """The signed receipt of one of the buyer's entitlements, exactly as ``GET /v1/entitlements/{id}/receipt``."""
-    from ciyuan.delivery import delivery, receipts
+    from ciyuan.delivery import receipts
+    from ciyuan.delivery.plan import plan
     from ciyuan.ledger import signing
 
-    p = delivery.plan(entitlement_id, who.account.id, s)  # 404 for anyone else's
+    p = plan(entitlement_id, who.account.id, s)  # 404 for anyone else's
     return signing.to_bytes(signing.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s))
 
 
 def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: str) -> dict:
     """Pay a quote now (``prepaid``) or as the tokens stream (``metered``), as the two order APIs do."""
     if billing == "metered":
-        from ciyuan.delivery import delivery
+        from ciyuan.delivery import usage
 
-        return delivery.place_metered_order(who.account.id, quote_id, idem, s=s)[0]
+        return usage.place_metered_order(who.account.id, quote_id, idem, s=s)[0]
     return market.place_order(who.account.id, quote_id, idem, s=s)[0]
 
 
