@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
 from ciyuan.errors import NotFound
-from ciyuan.market import market
+from ciyuan.market import orders
 from ciyuan.market.pricing import PriceSchedule
 from ciyuan.market.tables import EntitlementRow, ListingRow, OrderRow
 
@@ -101,11 +101,11 @@ def _build_plan(entitlement_id: str, s: Settings) -> Plan:
         )
         if row is None:
             raise NotFound(f"entitlement {entitlement_id} does not exist", hint="see your orders: GET /v1/orders")
-        ent = market.Entitlement.of(row)
+        ent = orders.Entitlement.of(row)
         listing = sess.get(ListingRow, ent.listing_id)
         order = sess.get(OrderRow, ent.order_id)
-        result = market.entitlement_selection(sess, ent)
-        return ent, listing, order, result, market.entitlement_schedule(sess, ent)  # the price it was bought at
+        result = orders.entitlement_selection(sess, ent)
+        return ent, listing, order, result, orders.entitlement_schedule(sess, ent)  # the price it was bought at
 
     ent, listing, order, result, price = tx.run(read, s)
     from ciyuan.market import selection

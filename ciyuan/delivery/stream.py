@@ -72,7 +72,7 @@ from ciyuan.errors import CiyuanError, Conflict, InvalidInput
 from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.money import format_amount
 from ciyuan.ledger.tables import TransferRow, UsageRow
-from ciyuan.market import market
+from ciyuan.market import orders
 
 DEFAULT_MAX_TOKENS = 4_000_000
 MAX_MAX_TOKENS = 100_000_000  # accepted in a request; the batch is capped by settings (delivery_max_batch_*)
@@ -298,7 +298,7 @@ def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: 
     st.acked = b.end
     st.open_batch = None
     st.last_batch = b.id
-    market.record_draw(sess, p.entitlement_id, b.tokens)
+    orders.record_draw(sess, p.entitlement_id, b.tokens)
     sess.add(
         UsageRow(
             batch_id=b.id,

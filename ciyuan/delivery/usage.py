@@ -16,7 +16,7 @@ from ciyuan.delivery.plan import METERED
 from ciyuan.delivery.stream import _aware
 from ciyuan.ledger.money import format_amount
 from ciyuan.ledger.tables import UsageRow
-from ciyuan.market import market
+from ciyuan.market import orders
 
 
 def place_metered_order(buyer_id: str, quote_id: str, idempotency_key: str, *, s: Settings | None = None,
@@ -26,7 +26,7 @@ def place_metered_order(buyer_id: str, quote_id: str, idempotency_key: str, *, s
     The quote's amount is what the whole selection will cost; the entitlement caps the tokens.
     Same idempotency rules as a paid order (it is the market's order with metered billing).
     """
-    return market.place_order(buyer_id, quote_id, idempotency_key, billing=METERED, s=s, now=now)
+    return orders.place_order(buyer_id, quote_id, idempotency_key, billing=METERED, s=s, now=now)
 
 
 def usage_dict(r: UsageRow) -> dict:

@@ -31,7 +31,7 @@ from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, NotFound
 from ciyuan.i18n import COOKIE as LANG_COOKIE
 from ciyuan.i18n import LANGS, Translator
-from ciyuan.market import market
+from ciyuan.market import listings, quotes
 from ciyuan.market.accounts import Principal, authenticate
 from ciyuan.web import charts, views
 
@@ -245,7 +245,7 @@ def listing_page(request: Request, listing_id: str) -> HTMLResponse:
     qid = request.query_params.get("quote")
     if qid and who is not None and who.account.role == "buyer":
         try:
-            quote = tx.run(lambda sess: market.get_quote(sess, qid, who.account.id), s)
+            quote = tx.run(lambda sess: quotes.get_quote(sess, qid, who.account.id), s)
         except CiyuanError:
             quote = None
     return render(
@@ -295,7 +295,7 @@ async def quote_form(request: Request, listing_id: str) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
         sel = views.selection_from_form(form)
-        q = market.create_quote(who.account.id, listing_id, sel, s=_settings(request))
+        q = quotes.create_quote(who.account.id, listing_id, sel, s=_settings(request))
     except CiyuanError as exc:
         msg = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
         return _redirect(f"/listings/{listing_id}?" + urlencode({"error": msg}) + "#quote")
@@ -357,7 +357,7 @@ def buyer_page(request: Request) -> HTMLResponse:
     qid = request.query_params.get("quote")
     if qid:
         try:
-            quote = tx.run(lambda sess: market.get_quote(sess, qid, who.account.id), s)
+            quote = tx.run(lambda sess: quotes.get_quote(sess, qid, who.account.id), s)
         except CiyuanError:
             quote = None
     return render(
@@ -385,7 +385,7 @@ def buyer_quote(
         return _redirect("/signin?next=/buyer")
     try:
         sel = views.selection_from_form({"token_budget": token_budget})
-        q = market.create_quote(who.account.id, listing_id, sel, s=_settings(request))
+        q = quotes.create_quote(who.account.id, listing_id, sel, s=_settings(request))
     except CiyuanError as exc:
         msg = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
         return _redirect("/buyer?" + urlencode({"error": msg}) + "#quick-quote")
@@ -454,9 +454,9 @@ async def provider_listing_form(request: Request, listing_id: str, action: str) 
     s = _settings(request)
     try:
         if action == "price":
-            market.change_price(listing_id, actor=who.account.id, price_per_mtok=form.get("price_per_mtok", ""), s=s)
+            listings.change_price(listing_id, actor=who.account.id, price_per_mtok=form.get("price_per_mtok", ""), s=s)
         elif action in ("delist", "relist"):
-            getattr(market, action)(listing_id, actor=who.account.id, s=s)
+            getattr(listings, action)(listing_id, actor=who.account.id, s=s)
         else:
             return Response("unknown action", status_code=404)
     except CiyuanError as exc:

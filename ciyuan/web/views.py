@@ -24,8 +24,9 @@ from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, InvalidInput
 from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.money import CURRENCIES, format_amount
-from ciyuan.market import accounts, market
+from ciyuan.market import accounts, listings, orders, quotes
 from ciyuan.market.accounts import Principal
+from ciyuan.market.catalog import search as search_catalog
 from ciyuan.market.pricing import PriceSchedule
 from ciyuan.market.tables import EntitlementRow, OrderRow
 from ciyuan.web import charts
@@ -88,10 +89,10 @@ def catalog(s: Settings, params: dict[str, str]) -> dict:
         total = 0
         offset: int | None = 0
         while offset is not None and len(items) < 500:
-            page = market.search(sess, **filters, **prices, **toks, limit=100, offset=offset)
+            page = search_catalog(sess, **filters, **prices, **toks, limit=100, offset=offset)
             items += page["items"]
             total, offset = page["total"], page["next_offset"]
-        every = market.search(sess, limit=100)["items"]
+        every = search_catalog(sess, limit=100)["items"]
         return {"items": items, "total": total}, {
             "modality": sorted({m for it in every for m in it["modalities"]}),
             "language": sorted({m for it in every for m in it["languages"]}),
@@ -278,7 +279,7 @@ def _knn_k(method: Any) -> int | None:
 
 
 def listing_page(s: Settings, listing_id: str) -> dict:
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    detail = tx.run(lambda sess: listings.listing_detail(sess, listing_id), s)
     facts = _version_facts(detail, s)
     card = detail.get("card") or {}
     numeric = [(f, st, *field_label(f)) for f, st in sorted((card.get("numeric") or {}).items()) if public_field(f)]
@@ -386,21 +387,21 @@ def buyer_page(s: Settings, who: Principal) -> dict:
 
     def work(sess: Session) -> dict:
         bals = [b.to_dict() for b in ledger.balances(sess, bid)]
-        orders = market.list_orders(sess, bid, 200, 0)
+        bought = orders.list_orders(sess, bid, 200, 0)
         quoted = {}
-        for o in orders:  # a metered order's cap is its quote's amount
+        for o in bought:  # a metered order's cap is its quote's amount
             if o["status"] == "metered" and o.get("quote_id"):
                 with contextlib.suppress(CiyuanError):
-                    quoted[o["id"]] = market.get_quote(sess, o["quote_id"], bid)["amount"]
+                    quoted[o["id"]] = quotes.get_quote(sess, o["quote_id"], bid)["amount"]
         usage = _usage_rows(sess, buyer_id=bid)
-        offers = market.search(sess, limit=100)["items"]
-        return {"balances": bals, "orders": orders, "usage": usage, "offers": offers, "quoted": quoted}
+        offers = search_catalog(sess, limit=100)["items"]
+        return {"balances": bals, "orders": bought, "usage": usage, "offers": offers, "quoted": quoted}
 
     data = tx.run(work, s)
     usage = data["usage"]
     names = {it["id"]: it["dataset"] for it in data["offers"]}
     by_ent = usage_summary(usage or [])
-    ents, orders = [], []
+    ents, order_rows = [], []
     for o in data["orders"]:
         ent = o.get("entitlement")
         used = by_ent.get(ent["id"]) if ent else None
@@ -408,14 +409,14 @@ def buyer_page(s: Settings, who: Principal) -> dict:
         cap = data["quoted"].get(o["id"])
         row = o | {"billed": billed, "billed_text": format_amount(billed, o["currency"]),
                    "cap_text": format_amount(cap, o["currency"]) if cap is not None else None}  # fmt: skip
-        orders.append(row)
+        order_rows.append(row)
         if ent:
             ents.append(ent | {"order": row, "streamed": used["tokens"] if used else 0, "charged": row["billed_text"],
                                "batches": used["batches"] if used else 0})  # fmt: skip
     summary = [u | {"dataset": names.get(u["listing_id"], u["listing_id"])} for u in by_ent.values()]
     return {
         "balances": [_with_held(b) for b in data["balances"] if b["kind"] == ledger.BUYER],
-        "orders": orders,
+        "orders": order_rows,
         "entitlements": ents,
         "delivery": usage is not None,
         "usage_points": cumulative([(u["posted_at"], u["tokens"]) for u in usage or []]),
@@ -470,7 +471,7 @@ def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: 
         from ciyuan.delivery import usage
 
         return usage.place_metered_order(who.account.id, quote_id, idem, s=s)[0]
-    return market.place_order(who.account.id, quote_id, idem, s=s)[0]
+    return orders.place_order(who.account.id, quote_id, idem, s=s)[0]
 
 
 # -- provider --------------------------------------------------------------------------------------
@@ -480,7 +481,7 @@ def provider_page(s: Settings, who: Principal) -> dict:
     pid = who.account.id
 
     def work(sess: Session) -> dict:
-        mine = market.provider_listings(sess, pid)  # delisted ones too, so they can be relisted
+        mine = listings.provider_listings(sess, pid)  # delisted ones too, so they can be relisted
         ids = [it["id"] for it in mine]
         sold = []
         if ids:
@@ -610,7 +611,7 @@ def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> st
     """The appraisal or curation report page, rendered by the layer that owns it."""
     from ciyuan.errors import NotFound
 
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    detail = tx.run(lambda sess: listings.listing_detail(sess, listing_id), s)
     ref = f"{detail['dataset']}@{detail['version']}"
     if kind == "appraisal":
         from ciyuan.appraise import report
@@ -626,4 +627,4 @@ def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> st
 
 def croissant(s: Settings, listing_id: str, base_url: str) -> dict:
     """The listing's Croissant 1.0 card, the very one ``GET /v1/listings/{id}/card`` serves."""
-    return market.listing_card(listing_id, base_url, s)
+    return listings.listing_card(listing_id, base_url, s)

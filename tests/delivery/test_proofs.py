@@ -15,7 +15,7 @@ from ciyuan.db import tx
 from ciyuan.delivery import packages, plan, stream
 from ciyuan.ledger import audit, ledger, signing
 from ciyuan.ledger.tables import AuditRow
-from ciyuan.market import market, settlement
+from ciyuan.market import orders, quotes, settlement
 
 runner = CliRunner()
 
@@ -76,8 +76,8 @@ def test_settlement_ties_to_the_ledger_and_is_reproducible(db_home, h, tmp_path)
     env = h.make_market(price="777.77")
     ent = h.metered_entitlement(env)["entitlement"]["id"]
     stream_all(env.buyer, ent, 2500)
-    q = market.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
-    order, _ = market.place_order(env.buyer, q["id"], "paid-1")
+    q = quotes.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
+    order, _ = orders.place_order(env.buyer, q["id"], "paid-1")
     today = datetime.now(UTC).date().isoformat()
     res = runner.invoke(app, ["settle", "--from", today, "--to", today, "--out", str(tmp_path / "a"), "--json"])
     assert res.exit_code == 0, res.output
@@ -103,9 +103,9 @@ def test_settlement_ties_to_the_ledger_and_is_reproducible(db_home, h, tmp_path)
 
 def test_package_urls_refuse_altered_or_expired(home, h) -> None:
     env = h.make_market()
-    q = market.create_quote(env.buyer, env.listing["id"], {"filter": {"field": "meta.language", "op": "eq",
+    q = quotes.create_quote(env.buyer, env.listing["id"], {"filter": {"field": "meta.language", "op": "eq",
                                                                      "value": "en"}})
-    order, _ = market.place_order(env.buyer, q["id"], "paid-2")
+    order, _ = orders.place_order(env.buyer, q["id"], "paid-2")
     ent = order["entitlement"]["id"]
     p = plan.plan(ent, env.buyer)
     pkg = packages.package(p, ttl_s=60)

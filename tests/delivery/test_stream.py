@@ -11,7 +11,7 @@ from ciyuan.delivery import encoding, metering, plan, stream, usage
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput
 from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.ledger import InsufficientFunds
-from ciyuan.market import market
+from ciyuan.market import orders, quotes
 
 
 def drain(buyer: str, ent: str, max_tokens: int, *, parts: int = 1, part: int = 0, now=None) -> list[str]:
@@ -45,7 +45,7 @@ def test_every_record_once_and_total_equals_price_of_total(db_home, h, max_token
     assert bal.debits_posted == e["quote"]["amount"] and bal.debits_pending == 0
     check = tx.run(ledger.check)
     assert check["ok"], check["differences"]
-    ent_row = tx.run(lambda s: market.get_entitlement(s, ent, env.buyer))
+    ent_row = tx.run(lambda s: orders.get_entitlement(s, ent, env.buyer))
     assert ent_row.tokens_drawn == ent_row.tokens and ent_row.status == "exhausted"
     assert tx.run(audit.verify)["ok"]
 
@@ -160,10 +160,10 @@ def test_holds_stop_at_the_balance(db_home, h) -> None:
 
 def test_prepaid_entitlement_streams_without_holds(db_home, h) -> None:
     env = h.make_market()
-    q = market.create_quote(
+    q = quotes.create_quote(
         env.buyer, env.listing["id"], {"filter": {"field": "meta.language", "op": "eq", "value": "zh"}}
     )
-    order, _ = market.place_order(env.buyer, q["id"], "paid-1")
+    order, _ = orders.place_order(env.buyer, q["id"], "paid-1")
     ent = order["entitlement"]["id"]
     ids = drain(env.buyer, ent, 3000)
     assert ids == [f"r{i:05d}" for i in range(0, h.N_RECORDS, 2)]
@@ -173,11 +173,11 @@ def test_prepaid_entitlement_streams_without_holds(db_home, h) -> None:
 
 def test_metered_order_is_idempotent(db_home, h) -> None:
     env = h.make_market()
-    q = market.create_quote(env.buyer, env.listing["id"], None)
+    q = quotes.create_quote(env.buyer, env.listing["id"], None)
     a, ra = usage.place_metered_order(env.buyer, q["id"], "same")
     b, rb = usage.place_metered_order(env.buyer, q["id"], "same")
     assert (ra, rb) == (False, True) and a["id"] == b["id"]
-    q2 = market.create_quote(env.buyer, env.listing["id"], None)
+    q2 = quotes.create_quote(env.buyer, env.listing["id"], None)
     with pytest.raises(Conflict):
         usage.place_metered_order(env.buyer, q2["id"], "same")
 
