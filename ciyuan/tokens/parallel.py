@@ -13,6 +13,7 @@ of texts pickles as fast as :func:`count_parallel`'s, where a list of record dic
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,7 @@ _worker_sched: TokenSchedule | None = None
 
 def _init_worker(name: str) -> None:
     global _worker_tok
+    gc.freeze()  # what the fork inherited is never scanned here: no copy-on-write of the parent's pages
     _worker_tok = get_tokenizer(name)
 
 
@@ -42,6 +44,7 @@ def _count_chunk(texts: list[str]) -> list[int]:
 
 def _init_schedule_worker(name: str) -> None:
     global _worker_sched
+    gc.freeze()  # as in _init_worker: the records rebuilt per chunk would trigger scans of inherited objects
     _worker_sched = get_schedule(name)
 
 

@@ -39,7 +39,6 @@ class Broken(Exception):
     """The compressed stream stopped decoding; carries the reason for the quarantine entry."""
 
 
-
 # --------------------------------------------------------------------------------------------------
 # compression and chunks
 
@@ -261,7 +260,6 @@ def _overlong(size: int, limit: int) -> str:
     )
 
 
-
 def head(path: str, size: int = 4096) -> bytes:
     """The first ``size`` decompressed bytes of ``path`` (fewer if the file is shorter or broken), for
     readers that sniff content; b"" for anything that cannot be opened."""
@@ -366,7 +364,6 @@ def json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-
 # --------------------------------------------------------------------------------------------------
 # checks on parsed values
 
@@ -404,7 +401,6 @@ def _surrogate(text: str, where: str) -> str | None:
             "not valid Unicode, so it cannot be stored as UTF-8"
         )
     return None
-
 
 
 def jsonable(value: Any) -> Any:

@@ -174,7 +174,6 @@ def _flush(pending: list[Bad]) -> Iterator[Bad]:
     pending.clear()
 
 
-
 class CsvReader:
     """Rows of a delimited file (tab for ``.tsv``); the other columns become ``meta``."""
 

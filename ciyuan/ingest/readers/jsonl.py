@@ -91,5 +91,4 @@ class JsonlReader:
                 yield Good(path, lineno, rec)
 
 
-
 register(JsonlReader())

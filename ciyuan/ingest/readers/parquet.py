@@ -102,7 +102,6 @@ def _fails(column: Any, pa: Any) -> bool:
     return False
 
 
-
 class ParquetReader:
     """Rows of a Parquet file; ``line`` is the 1-based row number, the other columns become ``meta``."""
 

@@ -95,7 +95,6 @@ def _read_text(path: str, max_line_bytes: int, meter: Meter = no_meter) -> Itera
         yield Good(full, 0, {"id": None, "text": text, "meta": {"path": rel}})
 
 
-
 class TextReader:
     """A whole file is one record, with its path inside the folder in ``meta.path``."""
 
