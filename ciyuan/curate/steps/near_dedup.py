@@ -1,4 +1,4 @@
-"""Near-duplicate removal: MinHash (:mod:`ciyuan.curate.minhash`) + LSH banding, candidate pairs verified, union-find clusters.
+"""Near-duplicate removal: MinHash (:mod:`ciyuan.curate.minhash`) + LSH bands, verified pairs, union-find.
 
 Round 0 reads every shard and writes its MinHash signatures and LSH band keys to the scan's
 scratch folder (:mod:`ciyuan.curate.scratch`); the driver reads the band keys one hash partition
