@@ -19,7 +19,7 @@ import numpy as np
 
 from ciyuan.curate import minhash
 from ciyuan.curate.scratch import ROW_BITS, Scratch, key_groups, node, partitions_for, split, unique_pairs
-from ciyuan.curate.steps.base import GlobalStep, Param
+from ciyuan.curate.steps.base import TEXT, GlobalStep, Param
 from ciyuan.curate.text import stable_hash, token_hashes, window_hashes
 from ciyuan.errors import InvalidInput
 
@@ -53,6 +53,7 @@ class _UnionFind:
 
 class NearDedup(GlobalStep):
     name = "near_dedup"
+    modalities = TEXT
     description = "MinHash LSH near-duplicate removal with verified pairs and connected components."
     params = (
         Param("ngram", "int", 5, "Shingle size in words for spaced text."),
