@@ -13,8 +13,12 @@ What it writes (``--out``, default ``/tmp/ciyuan-real-corpus``):
 * ``stats.json``: documents, bytes, planted pairs, and what was left out and why.
 
 The base documents are made duplicate-free first (exact text, and any pair whose word 5-gram
-Jaccard similarity is 0.5 or more loses its later member), so that every near-duplicate in the
-output is a planted one: precision and recall on ``pairs.jsonl`` are then the whole truth.
+Jaccard similarity is ``--base-threshold`` (0.7) or more loses its later member), so that every
+near-duplicate at the dedup threshold (0.8) in the output is a planted one: precision and recall
+on ``pairs.jsonl`` are then the whole truth. Pairs between 0.5 and 0.7 stay (templated pages such
+as one CLI's sub-commands): hard negatives a tool must not remove.
+Rendering is the slow part (groff, about 10 minutes on two busy cores), so the rendered pages are
+kept in ``rendered.jsonl.gz`` and reused by the next run into the same folder.
 Each planted copy is an original with a few words replaced, deleted or inserted and sometimes a
 short run of lines dropped, edited until its exact Jaccard similarity to the original lies in
 [``--min-jaccard``, 0.98].
@@ -165,11 +169,34 @@ def base_filter(docs: list[dict], threshold: float = 0.5) -> tuple[list[dict], d
     return [d for d in docs if d["id"] not in drop], left
 
 
+def _render_all(args: argparse.Namespace, rng: random.Random) -> tuple[list[dict], int]:
+    """Man pages and documentation files interleaved in a seeded order, so a size limit keeps both."""
+    man = sorted(str(p) for p in Path("/usr/share/man").rglob("*.gz"))
+    files = [("man", p) for p in man] + [("doc", p) for p in _doc_files()]
+    rng.shuffle(files)
+    if args.max_docs:
+        files = files[: args.max_docs]
+    docs: list[dict] = []
+    skipped = size = 0
+    with ProcessPoolExecutor(args.workers) as pool:
+        for (kind, path), (_p, text) in zip(files, pool.map(_read, files, chunksize=16), strict=False):
+            if text is None:
+                skipped += 1
+                continue
+            docs.append({"id": f"{kind}:{path.removeprefix('/usr/share/')}", "text": text, "source": kind})
+            size += len(text.encode())
+            if args.max_mb and size >= args.max_mb * 1e6:
+                pool.shutdown(wait=False, cancel_futures=True)
+                break
+    return docs, skipped
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/ciyuan-real-corpus")
     ap.add_argument("--plant", type=int, default=500, help="edited near-duplicate copies to plant")
     ap.add_argument("--min-jaccard", type=float, default=0.85)
+    ap.add_argument("--base-threshold", type=float, default=0.7, help="natural pairs this similar are thinned")
     ap.add_argument("--files", type=int, default=8, help="jsonl files to write")
     ap.add_argument("--max-docs", type=int, default=0, help="read at most this many files (0: all)")
     ap.add_argument("--max-mb", type=float, default=150.0, help="stop reading at this much text (0: no limit)")
@@ -183,31 +210,20 @@ def main() -> None:
         old.unlink()
 
     t0 = time.perf_counter()
-    man = sorted(str(p) for p in Path("/usr/share/man").rglob("*.gz"))
-    doc = _doc_files()
-    # man pages and documentation files interleaved in a seeded order, so a size limit keeps both
-    files = [("man", p) for p in man] + [("doc", p) for p in doc]
-    rng.shuffle(files)
-    if args.max_docs:
-        files = files[: args.max_docs]
-    docs: list[dict] = []
-    skipped = 0
-    size = 0
-    with ProcessPoolExecutor(args.workers) as pool:
-        for (kind, path), (_p, text) in zip(files, pool.map(_read, files, chunksize=16), strict=False):
-            if text is None:
-                skipped += 1
-                continue
-            rel = path.removeprefix("/usr/share/")
-            docs.append({"id": f"{kind}:{rel}", "text": text, "source": kind})
-            size += len(text.encode())
-            if args.max_mb and size >= args.max_mb * 1e6:
-                pool.shutdown(wait=False, cancel_futures=True)
-                break
-    rendered = time.perf_counter() - t0
-    print(f"read {len(docs)} documents ({skipped} skipped) in {rendered:.0f}s", file=sys.stderr)
+    cache = out / "rendered.jsonl.gz"
+    if cache.exists():
+        with gzip.open(cache, "rt", encoding="utf-8") as fh:
+            docs = [json.loads(line) for line in fh]
+        skipped = 0
+        print(f"reused {len(docs)} rendered documents from {cache}", file=sys.stderr)
+    else:
+        docs, skipped = _render_all(args, rng)
+        with gzip.open(cache, "wt", encoding="utf-8", compresslevel=3) as fh:
+            for d in docs:
+                fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+        print(f"read {len(docs)} documents ({skipped} skipped) in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
 
-    docs, removed = base_filter(docs)
+    docs, removed = base_filter(docs, args.base_threshold)
     print(f"{len(docs)} after removing natural duplicates {removed}", file=sys.stderr)
 
     # plant: originals of at least 150 words, each copied once
@@ -252,6 +268,7 @@ def main() -> None:
         "by_source": {s: sum(1 for r in allrecs if r["source"] == s) for s in ("man", "doc", "planted")},
         "natural_duplicates_removed": removed,
         "skipped_files": skipped,
+        "base_threshold": args.base_threshold,
         "seconds": round(time.perf_counter() - t0),
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
