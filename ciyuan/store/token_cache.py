@@ -1,7 +1,9 @@
-"""Counts under a tokenizer a version was not made with: computed once, cached beside its shards.
+"""Counts under a tokenizer or schedule a version was not made with: computed once, cached beside its shards.
 
-The version stays immutable; the cache is a sidecar folder ``tokens/<tokenizer>/`` with one Parquet
-file per shard, and a row in ``token_counts`` naming the tokenizer version it was made with.
+The version stays immutable; the cache is a sidecar folder ``tokens/<name>/`` with one Parquet
+file per shard (column ``tokens__<name>``), and a row in ``token_counts`` naming the version of the
+tokenizer or schedule it was made with. A text tokenizer counts ``text`` on all cores; a media
+schedule (``qwen2-vl-image``, ``whisper-audio``, ...) counts each record from its probed ``meta``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ciyuan import db
 from ciyuan.store import fs as sfs
-from ciyuan.store.records import token_column
+from ciyuan.store.records import from_batch, token_column
 from ciyuan.store.tables import TokenCountRow
 from ciyuan.store.versions import Version
 
@@ -31,21 +33,23 @@ def cached_count_paths(version: Version, tokenizer: str) -> list[str] | None:
         row = sess.get(TokenCountRow, {"version_id": version.id, "tokenizer": tokenizer})
         if row is None or row.location is None:
             return None
-        from ciyuan.tokens import get_tokenizer
+        from ciyuan.tokens import get_schedule
 
-        if row.tokenizer_version != get_tokenizer(tokenizer).version:
-            return None  # the tokenizer changed since: recount
+        if row.tokenizer_version != get_schedule(tokenizer).version:
+            return None  # the tokenizer or schedule changed since: recount
         return [sfs.join(row.location, f"part-{i:05d}.parquet") for i in range(len(version.manifest["shards"]))]
 
 
 def ensure_counts(version: Version, tokenizer: str, workers: int = 1,
                   on_progress: Callable[[int], None] | None = None) -> bool:
     """Make sure per-record counts exist under ``tokenizer``; True when they had to be computed."""
-    from ciyuan.tokens import count_parallel, get_tokenizer
+    from ciyuan.tokens import count_parallel, get_schedule
+    from ciyuan.tokens.schedule import TextSchedule
 
     if version.has_tokens(tokenizer) or cached_count_paths(version, tokenizer) is not None:
         return False
-    tok = get_tokenizer(tokenizer)
+    tok = get_schedule(tokenizer)
+    by_text = isinstance(tok, TextSchedule)  # text goes to all cores; other schedules read meta
     fs = version.fs()
     folder = version.path(f"tokens/{_safe(tokenizer)}")
     fs.makedirs(folder, exist_ok=True)
@@ -56,8 +60,14 @@ def ensure_counts(version: Version, tokenizer: str, workers: int = 1,
             for b in version.read_shard(i, columns=["text"]).to_batches(max_chunksize=2048):
                 yield [t or "" for t in b.column("text").to_pylist()]
 
+        def counted(i: int = i) -> Iterator[list[int]]:
+            """A media schedule reads the probed facts in meta (no bytes, no text): one process is plenty."""
+            table = version.read_shard(i, columns=["id", "modality", "meta"])
+            for b in table.to_batches(max_chunksize=2048):
+                yield tok.count_records(from_batch(b))
+
         counts: list[int] = []
-        for part in count_parallel(texts(), tokenizer, workers):
+        for part in count_parallel(texts(), tokenizer, workers) if by_text else counted():
             counts.extend(part)
             if on_progress:
                 on_progress(len(part))
@@ -86,10 +96,10 @@ def _bucket(n: int) -> str:
 
 def token_report(version: Version, tokenizer: str, workers: int = 1,
                  on_progress: Callable[[int], None] | None = None) -> dict:
-    """Totals and distributions (by language, domain, length bucket) under ``tokenizer``."""
+    """Totals and distributions (by language, domain, length bucket) under ``tokenizer`` (or schedule)."""
     import json
 
-    from ciyuan.tokens import get_tokenizer
+    from ciyuan.tokens import get_schedule
 
     computed = ensure_counts(version, tokenizer, workers, on_progress)
     by_lang: Counter[str] = Counter()
@@ -126,7 +136,9 @@ def token_report(version: Version, tokenizer: str, workers: int = 1,
         "dataset": version.dataset,
         "version": version.id,
         "tokenizer": tokenizer,
-        "tokenizer_version": get_tokenizer(tokenizer).version,
+        "tokenizer_version": get_schedule(tokenizer).version,
+        "schedule": tokenizer,
+        "modality": get_schedule(tokenizer).modality,
         "records": records,
         "tokens": tokens,
         "mean_tokens": round(tokens / records, 2) if records else 0,
