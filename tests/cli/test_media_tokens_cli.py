@@ -93,6 +93,8 @@ def test_tokens_with_a_schedule_counts_stores_and_export_shows_it(media_dataset:
     assert (out["tokens"], out["records"], out["computed"], out["modality"]) == (393 + 10, 6, True, "image")
     code, again = _cli("tokens", media_dataset, "--schedule", "qwen2-vl-image")
     assert (code, again["tokens"], again["computed"]) == (0, 403, False)  # stored: not counted twice
+    shown = runner.invoke(app, ["tokens", media_dataset, "--schedule", "qwen2-vl-image"])
+    assert shown.exit_code == 0 and "qwen2-vl-image" in shown.stdout and "403" in shown.stdout
 
     code, out = _cli("tokens", media_dataset, "--schedule", "whisper-audio")
     assert (code, out["tokens"]) == (0, 3000 + 1500)  # 31 s: two padded windows; 2.5 s at 8 kHz: one

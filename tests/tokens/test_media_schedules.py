@@ -83,7 +83,7 @@ def ref_smart_nframes(total_frames, video_fps):
     nframes = total_frames / video_fps * fps
     nframes = min(min(max(nframes, min_frames), max_frames), total_frames)
     nframes = ref_floor_by_factor(nframes, REF_FRAME_FACTOR)
-    if not (REF_FRAME_FACTOR <= nframes and nframes <= total_frames):
+    if not REF_FRAME_FACTOR <= nframes <= total_frames:
         raise ValueError(f"nframes should in interval [{REF_FRAME_FACTOR}, {total_frames}], but got {nframes}.")
     return nframes
 
@@ -242,9 +242,10 @@ def test_qwen_image_matches_the_port_on_random_sizes(w: int, h: int) -> None:
 def test_qwen_image_matches_transformers_smart_resize_where_both_sides_are_over_14() -> None:
     """transformers' own smart_resize (the processor's) agrees wherever no side rounds to 0 patches.
 
-    At 14 px and below (round(14/28) is 0: a tie goes to the even multiple) qwen-vl-utils first lifts a side to 28 (``max(factor, round_by_factor(...))``) and
-    transformers does not; we follow qwen-vl-utils, the path Qwen's model cards use, whose output
-    the processor then leaves as it is (a multiple of 28 inside its pixel budget).
+    At 14 px and below (round(14/28) is 0: a tie goes to the even multiple) qwen-vl-utils first
+    lifts a side to 28 (``max(factor, round_by_factor(...))``) and transformers does not; we follow
+    qwen-vl-utils, the path Qwen's model cards use, whose output the processor then leaves as it is
+    (a multiple of 28 inside its pixel budget).
     """
     pil = pytest.importorskip("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
     pairs = [(w, h) for w, h in _image_grid() if min(w, h) > 14][::3]  # every count is checked against the port
