@@ -141,3 +141,16 @@ def test_unknown_schedule_and_both_flags(media_dataset: str) -> None:
     assert code == 2 and "unknown token schedule" in out["error"]["message"]
     code, out = _cli("tokens", media_dataset, "--schedule", "qwen2-vl-image", "--tokenizer", "qwen")
     assert code == 2 and "not both" in out["error"]["message"]
+
+
+def test_a_listing_is_priced_under_a_media_schedule(media_dataset: str) -> None:
+    code, out = _cli("account", "create", "studio", "--role", "provider")
+    assert code == 0, out
+    code, out = _cli("publish", media_dataset, "--price", "10", "--schedule", "claude-image", "--provider", "studio")
+    assert code == 2 and "--schedule claude-image" in out["error"]["hint"]  # count it first
+    code, out = _cli("tokens", media_dataset, "--schedule", "claude-image")
+    # 640x480: ceil(307200/750) = 410; 100x50: ceil(5000/750) = 7
+    assert (code, out["tokens"]) == (0, 417)
+    code, out = _cli("publish", media_dataset, "--price", "10", "--schedule", "claude-image", "--provider", "studio")
+    assert code == 0, out
+    assert (out["schedule"], out["tokens"], out["records"]) == ("claude-image", 417, 6)
