@@ -11,10 +11,9 @@ compare against are in docs/tokens.md; the code here is ours, written from those
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 from ciyuan.errors import InvalidInput
-from ciyuan.tokens.probed import ProbedSchedule, ceil_div, ceil_frac, exact, rid, whole
+from ciyuan.tokens.probed import ProbedSchedule, ceil_div, exact, rid, whole
 from ciyuan.tokens.schedule import register_schedule
 
 # ----------------------------------------------------------------------------- Qwen2-VL / Qwen2.5-VL
@@ -72,15 +71,12 @@ def _gpt4o_image(s: ProbedSchedule, record: dict, facts: dict) -> int:
     w, h = whole(record, "image", facts, "width"), whole(record, "image", facts, "height")
     if p["detail"] == "low":
         return p["base_tokens"]
-    dims = [Fraction(w), Fraction(h)]
-    if max(dims) > p["fit_px"]:  # fit inside fit_px x fit_px, keeping the aspect ratio
-        k = Fraction(p["fit_px"]) / max(dims)
-        dims = [d * k for d in dims]
-    if min(dims) > p["short_side_px"]:  # then the short side down to short_side_px (never up)
-        k = Fraction(p["short_side_px"]) / min(dims)
-        dims = [d * k for d in dims]
-    tiles = ceil_frac(dims[0] / p["tile_px"]) * ceil_frac(dims[1] / p["tile_px"])
-    return p["base_tokens"] + p["tile_tokens"] * tiles
+    # Both resizes multiply every side by one factor c = num/den; kept exact as two integers.
+    num, den = (p["fit_px"], max(w, h)) if max(w, h) > p["fit_px"] else (1, 1)  # fit in fit_px x fit_px
+    if min(w, h) * num > p["short_side_px"] * den:  # short side down to short_side_px, never up
+        num, den = p["short_side_px"], min(w, h)  # c * (768 / (min * c)) = 768 / min
+    tile = p["tile_px"] * den
+    return p["base_tokens"] + p["tile_tokens"] * ceil_div(w * num, tile) * ceil_div(h * num, tile)
 
 
 # ----------------------------------------------------------------------------- Claude
