@@ -1,4 +1,4 @@
-"""Counts under a tokenizer a version was not made with: computed once, cached beside its shards.
+"""Counts under a tokenizer or schedule a version was not made with: computed once, cached beside its shards.
 
 The version stays immutable; the cache is a sidecar folder ``tokens/<tokenizer>/`` with one Parquet
 file per shard, and a row in ``token_counts`` naming the schedule version it was made with.
@@ -8,6 +8,9 @@ a text record is counted by the schedule named ``tokenizer``, a record of anothe
 modality's default schedule, so recounting a mixed dataset counts its images' patches rather than
 their (absent) text. Reading the cache is :meth:`Version.cached_token_paths`: this module imports
 ``store.versions``, never the reverse.
+
+A media schedule (``qwen2-vl-image``, ``whisper-audio``, ...) counts each record of its modality from
+its probed ``meta``.
 """
 
 from __future__ import annotations
@@ -37,13 +40,22 @@ def _safe(tokenizer: str) -> str:
 
 
 def count_records(records: list[dict], tokenizer: str) -> list[int]:
-    """Counts of ``records`` in order: text under the schedule ``tokenizer``, other modalities by default."""
+    """Counts of ``records`` in order under ``tokenizer``.
+
+    A text schedule (a tokenizer) counts text records, and a record of another modality by its
+    modality's default schedule, so recounting a mixed dataset counts its images' patches rather
+    than their absent text. A media schedule counts every record itself: its own modality from the
+    probed facts, any other as 0 (one schedule prices one modality).
+    """
+    named = get_schedule(tokenizer)
+    if named.modality != "text":
+        return [int(n) for n in named.count_records(records)]
     out = [0] * len(records)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         groups[r.get("modality") or "text"].append(i)
     for modality, idx in groups.items():
-        sched = get_schedule(tokenizer) if modality == "text" else schedule_for_modality(modality, tokenizer)
+        sched = named if modality == "text" else schedule_for_modality(modality, tokenizer)
         for i, n in zip(idx, sched.count_records([records[i] for i in idx]), strict=True):
             out[i] = int(n)
     return out
@@ -153,6 +165,8 @@ def token_report(version: Version, tokenizer: str, workers: int = 1,
         "version": version.id,
         "tokenizer": tokenizer,
         "tokenizer_version": get_schedule(tokenizer).version,
+        "schedule": tokenizer,
+        "modality": get_schedule(tokenizer).modality,
         "records": records,
         "tokens": tokens,
         "mean_tokens": round(tokens / records, 2) if records else 0,

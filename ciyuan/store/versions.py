@@ -101,7 +101,7 @@ class Version:
         if paths is None:
             raise NotFound(
                 f"{self.ref} has no counts under tokenizer {tokenizer!r}",
-                hint=f"run: ciyuan tokens {self.ref} --tokenizer {tokenizer}",
+                hint=f"run: ciyuan tokens {self.ref} --schedule {tokenizer}",
             )
         fs = self.fs()
         for path in paths:

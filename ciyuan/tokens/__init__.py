@@ -4,6 +4,8 @@ Other layers import from here only: ``get_tokenizer``, ``list_tokenizers``, ``co
 ``count_records_parallel``, ``get_schedule``, ``default_schedule``, ``list_schedules``. See docs/tokens.md.
 """
 
+from ciyuan.tokens import audio as _audio  # noqa: F401  (registers the probed audio schedules)
+from ciyuan.tokens import vision as _vision  # noqa: F401  (registers the probed image and video schedules)
 from ciyuan.tokens.parallel import count_parallel, count_records_parallel
 from ciyuan.tokens.schedule import (
     MODALITY_DEFAULTS,
@@ -12,6 +14,7 @@ from ciyuan.tokens.schedule import (
     get_schedule,
     list_schedules,
     register_schedule,
+    schedule_aliases,
     schedule_for_modality,
 )
 from ciyuan.tokens.tokenizers import Tokenizer, clear_cache, get_tokenizer, list_tokenizers, tokenizer_version
@@ -29,6 +32,7 @@ __all__ = [
     "list_schedules",
     "list_tokenizers",
     "register_schedule",
+    "schedule_aliases",
     "schedule_for_modality",
     "tokenizer_version",
 ]

@@ -146,12 +146,14 @@ def test_same_record_same_count(duration: float, w: int, h: int) -> None:
 def test_versions_are_stable_and_distinct() -> None:
     rows = list_schedules()
     names = [r["name"] for r in rows]
-    for want in ["cl100k_base", "qwen", "image-patch28", "audio-25hz", "video-frames", "episode-steps", "triples"]:
+    for want in ["cl100k_base", "qwen", "image-patch28-declared", "audio-25hz-declared", "video-frames-declared",
+                 "episode-steps", "triples"]:
         assert want in names
     versions = {r["name"]: r["version"] for r in rows}
     assert len(set(versions.values())) == len(versions)
     assert versions == {r["name"]: r["version"] for r in list_schedules()}
-    assert versions["image-patch28"] == "402ff4635f451c39"  # a published formula's version never drifts
+    assert versions["image-patch28-declared"] == "402ff4635f451c39"  # a published formula's version never drifts
+    assert get_schedule("image-patch28").version == "402ff4635f451c39"  # nor does it under its old name
 
 
 def test_modality_defaults_and_unknown_names() -> None:
