@@ -10,7 +10,7 @@ file and tar member. ``compare_declared`` lists where a provider's meta disagree
 from __future__ import annotations
 
 from ciyuan.ingest.probe.audio import probe_audio
-from ciyuan.ingest.probe.base import REASONS, Limits, MediaError, Source, display_name, open_source
+from ciyuan.ingest.probe.base import REASONS, Limits, MediaError, Source, display_name, no_signature, open_source
 from ciyuan.ingest.probe.compare import compare_declared
 from ciyuan.ingest.probe.image import probe_image
 from ciyuan.ingest.probe.sniff import format_of_name, sniff
@@ -35,7 +35,7 @@ def probe(src: Source, *, name: str | None = None, member: str | None = None, mo
         src.seek(start)  # each probe opens the source again from where the caller had it
     found = sniff(head)
     if found is None:
-        raise MediaError("not_media", name, f"first bytes {head[:8].hex(' ')} match no media signature",
+        raise MediaError("not_media", name, no_signature(head),
                          member=member)
     kind = modality or found[0]
     if kind == "image":

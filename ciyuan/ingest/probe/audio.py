@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import BinaryIO
 
-from ciyuan.ingest.probe.base import Limits, MediaError, Opened, Source, display_name, open_source
+from ciyuan.ingest.probe.base import Limits, MediaError, Opened, Source, display_name, no_signature, open_source
 from ciyuan.ingest.probe.sniff import sniff
 
 BLOCK = 65536  # frames decoded at a time
@@ -37,7 +37,7 @@ def probe_audio(src: Source, *, name: str | None = None, member: str | None = No
     with open_source(src, name, member) as op:
         found = sniff(op.head)
         if found is None:
-            raise MediaError("not_media", name, f"first bytes {op.head[:8].hex(' ')} match no media signature",
+            raise MediaError("not_media", name, no_signature(op.head),
                              member=member)
         modality, fmt = found
         if modality != "audio":

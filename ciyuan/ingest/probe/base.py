@@ -62,6 +62,12 @@ _HINTS = {
 }
 
 
+def no_signature(head: bytes) -> str:
+    if not head:
+        return "the file is empty (0 bytes)"
+    return f"first bytes {head[:8].hex(' ')} match no media signature"
+
+
 @dataclass(frozen=True)
 class Limits:
     """The probe's refusals, from the settings (``media_*``); tests and benches pass their own."""

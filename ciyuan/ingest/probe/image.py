@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from ciyuan.ingest.probe.base import Limits, MediaError, Opened, Source, display_name, open_source
+from ciyuan.ingest.probe.base import Limits, MediaError, Opened, Source, display_name, no_signature, open_source
 from ciyuan.ingest.probe.sniff import sniff
 
 _PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF", "tiff": "TIFF", "bmp": "BMP",
@@ -63,7 +63,7 @@ def _probe(op: Opened, name: str, member: str | None, check: str, limits: Limits
         return MediaError(reason, name, detail, member=member)
 
     if found is None:
-        raise fail("not_media", f"first bytes {op.head[:8].hex(' ')} match no media signature")
+        raise fail("not_media", no_signature(op.head))
     modality, fmt = found
     if modality != "image":
         raise fail("wrong_modality", f"the bytes are {modality} ({fmt}), not an image")

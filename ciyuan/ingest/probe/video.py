@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from fractions import Fraction
 
-from ciyuan.ingest.probe.base import Limits, MediaError, Source, display_name, open_source
+from ciyuan.ingest.probe.base import Limits, MediaError, Source, display_name, no_signature, open_source
 from ciyuan.ingest.probe.sniff import sniff
 
 DECODE_PACKETS = 64  # packets fed to the decoder before it must have produced a frame
@@ -41,7 +41,7 @@ def probe_video(src: Source, *, name: str | None = None, member: str | None = No
     with open_source(src, name, member) as op:
         found = sniff(op.head)
         if found is None:
-            raise fail("not_media", f"first bytes {op.head[:8].hex(' ')} match no media signature")
+            raise fail("not_media", no_signature(op.head))
         modality, fmt = found
         if modality != "video":
             raise fail("wrong_modality", f"the bytes are {modality} ({fmt}), not video")
