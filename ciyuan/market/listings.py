@@ -28,6 +28,7 @@ from ciyuan.appraise.pricing import suggest_rate
 from ciyuan.clock import aware
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
+from ciyuan.db.ids import get_row
 from ciyuan.errors import Conflict, InvalidInput, NotFound
 from ciyuan.ledger.money import format_amount
 from ciyuan.market import selection
@@ -225,7 +226,7 @@ def listing_dict(row: ListingRow, sess: Session, detail: bool = False) -> dict:
 
 
 def get_listing(sess: Session, listing_id: str) -> ListingRow:
-    row = sess.get(ListingRow, listing_id) if isinstance(listing_id, str) and len(listing_id) <= 40 else None
+    row = get_row(sess, ListingRow, listing_id)
     if row is None:
         raise NotFound(f"listing {listing_id} does not exist", hint="search the catalog: GET /v1/listings")
     if row.status != ACTIVE:
@@ -275,11 +276,7 @@ def _owned(sess: Session, listing_id: str, actor: str | None, lock: bool = True)
     ``actor=None`` is the local CLI, which runs with the database's own rights (like ``ledger deposit``).
     """
     acc = get_account(sess, actor) if actor is not None else None
-    row = (
-        sess.get(ListingRow, listing_id, with_for_update=lock, populate_existing=lock)
-        if isinstance(listing_id, str) and len(listing_id) <= 40
-        else None
-    )
+    row = get_row(sess, ListingRow, listing_id, with_for_update=lock, populate_existing=lock)
     if row is None or (acc is not None and acc.role != "operator" and row.provider_id != acc.id):
         raise NotFound(
             f"listing {listing_id} does not exist or is not yours",
@@ -490,7 +487,7 @@ def full_data_shard(listing_id: str, name: str, account_id: str, s: Settings | N
 
 
 def _full_data_ref(sess: Session, listing_id: str, account_id: str) -> str:
-    row = sess.get(ListingRow, listing_id) if isinstance(listing_id, str) and len(listing_id) <= 40 else None
+    row = get_row(sess, ListingRow, listing_id)
     if row is None:
         raise NotFound(f"listing {listing_id} does not exist", hint="search the catalog: GET /v1/listings")
     acc = sess.get(AccountRow, account_id)

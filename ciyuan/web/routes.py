@@ -408,8 +408,6 @@ def receipt(request: Request, entitlement_id: str) -> Response:
         return refusal
     try:
         body = views.receipt_bytes(_settings(request), who, entitlement_id)
-    except ImportError:
-        return _error(request, NotFound("receipts are not available on this server yet", hint="ask the operator"))
     except CiyuanError as exc:
         return _error(request, exc, back="/buyer")
     return Response(

@@ -12,31 +12,29 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from ciyuan.clock import aware
 from ciyuan.config import Settings
 from ciyuan.db import tx
+from ciyuan.delivery import delivery, receipts
 from ciyuan.errors import CiyuanError, InvalidInput
-from ciyuan.ledger import audit, ledger
+from ciyuan.ledger import audit, ledger, signing
 from ciyuan.ledger.money import CURRENCIES, format_amount
-from ciyuan.market import accounts, listings, orders, quotes
+from ciyuan.market import accounts, listings, orders, quotes, settlement
+from ciyuan.market import catalog as market_catalog
 from ciyuan.market.accounts import Principal
-from ciyuan.market.catalog import search as search_catalog
 from ciyuan.market.pricing import PriceSchedule
-from ciyuan.market.tables import EntitlementRow, OrderRow
 from ciyuan.web import charts
 
-SORTS = ("newest", "price_asc", "price_desc", "tokens_desc", "tokens_asc", "name")
+SORTS = tuple(market_catalog.SORTS)
+PAGE = 100  # listings per catalog page
 VOLUMES = (10**3, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9, 10**10)
-
-
-def _rate(item: dict) -> float:
-    return float(item["price_per_mtok"])
 
 
 def day(ts: Any) -> str:
@@ -51,13 +49,6 @@ def major(minor: float, currency: str) -> float:
     return minor / 10 ** CURRENCIES.get(currency, 2)
 
 
-def views_ts(ts: Any) -> Any:
-    """SQLite hands timestamps back naive; they were stored as UTC."""
-    if isinstance(ts, datetime) and ts.tzinfo is None:
-        return ts.replace(tzinfo=UTC)
-    return ts
-
-
 def when(ts: Any) -> str:
     if isinstance(ts, datetime):
         return ts.strftime("%Y-%m-%d %H:%M")
@@ -68,7 +59,7 @@ def when(ts: Any) -> str:
 
 
 def catalog(s: Settings, params: dict[str, str]) -> dict:
-    """Listings matching the filters, sorted as asked, plus the facet values for the filter menus."""
+    """One page of listings matching the filters in the order asked, plus the facet values for the menus."""
     filters = {k: (params.get(k) or "").strip() or None for k in ("q", "modality", "language", "domain")}
     prices = {k: (params.get(k) or "").strip() or None for k in ("min_price", "max_price")}
     toks: dict[str, int | None] = {}
@@ -83,46 +74,30 @@ def catalog(s: Settings, params: dict[str, str]) -> dict:
             toks[k] = None
             error = {"key": "bad_tokens", "values": {"field": k, "raw": raw}}
     sort = params.get("sort") if params.get("sort") in SORTS else "newest"
+    raw_offset = (params.get("offset") or "").strip()
+    offset = int(raw_offset) if raw_offset.isdigit() and len(raw_offset) <= 9 else 0
 
     def work(sess: Session) -> tuple[dict, dict]:
-        items: list[dict] = []
-        total = 0
-        offset: int | None = 0
-        while offset is not None and len(items) < 500:
-            page = search_catalog(sess, **filters, **prices, **toks, limit=100, offset=offset)
-            items += page["items"]
-            total, offset = page["total"], page["next_offset"]
-        every = search_catalog(sess, limit=100)["items"]
-        return {"items": items, "total": total}, {
-            "modality": sorted({m for it in every for m in it["modalities"]}),
-            "language": sorted({m for it in every for m in it["languages"]}),
-            "domain": sorted({m for it in every for m in it["domains"]}),
-        }
+        page = market_catalog.search(sess, **filters, **prices, **toks, sort=sort, limit=PAGE, offset=offset)
+        return page, market_catalog.facet_values(sess)
 
     try:
         found, facets = tx.run(work, s)
     except InvalidInput as exc:
-        found, facets = {"items": [], "total": 0}, {"modality": [], "language": [], "domain": []}
+        found = {"items": [], "total": 0, "next_offset": None}
+        facets = {"modality": [], "language": [], "domain": []}
         error = {"key": "bad_filter", "values": {"why": exc.message if hasattr(exc, "message") else str(exc)}}
-    items = found["items"]
-    keys = {
-        "price_asc": (lambda it: (_rate(it), it["dataset"]), False),
-        "price_desc": (lambda it: (_rate(it), it["dataset"]), True),
-        "tokens_desc": (lambda it: (it["tokens"], it["dataset"]), True),
-        "tokens_asc": (lambda it: (it["tokens"], it["dataset"]), False),
-        "name": (lambda it: (it["dataset"], it["id"]), False),
-    }
-    if sort in keys:
-        key, rev = keys[sort]
-        items = sorted(items, key=key, reverse=rev)
+    params_out = {**{k: v or "" for k, v in {**filters, **prices}.items()},
+                  **{k: "" if v is None else str(v) for k, v in toks.items()}, "sort": sort}  # fmt: skip
+    nxt = found["next_offset"]
     return {
-        "items": items,
+        "items": found["items"],
         "total": found["total"],
         "facets": facets,
-        "params": {**{k: v or "" for k, v in {**filters, **prices}.items()},
-                   **{k: "" if v is None else str(v) for k, v in toks.items()}, "sort": sort},  # fmt: skip
+        "params": params_out,
         "sorts": SORTS,
         "error": error,
+        "next_page": "/?" + urlencode({**{k: v for k, v in params_out.items() if v}, "offset": nxt}) if nxt else None,
     }
 
 
@@ -146,7 +121,7 @@ def _version_facts(detail: dict, s: Settings) -> dict:
         from ciyuan.appraise.engine import load
 
         out["appraisal"] = load(ref, s)
-    except (CiyuanError, ImportError, OSError, ValueError):
+    except (CiyuanError, OSError, ValueError):
         out["appraisal"] = None
     return out
 
@@ -338,16 +313,12 @@ def selection_from_form(form: dict[str, str]) -> dict | None:
 # -- buyer -----------------------------------------------------------------------------------------
 
 
-def _usage_rows(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None) -> list | None:
-    """Every posted delivery batch (oldest first) from metered delivery; None when it is not installed."""
-    try:
-        from ciyuan.delivery import delivery
-    except ImportError:
-        return None
+def _usage_rows(sess: Session, account: accounts.Account) -> list[dict]:
+    """Every posted delivery batch (oldest first) that ``account`` may see (:func:`accounts.usage_filter`)."""
     rows: list[dict] = []
     after = 0
     while True:
-        page = delivery.usage(sess, buyer_id=buyer_id, provider_id=provider_id, after=after, limit=1000)
+        page = delivery.usage(sess, **accounts.usage_filter(account), after=after, limit=1000)
         rows += page["items"]
         if page["next_after"] is None or len(page["items"]) < 1000:
             return rows
@@ -360,7 +331,7 @@ def _with_held(b: dict) -> dict:
 
 def cumulative(events: list[tuple[Any, int]]) -> list[tuple[datetime, float]]:
     """Running totals of (timestamp, amount) events, from zero just before the first, for the time charts."""
-    evs = sorted(((views_ts(t), n) for t, n in events if isinstance(views_ts(t), datetime)), key=lambda e: e[0])
+    evs = sorted(((aware(t), n) for t, n in events if isinstance(t, datetime)), key=lambda e: e[0])
     if not evs:
         return []
     out, run = [(evs[0][0], 0.0)], 0.0
@@ -371,14 +342,6 @@ def cumulative(events: list[tuple[Any, int]]) -> list[tuple[datetime, float]]:
         else:
             out.append((t, run))
     return out
-
-
-def receipts_available() -> bool:
-    try:
-        from ciyuan.delivery import receipts
-    except ImportError:
-        return False
-    return hasattr(receipts, "statement")
 
 
 def buyer_page(s: Settings, who: Principal) -> dict:
@@ -393,19 +356,20 @@ def buyer_page(s: Settings, who: Principal) -> dict:
             if o["status"] == "metered" and o.get("quote_id"):
                 with contextlib.suppress(CiyuanError):
                     quoted[o["id"]] = quotes.get_quote(sess, o["quote_id"], bid)["amount"]
-        usage = _usage_rows(sess, buyer_id=bid)
-        offers = search_catalog(sess, limit=100)["items"]
-        return {"balances": bals, "orders": bought, "usage": usage, "offers": offers, "quoted": quoted}
+        usage = _usage_rows(sess, who.account)
+        offers = market_catalog.search(sess, limit=100)["items"]
+        spent = settlement.buyer_spend(sess, bid)["by_ref"]
+        return {"balances": bals, "orders": bought, "usage": usage, "offers": offers, "quoted": quoted, "spent": spent}
 
     data = tx.run(work, s)
     usage = data["usage"]
     names = {it["id"]: it["dataset"] for it in data["offers"]}
-    by_ent = usage_summary(usage or [])
+    by_ent = usage_summary(usage)
     ents, order_rows = [], []
     for o in data["orders"]:
         ent = o.get("entitlement")
         used = by_ent.get(ent["id"]) if ent else None
-        billed = o["amount"] + (used["amount"] if used else 0) if o["status"] == "metered" else o["amount"]
+        billed = data["spent"].get(f"order:{o['id']}", 0) + (data["spent"].get(f"ent:{ent['id']}", 0) if ent else 0)
         cap = data["quoted"].get(o["id"])
         row = o | {"billed": billed, "billed_text": format_amount(billed, o["currency"]),
                    "cap_text": format_amount(cap, o["currency"]) if cap is not None else None}  # fmt: skip
@@ -418,20 +382,20 @@ def buyer_page(s: Settings, who: Principal) -> dict:
         "balances": [_with_held(b) for b in data["balances"] if b["kind"] == ledger.BUYER],
         "orders": order_rows,
         "entitlements": ents,
-        "delivery": usage is not None,
-        "usage_points": cumulative([(u["posted_at"], u["tokens"]) for u in usage or []]),
+        "delivery": True,
+        "usage_points": cumulative([(u["posted_at"], u["tokens"]) for u in usage]),
         "spend_points": [
-            (k, major(v, u0["currency"])) for u0 in (usage or [])[:1]
-            for k, v in cumulative([(u["posted_at"], u["amount"]) for u in usage or []])
+            (k, major(v, u0["currency"])) for u0 in usage[:1]
+            for k, v in cumulative([(u["posted_at"], u["amount"]) for u in usage])
         ],
         "usage_summary": summary,
         "usage_rows": [
             {"at": when(u["posted_at"]), "entitlement": u["entitlement_id"], "tokens": u["tokens"],
              "records": u["records"], "amount": u["amount_text"], "currency": u["currency"], "sha256": u["sha256"],
              "dataset": names.get(u["listing_id"], u["listing_id"])}
-            for u in (usage or [])[-200:]
+            for u in usage[-200:]
         ],  # fmt: skip
-        "receipts": receipts_available(),
+        "receipts": True,
         "offers": data["offers"],
         "names": names,
     }
@@ -457,8 +421,6 @@ def usage_summary(usage: list[dict]) -> dict[str, dict]:
 
 def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
     """The signed receipt of one of the buyer's entitlements, exactly as ``GET /v1/entitlements/{id}/receipt``."""
-    from ciyuan.delivery import delivery, receipts
-    from ciyuan.ledger import signing
 
     p = delivery.plan(entitlement_id, who.account.id, s)  # 404 for anyone else's
     return signing.to_bytes(signing.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s))
@@ -467,8 +429,6 @@ def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
 def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: str) -> dict:
     """Pay a quote now (``prepaid``) or as the tokens stream (``metered``), as the two order APIs do."""
     if billing == "metered":
-        from ciyuan.delivery import delivery
-
         return delivery.place_metered_order(who.account.id, quote_id, idem, s=s)[0]
     return orders.place_order(who.account.id, quote_id, idem, s=s)[0]
 
@@ -477,81 +437,46 @@ def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: 
 
 
 def provider_page(s: Settings, who: Principal) -> dict:
+    """The provider's listings, what each sold and earned (settlement's attribution) and delivered."""
     pid = who.account.id
 
     def work(sess: Session) -> dict:
         mine = listings.provider_listings(sess, pid)  # delisted ones too, so they can be relisted
-        ids = [it["id"] for it in mine]
-        sold = []
-        if ids:
-            sold = list(
-                sess.execute(
-                    select(EntitlementRow.id, EntitlementRow.listing_id, EntitlementRow.tokens, OrderRow.created_at,
-                           OrderRow.status, OrderRow.id)
-                    .join(OrderRow, OrderRow.id == EntitlementRow.order_id)
-                    .where(EntitlementRow.listing_id.in_(ids))
-                    .order_by(OrderRow.created_at)
-                )
-            )
-        bals = ledger.balances(sess, pid)
-        earn = [b for b in bals if b.kind == ledger.PROVIDER]
-        credits = []
-        for b in earn:
-            credits += [t for t in ledger.transfers(sess, account=b.account_id) if t.credit_account_id == b.account_id]
-        usage = _usage_rows(sess, provider_id=pid)
-        return {"listings": mine, "sold": sold, "earn": earn, "credits": credits, "usage": usage}
+        earn = [b for b in ledger.balances(sess, pid) if b.kind == ledger.PROVIDER]
+        return {"listings": mine, "sales": settlement.provider_sales(sess, pid), "earn": earn,
+                "usage": _usage_rows(sess, who.account)}  # fmt: skip
 
     d = tx.run(work, s)
-    # tokens sold: a prepaid order sells its tokens when paid, a metered one as each batch posts
-    per_listing: dict[str, int] = defaultdict(int)
-    sold_events: list[tuple[Any, int]] = []
-    metered = set()
-    listing_of: dict[str, str] = {}  # an earnings credit's ref names its order or entitlement
-    for ent_id, lid, tokens, ts, status, order_id in d["sold"]:
-        listing_of[ent_id] = listing_of[order_id] = lid
-        if status == "paid":
-            per_listing[lid] += int(tokens)
-            sold_events.append((views_ts(ts), int(tokens)))
-        else:
-            metered.add(ent_id)
+    sales, by_listing = d["sales"]["sales"], d["sales"]["by_listing"]
     delivered: dict[str, int] = defaultdict(int)
-    for u in d["usage"] or []:
+    for u in d["usage"]:
         delivered[u["listing_id"]] += u["tokens"]
-        if u["entitlement_id"] in metered:  # a metered order sells each batch as it posts
-            per_listing[u["listing_id"]] += u["tokens"]
-            sold_events.append((u["posted_at"], u["tokens"]))
     currency = d["earn"][0].currency if d["earn"] else (d["listings"][0]["currency"] if d["listings"] else "CNY")
     names = {it["id"]: it["dataset"] for it in d["listings"]}
-    earned: dict[str, dict] = {}
-    credits = []
-    for t in d["credits"]:
-        ref = t.ref or ""
-        lid = listing_of.get(ref.split(":", 1)[-1].split(".")[0], "")
-        e = earned.setdefault(lid, {"listing_id": lid, "dataset": names.get(lid, ""), "credits": 0, "amount": 0,
-                                    "last": t.created_at})  # fmt: skip
-        e["credits"] += 1
-        e["amount"] += t.amount
-        e["last"] = t.created_at
-        credits.append({"at": when(t.created_at), "ref": ref or t.id, "dataset": names.get(lid, ""),
-                        "amount": format_amount(t.amount, t.currency)})  # fmt: skip
-    for e in earned.values():
-        e["amount_text"] = format_amount(e["amount"], currency)
-        e["last"] = when(e["last"])
+    earned = {
+        lid or "": {"listing_id": lid or "", "dataset": names.get(lid or "", ""), "credits": line["sales"],
+                    "amount": line["amount"], "amount_text": line["amount_text"], "last": when(line["last"])}
+        for lid, line in by_listing.items()
+    }  # fmt: skip
+    credits = [
+        {"at": when(c["at"]), "ref": c["ref"] or c["transfer_id"], "dataset": names.get(c["listing_id"] or "", ""),
+         "amount": format_amount(c["amount"], c["currency"])}
+        for c in sales
+    ]  # fmt: skip
+    sold = {lid: line["tokens"] for lid, line in by_listing.items() if lid}
     return {
         "earned": {k: v for k, v in earned.items() if k},
         "earned_other": earned.get(""),
         "listings": d["listings"],
         "reports": {it["id"]: report_links(s, it) for it in d["listings"]},
-        "sold": dict(per_listing),
+        "sold": sold,
         "delivered": dict(delivered),
-        "delivery": d["usage"] is not None,
-        "tokens_sold": sum(per_listing.values()),
+        "delivery": True,
+        "tokens_sold": sum(sold.values()),
         "earnings": [b.to_dict() for b in d["earn"]],
         "currency": currency,
-        "earnings_points": [
-            (k, major(v, currency)) for k, v in cumulative([(t.created_at, t.amount) for t in d["credits"]])
-        ],
-        "sold_points": cumulative(sold_events),
+        "earnings_points": [(k, major(v, currency)) for k, v in cumulative([(c["at"], c["amount"]) for c in sales])],
+        "sold_points": cumulative([(c["at"], c["tokens"]) for c in sales if c["tokens"]]),
         "credits": credits[-200:],
     }
 
