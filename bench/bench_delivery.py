@@ -72,7 +72,7 @@ def main() -> None:
     os.environ["CIYUAN_HOME"] = home
     os.environ.setdefault("CIYUAN_HOLD_TIMEOUT_S", "600")
     from ciyuan.db import tx
-    from ciyuan.delivery import delivery
+    from ciyuan.delivery import usage
     from ciyuan.ledger import audit, ledger
     from ciyuan.market import accounts, listings, orders, quotes
     from ciyuan.sdk import Client
@@ -94,7 +94,7 @@ def main() -> None:
     def order(metered: bool, tag: str) -> str:
         q = quotes.create_quote(buyer, listing["id"], None)
         if metered:
-            o, _ = delivery.place_metered_order(buyer, q["id"], tag)
+            o, _ = usage.place_metered_order(buyer, q["id"], tag)
         else:
             o, _ = orders.place_order(buyer, q["id"], tag)
         return o["entitlement"]["id"]

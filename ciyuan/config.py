@@ -27,7 +27,7 @@ class Settings:
     default_tokenizer: str = DEFAULT_TOKENIZER
     platform_fee_bps: int = 1000  # 10.00 % of each charge goes to the platform
     hold_timeout_s: int = 300
-    # a metered batch never exceeds these, whatever max_tokens a request asks for (delivery.py)
+    # a metered batch never exceeds these, whatever max_tokens a request asks for (ciyuan/delivery/stream.py)
     delivery_max_batch_tokens: int = 8_000_000
     delivery_max_batch_bytes: int = 64 << 20  # record bytes (text, media, meta, ...) before encoding
     quote_ttl_s: int = 900

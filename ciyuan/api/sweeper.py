@@ -3,7 +3,7 @@
 Sent means billed: a batch the buyer never acknowledged is posted at its deadline even if the buyer
 never comes back, so the sweep cannot wait for the next request. The app starts the thread when it
 starts (its lifespan, :func:`ciyuan.api.app.create_app`) and stops it when it stops; ``ciyuan
-delivery sweep`` runs the same :func:`ciyuan.delivery.delivery.sweep` once by hand.
+delivery sweep`` runs the same :func:`ciyuan.delivery.stream.sweep` once by hand.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import logging
 import threading
 
 from ciyuan.config import Settings
-from ciyuan.delivery import delivery
+from ciyuan.delivery import stream
 
 log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """A background thread calling ``delivery.sweep`` every quarter of the hold timeout (at least 1 s)."""
+    """A background thread calling ``stream.sweep`` every quarter of the hold timeout (at least 1 s)."""
 
     def __init__(self, s: Settings) -> None:
         self.settings = s
@@ -47,6 +47,6 @@ class Sweeper:
     def _loop(self) -> None:
         while not self._stop.wait(self.period):
             try:
-                delivery.sweep(s=self.settings)
+                stream.sweep(s=self.settings)
             except Exception:  # a busy or restarting database: try again next round
                 log.warning("delivery sweep failed", exc_info=True)

@@ -141,7 +141,7 @@ def _hist_chart(h: dict, title: str, no_data: str = "no data") -> str:
 
 def render_html(rep: dict, lang: str = "en") -> str:
     """The report as one HTML page in English or Chinese (``lang``); rule codes and ids stay as they are."""
-    from ciyuan.web.i18n import Translator
+    from ciyuan.i18n import Translator
 
     t = Translator(lang)
     esc = html.escape

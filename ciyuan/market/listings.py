@@ -8,8 +8,8 @@
   the entitlement made from it keep the version they were priced with, see
   :func:`price_schedule_of`); :func:`delist` stops new quotes and orders and hides the listing from
   the catalog while existing entitlements keep working; :func:`relist` offers it again.
-* ``--price-per-mtok suggested`` asks the appraisal layer below (:mod:`ciyuan.appraise.pricing`).
-* The public Croissant card, its free sample file and the full data's shards for entitled buyers.
+* ``--price-per-mtok suggested`` asks the appraisal layer below (:mod:`ciyuan.appraise.pricing`); the
+  public Croissant card, its free sample file and the full data's shards for entitled buyers.
 """
 
 from __future__ import annotations
@@ -34,14 +34,7 @@ from ciyuan.ledger.money import format_amount
 from ciyuan.market import selection
 from ciyuan.market.accounts import Forbidden, get_account
 from ciyuan.market.pricing import PriceSchedule, build_schedule
-from ciyuan.market.tables import (
-    AccountRow,
-    EntitlementRow,
-    ListingPriceRow,
-    ListingRow,
-    ListingTagRow,
-    OrderRow,
-)
+from ciyuan.market.tables import AccountRow, EntitlementRow, ListingPriceRow, ListingRow, ListingTagRow, OrderRow
 
 MAX_SAMPLE = 100
 SAMPLE_TEXT_CHARS = 4000
@@ -408,12 +401,6 @@ def provider_listings(sess: Session, actor: str | None, status: str | None = Non
 
 def listing_detail(sess: Session, listing_id: str) -> dict:
     return listing_dict(get_listing(sess, listing_id), sess, detail=True)
-
-
-def example_prices(row_schedule: dict) -> dict[str, str]:
-    """Prices of a few round token counts, for cards."""
-    sched = PriceSchedule.from_dict(row_schedule)
-    return {f"{n:,}": format_amount(sched.price(n), sched.currency) for n in (10**6, 10**8, 10**9)}
 
 
 # -- the public Croissant card and the files it names -----------------------------------------------

@@ -59,11 +59,11 @@ def make_market(price: str = "1000.00", deposit: str = "100000.00", tiers: list[
 
 
 def metered_entitlement(env, selection: dict | None = None, key: str = "k1") -> dict:
-    from ciyuan.delivery import delivery
+    from ciyuan.delivery import usage
     from ciyuan.market import quotes
 
     q = quotes.create_quote(env.buyer, env.listing["id"], selection)
-    order, _ = delivery.place_metered_order(env.buyer, q["id"], key)
+    order, _ = usage.place_metered_order(env.buyer, q["id"], key)
     return {"quote": q, "order": order, "entitlement": order["entitlement"]}
 
 
@@ -148,6 +148,6 @@ def h() -> SimpleNamespace:
 
 def metered_tokens(env, ent: str) -> int:
     from ciyuan.db import tx
-    from ciyuan.delivery import delivery
+    from ciyuan.delivery import plan, stream
 
-    return tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))["tokens_posted"]
+    return tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))["tokens_posted"]

@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import plan, stream, usage
 from ciyuan.ledger import ledger
 from ciyuan.market import orders, quotes, settlement
 
 
 def _stream_all(buyer: str, ent: str, max_tokens: int) -> None:
     cursor = None
-    while (d := delivery.next_batch(buyer, ent, cursor, max_tokens=max_tokens)).kind != "done":
+    while (d := stream.next_batch(buyer, ent, cursor, max_tokens=max_tokens)).kind != "done":
         cursor = d.next_cursor
 
 
@@ -23,8 +23,8 @@ def test_sales_and_spend_of_a_paid_and_a_metered_order(db_home, h) -> None:
     _stream_all(env.buyer, ent, 2500)
     q = quotes.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
     order, _ = orders.place_order(env.buyer, q["id"], "paid-1")
-    meter = tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))
-    batches = len(tx.run(lambda s: delivery.usage(s, entitlement_id=ent, limit=1000))["items"])
+    meter = tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))
+    batches = len(tx.run(lambda s: usage.usage(s, entitlement_id=ent, limit=1000))["items"])
     assert batches >= 2
 
     spend = tx.run(lambda s: settlement.buyer_spend(s, env.buyer))

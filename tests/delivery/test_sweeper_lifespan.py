@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from ciyuan.api.app import create_app
 from ciyuan.config import settings
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import stream
 from ciyuan.ledger import ledger
 
 
@@ -24,7 +24,7 @@ def test_a_started_app_charges_an_open_batch_at_its_deadline(db_home, h, monkeyp
     settings.cache_clear()
     env = h.make_market()
     ent = h.metered_entitlement(env)["entitlement"]["id"]
-    d = delivery.next_batch(env.buyer, ent, None, max_tokens=3000)  # sent, held, never acknowledged
+    d = stream.next_batch(env.buyer, ent, None, max_tokens=3000)  # sent, held, never acknowledged
     hold = f"dl:{d.batch_id}"
     assert tx.run(lambda s: ledger.get_transfer(s, hold)).state == "pending"
     before = len(_sweepers())

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import plan, stream, usage
 from ciyuan.errors import Conflict, NotFound
 from ciyuan.ledger import ledger
 from ciyuan.market import catalog, listings, orders, quotes
@@ -74,11 +74,11 @@ def test_a_metered_order_of_an_old_quote_streams_at_the_old_price(market_env):
     tx.run(lambda s: ledger.deposit(s, "d1", alice, 10_000_000, "CNY"))
     q = quotes.create_quote(alice, lid, WHOLE)
     listings.change_price(lid, actor="prov", price_per_mtok="36.00")
-    order, _ = delivery.place_metered_order(alice, q["id"], "k-metered")
+    order, _ = usage.place_metered_order(alice, q["id"], "k-metered")
     ent = order["entitlement"]["id"]
-    assert delivery.plan(ent, alice).schedule == build_schedule("12.00", "CNY")
+    assert plan.plan(ent, alice).schedule == build_schedule("12.00", "CNY")
     cursor = None
-    while (d := delivery.next_batch(alice, ent, cursor, max_tokens=5000)).kind != "done":
+    while (d := stream.next_batch(alice, ent, cursor, max_tokens=5000)).kind != "done":
         cursor = d.next_cursor
     bal = tx.run(lambda s: ledger.balance(s, ledger.BUYER, alice, "CNY"))
     assert 10_000_000 - bal.available == q["amount"]  # billed exactly the quote, not the new price
@@ -105,7 +105,7 @@ def test_delist_stops_quotes_and_orders_hides_it_and_keeps_entitlements(market_e
     # the paid entitlement still delivers every record
     ent_id = order["entitlement"]["id"]
     cursor, got = None, 0
-    while (d := delivery.next_batch(alice, ent_id, cursor, max_tokens=5000)).kind != "done":
+    while (d := stream.next_batch(alice, ent_id, cursor, max_tokens=5000)).kind != "done":
         got += d.end - d.start
         cursor = d.next_cursor
     assert got == market_env.version.to_dict()["records"]
