@@ -87,3 +87,24 @@ def test_usage_filter_by_role(market_env):
     with pytest.raises(CiyuanError) as err:
         accounts.usage_filter(stranger)
     assert err.value.status == 403
+
+
+def test_ids_that_cannot_name_a_row_are_404_on_every_lookup(market_env):
+    """One id guard (``db.ids.get_row``): too long, empty or not text is a 404, never a database error."""
+    from ciyuan.db.ids import is_id
+    from ciyuan.errors import NotFound
+    from ciyuan.market import orders, quotes
+
+    alice = market_env.accounts["alice"].id
+    assert is_id("lst_" + "a" * 36) and not is_id("a" * 41) and not is_id("") and not is_id(7)
+    lookups = [
+        lambda s, i: listings.listing_detail(s, i),
+        lambda s, i: listings.own_listing(s, i, None),
+        lambda s, i: quotes.get_quote(s, i, alice),
+        lambda s, i: orders.get_order(s, i, alice),
+        lambda s, i: orders.get_entitlement(s, i, alice),
+    ]
+    for look in lookups:
+        for bad in ("x" * 41, "x" * 5000, "", 12):
+            with pytest.raises(NotFound):
+                tx.run(lambda s, look=look, bad=bad: look(s, bad))
