@@ -37,7 +37,7 @@ def ingest_ticker(bar: Progress) -> Callable[[IngestProgress], None]:
 def ingest_cmd(
     sources: list[str] = typer.Argument(..., help="Files or folders: JSONL (.gz/.zst), Parquet, CSV, .txt/.md."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name; a new version is added to it."),
-    fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text"),
+    fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text, or a registered reader"),
     text_field: str = typer.Option("text", "--text-field", help="Field that holds the text."),
     id_field: str | None = typer.Option(None, "--id-field", help="Record id field (default: id, else a content hash)."),
     license: str | None = typer.Option(None, "--license", help="SPDX licence id of the data."),

@@ -1,13 +1,14 @@
 """Token accounting: offline tokenizers, parallel counting, and token schedules for every modality.
 
 Other layers import from here only: ``get_tokenizer``, ``list_tokenizers``, ``count_parallel``,
-``get_schedule``, ``list_schedules``. See docs/tokens.md.
+``count_records_parallel``, ``get_schedule``, ``default_schedule``, ``list_schedules``. See docs/tokens.md.
 """
 
-from ciyuan.tokens.parallel import count_parallel
+from ciyuan.tokens.parallel import count_parallel, count_records_parallel
 from ciyuan.tokens.schedule import (
     MODALITY_DEFAULTS,
     TokenSchedule,
+    default_schedule,
     get_schedule,
     list_schedules,
     register_schedule,
@@ -21,6 +22,8 @@ __all__ = [
     "Tokenizer",
     "clear_cache",
     "count_parallel",
+    "count_records_parallel",
+    "default_schedule",
     "get_schedule",
     "get_tokenizer",
     "list_schedules",

@@ -19,16 +19,24 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ciyuan.config import DEFAULT_TOKENIZER
 from ciyuan.errors import InvalidInput, NotFound
 from ciyuan.tokens.tokenizers import Tokenizer, get_tokenizer, list_tokenizers, tokenizer_version
 
+if TYPE_CHECKING:
+    from ciyuan.config import Settings
+
 
 @runtime_checkable
 class TokenSchedule(Protocol):
-    """Counts tokens of records of one modality; ``(name, version)`` identifies every count."""
+    """Counts tokens of records of one modality; ``(name, version)`` identifies every count.
+
+    A schedule may also say which record keys ``count_records`` reads, as ``record_fields``; the
+    parallel counter (:func:`ciyuan.tokens.parallel.count_records_parallel`) then ships only those
+    to its workers. Without it, whole records are shipped.
+    """
 
     name: str
     version: str
@@ -98,6 +106,7 @@ class TextSchedule:
 
     name: str
     modality: str = "text"
+    record_fields: tuple[str, ...] = ("text", "tokens")
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -144,6 +153,7 @@ class FormulaSchedule:
     params: dict
     per_record: Callable[[FormulaSchedule, dict], int] = field(repr=False)
     description: str = ""
+    record_fields: tuple[str, ...] = ("id", "meta")
 
     @property
     def version(self) -> str:
@@ -215,6 +225,7 @@ class TripleSchedule:
     name: str = "triples"
     modality: str = "triple"
     revision: int = 1
+    record_fields: tuple[str, ...] = ("id", "meta")
 
     @property
     def version(self) -> str:
@@ -313,6 +324,21 @@ def schedule_for_modality(modality: str, tokenizer: str = DEFAULT_TOKENIZER) -> 
             f"no token schedule for modality {modality!r}", hint=f"known modalities: {', '.join(MODALITY_DEFAULTS)}"
         )
     return get_schedule(MODALITY_DEFAULTS[modality])
+
+
+def default_schedule(modality: str, s: Settings | None = None) -> TokenSchedule:
+    """The schedule a record of ``modality`` is counted with when nobody names one.
+
+    Text follows the settings (``default_tokenizer``, e.g. ``CIYUAN_DEFAULT_TOKENIZER=qwen``); the
+    other modalities use their published formula from :data:`MODALITY_DEFAULTS` (``image`` ->
+    ``image-patch28``, ``audio`` -> ``audio-25hz``, ``video`` -> ``video-frames``, ``episode`` ->
+    ``episode-steps``, ``triple`` -> ``triples``). Ingest counts every record this way.
+    """
+    if s is None:
+        from ciyuan.config import settings
+
+        s = settings()
+    return schedule_for_modality(modality, s.default_tokenizer)
 
 
 def list_schedules() -> list[dict]:

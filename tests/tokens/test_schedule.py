@@ -14,6 +14,7 @@ from ciyuan.errors import InvalidInput, NotFound
 from ciyuan.tokens import (
     MODALITY_DEFAULTS,
     TokenSchedule,
+    default_schedule,
     get_schedule,
     get_tokenizer,
     list_schedules,
@@ -161,6 +162,19 @@ def test_modality_defaults_and_unknown_names() -> None:
         schedule_for_modality("smell")
     with pytest.raises(NotFound, match="unknown token schedule"):
         get_schedule("no-such-schedule")
+
+
+def test_default_schedule_follows_the_modality_and_the_settings(tmp_path, monkeypatch) -> None:
+    from ciyuan.config import load_settings
+
+    monkeypatch.setenv("CIYUAN_TOKENIZER", "qwen")
+    s = load_settings(tmp_path)
+    assert default_schedule("text", s).name == "qwen"
+    assert {m: default_schedule(m, s).name for m in ("image", "audio", "video", "episode")} == {
+        "image": "image-patch28", "audio": "audio-25hz", "video": "video-frames", "episode": "episode-steps"
+    }
+    with pytest.raises(NotFound, match="no token schedule for modality 'smell'"):
+        default_schedule("smell", s)
 
 
 def test_new_modalities_register_without_changing_callers() -> None:
