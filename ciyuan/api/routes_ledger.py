@@ -13,7 +13,7 @@ from ciyuan.db import tx
 from ciyuan.ledger import ledger
 from ciyuan.ledger.money import parse_amount
 from ciyuan.market import funds
-from ciyuan.market.accounts import Principal
+from ciyuan.market.accounts import Principal, balances_owner
 
 router = APIRouter(tags=["ledger"])
 
@@ -33,7 +33,7 @@ def me(request: Request, who: Principal = Depends(principal)) -> dict:
 @router.get("/ledger/balances", response_model=list[BalanceOut], responses=responses(401, 403))
 def balances(request: Request, who: Principal = Depends(requires(scope="ledger:read"))) -> list[dict]:
     """Balances of the calling account (all accounts for the operator)."""
-    owner = None if who.account.role == "operator" else who.account.id
+    owner = balances_owner(who.account)
     return [b.to_dict() for b in tx.run(lambda s: ledger.balances(s, owner), app_settings(request))]
 
 

@@ -97,6 +97,11 @@ def usage_filter(account: Account) -> dict[str, str]:
                     hint="use a buyer, provider or operator key")  # fmt: skip
 
 
+def balances_owner(account: Account) -> str | None:
+    """Whose ledger balances ``account`` may read: its own, or everyone's (None) for the operator."""
+    return None if account.role == "operator" else account.id
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 

@@ -78,11 +78,12 @@ def test_deposits_go_to_buyers_only(market_env):
     assert len(tx.run(ledger.transfers)) == before  # nothing was written for the refused ones
 
 
-def test_usage_filter_by_role(market_env):
+def test_usage_and_balances_visibility_by_role(market_env):
     a = market_env.accounts
     assert accounts.usage_filter(a["alice"]) == {"buyer_id": a["alice"].id}
     assert accounts.usage_filter(a["prov"]) == {"provider_id": a["prov"].id}
     assert accounts.usage_filter(a["op"]) == {}
+    assert [accounts.balances_owner(a[n]) for n in ("alice", "prov", "op")] == [a["alice"].id, a["prov"].id, None]
     stranger = accounts.Account("x", "mallory", "auditor", a["op"].created_at)
     with pytest.raises(CiyuanError) as err:
         accounts.usage_filter(stranger)
