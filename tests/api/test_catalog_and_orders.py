@@ -164,3 +164,14 @@ def test_unknown_routes_and_methods_are_json_4xx(mkt):
     assert r.status_code == 405 and "error" in r.json()
     assert c.get("/openapi.json").json()["info"]["title"] == "ciyuan exchange"
     assert c.get("/docs").status_code == 200
+
+
+def test_listing_search_sorts_through_the_catalog(mkt):
+    """``sort`` reaches ``catalog.search``: the answer says which order it is, an unknown one is 422."""
+    from ciyuan.market import catalog
+
+    anon = mkt.client()
+    for sort in catalog.SORTS:
+        r = anon.get("/v1/listings", params={"sort": sort, "limit": 1})
+        assert r.status_code == 200 and r.json()["sort"] == sort, r.text
+    assert anon.get("/v1/listings", params={"sort": "cheapest"}).status_code == 422
