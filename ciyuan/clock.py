@@ -8,11 +8,18 @@ backends agree, and every "now" is taken through :func:`utc_now` so tests can pi
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import overload
 
 
+@overload
+def aware(ts: datetime) -> datetime: ...
+@overload
+def aware(ts: None) -> None: ...
 def aware(ts: datetime | None) -> datetime | None:
-    """``ts`` as an aware UTC time (a naive one was stored as UTC); None stays None."""
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+    """``ts`` as an aware time in UTC (a naive one was stored as UTC); None stays None."""
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def utc_now(now: datetime | None = None) -> datetime:

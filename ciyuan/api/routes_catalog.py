@@ -47,10 +47,11 @@ def list_listings(
     max_price: str | None = Query(None, max_length=40),
     min_tokens: int | None = Query(None, ge=0, le=10**15),
     max_tokens: int | None = Query(None, ge=0, le=10**15),
+    sort: str = Query("newest", pattern="^(" + "|".join(catalog.SORTS) + ")$", description="order of the pages"),
     limit: int = Query(20, ge=1, le=100),
     offset: int = Query(0, ge=0, le=10**9),
 ) -> dict:
-    """Search active listings (public, no key needed)."""
+    """Search active listings (public, no key needed), sorted and paged by the catalog."""
     return tx.run(
         lambda s: catalog.search(
             s,
@@ -63,6 +64,7 @@ def list_listings(
             max_price=max_price,
             min_tokens=min_tokens,
             max_tokens=max_tokens,
+            sort=sort,
             limit=limit,
             offset=offset,
         ),

@@ -7,10 +7,6 @@ the body is nothing but records.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-
 import pyarrow as pa
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -19,7 +15,6 @@ from pydantic import BaseModel, Field
 from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID
-from ciyuan.config import Settings
 from ciyuan.db import tx
 from ciyuan.delivery import packages, receipts, stream
 from ciyuan.delivery.encoding import IpcEncoder
@@ -28,10 +23,9 @@ from ciyuan.delivery.plan import plan
 from ciyuan.delivery.usage import place_metered_order
 from ciyuan.delivery.usage import usage as usage_page
 from ciyuan.ledger import ledger, signing
-from ciyuan.market.accounts import Principal
+from ciyuan.market.accounts import Principal, usage_filter
 
 router = APIRouter(tags=["delivery"])
-log = logging.getLogger(__name__)
 BUYER = ("buyer",)
 ARROW = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"
@@ -48,29 +42,6 @@ class PackageIn(BaseModel):
 
 class MeteredOrderIn(BaseModel):
     quote_id: str = Field(pattern=ID)
-
-
-_sweepers: dict[str, threading.Thread] = {}
-_sweepers_lock = threading.Lock()
-
-
-def _sweep_loop(s: Settings) -> None:
-    period = max(1.0, s.hold_timeout_s / 4)
-    while True:
-        time.sleep(period)
-        try:
-            stream.sweep(s=s)
-        except Exception:  # a busy or restarting database: try again next round
-            log.warning("delivery sweep failed", exc_info=True)
-
-
-def ensure_sweeper(s: Settings) -> None:
-    """One background thread per database charges batches past their ack deadline (sent means billed)."""
-    with _sweepers_lock:
-        if s.database_url not in _sweepers:
-            t = threading.Thread(target=_sweep_loop, args=(s,), name="ciyuan-delivery-sweep", daemon=True)
-            t.start()
-            _sweepers[s.database_url] = t
 
 
 # zstd buffers: on the wire an Arrow batch is about as small as the zstd Parquet of a package, and
@@ -114,7 +85,6 @@ def records(
     and by your available funds (``Ciyuan-Batch-Limit`` says what ended it); 402 when not even the
     next record is covered. Re-reading charged records is free."""
     s = app_settings(request)
-    ensure_sweeper(s)
     arrow = bool(accept and ARROW in accept)
     d = stream.next_batch(who.account.id, entitlement_id, cursor, parts=parts, part=part, max_tokens=max_tokens,
                             s=s, encode=arrow_ipc if arrow else table_to_ndjson, fmt="arrow" if arrow else "ndjson")
@@ -213,9 +183,7 @@ def usage(
     who: Principal = Depends(principal),
 ) -> dict:
     """Usage records, one per posted batch: yours as a buyer, your listings' as a provider, all for the operator."""
-    role = who.account.role
-    kw = {"buyer_id": who.account.id} if role == "buyer" else {"provider_id": who.account.id} if role == "provider" \
-        else {}
+    kw = usage_filter(who.account)
     return tx.run(lambda sess: usage_page(sess, entitlement_id=entitlement_id, after=after, limit=limit, **kw),
                   app_settings(request))
 

@@ -286,21 +286,18 @@ def deposit_cmd(
 ) -> None:
     """Credit a buyer's balance (operator)."""
     from ciyuan.db import tx
-    from ciyuan.errors import InvalidInput
     from ciyuan.ledger import ledger
     from ciyuan.ledger.money import parse_amount
-    from ciyuan.market.accounts import get_account
+    from ciyuan.market import funds
 
     with errors(as_json):
         minor = parse_amount(amount, currency)
         tid = transfer_id or "deposit:" + secrets.token_hex(10)
 
         def work(s):
-            acc = get_account(s, account)
-            if acc.role != "buyer":
-                raise InvalidInput(f"{acc.name} is a {acc.role}; deposits go to buyers", hint="name a buyer")
-            t = ledger.deposit(s, tid, acc.id, minor, currency)
-            return {"transfer": t.to_dict(), "balance": ledger.balance(s, ledger.BUYER, acc.id, currency).to_dict()}
+            t = funds.deposit(s, account, tid, minor, currency)
+            bal = ledger.balance(s, ledger.BUYER, funds.deposit_account(s, account).id, currency)
+            return {"transfer": t.to_dict(), "balance": bal.to_dict()}
 
         out = tx.run(work)
     emit(

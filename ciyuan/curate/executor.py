@@ -37,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ciyuan.canonical import canonical_json
 from ciyuan.curate.recipes import build_steps
 from ciyuan.curate.steps import REJECTED, GlobalStep, StepStats
 
@@ -205,7 +206,7 @@ def plan_stages(recipe: dict) -> list[Stage]:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return canonical_json(obj, default=str)
 
 
 def read_shard(path: str, source: bool) -> Iterator[dict]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
+from ciyuan.db.ids import get_row
 from ciyuan.errors import NotFound
 from ciyuan.market import orders
 from ciyuan.market.pricing import PriceSchedule
@@ -94,11 +95,7 @@ def _build_plan(entitlement_id: str, s: Settings) -> Plan:
     from ciyuan.store import resolve
 
     def read(sess: Session):
-        row = (
-            sess.get(EntitlementRow, entitlement_id)
-            if isinstance(entitlement_id, str) and len(entitlement_id) <= 40
-            else None
-        )
+        row = get_row(sess, EntitlementRow, entitlement_id)
         if row is None:
             raise NotFound(f"entitlement {entitlement_id} does not exist", hint="see your orders: GET /v1/orders")
         ent = orders.Entitlement.of(row)

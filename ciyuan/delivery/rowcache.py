@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 
 from ciyuan.delivery.metering import LEAF_COLUMNS, SCHEMA, record_leaves
 from ciyuan.delivery.plan import Plan
+from ciyuan.store.records import RECORD_COLUMNS
 
-SHARD_COLUMNS = ["id", "modality", "text", "media", "media_ref", "meta"]
+SHARD_COLUMNS = list(RECORD_COLUMNS)  # what a batch reads of a shard: the stored record, not the token counts
 
 
 class _Group:

@@ -46,13 +46,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ciyuan.clock import aware, utc_now
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
 from ciyuan.delivery.cases import BatchState, Case, Decision, decide, resume_offset
@@ -79,14 +80,6 @@ MAX_MAX_TOKENS = 100_000_000  # accepted in a request; the batch is capped by se
 # a batch's ledger hold never lapses by itself (which would hand back money for records already
 # sent): the batch's own deadline posts it. Ten years only keeps the timestamp finite.
 LEDGER_HOLD_TIMEOUT_S = 10 * 365 * 86_400
-
-
-def _aware(ts: datetime | None) -> datetime | None:
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
-
-
-def _now(now: datetime | None) -> datetime:
-    return now or datetime.now(UTC)
 
 
 # the last known state of each stream, (acked, open start, open end), to predict without a query
@@ -246,11 +239,11 @@ def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: dateti
     if st.open_batch is None:
         return None
     b = sess.get(BatchRow, st.open_batch, populate_existing=True)
-    if _aware(b.expires_at) > now:
+    if aware(b.expires_at) > now:
         return None
     if b.hold_id:
         hold = sess.execute(select(TransferRow).where(TransferRow.id == b.hold_id)).scalar_one_or_none()
-        if hold is None or hold.state != "pending" or _aware(hold.expires_at) <= now:
+        if hold is None or hold.state != "pending" or aware(hold.expires_at) <= now:
             if hold is not None and hold.state == "pending":  # lapsing now: log it with this transaction
                 ledger.expire_due(sess, now=now, debit_account_id=hold.debit_account_id)
                 ev.append(("ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount}))
@@ -381,7 +374,7 @@ def _decide(sess: Session, st: StreamRow, o: int, now: datetime
 
 
 def _state(b: BatchRow | None) -> BatchState | None:
-    return None if b is None else BatchState(b.start, b.end, b.state, _aware(b.expires_at))
+    return None if b is None else BatchState(b.start, b.end, b.state, aware(b.expires_at))
 
 
 def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None,
@@ -413,7 +406,7 @@ def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tupl
         if expect != (ob.start, ob.end):
             raise _Mismatch(ob.start, ob.end)
         return Delivery("redelivery", p.entitlement_id, here, str(Cursor(c.parts, c.part, ob.end)), ob.start,
-                        ob.end, ob.tokens, ob.id, ob.hold_amount, p.currency, ob.sha256, _aware(ob.expires_at))
+                        ob.end, ob.tokens, ob.id, ob.hold_amount, p.currency, ob.sha256, aware(ob.expires_at))
     elif d.case is Case.LATE_ACK:
         posted = _post(sess, p, m, st, last, now, s, ev, how="late", rehold=True)
     elif d.case in (Case.REPLAY, Case.NEXT):
@@ -571,7 +564,7 @@ def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = N
             _prefetch(p, lo, _hi, bounds[1], max_tokens, fmt, encode, s)
         try:  # the digest is awaited inside the transaction only where it is written
             d = tx.run(lambda sess, bd=bounds, pr=prep: _step(sess, p, c, max_tokens, bd, pr.sha.result,
-                                                              _now(now), s), s)
+                                                              utc_now(now), s), s)
         except _Mismatch as mm:
             bounds = (mm.start, mm.end)
             continue
@@ -607,7 +600,7 @@ def ack(buyer_id: str | None, entitlement_id: str, cursor: str, *, s: Settings |
     s = s or settings()
     p = plan(entitlement_id, buyer_id, s)
     c = Cursor.parse(cursor)
-    d = tx.run(lambda sess: _step(sess, p, c, 1, None, lambda: "", _now(now), s, ack_only=True), s)
+    d = tx.run(lambda sess: _step(sess, p, c, 1, None, lambda: "", utc_now(now), s, ack_only=True), s)
     with _streams_lock:  # the stream moved: the next request reads its state afresh
         _streams.pop((p.entitlement_id, c.part), None)
     return d
@@ -619,7 +612,7 @@ def sweep(*, s: Settings | None = None, now: datetime | None = None) -> dict:
     rule whose own ledger timeout lapsed and which the buyer's funds no longer cover.
     """
     s = s or settings()
-    t = _now(now)
+    t = utc_now(now)
     due = tx.run(lambda sess: sess.execute(
         select(BatchRow.entitlement_id).where(BatchRow.state == "pending", BatchRow.expires_at <= t).distinct()
     ).scalars().all(), s)

@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ciyuan.clock import aware
 from ciyuan.config import Settings
 from ciyuan.delivery.plan import METERED
-from ciyuan.delivery.stream import _aware
 from ciyuan.ledger.money import format_amount
 from ciyuan.ledger.tables import UsageRow
 from ciyuan.market import orders
@@ -46,7 +46,7 @@ def usage_dict(r: UsageRow) -> dict:
         "tokenizer_version": r.tokenizer_version,
         "sha256": r.sha256,
         "transfer_id": r.transfer_id,
-        "posted_at": _aware(r.posted_at),
+        "posted_at": aware(r.posted_at),
     }
 
 

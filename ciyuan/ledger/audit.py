@@ -40,6 +40,7 @@ from sqlalchemy import BigInteger, String, Text, event, exists, func, insert, li
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ciyuan.canonical import canonical_json
 from ciyuan.config import Settings, settings
 from ciyuan.db import Base
 from ciyuan.errors import InvalidInput
@@ -66,7 +67,7 @@ class AuditCheckpointRow(Base):
 
 
 def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return canonical_json(obj, default=str)
 
 
 def entry_hash(prev_hash: str, seq: int, at: str, kind: str, ref: str, data: str) -> str:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ciyuan.clock import aware as _aware
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
 from ciyuan.market.tables import AccountRow, ApiKeyRow
 
@@ -81,8 +82,24 @@ class Principal:
             raise Forbidden(f"this key lacks the scope {scope}", hint=f"create a key with --scopes including {scope}")
 
 
-def _aware(ts: datetime | None) -> datetime | None:
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+def usage_filter(account: Account) -> dict[str, str]:
+    """Whose delivery usage ``account`` may read, as filters for ``delivery.usage``.
+
+    A buyer sees its own batches, a provider the batches of its listings, the operator all of them.
+    """
+    if account.role == "buyer":
+        return {"buyer_id": account.id}
+    if account.role == "provider":
+        return {"provider_id": account.id}
+    if account.role == "operator":
+        return {}
+    raise Forbidden(f"{account.name} is a {account.role}; usage is for buyers, providers and the operator",
+                    hint="use a buyer, provider or operator key")  # fmt: skip
+
+
+def balances_owner(account: Account) -> str | None:
+    """Whose ledger balances ``account`` may read: its own, or everyone's (None) for the operator."""
+    return None if account.role == "operator" else account.id
 
 
 def hash_key(secret: str) -> str:

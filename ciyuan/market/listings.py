@@ -8,8 +8,8 @@
   the entitlement made from it keep the version they were priced with, see
   :func:`price_schedule_of`); :func:`delist` stops new quotes and orders and hides the listing from
   the catalog while existing entitlements keep working; :func:`relist` offers it again.
-* ``--price-per-mtok suggested`` asks the appraisal layer below (:mod:`ciyuan.appraise.pricing`).
-* The public Croissant card, its free sample file and the full data's shards for entitled buyers.
+* ``--price-per-mtok suggested`` asks the appraisal layer below (:mod:`ciyuan.appraise.pricing`); the
+  public Croissant card, its free sample file and the full data's shards for entitled buyers.
 """
 
 from __future__ import annotations
@@ -28,19 +28,13 @@ from ciyuan.appraise.pricing import suggest_rate
 from ciyuan.clock import aware
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
+from ciyuan.db.ids import get_row
 from ciyuan.errors import Conflict, InvalidInput, NotFound
 from ciyuan.ledger.money import format_amount
 from ciyuan.market import selection
 from ciyuan.market.accounts import Forbidden, get_account
 from ciyuan.market.pricing import PriceSchedule, build_schedule
-from ciyuan.market.tables import (
-    AccountRow,
-    EntitlementRow,
-    ListingPriceRow,
-    ListingRow,
-    ListingTagRow,
-    OrderRow,
-)
+from ciyuan.market.tables import AccountRow, EntitlementRow, ListingPriceRow, ListingRow, ListingTagRow, OrderRow
 
 MAX_SAMPLE = 100
 SAMPLE_TEXT_CHARS = 4000
@@ -225,7 +219,7 @@ def listing_dict(row: ListingRow, sess: Session, detail: bool = False) -> dict:
 
 
 def get_listing(sess: Session, listing_id: str) -> ListingRow:
-    row = sess.get(ListingRow, listing_id) if isinstance(listing_id, str) and len(listing_id) <= 40 else None
+    row = get_row(sess, ListingRow, listing_id)
     if row is None:
         raise NotFound(f"listing {listing_id} does not exist", hint="search the catalog: GET /v1/listings")
     if row.status != ACTIVE:
@@ -275,11 +269,7 @@ def _owned(sess: Session, listing_id: str, actor: str | None, lock: bool = True)
     ``actor=None`` is the local CLI, which runs with the database's own rights (like ``ledger deposit``).
     """
     acc = get_account(sess, actor) if actor is not None else None
-    row = (
-        sess.get(ListingRow, listing_id, with_for_update=lock, populate_existing=lock)
-        if isinstance(listing_id, str) and len(listing_id) <= 40
-        else None
-    )
+    row = get_row(sess, ListingRow, listing_id, with_for_update=lock, populate_existing=lock)
     if row is None or (acc is not None and acc.role != "operator" and row.provider_id != acc.id):
         raise NotFound(
             f"listing {listing_id} does not exist or is not yours",
@@ -413,12 +403,6 @@ def listing_detail(sess: Session, listing_id: str) -> dict:
     return listing_dict(get_listing(sess, listing_id), sess, detail=True)
 
 
-def example_prices(row_schedule: dict) -> dict[str, str]:
-    """Prices of a few round token counts, for cards."""
-    sched = PriceSchedule.from_dict(row_schedule)
-    return {f"{n:,}": format_amount(sched.price(n), sched.currency) for n in (10**6, 10**8, 10**9)}
-
-
 # -- the public Croissant card and the files it names -----------------------------------------------
 
 
@@ -490,7 +474,7 @@ def full_data_shard(listing_id: str, name: str, account_id: str, s: Settings | N
 
 
 def _full_data_ref(sess: Session, listing_id: str, account_id: str) -> str:
-    row = sess.get(ListingRow, listing_id) if isinstance(listing_id, str) and len(listing_id) <= 40 else None
+    row = get_row(sess, ListingRow, listing_id)
     if row is None:
         raise NotFound(f"listing {listing_id} does not exist", hint="search the catalog: GET /v1/listings")
     acc = sess.get(AccountRow, account_id)

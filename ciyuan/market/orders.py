@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ciyuan.clock import aware, utc_now
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
+from ciyuan.db.ids import get_row
 from ciyuan.errors import Conflict, InvalidInput, NotFound
 from ciyuan.ledger import ledger
 from ciyuan.ledger.money import format_amount
@@ -123,7 +124,7 @@ def place_order(
 
     def work(sess: Session) -> tuple[dict, bool]:
         t = utc_now(now)
-        quote = sess.get(QuoteRow, quote_id) if isinstance(quote_id, str) and len(quote_id) <= 40 else None
+        quote = get_row(sess, QuoteRow, quote_id)
         if quote is None or quote.buyer_id != buyer_id:
             raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
         buyer_acct = ledger.ensure_account(sess, ledger.BUYER, buyer_id, quote.currency)
@@ -223,7 +224,7 @@ def place_order(
 
 def get_order(sess: Session, order_id: str, buyer_id: str) -> dict:
     """An order of this buyer; anyone else's (or a missing one) is the same 404."""
-    row = sess.get(OrderRow, order_id) if isinstance(order_id, str) and len(order_id) <= 40 else None
+    row = get_row(sess, OrderRow, order_id)
     if row is None or row.buyer_id != buyer_id:
         raise NotFound(f"order {order_id} does not exist", hint="list your orders: GET /v1/orders")
     ent = sess.execute(select(EntitlementRow).where(EntitlementRow.order_id == row.id)).scalar_one_or_none()
@@ -247,11 +248,7 @@ def list_orders(sess: Session, buyer_id: str, limit: int = 50, offset: int = 0) 
 
 def get_entitlement(sess: Session, entitlement_id: str, buyer_id: str) -> Entitlement:
     """The buyer's entitlement (404 for anyone else's)."""
-    row = (
-        sess.get(EntitlementRow, entitlement_id)
-        if isinstance(entitlement_id, str) and len(entitlement_id) <= 40
-        else None
-    )
+    row = get_row(sess, EntitlementRow, entitlement_id)
     if row is None or row.buyer_id != buyer_id:
         raise NotFound(f"entitlement {entitlement_id} does not exist", hint="see your orders: GET /v1/orders")
     return Entitlement.of(row)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from ciyuan.clock import aware, utc_now
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
+from ciyuan.db.ids import get_row
 from ciyuan.errors import CiyuanError, InvalidInput, NotFound
 from ciyuan.ledger.money import format_amount
 from ciyuan.market import selection
@@ -91,7 +92,7 @@ def create_quote(
 
 
 def get_quote(sess: Session, quote_id: str, buyer_id: str) -> dict:
-    row = sess.get(QuoteRow, quote_id) if isinstance(quote_id, str) and len(quote_id) <= 40 else None
+    row = get_row(sess, QuoteRow, quote_id)
     if row is None or row.buyer_id != buyer_id:
         raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
     return _quote_dict(row)
