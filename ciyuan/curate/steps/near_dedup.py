@@ -114,6 +114,9 @@ class NearDedup(GlobalStep):
     def begin(self, scratch: str, rows: int) -> dict:
         return {"scratch": scratch, "parts": partitions_for(rows * self.bands)}
 
+    def scan_columns(self, round_: int) -> list[str] | None:
+        return None if round_ == 0 else ["text"]  # round 1 re-reads candidates' text only
+
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
         if round_ == 0:
             return self._scan_signatures(records, shard, context)
