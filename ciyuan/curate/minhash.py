@@ -21,6 +21,8 @@ hashes; everything after that lives here.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ciyuan.curate.text import is_cjk, mix64
@@ -102,8 +104,12 @@ _WORD_BMP: np.ndarray | None = None
 def _word_chars(cps: np.ndarray) -> np.ndarray:
     """Which code points ``re``'s ``\\w`` matches (``str.isalnum()`` or ``_``), as a boolean mask."""
     global _WORD_BMP
-    if _WORD_BMP is None:
-        _WORD_BMP = np.fromiter((chr(i).isalnum() or i == 95 for i in range(0x10000)), dtype=bool, count=0x10000)
+    if _WORD_BMP is None:  # one regex pass over the BMP (surrogates are not characters: never words)
+        table = np.zeros(0x10000, dtype=bool)
+        bmp = "".join(chr(i) if not 0xD800 <= i < 0xE000 else " " for i in range(0x10000))
+        for m in re.finditer(r"\w+", bmp):
+            table[m.start() : m.end()] = True
+        _WORD_BMP = table
     if not len(cps) or int(cps.max()) <= 0xFFFF:
         return _WORD_BMP[cps]
     out = _WORD_BMP[np.minimum(cps, 0xFFFF)]
@@ -168,7 +174,7 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` powers of ``_CHAR_P`` and of its inverse, grown on demand and kept."""
     global _POW, _INV
     if len(_POW) < n:
-        size = max(n, 2 * len(_POW), 1 << 20)
+        size = max(n, 2 * len(_POW), _CHUNK_CHARS + (1 << 16))
         with np.errstate(over="ignore"):
             for base, name in ((_CHAR_P, "_POW"), (pow(_CHAR_P, -1, 1 << 64), "_INV")):
                 steps = np.full(size, base, dtype=np.uint64)
