@@ -302,6 +302,13 @@ def appraise(
         "price": price,
         "timing_s": {**timing, "scan": round(timing["scan"], 3), "total": round(time.perf_counter() - t0, 3)},
     }
+    from ciyuan.appraise.media import scan as media_scan
+
+    media = media_scan(v)  # probed facts only: resolution, duration, corrupt, mismatch, duplicate, caption rates
+    if media.get("media_records"):
+        result["media"] = media
+    lap("media")
+    result["timing_s"]["media"] = timing["media"]
     result["card_preview"] = {"documentation": qual["indicators"]["documentation"]["score"]}
     np.save(sig_path, np.asarray(sig_arr))
     sig_tmp.unlink(missing_ok=True)

@@ -4,8 +4,8 @@ One pass over the ``modality``, ``text``, ``media_ref`` and ``meta`` columns (ne
 the probe already measured every file at ingest, so resolution, duration and format come from
 ``meta.image`` / ``meta.audio`` / ``meta.video``, exact duplicates from ``meta.sha256``, and
 disagreements with what the provider declared from ``meta.mismatch``. Files the probe refused are
-not records: they are in the version's quarantine under ``media.<reason>``, which gives the
-corrupt rate.
+not records: they are in the version's quarantine with a reason starting ``media.<reason>``,
+which gives the corrupt rate (refused / (media records + refused)).
 
 Rates are exact counts over the whole version with their numerators and denominators beside
 them, so a buyer can check them; distributions are fixed-edge histograms (the same edges for
@@ -15,6 +15,7 @@ every version, so two versions compare bin by bin) plus quantiles.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -59,6 +60,32 @@ def _hist(values: list[float], edges: list[float]) -> dict[str, Any]:
 
 def _rate(num: int, den: int) -> dict[str, Any]:
     return {"rate": (num / den) if den else 0.0, "count": num, "of": den}
+
+
+_MEDIA_REASON = re.compile(r"^(media\.[a-z_]+)")
+_CAPPED = re.compile(r"(media\.[a-z_]+): (\d+)")
+
+
+def refused_media(version: Any) -> dict[str, int]:
+    """Media items the probe refused at ingest, by reason (``media.<reason>``), from the quarantine.
+
+    Read from the quarantine rows themselves (their reason starts with the code), not from the
+    manifest's counts by kind, whose patterns are for text inputs; rows past the per-file cap are
+    one summary row whose "by reason" list still counts them.
+    """
+    if not (version.manifest.get("quarantine") or []):
+        return {}
+    out: Counter[str] = Counter()
+    for batch in version.iter_batches(["reason"], partition="quarantine"):
+        for reason in batch.column("reason").to_pylist():
+            reason = reason or ""
+            m = _MEDIA_REASON.match(reason)
+            if m:
+                out[m[1]] += 1
+            elif reason.startswith("quarantine cap reached"):
+                for kind, n in _CAPPED.findall(reason):
+                    out[kind] += int(n)
+    return dict(sorted(out.items()))
 
 
 def pa_any_media(batch: Any) -> bool:
@@ -127,8 +154,7 @@ def scan(version: Any) -> dict[str, Any]:
             if ref:
                 by_ref += 1
     media = sum(by_modality.values())
-    vd = version.to_dict()
-    q_media = {k: int(v) for k, v in (vd.get("quarantined_by_reason") or {}).items() if k.startswith("media.")}
+    q_media = refused_media(version)
     refused = sum(q_media.values())
     copies = sum(n - 1 for n in hashes.values() if n > 1)
     return {
