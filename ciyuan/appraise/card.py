@@ -217,7 +217,8 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
             "@type": "cr:RecordSet", "@id": "sample", "name": "sample",
             "description": "The free sample (public; the full records need an entitlement).",
             "key": {"@id": "sample/id"},
-            "field": _fields("sample", tokenizers, {"fileObject": {"@id": "sample-file"}}, media),
+            # the sample file holds no media bytes (the page shows thumbnails of it): no media field
+            "field": _fields("sample", tokenizers, {"fileObject": {"@id": "sample-file"}}),
         })  # fmt: skip
     ap = appraisal or {}
     created = manifest.get("created_at") or datetime.now(UTC).isoformat()
