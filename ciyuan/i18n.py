@@ -689,7 +689,7 @@ ZH: dict[str, str] = {
     "am_count": "数量",
     "am_corrupt": "损坏（导入时探测拒收，已隔离）",
     "am_mismatch": "声明的元数据与探测结果不符",
-    "am_duplicates": "完全重复（字节 sha256 相同）",
+    "am_duplicates": "完全重复（字节哈希值相同）",
     "am_captions": "带有描述或转写文本",
     "am_top_resolutions": "最常见的分辨率",
     "am_no_values": "无数据",
