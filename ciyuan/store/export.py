@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from ciyuan.errors import InvalidInput
 from ciyuan.store import fs as sfs
+from ciyuan.store.blobs import rel_path
 from ciyuan.store.records import from_batch, record_schema, token_column
 from ciyuan.store.versions import Version
 
@@ -72,7 +73,8 @@ def export(version: Version, fmt: str, out: str) -> dict:
 
 
 def verify(version: Version) -> dict:
-    """Re-hash every file the manifest names; list the ones that changed or are missing."""
+    """Re-hash every file the manifest names (shards and media blobs); list the ones that changed or
+    are missing. A blob's path is under the store root (``blobs/sha256/...``), a shard's under the version."""
     fs = version.fs()
     problems = []
     checked = 0
@@ -87,5 +89,15 @@ def verify(version: Version) -> dict:
             if digest != entry["sha256"]:
                 problems.append({"path": entry["path"], "problem": "changed", "expected": entry["sha256"],
                                  "actual": digest})
+    blobs = version.blobs() if version.manifest.get("blobs") else None
+    for entry in version.manifest.get("blobs", []):
+        assert blobs is not None
+        rel = rel_path(entry["sha256"])
+        checked += 1
+        digest = blobs.hash(entry["sha256"])
+        if digest is None:
+            problems.append({"path": rel, "problem": "missing"})
+        elif digest != entry["sha256"]:
+            problems.append({"path": rel, "problem": "changed", "expected": entry["sha256"], "actual": digest})
     return {"dataset": version.dataset, "version": version.id, "files": checked, "ok": not problems,
             "problems": problems}
