@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from ciyuan.ingest.readers import Bad, Good, ReadOptions, register
 from ciyuan.ingest.readers.common import Meter, check_tree, lines
 from ciyuan.ingest.readers.media import TEXT_COLUMNS, code, head_of, majority, media_item
-from ciyuan.ingest.readers.media_folder import MODALITY_SAMPLE, read_media_folder, walk
 
 METADATA = ("metadata.jsonl", "metadata.csv")
 
@@ -83,6 +82,8 @@ def _inside(root: str, folder: str, file_name: str) -> str | None:
 
 
 def read_hf_folder(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | Bad]:
+    from ciyuan.ingest.readers.media_folder import read_media_folder  # here: it must register after this reader
+
     listed: set[str] = set()
     metas = metadata_files(root)
     for meta_path, split in metas:
@@ -143,6 +144,8 @@ class HFFolderReader:
         return bool(metadata_files(path))
 
     def modality_of(self, path: str) -> str:
+        from ciyuan.ingest.readers.media_folder import MODALITY_SAMPLE, walk
+
         heads = (head_of(None, None, full) for n, (full, rel, problem) in enumerate(walk(path))
                  if problem is None and n < MODALITY_SAMPLE and os.path.basename(rel) not in METADATA
                  and not rel.endswith((".txt", ".json")))
@@ -152,6 +155,8 @@ class HFFolderReader:
         return read_hf_folder(path, options, meter)
 
     def size(self, path: str) -> int:
+        from ciyuan.ingest.readers.media_folder import walk
+
         total = 0
         for full, rel, problem in walk(path):
             if problem is None and os.path.basename(rel) not in METADATA:
