@@ -286,3 +286,50 @@ def test_one_media_file_and_text_folders_unchanged(home: Path, tmp_path: Path, l
     texts.mkdir()
     (texts / "a.txt").write_text("plain text stays text", encoding="utf-8")
     assert cli("ingest", str(texts), "--dataset", "texts")["tokens"] == {"cl100k_base": 4}
+
+
+def test_absurd_values_refused_by_the_settings(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ciyuan.config import settings
+
+    monkeypatch.setenv("CIYUAN_MEDIA_MAX_DURATION_S", "2")
+    settings.cache_clear()
+    d = tmp_path / "long"
+    d.mkdir()
+    (d / "short.wav").write_bytes(audio_bytes("WAV", "PCM_16", seconds=1.0))
+    (d / "long.wav").write_bytes(audio_bytes("WAV", "PCM_16", seconds=3.0))
+    out = cli("ingest", str(d), "--dataset", "long")
+    assert (out["records"], out["quarantined_by_reason"]) == (1, {"media.absurd_duration": 1})
+    (item,) = quarantine("long")
+    assert Path(item["source"]).name == "long.wav" and "media_max_duration_s" in item["reason"]
+
+
+def test_a_large_member_is_probed_and_stored_not_loaded(home: Path, tmp_path: Path) -> None:
+    """A 20 MB WAV inside a tar: read from its offset in 64 Ki-frame blocks and streamed into a blob in
+    1 MiB steps; Python's traced memory never holds it (the peak stays a fraction of its size)."""
+    import tracemalloc
+
+    from ciyuan.ingest.run import ingest
+    from ciyuan.store import resolve
+
+    wav = audio_bytes("WAV", "PCM_16", seconds=110.0, rate=48000, channels=2)
+    assert len(wav) > 20 << 20
+    src = tmp_path / "w.wav"
+    src.write_bytes(wav)
+    shard = tmp_path / "long.tar"
+    with tarfile.open(shard, "w") as tf:
+        tf.add(src, arcname="talk.wav")
+    del wav
+    warm = tmp_path / "warm.tar"  # a first ingest loads modules and the database: not what is measured
+    _tar(warm, [("w.wav", audio_bytes("WAV", "PCM_16", seconds=0.5))])
+    ingest([str(warm)], "warm")
+    tracemalloc.start()
+    try:
+        out = ingest([str(shard)], "talks")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (out["records"], out["blobs"], out["modality"]) == (1, 1, "audio")
+    assert peak < 8 << 20, f"traced peak {peak:,} bytes for a {src.stat().st_size:,}-byte member"
+    (rec,) = resolve("talks").iter_records()
+    assert rec["media"] is None and rec["meta"]["sha256"] == sha(src.read_bytes())
+    assert rec["meta"]["audio"]["duration_s"] == 110.0
