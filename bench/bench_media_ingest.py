@@ -28,8 +28,9 @@ CHILD = r"""
 import json, resource, sys
 from ciyuan.ingest.run import ingest
 out = ingest(sys.argv[2:], sys.argv[1])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"records": out["records"], "quarantined": out["quarantined"], "blobs": out.get("blobs"),
-                  "modality": out.get("modality"), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "modality": out.get("modality"), "peak_rss_mb": peak}))
 """
 
 

@@ -76,7 +76,8 @@ def test_folder_with_sidecars(home: Path, tmp_path: Path) -> None:
     ra = recs["photos/a.png"]
     assert ra["text"] == "a red square on a gradient" and ra["media"] == a and ra["modality"] == "image"
     assert ra["meta"]["sha256"] == sha(a) and ra["meta"]["licence"] == "CC-BY-4.0"
-    assert (ra["meta"]["image"]["width"], ra["meta"]["image"]["height"], ra["meta"]["image"]["format"]) == (96, 64, "png")
+    facts = ra["meta"]["image"]
+    assert (facts["width"], facts["height"], facts["format"]) == (96, 64, "png")
     assert ra["meta"]["mismatch"] == [{"field": "width", "declared": 4096, "probed": 96}]
     assert ra["tokens"]["qwen2_vl_image"] == 3 * 2 + 2  # 96x64 -> 84x56, from the probe, not the declared 4096
     rc = recs["photos/c.jpg"]
@@ -160,9 +161,9 @@ def test_webdataset_tar(home: Path, tmp_path: Path) -> None:
     k1, k2 = image_bytes("JPEG", (64, 64)), image_bytes("WEBP", (84, 28))
     shard = tmp_path / "shard-000.tar"
     _tar(shard, [
-        ("s/k1.jpg", k1), ("s/k1.txt", "a cat".encode()), ("s/k1.json", json.dumps({"height": 64}).encode()),
+        ("s/k1.jpg", k1), ("s/k1.txt", b"a cat"), ("s/k1.json", json.dumps({"height": 64}).encode()),
         ("s/k1.cls", b"7"),
-        ("s/k2.webp", k2), ("s/k2.txt", "a dog".encode()),
+        ("s/k2.webp", k2), ("s/k2.txt", b"a dog"),
         ("../evil.jpg", k1), ("/abs/k9.jpg", k1),
         ("s/k3.txt", b"caption only"),
         ("s/k4.jpg", b"GIF? no, text"),
@@ -264,7 +265,8 @@ def test_video_folder(home: Path, tmp_path: Path) -> None:
     assert list(out["tokens"]) == ["qwen2.5-vl-video"] and out["tokens"]["qwen2.5-vl-video"] > 0
     recs = {r["meta"]["source"]: r for r in records("clips")}
     v = recs["clips/clip.mp4"]
-    assert (v["text"], v["media"], v["meta"]["video"]["frames"], v["meta"]["video"]["codec"]) == ("noise", clip, 20, "h264")
+    facts = v["meta"]["video"]
+    assert (v["text"], v["media"], facts["frames"], facts["codec"]) == ("noise", clip, 20, "h264")
     assert recs["clips/webm.mkv"]["meta"]["video"]["format"] == "webm"  # a .mkv name for WebM bytes: same family
 
 

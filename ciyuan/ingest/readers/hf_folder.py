@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from ciyuan.ingest.readers import Bad, Good, ReadOptions, register
 from ciyuan.ingest.readers.common import Meter, check_tree, lines
-from ciyuan.ingest.readers.media import TEXT_COLUMNS, code, head_of, majority, media_item
+from ciyuan.ingest.readers.media import TEXT_COLUMNS, code, file_size, head_of, majority, media_item
 
 METADATA = ("metadata.jsonl", "metadata.csv")
 
@@ -113,10 +113,7 @@ def read_hf_folder(root: str, options: ReadOptions, meter: Meter) -> Iterator[Go
             extra = {"path": os.path.relpath(full, root).replace(os.sep, "/")}
             if split:
                 extra["split"] = split
-            try:
-                meter(os.path.getsize(full))
-            except OSError:
-                pass
+            meter(file_size(full))
             yield media_item(full, n, name=os.path.basename(full), options=options, path=full, text=text,
                              declared=row, extra_meta=extra)
     meta_names = {os.path.normcase(p) for p, _ in metas}
@@ -160,10 +157,7 @@ class HFFolderReader:
         total = 0
         for full, rel, problem in walk(path):
             if problem is None and os.path.basename(rel) not in METADATA:
-                try:
-                    total += os.path.getsize(full)
-                except OSError:
-                    pass
+                total += file_size(full)
         return total
 
 

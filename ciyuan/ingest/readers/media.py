@@ -34,6 +34,14 @@ def code(reason: str, detail: str) -> str:
     return f"media.{reason}: {detail}"
 
 
+def file_size(path: str) -> int:
+    """The size of ``path``, 0 when it cannot be read (the item itself then says why)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def head_of(data: bytes | None, span: FileSpan | None, path: str | None) -> bytes:
     if data is not None:
         return bytes(data[:HEAD])

@@ -17,6 +17,7 @@ from ciyuan.ingest.readers.media import (
     TEXT_SIDECARS,
     code,
     decode_text,
+    file_size,
     head_of,
     majority,
     media_item,
@@ -93,10 +94,7 @@ def read_media_folder(root: str, options: ReadOptions, meter: Meter, skip=lambda
         base, ext = _stem(rel)
         if ext in SIDECARS:
             continue
-        try:
-            meter(os.path.getsize(full))
-        except OSError:
-            pass
+        meter(file_size(full))
         side = stems.get(base, {})
         used.add(base)
         text, declared = None, {}
@@ -161,10 +159,7 @@ class MediaFolderReader:
         total = 0
         for full, rel, problem in walk(path):
             if problem is None and _stem(rel)[1] not in SIDECARS:
-                try:
-                    total += os.path.getsize(full)
-                except OSError:
-                    pass
+                total += file_size(full)
         return total
 
 

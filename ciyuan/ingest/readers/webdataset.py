@@ -39,7 +39,8 @@ def split_key(name: str) -> tuple[str, str]:
 
 def escapes(name: str) -> bool:
     """A member name that would land outside the folder it is unpacked into."""
-    return name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in name.replace("\\", "/").split("/")
+    drive = len(name) > 1 and name[1] == ":"
+    return name.startswith(("/", "\\")) or drive or ".." in name.replace("\\", "/").split("/")
 
 
 def _open(path: str) -> tarfile.TarFile:
