@@ -335,3 +335,14 @@ def test_a_large_member_is_probed_and_stored_not_loaded(home: Path, tmp_path: Pa
     (rec,) = resolve("talks").iter_records()
     assert rec["media"] is None and rec["meta"]["sha256"] == sha(src.read_bytes())
     assert rec["meta"]["audio"]["duration_s"] == 110.0
+
+
+def test_counting_in_worker_processes_gives_the_same_counts(home: Path, tmp_path: Path) -> None:
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(12):
+        (d / f"p{i:02d}.png").write_bytes(image_bytes("PNG", (28 * (i + 1), 56)))
+    one = cli("ingest", str(d), "--dataset", "w1")
+    two = cli("ingest", str(d), "--dataset", "w2", "--workers", "2")
+    assert one["tokens"] == two["tokens"] and one["records"] == two["records"] == 12
+    assert {r["meta"]["path"]: r["tokens"] for r in records("w1")} == {r["meta"]["path"]: r["tokens"] for r in records("w2")}
