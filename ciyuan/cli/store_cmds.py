@@ -190,19 +190,21 @@ def export_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl|parquet"),
     out: Path = typer.Option(..., "--out", "-o", help="Output file."),
+    media_dir: Path | None = typer.Option(None, "--media-dir", help="Also write every media object there, "
+                                          "as <ab>/<sha256> (JSONL records name theirs in media_file)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write the records with ids, text, meta and token counts."""
+    """Write the records with ids, text, meta and token counts (and, with --media-dir, the media bytes)."""
     from ciyuan.store import resolve
     from ciyuan.store.export import export
 
     with errors(as_json):
-        res = export(resolve(ref), fmt, str(out))
+        res = export(resolve(ref), fmt, str(out), media_dir=str(media_dir) if media_dir else None)
     emit(res, as_json, lambda o: console.print(f"wrote {o['records']:,} records to {o['out']}"))
 
 
 def verify_cmd(ref: str = typer.Argument(..., help="NAME or NAME@VERSION"), as_json: bool = JsonOpt) -> None:
-    """Re-hash every shard against the manifest; exit 1 naming any that changed."""
+    """Re-hash every shard and media blob against the manifest; exit 1 naming any that changed."""
     from ciyuan.store import resolve
     from ciyuan.store.export import verify
 

@@ -116,3 +116,21 @@ def test_large_tar_member_streams_into_a_blob(home: Path, small_inline: int, tmp
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_export_writes_the_media_bytes_exactly(home: Path, small_inline: int, tmp_path: Path) -> None:
+    big, small = image_bytes("PNG", (200, 150)), image_bytes("PNG", (16, 16))
+    cli("ingest", str(_folder(tmp_path / "pics", big, small)), "--dataset", "pics")
+    media = tmp_path / "media"
+    out = cli("export", "pics", "--format", "jsonl", "--out", str(tmp_path / "pics.jsonl"), "--media-dir", str(media))
+    assert out["records"] == 2 and out["media_dir"] == str(media)
+    lines = (tmp_path / "pics.jsonl").read_text().splitlines()
+    rows = {json.loads(line)["meta"]["path"]: json.loads(line) for line in lines}
+    for name, data in (("big.png", big), ("small.png", small)):
+        written = (media / rows[name]["media_file"]).read_bytes()
+        assert written == data and hashlib.sha256(written).hexdigest() == rows[name]["meta"]["sha256"]
+    assert rows["big.png"]["media_ref"] == "sha256:" + hashlib.sha256(big).hexdigest()
+    cli("export", "pics", "--format", "parquet", "--out", str(tmp_path / "pics.parquet"), "--media-dir",
+        str(tmp_path / "m2"))
+    assert sorted(p.name for p in (tmp_path / "m2").rglob("*") if p.is_file()) == sorted(
+        hashlib.sha256(d).hexdigest() for d in (big, small))
