@@ -63,6 +63,8 @@ def test_folder_with_sidecars(home: Path, tmp_path: Path) -> None:
     (d / "cut.jpg").write_bytes(b[: len(b) // 2])
     (d / "empty.png").write_bytes(b"")
     (d / "orphan.txt").write_text("a caption without its picture", encoding="utf-8")
+    (d / "README.md").write_text("# Photos\nCC-BY-4.0", encoding="utf-8")  # the dataset's card: not an item
+    (d / "LICENSE").write_text("CC-BY-4.0", encoding="utf-8")
 
     out = cli("ingest", str(d), "--dataset", "photos")
     assert (out["records"], out["modality"]) == (3, "image")

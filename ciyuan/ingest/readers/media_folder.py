@@ -25,6 +25,9 @@ from ciyuan.ingest.readers.media import (
 )
 
 SIDECARS = TEXT_SIDECARS + META_SIDECARS
+# the dataset's own documents, not items: never read as media (a Hugging Face repo has a README.md)
+DOCUMENTS = (".md", ".yaml", ".yml", ".gitattributes")
+DOCUMENT_NAMES = ("readme", "license", "licence", "copying", "notice")
 SNIFF_FILES = 200  # files looked at to tell a media folder from a text folder
 MODALITY_SAMPLE = 2000  # files sniffed to pick the modality of a folder
 
@@ -55,9 +58,15 @@ def walk(root: str, skip=lambda rel: False) -> Iterator[tuple[str, str, str | No
                 continue
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if not skip(rel):
+            if not skip(rel) and not is_document(name):
                 yield full, rel, None
     yield from errors
+
+
+def is_document(name: str) -> bool:
+    """A README, licence or card file of the dataset (``README.md``, ``LICENSE``, ``dataset.yaml``)."""
+    lower = name.lower()
+    return lower.endswith(DOCUMENTS) or os.path.splitext(lower)[0] in DOCUMENT_NAMES
 
 
 def _stem(rel: str) -> tuple[str, str]:
