@@ -85,10 +85,31 @@ def has_media(root: str, limit: int = SNIFF_FILES) -> bool:
     return False
 
 
+def _by_folder(entries: Iterator[tuple[str, str, str | None]]) -> Iterator[list[tuple[str, str, str | None]]]:
+    """The walk's entries one folder at a time (sidecars sit beside their media): memory holds one
+    folder's names, not the whole tree's."""
+    group: list[tuple[str, str, str | None]] = []
+    folder = None
+    for entry in entries:
+        here = os.path.dirname(entry[1]) if entry[2] is None else None
+        if group and (here != folder or entry[2] is not None):
+            yield group
+            group = []
+        folder = here
+        group.append(entry)
+    if group:
+        yield group
+
+
 def read_media_folder(root: str, options: ReadOptions, meter: Meter, skip=lambda rel: False,
                       extra=lambda rel: {}) -> Iterator[Good | Bad]:
     """The records of ``root``: per media file, its sidecars joined by stem (same folder, same name)."""
-    entries = list(walk(root, skip))
+    for entries in _by_folder(walk(root, skip)):
+        yield from _folder_items(entries, options, meter, extra)
+
+
+def _folder_items(entries: list[tuple[str, str, str | None]], options: ReadOptions, meter: Meter,
+                  extra) -> Iterator[Good | Bad]:
     stems: dict[str, dict[str, str]] = {}
     for full, rel, problem in entries:
         if problem is None:
