@@ -91,6 +91,11 @@ class BlobStore:
             self.put_stream(io.BytesIO(data))
         return digest
 
+    def size(self, digest: str) -> int | None:
+        """Bytes of the stored blob (``None``: missing)."""
+        path = self.path(digest)
+        return int(self.fs.size(path)) if self.fs.exists(path) else None
+
     def open(self, digest: str) -> BinaryIO:
         """The blob as a binary file, read lazily (a 2 GB video is not loaded)."""
         path = self.path(digest)

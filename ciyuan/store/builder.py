@@ -166,6 +166,8 @@ class VersionBuilder:
         """
         span = record.pop("media_src", None)
         digest = self._place_media(record, span) if span is not None or record.get("media") is not None else None
+        if digest is None and record.get("media_ref"):
+            digest = self._keep_ref(record["media_ref"])
         if not record.get("id"):
             record["id"] = content_id(record.get("text"), record.get("media")
                                       if record.get("media") is not None or digest is None
@@ -204,6 +206,22 @@ class VersionBuilder:
         meta = record.get("meta")
         if isinstance(meta, dict):
             meta["sha256"] = digest
+        return digest
+
+    def _keep_ref(self, ref: str) -> str:
+        """A record that already refers to a blob (a curated or derived version): the new manifest
+        lists that blob too, so its id covers the bytes and ``verify`` checks them."""
+        from ciyuan.store.blobs import digest_of
+
+        digest = digest_of(ref)
+        if digest not in self._blobs:
+            if self._blob_store is None:
+                self._blob_store = BlobStore(s=self.s)
+            size = self._blob_store.size(digest)
+            if size is None:
+                raise InvalidInput(f"media_ref {ref} names no blob in {self._blob_store.root}/blobs",
+                                   hint="run: ciyuan verify on the version the record came from")
+            self._blobs[digest] = size
         return digest
 
     def add_counted(self, records: list[dict]) -> None:

@@ -134,3 +134,23 @@ def test_export_writes_the_media_bytes_exactly(home: Path, small_inline: int, tm
         str(tmp_path / "m2"))
     assert sorted(p.name for p in (tmp_path / "m2").rglob("*") if p.is_file()) == sorted(
         hashlib.sha256(d).hexdigest() for d in (big, small))
+
+
+def test_a_version_made_from_blob_records_lists_their_blobs(home: Path, small_inline: int, tmp_path: Path) -> None:
+    """Curation and other derived versions copy records with ``media_ref``: the blobs stay listed."""
+    from ciyuan.errors import InvalidInput
+    from ciyuan.store import VersionBuilder, resolve
+
+    big, small = image_bytes("PNG", (200, 150)), image_bytes("PNG", (16, 16))
+    cli("ingest", str(_folder(tmp_path / "pics", big, small)), "--dataset", "pics")
+    parent = resolve("pics")
+    b = VersionBuilder("pics-copy", made_by={"tool": "tests"}, tokenizers=parent.tokenizers)
+    for rec in parent.iter_records():
+        b.add(rec)
+    child = b.commit()
+    assert child.manifest["blobs"] == parent.manifest["blobs"]
+    assert cli("verify", "pics-copy")["ok"] is True
+    bad = VersionBuilder("bad", made_by={"tool": "tests"})
+    with pytest.raises(InvalidInput, match="names no blob"):
+        bad.add({"id": "x", "modality": "image", "text": None, "media_ref": "sha256:" + "0" * 64, "meta": {}})
+    bad.abort()
