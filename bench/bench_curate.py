@@ -1,4 +1,17 @@
-"""The whole text-pretrain recipe: MB/s per core and peak memory at two corpus sizes.
+"""The whole text-pretrain recipe: MB/s per core and peak memory, on synthetic or REAL text.
+
+Real text (``--corpus DIR``): every ``*.jsonl`` under DIR (``{"text": ...}`` per line, e.g. the
+folder bench/make_real_corpus.py writes, or man pages rendered to JSONL) is copied, scaled to
+``--mb`` if asked (repeated with about one word in ten swapped per copy, so copies are neither exact
+nor near duplicates), ingested with the real CLI (``ciyuan ingest``, not timed as curation) and
+curated with the real CLI (``ciyuan curate NAME@VERSION --recipe text-pretrain``). MB/s per core is
+the bytes of text over the CPU seconds (user + system) of the ``curate`` process tree (the CLI and
+its worker processes, all reaped); memory is the peak summed PSS of that tree, sampled every 0.2 s.
+
+    .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --workers 2
+    .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --mb 1000 --workers 2
+
+Synthetic text (no ``--corpus``):
 
 Each size runs in a fresh child process with its own ciyuan home. The corpus is written as a
 version first (not timed); then ``curate`` runs with ``--workers`` processes while a thread samples
@@ -150,13 +163,140 @@ def child(mb: float, home: str, workers: int) -> dict:
     }
 
 
+def corpus_files(folder: Path) -> list[Path]:
+    """The ``*.jsonl`` files under ``folder``, sorted (a planted-pairs list is skipped: no ``text``)."""
+    files = sorted(p for p in folder.rglob("*.jsonl") if p.is_file())
+    if not files:
+        sys.exit(f"--corpus {folder}: no .jsonl file under it (make one with bench/make_real_corpus.py)")
+    return files
+
+
+def _perturb(text: str, rng: random.Random) -> str:
+    """``text`` with about one space-separated word in ten replaced by another word of it."""
+    ws = text.split(" ")
+    n = len(ws)
+    if n < 10:
+        return text
+    for j in rng.sample(range(n), n // 10):
+        ws[j] = ws[rng.randrange(n)]
+    return " ".join(ws)
+
+
+def write_scaled(folder: Path, out: Path, mb: float | None, seed: int = 3) -> tuple[int, int]:
+    """Copy the corpus to one JSONL at ``out`` (scaled to ``mb`` MB of text); (records, text bytes).
+
+    The first pass is the corpus as it is; each further pass perturbs every record (see
+    :func:`_perturb`) until the text reaches ``mb``. Records without a string ``text`` are skipped.
+    """
+    rng = random.Random(seed)
+    target = mb * 1e6 if mb else None
+    n = size = 0
+    with out.open("w", encoding="utf-8") as fh:
+        for copy in range(10_000):
+            for path in corpus_files(folder):
+                with path.open(encoding="utf-8") as src:
+                    for line in src:
+                        try:
+                            text = json.loads(line).get("text")
+                        except (json.JSONDecodeError, AttributeError):
+                            continue
+                        if not isinstance(text, str) or not text:
+                            continue
+                        if copy:
+                            text = _perturb(text, rng)
+                        fh.write(json.dumps({"id": f"c{copy}-{n}", "text": text}, ensure_ascii=False) + "\n")
+                        n += 1
+                        size += len(text.encode())
+                        if target is not None and size >= target:
+                            return n, size
+            if target is None:
+                break
+    return n, size
+
+
+def run_tree(cmd: list[str], env: dict, disk: Path | None = None) -> dict:
+    """Run ``cmd``; its CPU seconds (it and every reaped descendant), wall time, peak tree PSS, stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak, peak_disk, stop = [0.0], [0.0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], tree_pss_mb(proc.pid))
+            if disk is not None:
+                peak_disk[0] = max(peak_disk[0], folder_mb(disk))
+            stop.wait(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    stop.set()
+    th.join()
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-4000:]}\n{out[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"cpu": cpu, "wall": wall, "peak_pss_mb": peak[0], "peak_disk_mb": peak_disk[0], "stdout": out}
+
+
+def corpus_run(folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False) -> dict:
+    """Ingest then curate the (scaled) real corpus with the CLI in a fresh ciyuan home."""
+    tmp = Path(tempfile.mkdtemp(prefix="ciyuan-bench-curate-"))
+    try:
+        src = tmp / "corpus.jsonl"
+        records, size = write_scaled(folder, src, mb)
+        env = dict(os.environ, CIYUAN_HOME=str(tmp / "home"))
+        env.pop("CIYUAN_DATABASE_URL", None)
+        cli = str(Path(sys.executable).with_name("ciyuan"))
+        ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--json"], env)
+        ref = f"real@{json.loads(ing['stdout'])['version']}"
+        load0 = os.getloadavg()
+        cur = run_tree(
+            [cli, "curate", ref, "--recipe", recipe, "--workers", str(workers), "--json"], env, disk=tmp / "home"
+        )
+        res = json.loads(cur["stdout"])
+        steps = {s["step"]: s.get("rejected", 0) for s in res.get("steps", []) if isinstance(s, dict) and "step" in s}
+        return {
+            "corpus": str(folder),
+            "mb": round(size / 1e6, 1),
+            "records": records,
+            "recipe": recipe,
+            "workers": workers,
+            "curate_cpu_seconds": round(cur["cpu"], 1),
+            "curate_wall_seconds": round(cur["wall"], 1),
+            "mb_per_cpu_second": round(size / 1e6 / cur["cpu"], 2),
+            "mb_per_s_wall": round(size / 1e6 / cur["wall"], 2),
+            "curate_peak_tree_pss_mb": round(cur["peak_pss_mb"]),
+            "ingest_cpu_seconds": round(ing["cpu"], 1),
+            "ingest_peak_tree_pss_mb": round(ing["peak_pss_mb"]),
+            "kept": res["kept"],
+            "rejected": res["rejected"],
+            "rejected_by_step": steps,
+            "load_avg_start": [round(x, 2) for x in load0],
+            "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="10,50", help="corpus sizes in MB")
+    ap.add_argument("--sizes", default="10,50", help="synthetic corpus sizes in MB")
+    ap.add_argument("--corpus", type=Path, help="folder of .jsonl real text; curated through the CLI")
+    ap.add_argument("--mb", type=float, help="with --corpus: scale the corpus to this many MB of text")
+    ap.add_argument("--recipe", default="text-pretrain")
     ap.add_argument("--workers", type=int, default=1, help="local executor processes")
     ap.add_argument("--child", type=float)
     ap.add_argument("--home")
     args = ap.parse_args()
+    if args.corpus:
+        print(json.dumps(corpus_run(args.corpus, args.mb, args.workers, args.recipe)), flush=True)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.home, args.workers)))
         return
