@@ -215,33 +215,48 @@ def write_scaled(folder: Path, out: Path, mb: float | None, seed: int = 3) -> tu
 
 
 def run_tree(cmd: list[str], env: dict, disk: Path | None = None) -> dict:
-    """Run ``cmd``; its CPU seconds (it and every reaped descendant), wall time, peak tree PSS, stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak, peak_disk, stop = [0.0], [0.0], threading.Event()
+    """Run ``cmd``: CPU seconds, peak RSS (``wait4``: it and every reaped descendant), peak tree PSS, stdout.
 
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], tree_pss_mb(proc.pid))
-            if disk is not None:
-                peak_disk[0] = max(peak_disk[0], folder_mb(disk))
-            stop.wait(0.2)
+    ``wait4`` gives the finished process's own usage plus that of the children it waited for (the
+    executor's workers), so CPU seconds and the largest resident set are per run, not cumulative.
+    """
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out, tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        peak, peak_disk, stop = [0.0], [0.0], threading.Event()
 
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    out, err = proc.communicate()
-    stop.set()
-    th.join()
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], tree_pss_mb(proc.pid))
+                if disk is not None:
+                    peak_disk[0] = max(peak_disk[0], folder_mb(disk))
+                stop.wait(0.2)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stop.set()
+        th.join()
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-4000:]}\n{out[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"cpu": cpu, "wall": wall, "peak_pss_mb": peak[0], "peak_disk_mb": peak_disk[0], "stdout": out}
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-4000:]}\n{stdout[-2000:]}")
+    return {
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "wall": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_pss_mb": peak[0],
+        "peak_disk_mb": peak_disk[0],
+        "stdout": stdout,
+    }
 
 
-def corpus_run(folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False) -> dict:
+def corpus_run(
+    folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False, ingest_workers: int = 1
+) -> dict:
     """Ingest then curate the (scaled) real corpus with the CLI in a fresh ciyuan home."""
     tmp = Path(tempfile.mkdtemp(prefix="ciyuan-bench-curate-"))
     try:
@@ -250,7 +265,7 @@ def corpus_run(folder: Path, mb: float | None, workers: int, recipe: str, keep: 
         env = dict(os.environ, CIYUAN_HOME=str(tmp / "home"))
         env.pop("CIYUAN_DATABASE_URL", None)
         cli = str(Path(sys.executable).with_name("ciyuan"))
-        ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--json"], env)
+        ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--workers", str(ingest_workers), "--json"], env)
         ref = f"real@{json.loads(ing['stdout'])['version']}"
         load0 = os.getloadavg()
         cur = run_tree(
@@ -269,8 +284,12 @@ def corpus_run(folder: Path, mb: float | None, workers: int, recipe: str, keep: 
             "mb_per_cpu_second": round(size / 1e6 / cur["cpu"], 2),
             "mb_per_s_wall": round(size / 1e6 / cur["wall"], 2),
             "curate_peak_tree_pss_mb": round(cur["peak_pss_mb"]),
+            "curate_peak_rss_mb": round(cur["peak_rss_mb"]),
+            "curate_peak_work_mb": round(cur["peak_disk_mb"]),
             "ingest_cpu_seconds": round(ing["cpu"], 1),
+            "ingest_wall_seconds": round(ing["wall"], 1),
             "ingest_peak_tree_pss_mb": round(ing["peak_pss_mb"]),
+            "ingest_peak_rss_mb": round(ing["peak_rss_mb"]),
             "kept": res["kept"],
             "rejected": res["rejected"],
             "rejected_by_step": steps,

@@ -34,7 +34,9 @@ ELLIPSES = ("...", "…")
 POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _SENTENCE_END_RE = re.compile(r"[.!?。！？]+(?=\s|$|[\"'”’」』）)])|[。！？]")
 _PARA_RE = re.compile(r"\n\s*\n")
-_NO_LETTER_RE = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")  # a space-free token without a letter
+# a space-free token without a letter, in the words joined by spaces and padded with one at each end
+# (a leading whitespace class lets the engine skip to token starts instead of testing a lookbehind)
+_NO_LETTER_RE = re.compile(r"\s(?:[^\w\s]|[\d_])+(?=\s)")
 _LOREM_RE = re.compile("lorem ipsum", re.IGNORECASE)
 
 
@@ -258,8 +260,8 @@ class Quality(Step):
             lang = guess_cjk_lang(text)
         ws = words(text, lang if cjk else None, self.cjk_segmenter)
         lines = text.split("\n")
-        stripped = [ln.strip() for ln in lines]
-        nonempty = [ln for ln in stripped if ln]
+        stripped = list(map(str.strip, lines))
+        nonempty = list(filter(None, stripped))
         # the same lines unstripped (Gopher counts raw lines, FineWeb stripped ones); after
         # normalize they are the same list, and so can share one Counter
         raw = nonempty if lines == stripped else [ln for ln, st in zip(lines, stripped, strict=True) if st]
@@ -269,6 +271,7 @@ class Quality(Step):
             if id(items) not in counted:
                 counted[id(items)] = Counter(items)
             return counted[id(items)]
+
         fails: list[tuple[str, str]] = []
         checked = 0
 
@@ -302,7 +305,7 @@ class Quality(Step):
                     "gopher_symbol_ratio",
                     f"gopher: symbol/word ratio {ratio:.2f} > {self.max_symbol_word_ratio}",
                 )
-                alpha = 1 - len(_NO_LETTER_RE.findall(" ".join(ws))) / n_words
+                alpha = 1 - len(_NO_LETTER_RE.findall(" " + " ".join(ws) + " ")) / n_words
                 check(
                     alpha >= self.max_non_alpha_words_ratio,
                     "gopher_alpha_words",
@@ -403,9 +406,16 @@ class Quality(Step):
                 )
                 width = self.fineweb_short_line_width
                 # a line is never narrower than its length, and an ASCII line is exactly as wide
-                short = sum(
-                    1 for ln in nonempty if len(ln) < width and (ln.isascii() or _width(ln) < width)
-                ) / len(nonempty)
+                narrow = np.fromiter(map(len, nonempty), dtype=np.int64, count=len(nonempty)) < width
+                if text.isascii():
+                    n_short = int(narrow.sum())
+                else:
+                    n_short = sum(
+                        1
+                        for i in np.flatnonzero(narrow).tolist()
+                        if nonempty[i].isascii() or _width(nonempty[i]) < width
+                    )
+                short = n_short / len(nonempty)
                 check(
                     short <= self.fineweb_max_short_lines_ratio,
                     "fineweb_short_lines",
