@@ -28,7 +28,11 @@ from ciyuan.curate.steps.normalize import Normalize, looks_like_mojibake
 from ciyuan.curate.text import _PUNCT_STRIP, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
 
 DATA = Path(__file__).parent / "data" / "manpages.json"
-RECIPE = {"c4_reject_curly_bracket": False, "fineweb_max_dup_line_char_ratio": 0.1, "fineweb_max_newline_word_ratio": 0.5}
+RECIPE = {
+    "c4_reject_curly_bracket": False,
+    "fineweb_max_dup_line_char_ratio": 0.1,
+    "fineweb_max_newline_word_ratio": 0.5,
+}
 
 # the published regexes as they were before the padded rewrites
 _OLD_WORD_RE = re.compile(
@@ -117,7 +121,9 @@ def ref_evaluate(step: q.Quality, text: str, lang: str | None) -> tuple[list[tup
                 if cjk
                 else (step.min_mean_word_length, step.max_mean_word_length)
             )
-            check(lo <= mean <= hi, "gopher_mean_word_length", f"gopher: mean word length {mean:.1f} outside [{lo}, {hi}]")
+            check(
+                lo <= mean <= hi, "gopher_mean_word_length", f"gopher: mean word length {mean:.1f} outside [{lo}, {hi}]"
+            )
             ratio = (text.count("#") + text.count("...") + text.count("…")) / n
             check(
                 ratio <= step.max_symbol_word_ratio,
@@ -151,7 +157,11 @@ def ref_evaluate(step: q.Quality, text: str, lang: str | None) -> tuple[list[tup
     if step.gopher_repetition:
         lf, lc = ref_dup(lines)
         pf, pc = ref_dup(re.split(r"\n\s*\n", text))
-        check(lf <= step.max_dup_line_ratio, "gopher_dup_lines", f"gopher: duplicated lines {lf:.2f} > {step.max_dup_line_ratio}")
+        check(
+            lf <= step.max_dup_line_ratio,
+            "gopher_dup_lines",
+            f"gopher: duplicated lines {lf:.2f} > {step.max_dup_line_ratio}",
+        )
         check(
             pf <= step.max_dup_para_ratio,
             "gopher_dup_paragraphs",

@@ -13,8 +13,8 @@ precision of each type on the labelled set in ``ciyuan.curate.pii_samples``.
 from __future__ import annotations
 
 import ipaddress
-from bisect import bisect_left
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import date
 
