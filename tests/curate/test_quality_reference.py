@@ -23,6 +23,7 @@ from ftfy.badness import is_bad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ciyuan.curate.steps import langid
 from ciyuan.curate.steps import quality as q
 from ciyuan.curate.steps.normalize import Normalize, looks_like_mojibake
 from ciyuan.curate.text import _PUNCT_STRIP, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
@@ -330,3 +331,22 @@ def _old_collapse(text: str, keep_tabs: bool) -> str:
 def test_whitespace_collapse_equals_plain_regexes(text: str, keep_tabs: bool) -> None:
     step = Normalize(fix_mojibake=False, remove_control=False, form="none", keep_tabs=keep_tabs)
     assert step.normalize(text) == _old_collapse(text.replace("\r\n", "\n").replace("\r", "\n"), keep_tabs)
+
+
+_LID_CJK = langid._CJK
+_OLD_NOT_PROSE = re.compile(
+    rf"[^\s{_LID_CJK}\u3000-\u303f\uff00-\uffef]*[/\\@][^\s{_LID_CJK}\u3000-\u303f\uff00-\uffef]*"
+)
+_OLD_OTHER_LETTERS = re.compile(rf"(?:(?![{_LID_CJK}])[^\W\d_])+")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(list("ab/\\@ .:-_1日한の，\u3000é\n") + ["http://x.org/a", "a@b.cn", "路径/usr/bin"]),
+        max_size=80,
+    ).map("".join)
+)
+def test_langid_patterns_equal_the_plain_ones(text: str) -> None:
+    assert langid._NOT_PROSE.sub(" ", text) == _OLD_NOT_PROSE.sub(" ", text)
+    assert langid._OTHER_LETTERS.findall(text) == _OLD_OTHER_LETTERS.findall(text)
