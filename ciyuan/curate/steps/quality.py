@@ -118,9 +118,9 @@ def _repetition(
     with np.errstate(over="ignore"):
         acc = ids[:-1] * _P + ids[1:]
         for n in range(2, n_max + 1):
-            if n > 2:
-                keep = cand <= length - n
-                cand, acc = cand[keep], acc[keep] * _P + ids[cand[keep] + n - 1]
+            if n > 2:  # candidates are in text order, so the ones with room for n words are a prefix
+                k = int(cand.searchsorted(length - n, side="right"))
+                cand, acc = cand[:k], acc[:k] * _P + ids[cand[:k] + (n - 1)]
             if len(cand) < 2:
                 break
             order = np.argsort(acc, kind="stable")  # stable: the first of equal grams is the earliest
@@ -128,7 +128,7 @@ def _repetition(
             new = np.empty(len(srt), dtype=bool)
             new[0] = True
             np.not_equal(srt[1:], srt[:-1], out=new[1:])
-            group = np.cumsum(new) - 1
+            group = new.cumsum() - 1
             counts = np.bincount(group)
             repeated = counts[group] >= 2  # in sorted order
             if not repeated.any():
@@ -142,7 +142,7 @@ def _repetition(
                 starts = cand[order[~new]]  # occurrences after the first
                 cover = np.bincount(starts, minlength=length + 1)[: length + 1]
                 cover = cover - np.bincount(starts + n, minlength=length + 1)[: length + 1]
-                covered = np.cumsum(cover[:length]) > 0
+                covered = cover[:length].cumsum() > 0
                 out[n] = float(lens[covered].sum()) / total
                 if limits is not None and n >= max(top, default=0):
                     rest = [m for m in dup_sorted if m > n]
