@@ -8,6 +8,7 @@ curated with the real CLI (``ciyuan curate NAME@VERSION --recipe text-pretrain``
 the bytes of text over the CPU seconds (user + system) of the ``curate`` process tree (the CLI and
 its worker processes, all reaped); memory is the peak summed PSS of that tree, sampled every 0.2 s.
 
+    .venv/bin/python bench/bench_curate.py --make-corpus /tmp/realcorpus --make-mb 100
     .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --workers 2
     .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --mb 1000 --workers 2
 
@@ -163,6 +164,71 @@ def child(mb: float, home: str, workers: int) -> dict:
     }
 
 
+def make_corpus(out: Path, mb: float = 100.0, doc_share: float = 0.35) -> dict:
+    """Write a real-text corpus from this machine: /usr/share/doc text, then rendered man pages.
+
+    ``doc.jsonl``: text files and gzipped changelogs under /usr/share/doc (each cut to 300,000
+    characters) up to ``doc_share`` of ``mb``; then one ``man-LANG.jsonl`` per translation
+    (zh_CN, zh_TW, ja, ko, de, fr, es, ru, pt_BR, it, pl) and ``manN.jsonl`` for sections 1, 8, 5,
+    7, 2, 3, each page rendered with ``man -P cat -l`` at 80 columns in a UTF-8 locale, until the
+    text reaches ``mb`` MB. Used for docs/benchmarks.md when bench/make_real_corpus.py is absent.
+    """
+    import glob
+    import gzip
+    from concurrent.futures import ThreadPoolExecutor
+
+    out.mkdir(parents=True, exist_ok=True)
+    target = mb * 1e6
+    env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8")
+
+    def render(path: str) -> str | None:
+        try:
+            p = subprocess.run(["man", "-P", "cat", "-l", path], env=env, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        text = p.stdout.decode("utf-8", "replace")
+        return text if len(text) > 100 else None
+
+    total, counts = 0, {}
+    with (out / "doc.jsonl").open("w", encoding="utf-8") as fh:
+        for root, _, files in sorted(os.walk("/usr/share/doc")):
+            for f in sorted(files):
+                path = os.path.join(root, f)
+                if total >= target * doc_share or os.path.islink(path):
+                    continue
+                try:
+                    if f.endswith(".gz"):
+                        raw = gzip.decompress(Path(path).read_bytes())
+                    elif f.endswith((".txt", ".md", ".rst")) or f in ("copyright", "README", "NEWS", "changelog"):
+                        raw = Path(path).read_bytes()
+                    else:
+                        continue
+                    text = raw.decode("utf-8")[:300_000]
+                except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+                    continue
+                if len(text) > 100:
+                    fh.write(json.dumps({"id": path, "text": text, "source": "doc"}, ensure_ascii=False) + "\n")
+                    total += len(text.encode())
+    counts["doc"] = total
+    groups = [(f"man-{lang}", f"/usr/share/man/{lang}/man*/*.gz") for lang in
+              ("zh_CN", "zh_TW", "ja", "ko", "de", "fr", "es", "ru", "pt_BR", "it", "pl")]  # fmt: skip
+    groups += [(f"man{sec}", f"/usr/share/man/man{sec}/*.gz") for sec in ("1", "8", "5", "7", "2", "3")]
+    with ThreadPoolExecutor(2) as ex:
+        for name, pattern in groups:
+            if total >= target:
+                break
+            files = sorted(glob.glob(pattern))
+            with (out / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+                for path, text in zip(files, ex.map(render, files), strict=True):
+                    if text:
+                        fh.write(json.dumps({"id": path, "text": text, "source": name}, ensure_ascii=False) + "\n")
+                        total += len(text.encode())
+                    if total >= target:
+                        break
+            counts[name] = total
+    return {"out": str(out), "mb": round(total / 1e6, 1), "cumulative_bytes": counts}
+
+
 def corpus_files(folder: Path) -> list[Path]:
     """The ``*.jsonl`` files under ``folder``, sorted (a planted-pairs list is skipped: no ``text``)."""
     files = sorted(p for p in folder.rglob("*.jsonl") if p.is_file())
@@ -308,11 +374,16 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,50", help="synthetic corpus sizes in MB")
     ap.add_argument("--corpus", type=Path, help="folder of .jsonl real text; curated through the CLI")
     ap.add_argument("--mb", type=float, help="with --corpus: scale the corpus to this many MB of text")
+    ap.add_argument("--make-corpus", type=Path, help="write a real-text corpus from man pages and /usr/share/doc here")
+    ap.add_argument("--make-mb", type=float, default=100.0, help="with --make-corpus: MB of text to write")
     ap.add_argument("--recipe", default="text-pretrain")
     ap.add_argument("--workers", type=int, default=1, help="local executor processes")
     ap.add_argument("--child", type=float)
     ap.add_argument("--home")
     args = ap.parse_args()
+    if args.make_corpus:
+        print(json.dumps(make_corpus(args.make_corpus, args.make_mb)), flush=True)
+        return
     if args.corpus:
         print(json.dumps(corpus_run(args.corpus, args.mb, args.workers, args.recipe)), flush=True)
         return
