@@ -1,4 +1,18 @@
-"""The whole text-pretrain recipe: MB/s per core and peak memory at two corpus sizes.
+"""The whole text-pretrain recipe: MB/s per core and peak memory, on synthetic or REAL text.
+
+Real text (``--corpus DIR``): every ``*.jsonl`` under DIR (``{"text": ...}`` per line, e.g. the
+folder bench/make_real_corpus.py writes, or man pages rendered to JSONL) is copied, scaled to
+``--mb`` if asked (repeated with about one word in ten swapped per copy, so copies are neither exact
+nor near duplicates), ingested with the real CLI (``ciyuan ingest``, not timed as curation) and
+curated with the real CLI (``ciyuan curate NAME@VERSION --recipe text-pretrain``). MB/s per core is
+the bytes of text over the CPU seconds (user + system) of the ``curate`` process tree (the CLI and
+its worker processes, all reaped); memory is the peak summed PSS of that tree, sampled every 0.2 s.
+
+    .venv/bin/python bench/bench_curate.py --make-corpus /tmp/realcorpus --make-mb 100
+    .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --workers 2
+    .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --mb 1000 --workers 2
+
+Synthetic text (no ``--corpus``):
 
 Each size runs in a fresh child process with its own ciyuan home. The corpus is written as a
 version first (not timed); then ``curate`` runs with ``--workers`` processes while a thread samples
@@ -150,13 +164,229 @@ def child(mb: float, home: str, workers: int) -> dict:
     }
 
 
+def make_corpus(out: Path, mb: float = 100.0, doc_share: float = 0.35) -> dict:
+    """Write a real-text corpus from this machine: /usr/share/doc text, then rendered man pages.
+
+    ``doc.jsonl``: text files and gzipped changelogs under /usr/share/doc (each cut to 300,000
+    characters) up to ``doc_share`` of ``mb``; then one ``man-LANG.jsonl`` per translation
+    (zh_CN, zh_TW, ja, ko, de, fr, es, ru, pt_BR, it, pl) and ``manN.jsonl`` for sections 1, 8, 5,
+    7, 2, 3, each page rendered with ``man -P cat -l`` at 80 columns in a UTF-8 locale, until the
+    text reaches ``mb`` MB. Used for docs/benchmarks.md when bench/make_real_corpus.py is absent.
+    """
+    import glob
+    import gzip
+    from concurrent.futures import ThreadPoolExecutor
+
+    out.mkdir(parents=True, exist_ok=True)
+    target = mb * 1e6
+    env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8")
+
+    def render(path: str) -> str | None:
+        try:
+            p = subprocess.run(["man", "-P", "cat", "-l", path], env=env, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        text = p.stdout.decode("utf-8", "replace")
+        return text if len(text) > 100 else None
+
+    total, counts = 0, {}
+    with (out / "doc.jsonl").open("w", encoding="utf-8") as fh:
+        for root, _, files in sorted(os.walk("/usr/share/doc")):
+            for f in sorted(files):
+                path = os.path.join(root, f)
+                if total >= target * doc_share or os.path.islink(path):
+                    continue
+                try:
+                    if f.endswith(".gz"):
+                        raw = gzip.decompress(Path(path).read_bytes())
+                    elif f.endswith((".txt", ".md", ".rst")) or f in ("copyright", "README", "NEWS", "changelog"):
+                        raw = Path(path).read_bytes()
+                    else:
+                        continue
+                    text = raw.decode("utf-8")[:300_000]
+                except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+                    continue
+                if len(text) > 100:
+                    fh.write(json.dumps({"id": path, "text": text, "source": "doc"}, ensure_ascii=False) + "\n")
+                    total += len(text.encode())
+    counts["doc"] = total
+    groups = [(f"man-{lang}", f"/usr/share/man/{lang}/man*/*.gz") for lang in
+              ("zh_CN", "zh_TW", "ja", "ko", "de", "fr", "es", "ru", "pt_BR", "it", "pl")]  # fmt: skip
+    groups += [(f"man{sec}", f"/usr/share/man/man{sec}/*.gz") for sec in ("1", "8", "5", "7", "2", "3")]
+    with ThreadPoolExecutor(2) as ex:
+        for name, pattern in groups:
+            if total >= target:
+                break
+            files = sorted(glob.glob(pattern))
+            with (out / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+                for path, text in zip(files, ex.map(render, files), strict=True):
+                    if text:
+                        fh.write(json.dumps({"id": path, "text": text, "source": name}, ensure_ascii=False) + "\n")
+                        total += len(text.encode())
+                    if total >= target:
+                        break
+            counts[name] = total
+    return {"out": str(out), "mb": round(total / 1e6, 1), "cumulative_bytes": counts}
+
+
+def corpus_files(folder: Path) -> list[Path]:
+    """The ``*.jsonl`` files under ``folder``, sorted (a planted-pairs list is skipped: no ``text``)."""
+    files = sorted(p for p in folder.rglob("*.jsonl") if p.is_file())
+    if not files:
+        sys.exit(f"--corpus {folder}: no .jsonl file under it (make one with bench/make_real_corpus.py)")
+    return files
+
+
+def _perturb(text: str, rng: random.Random) -> str:
+    """``text`` with about one space-separated word in ten replaced by another word of it."""
+    ws = text.split(" ")
+    n = len(ws)
+    if n < 10:
+        return text
+    for j in rng.sample(range(n), n // 10):
+        ws[j] = ws[rng.randrange(n)]
+    return " ".join(ws)
+
+
+def write_scaled(folder: Path, out: Path, mb: float | None, seed: int = 3) -> tuple[int, int]:
+    """Copy the corpus to one JSONL at ``out`` (scaled to ``mb`` MB of text); (records, text bytes).
+
+    The first pass is the corpus as it is; each further pass perturbs every record (see
+    :func:`_perturb`) until the text reaches ``mb``. Records without a string ``text`` are skipped.
+    """
+    rng = random.Random(seed)
+    target = mb * 1e6 if mb else None
+    n = size = 0
+    with out.open("w", encoding="utf-8") as fh:
+        for copy in range(10_000):
+            for path in corpus_files(folder):
+                with path.open(encoding="utf-8") as src:
+                    for line in src:
+                        try:
+                            text = json.loads(line).get("text")
+                        except (json.JSONDecodeError, AttributeError):
+                            continue
+                        if not isinstance(text, str) or not text:
+                            continue
+                        if copy:
+                            text = _perturb(text, rng)
+                        fh.write(json.dumps({"id": f"c{copy}-{n}", "text": text}, ensure_ascii=False) + "\n")
+                        n += 1
+                        size += len(text.encode())
+                        if target is not None and size >= target:
+                            return n, size
+            if target is None:
+                break
+    return n, size
+
+
+def run_tree(cmd: list[str], env: dict, disk: Path | None = None) -> dict:
+    """Run ``cmd``: CPU seconds, peak RSS (``wait4``: it and every reaped descendant), peak tree PSS, stdout.
+
+    ``wait4`` gives the finished process's own usage plus that of the children it waited for (the
+    executor's workers), so CPU seconds and the largest resident set are per run, not cumulative.
+    """
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out, tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        peak, peak_disk, stop = [0.0], [0.0], threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], tree_pss_mb(proc.pid))
+                if disk is not None:
+                    peak_disk[0] = max(peak_disk[0], folder_mb(disk))
+                stop.wait(0.2)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stop.set()
+        th.join()
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-4000:]}\n{stdout[-2000:]}")
+    return {
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "wall": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_pss_mb": peak[0],
+        "peak_disk_mb": peak_disk[0],
+        "stdout": stdout,
+    }
+
+
+def corpus_run(
+    folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False, ingest_workers: int = 1
+) -> dict:
+    """Ingest then curate the (scaled) real corpus with the CLI in a fresh ciyuan home."""
+    tmp = Path(tempfile.mkdtemp(prefix="ciyuan-bench-curate-"))
+    try:
+        src = tmp / "corpus.jsonl"
+        records, size = write_scaled(folder, src, mb)
+        env = dict(os.environ, CIYUAN_HOME=str(tmp / "home"))
+        env.pop("CIYUAN_DATABASE_URL", None)
+        cli = str(Path(sys.executable).with_name("ciyuan"))
+        ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--workers", str(ingest_workers), "--json"], env)
+        ref = f"real@{json.loads(ing['stdout'])['version']}"
+        load0 = os.getloadavg()
+        cur = run_tree(
+            [cli, "curate", ref, "--recipe", recipe, "--workers", str(workers), "--json"], env, disk=tmp / "home"
+        )
+        res = json.loads(cur["stdout"])
+        steps = {s["step"]: s.get("rejected", 0) for s in res.get("steps", []) if isinstance(s, dict) and "step" in s}
+        return {
+            "corpus": str(folder),
+            "mb": round(size / 1e6, 1),
+            "records": records,
+            "recipe": recipe,
+            "workers": workers,
+            "curate_cpu_seconds": round(cur["cpu"], 1),
+            "curate_wall_seconds": round(cur["wall"], 1),
+            "mb_per_cpu_second": round(size / 1e6 / cur["cpu"], 2),
+            "mb_per_s_wall": round(size / 1e6 / cur["wall"], 2),
+            "curate_peak_tree_pss_mb": round(cur["peak_pss_mb"]),
+            "curate_peak_rss_mb": round(cur["peak_rss_mb"]),
+            "curate_peak_work_mb": round(cur["peak_disk_mb"]),
+            "ingest_cpu_seconds": round(ing["cpu"], 1),
+            "ingest_wall_seconds": round(ing["wall"], 1),
+            "ingest_peak_tree_pss_mb": round(ing["peak_pss_mb"]),
+            "ingest_peak_rss_mb": round(ing["peak_rss_mb"]),
+            "kept": res["kept"],
+            "rejected": res["rejected"],
+            "rejected_by_step": steps,
+            "load_avg_start": [round(x, 2) for x in load0],
+            "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="10,50", help="corpus sizes in MB")
+    ap.add_argument("--sizes", default="10,50", help="synthetic corpus sizes in MB")
+    ap.add_argument("--corpus", type=Path, help="folder of .jsonl real text; curated through the CLI")
+    ap.add_argument("--mb", type=float, help="with --corpus: scale the corpus to this many MB of text")
+    ap.add_argument("--make-corpus", type=Path, help="write a real-text corpus from man pages and /usr/share/doc here")
+    ap.add_argument("--make-mb", type=float, default=100.0, help="with --make-corpus: MB of text to write")
+    ap.add_argument("--recipe", default="text-pretrain")
     ap.add_argument("--workers", type=int, default=1, help="local executor processes")
     ap.add_argument("--child", type=float)
     ap.add_argument("--home")
     args = ap.parse_args()
+    if args.make_corpus:
+        print(json.dumps(make_corpus(args.make_corpus, args.make_mb)), flush=True)
+        return
+    if args.corpus:
+        print(json.dumps(corpus_run(args.corpus, args.mb, args.workers, args.recipe)), flush=True)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.home, args.workers)))
         return

@@ -5,6 +5,15 @@ lines), ingests it with the real CLI in a child process, and reports the child's
 input size, plus throughput.
 
     .venv/bin/python bench/bench_ingest_memory.py --gb 2 --workers 2
+
+Growth with input size on REAL text (``--corpus DIR``, a folder of ``{"text": ...}`` JSONL): for each
+of ``--sizes-mb`` (default 100 and 1000) the corpus is scaled to that many MB of text (repeated, each
+copy with one word in ten swapped, see bench_curate.write_scaled), then ``ciyuan ingest`` and
+``ciyuan curate --recipe text-pretrain`` run through the CLI in a fresh home. Reported per size and
+command: peak RSS (``wait4``: the process and its reaped workers, largest one) and peak summed PSS of
+the process tree; then the ratio of the largest size to the smallest (target: within 1.10).
+
+    .venv/bin/python bench/bench_ingest_memory.py --corpus /tmp/realcorpus --sizes-mb 100,1000 --workers 2
 """
 
 from __future__ import annotations
@@ -114,13 +123,43 @@ class TreeSampler(threading.Thread):
         self.join()
 
 
+def growth(corpus: Path, sizes: list[float], workers: int) -> dict:
+    """Peak memory of ingest and curate at each size of the scaled real corpus, and the growth ratios."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_curate import corpus_run
+
+    runs = []
+    for mb in sizes:
+        r = corpus_run(corpus, mb, workers, "text-pretrain", ingest_workers=workers)
+        runs.append(r)
+        print(json.dumps(r), flush=True)
+    lo, hi = runs[0], runs[-1]
+    ratios = {
+        key: round(hi[key] / max(lo[key], 1), 3)
+        for key in ("ingest_peak_rss_mb", "ingest_peak_tree_pss_mb", "curate_peak_rss_mb", "curate_peak_tree_pss_mb")
+    }
+    return {
+        "sizes_mb": [r["mb"] for r in runs],
+        "input_ratio": round(hi["mb"] / lo["mb"], 1),
+        "memory_ratio": ratios,
+        "target": "peak memory at the largest size within 1.10x of the smallest",
+        "pass": all(v <= 1.10 for v in ratios.values()),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--corpus", type=Path, help="folder of real-text .jsonl: measure growth from --sizes-mb")
+    ap.add_argument("--sizes-mb", default="100,1000")
     args = ap.parse_args()
+    if args.corpus:
+        res = growth(args.corpus, [float(x) for x in args.sizes_mb.split(",")], args.workers)
+        print(json.dumps(res, indent=2))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="ciyuan-bench-ingest-"))
     src = tmp / "big.jsonl"
     t0 = time.perf_counter()

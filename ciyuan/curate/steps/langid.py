@@ -34,10 +34,15 @@ _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\u31f0-\u31ff\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
-# runs of letters that are not CJK (Latin, Cyrillic, Greek, Arabic, ...): what fastText reads
-_OTHER_LETTERS = re.compile(rf"(?:(?![{_CJK}])[^\W\d_])+")
-# URLs, paths and e-mail addresses are in no language (a Chinese page's licence URLs would outweigh it)
-_NOT_PROSE = re.compile(rf"[^\s{_CJK}\u3000-\u303f\uff00-\uffef]*[/\\@][^\s{_CJK}\u3000-\u303f\uff00-\uffef]*")
+# runs of letters that are not CJK (Latin, Cyrillic, Greek, Arabic, ...): what fastText reads; one
+# negated class (not a non-word, digit, underscore or CJK character) instead of a lookahead per letter
+_OTHER_LETTERS = re.compile(rf"[^\W\d_{_CJK}]+")
+# URLs, paths and e-mail addresses are in no language (a Chinese page's licence URLs would outweigh it):
+# a whole token (a run of characters other than spaces, CJK and CJK punctuation) holding / \ or @.
+# The lookbehind starts a match only at a token's first character, so a token without them is
+# read once, not once from each of its characters.
+_TOKEN = rf"[^\s{_CJK}\u3000-\u303f\uff00-\uffef]"
+_NOT_PROSE = re.compile(rf"(?<!{_TOKEN}){_TOKEN[:-1]}/\\@]*[/\\@]{_TOKEN}*")
 CJK_WEIGHT = 2  # a CJK character against one Latin letter
 MIN_KANA_SHARE = 0.1  # kana among Han + kana from which a CJK text is Japanese
 

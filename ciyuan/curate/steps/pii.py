@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import date
 
@@ -587,7 +588,10 @@ def find_pii(text: str, types: set[str] | None = None) -> list[tuple[int, int, s
         kinds &= types
     if not kinds:
         return spans
-    taken: list[tuple[int, int]] = []
+    # spans taken so far, disjoint and sorted by start (so their ends are sorted too): a new span
+    # overlaps one iff the last taken span starting before its end ends after its start
+    starts: list[int] = []
+    ends: list[int] = []
     for kind, pattern, ok in DETECTORS:
         if kind not in kinds:
             continue
@@ -596,10 +600,14 @@ def find_pii(text: str, types: set[str] | None = None) -> list[tuple[int, int, s
             if span is None:
                 continue
             s, e = span
-            if s >= e or any(s < te and ts < e for ts, te in taken):
+            if s >= e:
+                continue
+            k = bisect_left(starts, e)
+            if k and ends[k - 1] > s:
                 continue
             spans.append((s, e, kind))
-            taken.append((s, e))
+            starts.insert(k, s)
+            ends.insert(k, e)
     spans.sort()
     return spans
 

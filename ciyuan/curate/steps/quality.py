@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import islice, repeat
 
 import numpy as np
 
@@ -33,7 +34,9 @@ ELLIPSES = ("...", "…")
 POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 _SENTENCE_END_RE = re.compile(r"[.!?。！？]+(?=\s|$|[\"'”’」』）)])|[。！？]")
 _PARA_RE = re.compile(r"\n\s*\n")
-_NO_LETTER_RE = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")  # a space-free token without a letter
+# a space-free token without a letter, in the words joined by spaces and padded with one at each end
+# (a leading whitespace class lets the engine skip to token starts instead of testing a lookbehind)
+_NO_LETTER_RE = re.compile(r"\s(?:[^\w\s]|[\d_])+(?=\s)")
 _LOREM_RE = re.compile("lorem ipsum", re.IGNORECASE)
 
 
@@ -65,38 +68,46 @@ def _count_zh_stops(text: str, stops: frozenset[str], enough: int) -> int:
     return found
 
 
-def _dup_stats(items: list[str], stripped: list[str] | None = None) -> tuple[float, float]:
-    """(share of items that repeat an earlier one, share of characters in those repeats)."""
-    if stripped is None:
-        stripped = [x.strip() for x in items]
-    items = [x for x, s in zip(items, stripped, strict=True) if s]
+def _dup_stats(items: list[str], counts: Counter[str] | None = None) -> tuple[float, float]:
+    """(share of items that repeat an earlier one, share of characters in those repeats).
+
+    ``items`` are the non-blank ones; ``counts`` their Counter when the caller has it already.
+    Every occurrence after an item's first is a repeat, so the counts give both shares without
+    walking the items in order.
+    """
     if not items:
         return 0.0, 0.0
-    seen: set[str] = set()
-    dup_n = dup_chars = total_chars = 0
-    for x in items:
-        total_chars += len(x)
-        if x in seen:
-            dup_n += 1
-            dup_chars += len(x)
-        else:
-            seen.add(x)
-    return dup_n / len(items), dup_chars / max(total_chars, 1)
+    if counts is None:
+        counts = Counter(items)
+    dup_n = len(items) - len(counts)
+    if not dup_n:
+        return 0.0, 0.0
+    dup_chars = sum(len(x) * (c - 1) for x, c in counts.items() if c > 1)
+    return dup_n / len(items), dup_chars / max(sum(map(len, items)), 1)
 
 
 _P = np.uint64(0x100000001B3)
 
 
-def _repetition(ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int]) -> dict[int, float]:
+def _repetition(
+    ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int], limits: dict[int, float] | None = None
+) -> dict[int, float]:
     """Gopher's n-gram repetition shares for every n in ``top`` and ``dup``, from one growing pass.
 
     ``top``: characters in the most frequent n-gram (all its occurrences; ties go to the one seen
     first) over all word characters. ``dup``: characters covered by n-grams that repeat an earlier
     occurrence, over all word characters. A repeated n-gram starts where an (n-1)-gram repeats, so
     after n = 2 only the positions whose previous gram occurs twice or more are hashed and sorted.
+
+    ``limits`` (n -> largest share that passes, for the ``dup`` sizes) lets the pass stop early: the
+    words a repeated (n+1)-gram covers are covered by repeated n-grams too, so the share never grows
+    with n, and once it is within every larger size's limit those sizes pass. They are then given
+    the last share computed (an upper bound, not their exact share), which decides their rules the
+    same way; without ``limits`` every share is exact.
     """
     out = dict.fromkeys(top | dup, 0.0)
     n_max = max(out, default=0)
+    dup_sorted = sorted(dup)
     length = len(ids)
     if length < 2 or n_max < 2:
         return out
@@ -107,9 +118,9 @@ def _repetition(ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int])
     with np.errstate(over="ignore"):
         acc = ids[:-1] * _P + ids[1:]
         for n in range(2, n_max + 1):
-            if n > 2:
-                keep = cand <= length - n
-                cand, acc = cand[keep], acc[keep] * _P + ids[cand[keep] + n - 1]
+            if n > 2:  # candidates are in text order, so the ones with room for n words are a prefix
+                k = int(cand.searchsorted(length - n, side="right"))
+                cand, acc = cand[:k], acc[:k] * _P + ids[cand[:k] + (n - 1)]
             if len(cand) < 2:
                 break
             order = np.argsort(acc, kind="stable")  # stable: the first of equal grams is the earliest
@@ -117,7 +128,7 @@ def _repetition(ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int])
             new = np.empty(len(srt), dtype=bool)
             new[0] = True
             np.not_equal(srt[1:], srt[:-1], out=new[1:])
-            group = np.cumsum(new) - 1
+            group = new.cumsum() - 1
             counts = np.bincount(group)
             repeated = counts[group] >= 2  # in sorted order
             if not repeated.any():
@@ -131,8 +142,14 @@ def _repetition(ids: np.ndarray, lens: np.ndarray, top: set[int], dup: set[int])
                 starts = cand[order[~new]]  # occurrences after the first
                 cover = np.bincount(starts, minlength=length + 1)[: length + 1]
                 cover = cover - np.bincount(starts + n, minlength=length + 1)[: length + 1]
-                covered = np.cumsum(cover[:length]) > 0
+                covered = cover[:length].cumsum() > 0
                 out[n] = float(lens[covered].sum()) / total
+                if limits is not None and n >= max(top, default=0):
+                    rest = [m for m in dup_sorted if m > n]
+                    if all(out[n] <= limits[m] for m in rest):
+                        for m in rest:
+                            out[m] = out[n]
+                        break
             mask = np.empty(len(cand), dtype=bool)
             mask[order] = repeated
             cand, acc = cand[mask], acc[mask]
@@ -226,6 +243,7 @@ class Quality(Step):
         self._dup = [(int(a), float(b)) for a, b in (x.split(":") for x in self.dup_ngram_max)]
         self._top_ns = {n for n, _ in self._top}
         self._dup_ns = {n for n, _ in self._dup}
+        self._dup_limits = {n: min(mx for m, mx in self._dup if m == n) for n in self._dup_ns}
         if self.cjk_segmenter not in SEGMENTERS:
             raise InvalidInput(
                 f"quality: unknown cjk_segmenter {self.cjk_segmenter!r}", hint=f"use one of {', '.join(SEGMENTERS)}"
@@ -243,8 +261,18 @@ class Quality(Step):
             lang = guess_cjk_lang(text)
         ws = words(text, lang if cjk else None, self.cjk_segmenter)
         lines = text.split("\n")
-        stripped = [ln.strip() for ln in lines]
-        nonempty = [ln for ln in stripped if ln]
+        stripped = list(map(str.strip, lines))
+        nonempty = list(filter(None, stripped))
+        # the same lines unstripped (Gopher counts raw lines, FineWeb stripped ones); after
+        # normalize they are the same list, and so can share one Counter
+        raw = nonempty if lines == stripped else [ln for ln, st in zip(lines, stripped, strict=True) if st]
+        counted: dict[int, Counter[str]] = {}
+
+        def line_counts(items: list[str]) -> Counter[str]:
+            if id(items) not in counted:
+                counted[id(items)] = Counter(items)
+            return counted[id(items)]
+
         fails: list[tuple[str, str]] = []
         checked = 0
 
@@ -278,7 +306,7 @@ class Quality(Step):
                     "gopher_symbol_ratio",
                     f"gopher: symbol/word ratio {ratio:.2f} > {self.max_symbol_word_ratio}",
                 )
-                alpha = 1 - len(_NO_LETTER_RE.findall(" ".join(ws))) / n_words
+                alpha = 1 - len(_NO_LETTER_RE.findall(" " + " ".join(ws) + " ")) / n_words
                 check(
                     alpha >= self.max_non_alpha_words_ratio,
                     "gopher_alpha_words",
@@ -307,13 +335,13 @@ class Quality(Step):
                         f"gopher: {found} stop words < {self.min_stop_words}",
                     )
             if nonempty:
-                bullets = sum(ln.startswith(BULLETS) for ln in nonempty) / len(nonempty)
+                bullets = sum(map(str.startswith, nonempty, repeat(BULLETS))) / len(nonempty)
                 check(
                     bullets <= self.max_bullet_lines_ratio,
                     "gopher_bullet_lines",
                     f"gopher: bullet lines {bullets:.2f} > {self.max_bullet_lines_ratio}",
                 )
-                ell = sum(ln.endswith(ELLIPSES) for ln in nonempty) / len(nonempty)
+                ell = sum(map(str.endswith, nonempty, repeat(ELLIPSES))) / len(nonempty)
                 check(
                     ell <= self.max_ellipsis_lines_ratio,
                     "gopher_ellipsis_lines",
@@ -321,8 +349,8 @@ class Quality(Step):
                 )
 
         if self.gopher_repetition:
-            line_frac, line_chars = _dup_stats(lines, stripped)
-            paras = _PARA_RE.split(text)
+            line_frac, line_chars = _dup_stats(raw, line_counts(raw))
+            paras = [p for p in _PARA_RE.split(text) if not p.isspace() and p]
             para_frac, para_chars = _dup_stats(paras)
             check(
                 line_frac <= self.max_dup_line_ratio,
@@ -348,7 +376,7 @@ class Quality(Step):
                 # Python's str hash is salted per process, but only equality inside one document
                 # matters here (ties go to the earliest n-gram), so every process gets the same shares.
                 ids = np.fromiter(map(hash, ws), dtype=np.int64, count=n_words).view(np.uint64)
-                rep = _repetition(ids, lens, self._top_ns, self._dup_ns)
+                rep = _repetition(ids, lens, self._top_ns, self._dup_ns, self._dup_limits)
                 for n, mx in self._top:
                     f = rep[n]
                     check(f <= mx, f"gopher_top_{n}gram", f"gopher: top {n}-gram characters {f:.2f} > {mx}")
@@ -361,7 +389,8 @@ class Quality(Step):
                 check(not _LOREM_RE.search(text), "c4_lorem_ipsum", "c4: contains 'lorem ipsum'")
             if self.c4_reject_curly_bracket:
                 check("{" not in text, "c4_curly_bracket", "c4: contains '{'")
-            sentences = len(_SENTENCE_END_RE.findall(text))
+            # enough sentences end the count: the number is only reported when it falls short
+            sentences = sum(1 for _ in islice(_SENTENCE_END_RE.finditer(text), self.c4_min_sentences))
             check(
                 sentences >= self.c4_min_sentences,
                 "c4_min_sentences",
@@ -370,22 +399,32 @@ class Quality(Step):
 
         if self.fineweb:
             if nonempty:
-                punct = sum(ln.endswith(TERMINAL_PUNCT) for ln in nonempty) / len(nonempty)
+                punct = sum(map(str.endswith, nonempty, repeat(TERMINAL_PUNCT))) / len(nonempty)
                 check(
                     punct >= self.fineweb_min_punct_lines_ratio,
                     "fineweb_punct_lines",
                     f"fineweb: lines ending in punctuation {punct:.2f} < {self.fineweb_min_punct_lines_ratio}",
                 )
                 width = self.fineweb_short_line_width
-                short = sum(len(ln) < width and _width(ln) < width for ln in nonempty) / len(nonempty)
+                # a line is never narrower than its length, and an ASCII line is exactly as wide
+                narrow = np.fromiter(map(len, nonempty), dtype=np.int64, count=len(nonempty)) < width
+                if text.isascii():
+                    n_short = int(narrow.sum())
+                else:
+                    n_short = sum(
+                        1
+                        for i in np.flatnonzero(narrow).tolist()
+                        if nonempty[i].isascii() or _width(nonempty[i]) < width
+                    )
+                short = n_short / len(nonempty)
                 check(
                     short <= self.fineweb_max_short_lines_ratio,
                     "fineweb_short_lines",
                     f"fineweb: short lines {short:.2f} > {self.fineweb_max_short_lines_ratio}",
                 )
                 dup_chars = 0
-                if len(set(nonempty)) < len(nonempty):
-                    counts = Counter(nonempty)
+                counts = line_counts(nonempty)
+                if len(counts) < len(nonempty):
                     dup_chars = sum(len(ln) * (c - 1) for ln, c in counts.items() if c > 1)
                 ratio = dup_chars / max(len(text) - text.count("\n"), 1)
                 check(
