@@ -85,6 +85,7 @@ def build_report(ref: str) -> dict:
         extra = s.get("extra") or {}
         clusters += extra.get("largest_clusters", [])
         examples.update(extra.get("examples", {}))
+    media_dups, hash_hist = _media_duplicates(steps)
     for c in clusters:
         c["examples"] = [{"id": m, "text": examples.get(m, "")} for m in c.get("members", [])[:3]]
     made = v.manifest.get("made_by", {})
@@ -105,7 +106,27 @@ def build_report(ref: str) -> dict:
         "rejections_by_language": rejections_by_language,
         "pii": dict(sorted(pii.items())),
         "duplicate_clusters": sorted(clusters, key=lambda c: -c["size"])[:10],
+        "media_near_duplicates": media_dups,
+        "hash_distance_histogram": hash_hist,
     }
+
+
+def _media_duplicates(steps: list[dict]) -> tuple[dict, dict]:
+    """Removed near-duplicate media beside what they duplicate, and the hash-distance histograms,
+    from the statistics of each ``media_near_dedup`` step (written by its plan)."""
+    dups: dict = {"threshold": None, "removed": 0, "pairs": []}
+    hist: dict = {}
+    for s in steps:
+        extra = s.get("extra") or {}
+        nd = extra.get("near_duplicates")
+        if not nd:
+            continue
+        dups["threshold"] = nd.get("threshold")
+        dups["removed"] += int(nd.get("removed") or 0)
+        dups["pairs"] += [dict(p, step=s["step"]) for p in nd.get("pairs", [])]
+        for modality, h in (extra.get("distance_histogram") or {}).items():
+            hist[modality] = dict(h, threshold=nd.get("threshold"), step=s["step"])
+    return dups, hist
 
 
 def _histogram(
@@ -154,6 +175,45 @@ def _hist_chart(h: dict, title: str, no_data: str = "no data") -> str:
     e, c = h.get("edges", []), h.get("counts", [])
     labels = [f"{e[i]}–{e[i + 1]}" for i in range(len(c))]
     return _bars(labels, c, title, "#5a9e6f", no_data)
+
+
+def _media_html(rep: dict, t) -> str:
+    """Removed near-duplicate media beside what they duplicate, then one distance histogram per modality."""
+    dups = rep.get("media_near_duplicates") or {}
+    hist = rep.get("hash_distance_histogram") or {}
+    if not dups.get("pairs") and not hist:
+        return ""
+    esc = html.escape
+
+    def mod(m: str) -> str:
+        name = t("cr_modality_" + m)
+        return name if name != "cr_modality_" + m else m
+
+    rows = "".join(
+        f'<tr><td translate="no"><code>{esc(p["removed"])}</code></td><td translate="no"><code>{esc(p["kept"])}'
+        f'</code></td><td>{esc(mod(p["modality"]))}</td><td>{int(p["distance"])}</td></tr>'
+        for p in dups.get("pairs", [])
+    )
+    parts = [f"<h2>{esc(t('cr_media_dups'))}</h2>"]
+    if rows:
+        parts.append(f"<p><small>{esc(t('cr_media_dups_note', threshold=dups.get('threshold')))}</small></p>")
+        parts.append(
+            f"<table class=dups><tr><th>{esc(t('cr_removed'))}</th><th>{esc(t('cr_duplicate_of'))}</th>"
+            f"<th>{esc(t('cr_modality'))}</th><th>{esc(t('cr_distance'))}</th></tr>{rows}</table>"
+        )
+        more = int(dups.get("removed") or 0) - len(dups.get("pairs", []))
+        if more > 0:
+            parts.append(f"<p><small>{esc(t('cr_more_pairs', n=more, shown=len(dups['pairs'])))}</small></p>")
+    else:
+        parts.append(f"<p>{esc(t('cr_no_media_dups'))}</p>")
+    for m, h in hist.items():
+        title = t("cr_hash_hist", modality=mod(m))
+        thr = h.get("threshold")
+        labels = [f"{d}{' ≤' if thr is not None and d <= thr else ''}" for d in h.get("distances", [])]
+        parts.append(_bars(labels, list(h.get("counts", [])), title, "#7a5aa5", t("cr_no_data")))
+        note = t("cr_hash_hist_note", radius=len(h.get("counts", [])) - 1, threshold=thr)
+        parts.append(f"<p><small>{esc(note)}</small></p>")
+    return "\n".join(parts)
 
 
 def render_html(rep: dict, lang: str = "en") -> str:
@@ -207,6 +267,7 @@ def render_html(rep: dict, lang: str = "en") -> str:
             f'<h3><span translate="no">{esc(c["cluster"])}</span> — {esc(head)} <code translate="no">{esc(c["keeper"])}'
             f"</code></h3><ul>{ex}</ul>"
         )
+    media_html = _media_html(rep, t)
     pii = rep["pii"]
     ref = f'{esc(rep["dataset"])}@{esc(rep["version"][:12])}'
     nd = t("cr_no_data")
@@ -247,6 +308,7 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
        t("cr_pii_by_type"), "#a5563b", nd) if pii else f"<p>{esc(t('cr_no_pii'))}</p>"}
 <h2>{esc(t("cr_clusters"))}</h2>
 {"".join(clusters) or f"<p>{esc(t('cr_no_clusters'))}</p>"}
+{media_html}
 <script type="application/json" id="data">{esc(json.dumps(rep, ensure_ascii=False, default=str))}</script>
 </body></html>
 """
