@@ -185,8 +185,9 @@ def test_audio_quality_measures_silence_and_clipping_on_the_samples():
     silent = x.copy()
     silent[: int(len(x) * 0.8)] = 0
     clipped = np.clip(x * 4, -1, 1)
-    recs = [rec("clean", cg.audio_file(x)), rec("silent", cg.audio_file(silent)),
-            rec("clipped", cg.audio_file(clipped)), rec("vorbis", cg.audio_file(x, fmt="OGG", subtype="VORBIS"))]  # fmt: skip
+    files = {"clean": cg.audio_file(x), "silent": cg.audio_file(silent), "clipped": cg.audio_file(clipped),
+             "vorbis": cg.audio_file(x, fmt="OGG", subtype="VORBIS")}  # fmt: skip
+    recs = [rec(k, v) for k, v in files.items()]
     step = make_step("audio_quality")
     out = rejected(run_steps(recs, [step]))
     assert {k: v["code"] for k, v in out.items()} == {"silent": "audio_quality.silence",
@@ -252,7 +253,8 @@ def test_image_caption_recipe_through_the_cli_and_its_report(home, tmp_path):
     hist = rep["hash_distance_histogram"]["image"]
     assert sum(hist["counts"]) >= 1 and hist["threshold"] == 10
     page = html_path.read_text(encoding="utf-8")
-    assert "Removed near-duplicate media" in page and "<code>img1-near</code></td><td translate=\"no\"><code>img1" in page
+    assert "Removed near-duplicate media" in page
+    assert '<code>img1-near</code></td><td translate="no"><code>img1</code>' in page
     assert "Hash distances between pairs (images)" in page
     zh = cli("report", ref, "--out", str(tmp_path / "zh.html"), "--lang", "zh")
     assert zh["version"] == rep["version"]
