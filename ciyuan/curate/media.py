@@ -8,8 +8,9 @@ within a Hamming distance of another record's perceptual hash:
 - video: that hash of a few frames taken at fixed shares of the clip (``keyframe_hashes``), so a
   re-encoded or resized copy yields frames at the same moments;
 - audio: :func:`audio_hash`, the same DCT sign hash over a coarse log-mel spectrogram (32 time
-  segments x 32 mel bands): volume changes move only its DC term, re-encoding and resampling
-  barely move the band energies, different sounds differ in about half the bits.
+  segments x 32 mel bands, floored 40 dB below its loudest cell): volume changes move only its DC
+  term, re-encoding and resampling barely move the band energies, different sounds differ in
+  about half the bits.
 
 A record carries its bytes in ``media`` or, for a big object, a ``media_ref`` ("sha256:<hex>")
 into the blob store; :func:`media_bytes` reads either and says why when it cannot.
@@ -27,6 +28,7 @@ from ciyuan.curate.phash import hash_pixels, phash
 
 AUDIO_HASH_SEGMENTS = 32  # time segments of the audio hash's spectrogram
 AUDIO_HASH_BANDS = 32  # mel bands
+AUDIO_FLOOR_DB = 40.0  # band energies are floored this far below the loudest
 _FRAMES_PER_SEGMENT = 8  # FFT frames averaged per segment (bounded work for long clips)
 
 
@@ -298,4 +300,7 @@ def audio_hash(data: bytes) -> int:
         raise NoMedia("undecodable", f"audio does not decode: {exc}") from None
     if not len(x):
         raise NoMedia("undecodable", "audio decodes to no samples")
-    return hash_pixels(log_mel_segments(x.mean(axis=1), sr))
+    energy = log_mel_segments(x.mean(axis=1), sr)
+    # 40 dB below the loudest cell is silence alike: a lossy codec that strips the noise floor (Vorbis)
+    # otherwise moves a dozen bits of a copy's hash
+    return hash_pixels(np.maximum(energy, energy.max() - AUDIO_FLOOR_DB / 10))

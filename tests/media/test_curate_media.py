@@ -136,10 +136,10 @@ def test_audio_near_duplicates_by_acoustic_fingerprint():
     recs += [rec("a7-22k", cg.audio_file(cg.resample(x, 16000, 22050), rate=22050)),
              rec("a7-quiet", cg.audio_file(x * 0.4)),
              rec("a7-ogg", cg.audio_file(x, fmt="OGG", subtype="VORBIS"))]  # fmt: skip
-    step = make_step("media_near_dedup", {"threshold": 10})
+    step = make_step("media_near_dedup", {"threshold": 8})
     out = rejected(run_steps(recs, [step]))
     assert set(out) == {"a7-22k", "a7-quiet", "a7-ogg"}
-    assert all(r["reason"].endswith("of a7 (threshold 10)") for r in out.values())
+    assert all(r["reason"].endswith("of a7 (threshold 8)") for r in out.values())
 
 
 def test_a_media_ref_without_a_blob_store_is_skipped_with_its_reason():
