@@ -122,6 +122,7 @@ def report_cmd(
         rep = build_report(ref)
         path = out or Path(f"report-{rep['dataset']}-{rep['version'][:12]}.html")
         path.write_text(render_html(rep, language), encoding="utf-8")
+        rep.pop("thumbnails", None)  # pictures for the page, not for --json
         rep["html"] = str(path)
     emit(rep, as_json, lambda o: console.print(f"wrote {o['html']}"))
 

@@ -30,8 +30,16 @@ _OWN_STRINGS = {
 }
 
 
-def build_report(ref: str) -> dict:
-    """Per-step statistics from the manifest plus distributions read from the kept records."""
+THUMB_PAIRS = 24  # removed near duplicates shown with thumbnails beside what they duplicate
+THUMB_PX = 96
+
+
+def build_report(ref: str, thumbnails: bool = True) -> dict:
+    """Per-step statistics from the manifest plus distributions read from the kept records.
+
+    With ``thumbnails``, ``thumbnails`` maps the ids of the first removed near-duplicate images and
+    videos (and of what they duplicate) to small JPEG data URIs, for the HTML page only.
+    """
     from ciyuan.store import resolve
 
     v = resolve(ref)
@@ -89,6 +97,7 @@ def build_report(ref: str) -> dict:
     for c in clusters:
         c["examples"] = [{"id": m, "text": examples.get(m, "")} for m in c.get("members", [])[:3]]
     made = v.manifest.get("made_by", {})
+    thumbs = _thumbnails(v, media_dups["pairs"][:THUMB_PAIRS]) if thumbnails else {}
     return {
         "dataset": v.dataset,
         "version": v.id,
@@ -108,7 +117,53 @@ def build_report(ref: str) -> dict:
         "duplicate_clusters": sorted(clusters, key=lambda c: -c["size"])[:10],
         "media_near_duplicates": media_dups,
         "hash_distance_histogram": hash_hist,
+        "thumbnails": thumbs,
     }
+
+
+def _thumbnails(v, pairs: list[dict]) -> dict[str, str]:
+    """Small JPEG data URIs of the images and videos (their first frame) that ``pairs`` name.
+
+    Reads the kept and the rejected partitions once each, a batch at a time, and stops as soon as
+    every wanted record was seen; a record whose bytes do not decode simply gets no thumbnail.
+    """
+    want = {p[k] for p in pairs if p.get("modality") in ("image", "video") for k in ("removed", "kept")}
+    out: dict[str, str] = {}
+    for partition in ("shards", "rejected"):
+        if not want - set(out):
+            break
+        for rec in v.iter_records(columns=["id", "modality", "media"], partition=partition):
+            if rec["id"] in want and rec["id"] not in out and rec.get("media"):
+                uri = _thumb(rec["modality"], rec["media"])
+                if uri:
+                    out[rec["id"]] = uri
+                if not want - set(out):
+                    break
+    return out
+
+
+def _thumb(modality: str, data: bytes) -> str | None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        if modality == "video":
+            import av
+
+            with av.open(io.BytesIO(data)) as c:
+                im = next(c.decode(video=0)).to_image()
+        else:
+            im = Image.open(io.BytesIO(data))
+            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
+        im = im.convert("RGB")
+        im.thumbnail((THUMB_PX, THUMB_PX))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=70)
+    except Exception:  # noqa: BLE001 - a thumbnail is decoration: no picture rather than no report
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _media_duplicates(steps: list[dict]) -> tuple[dict, dict]:
@@ -189,9 +244,14 @@ def _media_html(rep: dict, t) -> str:
         name = t("cr_modality_" + m)
         return name if name != "cr_modality_" + m else m
 
+    thumbs = rep.get("thumbnails") or {}
+
+    def cell(rid: str) -> str:
+        img = f'<img src="{esc(thumbs[rid])}" alt="{esc(rid)}"><br>' if rid in thumbs else ""
+        return f'<td translate="no">{img}<code>{esc(rid)}</code></td>'
+
     rows = "".join(
-        f'<tr><td translate="no"><code>{esc(p["removed"])}</code></td><td translate="no"><code>{esc(p["kept"])}'
-        f'</code></td><td>{esc(mod(p["modality"]))}</td><td>{int(p["distance"])}</td></tr>'
+        f"<tr>{cell(p['removed'])}{cell(p['kept'])}<td>{esc(mod(p['modality']))}</td><td>{int(p['distance'])}</td></tr>"
         for p in dups.get("pairs", [])
     )
     parts = [f"<h2>{esc(t('cr_media_dups'))}</h2>"]
@@ -268,6 +328,7 @@ def render_html(rep: dict, lang: str = "en") -> str:
             f"</code></h3><ul>{ex}</ul>"
         )
     media_html = _media_html(rep, t)
+    data = {k: v for k, v in rep.items() if k != "thumbnails"}  # the pictures are on the page already
     pii = rep["pii"]
     ref = f'{esc(rep["dataset"])}@{esc(rep["version"][:12])}'
     nd = t("cr_no_data")
@@ -281,6 +342,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;t
 td:first-child,th:first-child,td.r,th.r{{text-align:left}} th,td:nth-child(-n+7){{white-space:nowrap}}
 svg{{font-size:12px;display:block;margin:1em 0}}
 code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
+table.dups td{{text-align:center;vertical-align:bottom}} table.dups img{{max-width:96px;max-height:96px}}
 </style></head><body>
 <h1>{esc(t("cr_title"))}</h1>
 <p><b translate="no">{ref}</b> · {esc(t("cr_parent"))} <code translate="no">{esc((rep["parent"] or "-")[:12])}</code>
@@ -309,6 +371,6 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 <h2>{esc(t("cr_clusters"))}</h2>
 {"".join(clusters) or f"<p>{esc(t('cr_no_clusters'))}</p>"}
 {media_html}
-<script type="application/json" id="data">{esc(json.dumps(rep, ensure_ascii=False, default=str))}</script>
+<script type="application/json" id="data">{esc(json.dumps(data, ensure_ascii=False, default=str))}</script>
 </body></html>
 """

@@ -253,8 +253,10 @@ def test_image_caption_recipe_through_the_cli_and_its_report(home, tmp_path):
     hist = rep["hash_distance_histogram"]["image"]
     assert sum(hist["counts"]) >= 1 and hist["threshold"] == 10
     page = html_path.read_text(encoding="utf-8")
-    assert "Removed near-duplicate media" in page
-    assert '<code>img1-near</code></td><td translate="no"><code>img1</code>' in page
+    assert "Removed near-duplicate media" in page and "thumbnails" not in rep  # pictures on the page only
+    row = page.split("<table class=dups>")[1].split("</table>")[0]
+    assert row.count('<img src="data:image/jpeg;base64,') == 2  # the removed copy beside its original
+    assert '<code>img1-near</code></td><td translate="no"><img' in row and "<code>img1</code></td>" in row
     assert "Hash distances between pairs (images)" in page
     zh = cli("report", ref, "--out", str(tmp_path / "zh.html"), "--lang", "zh")
     assert zh["version"] == rep["version"]
@@ -298,6 +300,7 @@ def test_video_clips_recipe_through_the_cli(home):
                      "clip3": "media_near_dedup.near_duplicate", "slow": "media_filter.low_fps",
                      "blip": "media_filter.too_short"}  # fmt: skip
     rep = cli("report", ref, "--out", str(home / "v.html"))
+    assert (home / "v.html").read_text(encoding="utf-8").count('<img src="data:image/jpeg;base64,') == 4
     assert {p["removed"]: p["kept"] for p in rep["media_near_duplicates"]["pairs"]} == {
         "clip2-small": "clip2", "clip3": "clip3-big"}  # fmt: skip
     assert "video" in rep["hash_distance_histogram"]
