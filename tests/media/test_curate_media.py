@@ -313,3 +313,17 @@ def test_steps_and_recipes_are_listed():
                      "caption_length": ["audio", "image", "video"], "media_exact_dedup": ["audio", "image", "video"],
                      "media_near_dedup": ["audio", "image", "video"]}  # fmt: skip
     assert {"image-caption", "speech-asr", "video-clips"} <= set(out["recipes"])
+
+
+def test_two_workers_make_the_same_version_as_one(home):
+    """The media steps' scans and plans go through worker processes unchanged (same version id)."""
+    from ciyuan.curate.curate import curate
+
+    recs = [rec(f"img{s}", cg.image_variants(s)["png"]) for s in range(5)]
+    near = encode(picture(2, (160, 120)), "JPEG", quality=50)
+    recs += [rec("img0-webp", cg.image_variants(0)["webp"]), rec("img2-near", near)]
+    v = build("two", recs)
+    one = curate(v.ref, "image-caption", workers=1)
+    two = curate(v.ref, "image-caption", workers=2)
+    assert one["version"] == two["version"] and one["rejected"] == 2
+    assert [s["rejected"] for s in two["steps"]] == [0, 0, 1, 1]
