@@ -13,14 +13,17 @@ within a Hamming distance of another record's perceptual hash:
   about half the bits.
 
 A record carries its bytes in ``media`` or, for a big object, a ``media_ref`` ("sha256:<hex>")
-into the blob store; :func:`media_bytes` reads either and says why when it cannot.
+into the blob store; :func:`open_media` opens either and says why when it cannot.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
+from typing import BinaryIO
 
 import numpy as np
 
@@ -40,28 +43,49 @@ class NoMedia(Exception):
         self.reason = reason
 
 
-def media_bytes(record: dict) -> bytes:
-    """The record's media bytes: inline ``media``, else the blob its ``media_ref`` names."""
+Media = bytes | BinaryIO  # what the decoders take: the bytes, or a seekable file (a blob, read lazily)
+
+
+def _file(src: Media):
+    """A seekable file at its start for ``src`` (each decoder attempt reads from the beginning)."""
+    if isinstance(src, bytes | bytearray | memoryview):
+        return io.BytesIO(src)
+    src.seek(0)
+    return src
+
+
+@contextmanager
+def open_media(record: dict) -> Iterator[Media]:
+    """The record's media: its inline ``media`` bytes, else the blob its ``media_ref`` names, opened
+    as a file so a 2 GB video is decoded from storage, never loaded whole."""
     data = record.get("media")
     if data:
-        return bytes(data)
+        yield bytes(data)
+        return
     ref = record.get("media_ref")
+    rid = record.get("id")
     if not ref:
-        raise NoMedia("no_media", f"record {record.get('id')}: no media bytes and no media_ref")
+        raise NoMedia("no_media", f"record {rid}: no media bytes and no media_ref")
     try:
-        from ciyuan.store import blobs  # added beside the store for large media objects
+        from ciyuan.store import blobs  # the content-addressed store of large media objects
     except ImportError:
-        raise NoMedia(
-            "blob_unavailable", f"record {record.get('id')}: media_ref {ref} needs ciyuan.store.blobs, not installed"
-        ) from None
-    for name in ("read_blob", "read", "get_blob", "load"):
-        fn = getattr(blobs, name, None)
-        if callable(fn):
-            try:
-                return bytes(fn(ref))
-            except Exception as exc:  # a missing or damaged blob is a reason, not a crash
-                raise NoMedia("blob_unreadable", f"record {record.get('id')}: blob {ref}: {exc}") from None
-    raise NoMedia("blob_unavailable", f"record {record.get('id')}: ciyuan.store.blobs has no reader for {ref}")
+        why = f"record {rid}: media_ref {ref} needs ciyuan.store.blobs, not installed"
+        raise NoMedia("blob_unavailable", why) from None
+    store, digest_of = getattr(blobs, "BlobStore", None), getattr(blobs, "digest_of", None)
+    if store is None or digest_of is None:
+        raise NoMedia("blob_unavailable", f"record {rid}: ciyuan.store.blobs has no BlobStore to read {ref}")
+    try:
+        fh = store().open(digest_of(ref))
+    except Exception as exc:  # a missing or misnamed blob is a reason, not a crash
+        raise NoMedia("blob_unreadable", f"record {rid}: blob {ref}: {exc}") from None
+    with fh:
+        yield fh
+
+
+def media_bytes(record: dict) -> bytes:
+    """The record's media bytes, read whole (for callers that need them in memory)."""
+    with open_media(record) as src:
+        return src if isinstance(src, bytes) else src.read()
 
 
 # decoded content ---------------------------------------------------------------------------------
@@ -71,7 +95,7 @@ def _digest(h) -> int:
     return int.from_bytes(h.digest(), "big")
 
 
-def image_content_key(data: bytes) -> int:
+def image_content_key(data: Media) -> int:
     """64-bit hash of the displayed pixels: size, a lossless common mode, raw pixels, frame count.
 
     Palette, grey and RGB pictures of the same colours hash alike (each is converted to RGB, or RGBA
@@ -79,7 +103,7 @@ def image_content_key(data: bytes) -> int:
     """
     from PIL import Image, ImageOps
 
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(_file(data)) as im:
         frames = getattr(im, "n_frames", 1)
         shown = ImageOps.exif_transpose(im)
         has_alpha = "A" in shown.mode or "transparency" in shown.info
@@ -93,19 +117,19 @@ def image_content_key(data: bytes) -> int:
         return _digest(h)
 
 
-def decode_audio(data: bytes, dtype: str = "float32") -> tuple[np.ndarray, int]:
+def decode_audio(data: Media, dtype: str = "float32") -> tuple[np.ndarray, int]:
     """``(samples[frames, channels], sample_rate)`` by soundfile, or PyAV for what it cannot read."""
     import soundfile as sf
 
     try:
-        x, sr = sf.read(io.BytesIO(data), dtype=dtype, always_2d=True)
+        x, sr = sf.read(_file(data), dtype=dtype, always_2d=True)
         return x, int(sr)
     except Exception:  # noqa: BLE001 - not a libsndfile format (AAC, Opus in MP4...): try PyAV
         pass
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as c:
+        with av.open(_file(data)) as c:
             if not c.streams.audio:
                 raise NoMedia("no_audio_stream", "no audio stream")
             st = c.streams.audio[0]
@@ -127,7 +151,7 @@ def decode_audio(data: bytes, dtype: str = "float32") -> tuple[np.ndarray, int]:
     return x.astype(dtype if dtype.startswith("float") else np.float32), int(sr)
 
 
-def audio_content_key(data: bytes) -> int:
+def audio_content_key(data: Media) -> int:
     """64-bit hash of the PCM samples and their rate: a WAV and a FLAC of the same samples agree.
 
     Read as 32-bit integers, which hold 8-, 16- and 24-bit PCM exactly.
@@ -136,7 +160,7 @@ def audio_content_key(data: bytes) -> int:
 
     h = hashlib.blake2b(digest_size=8)
     try:
-        x, sr = sf.read(io.BytesIO(data), dtype="int32", always_2d=True)
+        x, sr = sf.read(_file(data), dtype="int32", always_2d=True)
         h.update(f"audio:{sr}:{x.shape[1]}:".encode())
         h.update(np.ascontiguousarray(x).tobytes())
     except Exception:  # noqa: BLE001 - a format soundfile cannot read: decoded floats through PyAV
@@ -146,13 +170,13 @@ def audio_content_key(data: bytes) -> int:
     return _digest(h)
 
 
-def video_content_key(data: bytes) -> int:
+def video_content_key(data: Media) -> int:
     """64-bit hash of every decoded frame's pixels (RGB) in order, streamed frame by frame."""
     import av
 
     h = hashlib.blake2b(digest_size=8)
     try:
-        with av.open(io.BytesIO(data)) as c:
+        with av.open(_file(data)) as c:
             if not c.streams.video:
                 raise NoMedia("no_video_stream", "no video stream")
             st = c.streams.video[0]
@@ -172,7 +196,7 @@ def video_content_key(data: bytes) -> int:
     return _digest(h)
 
 
-def content_key(modality: str, data: bytes) -> int:
+def content_key(modality: str, data: Media) -> int:
     """The decoded-content key of media bytes of ``modality``."""
     try:
         if modality == "image":
@@ -191,14 +215,14 @@ def content_key(modality: str, data: bytes) -> int:
 # perceptual hashes -------------------------------------------------------------------------------
 
 
-def image_hash(data: bytes) -> int:
+def image_hash(data: Media) -> int:
     try:
-        return phash(data)
+        return phash(data if isinstance(data, bytes) else _file(data))
     except Exception as exc:
         raise NoMedia("undecodable", f"image does not decode: {exc}") from None
 
 
-def keyframe_hashes(data: bytes, frames: int = 4) -> list[int]:
+def keyframe_hashes(data: Media, frames: int = 4) -> list[int]:
     """Perceptual hashes of ``frames`` frames at the middles of equal shares of the clip.
 
     Seeks to each moment (a long clip is not decoded whole) and hashes the first frame at or after
@@ -207,7 +231,7 @@ def keyframe_hashes(data: bytes, frames: int = 4) -> list[int]:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as c:
+        with av.open(_file(data)) as c:
             if not c.streams.video:
                 raise NoMedia("no_video_stream", "no video stream")
             st = c.streams.video[0]
@@ -290,7 +314,7 @@ def log_mel_segments(x: np.ndarray, sr: int) -> np.ndarray:
     return out
 
 
-def audio_hash(data: bytes) -> int:
+def audio_hash(data: Media) -> int:
     """The 64-bit acoustic fingerprint of audio bytes (see the module docstring)."""
     try:
         x, sr = decode_audio(data)

@@ -142,19 +142,21 @@ def test_audio_near_duplicates_by_acoustic_fingerprint():
     assert all(r["reason"].endswith("of a7 (threshold 8)") for r in out.values())
 
 
-def test_a_media_ref_without_a_blob_store_is_skipped_with_its_reason():
+def test_a_media_ref_that_cannot_be_read_is_skipped_with_its_reason(home):
+    """Without the blob store the reference cannot be read; with it, a blob that is not there cannot."""
     import importlib.util
 
-    if importlib.util.find_spec("ciyuan.store.blobs") is not None:
-        pytest.skip("the blob store exists: the reference is read, not skipped")
+    with_store = importlib.util.find_spec("ciyuan.store.blobs") is not None
+    missing = "sha256:" + "0" * 64
+    reason, says = ("blob_unreadable", missing) if with_store else ("blob_unavailable", "ciyuan.store.blobs")
     png = cg.image_variants(1)["png"]
-    ref = {"id": "big", "modality": "image", "media": None, "media_ref": "sha256:" + "0" * 64, "meta": {}}
+    ref = {"id": "big", "modality": "image", "media": None, "media_ref": missing, "meta": {}}
     for name in ("media_exact_dedup", "media_near_dedup"):
         step = make_step(name)
         out = run_steps([rec("a", png), dict(ref)], [step])
         assert not rejected(out)
-        assert step.stats.counters["skipped_blob_unavailable"] == 1
-        assert "ciyuan.store.blobs" in step.stats.extra["skipped"]["big"]
+        assert step.stats.counters[f"skipped_{reason}"] == 1
+        assert says in step.stats.extra["skipped"]["big"]
 
 
 # filters -------------------------------------------------------------------------------------------
@@ -327,3 +329,19 @@ def test_two_workers_make_the_same_version_as_one(home):
     two = curate(v.ref, "image-caption", workers=2)
     assert one["version"] == two["version"] and one["rejected"] == 2
     assert [s["rejected"] for s in two["steps"]] == [0, 0, 1, 1]
+
+
+def test_media_in_the_blob_store_is_decoded_from_its_file(home):
+    """A big object kept as a blob (``media_ref``) is compared by its decoded content like inline bytes."""
+    blobs = pytest.importorskip("ciyuan.store.blobs", reason="the blob store is not on this branch yet")
+    v = cg.image_variants(4)
+    digest = blobs.BlobStore().put(v["webp"])
+    big = dict(rec("blob", v["webp"]), media=None, media_ref=blobs.ref_of(digest))
+    out = rejected(run_steps([rec("inline", v["png"]), big], [make_step("media_exact_dedup")]))
+    assert set(out) == {"blob"}
+    x = cg.melody(2)
+    digest = blobs.BlobStore().put(cg.audio_file(x, fmt="FLAC"))
+    audio = dict(rec("a", cg.audio_file(x, fmt="FLAC")), media=None, media_ref=blobs.ref_of(digest))
+    step = make_step("audio_quality")
+    run_steps([audio], [step])
+    assert audio["meta"]["audio_quality"]["silence_ratio"] == 0.0 and not step.stats.counters

@@ -55,7 +55,8 @@ class MediaExactDedup(ExactDedup):
             row = len(ids)
             ids.append(r["id"])
             try:
-                keys.append(media.content_key(modality_of(r), media.media_bytes(r)))
+                with media.open_media(r) as src:
+                    keys.append(media.content_key(modality_of(r), src))
                 rows.append(row)
             except media.NoMedia as exc:
                 skipped[r["id"]] = [exc.reason, str(exc)]
@@ -134,12 +135,12 @@ class MediaNearDedup(GlobalStep):
     def hashes(self, record: dict) -> list[int]:
         """The record's perceptual hashes: one for an image or audio clip, ``video_frames`` for a video."""
         m = modality_of(record)
-        data = media.media_bytes(record)
-        if m == "image":
-            return [media.image_hash(data)]
-        if m == "audio":
-            return [media.audio_hash(data)]
-        return media.keyframe_hashes(data, self.video_frames)
+        with media.open_media(record) as src:
+            if m == "image":
+                return [media.image_hash(src)]
+            if m == "audio":
+                return [media.audio_hash(src)]
+            return media.keyframe_hashes(src, self.video_frames)
 
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
         """Write each hashable record's hashes (one row per hash slot), modality and keep rank."""

@@ -140,7 +140,8 @@ class AudioQuality(Step):
 
     def process(self, record: dict) -> None:
         try:
-            x, sr = media.decode_audio(media.media_bytes(record))
+            with media.open_media(record) as src:
+                x, sr = media.decode_audio(src)
         except media.NoMedia as exc:
             self.stats.counters[f"skipped_{exc.reason}"] += 1
             self.stats.extra.setdefault("skipped", {})[record["id"]] = str(exc)
