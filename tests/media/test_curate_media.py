@@ -345,3 +345,11 @@ def test_media_in_the_blob_store_is_decoded_from_its_file(home):
     step = make_step("audio_quality")
     run_steps([audio], [step])
     assert audio["meta"]["audio_quality"]["silence_ratio"] == 0.0 and not step.stats.counters
+
+
+def test_media_steps_over_text_only_records_let_them_all_by():
+    recs = [{"id": f"t{i}", "text": "the same words", "meta": {}} for i in range(3)]
+    for name in ("media_exact_dedup", "media_near_dedup", "media_filter", "caption_length"):
+        step = make_step(name)
+        assert not rejected(run_steps([dict(r, meta={}) for r in recs], [step]))
+        assert step.stats.seen == 0 and step.stats.not_applicable == {"text": 3}, name
