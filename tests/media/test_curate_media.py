@@ -15,7 +15,7 @@ from media_gen import encode, near_copies, picture
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
-from ciyuan.curate.phash import all_pairs
+from ciyuan.curate.phash import all_pairs, choose_layout
 from ciyuan.curate.pipeline import run_steps
 from ciyuan.curate.steps import make_step
 from ciyuan.ingest.probe import probe
@@ -90,7 +90,7 @@ def test_image_near_duplicates_by_hamming_distance_are_removed_beside_what_they_
         r = next(x for x in recs if x["id"] == rid)
         assert r["meta"]["near_dup_of"] == keeper and out[rid]["code"] == "media_near_dedup.near_duplicate"
     hist = step.stats.extra["distance_histogram"]["image"]
-    assert sum(hist["counts"][:13]) >= len(copies) and len(hist["counts"]) == 21
+    assert sum(hist["counts"][:13]) >= len(copies) and len(hist["counts"]) == 17
 
 
 def test_keep_largest_keeps_the_biggest_copy():
@@ -107,16 +107,25 @@ def test_the_step_finds_the_same_pairs_as_all_pairs_without_comparing_them_all()
     near = base ^ np.bitwise_xor.reduce(flips, axis=1)  # a copy a few bits away from each
     h = np.concatenate([base, near])
     step = make_step("media_near_dedup", {"threshold": 8, "histogram_radius": 8})
-    i, j, d = step._pairs(h[:, None], 1)
+    i, j, d = step._pairs(h[:, None], 1, 8)
     ref = all_pairs(h, 8)
+    assert choose_layout(8, len(h)) is not None  # the step searched the multi-index, not all pairs
     assert np.array_equal(np.stack([i, j, d], axis=1)[np.lexsort((j, i))], ref)
     # video: the mean over aligned frames, found through each position's index
     frames = rng.integers(0, 2**63, (400, 4), dtype=np.uint64)
     frames[200:] = frames[:200] ^ (np.uint64(1) << rng.integers(0, 64, (200, 4)).astype(np.uint64))
-    i, j, d = step._pairs(frames, 4)
+    i, j, d = step._pairs(frames, 4, 8)
     brute = np.bitwise_count(frames[:, None, :] ^ frames[None, :, :]).sum(axis=2)
     want = {(a, b) for a, b in zip(*np.nonzero((2 * brute + 4) // 8 <= 8), strict=True) if a < b}
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == want
+
+
+def test_the_histogram_radius_never_forces_all_pairs_on_a_large_input():
+    step = make_step("media_near_dedup", {"threshold": 10, "histogram_radius": 24})
+    assert step.search_radius(300) == 24  # small: all pairs is the cheaper plan anyway
+    r = step.search_radius(100_000)
+    assert 10 <= r < 24 and choose_layout(r, 100_000) is not None
+    assert make_step("media_near_dedup", {"threshold": 10}).search_radius(100_000) == 16
 
 
 def test_video_near_duplicates_by_keyframe_hashes():

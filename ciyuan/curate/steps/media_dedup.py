@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ciyuan.curate import media
-from ciyuan.curate.phash import HammingIndex
+from ciyuan.curate.phash import HammingIndex, choose_layout
 from ciyuan.curate.scratch import Scratch, node, split
 from ciyuan.curate.steps.base import GlobalStep, Param, modality_of
 from ciyuan.curate.steps.exact_dedup import ExactDedup
@@ -34,6 +34,7 @@ from ciyuan.errors import InvalidInput
 
 MEDIA: frozenset[str] = frozenset({"image", "audio", "video"})
 MAX_REPORTED_PAIRS = 200  # removed near duplicates listed in the report, beside what they duplicate
+SMALL_INPUT = 5_000  # hashes up to which comparing all pairs costs nothing worth avoiding
 
 
 class MediaExactDedup(ExactDedup):
@@ -116,8 +117,9 @@ class MediaNearDedup(GlobalStep):
         Param("threshold", "int", 10, "Hamming distance (of 64 bits) at or below which two records are duplicates."),
         Param("video_frames", "int", 4, "Frames hashed per video clip (at the middles of equal shares of it)."),
         Param("keep", "str", "first", "Which record of a duplicate group survives.", ("first", "largest")),
-        Param("histogram_radius", "int", 20,
-              "Distances counted in the report's histogram go up to this (at least the threshold)."),  # fmt: skip
+        Param("histogram_radius", "int", 16,
+              "Distances counted in the report's histogram go up to this (at least the threshold; lowered on "
+              "a large input to what the index searches without comparing all pairs)."),  # fmt: skip
     )
 
     def setup(self) -> None:
@@ -131,6 +133,15 @@ class MediaNearDedup(GlobalStep):
     @property
     def radius(self) -> int:
         return min(32, max(self.threshold, self.histogram_radius))
+
+    def search_radius(self, n: int) -> int:
+        """The histogram radius for ``n`` hashes: lowered (never below the threshold) until the
+        multi-index has a layout, so a large input is never compared all pairs for the histogram's
+        sake; a small one (where all pairs is the cheaper plan) keeps the full radius."""
+        r = self.radius
+        while r > self.threshold and n > SMALL_INPUT and choose_layout(r, n) is None:
+            r -= 1
+        return r
 
     def hashes(self, record: dict) -> list[int]:
         """The record's perceptual hashes: one for an image or audio clip, ``video_frames`` for a video."""
@@ -184,8 +195,9 @@ class MediaNearDedup(GlobalStep):
             if not len(pos):
                 continue
             frames = self.video_frames if mod == "video" else 1
-            i, j, d = self._pairs(hashes[pos], frames)
-            histogram[mod] = np.bincount(d, minlength=self.radius + 1)[: self.radius + 1].tolist()
+            r = self.search_radius(len(pos))
+            i, j, d = self._pairs(hashes[pos], frames, r)
+            histogram[mod] = np.bincount(d, minlength=r + 1)[: r + 1].tolist()
             near = d <= self.threshold
             drops.update(self._greedy(pos, pos[i[near]], pos[j[near]], d[near], nodes, sizes))
         by_shard: list[dict] = [{"drop": {}, "skipped": p.get("skipped", {})} for p in parts]
@@ -201,15 +213,15 @@ class MediaNearDedup(GlobalStep):
         summary = {"threshold": self.threshold, "pairs": pairs, "removed": len(drops), "histogram": hist}
         return True, {"by_shard": by_shard, **summary}
 
-    def _pairs(self, h: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pair (i < j) of rows within the histogram radius, with its distance.
+    def _pairs(self, h: np.ndarray, frames: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pair (i < j) of rows within ``radius``, with its distance.
 
         One frame position indexed at a time; a pair found at any position is then measured over all
         of them (mean of the aligned frames' distances, rounded half up).
         """
         found = []
         for f in range(frames):
-            idx = HammingIndex(self.radius)
+            idx = HammingIndex(radius)
             idx.add(h[:, f])
             found.append(idx.pairs()[:, :2])
         ij = np.unique(np.concatenate(found), axis=0) if found else np.empty((0, 2), np.int64)
@@ -219,7 +231,7 @@ class MediaNearDedup(GlobalStep):
         i, j = ij[:, 0], ij[:, 1]
         total = np.bitwise_count(h[i, :frames] ^ h[j, :frames]).sum(axis=1).astype(np.int64)
         d = (2 * total + frames) // (2 * frames)
-        keep = d <= self.radius
+        keep = d <= radius
         return i[keep], j[keep], d[keep]
 
     def _greedy(self, pos, a, b, d, nodes, sizes) -> dict[int, tuple[int, int]]:
