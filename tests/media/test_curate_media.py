@@ -90,7 +90,7 @@ def test_image_near_duplicates_by_hamming_distance_are_removed_beside_what_they_
         r = next(x for x in recs if x["id"] == rid)
         assert r["meta"]["near_dup_of"] == keeper and out[rid]["code"] == "media_near_dedup.near_duplicate"
     hist = step.stats.extra["distance_histogram"]["image"]
-    assert sum(hist["counts"][:13]) >= len(copies) and len(hist["counts"]) == 17
+    assert sum(hist["counts"][:13]) >= len(copies) and len(hist["counts"]) == 21
 
 
 def test_keep_largest_keeps_the_biggest_copy():
@@ -120,12 +120,19 @@ def test_the_step_finds_the_same_pairs_as_all_pairs_without_comparing_them_all()
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == want
 
 
-def test_the_histogram_radius_never_forces_all_pairs_on_a_large_input():
+def test_the_histogram_counts_every_pair_when_small_and_the_sampled_rows_pairs_when_large():
+    rng = np.random.default_rng(8)
+    h = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    h[150:] = h[:150] ^ (np.uint64(1) << rng.integers(0, 64, 150).astype(np.uint64))
     step = make_step("media_near_dedup", {"threshold": 10, "histogram_radius": 24})
-    assert step.search_radius(300) == 24  # small: all pairs is the cheaper plan anyway
-    r = step.search_radius(100_000)
-    assert 10 <= r < 24 and choose_layout(r, 100_000) is not None
-    assert make_step("media_near_dedup", {"threshold": 10}).search_radius(100_000) == 16
+    counts, k = step._histogram(h[:, None], 1)
+    ref = all_pairs(h, 24)
+    assert k == 300 and counts == np.bincount(ref[:, 2], minlength=25).tolist()
+    small = make_step("media_near_dedup", {"threshold": 10, "histogram_radius": 24, "histogram_sample": 30})
+    counts, k = small._histogram(h[:, None], 1)
+    picked = set(np.unique(np.linspace(0, 299, 30).astype(np.int64)).tolist())
+    want = [row for row in ref.tolist() if row[0] in picked or row[1] in picked]
+    assert k == 30 and counts == np.bincount([d for _, _, d in want], minlength=25).tolist()
 
 
 def test_video_near_duplicates_by_keyframe_hashes():

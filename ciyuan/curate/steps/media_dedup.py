@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ciyuan.curate import media
-from ciyuan.curate.phash import HammingIndex, choose_layout
+from ciyuan.curate.phash import HammingIndex
 from ciyuan.curate.scratch import Scratch, node, split
 from ciyuan.curate.steps.base import GlobalStep, Param, modality_of
 from ciyuan.curate.steps.exact_dedup import ExactDedup
@@ -34,7 +34,7 @@ from ciyuan.errors import InvalidInput
 
 MEDIA: frozenset[str] = frozenset({"image", "audio", "video"})
 MAX_REPORTED_PAIRS = 200  # removed near duplicates listed in the report, beside what they duplicate
-SMALL_INPUT = 5_000  # hashes up to which comparing all pairs costs nothing worth avoiding
+_HIST_CHUNK = 2_000_000  # distances the histogram computes at once (16 MB of uint64)
 
 
 class MediaExactDedup(ExactDedup):
@@ -117,9 +117,10 @@ class MediaNearDedup(GlobalStep):
         Param("threshold", "int", 10, "Hamming distance (of 64 bits) at or below which two records are duplicates."),
         Param("video_frames", "int", 4, "Frames hashed per video clip (at the middles of equal shares of it)."),
         Param("keep", "str", "first", "Which record of a duplicate group survives.", ("first", "largest")),
-        Param("histogram_radius", "int", 16,
-              "Distances counted in the report's histogram go up to this (at least the threshold; lowered on "
-              "a large input to what the index searches without comparing all pairs)."),  # fmt: skip
+        Param("histogram_radius", "int", 20, "The report's distance histogram goes up to this (>= the threshold)."),
+        Param("histogram_sample", "int", 2000,
+              "The histogram counts the pairs of up to this many records (evenly spaced) with every other "
+              "record: exact for inputs this small, linear in the input beyond."),  # fmt: skip
     )
 
     def setup(self) -> None:
@@ -133,15 +134,6 @@ class MediaNearDedup(GlobalStep):
     @property
     def radius(self) -> int:
         return min(32, max(self.threshold, self.histogram_radius))
-
-    def search_radius(self, n: int) -> int:
-        """The histogram radius for ``n`` hashes: lowered (never below the threshold) until the
-        multi-index has a layout, so a large input is never compared all pairs for the histogram's
-        sake; a small one (where all pairs is the cheaper plan) keeps the full radius."""
-        r = self.radius
-        while r > self.threshold and n > SMALL_INPUT and choose_layout(r, n) is None:
-            r -= 1
-        return r
 
     def hashes(self, record: dict) -> list[int]:
         """The record's perceptual hashes: one for an image or audio clip, ``video_frames`` for a video."""
@@ -189,17 +181,15 @@ class MediaNearDedup(GlobalStep):
         sizes = np.concatenate([sc.load("near-sizes", s) for s in range(len(parts))])
         hashes = np.concatenate([sc.load("near-hashes", s) for s in range(len(parts))])
         drops: dict[int, tuple[int, int]] = {}  # position -> (keeper position, distance)
-        histogram: dict[str, list[int]] = {}
+        histogram: dict[str, tuple[list[int], int]] = {}
         for code, mod in enumerate(_MODS):
             pos = np.nonzero(mods == code)[0]
             if not len(pos):
                 continue
             frames = self.video_frames if mod == "video" else 1
-            r = self.search_radius(len(pos))
-            i, j, d = self._pairs(hashes[pos], frames, r)
-            histogram[mod] = np.bincount(d, minlength=r + 1)[: r + 1].tolist()
-            near = d <= self.threshold
-            drops.update(self._greedy(pos, pos[i[near]], pos[j[near]], d[near], nodes, sizes))
+            i, j, d = self._pairs(hashes[pos], frames, self.threshold)
+            histogram[mod] = self._histogram(hashes[pos], frames)
+            drops.update(self._greedy(pos, pos[i], pos[j], d, nodes, sizes))
         by_shard: list[dict] = [{"drop": {}, "skipped": p.get("skipped", {})} for p in parts]
         named = sorted({int(nodes[p]) for kv in drops.items() for p in (kv[0], kv[1][0])})
         name = dict(zip(named, sc.ids_of(np.asarray(named, dtype=np.uint64)), strict=True)) if named else {}
@@ -209,7 +199,11 @@ class MediaNearDedup(GlobalStep):
             by_shard[int(split(nodes[p : p + 1])[0][0])]["drop"][removed] = [kept, dist]
             if len(pairs) < MAX_REPORTED_PAIRS:
                 pairs.append({"removed": removed, "kept": kept, "distance": dist, "modality": _MODS[int(mods[p])]})
-        hist = {m: {"distances": list(range(len(c))), "counts": c} for m, c in histogram.items()}
+        hist = {
+            m: {"distances": list(range(len(c))), "counts": c, "records": int((mods == _MODS.index(m)).sum()),
+                "sampled": k}
+            for m, (c, k) in histogram.items()
+        }  # fmt: skip
         summary = {"threshold": self.threshold, "pairs": pairs, "removed": len(drops), "histogram": hist}
         return True, {"by_shard": by_shard, **summary}
 
@@ -233,6 +227,33 @@ class MediaNearDedup(GlobalStep):
         d = (2 * total + frames) // (2 * frames)
         keep = d <= radius
         return i[keep], j[keep], d[keep]
+
+    def _histogram(self, h: np.ndarray, frames: int) -> tuple[list[int], int]:
+        """Pairs by distance up to the radius: every pair when the input has at most
+        ``histogram_sample`` rows, else every pair with one of that many evenly spaced rows.
+
+        ``(counts, rows sampled)``. Compared by brute force in chunks (sample x rows popcounts), so
+        the cost is linear in the input and the radius costs nothing (the dedup's index search is
+        not widened for the histogram's sake).
+        """
+        n = len(h)
+        r = self.radius
+        k = min(n, max(1, self.histogram_sample))
+        picked = np.unique(np.linspace(0, n - 1, k).astype(np.int64)) if n else np.zeros(0, np.int64)
+        in_sample = np.zeros(n, dtype=bool)
+        in_sample[picked] = True
+        counts = np.zeros(r + 1, dtype=np.int64)
+        cols = np.arange(n)
+        step = max(1, _HIST_CHUNK // max(1, n * frames))
+        for s0 in range(0, len(picked), step):
+            rows = picked[s0 : s0 + step]
+            total = np.bitwise_count(h[rows, None, :frames] ^ h[None, :, :frames]).sum(axis=2).astype(np.int64)
+            d = (2 * total + frames) // (2 * frames)
+            # each unordered pair once: with a later row, or with a row outside the sample
+            once = (cols[None, :] > rows[:, None]) | ~in_sample[None, :]
+            d = d[once]
+            counts += np.bincount(d[d <= r], minlength=r + 1)[: r + 1]
+        return counts.tolist(), len(picked)
 
     def _greedy(self, pos, a, b, d, nodes, sizes) -> dict[int, tuple[int, int]]:
         """Drop, in keep order, every record with an earlier kept neighbour; name the nearest one."""
