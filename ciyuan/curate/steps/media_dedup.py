@@ -118,7 +118,7 @@ class MediaNearDedup(GlobalStep):
         Param("video_frames", "int", 4, "Frames hashed per video clip (at the middles of equal shares of it)."),
         Param("keep", "str", "first", "Which record of a duplicate group survives.", ("first", "largest")),
         Param("histogram_radius", "int", 20, "The report's distance histogram goes up to this (>= the threshold)."),
-        Param("histogram_sample", "int", 2000,
+        Param("histogram_sample", "int", 1000,
               "The histogram counts the pairs of up to this many records (evenly spaced) with every other "
               "record: exact for inputs this small, linear in the input beyond."),  # fmt: skip
     )
