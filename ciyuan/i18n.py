@@ -380,6 +380,8 @@ EN: dict[str, str] = {
     "cr_distance": "Distance",
     "cr_more_pairs": "{n} more removed; the first {shown} are listed.",
     "cr_no_media_dups": "No near-duplicate media removed.",
+    "cr_hash_hist_sampled": "Counted over the pairs of {sampled} of the {records} records (evenly spaced) "
+    "with every other record.",
     "cr_modality_image": "images",
     "cr_modality_audio": "audio",
     "cr_modality_video": "video",
@@ -746,6 +748,7 @@ ZH: dict[str, str] = {
     "cr_distance": "距离",
     "cr_more_pairs": "另有 {n} 条被去除；此处列出前 {shown} 条。",
     "cr_no_media_dups": "未去除近似重复媒体。",
+    "cr_hash_hist_sampled": "统计的是 {records} 条记录中均匀抽取的 {sampled} 条与其余所有记录构成的记录对。",
     "cr_modality_image": "图像",
     "cr_modality_audio": "音频",
     "cr_modality_video": "视频",

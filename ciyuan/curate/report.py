@@ -272,6 +272,8 @@ def _media_html(rep: dict, t) -> str:
         labels = [f"{d}{' ≤' if thr is not None and d <= thr else ''}" for d in h.get("distances", [])]
         parts.append(_bars(labels, list(h.get("counts", [])), title, "#7a5aa5", t("cr_no_data")))
         note = t("cr_hash_hist_note", radius=len(h.get("counts", [])) - 1, threshold=thr)
+        if h.get("sampled") is not None and h.get("records") and h["sampled"] < h["records"]:
+            note += " " + t("cr_hash_hist_sampled", sampled=h["sampled"], records=h["records"])
         parts.append(f"<p><small>{esc(note)}</small></p>")
     return "\n".join(parts)
 

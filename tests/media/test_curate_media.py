@@ -369,3 +369,15 @@ def test_media_steps_over_text_only_records_let_them_all_by():
         step = make_step(name)
         assert not rejected(run_steps([dict(r, meta={}) for r in recs], [step]))
         assert step.stats.seen == 0 and step.stats.not_applicable == {"text": 3}, name
+
+
+def test_the_report_says_when_the_histogram_was_sampled():
+    from ciyuan.curate.report import _media_html
+    from ciyuan.i18n import Translator
+
+    rep = {"media_near_duplicates": {"threshold": 10, "removed": 0, "pairs": []},
+           "hash_distance_histogram": {"image": {"distances": [0, 1], "counts": [3, 4], "threshold": 10,
+                                                 "records": 5000, "sampled": 1000}}}  # fmt: skip
+    en, zh = _media_html(rep, Translator("en")), _media_html(rep, Translator("zh"))
+    assert "1000 of the 5000 records" in en and "No near-duplicate media removed." in en
+    assert "5000 条记录中均匀抽取的 1000 条" in zh and "<svg" in zh
