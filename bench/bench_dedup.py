@@ -167,7 +167,8 @@ def run_datatrove(data: Path, work: Path, workers: int, dtpython: str) -> dict:
             "_kept": _ids(work / "dt" / "kept")}  # fmt: skip
 
 
-def compare(name: str, data: Path, pairs: list[dict], workers: int, dtpython: str, keep: bool) -> dict:
+def compare(name: str, data: Path, pairs: list[dict], workers: int, dtpython: str, keep: bool,
+            tools: set[str] | None = None) -> dict:  # fmt: skip
     all_ids = _ids(data)
     mb = sum(p.stat().st_size for p in data.glob("*.jsonl")) / 1e6
     result: dict = {"corpus": name, "docs": len(all_ids), "mb": round(mb, 1), "planted_pairs": len(pairs),
@@ -182,7 +183,7 @@ def compare(name: str, data: Path, pairs: list[dict], workers: int, dtpython: st
                           for k in ("wall_s", "cpu_s")}  # fmt: skip
         cy["files_to_files"] = files_to_files
         result["ciyuan"] = cy
-        if Path(dtpython).exists():
+        if "datatrove" in (tools or {"datatrove"}) and Path(dtpython).exists():
             (work / "dt").mkdir()
             dt = run_datatrove(data, work, workers, dtpython)
             kept = dt.pop("_kept")
@@ -245,21 +246,24 @@ def main() -> None:
     ap.add_argument("--dtpython", default="/tmp/dtvenv/bin/python")
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
     ap.add_argument("--out", help="also write the results as JSON here")
+    ap.add_argument("--tools", default="ciyuan,datatrove", help="ciyuan alone gives its figures without ratios")
     args = ap.parse_args()
     _subreaper()
+    tools = set(args.tools.split(","))
 
     results = []
     real = Path(args.real)
     if (real / "pairs.jsonl").exists():
         pairs = [json.loads(line) for line in (real / "pairs.jsonl").read_text().splitlines()]
-        results.append(compare("real", real / "data", pairs, args.workers, args.dtpython, args.keep))
+        results.append(compare("real", real / "data", pairs, args.workers, args.dtpython, args.keep, tools))
         print(json.dumps(results[-1], indent=2), flush=True)
     else:
         print(f"no real corpus at {real}: run bench/make_real_corpus.py first", file=sys.stderr)
     if args.synthetic_docs:
         with tempfile.TemporaryDirectory(prefix="bench-dedup-synth-") as tmp:
             pairs = synthetic(Path(tmp) / "data", args.synthetic_docs, args.plant)
-            results.append(compare("synthetic", Path(tmp) / "data", pairs, args.workers, args.dtpython, args.keep))
+            results.append(compare("synthetic", Path(tmp) / "data", pairs, args.workers, args.dtpython, args.keep,
+                                   tools))  # fmt: skip
             print(json.dumps(results[-1], indent=2), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

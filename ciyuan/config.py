@@ -44,6 +44,9 @@ class Settings:
     media_max_video_side: int = 16_384  # a video's width or height above this is absurd
     media_max_duration_s: int = 86_400  # audio or video longer than a day is absurd
     media_max_fps: int = 1_000
+    # ingest: media objects up to this size sit inside the Parquet shards; larger ones are
+    # content-addressed blobs on the same storage (ciyuan/store/blobs.py), referenced by media_ref
+    media_inline_max_bytes: int = 1 << 20
 
     @property
     def store_root(self) -> str:
@@ -112,7 +115,8 @@ def load_settings(home: str | Path | None = None) -> Settings:
         **{
             key: _positive(key, pick(f"CIYUAN_{key.upper()}", key, default))
             for key, default in (("media_max_pixels", 80_000_000), ("media_max_video_side", 16_384),
-                                 ("media_max_duration_s", 86_400), ("media_max_fps", 1_000))
+                                 ("media_max_duration_s", 86_400), ("media_max_fps", 1_000),
+                                 ("media_inline_max_bytes", 1 << 20))
         },
     )
 

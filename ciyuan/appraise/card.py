@@ -8,6 +8,13 @@ sha256 (so a buyer can verify every byte), and all of them as one ``cr:FileSet``
 that the ``records`` RecordSet reads (fields id, modality, text, media_ref, meta and one token
 count per tokenizer). Token facts and the appraisal ride along under the ``ciyuan:`` extension namespace.
 
+Media versions add a ``media`` field (the bytes as ingested) typed ``sc:ImageObject``,
+``sc:AudioObject`` or ``sc:VideoObject`` (``sc:Text``, raw bytes, when one version mixes media
+modalities), so ``mlcroissant`` hands images back as PIL images and audio or video as bytes; and one
+``cr:FileSet`` per media format with its IANA ``encodingFormat`` (``image/png``, ``audio/wav``...),
+``containedIn`` the shards, saying what files a buyer receives. The facts come from the probe
+(:mod:`ciyuan.appraise.media`), never from the provider's declared meta.
+
 Where a card loads from (``mlcroissant`` 1.x resolves a local FileSet only against the card's own
 folder, and reads FileSet contents only from disk):
 
@@ -81,16 +88,33 @@ def _field(rs: str, name: str, dtype: str, desc: str, source: dict | None = None
     }
 
 
-def _fields(rs: str, tokenizers: list[str], source: dict | None = None) -> list[dict]:
+def media_type(media: dict | None) -> str | None:
+    """The Croissant dataType of the ``media`` column: sc:ImageObject / AudioObject / VideoObject for
+    a version of one media modality, sc:Text (raw bytes) when it mixes several, None without media."""
+    from ciyuan.appraise.media import SCHEMA_TYPE
+
+    mods = [m for m, n in ((media or {}).get("by_modality") or {}).items() if n]
+    if not mods:
+        return None
+    return SCHEMA_TYPE[mods[0]] if len(mods) == 1 else "sc:Text"
+
+
+def _fields(rs: str, tokenizers: list[str], source: dict | None = None, media: dict | None = None) -> list[dict]:
     from ciyuan.store.records import token_column
 
     out = [
         _field(rs, "id", "sc:Text", "Record id (content hash when the source had none).", source),
         _field(rs, "modality", "sc:Text", "text, image, audio, video or tabular.", source),
-        _field(rs, "text", "sc:Text", "The text of the record.", source),
+        _field(rs, "text", "sc:Text", "The text of the record (a caption or transcript for media).", source),
         _field(rs, "media_ref", "sc:Text", "Reference to media stored outside the record, if any.", source),
         _field(rs, "meta", "sc:Text", "Record metadata as JSON text.", source),
     ]
+    mt = media_type(media)
+    if mt:
+        kinds = ", ".join(sorted((media or {}).get("encoding_formats") or []))
+        out.insert(2, _field(rs, "media", mt, f"The media file's bytes as ingested ({kinds}); its probed facts "
+                             "(size, duration, format) are in meta under its modality, its sha256 in meta.sha256; "
+                             "null when stored by reference (media_ref).", source))
     for t in tokenizers:
         out.append(_field(rs, token_column(t), "sc:Integer", f"Token count of the text under {t}.", source))
     return out
@@ -140,12 +164,14 @@ def _agent(value: Any) -> Any:
 
 def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None, info: dict | None = None,
                base_url: str | None = None, local_root: str | None = None, fileset_dir: str = "shards",
-               sample: dict | None = None) -> dict:  # fmt: skip
+               sample: dict | None = None, media: dict | None = None) -> dict:  # fmt: skip
     """The card as a dict. ``info`` holds seller-declared fields (description, license, creator...).
 
     Shard URLs: ``base_url/<path>`` (an exchange), else ``local_root/<path>`` (absolute paths of a
     local store), else the relative path. ``fileset_dir`` is the folder, relative to the card, its
     FileSet reads. ``sample`` = ``{"url", "sha256", "bytes", "records"}`` adds the free sample.
+    ``media`` is the version's media summary (:func:`ciyuan.appraise.media.scan`): it adds the
+    ``media`` field and one FileSet per media format (see :func:`media_files`).
     """
     info = dict(info or {})
     name = version_dict["dataset"]
@@ -168,7 +194,8 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
         "description": "All Parquet shards of the version (zstd); each is also listed with its sha256.",
         "encodingFormat": PARQUET, "includes": f"{glob.escape(fileset_dir)}/*.parquet",
     })  # fmt: skip
-    fields = _fields("records", tokenizers)
+    files.extend(media_files(media))
+    fields = _fields("records", tokenizers, media=media)
     record_sets = [
         {
             "@type": "cr:RecordSet",
@@ -189,7 +216,9 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
         record_sets.append({
             "@type": "cr:RecordSet", "@id": "sample", "name": "sample",
             "description": "The free sample (public; the full records need an entitlement).",
-            "key": {"@id": "sample/id"}, "field": _fields("sample", tokenizers, {"fileObject": {"@id": "sample-file"}}),
+            "key": {"@id": "sample/id"},
+            # the sample file holds no media bytes (the page shows thumbnails of it): no media field
+            "field": _fields("sample", tokenizers, {"fileObject": {"@id": "sample-file"}}),
         })  # fmt: skip
     ap = appraisal or {}
     created = manifest.get("created_at") or datetime.now(UTC).isoformat()
@@ -216,6 +245,8 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
         "ciyuan:tokenizers": manifest.get("tokenizers", {}),
         "ciyuan:records": version_dict.get("records"),
     }
+    if media and media.get("media_records"):
+        card["ciyuan:media"] = {k: media.get(k) for k in ("by_modality", "formats", "encoding_formats", "by_reference")}
     if ap:
         card["ciyuan:appraisal"] = {
             "quality": ap.get("quality", {}).get("score"),
@@ -226,6 +257,27 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
             "appraised_at": ap.get("appraised_at"),
         }
     return card
+
+
+def media_files(media: dict | None) -> list[dict]:
+    """One ``cr:FileSet`` per media format of the version, with its IANA ``encodingFormat``.
+
+    The files are the ``media`` column of the Parquet shards (``containedIn`` the shards FileSet),
+    so the set says what a buyer receives (how many PNGs, how many WAVs) without a second copy; the
+    ``records`` RecordSet reads them, typed sc:ImageObject / AudioObject / VideoObject.
+    """
+    from ciyuan.appraise.media import mime_of
+
+    out = []
+    for modality, formats in sorted(((media or {}).get("formats") or {}).items()):
+        for fmt, n in sorted(formats.items()):
+            ext = "jpg" if fmt == "jpeg" else fmt
+            out.append({
+                "@type": "cr:FileSet", "@id": f"media-{modality}-{fmt}", "name": f"media-{modality}-{fmt}",
+                "description": f"{n} {modality} file(s) in {fmt}, held in the media column of the shards.",
+                "containedIn": {"@id": "shards"}, "encodingFormat": mime_of(modality, fmt), "includes": f"*.{ext}",
+            })  # fmt: skip
+    return out
 
 
 def card_fields_for_quality(info: dict) -> dict:

@@ -302,6 +302,13 @@ def appraise(
         "price": price,
         "timing_s": {**timing, "scan": round(timing["scan"], 3), "total": round(time.perf_counter() - t0, 3)},
     }
+    from ciyuan.appraise.media import scan as media_scan
+
+    media = media_scan(v)  # probed facts only: resolution, duration, corrupt, mismatch, duplicate, caption rates
+    if media.get("media_records"):
+        result["media"] = media
+    lap("media")
+    result["timing_s"]["media"] = timing["media"]
     result["card_preview"] = {"documentation": qual["indicators"]["documentation"]["score"]}
     np.save(sig_path, np.asarray(sig_arr))
     sig_tmp.unlink(missing_ok=True)
@@ -413,11 +420,14 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
     info = _card_info(v)
     if ap and ap.get("provider") and not info.get("provider"):
         info["provider"] = ap["provider"]
-    beside = build_card(v.to_dict(), v.manifest, ap, info)
+    from ciyuan.appraise.media import scan
+
+    media = scan(v)
+    beside = build_card(v.to_dict(), v.manifest, ap, info, media=media)
     with v.fs().open(v.path("croissant.json"), "w") as fh:
         fh.write(json.dumps(beside, ensure_ascii=False, indent=2, default=str))
     if base_url:
-        c = build_card(v.to_dict(), v.manifest, ap, info, base_url=base_url, sample=sample)
+        c = build_card(v.to_dict(), v.manifest, ap, info, base_url=base_url, sample=sample, media=media)
         if out:
             write_card(c, out)
         return c
@@ -430,7 +440,8 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
     if Path(out).resolve().parent == Path(root):  # beside the shards: the relative card loads as is
         write_card(beside, out)
         return beside
-    c = build_card(v.to_dict(), v.manifest, ap, info, local_root=root, fileset_dir=shards_dir_for(out))
+    c = build_card(v.to_dict(), v.manifest, ap, info, local_root=root, fileset_dir=shards_dir_for(out),
+                   media=media)
     files = {Path(sh["path"]).name: f"{root}/{sh['path']}" for sh in v.manifest.get("shards", [])}
     write_card_with_shards(c, out, files)
     return c

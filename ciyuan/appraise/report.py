@@ -126,6 +126,38 @@ def _score(v: float | None, na: str = "n/a") -> str:
     return na if v is None else f"{v:.3f}"
 
 
+def media_section(media: dict | None, t, na: str) -> str:
+    """The media part of the report: resolution and duration histograms, the four rates with their
+    counts, formats and the commonest resolutions; empty for a version without media."""
+    if not media or not media.get("media_records"):
+        return ""
+    mods = media.get("by_modality") or {}
+    kinds = ", ".join(f"{t('am_mod_' + m)} {n:,}" for m, n in mods.items())
+    charts = []
+    res = media.get("resolution") or {}
+    if (res.get("long_side_px") or {}).get("n"):
+        charts.append(histogram_chart(t("am_long_side"), res["long_side_px"], t("am_no_values"), "px", t("records")))
+        charts.append(histogram_chart(t("am_megapixels"), res["megapixels"], t("am_no_values"), "MP", t("records")))
+    for m, hist in (media.get("duration_s") or {}).items():
+        charts.append(histogram_chart(t("am_duration", modality=t("am_mod_" + m)), hist, t("am_no_values"), "s",
+                                      t("records")))  # fmt: skip
+    rows = []
+    for key in ("corrupt", "mismatch", "duplicates", "captions"):
+        r = media.get(key) or {}
+        rows.append(f"<tr><td>{_e(t('am_' + key))}</td><td>{_score(r.get('rate'), na)}</td>"
+                    f"<td>{r.get('count', 0):,} / {r.get('of', 0):,}</td></tr>")
+    fmts = "; ".join(f"{t('am_mod_' + m)}: " + ", ".join(f"{f} {n:,}" for f, n in c.items())
+                     for m, c in (media.get("formats") or {}).items())
+    top = ", ".join(f"{k} ({n:,})" for k, n in (res.get("top") or {}).items())
+    n = f"{media['media_records']:,}"
+    return (f"<h2>{_e(t('am_title'))}</h2><p>{_e(t('am_records', n=n, kinds=kinds))} "
+            f"{_e(t('am_formats'))}: <span translate=\"no\">{_e(fmts)}</span>."
+            + (f" {_e(t('am_top_resolutions'))}: {_e(top)}." if top else "") + "</p>"
+            + "".join(charts)
+            + f"<table><tr><th>{_e(t('am_measure'))}</th><th>{_e(t('am_rate'))}</th><th>{_e(t('am_count'))}</th>"
+            f"</tr>{''.join(rows)}</table>")
+
+
 def render(ap: dict, lang: str = "en") -> str:
     """The whole page as one self-contained HTML string, in English or Chinese (``lang``)."""
     import json
@@ -194,6 +226,7 @@ pre{{font-size:11px;white-space:pre-wrap;margin:0}}.big{{font-size:28px;font-wei
 <p>{_e(facts)} {_e(t("uniqueness"))}: {uq.get("score", 0):.3f}. {_e(t("quality_score"))}:
 {ap.get("quality", {}).get("score", 0):.3f}. {_e(t("util_text"))}: {_e(util_line)}.</p>
 {bars}{hist}{lc}{price}
+{media_section(ap.get("media"), t, na)}
 <h2>{_e(t("ar_evidence"))}</h2><table><tr><th>{_e(t("ar_indicator"))}</th><th>{_e(t("ar_score"))}</th>
 <th>{_e(t("ar_evidence_col"))}</th></tr>{rows}</table>
 </body></html>

@@ -35,7 +35,8 @@ def ingest_ticker(bar: Progress) -> Callable[[IngestProgress], None]:
 
 
 def ingest_cmd(
-    sources: list[str] = typer.Argument(..., help="Files or folders: JSONL (.gz/.zst), Parquet, CSV, .txt/.md."),
+    sources: list[str] = typer.Argument(..., help="Files or folders: JSONL (.gz/.zst), Parquet, CSV, .txt/.md, "
+                                        "media folders, HF imagefolder/audiofolder, WebDataset .tar."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name; a new version is added to it."),
     fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text, or a registered reader"),
     text_field: str = typer.Option("text", "--text-field", help="Field that holds the text."),
@@ -48,15 +49,21 @@ def ingest_cmd(
     card: str | None = typer.Option(None, "--card", help="YAML or JSON file of card fields: description, "
                                     "creator, keywords, rai:dataCollection, ... (see docs/appraisal.md)."),
     workers: int = typer.Option(1, "--workers", "-w", help="Processes for token counting."),
+    modality: str | None = typer.Option(None, "--modality", help="image|audio|video: media of this modality "
+                                        "only (others are quarantined wrong_modality); default: from the bytes."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Read raw files into a new, immutable version; bad items go to its quarantine."""
+    """Read raw files into a new, immutable version; bad items go to its quarantine.
+
+    Media layouts are detected too: a folder of media files with .txt/.json sidecars, a Hugging Face
+    imagefolder/audiofolder (metadata.jsonl or .csv), WebDataset .tar shards, Parquet with Image/Audio
+    columns (docs/ingest.md)."""
     from ciyuan.ingest.run import ingest, parse_renames
 
     with errors(as_json), progress(not as_json, unit="bytes") as bar:
         out = ingest(sources, dataset, fmt=fmt, text_field=text_field, id_field=id_field, license=license,
                      domain=domain, language=language, strict=strict, rename=parse_renames(rename), card=card,
-                     workers=workers, on_progress=ingest_ticker(bar))
+                     workers=workers, on_progress=ingest_ticker(bar), modality=modality)
 
     def render(o: dict) -> None:
         ref = f"{o['dataset']}@{o['version'][:12]}"
@@ -67,6 +74,9 @@ def ingest_cmd(
                           f"  (see: ciyuan show {o['dataset']}@{o['version'][:12]} --quarantine)")
         if o["duplicate_ids"]:
             console.print(f"[yellow]{o['duplicate_ids']} duplicate id(s)[/]")
+        if o.get("mismatches", {}).get("records"):
+            console.print(f"[yellow]{o['mismatches']['records']} record(s) declare what the probe contradicts[/]: "
+                          f"{o['mismatches']['by_field']}")
 
     emit(out, as_json, render)
 
@@ -135,7 +145,8 @@ def show_cmd(
                 else:
                     raw = rec.get("raw") or b""
                     items.append({"source": rec["source"], "line": rec["line"], "reason": why,
-                                  "raw": raw[:2000].decode("utf-8", "replace")})
+                                  "raw": raw[:2000].decode("utf-8", "replace"),
+                                  **({"member": rec["member"]} if rec.get("member") else {})})
                 if len(items) >= limit:
                     break
             out = {"dataset": v.dataset, "version": v.id, "partition": part, "items": items,
@@ -147,7 +158,8 @@ def show_cmd(
                     if rejected:
                         t.add_row(it["id"][:16], it["code"], it["reason"], (it["text"] or "")[:60])
                     else:
-                        t.add_row(it["source"], str(it["line"]), it["reason"], it["raw"][:60])
+                        where = f"{it['source']} ({it['member']})" if it.get("member") else it["source"]
+                        t.add_row(where, str(it["line"]), it["reason"], it["raw"][:60])
                 console.print(t)
                 console.print(f"{len(o['items'])} shown of {o['total']}")
 
@@ -178,19 +190,21 @@ def export_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl|parquet"),
     out: Path = typer.Option(..., "--out", "-o", help="Output file."),
+    media_dir: Path | None = typer.Option(None, "--media-dir", help="Also write every media object there, "
+                                          "as <ab>/<sha256> (JSONL records name theirs in media_file)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write the records with ids, text, meta and token counts."""
+    """Write the records with ids, text, meta and token counts (and, with --media-dir, the media bytes)."""
     from ciyuan.store import resolve
     from ciyuan.store.export import export
 
     with errors(as_json):
-        res = export(resolve(ref), fmt, str(out))
+        res = export(resolve(ref), fmt, str(out), media_dir=str(media_dir) if media_dir else None)
     emit(res, as_json, lambda o: console.print(f"wrote {o['records']:,} records to {o['out']}"))
 
 
 def verify_cmd(ref: str = typer.Argument(..., help="NAME or NAME@VERSION"), as_json: bool = JsonOpt) -> None:
-    """Re-hash every shard against the manifest; exit 1 naming any that changed."""
+    """Re-hash every shard and media blob against the manifest; exit 1 naming any that changed."""
     from ciyuan.store import resolve
     from ciyuan.store.export import verify
 

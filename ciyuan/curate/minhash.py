@@ -14,13 +14,18 @@ hashes; everything after that lives here.
   anything that stores keys on disk records it and re-keys when it changes.
 * :func:`agreement` is the share of equal slots: the unbiased estimate of Jaccard similarity.
 * :func:`candidate_probability` is the chance that a pair of similarity ``s`` shares a band.
+* :func:`shingles` makes the shingle hashes ``near_dedup`` uses (word ``n``-grams of lowercased
+  ``\\w+`` words; character ``n``-grams for Chinese/Japanese), for a whole batch of documents in a
+  few numpy passes over their code points instead of a regex and a string per word.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from ciyuan.curate.text import mix64
+from ciyuan.curate.text import is_cjk, mix64
 
 EMPTY = np.uint32(0xFFFFFFFF)
 BAND_HASH = "fnv1a-mix64/1"  # the band-key formula below; stored beside keys written to disk
@@ -88,3 +93,155 @@ def agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def candidate_probability(s: float, bands: int, rows: int) -> float:
     """Chance that two sets of Jaccard similarity ``s`` share at least one band key."""
     return 1.0 - (1.0 - s**rows) ** bands
+
+
+# --------------------------------------------------------------------------- shingles
+
+_CHUNK_CHARS = 4 << 20  # code points hashed at once: bounds the arrays whatever the documents' size
+_WORD_BMP: np.ndarray | None = None
+
+
+def _word_chars(cps: np.ndarray) -> np.ndarray:
+    """Which code points ``re``'s ``\\w`` matches (``str.isalnum()`` or ``_``), as a boolean mask."""
+    global _WORD_BMP
+    if _WORD_BMP is None:  # one regex pass over the BMP (surrogates are not characters: never words)
+        table = np.zeros(0x10000, dtype=bool)
+        bmp = "".join(chr(i) if not 0xD800 <= i < 0xE000 else " " for i in range(0x10000))
+        for m in re.finditer(r"\w+", bmp):
+            table[m.start() : m.end()] = True
+        _WORD_BMP = table
+    if not len(cps) or int(cps.max()) <= 0xFFFF:
+        return _WORD_BMP[cps]
+    out = _WORD_BMP[np.minimum(cps, 0xFFFF)]
+    astral = cps > 0xFFFF
+    if astral.any():
+        cp = np.unique(cps[astral])
+        ok = cp[[chr(int(c)).isalnum() for c in cp]]
+        out[astral] = np.isin(cps[astral], ok)
+    return out
+
+
+def _windows(tokens: np.ndarray, doc_starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every run of ``n`` tokens inside one document (a shorter document: all its tokens).
+
+    ``tokens`` is the flat uint64 token hashes of the documents, ``doc_starts`` their offsets plus
+    the total at the end. Returns (flat window hashes, offsets per document). The same values as
+    :func:`ciyuan.curate.text.window_hashes` document by document.
+    """
+    docs = len(doc_starts) - 1
+    lens = np.diff(doc_starts)
+    total = len(tokens)
+    counts = np.maximum(lens - n + 1, np.minimum(lens, 1))  # windows per document
+    with np.errstate(over="ignore"):
+        if total >= n:
+            acc = np.zeros(total - n + 1, dtype=np.uint64)
+            for k in range(n):
+                acc = acc * _PRIME + tokens[k : k + total - n + 1]
+            first = np.arange(total - n + 1)
+            doc_of = np.searchsorted(doc_starts, first, side="right") - 1
+            keep = first + n <= doc_starts[doc_of + 1]
+            full = mix64(acc[keep])
+        else:
+            full = np.zeros(0, dtype=np.uint64)
+        short = np.nonzero((lens > 0) & (lens < n))[0]
+        if not len(short):
+            return full, np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        # documents shorter than n: one shingle of all their tokens; merge them in document order
+        extra = np.empty(len(short), dtype=np.uint64)
+        for i, d in enumerate(short.tolist()):
+            acc1 = np.zeros(1, dtype=np.uint64)
+            for t in tokens[doc_starts[d] : doc_starts[d + 1]]:
+                acc1 = acc1 * _PRIME + t
+            extra[i] = mix64(acc1)[0]
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    out = np.empty(int(offsets[-1]), dtype=np.uint64)
+    is_short = np.zeros(docs, dtype=bool)
+    is_short[short] = True
+    normal = ~is_short & (lens > 0)
+    c = counts[normal]
+    full_pos = np.repeat(offsets[:-1][normal], c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+    out[full_pos] = full
+    out[offsets[short]] = extra
+    return out, offsets
+
+
+_POW: np.ndarray = np.ones(1, dtype=np.uint64)  # _CHAR_P ** i (mod 2**64)
+_INV: np.ndarray = np.ones(1, dtype=np.uint64)  # its inverse: _CHAR_P ** -i (mod 2**64)
+_CHAR_P = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` powers of ``_CHAR_P`` and of its inverse, grown on demand and kept."""
+    global _POW, _INV
+    if len(_POW) < n:
+        size = max(n, 2 * len(_POW), _CHUNK_CHARS + (1 << 16))
+        with np.errstate(over="ignore"):
+            for base, name in ((_CHAR_P, "_POW"), (pow(_CHAR_P, -1, 1 << 64), "_INV")):
+                steps = np.full(size, base, dtype=np.uint64)
+                steps[0] = 1
+                globals()[name] = np.cumprod(steps)
+    return _POW[:n], _INV[:n]
+
+
+def _word_tokens(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-word uint64 hashes of lowercased texts (``\\w+`` runs), flat, with per-text offsets.
+
+    A word's hash is its polynomial hash ``sum(c_j * P**j)`` over its code points, read off one
+    prefix sum of the whole batch (``(H[end] - H[start]) * P**-start``): three passes over the
+    characters, however many words, then a mix per word.
+    """
+    joined = "\x00".join(texts)  # NUL is not a word character: no word spans two texts
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    isw = _word_chars(cps)
+    edge = np.diff(isw.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edge == 1)
+    ends = np.flatnonzero(edge == -1)
+    pw, inv = _powers(len(cps) + 1)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(len(cps) + 1, dtype=np.uint64)
+        np.cumsum(cps.astype(np.uint64) * pw[: len(cps)], out=prefix[1:])
+        words = (prefix[ends] - prefix[starts]) * inv[starts]
+        words = mix64(words + (ends - starts).astype(np.uint64))
+    text_starts = np.concatenate(([0], np.cumsum([len(t) + 1 for t in texts])))
+    offsets = np.searchsorted(starts, text_starts[:-1]).tolist() + [len(starts)]
+    return words, np.asarray(offsets, dtype=np.int64)
+
+
+def _cjk_tokens(text: str) -> np.ndarray:
+    """Code points of the word characters of a Chinese/Japanese text (no spaces, no punctuation)."""
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    keep = _word_chars(cps) & (cps != 95)
+    return mix64(cps[keep].astype(np.uint64))
+
+
+def shingles(texts: list[str], word_n: int, cjk_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of ``texts`` (flat uint64, possibly repeated) and the offsets of each text.
+
+    Spaced text: runs of ``word_n`` lowercased words; Chinese/Japanese: runs of ``cjk_n``
+    characters. A text shorter than a run is one shingle; a text without words has none.
+    """
+    low = [t.lower() for t in texts]
+    cjk = [is_cjk(t) for t in texts]
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    sizes: list[np.ndarray] = []
+    i = 0
+    while i < len(low):
+        if cjk[i]:
+            toks = _cjk_tokens(low[i])
+            w, off = _windows(toks, np.array([0, len(toks)]), cjk_n)
+            out.append((w, off))
+            sizes.append(np.diff(off))
+            i += 1
+            continue
+        j, chars = i, 0
+        while j < len(low) and not cjk[j] and (j == i or chars + len(low[j]) <= _CHUNK_CHARS):
+            chars += len(low[j])
+            j += 1
+        toks, starts = _word_tokens(low[i:j])
+        w, off = _windows(toks, starts, word_n)
+        out.append((w, off))
+        sizes.append(np.diff(off))
+        i = j
+    flat = np.concatenate([w for w, _ in out]) if out else np.zeros(0, np.uint64)
+    offsets = np.concatenate(([0], np.cumsum(np.concatenate(sizes)))) if sizes else np.zeros(1, np.int64)
+    return flat, offsets.astype(np.int64)

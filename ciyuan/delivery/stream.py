@@ -1,6 +1,6 @@
 """Metered delivery: batches of an entitlement's records, each held before it is sent and charged once.
 
-Over 500 lines on purpose: this is one state machine, the transaction step with its money moves
+Over 500 lines because this is one state machine: the transaction step with its money moves
 (``_expire_open``, ``_post``) and the requests that predict and run it (``next_batch``, ``ack``,
 ``sweep``) share the stream cache and ``_cut``, which must give the same bounds in both.
 

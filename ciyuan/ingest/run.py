@@ -58,13 +58,15 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dict,
-             renames: dict[str, str] | None = None, modality: str = "text") -> Iterator[list[dict]]:
-    """Group good records into batches; bad items go straight to the quarantine."""
+             renames: dict[str, str] | None = None, modality: str = "text",
+             mismatches: Counter[str] | None = None) -> Iterator[list[dict]]:
+    """Group good records into batches; bad items go straight to the quarantine. Declared-vs-probed
+    mismatches of media records are counted by field in ``mismatches`` (``records`` counts records)."""
     batch: list[dict] = []
     size = 0
     for item in items:
         if isinstance(item, Bad):
-            builder.quarantine(item.source, item.line, item.reason, item.raw)
+            builder.quarantine(item.source, item.line, item.reason, item.raw, item.member)
             continue
         rec = item.record
         meta = dict(rec.get("meta") or {})
@@ -77,9 +79,13 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
             if v is not None:
                 meta.setdefault(k, v)
         out = {"id": rec.get("id"), "modality": modality, "text": rec.get("text"), "meta": meta, "tokens": {}}
-        for key in ("media", "media_ref"):  # media readers may bring them; text readers do not
+        for key in ("media", "media_ref", "media_src"):  # media readers bring them; text readers do not
             if rec.get(key) is not None:
                 out[key] = rec[key]
+        if mismatches is not None and meta.get("mismatch"):
+            mismatches["records"] += 1
+            for m in meta["mismatch"]:
+                mismatches[f"field:{m.get('field')}"] += 1
         batch.append(out)
         size += len(out["text"] or "") + len(out.get("media") or b"")
         if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
@@ -120,17 +126,36 @@ def _shown_source(source: str, given: str) -> str:
         return Path(source).name
 
 
-def _modality(paths: list[str], fmt: str) -> str:
-    """The one modality the sources' readers declare (a version's token counts are of one schedule)."""
-    found = {p: reader_for(p, fmt).modality for p in paths}
+def _modality(paths: list[str], fmt: str, forced: str | None = None) -> tuple[str, bool]:
+    """The one modality of the sources (a version's token counts are of one schedule), and whether
+    its records carry media bytes. A text reader declares its modality; a media reader's is
+    ``forced`` (``--modality``) or the one most of its items' bytes are."""
+    if forced is not None and forced not in ("image", "audio", "video"):
+        raise InvalidInput(f"--modality {forced!r} is not image, audio or video", hint="e.g. --modality image")
+    found: dict[str, str] = {}
+    media = set()
+    for p in paths:
+        reader = reader_for(p, fmt)
+        if reader.modality == "media":
+            media.add(p)
+            found[p] = forced or reader.modality_of(p)
+        elif forced is not None:
+            raise InvalidInput(f"{Path(p).name} is read by the {reader.name} reader ({reader.modality} records); "
+                               f"--modality {forced} applies to media files",
+                               hint="give media files or folders, or leave --modality out")
+        else:
+            found[p] = reader.modality
+    if media and len(media) < len(paths):
+        raise InvalidInput("the sources mix media layouts and text formats; one version holds one modality",
+                           hint="ingest each into its own dataset")
     kinds = sorted(set(found.values()))
     if len(kinds) > 1:
         which = "; ".join(f"{k}: {', '.join(Path(p).name for p, m in found.items() if m == k)}" for k in kinds)
         raise InvalidInput(
             f"the sources hold records of {len(kinds)} modalities ({which}); one version holds one",
-            hint="ingest each modality into its own dataset",
+            hint="ingest each modality into its own dataset" + (", or pick one with --modality" if media else ""),
         )
-    return kinds[0]
+    return kinds[0], bool(media) or bool(getattr(reader_for(paths[0], fmt), "carries_media", False))
 
 
 def _declared(card: dict | str | Path | None, license: str | None) -> dict:
@@ -163,6 +188,7 @@ def ingest(
     card: dict | str | Path | None = None,
     workers: int = 1,
     on_progress: Callable[[IngestProgress], None] | None = None,
+    modality: str | None = None,
     s: Settings | None = None,
 ) -> dict:
     """Read ``sources`` into a new version of ``dataset`` and return its summary.
@@ -174,14 +200,19 @@ def ingest(
     lists at most ``s.ingest_quarantine_cap`` bad items; the rest are counted (in the totals and by
     reason) and named by one summary row. ``on_progress`` gets an :class:`IngestProgress` after each
     batch and once at the end.
+
+    Media layouts (folders with sidecars, HF imagefolder/audiofolder, WebDataset tars, HF media
+    Parquet) pick their modality from the bytes unless ``modality`` forces one; the summary then
+    also says ``modality`` and ``mismatches`` (declared meta the probe contradicts, by field).
     """
     from ciyuan.tokens import count_records_parallel
 
     s = s or settings()
     paths = _expand(sources)
     id_field = id_field or "id"  # an ``id`` field is used when present; records without one get a content hash
-    modality = _modality(paths, fmt)
-    schedule = default_schedule(modality, s).name
+    forced = modality
+    modality, with_bytes = _modality(paths, fmt, forced)
+    schedule = default_schedule(modality, s, with_bytes=with_bytes).name
     declared = _declared(card, license)
     builder = VersionBuilder(
         dataset,
@@ -191,7 +222,8 @@ def ingest(
             "command": "ingest",
             "sources": [Path(p).name for p in paths],
             "options": {"format": fmt, "text_field": text_field, "id_field": id_field, "license": license,
-                        "domain": domain, "language": language, **({"rename": rename} if rename else {})},
+                        "domain": domain, "language": language, **({"rename": rename} if rename else {}),
+                        **({"modality": forced} if forced else {})},
         },
     )
     builder.extra = {k: v for k, v in {"license": license, "domain": domain, "language": language}.items() if v}
@@ -214,7 +246,9 @@ def ingest(
             unlisted: Counter[str] = Counter()
             first_unlisted = 0
             for item in _never_raising(p, read_source(p, fmt=fmt, text_field=text_field, id_field=id_field,
-                                                      max_line_bytes=s.ingest_max_record_bytes, on_bytes=heard)):
+                                                      max_line_bytes=s.ingest_max_record_bytes, on_bytes=heard,
+                                                      modality=modality if with_bytes else None,
+                                                      media_inline_max_bytes=s.media_inline_max_bytes)):
                 if isinstance(item, Good):  # records carry the file's name, not where it sat on this machine
                     if item.source not in shown:
                         shown[item.source] = _shown_source(item.source, p)
@@ -238,9 +272,10 @@ def ingest(
                                        min(total, read["done"] + read["in_source"]), total))
 
     pending: deque[list[dict]] = deque()
+    mismatches: Counter[str] = Counter()
 
     def batches() -> Iterator[list[dict]]:
-        for batch in _batches(items(), builder, defaults, rename, modality):
+        for batch in _batches(items(), builder, defaults, rename, modality, mismatches):
             pending.append(batch)
             yield batch
 
@@ -263,10 +298,19 @@ def ingest(
                 hint="run without --strict to keep the good records and quarantine the bad ones",
                 code="strict_refused",
             )
+        mismatch_summary = {"records": mismatches["records"],
+                            "by_field": {k[len("field:"):]: v for k, v in sorted(mismatches.items())
+                                         if k.startswith("field:")}}
+        if mismatch_summary["records"]:
+            builder.extra["mismatches"] = mismatch_summary
         version = builder.commit()
     except BaseException:
         builder.abort()
         raise
     out = version.to_dict()
     out["records"] = version.records
+    if with_bytes:
+        out["modality"] = modality
+        out["mismatches"] = mismatch_summary
+        out["blobs"] = len(version.manifest.get("blobs", []))
     return out

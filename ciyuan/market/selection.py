@@ -6,7 +6,9 @@ A filter is a small JSON tree, validated into :class:`Node` objects before anyth
              {"field": "meta.score", "op": "ge", "value": 0.8},
              {"not": {"field": "meta.domain", "op": "in", "value": ["ads", "spam"]}}]}
 
-Fields are ``modality``, ``tokens`` and ``meta.<key>`` (nested keys joined by dots). Nothing
+Fields are ``modality``, ``tokens`` and ``meta.<key>`` (nested keys joined by dots, so the probed
+media facts are fields too: ``meta.image.width``, ``meta.audio.duration_s``, ``meta.video.fps``;
+a quote then counts the matching records under the listing's media schedule). Nothing
 becomes SQL: filters turn into ``pyarrow.compute`` expressions over the listing's selection index,
 a Parquet table made at publish time with one row per record in version order (the row number is
 the record's ordinal), its token count under the listing's schedule, and typed meta columns.

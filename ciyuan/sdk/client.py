@@ -98,12 +98,16 @@ class Batch:
         """Whether the records hash to the digest the usage record and the receipt hold."""
         return digest(self.table) == self.sha256
 
-    def records(self) -> list[dict]:
-        """Records as dicts; ``meta`` parsed back to an object."""
+    def records(self, decode: str | None = None) -> list[dict]:
+        """Records as dicts; ``meta`` parsed back to an object; media decoded when ``decode`` is
+        ``"pil"``, ``"numpy"`` or ``"torch"`` (see :mod:`ciyuan.sdk.media`)."""
+        from ciyuan.sdk.media import check_decode, decode_record
+
+        check_decode(decode)
         out = self.table.to_pylist()
         for r in out:
             r["meta"] = json.loads(r["meta"]) if r.get("meta") else {}
-        return out
+        return [decode_record(r, decode) for r in out] if decode else out
 
 
 class Client:
@@ -436,8 +440,9 @@ class Client:
             t.join()
 
     def stream(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-               parts: int = 1, part: int = 0, fmt: str = "arrow", read_ahead: bool = False) -> Iterator[dict]:
-        """Every record of (one partition of) an entitlement, in order.
+               parts: int = 1, part: int = 0, fmt: str = "arrow", read_ahead: bool = False,
+               decode: str | None = None) -> Iterator[dict]:
+        """Every record of (one partition of) an entitlement, in order (media decoded with ``decode``).
 
         A batch is acknowledged only when the loop asks for the record after its last one, so after
         a crash ``/meter``'s resume cursor never points past a record the loop did not get.
@@ -448,4 +453,4 @@ class Client:
             cursor = str(Cursor.start(parts, part))
         for b in self.batches(entitlement_id, cursor, max_tokens=max_tokens, parts=parts, part=part, fmt=fmt,
                               read_ahead=read_ahead):
-            yield from b.records()
+            yield from b.records(decode)

@@ -10,6 +10,9 @@ What it yields, so the DataLoader's default collate works:
 * records as flat dicts without ``None``: ``id, modality, text, media, media_ref, meta, tokens``
   with a missing ``text``/``media_ref`` as ``""``, missing ``media`` as ``b""``, and ``meta`` as
   its JSON string (``json.loads`` it; a dict would not collate when records' keys differ);
+* with ``decode="pil"|"numpy"|"torch"`` media records also carry ``decoded`` (and
+  ``sample_rate`` for audio, ``fps`` for video), see :mod:`ciyuan.sdk.media`; sizes differ, so
+  batch them with your own ``collate_fn`` (or ``batch_size=None``);
 * with ``tokenize=True`` also ``input_ids`` (the listing's own tokenizer, from ``ciyuan.tokens``);
   variable lengths, so batch them with ``pack=`` or your own padding ``collate_fn``;
 * with ``pack=L`` blocks ``{"input_ids": [L token ids]}`` (a tensor with torch): the documents'
@@ -91,10 +94,15 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
                  max_tokens: int = DEFAULT_MAX_TOKENS, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
                  num_workers: int | None = None, read_ahead: bool = False, shuffle: int = 0, seed: int = 0,
                  tokenize: bool = False, pack: int | None = None, eos_id: int | None = None,
-                 tokenizer: str | None = None):
+                 tokenizer: str | None = None, decode: str | None = None):
         super().__init__()
         if shuffle < 0 or (pack is not None and pack < 1):
             raise ValueError("shuffle must be >= 0 and pack >= 1")
+        from ciyuan.sdk.media import check_decode
+
+        self.decode = check_decode(decode)  # media as PIL / numpy / torch in ``decoded`` (ciyuan.sdk.media)
+        if decode and pack:
+            raise ValueError("decode= gives records; pack= gives token blocks: choose one")
         self.client = client if isinstance(client, Client) else Client(client, key)
         self.entitlement_id = entitlement_id
         self.max_tokens = max_tokens
@@ -238,6 +246,13 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         reread, nxt, skip_t = self._state.get(part, (0, 0, 0))
         records = self._ordered(part, parts, reread, nxt)
         if not self.tokenize:
+            if self.decode:
+                from ciyuan.sdk.media import decode_record
+
+                for n, f, rec in records:
+                    out = decode_record(collatable(rec), self.decode)
+                    yield out | {"_part": part, "_from": f, "_next": n + 1, "_skip": 0}
+                return
             for n, f, rec in records:
                 yield collatable(rec) | {"_part": part, "_from": f, "_next": n + 1, "_skip": 0}
             return
@@ -245,7 +260,12 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         if not self.pack:
             for n, f, rec in records:
                 ids = tok.encode(rec.get("text") or "")
-                yield collatable(rec) | {"input_ids": ids, "_part": part, "_from": f, "_next": n + 1, "_skip": 0}
+                out = collatable(rec)
+                if self.decode:
+                    from ciyuan.sdk.media import decode_record
+
+                    out = decode_record(out, self.decode)
+                yield out | {"input_ids": ids, "_part": part, "_from": f, "_next": n + 1, "_skip": 0}
             return
         size, eos, buf = self.pack, self._eos(tok), []
         for n, f, rec in records:

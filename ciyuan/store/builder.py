@@ -7,6 +7,7 @@ Rejected and quarantined items go to their own partitions: nothing is dropped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 from ciyuan.config import Settings, settings
 from ciyuan.errors import InvalidInput
 from ciyuan.store import fs as sfs
+from ciyuan.store.blobs import BlobStore, FileSpan, ref_of
 from ciyuan.store.id_counter import IdCounter
 from ciyuan.store.manifest import FORMAT, reason_kind, version_id
 from ciyuan.store.records import QUARANTINE_SCHEMA, content_id, record_schema, to_table, token_column
@@ -146,6 +148,9 @@ class VersionBuilder:
         self._q_buf: list[dict] = []
         self._buf_bytes = 0
         self._ids = IdCounter()  # on disk: bounded memory however many records
+        self.media_inline_max_bytes = self.s.media_inline_max_bytes
+        self._blob_store: BlobStore | None = None
+        self._blobs: dict[str, int] = {}  # sha256 -> bytes of every blob a record of this version refers to
         self.records = 0
         self.rejected = 0
         self.quarantined = 0
@@ -153,9 +158,20 @@ class VersionBuilder:
 
     # -- input -----------------------------------------------------------------------------------
     def add(self, record: dict) -> None:
-        """Add one good record; ``id`` defaults to a hash of its content."""
+        """Add one good record; ``id`` defaults to a hash of its content.
+
+        Media (``media`` bytes, or a ``media_src`` :class:`FileSpan` a reader did not load) gets its
+        sha256 in ``meta.sha256``; up to ``media_inline_max_bytes`` it stays in the shard, above it
+        goes to a content-addressed blob named by ``media_ref`` and listed in the manifest.
+        """
+        span = record.pop("media_src", None)
+        digest = self._place_media(record, span) if span is not None or record.get("media") is not None else None
+        if digest is None and record.get("media_ref"):
+            digest = self._keep_ref(record["media_ref"])
         if not record.get("id"):
-            record["id"] = content_id(record.get("text"), record.get("media"))
+            record["id"] = content_id(record.get("text"), record.get("media")
+                                      if record.get("media") is not None or digest is None
+                                      else ref_of(digest).encode())
         record.setdefault("tokens", {})
         record.setdefault("modality", "text")
         self._ids.add(record["id"])
@@ -164,6 +180,49 @@ class VersionBuilder:
         self.records += 1
         if len(self._buf) >= self.batch_rows or self._buf_bytes >= self.batch_bytes:
             self._flush()
+
+    def _place_media(self, record: dict, span: FileSpan | None) -> str:
+        """Keep the media bytes exactly: inline when small, else as a blob; returns their sha256."""
+        data = record.get("media")
+        if span is not None and data is None and span.size <= self.media_inline_max_bytes:
+            data = record["media"] = span.read()
+        if data is not None and len(data) <= self.media_inline_max_bytes:
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            if self._blob_store is None:
+                self._blob_store = BlobStore(s=self.s)
+            if data is not None:
+                digest, size = self._blob_store.put(bytes(data)), len(data)
+            else:
+                assert span is not None
+                with span.open() as fh:
+                    digest, size = self._blob_store.put_stream(fh, limit=span.size)
+                if size != span.size:
+                    raise InvalidInput(f"{span.path}: {span.size} bytes expected at offset {span.offset}, "
+                                       f"{size} read", hint="the file changed while it was ingested")
+            record["media"] = None
+            record["media_ref"] = ref_of(digest)
+            self._blobs[digest] = size
+        meta = record.get("meta")
+        if isinstance(meta, dict):
+            meta["sha256"] = digest
+        return digest
+
+    def _keep_ref(self, ref: str) -> str:
+        """A record that already refers to a blob (a curated or derived version): the new manifest
+        lists that blob too, so its id covers the bytes and ``verify`` checks them."""
+        from ciyuan.store.blobs import digest_of
+
+        digest = digest_of(ref)
+        if digest not in self._blobs:
+            if self._blob_store is None:
+                self._blob_store = BlobStore(s=self.s)
+            size = self._blob_store.size(digest)
+            if size is None:
+                raise InvalidInput(f"media_ref {ref} names no blob in {self._blob_store.root}/blobs",
+                                   hint="run: ciyuan verify on the version the record came from")
+            self._blobs[digest] = size
+        return digest
 
     def add_counted(self, records: list[dict]) -> None:
         """Add a batch whose ``tokens`` already hold every tokenizer's count (no recounting)."""
@@ -185,9 +244,10 @@ class VersionBuilder:
         if len(self._rej_buf) >= self.batch_rows:
             self._flush_rejected()
 
-    def quarantine(self, source: str, line: int, reason: str, raw: bytes) -> None:
-        """Keep an input item that could not be read as a record, with where it was and why."""
-        self._q_buf.append({"source": source, "line": line, "reason": reason, "raw": raw})
+    def quarantine(self, source: str, line: int, reason: str, raw: bytes, member: str | None = None) -> None:
+        """Keep an input item that could not be read as a record, with where it was (``member``: inside
+        a tar) and why."""
+        self._q_buf.append({"source": source, "line": line, "reason": reason, "raw": raw, "member": member})
         self.quarantined += 1
         if len(self._q_buf) >= 1024:
             self._flush_quarantine()
@@ -273,6 +333,7 @@ class VersionBuilder:
             "shards": shards,
             "rejected": rejected,
             "quarantine": quarantine,
+            **({"blobs": [{"sha256": d, "bytes": n} for d, n in sorted(self._blobs.items())]} if self._blobs else {}),
             "totals": {
                 "records": sum(s["rows"] for s in shards),
                 "bytes": sum(s["bytes"] for s in shards),

@@ -37,10 +37,11 @@ class IdCounter:
         self._buf = array("q")
 
     @staticmethod
-    def _chunks(f: BinaryIO) -> Iterator[np.ndarray]:
+    def _chunks(f: BinaryIO, total: int = CHUNK) -> Iterator[np.ndarray]:
+        """The hashes in chunks of at most ``CHUNK`` (numpy allocates ``count`` up front: never more than there are)."""
         f.seek(0)
         while True:
-            arr = np.fromfile(f, dtype=np.uint64, count=CHUNK)
+            arr = np.fromfile(f, dtype=np.uint64, count=max(1, min(CHUNK, total)))
             if not len(arr):
                 return
             yield arr
@@ -48,7 +49,7 @@ class IdCounter:
     def duplicates(self) -> int:
         self._flush()
         if self.count <= CHUNK:
-            arr = next(iter(self._chunks(self._file)), np.zeros(0, np.uint64))
+            arr = next(iter(self._chunks(self._file, self.count)), np.zeros(0, np.uint64))
             return int(len(arr) - len(np.unique(arr)))
         parts = -(-self.count // CHUNK) * 2  # about half a chunk a partition, so skew still fits
         with ExitStack() as stack:

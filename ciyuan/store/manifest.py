@@ -45,8 +45,17 @@ _KINDS = [
 ]
 
 
+_MEDIA = re.compile(r"^(media\.[a-z_]+):")
+
+
 def reason_kind(reason: str) -> str:
-    """The kind of a quarantine or rejection reason, for counts by reason (details stay in the item)."""
+    """The kind of a quarantine or rejection reason, for counts by reason (details stay in the item).
+
+    A media reason starts with its code (``media.bomb: ...``, docs/ingest.md): the code is the kind.
+    """
+    media = _MEDIA.match(reason)
+    if media:
+        return media.group(1)
     for kind, pattern in _KINDS:
         if pattern.search(reason):
             return kind

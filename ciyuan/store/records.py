@@ -32,6 +32,7 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("line", pa.int64()),
         pa.field("reason", pa.string()),
         pa.field("raw", pa.large_binary()),
+        pa.field("member", pa.string()),  # inside a tar: the member; else null
     ]
 )
 

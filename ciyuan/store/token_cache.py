@@ -55,10 +55,29 @@ def count_records(records: list[dict], tokenizer: str) -> list[int]:
     for i, r in enumerate(records):
         groups[r.get("modality") or "text"].append(i)
     for modality, idx in groups.items():
-        sched = named if modality == "text" else schedule_for_modality(modality, tokenizer)
-        for i, n in zip(idx, sched.count_records([records[i] for i in idx]), strict=True):
-            out[i] = int(n)
+        if modality == "text":
+            parts = {True: idx}
+        else:  # media with probed facts by its probed default, a reference without bytes by the declared one
+            parts = {True: [i for i in idx if _probed(records[i], modality)],
+                     False: [i for i in idx if not _probed(records[i], modality)]}
+        for with_bytes, part in parts.items():
+            if not part:
+                continue
+            sched = named if modality == "text" else schedule_for_modality(modality, tokenizer, with_bytes=with_bytes)
+            for i, n in zip(part, sched.count_records([records[i] for i in part]), strict=True):
+                out[i] = int(n)
     return out
+
+
+def _probed(record: dict, modality: str) -> bool:
+    """Whether ``record`` holds facts probed from its bytes under ``meta[modality]``."""
+    meta = record.get("meta") or {}
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            return False
+    return isinstance(meta, dict) and isinstance(meta.get(modality), dict)
 
 
 def _shard_records(version: Version, i: int, batch: int = 2048) -> Iterator[list[dict]]:

@@ -17,6 +17,7 @@ from ciyuan import db
 from ciyuan.config import Settings, settings
 from ciyuan.errors import InvalidInput, NotFound
 from ciyuan.store import fs as sfs
+from ciyuan.store.blobs import digest_of
 from ciyuan.store.records import TOKENS_PREFIX, from_batch, token_column
 from ciyuan.store.tables import DatasetRow, TokenCountRow, VersionRow
 from ciyuan.tokens import get_schedule
@@ -69,9 +70,34 @@ class Version:
                 cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
                 yield from pf.iter_batches(batch_size=batch_size, columns=cols)
 
-    def iter_records(self, columns: list[str] | None = None, partition: str = "shards") -> Iterator[dict]:
+    def iter_records(self, columns: list[str] | None = None, partition: str = "shards", *,
+                     resolve_media: bool = False) -> Iterator[dict]:
+        """Record dicts in order. ``resolve_media`` fills ``media`` from the blob a ``media_ref``
+        names (checked against its sha256), so a caller sees every record's bytes the same way."""
+        blobs = None
         for batch in self.iter_batches(columns, partition):
-            yield from from_batch(batch)
+            for rec in from_batch(batch):
+                if resolve_media and rec.get("media") is None and rec.get("media_ref"):
+                    if blobs is None:
+                        blobs = self.blobs()
+                    rec["media"] = blobs.get(digest_of(rec["media_ref"]))
+                yield rec
+
+    def blobs(self):
+        """The blob store this version's ``media_ref``s point into (the same storage as its shards)."""
+        from ciyuan.store.blobs import BlobStore
+
+        return BlobStore(s=self.s)
+
+    def open_media(self, record: dict):
+        """A binary file of one record's media, inline or a blob (a large blob is not loaded)."""
+        import io
+
+        if record.get("media") is not None:
+            return io.BytesIO(record["media"])
+        if not record.get("media_ref"):
+            raise NotFound(f"record {record.get('id')!r} of {self.ref} holds no media")
+        return self.blobs().open(digest_of(record["media_ref"]))
 
     def read_shard(self, index: int, columns: list[str] | None = None, partition: str = "shards") -> pa.Table:
         with self.fs().open(self.shard_paths(partition)[index], "rb") as fh:

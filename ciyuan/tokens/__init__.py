@@ -8,6 +8,7 @@ from ciyuan.tokens import audio as _audio  # noqa: F401  (registers the probed a
 from ciyuan.tokens import vision as _vision  # noqa: F401  (registers the probed image and video schedules)
 from ciyuan.tokens.parallel import count_parallel, count_records_parallel
 from ciyuan.tokens.schedule import (
+    DECLARED_DEFAULTS,
     MODALITY_DEFAULTS,
     TokenSchedule,
     default_schedule,
@@ -20,6 +21,7 @@ from ciyuan.tokens.schedule import (
 from ciyuan.tokens.tokenizers import Tokenizer, clear_cache, get_tokenizer, list_tokenizers, tokenizer_version
 
 __all__ = [
+    "DECLARED_DEFAULTS",
     "MODALITY_DEFAULTS",
     "TokenSchedule",
     "Tokenizer",

@@ -126,6 +126,8 @@ class ProbedSchedule:
     params: dict
     per_item: Callable[[ProbedSchedule, dict, dict], int] = field(repr=False)
     description: str = ""
+    # what count_records reads: worker processes get these, never the media bytes themselves
+    record_fields: tuple[str, ...] = ("id", "modality", "meta")
 
     @property
     def version(self) -> str:

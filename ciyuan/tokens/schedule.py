@@ -251,14 +251,21 @@ _FACTORIES: dict[str, Callable[[], TokenSchedule]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _cache: dict[str, TokenSchedule] = {}
 
-# Which schedule a record of each modality is counted with by default.
+# Which schedule a record of each modality is counted with by default: media from the facts probed
+# from its bytes (ciyuan/tokens/vision.py, audio.py; ingest probes every media object).
 MODALITY_DEFAULTS: dict[str, str] = {
     "text": DEFAULT_TOKENIZER,
-    "image": "image-patch28",
-    "audio": "audio-25hz",
-    "video": "video-frames",
+    "image": "qwen2-vl-image",
+    "audio": "whisper-audio",
+    "video": "qwen2.5-vl-video",
     "episode": "episode-steps",
     "triple": "triples",
+}
+# ... and a media record that carries no bytes (a reference only, nothing to probe) by its declared formula
+DECLARED_DEFAULTS: dict[str, str] = {
+    "image": "image-patch28-declared",
+    "audio": "audio-25hz-declared",
+    "video": "video-frames-declared",
 }
 
 
@@ -343,10 +350,14 @@ def get_schedule(name: str) -> TokenSchedule:
     return sched
 
 
-def schedule_for_modality(modality: str, tokenizer: str = DEFAULT_TOKENIZER) -> TokenSchedule:
-    """The default schedule for records of ``modality`` (text uses ``tokenizer``)."""
+def schedule_for_modality(modality: str, tokenizer: str = DEFAULT_TOKENIZER, *,
+                          with_bytes: bool = True) -> TokenSchedule:
+    """The default schedule for records of ``modality`` (text uses ``tokenizer``); media records
+    without bytes (``with_bytes=False``) get the declared formula of :data:`DECLARED_DEFAULTS`."""
     if modality == "text":
         return get_schedule(tokenizer)
+    if not with_bytes and modality in DECLARED_DEFAULTS:
+        return get_schedule(DECLARED_DEFAULTS[modality])
     if modality not in MODALITY_DEFAULTS:
         raise NotFound(
             f"no token schedule for modality {modality!r}", hint=f"known modalities: {', '.join(MODALITY_DEFAULTS)}"
@@ -354,19 +365,22 @@ def schedule_for_modality(modality: str, tokenizer: str = DEFAULT_TOKENIZER) -> 
     return get_schedule(MODALITY_DEFAULTS[modality])
 
 
-def default_schedule(modality: str, s: Settings | None = None) -> TokenSchedule:
+def default_schedule(modality: str, s: Settings | None = None, *, with_bytes: bool = True) -> TokenSchedule:
     """The schedule a record of ``modality`` is counted with when nobody names one.
 
     Text follows the settings (``default_tokenizer``, e.g. ``CIYUAN_DEFAULT_TOKENIZER=qwen``); the
-    other modalities use their published formula from :data:`MODALITY_DEFAULTS` (``image`` ->
-    ``image-patch28``, ``audio`` -> ``audio-25hz``, ``video`` -> ``video-frames``, ``episode`` ->
-    ``episode-steps``, ``triple`` -> ``triples``). Ingest counts every record this way.
+    other modalities use :data:`MODALITY_DEFAULTS` (``image`` -> ``qwen2-vl-image``, ``audio`` ->
+    ``whisper-audio``, ``video`` -> ``qwen2.5-vl-video``, counted from probed facts; ``episode`` ->
+    ``episode-steps``, ``triple`` -> ``triples``). Media records that carry no bytes
+    (``with_bytes=False``: a reader of references) get the declared formula instead
+    (``image-patch28-declared``, ``audio-25hz-declared``, ``video-frames-declared``). Ingest counts
+    every record this way.
     """
     if s is None:
         from ciyuan.config import settings
 
         s = settings()
-    return schedule_for_modality(modality, s.default_tokenizer)
+    return schedule_for_modality(modality, s.default_tokenizer, with_bytes=with_bytes)
 
 
 def schedule_aliases() -> dict[str, str]:

@@ -113,7 +113,8 @@ def test_tokens_follow_the_modality_of_the_reader(home: Path, tmp_path: Path, re
     src = tmp_path / "cams.sizes"
     src.write_text("56x28\n640x480\n", encoding="utf-8")
     out = cli("ingest", str(src), "--dataset", "cams")
-    assert out["tokens"] == {"image-patch28": 2 * 1 + 23 * 18}  # ceil(w/28) * ceil(h/28)
+    # records without bytes: the declared formula, under its name since issue 13 (image-patch28 is its alias)
+    assert out["tokens"] == {"image-patch28-declared": 2 * 1 + 23 * 18}  # ceil(w/28) * ceil(h/28)
 
     notes = tmp_path / "a.notes"
     notes.write_text("A1: one note\n", encoding="utf-8")
@@ -129,5 +130,6 @@ def test_register_refuses_a_taken_name_and_a_non_reader(registered: None) -> Non
         readers.register(object())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="unknown input format 'xml'") as err:
         readers.get("xml")
-    assert err.value.hint == "use one of: auto, jsonl, parquet, csv, text, notes, sizes"
+    assert err.value.hint == ("use one of: auto, jsonl, hf-parquet, parquet, csv, webdataset, hf-folder, media-folder, "
+                              "text, notes, sizes")  # the media layouts (issue 13) are formats too
     assert readers.get("notes").modality == "text"

@@ -172,9 +172,13 @@ def test_default_schedule_follows_the_modality_and_the_settings(tmp_path, monkey
     monkeypatch.setenv("CIYUAN_TOKENIZER", "qwen")
     s = load_settings(tmp_path)
     assert default_schedule("text", s).name == "qwen"
-    assert {m: default_schedule(m, s).name for m in ("image", "audio", "video", "episode")} == {
-        "image": "image-patch28", "audio": "audio-25hz", "video": "video-frames", "episode": "episode-steps"
+    assert {m: default_schedule(m, s).name for m in ("image", "audio", "video", "episode")} == {  # from probed facts
+        "image": "qwen2-vl-image", "audio": "whisper-audio", "video": "qwen2.5-vl-video", "episode": "episode-steps"
     }
+    assert {m: default_schedule(m, s, with_bytes=False).name for m in ("image", "audio", "video", "episode")} == {
+        "image": "image-patch28-declared", "audio": "audio-25hz-declared", "video": "video-frames-declared",
+        "episode": "episode-steps",
+    }  # records without bytes keep the declared formulas
     with pytest.raises(NotFound, match="no token schedule for modality 'smell'"):
         default_schedule("smell", s)
 

@@ -270,6 +270,10 @@ class GlobalStep(Step):
         """What a scan reads: live records this step applies to (executors and run_steps use it)."""
         return (r for r in records if REJECTED not in r and self.applies(r))
 
+    def scan_columns(self, round_: int) -> list[str] | None:
+        """Record fields a scan round reads (None: all); fewer fields, less decoding."""
+        return None
+
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> Any:
         raise NotImplementedError
 

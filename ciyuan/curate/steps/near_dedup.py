@@ -20,7 +20,7 @@ import numpy as np
 from ciyuan.curate import minhash
 from ciyuan.curate.scratch import ROW_BITS, Scratch, key_groups, node, partitions_for, split, unique_pairs
 from ciyuan.curate.steps.base import TEXT, GlobalStep, Param
-from ciyuan.curate.text import stable_hash, token_hashes, window_hashes
+from ciyuan.curate.text import stable_hash
 from ciyuan.errors import InvalidInput
 
 _BATCH = 512
@@ -93,26 +93,23 @@ class NearDedup(GlobalStep):
 
     # shingles --------------------------------------------------------------------------------
 
-    def _token_hashes(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
-        return token_hashes(texts, self.ngram, self.cjk_ngram)
-
     def shingles(self, text: str) -> np.ndarray:
         """Sorted distinct shingle hashes of ``text`` (the sets whose Jaccard similarity we judge)."""
-        toks, n = self._token_hashes([text])[0]
-        return np.unique(window_hashes(toks, n))
+        flat, _ = minhash.shingles([text], self.ngram, self.cjk_ngram)
+        return np.unique(flat)
 
     def _signatures(self, texts: list[str]) -> np.ndarray:
         """Signature rows of ``texts``; a text without shingles gets the never-matching empty row."""
-        sh = [window_hashes(t, n) for t, n in self._token_hashes(texts)]
-        offsets = np.zeros(len(sh) + 1, dtype=np.uint64)
-        np.cumsum([len(s) for s in sh], out=offsets[1:])
-        flat = np.concatenate(sh) if sh else np.zeros(0, np.uint64)
+        flat, offsets = minhash.shingles(texts, self.ngram, self.cjk_ngram)
         return minhash.signatures(flat, offsets, self.num_perm, self.seed)
 
     # rounds ------------------------------------------------------------------------------------
 
     def begin(self, scratch: str, rows: int) -> dict:
         return {"scratch": scratch, "parts": partitions_for(rows * self.bands)}
+
+    def scan_columns(self, round_: int) -> list[str] | None:
+        return None if round_ == 0 else ["text"]  # round 1 re-reads candidates' text only
 
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
         if round_ == 0:

@@ -33,24 +33,30 @@ class Good:
 
 @dataclass
 class Bad:
-    """One bad input item, destined for quarantine; ``raw`` holds its (possibly truncated) bytes."""
+    """One bad input item, destined for quarantine; ``raw`` holds its (possibly truncated) bytes and
+    ``member`` where inside ``source`` it sat (a tar member), when it sat inside one."""
 
     source: str
     line: int
     reason: str
     raw: bytes
+    member: str | None = None
 
 
 @dataclass(frozen=True)
 class ReadOptions:
     """What the caller asks of every reader; a reader uses the fields that mean something for it.
 
-    ``max_line_bytes`` bounds one item's bytes (a line, a CSV record, a text file).
+    ``max_line_bytes`` bounds one item's bytes (a line, a CSV record, a text file). Media readers
+    read ``modality`` (the one the run keeps: bytes of another are quarantined ``wrong_modality``)
+    and load media up to ``media_inline_max_bytes`` (larger ones stay on disk as a ``FileSpan``).
     """
 
     text_field: str = "text"
     id_field: str | None = None
     max_line_bytes: int = 8 * 1024 * 1024
+    modality: str | None = None
+    media_inline_max_bytes: int = 1 << 20
 
 
 @runtime_checkable
@@ -65,6 +71,10 @@ class Reader(Protocol):
 
     Optional: ``reads_folders = True`` lets ``read`` be given a folder, and ``size(path)`` says how
     many bytes ``read`` will report to its meter when that is not the file's size.
+    ``suffix_needs_detect = True`` makes a suffix match count only when ``detect`` agrees (HF media
+    Parquet shares ``.parquet`` with the text reader). A reader whose records' modality depends on
+    the bytes declares ``modality = "media"`` and ``modality_of(path) -> str`` (the modality most of
+    its items sniff as), and gives its records ``media`` bytes or a ``media_src`` ``FileSpan``.
     """
 
     name: str
@@ -118,11 +128,13 @@ def detect_format(path: str) -> str:
     is_dir = os.path.isdir(path)
     inner, _ = strip_compression(os.path.basename(path))
     ext = os.path.splitext(inner)[1]
+    sniffed = b"" if is_dir or not os.path.isfile(path) else head(path)
     if not is_dir:
         for reader in _READERS.values():
             if ext and ext in reader.suffixes:
+                if getattr(reader, "suffix_needs_detect", False) and not reader.detect(path, sniffed):
+                    continue
                 return reader.name
-    sniffed = b"" if is_dir or not os.path.isfile(path) else head(path)
     for reader in _READERS.values():
         if (is_dir and not getattr(reader, "reads_folders", False)) or not reader.detect(path, sniffed):
             continue
@@ -163,6 +175,8 @@ def read_source(
     id_field: str | None = None,
     max_line_bytes: int = 8 * 1024 * 1024,
     on_bytes: Meter | None = None,
+    modality: str | None = None,
+    media_inline_max_bytes: int = 1 << 20,
 ) -> Iterator[Good | Bad]:
     """Stream every item of ``path`` as a ``Good`` record or a ``Bad`` for quarantine, in input order.
 
@@ -184,12 +198,14 @@ def read_source(
             f"{path!r} is a folder; only the {'/'.join(takers) or 'no'} format reads folders",
             hint=f"use fmt={takers[0]!r}" if takers else "give the files inside it",
         )
-    options = ReadOptions(text_field=text_field, id_field=id_field, max_line_bytes=max_line_bytes)
+    options = ReadOptions(text_field=text_field, id_field=id_field, max_line_bytes=max_line_bytes,
+                          modality=modality, media_inline_max_bytes=media_inline_max_bytes)
     return reader.read(path, options, on_bytes or no_meter)
 
 
-# The built-in formats register themselves on import; detection tries them in this order.
-from ciyuan.ingest.readers import jsonl, parquet, csv, text  # noqa: E402, F401, I001
+# The built-in formats register themselves on import; detection tries them in this order (media
+# folder layouts before the text folder reader, which takes any folder; HF media Parquet before Parquet).
+from ciyuan.ingest.readers import jsonl, hf_parquet, parquet, csv, webdataset, hf_folder, media_folder, text  # noqa: E402, F401, I001
 
 __all__ = [
     "RAW_KEEP",
