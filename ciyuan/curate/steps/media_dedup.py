@@ -46,6 +46,9 @@ class MediaExactDedup(ExactDedup):
     )
     params = ()
 
+    def scan_columns(self, round_: int) -> list[str] | None:
+        return ["media", "media_ref"]  # the bytes (or blob), never the text
+
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
         """Write (decoded-content key, node) of each decodable record; list the ones skipped."""
         ids: list[str] = []
@@ -134,6 +137,9 @@ class MediaNearDedup(GlobalStep):
     @property
     def radius(self) -> int:
         return min(32, max(self.threshold, self.histogram_radius))
+
+    def scan_columns(self, round_: int) -> list[str] | None:
+        return ["media", "media_ref", "meta"]  # bytes to hash, probed facts for keep: largest
 
     def hashes(self, record: dict) -> list[int]:
         """The record's perceptual hashes: one for an image or audio clip, ``video_frames`` for a video."""
