@@ -381,3 +381,23 @@ def test_the_report_says_when_the_histogram_was_sampled():
     en, zh = _media_html(rep, Translator("en")), _media_html(rep, Translator("zh"))
     assert "1000 of the 5000 records" in en and "No near-duplicate media removed." in en
     assert "5000 条记录中均匀抽取的 1000 条" in zh and "<svg" in zh
+
+
+def test_ingest_a_folder_with_captions_then_curate_it_with_image_caption(home, tmp_path):
+    """What a provider does: a folder of pictures with .txt captions, ingested, then curated."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for s in range(5):
+        (folder / f"img{s}.png").write_bytes(cg.image_variants(s)["png"])
+        (folder / f"img{s}.txt").write_text(f"a picture of shapes number {s}", encoding="utf-8")
+    (folder / "dup.webp").write_bytes(cg.image_variants(0)["webp"])
+    (folder / "dup.txt").write_text("the first picture again", encoding="utf-8")
+    (folder / "near.jpg").write_bytes(encode(picture(1, (160, 120)), "JPEG", quality=40))
+    (folder / "near.txt").write_text("a copy of picture one", encoding="utf-8")
+    cli("ingest", str(folder), "--dataset", "pics")
+    out = cli("curate", "pics", "--recipe", "image-caption", "--workers", "1")
+    assert out["kept"] == 5 and out["rejected"] == 2
+    ref = f"pics@{out['version'][:12]}"
+    shown = cli("show", ref, "--rejected", "--limit", "20")["items"]
+    codes = sorted(it["code"] for it in shown)
+    assert codes == ["media_exact_dedup.exact_duplicate", "media_near_dedup.near_duplicate"]
