@@ -386,6 +386,29 @@ EN: dict[str, str] = {
     "cr_step_filter": "filter",
     "cr_step_decontaminate": "decontamination",
     "cr_step_toxicity": "toxicity",
+    "cr_step_media_filter": "media limits",
+    "cr_step_audio_quality": "audio silence and clipping",
+    "cr_step_caption_length": "caption length",
+    "cr_step_media_exact_dedup": "exact media duplicates (decoded content)",
+    "cr_step_media_near_dedup": "near media duplicates (perceptual hash)",
+    "cr_media_dups": "Removed near-duplicate media",
+    "cr_media_dups_note": "Each removed record beside the kept record it duplicates, with the Hamming distance "
+    "between their perceptual hashes (of 64 bits; for video the mean over the aligned frames). Threshold: {threshold}.",
+    "cr_removed": "Removed",
+    "cr_duplicate_of": "Duplicate of (kept)",
+    "cr_modality": "Modality",
+    "cr_distance": "Distance",
+    "cr_more_pairs": "{n} more removed; the first {shown} are listed.",
+    "cr_no_media_dups": "No near-duplicate media removed.",
+    "cr_hash_hist_sampled": "Counted over the pairs of {sampled} of the {records} records (evenly spaced) "
+    "with every other record.",
+    "cr_modality_image": "images",
+    "cr_modality_audio": "audio",
+    "cr_modality_video": "video",
+    "cr_hash_hist": "Hash distances between pairs ({modality})",
+    "cr_hash_hist_note": "Pairs of records of one modality by the Hamming distance of their perceptual hashes, "
+    "up to {radius}; pairs at or below the threshold ({threshold}) are duplicates. A clear gap above the "
+    "threshold means it separates copies from distinct items.",
     "audit_older": "{n} older entries",
 }
 
@@ -751,6 +774,27 @@ ZH: dict[str, str] = {
     "cr_step_filter": "条件筛选",
     "cr_step_decontaminate": "去污染",
     "cr_step_toxicity": "有害内容",
+    "cr_step_media_filter": "媒体条件筛选",
+    "cr_step_audio_quality": "音频静音与削波",
+    "cr_step_caption_length": "描述文本长度",
+    "cr_step_media_exact_dedup": "媒体完全重复去除（按解码内容）",
+    "cr_step_media_near_dedup": "媒体近似重复去除（按感知哈希）",
+    "cr_media_dups": "已去除的近似重复媒体",
+    "cr_media_dups_note": "每条被去除的记录与其重复的保留记录并列，附两者感知哈希（共 64 位）的汉明距离；"
+    "视频为对齐各帧距离的平均值。阈值：{threshold}。",
+    "cr_removed": "已去除",
+    "cr_duplicate_of": "重复于（保留）",
+    "cr_modality": "模态",
+    "cr_distance": "距离",
+    "cr_more_pairs": "另有 {n} 条被去除；此处列出前 {shown} 条。",
+    "cr_no_media_dups": "未去除近似重复媒体。",
+    "cr_hash_hist_sampled": "统计的是 {records} 条记录中均匀抽取的 {sampled} 条与其余所有记录构成的记录对。",
+    "cr_modality_image": "图像",
+    "cr_modality_audio": "音频",
+    "cr_modality_video": "视频",
+    "cr_hash_hist": "记录对的哈希距离（{modality}）",
+    "cr_hash_hist_note": "同一模态的记录对按感知哈希的汉明距离计数，最大至 {radius}；"
+    "距离不超过阈值（{threshold}）的为重复。阈值之上若有明显空档，说明阈值能区分副本与不同内容。",
     "audit_older": "更早的 {n} 条记录",
 }
 

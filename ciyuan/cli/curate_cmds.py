@@ -40,7 +40,7 @@ def _stage_bars(enabled: bool) -> Progress:
 
 def curate_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION to curate."),
-    recipe: str | None = typer.Option(None, "--recipe", help="Recipe YAML file or built-in (text-pretrain, text-sft)."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Recipe YAML file or built-in (see ciyuan steps)."),
     steps: str | None = typer.Option(None, "--steps", help="Shorthand recipe: built-in steps with defaults, a,b,c."),
     executor: str = typer.Option("local", "--executor", help="local (processes) or ray (Ray Data)."),
     workers: int | None = typer.Option(None, "--workers", help="Parallel workers (default: all cores)."),
@@ -122,6 +122,7 @@ def report_cmd(
         rep = build_report(ref)
         path = out or Path(f"report-{rep['dataset']}-{rep['version'][:12]}.html")
         path.write_text(render_html(rep, language), encoding="utf-8")
+        rep.pop("thumbnails", None)  # pictures for the page, not for --json
         rep["html"] = str(path)
     emit(rep, as_json, lambda o: console.print(f"wrote {o['html']}"))
 

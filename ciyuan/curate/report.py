@@ -30,8 +30,16 @@ _OWN_STRINGS = {
 }
 
 
-def build_report(ref: str) -> dict:
-    """Per-step statistics from the manifest plus distributions read from the kept records."""
+THUMB_PAIRS = 24  # removed near duplicates shown with thumbnails beside what they duplicate
+THUMB_PX = 96
+
+
+def build_report(ref: str, thumbnails: bool = True) -> dict:
+    """Per-step statistics from the manifest plus distributions read from the kept records.
+
+    With ``thumbnails``, ``thumbnails`` maps the ids of the first removed near-duplicate images and
+    videos (and of what they duplicate) to small JPEG data URIs, for the HTML page only.
+    """
     from ciyuan.store import resolve
 
     v = resolve(ref)
@@ -85,9 +93,11 @@ def build_report(ref: str) -> dict:
         extra = s.get("extra") or {}
         clusters += extra.get("largest_clusters", [])
         examples.update(extra.get("examples", {}))
+    media_dups, hash_hist = _media_duplicates(steps)
     for c in clusters:
         c["examples"] = [{"id": m, "text": examples.get(m, "")} for m in c.get("members", [])[:3]]
     made = v.manifest.get("made_by", {})
+    thumbs = _thumbnails(v, media_dups["pairs"][:THUMB_PAIRS]) if thumbnails else {}
     return {
         "dataset": v.dataset,
         "version": v.id,
@@ -105,7 +115,73 @@ def build_report(ref: str) -> dict:
         "rejections_by_language": rejections_by_language,
         "pii": dict(sorted(pii.items())),
         "duplicate_clusters": sorted(clusters, key=lambda c: -c["size"])[:10],
+        "media_near_duplicates": media_dups,
+        "hash_distance_histogram": hash_hist,
+        "thumbnails": thumbs,
     }
+
+
+def _thumbnails(v, pairs: list[dict]) -> dict[str, str]:
+    """Small JPEG data URIs of the images and videos (their first frame) that ``pairs`` name.
+
+    Reads the kept and the rejected partitions once each, a batch at a time, and stops as soon as
+    every wanted record was seen; a record whose bytes do not decode simply gets no thumbnail.
+    """
+    want = {p[k] for p in pairs if p.get("modality") in ("image", "video") for k in ("removed", "kept")}
+    out: dict[str, str] = {}
+    for partition in ("shards", "rejected"):
+        if not want - set(out):
+            break
+        for rec in v.iter_records(columns=["id", "modality", "media"], partition=partition):
+            if rec["id"] in want and rec["id"] not in out and rec.get("media"):
+                uri = _thumb(rec["modality"], rec["media"])
+                if uri:
+                    out[rec["id"]] = uri
+                if not want - set(out):
+                    break
+    return out
+
+
+def _thumb(modality: str, data: bytes) -> str | None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        if modality == "video":
+            import av
+
+            with av.open(io.BytesIO(data)) as c:
+                im = next(c.decode(video=0)).to_image()
+        else:
+            im = Image.open(io.BytesIO(data))
+            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
+        im = im.convert("RGB")
+        im.thumbnail((THUMB_PX, THUMB_PX))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=70)
+    except Exception:  # noqa: BLE001 - a thumbnail is decoration: no picture rather than no report
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _media_duplicates(steps: list[dict]) -> tuple[dict, dict]:
+    """Removed near-duplicate media beside what they duplicate, and the hash-distance histograms,
+    from the statistics of each ``media_near_dedup`` step (written by its plan)."""
+    dups: dict = {"threshold": None, "removed": 0, "pairs": []}
+    hist: dict = {}
+    for s in steps:
+        extra = s.get("extra") or {}
+        nd = extra.get("near_duplicates")
+        if not nd:
+            continue
+        dups["threshold"] = nd.get("threshold")
+        dups["removed"] += int(nd.get("removed") or 0)
+        dups["pairs"] += [dict(p, step=s["step"]) for p in nd.get("pairs", [])]
+        for modality, h in (extra.get("distance_histogram") or {}).items():
+            hist[modality] = dict(h, threshold=nd.get("threshold"), step=s["step"])
+    return dups, hist
 
 
 def _histogram(
@@ -154,6 +230,52 @@ def _hist_chart(h: dict, title: str, no_data: str = "no data") -> str:
     e, c = h.get("edges", []), h.get("counts", [])
     labels = [f"{e[i]}–{e[i + 1]}" for i in range(len(c))]
     return _bars(labels, c, title, "#5a9e6f", no_data)
+
+
+def _media_html(rep: dict, t) -> str:
+    """Removed near-duplicate media beside what they duplicate, then one distance histogram per modality."""
+    dups = rep.get("media_near_duplicates") or {}
+    hist = rep.get("hash_distance_histogram") or {}
+    if not dups.get("pairs") and not hist:
+        return ""
+    esc = html.escape
+
+    def mod(m: str) -> str:
+        name = t("cr_modality_" + m)
+        return name if name != "cr_modality_" + m else m
+
+    thumbs = rep.get("thumbnails") or {}
+
+    def cell(rid: str) -> str:
+        img = f'<img src="{esc(thumbs[rid])}" alt="{esc(rid)}"><br>' if rid in thumbs else ""
+        return f'<td translate="no">{img}<code>{esc(rid)}</code></td>'
+
+    rows = "".join(
+        f"<tr>{cell(p['removed'])}{cell(p['kept'])}<td>{esc(mod(p['modality']))}</td><td>{int(p['distance'])}</td></tr>"
+        for p in dups.get("pairs", [])
+    )
+    parts = [f"<h2>{esc(t('cr_media_dups'))}</h2>"]
+    if rows:
+        parts.append(f"<p><small>{esc(t('cr_media_dups_note', threshold=dups.get('threshold')))}</small></p>")
+        parts.append(
+            f"<table class=dups><tr><th>{esc(t('cr_removed'))}</th><th>{esc(t('cr_duplicate_of'))}</th>"
+            f"<th>{esc(t('cr_modality'))}</th><th>{esc(t('cr_distance'))}</th></tr>{rows}</table>"
+        )
+        more = int(dups.get("removed") or 0) - len(dups.get("pairs", []))
+        if more > 0:
+            parts.append(f"<p><small>{esc(t('cr_more_pairs', n=more, shown=len(dups['pairs'])))}</small></p>")
+    else:
+        parts.append(f"<p>{esc(t('cr_no_media_dups'))}</p>")
+    for m, h in hist.items():
+        title = t("cr_hash_hist", modality=mod(m))
+        thr = h.get("threshold")
+        labels = [f"{d}{' ≤' if thr is not None and d <= thr else ''}" for d in h.get("distances", [])]
+        parts.append(_bars(labels, list(h.get("counts", [])), title, "#7a5aa5", t("cr_no_data")))
+        note = t("cr_hash_hist_note", radius=len(h.get("counts", [])) - 1, threshold=thr)
+        if h.get("sampled") is not None and h.get("records") and h["sampled"] < h["records"]:
+            note += " " + t("cr_hash_hist_sampled", sampled=h["sampled"], records=h["records"])
+        parts.append(f"<p><small>{esc(note)}</small></p>")
+    return "\n".join(parts)
 
 
 def render_html(rep: dict, lang: str = "en") -> str:
@@ -207,6 +329,8 @@ def render_html(rep: dict, lang: str = "en") -> str:
             f'<h3><span translate="no">{esc(c["cluster"])}</span> — {esc(head)} <code translate="no">{esc(c["keeper"])}'
             f"</code></h3><ul>{ex}</ul>"
         )
+    media_html = _media_html(rep, t)
+    data = {k: v for k, v in rep.items() if k != "thumbnails"}  # the pictures are on the page already
     pii = rep["pii"]
     ref = f'{esc(rep["dataset"])}@{esc(rep["version"][:12])}'
     nd = t("cr_no_data")
@@ -220,6 +344,7 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;t
 td:first-child,th:first-child,td.r,th.r{{text-align:left}} th,td:nth-child(-n+7){{white-space:nowrap}}
 svg{{font-size:12px;display:block;margin:1em 0}}
 code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
+table.dups td{{text-align:center;vertical-align:bottom}} table.dups img{{max-width:96px;max-height:96px}}
 </style></head><body>
 <h1>{esc(t("cr_title"))}</h1>
 <p><b translate="no">{ref}</b> · {esc(t("cr_parent"))} <code translate="no">{esc((rep["parent"] or "-")[:12])}</code>
@@ -247,6 +372,7 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
        t("cr_pii_by_type"), "#a5563b", nd) if pii else f"<p>{esc(t('cr_no_pii'))}</p>"}
 <h2>{esc(t("cr_clusters"))}</h2>
 {"".join(clusters) or f"<p>{esc(t('cr_no_clusters'))}</p>"}
-<script type="application/json" id="data">{esc(json.dumps(rep, ensure_ascii=False, default=str))}</script>
+{media_html}
+<script type="application/json" id="data">{esc(json.dumps(data, ensure_ascii=False, default=str))}</script>
 </body></html>
 """

@@ -17,7 +17,8 @@ def cli(*args: str) -> dict:
 def test_steps_lists_every_step_with_parameters():
     out = cli("steps")
     names = [s["name"] for s in out["steps"]]
-    assert names == ["normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup", "decontaminate", "length"]
+    assert names == ["normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup", "decontaminate", "length",
+                     "media_filter", "audio_quality", "caption_length", "media_exact_dedup", "media_near_dedup"]
     assert "text-pretrain" in out["recipes"] and "text-sft" in out["recipes"]
 
 

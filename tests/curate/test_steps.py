@@ -8,7 +8,8 @@ from ciyuan.curate.pipeline import run_steps
 from ciyuan.curate.steps import describe, make_step, registry
 from ciyuan.errors import InvalidInput
 
-REQUIRED = ["normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup", "decontaminate", "length"]
+REQUIRED = ["normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup", "decontaminate", "length",
+            "media_filter", "audio_quality", "caption_length", "media_exact_dedup", "media_near_dedup"]
 
 
 def rec(i, text, **meta):

@@ -10,6 +10,8 @@ from ciyuan.curate.steps.decontaminate import Decontaminate
 from ciyuan.curate.steps.exact_dedup import ExactDedup
 from ciyuan.curate.steps.langid import LangId
 from ciyuan.curate.steps.length import Length
+from ciyuan.curate.steps.media_dedup import MediaExactDedup, MediaNearDedup
+from ciyuan.curate.steps.media_filters import AudioQuality, CaptionLength, MediaFilter
 from ciyuan.curate.steps.near_dedup import NearDedup
 from ciyuan.curate.steps.normalize import Normalize
 from ciyuan.curate.steps.pii import Pii
@@ -29,7 +31,10 @@ __all__ = [
     "rejection_code",
 ]
 
-_STEPS: tuple[type[Step], ...] = (Normalize, LangId, Quality, Pii, ExactDedup, NearDedup, Decontaminate, Length)
+_STEPS: tuple[type[Step], ...] = (
+    Normalize, LangId, Quality, Pii, ExactDedup, NearDedup, Decontaminate, Length,
+    MediaFilter, AudioQuality, CaptionLength, MediaExactDedup, MediaNearDedup,
+)  # fmt: skip
 
 
 def registry() -> dict[str, type[Step]]:
