@@ -113,7 +113,7 @@ def open_source(src: Source, name: str, member: str | None) -> Iterator[Opened]:
         if isinstance(src, str | os.PathLike):
             path: str | None = os.fspath(src)
             own = fh = open(path, "rb")  # noqa: SIM115 (closed below, after the yield)
-            size = os.fstat(fh.fileno()).st_size
+            size = fh.seek(0, io.SEEK_END)
         else:
             path = None
             if isinstance(src, bytes | bytearray | memoryview):

@@ -187,7 +187,8 @@ def _walk_gif(data, name: str, member: str | None) -> int:
 def _frames(im: Image.Image) -> int:
     """Frame count (WebP, TIFF pages) from Pillow's headers."""
     n = getattr(im, "n_frames", 1)
-    im.seek(0)
+    if n > 1:
+        im.seek(0)
     return int(n)
 
 
@@ -211,14 +212,16 @@ def _tail(fh: BinaryIO, size: int) -> bytes:
 def _short_by(op: Opened, fmt: str, im: Image.Image) -> str:
     """Why the file ends before its data does ('' when it reaches its end marker)."""
     fh, size = op.fh, op.size
-    pos = fh.tell()
     try:
         if fmt == "jpeg":
-            tail = _tail(fh, size)
-            if not tail.rstrip(b"\x00").endswith(b"\xff\xd9") and b"\xff\xd9" not in tail:
-                return f"no JPEG end-of-image marker in the last {len(tail)} bytes of {size:,}"
+            fh.seek(max(0, size - 2))
+            if fh.read(2) != b"\xff\xd9":  # the usual end; else look further back (padding, trailers)
+                tail = _tail(fh, size)
+                if b"\xff\xd9" not in tail:
+                    return f"no JPEG end-of-image marker in the last {len(tail)} bytes of {size:,}"
         elif fmt == "png":
-            if b"IEND\xaeB`\x82" not in _tail(fh, size):
+            fh.seek(max(0, size - 8))
+            if fh.read(8) != b"IEND\xaeB`\x82" and b"IEND\xaeB`\x82" not in _tail(fh, size):
                 return f"no PNG IEND chunk at the end of its {size:,} bytes"
         elif fmt == "webp":
             declared = int.from_bytes(op.head[4:8], "little") + 8
@@ -240,7 +243,7 @@ def _short_by(op: Opened, fmt: str, im: Image.Image) -> str:
                         return f"TIFF strips end at byte {end:,}, the file has {size:,}"
         return ""
     finally:
-        fh.seek(pos)
+        fh.seek(0)
 
 
 def _decode(im: Image.Image, fmt: str, fh: BinaryIO, fail) -> None:
