@@ -195,13 +195,33 @@ def _frames(im: Image.Image) -> int:
 def _orientation(im: Image.Image, fmt: str) -> int:
     """EXIF orientation 1..8 (1 when absent or invalid), without decoding pixels.
 
-    Pillow's PNG ``getexif`` loads the image when no eXIf chunk came before the pixel data: skip it
-    then (the PNG specification puts eXIf before IDAT).
+    Read straight from IFD0 of the EXIF bytes (one tag wanted: Pillow's ``getexif`` parses them
+    all, and its PNG version loads the pixels when no eXIf chunk came before them). TIFF keeps the
+    tag among its own.
     """
-    if fmt == "png" and "exif" not in im.info:
-        return 1
-    value = im.getexif().get(0x0112, 1)
+    if fmt == "tiff":
+        value = im.tag_v2.get(0x0112, 1)
+    else:
+        raw = im.info.get("exif")
+        value = _ifd0_orientation(raw) if isinstance(raw, bytes | bytearray) else 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _ifd0_orientation(raw: bytes) -> int:
+    """Tag 0x0112 of IFD0 in EXIF bytes (with or without the ``Exif\\0\\0`` prefix); 1 when absent."""
+    if raw.startswith(b"Exif\x00\x00"):
+        raw = raw[6:]
+    if len(raw) < 8 or raw[:2] not in (b"II", b"MM"):
+        return 1
+    order = "little" if raw[:2] == b"II" else "big"
+    ifd = int.from_bytes(raw[4:8], order)
+    if ifd + 2 > len(raw):
+        return 1
+    count = int.from_bytes(raw[ifd : ifd + 2], order)
+    for e in range(ifd + 2, min(ifd + 2 + 12 * count, len(raw) - 11), 12):
+        if int.from_bytes(raw[e : e + 2], order) == 0x0112:
+            return int.from_bytes(raw[e + 8 : e + 10], order)  # a SHORT, left-justified in the value field
+    return 1
 
 
 def _tail(fh: BinaryIO, size: int) -> bytes:
