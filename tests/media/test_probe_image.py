@@ -153,3 +153,16 @@ def test_pillow_global_limit_untouched():
     with pytest.raises(MediaError):
         probe_image(png_header_only(10_000, 10_000), name="b.png", limits=LIMITS)
     assert before == Image.MAX_IMAGE_PIXELS
+
+
+def test_orientation_read_from_either_byte_order():
+    from ciyuan.ingest.probe.image import _ifd0_orientation
+
+    big = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x02" + b"\x01\x00\x00\x03\x00\x00\x00\x01\x00\x40\x00\x00" \
+        + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x08\x00\x00" + b"\x00\x00\x00\x00"
+    assert _ifd0_orientation(b"Exif\x00\x00" + big) == 8
+    exif = Image.Exif()
+    exif[0x0112] = 5
+    assert _ifd0_orientation(exif.tobytes()) == 5
+    assert _ifd0_orientation(b"Exif\x00\x00II*\x00\xff\xff\x00\x00") == 1  # IFD offset past the end
+    assert _ifd0_orientation(b"junk") == 1

@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from ciyuan.errors import InvalidInput
@@ -113,8 +112,8 @@ def open_source(src: Source, name: str, member: str | None) -> Iterator[Opened]:
     try:
         if isinstance(src, str | os.PathLike):
             path: str | None = os.fspath(src)
-            own = fh = Path(path).open("rb")  # noqa: SIM115 (closed below, after the yield)
-            size = os.fstat(fh.fileno()).st_size
+            own = fh = open(path, "rb")  # noqa: SIM115 (closed below, after the yield)
+            size = fh.seek(0, io.SEEK_END)
         else:
             path = None
             if isinstance(src, bytes | bytearray | memoryview):

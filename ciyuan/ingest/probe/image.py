@@ -1,10 +1,11 @@
 """Image facts from the header (Pillow), with the bomb refused before a pixel is decoded.
 
-``probe_image`` opens the file with Pillow restricted to the format its bytes show (so a ``.png``
+``probe_image`` opens the file with the Pillow plugin of the format its bytes show (so a ``.png``
 that is a JPEG is read as the JPEG it is), reads the size, mode, frame count and EXIF orientation
-from the headers, and refuses a size above ``media_max_pixels`` right there: Pillow's own
-``MAX_IMAGE_PIXELS`` check (it raises at twice its 89.5 MP) stays underneath as a floor, but the
-setting is the guard. Its warning is silenced, the refusal is ours.
+from the headers, and refuses a size above ``media_max_pixels`` right there, before any pixel is
+decoded. Pillow's own limit (it refuses above twice ``Image.MAX_IMAGE_PIXELS``, 179 MP) is kept as
+a floor: a ``media_max_pixels`` set higher cannot lift it. GIF frames are counted by walking the
+blocks (on a memory map of the file, not a copy), which also finds a GIF cut before its trailer.
 
 Truncation and corruption, two levels (``check``):
 
@@ -19,8 +20,9 @@ Truncation and corruption, two levels (``check``):
 
 from __future__ import annotations
 
+import contextlib
 import io
-import warnings
+import mmap
 from struct import error as struct_error  # Pillow raises it on short headers
 from typing import BinaryIO
 
@@ -67,22 +69,18 @@ def _probe(op: Opened, name: str, member: str | None, check: str, limits: Limits
     modality, fmt = found
     if modality != "image":
         raise fail("wrong_modality", f"the bytes are {modality} ({fmt}), not an image")
-    pil_format = _PIL_FORMAT.get(fmt)
-    if pil_format is None or pil_format not in Image.OPEN:
-        Image.init()
-        if pil_format is None or pil_format not in Image.OPEN:
-            raise fail("unsupported", f"{fmt} images cannot be read here")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(op.fh, formats=[pil_format])
-        except Image.DecompressionBombError as exc:
-            raise fail("bomb", f"Pillow refused the header ({exc})") from exc
-        except (OSError, SyntaxError, ValueError, TypeError, struct_error, IndexError, EOFError) as exc:
-            short = _short_by(op, fmt, None)
-            if short:
-                raise fail("truncated", short) from exc
-            raise fail("corrupt", f"{fmt} header does not parse: {exc}") from exc
+    factory = _factory(fmt)
+    if factory is None:
+        raise fail("unsupported", f"{fmt} images cannot be read here")
+    try:
+        im = factory(op.fh, name)
+    except Image.DecompressionBombError as exc:
+        raise fail("bomb", f"Pillow refused the header ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, TypeError, struct_error, IndexError, EOFError) as exc:
+        short = _short_by(op, fmt, None)
+        if short:
+            raise fail("truncated", short) from exc
+        raise fail("corrupt", f"{fmt} header does not parse: {exc}") from exc
     with im:
         w, h = im.size
         if fmt == "tiff":  # Pillow reports a TIFF's size turned by its orientation tag: keep the stored one
@@ -92,8 +90,11 @@ def _probe(op: Opened, name: str, member: str | None, check: str, limits: Limits
         if w * h > limits.max_pixels:
             raise fail("bomb", f"header declares {w}x{h} = {w * h:,} pixels, above media_max_pixels "
                                f"{limits.max_pixels:,}")
+        floor = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+        if floor and w * h > floor:
+            raise fail("bomb", f"header declares {w}x{h} = {w * h:,} pixels, above Pillow's limit {floor:,}")
         try:
-            frames = _frames(im)
+            frames = _gif_frames(op, name, member) if fmt == "gif" else _frames(im)
             orientation = _orientation(im, fmt)
         except (OSError, SyntaxError, ValueError, struct_error, EOFError) as exc:
             raise fail("corrupt", f"{fmt} headers do not parse: {exc}") from exc
@@ -108,23 +109,119 @@ def _probe(op: Opened, name: str, member: str | None, check: str, limits: Limits
             "display_width": dw, "display_height": dh, "frames": frames, "bytes": op.size}
 
 
+def _factory(fmt: str):
+    """Pillow's opener for ``fmt``, called directly: the format is known from the bytes, so the
+    plugin loop and Image.open's own pixel check (with its warning) are skipped; ours runs next."""
+    pil = _PIL_FORMAT.get(fmt)
+    if pil is None:
+        return None
+    if pil not in Image.OPEN:
+        Image.init()
+    entry = Image.OPEN.get(pil)
+    return entry[0] if entry else None
+
+
+def _gif_frames(op: Opened, name: str, member: str | None) -> int:
+    """Image descriptors in a GIF, by walking its blocks on the bytes (Pillow's own walk reads
+    each 255-byte sub-block from the file: ten times slower). A GIF that stops before its trailer
+    is truncated; a byte that starts no block is corrupt."""
+    fh = op.fh
+    if op.path:
+        data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if op.size else b""
+    else:
+        fh.seek(0)
+        data = fh.read()
+        fh.seek(0)
+    try:
+        return _walk_gif(data, name, member)
+    finally:
+        if isinstance(data, mmap.mmap):
+            with contextlib.suppress(BufferError):  # a numpy view still held by a traceback: GC closes it
+                data.close()
+
+
+def _walk_gif(data, name: str, member: str | None) -> int:
+    import numpy as np
+
+    size = len(data)
+    arr = np.frombuffer(data, dtype=np.uint8) if size else np.empty(0, np.uint8)
+
+    def sub_blocks(j: int) -> int:
+        while j < size:
+            n = data[j]
+            if n == 255:  # writers fill 255-byte sub-blocks: jump the whole run at once
+                run = arr[j::256]
+                t = int(np.argmax(run != 255))
+                if run[t] == 255:
+                    break
+                j += 256 * t
+                continue
+            j += 1 + n
+            if n == 0:
+                return j
+        raise MediaError("truncated", name, f"a GIF data block runs past the end of its {size:,} bytes",
+                         member=member)
+
+    i = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    frames = 0
+    while i < size:
+        b = data[i]
+        if b == 0x3B:
+            return frames
+        if b == 0x2C:
+            if i + 10 > size:
+                break
+            flags = data[i + 9]
+            i += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+            i = sub_blocks(i + 1)  # after the LZW code size
+            frames += 1
+        elif b == 0x21:
+            i = sub_blocks(i + 2)
+        elif b == 0 and frames:
+            i += 1  # stray padding between blocks, which some writers leave
+        else:
+            raise MediaError("corrupt", name, f"byte 0x{b:02x} at offset {i:,} starts no GIF block", member=member)
+    raise MediaError("truncated", name, f"no GIF trailer in its {size:,} bytes", member=member)
+
+
 def _frames(im: Image.Image) -> int:
-    """Frame count (GIF, WebP, TIFF pages); Pillow walks GIF frames without decoding them."""
+    """Frame count (WebP, TIFF pages) from Pillow's headers."""
     n = getattr(im, "n_frames", 1)
-    im.seek(0)
+    if n > 1:
+        im.seek(0)
     return int(n)
 
 
 def _orientation(im: Image.Image, fmt: str) -> int:
     """EXIF orientation 1..8 (1 when absent or invalid), without decoding pixels.
 
-    Pillow's PNG ``getexif`` loads the image when no eXIf chunk came before the pixel data: skip it
-    then (the PNG specification puts eXIf before IDAT).
+    Read straight from IFD0 of the EXIF bytes (one tag wanted: Pillow's ``getexif`` parses them
+    all, and its PNG version loads the pixels when no eXIf chunk came before them). TIFF keeps the
+    tag among its own.
     """
-    if fmt == "png" and "exif" not in im.info:
-        return 1
-    value = im.getexif().get(0x0112, 1)
+    if fmt == "tiff":
+        value = im.tag_v2.get(0x0112, 1)
+    else:
+        raw = im.info.get("exif")
+        value = _ifd0_orientation(raw) if isinstance(raw, bytes | bytearray) else 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _ifd0_orientation(raw: bytes) -> int:
+    """Tag 0x0112 of IFD0 in EXIF bytes (with or without the ``Exif\\0\\0`` prefix); 1 when absent."""
+    if raw.startswith(b"Exif\x00\x00"):
+        raw = raw[6:]
+    if len(raw) < 8 or raw[:2] not in (b"II", b"MM"):
+        return 1
+    order = "little" if raw[:2] == b"II" else "big"
+    ifd = int.from_bytes(raw[4:8], order)
+    if ifd + 2 > len(raw):
+        return 1
+    count = int.from_bytes(raw[ifd : ifd + 2], order)
+    for e in range(ifd + 2, min(ifd + 2 + 12 * count, len(raw) - 11), 12):
+        if int.from_bytes(raw[e : e + 2], order) == 0x0112:
+            return int.from_bytes(raw[e + 8 : e + 10], order)  # a SHORT, left-justified in the value field
+    return 1
 
 
 def _tail(fh: BinaryIO, size: int) -> bytes:
@@ -135,18 +232,17 @@ def _tail(fh: BinaryIO, size: int) -> bytes:
 def _short_by(op: Opened, fmt: str, im: Image.Image) -> str:
     """Why the file ends before its data does ('' when it reaches its end marker)."""
     fh, size = op.fh, op.size
-    pos = fh.tell()
     try:
         if fmt == "jpeg":
-            tail = _tail(fh, size)
-            if not tail.rstrip(b"\x00").endswith(b"\xff\xd9") and b"\xff\xd9" not in tail:
-                return f"no JPEG end-of-image marker in the last {len(tail)} bytes of {size:,}"
+            fh.seek(max(0, size - 2))
+            if fh.read(2) != b"\xff\xd9":  # the usual end; else look further back (padding, trailers)
+                tail = _tail(fh, size)
+                if b"\xff\xd9" not in tail:
+                    return f"no JPEG end-of-image marker in the last {len(tail)} bytes of {size:,}"
         elif fmt == "png":
-            if b"IEND\xaeB`\x82" not in _tail(fh, size):
+            fh.seek(max(0, size - 8))
+            if fh.read(8) != b"IEND\xaeB`\x82" and b"IEND\xaeB`\x82" not in _tail(fh, size):
                 return f"no PNG IEND chunk at the end of its {size:,} bytes"
-        elif fmt == "gif":
-            if not _tail(fh, size).rstrip(b"\x00").endswith(b";"):
-                return f"no GIF trailer at the end of its {size:,} bytes"
         elif fmt == "webp":
             declared = int.from_bytes(op.head[4:8], "little") + 8
             if declared > size:
@@ -167,7 +263,7 @@ def _short_by(op: Opened, fmt: str, im: Image.Image) -> str:
                         return f"TIFF strips end at byte {end:,}, the file has {size:,}"
         return ""
     finally:
-        fh.seek(pos)
+        fh.seek(0)
 
 
 def _decode(im: Image.Image, fmt: str, fh: BinaryIO, fail) -> None:
