@@ -1,5 +1,8 @@
 """Executors: run a canonical recipe over a version's shards, shard by shard, locally or on Ray.
 
+Over 500 lines because the local pool and the Ray path share one stage planner, one shard job and
+one resume check, and cutting them apart would split the invariant that both give the same version id.
+
 The recipe is cut into *stages* at every global (dedup) step. A stage reads each input shard as a
 stream of batches, applies the global step's plan (if the stage starts with one) and the per-record
 steps after it, and writes one intermediate shard plus its statistics into a work folder. Between
