@@ -69,7 +69,7 @@ def test_expiry_inside_an_order_is_logged_once(db_home, h) -> None:
     assert len(_expiry_entries("h1")) == 1
     assert tx.run(lambda s: ledger.expire_due(s, now=now + timedelta(seconds=120))) == 1  # h2
     assert len(_expiry_entries("h1")) == 1 and len(_expiry_entries("h2")) == 1
-    rep = tx.run(audit.adopt)
+    rep = tx.run(ledger.adopt)
     assert rep["expiries"] == 0  # nothing left for adoption to log
     assert len(_expiry_entries("h1")) == 1
     assert tx.run(audit.verify)["ok"]
