@@ -107,7 +107,8 @@ def test_upgrade_links_charge_legs_and_keeps_every_transfer_and_the_chain(db_hom
         _upgrade(eng, "head")
         with eng.begin() as c:
             after = c.execute(sa.text("SELECT id, kind, state, amount FROM ex_transfers ORDER BY seq")).all()
-            legs = {r.id: (r.charge_id, r.leg) for r in c.execute(sa.text("SELECT id, charge_id, leg FROM ex_transfers"))}
+            got = c.execute(sa.text("SELECT id, charge_id, leg FROM ex_transfers"))
+            legs = {r.id: (r.charge_id, r.leg) for r in got}
             assert tuple(c.execute(sa.text("SELECT seq, hash FROM dl_audit_head")).one()) == tuple(old_head)
     finally:
         eng.dispose()
