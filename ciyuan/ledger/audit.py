@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, String, Text, delete, func, insert, select, text, update
+from sqlalchemy import BigInteger, String, Text, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -136,26 +137,27 @@ def _lock_head(sess: Session, *, wait: bool) -> tuple[int, str] | None:
     return (int(row[0]), row[1]) if row is not None else None
 
 
-def chain_pending(sess: Session, *, wait: bool = True, limit: int | None = None) -> int | None:
-    """Move committed inbox events into the chain under the head's lock; the number taken from the inbox.
+def chain_pending(sess: Session, *, wait: bool = True, limit: int | None = None) -> list[int] | None:
+    """Move committed inbox events into the chain under the head's lock; the inbox ids taken.
 
     None: another appender holds the head (only with ``wait=False``); it chains what is committed.
+    Three statements on PostgreSQL whatever the number of events: lock the head, read the inbox
+    (with whether each ref is chained already), and one statement that inserts the entries,
+    empties those inbox rows and moves the head.
     """
     head_now = _lock_head(sess, wait=wait)
     if head_now is None:
         return None
     Q = AuditInboxRow
-    queued = sess.execute(select(Q.id, Q.at, Q.kind, Q.ref, Q.data).order_by(Q.id).limit(limit or CHAIN_BATCH)).all()
+    q = (select(Q.id, Q.at, Q.kind, Q.ref, Q.data, AuditRow.seq)
+         .outerjoin(AuditRow, AuditRow.ref == Q.ref).order_by(Q.id).limit(limit or CHAIN_BATCH))
+    queued = sess.execute(q).all()
     if not queued:
-        return 0
-    refs = list({q.ref for q in queued})
-    seen = set()
-    for i in range(0, len(refs), 1000):
-        seen.update(sess.execute(select(AuditRow.ref).where(AuditRow.ref.in_(refs[i : i + 1000]))).scalars())
+        return []
     seq, prev = head_now
-    rows = []
+    rows, seen = [], set()
     for q in queued:
-        if q.ref in seen:  # the same event queued twice: the chain keeps the first
+        if q[5] is not None or q.ref in seen:  # the same event queued twice: the chain keeps the first
             continue
         seen.add(q.ref)
         seq += 1
@@ -163,45 +165,115 @@ def chain_pending(sess: Session, *, wait: bool = True, limit: int | None = None)
         rows.append({"seq": seq, "at": q.at, "kind": q.kind, "ref": q.ref, "data": q.data, "prev_hash": prev,
                      "hash": h})
         prev = h
+    ids = [q.id for q in queued]
+    if sess.get_bind().dialect.name == "postgresql":
+        sess.execute(text(
+            "WITH ins AS (INSERT INTO dl_audit (seq, at, kind, ref, data, prev_hash, hash) "
+            "SELECT seq, at, kind, ref, data, prev_hash, hash FROM json_to_recordset(CAST(:rows AS json)) "
+            "AS r(seq bigint, at text, kind text, ref text, data text, prev_hash text, hash text)), "
+            "del AS (DELETE FROM dl_audit_inbox WHERE id = ANY(:ids)) "
+            "UPDATE dl_audit_head SET seq = :seq, hash = :hash WHERE id = 1"),
+            {"rows": json.dumps(rows), "ids": ids, "seq": seq, "hash": prev})
+        return ids
     if rows:
         sess.execute(insert(AuditRow), rows)
         sess.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=seq, hash=prev))
-    ids = [q.id for q in queued]
-    for i in range(0, len(ids), 1000):
-        sess.execute(delete(Q).where(Q.id.in_(ids[i : i + 1000])))
-    return len(queued)
+    for i in range(0, len(ids), 500):
+        sess.execute(delete(Q).where(Q.id.in_(ids[i : i + 500])))
+    return ids
 
 
-def drain(bind: Any, mine: list[int] | None = None) -> None:
-    """Chain what is queued, in short transactions of their own, until ``mine`` (or all) is chained.
-
-    A group commit: whoever takes the head chains every committed event, so under load one short
-    transaction chains many orders' entries. A caller that finds the head taken does not queue
-    behind it: it waits only until its own events are gone from the inbox (the holder, or the
-    next one, chains them: they were committed before it looked).
-    """
-    pause = 0.0005
+def drain(bind: Any) -> None:
+    """Chain everything queued now (waiting for the head if another appender holds it)."""
     while True:
         with Session(bind) as s2, s2.begin():
-            n = chain_pending(s2, wait=mine is None)
-        if n is not None:
-            if n < CHAIN_BATCH:
-                return
-            continue  # a full batch: there may be more
-        time.sleep(pause)
-        pause = min(pause * 2, 0.02)
-        with Session(bind) as s2, s2.begin():
-            left = s2.execute(select(func.count()).select_from(AuditInboxRow)
-                              .where(AuditInboxRow.id.in_(mine))).scalar_one()
-        if not left:
+            n = len(chain_pending(s2, wait=True) or [])
+        if n < CHAIN_BATCH:
             return
+
+
+class _Appender:
+    """One per process and database: chains what its process's units of work queued, in groups.
+
+    Committers hand it their inbox ids and wait; it takes the head without waiting for it
+    (``SKIP LOCKED``) and chains every committed event, its own process's and others'. When
+    another process's appender holds the head, it only checks which of its ids are gone from the
+    inbox (that appender chains them: they were committed before they were handed over).
+    """
+
+    WAIT_S = 30.0  # a committer never waits longer; its events stay queued and are chained later
+
+    def __init__(self, bind: Any):
+        self.bind = bind
+        self.cv = threading.Condition()
+        self.waiting: set[int] = set()
+        self.thread: threading.Thread | None = None
+
+    def wait(self, ids: list[int]) -> None:
+        deadline = time.monotonic() + self.WAIT_S
+        with self.cv:
+            self.waiting.update(ids)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="ciyuan-audit-appender", daemon=True)
+                self.thread.start()
+            self.cv.notify_all()
+            while any(i in self.waiting for i in ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.waiting.difference_update(ids)
+                    return
+                self.cv.wait(min(left, 1.0))
+
+    def _run(self) -> None:
+        pause = 0.0005
+        while True:
+            with self.cv:
+                while not self.waiting:
+                    self.cv.wait()
+                want = set(self.waiting)
+            try:
+                with Session(self.bind) as s2, s2.begin():
+                    took = chain_pending(s2, wait=False)
+                done = want.intersection(took or ())
+                rest = want - done
+                if rest and (took is None or len(took) < CHAIN_BATCH):
+                    with Session(self.bind) as s2, s2.begin():
+                        present = set(s2.execute(select(AuditInboxRow.id)
+                                                 .where(AuditInboxRow.id.in_(sorted(rest)))).scalars())
+                    done |= rest - present
+                if took is None and not done:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.01)
+                else:
+                    pause = 0.0005
+            except Exception:  # the database is away: the events stay queued; try again shortly
+                done = set()
+                time.sleep(0.1)
+            if done:
+                with self.cv:
+                    self.waiting.difference_update(done)
+                    self.cv.notify_all()
+
+
+_appenders: dict[tuple[int, int], _Appender] = {}
+_appenders_lock = threading.Lock()
 
 
 def chain_after_commit(sess: Session) -> None:
     """After-commit hook: this unit of work's events are chained before its caller goes on."""
     mine = sess.info.pop(_QUEUED, None)
-    if mine:
-        drain(sess.get_bind(), mine)
+    if not mine:
+        return
+    bind = sess.get_bind()
+    if bind.dialect.name != "postgresql":  # SQLite has one writer at a time: chain right here
+        drain(bind)
+        return
+    key = (os.getpid(), id(bind))
+    with _appenders_lock:
+        app = _appenders.get(key)
+        if app is None or app.bind is not bind:
+            app = _appenders[key] = _Appender(bind)
+    app.wait(mine)
 
 
 def entries(sess: Session, *, after: int = 0, limit: int = 1000, ref_prefix: str | None = None) -> list[Entry]:
