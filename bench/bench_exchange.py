@@ -245,8 +245,12 @@ def child_ledger_setup() -> dict:
     return {"accounts": LEDGER_ACCOUNTS}
 
 
-def child_ledger_worker(worker: int, threads: int, seconds: float, start_at: float) -> dict:
-    """``threads`` callers, each doing one transfer per transaction until the window closes."""
+def child_ledger_worker(worker: int, threads: int, seconds: float, start_at: float, path: str) -> dict:
+    """``threads`` callers, each making one transfer at a time until the window closes.
+
+    ``path`` ``submit``: ``ledger.submit_transfer`` (concurrent callers of a process share
+    transactions); ``tx``: one ``tx.run(create_transfer)`` unit of work per transfer.
+    """
     from ciyuan.db import tx
     from ciyuan.ledger import ledger
 
@@ -262,16 +266,22 @@ def child_ledger_worker(worker: int, threads: int, seconds: float, start_at: flo
         n = 0
         while time.time() < end:
             a, b = rng.sample(ids, 2)
-            tx.run(lambda s, a=a, b=b, n=n: ledger.create_transfer(s, f"w{worker}-{t}-{n}", a, b, 1 + n % 100, "CNY"))
+            if path == "submit":
+                ledger.submit_transfer(f"w{worker}-{t}-{n}", a, b, 1 + n % 100, "CNY")
+            else:
+                tx.run(lambda s, a=a, b=b, n=n: ledger.create_transfer(s, f"w{worker}-{t}-{n}", a, b, 1 + n % 100,
+                                                                       "CNY"))
             n += 1
         counts[t] = n
 
     pool = [threading.Thread(target=caller, args=(t,)) for t in range(threads)]
+    cpu0 = time.process_time()
     for th in pool:
         th.start()
     for th in pool:
         th.join()
-    return {"worker": worker, "transfers": sum(counts)}
+    return {"worker": worker, "transfers": sum(counts), "cpu_s": round(time.process_time() - cpu0, 2),
+            "late_s": round(max(0.0, time.time() - seconds - start_at), 2)}
 
 
 def child_http_setup(buyers: int, quotes_each: int) -> dict:
@@ -327,19 +337,21 @@ def _home(url: str) -> dict:
     return env
 
 
-def target_ledger(seconds: float, procs: int, threads: int) -> dict:
+def target_ledger(seconds: float, procs: int, threads: int, path: str = "submit") -> dict:
     url = _pg_db()
     env = _home(url)
     try:
         _last_json(_child("ledger-setup", env))
         start_at = time.time() + 8
         kids = [_child("ledger-worker", env, "--worker", str(w), "--threads", str(threads), "--seconds",
-                       str(seconds), "--start-at", str(start_at)) for w in range(procs)]
+                       str(seconds), "--start-at", str(start_at), "--path", path) for w in range(procs)]
         done = [_last_json(k) for k in kids]
         n = sum(d["transfers"] for d in done)
+        cpu = sum(d["cpu_s"] for d in done)
         check, verify = _ciyuan(env, "ledger", "check"), _ciyuan(env, "audit", "verify")
-        return {"transfers_per_s": round(n / seconds, 1), "transfers": n, "processes": procs,
-                "callers_per_process": threads, "seconds": seconds, "ledger_check_ok": check.get("ok"),
+        return {"path": path, "transfers_per_s": round(n / seconds, 1), "transfers": n, "processes": procs,
+                "callers_per_process": threads, "seconds": seconds,
+                "client_cpu_ms_per_transfer": round(1000 * cpu / max(n, 1), 2), "ledger_check_ok": check.get("ok"),
                 "audit_verify_ok": verify.get("ok"), "audit_entries": verify.get("entries"),
                 "audit_transfers": verify.get("transfers"), "check_problems": check.get("differences", [])[:5],
                 "verify_problems": verify.get("problems", [])[:5]}
@@ -442,8 +454,10 @@ def targets(args: argparse.Namespace) -> dict:
                     f"{args.workers} --buyers {args.buyers} --quotes-each {args.quotes_each}"}
     result["pgbench"] = pgbench(int(args.seconds), clients)
     print("pgbench", result["pgbench"], flush=True)
-    result["ledger"] = target_ledger(args.seconds, args.procs, args.callers)
+    result["ledger"] = target_ledger(args.seconds, args.procs, args.callers, "submit")
     print("ledger", result["ledger"], flush=True)
+    result["ledger_one_tx_each"] = target_ledger(args.seconds, args.procs, args.callers, "tx")
+    print("ledger_one_tx_each", result["ledger_one_tx_each"], flush=True)
     result["http"] = target_http(args.seconds, args.workers, args.buyers, args.quotes_each)
     print("http", result["http"], flush=True)
     result["pgbench_after"] = pgbench(int(args.seconds), clients)
@@ -452,6 +466,7 @@ def targets(args: argparse.Namespace) -> dict:
     result["ratios"] = {
         "pgbench_tps_mean": round(tps, 1),
         "ledger_transfers_vs_pgbench": round(result["ledger"]["transfers_per_s"] / tps, 3),
+        "ledger_one_tx_each_vs_pgbench": round(result["ledger_one_tx_each"]["transfers_per_s"] / tps, 3),
         "http_orders_vs_pgbench": round(result["http"]["orders_per_s"] / tps, 3),
         "targets": {"ledger": 0.3, "http": 0.05},
     }
@@ -477,12 +492,13 @@ def main() -> None:
     ap.add_argument("--worker", type=int, default=0)
     ap.add_argument("--start-at", type=float, default=0)
     ap.add_argument("--quotes-each", type=int, default=100)
+    ap.add_argument("--path", choices=["submit", "tx"], default="submit")
     args = ap.parse_args()
     if args.child == "ledger-setup":
         print(json.dumps(child_ledger_setup()))
         return
     if args.child == "ledger-worker":
-        print(json.dumps(child_ledger_worker(args.worker, args.threads, args.seconds, args.start_at)))
+        print(json.dumps(child_ledger_worker(args.worker, args.threads, args.seconds, args.start_at, args.path)))
         return
     if args.child == "http-setup":
         print(json.dumps(child_http_setup(args.buyers, args.quotes_each)))

@@ -119,12 +119,22 @@ def append_many(sess: Session, events: list[tuple[str, str, dict]], *, at: datet
     """
     if not events:
         return 0
-    stamp = (at or datetime.now(UTC)).isoformat()
-    rows = [{"at": stamp, "kind": k, "ref": r, "data": _canon(d)} for k, r, d in events]
-    ids = sess.execute(insert(AuditInboxRow).returning(AuditInboxRow.id), rows).scalars().all()
-    sess.info.setdefault(_QUEUED, []).extend(ids)
-    tx.after_commit(sess, chain_after_commit)
+    rows = inbox_rows(events, at=at)
+    queued(sess, sess.execute(insert(AuditInboxRow).returning(AuditInboxRow.id), rows).scalars().all())
     return len(rows)
+
+
+def inbox_rows(events: list[tuple[str, str, dict]], *, at: datetime | None = None) -> list[dict]:
+    """The inbox rows of events, for a writer that inserts them in a statement of its own."""
+    stamp = (at or datetime.now(UTC)).isoformat()
+    return [{"at": stamp, "kind": k, "ref": r, "data": _canon(d)} for k, r, d in events]
+
+
+def queued(sess: Session, ids: list[int]) -> None:
+    """Note inbox rows this unit of work inserted: they are chained once it commits."""
+    if ids:
+        sess.info.setdefault(_QUEUED, []).extend(ids)
+        tx.after_commit(sess, chain_after_commit)
 
 
 def _lock_head(sess: Session, *, wait: bool) -> tuple[int, str] | None:
@@ -262,9 +272,19 @@ _appenders_lock = threading.Lock()
 def chain_after_commit(sess: Session) -> None:
     """After-commit hook: this unit of work's events are chained before its caller goes on."""
     mine = sess.info.pop(_QUEUED, None)
+    if mine:
+        wait_chained(sess.get_bind(), mine)
+
+
+def detach_queued(sess: Session) -> list[int]:
+    """Take this unit of work's queued ids: the caller then waits for them (:func:`wait_chained`) itself."""
+    return sess.info.pop(_QUEUED, None) or []
+
+
+def wait_chained(bind: Any, mine: list[int]) -> None:
+    """Return once the inbox rows ``mine`` (committed) are in the chain."""
     if not mine:
         return
-    bind = sess.get_bind()
     if bind.dialect.name != "postgresql":  # SQLite has one writer at a time: chain right here
         drain(bind)
         return

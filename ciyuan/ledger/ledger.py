@@ -40,13 +40,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import weakref
 import zlib
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -373,6 +375,13 @@ def _apply(sess: Session, legs: list[dict], work: list[_Acct], locked: dict[str,
     if any id exists already nothing else is written and None is returned, for the caller to replay.
     """
     conn = sess.connection()
+    events = [*(events or []), *(transfer_event(leg) for leg in legs)]
+    if conn.dialect.name == "postgresql":
+        out = _apply_pg(sess, legs, work, locked, events)
+        if out is None and checked:  # looked up under the locks, so only a twin with other accounts
+            raise Conflict(f"transfer {legs[0]['id']} already exists", hint="use a new transfer id",
+                           code="idempotency_conflict")
+        return out
     ins = _insert_stmt(sess, _T).values(legs)
     if not checked:
         got = conn.execute(ins.on_conflict_do_nothing(index_elements=["id"]).returning(_T.c.id)).scalars().all()
@@ -388,7 +397,55 @@ def _apply(sess: Session, legs: list[dict], work: list[_Acct], locked: dict[str,
         for c in TOTALS:
             setattr(a, c, getattr(w, c))
     _write_accounts(sess, [locked[w.id] for w in work])
-    audit.append_many(sess, [*(events or []), *(transfer_event(leg) for leg in legs)], at=legs[0]["created_at"])
+    audit.append_many(sess, events)
+    return [Transfer.of(SimpleNamespace(**leg)) for leg in legs]
+
+
+_LEG_COLS = ("id, kind, state, debit_account_id, credit_account_id, amount, currency, pending_id, expires_at, ref, "
+             "body_hash, created_at, resolved_at, charge_id, leg")
+_APPLY_PG = text(
+    f"WITH t AS (INSERT INTO ex_transfers ({_LEG_COLS}) SELECT {_LEG_COLS} "
+    "FROM json_populate_recordset(NULL::ex_transfers, CAST(:legs AS json)) ON CONFLICT (id) DO NOTHING RETURNING id), "
+    "n AS (SELECT count(*) AS c FROM t), "
+    "a AS (UPDATE ex_ledger_accounts x SET debits_pending = v.debits_pending, debits_posted = v.debits_posted, "
+    "credits_pending = v.credits_pending, credits_posted = v.credits_posted "
+    "FROM json_populate_recordset(NULL::ex_ledger_accounts, CAST(:accts AS json)) v, n "
+    "WHERE x.id = v.id AND n.c = :n), "
+    "i AS (INSERT INTO dl_audit_inbox (at, kind, ref, data) SELECT e.at, e.kind, e.ref, e.data "
+    "FROM json_populate_recordset(NULL::dl_audit_inbox, CAST(:events AS json)) WITH ORDINALITY AS e, n "
+    "WHERE n.c = :n ORDER BY e.ordinality RETURNING id) "
+    "SELECT (SELECT c FROM n), ARRAY(SELECT id FROM i ORDER BY id)"
+)
+
+
+def _json_default(v: object) -> str:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    raise TypeError(type(v).__name__)
+
+
+def _apply_pg(sess: Session, legs: list[dict], work: list[_Acct], locked: dict[str, _Acct],
+              events: list) -> list[Transfer] | None:
+    """PostgreSQL: the legs, the new totals and the log rows in one statement (one round trip).
+
+    The account update and the log insert happen only if every leg went in; if an id existed,
+    nothing but the other legs was written and None (or Conflict for a half-present operation)
+    tells the caller to answer with the stored transfers.
+    """
+    accts = [{"id": w.id, **{c: getattr(w, c) for c in TOTALS}} for w in work]
+    n, ids = sess.connection().execute(_APPLY_PG, {
+        "legs": json.dumps(legs, default=_json_default), "accts": json.dumps(accts),
+        "events": json.dumps(audit.inbox_rows(events)), "n": len(legs)}).one()
+    if n != len(legs):
+        if n:
+            raise Conflict(f"transfer {legs[0]['id']} exists with other legs",
+                           hint="use a new transfer id", code="idempotency_conflict")
+        return None
+    for w in work:
+        a = locked[w.id]
+        for c in TOTALS:
+            setattr(a, c, getattr(w, c))
+    audit.queued(sess, list(ids))
     return [Transfer.of(SimpleNamespace(**leg)) for leg in legs]
 
 
@@ -453,6 +510,175 @@ def create_transfer(
     if out is None:
         return _replay(_stored(sess, [transfer_id]), [leg])[0]
     return out[0]
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """One single-phase transfer asked for by a caller of :func:`create_transfers` or :func:`submit_transfer`."""
+
+    id: str
+    debit: str
+    credit: str
+    amount: int
+    currency: str
+    ref: str | None = None
+
+
+def create_transfers(sess: Session, requests: list[TransferRequest], *,
+                     now: datetime | None = None) -> list[Transfer | CiyuanError]:
+    """Many single-phase transfers in one operation; each succeeds or fails on its own.
+
+    One lock statement for all their accounts, one lookup of their ids (replays), then each is
+    checked and applied in order in memory (a refused one changes nothing), and the accepted ones
+    go in with one insert, one account update and one log insert. The answer for request ``i`` is
+    its :class:`Transfer` or the error that refused it (the same errors :func:`create_transfer` raises).
+    """
+    now = now or now_utc()
+    out: list[Transfer | CiyuanError | None] = [None] * len(requests)
+    live: list[int] = []
+    for i, r in enumerate(requests):
+        try:
+            _check_id(r.id)
+            _check_amount(r.amount)
+            if r.debit == r.credit:
+                raise InvalidInput("a transfer must move money between two different accounts",
+                                   hint="check the accounts")
+            live.append(i)
+        except CiyuanError as exc:
+            out[i] = exc
+    ids = sorted({a for i in live for a in (requests[i].debit, requests[i].credit)})
+    locked: dict[str, _Acct] = {}
+    if ids:
+        try:
+            locked = _lock(sess, ids)
+        except NotFound:  # lock those that exist; requests naming a missing account are refused
+            have = set(sess.connection().execute(select(_A.c.id).where(_A.c.id.in_(ids))).scalars())
+            locked = _lock(sess, sorted(have))
+    stored = {r.id: r for r in _stored(sess, [requests[i].id for i in live])} if live else {}
+    w = _copies(locked)
+    legs: list[dict] = []
+    made: dict[str, tuple[dict, int]] = {}
+    dups: list[tuple[int, int]] = []
+    for i in live:
+        r = requests[i]
+        body = {"op": "single", "debit": r.debit, "credit": r.credit, "amount": r.amount, "currency": r.currency,
+                "timeout_s": None, "ref": r.ref}
+        leg = _leg(r.id, "single", "posted", r.debit, r.credit, r.amount, r.currency, body, now, ref=r.ref)
+        try:
+            if r.id in stored:
+                out[i] = _replay([stored[r.id]], [leg])[0]
+                continue
+            if r.id in made:  # the same id twice in one batch: the second is a replay of the first
+                first, j = made[r.id]
+                if first["body_hash"] != leg["body_hash"]:
+                    raise Conflict(f"transfer {r.id} already exists with a different body",
+                                   hint="use a new transfer id for a different transfer",
+                                   code="idempotency_conflict")
+                dups.append((i, j))
+                continue
+            for aid in (r.debit, r.credit):
+                if aid not in w:
+                    raise NotFound(f"ledger account {aid} does not exist",
+                                   hint="deposits and orders create ledger accounts; check the account name")
+                if w[aid].currency != r.currency:
+                    raise InvalidInput(f"{aid} holds {w[aid].currency}, not {r.currency}",
+                                       hint="transfers stay in one currency")
+            _limit(w[r.debit], r.amount, w[r.credit])
+        except CiyuanError as exc:
+            out[i] = exc
+            continue
+        w[r.debit].debits_posted += r.amount
+        w[r.credit].credits_posted += r.amount
+        legs.append(leg)
+        made[r.id] = (leg, i)
+    if legs:
+        done = _apply(sess, legs, list(w.values()), locked, checked=True)
+        for (_, i), t in zip(made.values(), done, strict=True):
+            out[i] = t
+    for i, j in dups:  # in-batch replays answer with the transfer made for the first occurrence
+        out[i] = out[j]
+    return out  # type: ignore[return-value]
+
+
+class _Batcher:
+    """Concurrent callers of :func:`submit_transfer` in one process share transactions.
+
+    Each caller waits for its own answer; a worker takes every request queued so far (up to
+    ``MAX``) and runs them as one :func:`create_transfers` unit of work, so the round trips and the
+    commit are paid once per batch instead of once per transfer. ``WORKERS`` batches run at once
+    (their lock statements are sorted, so they cannot deadlock).
+    """
+
+    MAX = 256
+    WORKERS = 2
+
+    def __init__(self, s: Settings | None):
+        self.s = s
+        self.cv = threading.Condition()
+        self.queue: list[tuple[TransferRequest, list]] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True, name=f"ciyuan-ledger-batch-{i}")
+                        for i in range(self.WORKERS)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, req: TransferRequest) -> Transfer:
+        slot: list = []
+        with self.cv:
+            self.queue.append((req, slot))
+            self.cv.notify_all()
+            while not slot:
+                self.cv.wait()
+        answer, bind, queued = slot[0]
+        audit.wait_chained(bind, queued)  # the batch's entries, chained while the worker runs the next batch
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _run(self) -> None:
+        while True:
+            with self.cv:
+                while not self.queue:
+                    self.cv.wait()
+                batch, self.queue = self.queue[: self.MAX], self.queue[self.MAX :]
+            reqs = [r for r, _ in batch]
+            done: list = []
+
+            def work(sess: Session, reqs: list = reqs, done: list = done) -> list:
+                out = create_transfers(sess, reqs)
+                done[:] = [sess.get_bind(), audit.detach_queued(sess)]
+                return out
+
+            try:
+                answers: list = tx.run(work, self.s)
+                bind, queued = done
+            except BaseException as exc:  # the whole unit of work failed: every caller hears it
+                answers, bind, queued = [exc] * len(batch), None, []
+            with self.cv:
+                for (_, slot), a in zip(batch, answers, strict=True):
+                    slot.append((a, bind, queued))
+                self.cv.notify_all()
+
+
+_batchers: dict[tuple[int, str], _Batcher] = {}
+_batchers_lock = threading.Lock()
+
+
+def submit_transfer(transfer_id: str, debit: str, credit: str, amount: int, currency: str, *,
+                    ref: str | None = None, s: Settings | None = None) -> Transfer:
+    """A single-phase transfer in its own committed unit of work, shared with concurrent callers.
+
+    For callers that make many independent transfers at once (the throughput path): the result
+    is the same as ``tx.run(lambda s: create_transfer(s, ...))`` (idempotent, same errors), but
+    concurrent calls in one process are committed together. Returns once it is committed and
+    its audit entry is chained.
+    """
+    cfg = s or settings()
+    key = (os.getpid(), cfg.database_url)
+    with _batchers_lock:
+        b = _batchers.get(key)
+        if b is None:
+            b = _batchers[key] = _Batcher(s)
+    return b.submit(TransferRequest(transfer_id, debit, credit, amount, currency, ref))
 
 
 def _resolve(
