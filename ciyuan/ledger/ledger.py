@@ -248,6 +248,10 @@ class _Acct:
     credits_posted: int
 
 
+_LOCK_PG = text("SELECT id, kind, currency, flags, " + ", ".join(TOTALS)
+                 + " FROM ex_ledger_accounts WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+
+
 def _lock(sess: Session, ids: list[str]) -> dict[str, _Acct]:
     """Lock the accounts in one ``ORDER BY id FOR UPDATE`` (sorted: no cycles between two units of work).
 
@@ -257,9 +261,13 @@ def _lock(sess: Session, ids: list[str]) -> dict[str, _Acct]:
     locked: dict[str, _Acct] = sess.info.setdefault("ex_locked", {})
     need = sorted(set(ids) - locked.keys())
     if need:
-        q = (select(_A.c.id, _A.c.kind, _A.c.currency, _A.c.flags, *(_A.c[c] for c in TOTALS))
-             .where(_A.c.id.in_(need)).order_by(_A.c.id).with_for_update())
-        for r in sess.connection().execute(q):
+        conn = sess.connection()
+        if conn.dialect.name == "postgresql":  # one cached statement whatever the number of ids
+            q = _LOCK_PG.bindparams(ids=need)
+        else:
+            q = (select(_A.c.id, _A.c.kind, _A.c.currency, _A.c.flags, *(_A.c[c] for c in TOTALS))
+                 .where(_A.c.id.in_(need)).order_by(_A.c.id).with_for_update())
+        for r in conn.execute(q):
             locked[r[0]] = _Acct(*r)
         for aid in need:
             if aid not in locked:
@@ -524,14 +532,20 @@ class TransferRequest:
     ref: str | None = None
 
 
-def create_transfers(sess: Session, requests: list[TransferRequest], *,
-                     now: datetime | None = None) -> list[Transfer | CiyuanError]:
+class _Replayed(Exception):
+    """A batch made without looking its ids up first met one that exists: run it again, looking."""
+
+
+def create_transfers(sess: Session, requests: list[TransferRequest], *, now: datetime | None = None,
+                     look_up: bool = True) -> list[Transfer | CiyuanError]:
     """Many single-phase transfers in one operation; each succeeds or fails on its own.
 
     One lock statement for all their accounts, one lookup of their ids (replays), then each is
     checked and applied in order in memory (a refused one changes nothing), and the accepted ones
     go in with one insert, one account update and one log insert. The answer for request ``i`` is
     its :class:`Transfer` or the error that refused it (the same errors :func:`create_transfer` raises).
+    ``look_up=False`` skips the lookup (a statement) and raises :class:`_Replayed` if an id exists,
+    for a caller that then runs the batch again in a new transaction.
     """
     now = now or now_utc()
     out: list[Transfer | CiyuanError | None] = [None] * len(requests)
@@ -554,7 +568,7 @@ def create_transfers(sess: Session, requests: list[TransferRequest], *,
         except NotFound:  # lock those that exist; requests naming a missing account are refused
             have = set(sess.connection().execute(select(_A.c.id).where(_A.c.id.in_(ids))).scalars())
             locked = _lock(sess, sorted(have))
-    stored = {r.id: r for r in _stored(sess, [requests[i].id for i in live])} if live else {}
+    stored = {r.id: r for r in _stored(sess, [requests[i].id for i in live])} if live and look_up else {}
     w = _copies(locked)
     legs: list[dict] = []
     made: dict[str, tuple[dict, int]] = {}
@@ -592,7 +606,9 @@ def create_transfers(sess: Session, requests: list[TransferRequest], *,
         legs.append(leg)
         made[r.id] = (leg, i)
     if legs:
-        done = _apply(sess, legs, list(w.values()), locked, checked=True)
+        done = _apply(sess, legs, list(w.values()), locked, checked=look_up)
+        if done is None:
+            raise _Replayed
         for (_, i), t in zip(made.values(), done, strict=True):
             out[i] = t
     for i, j in dups:  # in-batch replays answer with the transfer made for the first occurrence
@@ -643,13 +659,16 @@ class _Batcher:
             reqs = [r for r, _ in batch]
             done: list = []
 
-            def work(sess: Session, reqs: list = reqs, done: list = done) -> list:
-                out = create_transfers(sess, reqs)
+            def work(sess: Session, reqs: list = reqs, done: list = done, look_up: bool = False) -> list:
+                out = create_transfers(sess, reqs, look_up=look_up)
                 done[:] = [sess.get_bind(), audit.detach_queued(sess)]
                 return out
 
             try:
-                answers: list = tx.run(work, self.s)
+                try:
+                    answers: list = tx.run(work, self.s)
+                except _Replayed:  # some were replays: look them up this time
+                    answers = tx.run(lambda sess, work=work: work(sess, look_up=True), self.s)
                 bind, queued = done
             except BaseException as exc:  # the whole unit of work failed: every caller hears it
                 answers, bind, queued = [exc] * len(batch), None, []
@@ -1042,12 +1061,39 @@ def get_transfer(sess: Session, transfer_id: str) -> Transfer:
     return Transfer.of(row)
 
 
+def _shards_of(sess: Session, account: str) -> list[str]:
+    """An account id and the ids of its shards (``account`` may name the base or one shard)."""
+    base = base_account(account)
+    A = LedgerAccountRow
+    found = sess.execute(select(A.id).where((A.id == base) | A.id.startswith(base + "#", autoescape=True))).scalars()
+    return sorted(set(found) | {account})
+
+
 def transfers(sess: Session, ref: str | None = None, account: str | None = None) -> list[Transfer]:
+    """Transfers in ledger order, by ref and/or by account (an account's shards included)."""
     q = select(TransferRow).order_by(TransferRow.seq)
     if ref is not None:
         q = q.where(TransferRow.ref == ref)
     if account is not None:
-        q = q.where((TransferRow.debit_account_id == account) | (TransferRow.credit_account_id == account))
+        ids = _shards_of(sess, account)
+        q = q.where(TransferRow.debit_account_id.in_(ids) | TransferRow.credit_account_id.in_(ids))
+    return [Transfer.of(r) for r in sess.execute(q).scalars()]
+
+
+def charge_legs(sess: Session, *, leg: str, owner_id: str | None = None, kind: str | None = None) -> list[Transfer]:
+    """The ``leg`` legs (buyer, provider, fee) of every charge, optionally only those crediting
+    (provider, fee) or debiting (buyer) the accounts of ``owner_id``/``kind``: read from the
+    ``charge_id``/``leg`` columns, never from ids."""
+    T, A = TransferRow, LedgerAccountRow
+    q = select(T).where(T.leg == leg, T.charge_id.is_not(None)).order_by(T.seq)
+    side = T.debit_account_id if leg == "buyer" else T.credit_account_id
+    if owner_id is not None or kind is not None:
+        accts = select(A.id)
+        if owner_id is not None:
+            accts = accts.where(A.owner_id == owner_id)
+        if kind is not None:
+            accts = accts.where(A.kind == kind)
+        q = q.where(side.in_(accts))
     return [Transfer.of(r) for r in sess.execute(q).scalars()]
 
 
