@@ -36,8 +36,10 @@ browser:
 test: install-test browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
+# ruff, and the layers' import contract of docs/architecture.md ([tool.importlinter] in pyproject.toml).
 lint: install-test
 	$(BIN)/ruff check ciyuan tests bench scripts
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

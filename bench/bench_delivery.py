@@ -72,9 +72,9 @@ def main() -> None:
     os.environ["CIYUAN_HOME"] = home
     os.environ.setdefault("CIYUAN_HOLD_TIMEOUT_S", "600")
     from ciyuan.db import tx
-    from ciyuan.delivery import delivery
+    from ciyuan.delivery import usage
     from ciyuan.ledger import audit, ledger
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings, orders, quotes
     from ciyuan.sdk import Client
 
     t0 = time.perf_counter()
@@ -89,14 +89,14 @@ def main() -> None:
         return buyer.id, key
 
     buyer, key = tx.run(setup)
-    listing = market.publish(version.ref, provider="prov", price_per_mtok="12.345678", sample=0)
+    listing = listings.publish(version.ref, provider="prov", price_per_mtok="12.345678", sample=0)
 
     def order(metered: bool, tag: str) -> str:
-        q = market.create_quote(buyer, listing["id"], None)
+        q = quotes.create_quote(buyer, listing["id"], None)
         if metered:
-            o, _ = delivery.place_metered_order(buyer, q["id"], tag)
+            o, _ = usage.place_metered_order(buyer, q["id"], tag)
         else:
-            o, _ = market.place_order(buyer, q["id"], tag)
+            o, _ = orders.place_order(buyer, q["id"], tag)
         return o["entitlement"]["id"]
 
     port = 8700 + os.getpid() % 1000

@@ -80,7 +80,9 @@ def _version(name: str, n: int):
 def child_throughput(threads: int, orders: int, transfers: int) -> dict:
     from ciyuan.db import tx
     from ciyuan.ledger import ledger
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings
+    from ciyuan.market.orders import place_order
+    from ciyuan.market.quotes import create_quote
 
     buyers_n = 64
     accs = tx.run(
@@ -93,14 +95,14 @@ def child_throughput(threads: int, orders: int, transfers: int) -> dict:
     for b in buyers:
         tx.run(lambda s, b=b: ledger.deposit(s, f"seed-{b.id}", b.id, 10**12, "CNY"))
     v = _version("small", 2000)
-    lst = market.publish(v.ref, provider="prov", price_per_mtok="12.00", sample=0)
+    lst = listings.publish(v.ref, provider="prov", price_per_mtok="12.00", sample=0)
     quotes = [
-        (b.id, market.create_quote(b.id, lst["id"], {"token_budget": 5000 + i})["id"])
+        (b.id, create_quote(b.id, lst["id"], {"token_budget": 5000 + i})["id"])
         for i, b in zip(range(orders), random.Random(1).choices(buyers, k=orders), strict=False)
     ]
 
     def order(q):
-        market.place_order(q[0], q[1], "k-" + q[1])
+        place_order(q[0], q[1], "k-" + q[1])
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -135,7 +137,7 @@ def child_throughput(threads: int, orders: int, transfers: int) -> dict:
 
 def child_quotes(records: int, runs: int) -> dict:
     from ciyuan.db import tx
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings, quotes
 
     t0 = time.perf_counter()
     v = _version("big", records)
@@ -144,7 +146,7 @@ def child_quotes(records: int, runs: int) -> dict:
         lambda s: (accounts.create_account(s, "prov", "provider"), accounts.create_account(s, "buyer", "buyer"))
     )[1]
     t0 = time.perf_counter()
-    lst = market.publish(v.ref, provider="prov", price_per_mtok="12.00", sample=3)
+    lst = listings.publish(v.ref, provider="prov", price_per_mtok="12.00", sample=3)
     publish_s = time.perf_counter() - t0
     sel = {
         "filter": {
@@ -156,11 +158,11 @@ def child_quotes(records: int, runs: int) -> dict:
         },
         "token_budget": 50_000_000,
     }
-    market.create_quote(buyer.id, lst["id"], sel)  # first call loads the index into the cache
+    quotes.create_quote(buyer.id, lst["id"], sel)  # first call loads the index into the cache
     lat = []
     for _ in range(runs):
         t = time.perf_counter()
-        q = market.create_quote(buyer.id, lst["id"], sel)
+        q = quotes.create_quote(buyer.id, lst["id"], sel)
         lat.append((time.perf_counter() - t) * 1000)
     lat.sort()
     return {
@@ -288,17 +290,17 @@ def child_http_setup(buyers: int, quotes_each: int) -> dict:
     """A provider, a listing, ``buyers`` buyers with keys, funds and their own quotes."""
     from ciyuan.db import tx
     from ciyuan.ledger import ledger
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings, quotes
 
     accs = tx.run(lambda s: [accounts.create_account(s, f"hb{i:03d}", "buyer") for i in range(buyers)]
                   + [accounts.create_account(s, "prov", "provider")])
     keys = [tx.run(lambda s, a=a: accounts.create_key(s, a.id))[1] for a in accs[:-1]]
     tx.run(lambda s: [ledger.deposit(s, f"seed-{a.id}", a.id, 10**12, "CNY") for a in accs[:-1]])
     v = _version("small", 2000)
-    lst = market.publish(v.ref, provider="prov", price_per_mtok="12.00", sample=0)
-    quotes = [[market.create_quote(a.id, lst["id"], {"token_budget": 5000 + i})["id"] for i in range(quotes_each)]
-              for a in accs[:-1]]
-    return {"buyers": [{"id": a.id, "key": k, "quotes": q} for a, k, q in zip(accs[:-1], keys, quotes, strict=True)],
+    lst = listings.publish(v.ref, provider="prov", price_per_mtok="12.00", sample=0)
+    made = [[quotes.create_quote(a.id, lst["id"], {"token_budget": 5000 + i})["id"] for i in range(quotes_each)]
+            for a in accs[:-1]]
+    return {"buyers": [{"id": a.id, "key": k, "quotes": q} for a, k, q in zip(accs[:-1], keys, made, strict=True)],
             "listing": lst["id"]}
 
 

@@ -146,7 +146,8 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(f"ingest failed: {proc.stderr}\n{proc.stdout}")
     out = json.loads(proc.stdout)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # largest child: the ingest process
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the ingest process and its reaped workers
+    peak_kb = usage.ru_maxrss  # largest child: the ingest process
     size = src.stat().st_size
     res = {
         "input_bytes": size,
@@ -157,6 +158,7 @@ def main() -> None:
         "workers": args.workers,
         "generate_s": round(gen_s, 1),
         "ingest_s": round(wall, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # less sensitive than wall time to busy neighbours
         "mb_per_s": round(size / wall / 1e6, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "peak_tree_pss_mb": round(sampler.peak / (1 << 20), 1),

@@ -27,7 +27,7 @@ class Settings:
     default_tokenizer: str = DEFAULT_TOKENIZER
     platform_fee_bps: int = 1000  # 10.00 % of each charge goes to the platform
     hold_timeout_s: int = 300
-    # a metered batch never exceeds these, whatever max_tokens a request asks for (delivery.py)
+    # a metered batch never exceeds these, whatever max_tokens a request asks for (ciyuan/delivery/stream.py)
     delivery_max_batch_tokens: int = 8_000_000
     delivery_max_batch_bytes: int = 64 << 20  # record bytes (text, media, meta, ...) before encoding
     quote_ttl_s: int = 900
@@ -39,6 +39,11 @@ class Settings:
     # are quarantined, so one runaway field cannot take the memory
     ingest_max_record_bytes: int = 8 << 20
     ingest_quarantine_cap: int = 1000  # quarantine rows listed per input file; the rest are counted
+    # media probing (ciyuan/ingest/probe): refused from the header before any pixel or sample is decoded
+    media_max_pixels: int = 80_000_000  # per image (first frame); decoding one costs at most ~4 bytes a pixel
+    media_max_video_side: int = 16_384  # a video's width or height above this is absurd
+    media_max_duration_s: int = 86_400  # audio or video longer than a day is absurd
+    media_max_fps: int = 1_000
 
     @property
     def store_root(self) -> str:
@@ -104,6 +109,11 @@ def load_settings(home: str | Path | None = None) -> Settings:
         extra=conf,
         ingest_max_record_bytes=int(pick("CIYUAN_INGEST_MAX_RECORD_BYTES", "ingest_max_record_bytes", 8 << 20)),
         ingest_quarantine_cap=int(pick("CIYUAN_INGEST_QUARANTINE_CAP", "ingest_quarantine_cap", 1000)),
+        **{
+            key: _positive(key, pick(f"CIYUAN_{key.upper()}", key, default))
+            for key, default in (("media_max_pixels", 80_000_000), ("media_max_video_side", 16_384),
+                                 ("media_max_duration_s", 86_400), ("media_max_fps", 1_000))
+        },
     )
 
 

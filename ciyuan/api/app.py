@@ -1,11 +1,13 @@
 """The FastAPI application: ``create_app`` assembles one router per area under ``/v1``.
 
-Later areas (delivery, web pages) add their router module to :data:`ROUTERS`.
+An area adds its router module to :data:`ROUTERS`.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -14,7 +16,7 @@ from ciyuan.api import errors
 from ciyuan.api.schemas import Health
 from ciyuan.config import Settings, settings
 
-# (module, attribute, prefix); a module that does not exist yet is skipped.
+# (module, attribute, prefix): the routers every app mounts.
 ROUTERS: list[tuple[str, str, str]] = [
     ("ciyuan.api.routes_catalog", "router", "/v1"),
     ("ciyuan.api.routes_market", "router", "/v1"),
@@ -26,8 +28,25 @@ ROUTERS: list[tuple[str, str, str]] = [
 
 
 def create_app(settings_: Settings | None = None) -> FastAPI:
-    """A new app bound to ``settings_`` (default: the process settings)."""
+    """A new app bound to ``settings_`` (default: the process settings).
+
+    While the app runs (its lifespan) a :class:`~ciyuan.api.sweeper.Sweeper` charges delivery batches
+    past their ack deadline; it is ``app.state.sweeper``.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from ciyuan.api.sweeper import Sweeper
+
+        app.state.sweeper = Sweeper(app.state.settings)
+        app.state.sweeper.start()
+        try:
+            yield
+        finally:
+            app.state.sweeper.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ciyuan exchange",
         version=__version__,
         description="Token-priced datasets: catalog, quotes, orders and a double-entry ledger. "
@@ -50,11 +69,5 @@ def create_app(settings_: Settings | None = None) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     for module, attr, prefix in ROUTERS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        app.include_router(getattr(mod, attr), prefix=prefix)
+        app.include_router(getattr(importlib.import_module(module), attr), prefix=prefix)
     return app

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ciyuan.api.limits import PRINCIPAL_STATE
 from ciyuan.config import Settings
 from ciyuan.db import tx
 from ciyuan.market.accounts import Principal, authenticate
+
+PRINCIPAL_STATE = "ciyuan_principal"  # request.state attribute where the limits middleware leaves the principal
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `ciyuan key create`")
 
@@ -26,7 +27,7 @@ def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Dep
         return found
     s = app_settings(request)
     secret = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
-    return tx.run(lambda sess: authenticate(sess, secret), s)
+    return tx.read(lambda sess: authenticate(sess, secret), s)
 
 
 def requires(*, roles: tuple[str, ...] = (), scope: str | None = None) -> Callable[..., Principal]:

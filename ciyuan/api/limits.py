@@ -32,10 +32,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ciyuan.api.auth import PRINCIPAL_STATE, principal
 from ciyuan.config import Settings
+from ciyuan.db import tx
 from ciyuan.errors import CiyuanError
+from ciyuan.market.accounts import authenticate
 
-PRINCIPAL_STATE = "ciyuan_principal"  # request.state attribute holding the principal found here
 INT64 = 2**63
 
 
@@ -151,8 +153,6 @@ class LimitsMiddleware:
         self._auth_routes: dict[int, bool] = {}
 
     def _needs_auth(self, scope: Scope) -> bool:
-        from ciyuan.api.auth import principal
-
         route = scope.get("route")
         dependant = getattr(route, "dependant", None)
         if not isinstance(dependant, Dependant):
@@ -262,13 +262,10 @@ class LimitsMiddleware:
     @staticmethod
     def _authenticate(scope: Scope, headers: Headers, s: Settings) -> CiyuanError | None:
         """Check the bearer key as :func:`ciyuan.api.auth.principal` would; keep the principal for the route."""
-        from ciyuan.db import tx
-        from ciyuan.market.accounts import authenticate
-
         scheme, _, secret = (headers.get("authorization") or "").partition(" ")  # as HTTPBearer splits it
         secret = secret if scheme.lower() == "bearer" else ""
         try:
-            who = tx.run(lambda sess: authenticate(sess, secret or None), s)
+            who = tx.read(lambda sess: authenticate(sess, secret or None), s)
         except CiyuanError as exc:
             return exc
         scope.setdefault("state", {})[PRINCIPAL_STATE] = who

@@ -9,7 +9,7 @@ from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID, ListingDetail, ListingOut, ListingPage, PriceIn, PublishIn
 from ciyuan.db import tx
-from ciyuan.market import market
+from ciyuan.market import catalog, listings
 from ciyuan.market.accounts import Principal
 
 router = APIRouter(tags=["catalog"])
@@ -47,12 +47,13 @@ def list_listings(
     max_price: str | None = Query(None, max_length=40),
     min_tokens: int | None = Query(None, ge=0, le=10**15),
     max_tokens: int | None = Query(None, ge=0, le=10**15),
+    sort: str = Query("newest", pattern="^(" + "|".join(catalog.SORTS) + ")$", description="order of the pages"),
     limit: int = Query(20, ge=1, le=100),
     offset: int = Query(0, ge=0, le=10**9),
 ) -> dict:
-    """Search active listings (public, no key needed)."""
+    """Search active listings (public, no key needed), sorted and paged by the catalog."""
     return tx.run(
-        lambda s: market.search(
+        lambda s: catalog.search(
             s,
             q=q,
             modality=modality,
@@ -63,6 +64,7 @@ def list_listings(
             max_price=max_price,
             min_tokens=min_tokens,
             max_tokens=max_tokens,
+            sort=sort,
             limit=limit,
             offset=offset,
         ),
@@ -73,7 +75,7 @@ def list_listings(
 @router.get("/listings/{listing_id}", response_model=ListingDetail, responses=responses(404))
 def get_listing(request: Request, listing_id: str = Path(pattern=ID)) -> dict:
     """A listing with its card and free sample (public, not billed)."""
-    return tx.run(lambda s: market.listing_detail(s, listing_id), app_settings(request))
+    return tx.run(lambda s: listings.listing_detail(s, listing_id), app_settings(request))
 
 
 @router.get(
@@ -95,7 +97,7 @@ def get_listing_card(request: Request, listing_id: str = Path(pattern=ID)) -> JS
     CLI give one card for one version. Its shard URLs are relative to this server's origin.
     """
     base = f"{request.url.scheme}://{request.url.netloc}"
-    return JSONLDResponse(market.listing_card(listing_id, base, app_settings(request)))
+    return JSONLDResponse(listings.listing_card(listing_id, base, app_settings(request)))
 
 
 PARQUET_MEDIA = "application/x-parquet"
@@ -109,7 +111,7 @@ PARQUET_MEDIA = "application/x-parquet"
 )  # fmt: skip
 def get_sample_parquet(request: Request, listing_id: str = Path(pattern=ID)) -> Response:
     """The free sample the card names (public, not billed): the same records as the listing's ``sample``."""
-    body, _n = market.sample_parquet(listing_id, app_settings(request))
+    body, _n = listings.sample_parquet(listing_id, app_settings(request))
     return Response(body, media_type=PARQUET_MEDIA)
 
 
@@ -127,7 +129,7 @@ def get_shard(
 ) -> StreamingResponse:
     """A shard of the full data the card names: for buyers who paid for every record, and the provider."""
     s = app_settings(request)
-    version, rel = market.full_data_shard(listing_id, name, who.account.id, s)
+    version, rel = listings.full_data_shard(listing_id, name, who.account.id, s)
     fs, path = version.fs(), version.path(rel)
 
     def chunks():
@@ -144,7 +146,7 @@ def publish(
     request: Request, body: PublishIn, who: Principal = Depends(requires(roles=("provider",), scope="listings:write"))
 ) -> dict:
     """Publish a version for sale as the calling provider."""
-    return market.publish(
+    return listings.publish(
         body.dataset,
         provider=who.account.id,
         price_per_mtok=body.price_per_mtok,
@@ -170,7 +172,7 @@ def my_listings(
     who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
 ) -> list[dict]:
     """The calling provider's listings, delisted ones included, with their current price version."""
-    return tx.run(lambda s: market.provider_listings(s, who.account.id, status), app_settings(request))
+    return tx.run(lambda s: listings.provider_listings(s, who.account.id, status), app_settings(request))
 
 
 @router.post(
@@ -184,7 +186,7 @@ def change_price(
     who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
 ) -> dict:
     """A new price version: quotes made before keep the price they were made with; new quotes use this one."""
-    return market.change_price(
+    return listings.change_price(
         listing_id,
         actor=who.account.id,
         price_per_mtok=body.price_per_mtok,
@@ -201,7 +203,7 @@ def delist(
     who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
 ) -> dict:
     """Stop new quotes and orders and hide the listing from the catalog; entitlements keep working."""
-    return market.delist(listing_id, actor=who.account.id, s=app_settings(request))
+    return listings.delist(listing_id, actor=who.account.id, s=app_settings(request))
 
 
 @router.post("/listings/{listing_id}/relist", response_model=ListingDetail, responses=responses(401, 403, 404, 409))
@@ -211,4 +213,4 @@ def relist(
     who: Principal = Depends(requires(roles=PROVIDER, scope="listings:write")),
 ) -> dict:
     """Offer a delisted listing again at its current price version."""
-    return market.relist(listing_id, actor=who.account.id, s=app_settings(request))
+    return listings.relist(listing_id, actor=who.account.id, s=app_settings(request))

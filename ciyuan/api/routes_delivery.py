@@ -7,10 +7,6 @@ the body is nothing but records.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-
 import pyarrow as pa
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -19,15 +15,17 @@ from pydantic import BaseModel, Field
 from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID
-from ciyuan.config import Settings
 from ciyuan.db import tx
-from ciyuan.delivery import delivery, packages, receipts
+from ciyuan.delivery import packages, receipts, stream
+from ciyuan.delivery.encoding import IpcEncoder
 from ciyuan.delivery.metering import MAX_PARTS, table_to_ndjson
+from ciyuan.delivery.plan import plan
+from ciyuan.delivery.usage import place_metered_order
+from ciyuan.delivery.usage import usage as usage_page
 from ciyuan.ledger import ledger, signing
-from ciyuan.market.accounts import Principal
+from ciyuan.market.accounts import Principal, usage_filter
 
 router = APIRouter(tags=["delivery"])
-log = logging.getLogger(__name__)
 BUYER = ("buyer",)
 ARROW = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"
@@ -46,39 +44,16 @@ class MeteredOrderIn(BaseModel):
     quote_id: str = Field(pattern=ID)
 
 
-_sweepers: dict[str, threading.Thread] = {}
-_sweepers_lock = threading.Lock()
-
-
-def _sweep_loop(s: Settings) -> None:
-    period = max(1.0, s.hold_timeout_s / 4)
-    while True:
-        time.sleep(period)
-        try:
-            delivery.sweep(s=s)
-        except Exception:  # a busy or restarting database: try again next round
-            log.warning("delivery sweep failed", exc_info=True)
-
-
-def ensure_sweeper(s: Settings) -> None:
-    """One background thread per database charges batches past their ack deadline (sent means billed)."""
-    with _sweepers_lock:
-        if s.database_url not in _sweepers:
-            t = threading.Thread(target=_sweep_loop, args=(s,), name="ciyuan-delivery-sweep", daemon=True)
-            t.start()
-            _sweepers[s.database_url] = t
-
-
 # zstd buffers: on the wire an Arrow batch is about as small as the zstd Parquet of a package, and
 # pyarrow decompresses it transparently on the client. Record batches of at most 8192 rows keep
 # each compressed buffer small enough for the client to decode with several threads.
-arrow_ipc = delivery.IpcEncoder(pa.ipc.IpcWriteOptions(compression="zstd"), chunk_rows=8192)
+arrow_ipc = IpcEncoder(pa.ipc.IpcWriteOptions(compression="zstd"), chunk_rows=8192)
 
 
 REQUEST_ID = r"^[A-Za-z0-9._:-]{1,64}$"
 
 
-def _body(d: delivery.Delivery, media_type: str, cursor: str | None = None, request_id: str | None = None) -> Response:
+def _body(d: stream.Delivery, media_type: str, cursor: str | None = None, request_id: str | None = None) -> Response:
     """The batch; its headers also echo what was asked (cursor, request id), binding the answer to its request."""
     h = d.headers()
     h["Ciyuan-Request-Cursor"] = cursor or ""
@@ -97,7 +72,7 @@ def records(
     entitlement_id: str = Path(pattern=ID),
     cursor: str | None = Query(None, pattern=CURSOR, max_length=40,
                                description="next_cursor of the previous batch (acknowledges it); omit to start"),
-    max_tokens: int = Query(delivery.DEFAULT_MAX_TOKENS, ge=1, le=delivery.MAX_MAX_TOKENS),
+    max_tokens: int = Query(stream.DEFAULT_MAX_TOKENS, ge=1, le=stream.MAX_MAX_TOKENS),
     parts: int = Query(1, ge=1, le=MAX_PARTS, description="partitions of the selection (start only)"),
     part: int = Query(0, ge=0, lt=MAX_PARTS, description="which partition (start only)"),
     accept: str | None = Header(None),
@@ -110,9 +85,8 @@ def records(
     and by your available funds (``Ciyuan-Batch-Limit`` says what ended it); 402 when not even the
     next record is covered. Re-reading charged records is free."""
     s = app_settings(request)
-    ensure_sweeper(s)
     arrow = bool(accept and ARROW in accept)
-    d = delivery.next_batch(who.account.id, entitlement_id, cursor, parts=parts, part=part, max_tokens=max_tokens,
+    d = stream.next_batch(who.account.id, entitlement_id, cursor, parts=parts, part=part, max_tokens=max_tokens,
                             s=s, encode=arrow_ipc if arrow else table_to_ndjson, fmt="arrow" if arrow else "ndjson")
     return _body(d, ARROW if arrow else NDJSON, cursor, request_id)
 
@@ -125,7 +99,7 @@ def ack(
     who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
 ) -> dict:
     """Acknowledge (and pay for) the batch ending at ``cursor`` without asking for the next one."""
-    return delivery.ack(who.account.id, entitlement_id, body.cursor, s=app_settings(request)).to_dict()
+    return stream.ack(who.account.id, entitlement_id, body.cursor, s=app_settings(request)).to_dict()
 
 
 @router.get("/entitlements/{entitlement_id}/meter", responses=responses(401, 403, 404))
@@ -137,8 +111,8 @@ def meter(
     """Tokens held and charged; per stream the charged offset and ``cursor``, where to resume (the end of
     what you acknowledged: a batch charged at its deadline is offered again, free)."""
     s = app_settings(request)
-    p = delivery.plan(entitlement_id, who.account.id, s)
-    return tx.run(lambda sess: delivery.meter_state(sess, p), s)
+    p = plan(entitlement_id, who.account.id, s)
+    return tx.run(lambda sess: stream.meter_state(sess, p), s)
 
 
 @router.get("/entitlements/{entitlement_id}/receipt", responses=responses(401, 403, 404))
@@ -149,7 +123,7 @@ def receipt(
 ) -> Response:
     """A signed statement of every posted batch; verify it offline with ``ciyuan receipt verify``."""
     s = app_settings(request)
-    p = delivery.plan(entitlement_id, who.account.id, s)
+    p = plan(entitlement_id, who.account.id, s)
     signed = signing.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s)
     return Response(content=signing.to_bytes(signed), media_type="application/json")
 
@@ -169,7 +143,7 @@ def package(
 ) -> dict:
     """Signed, expiring download URLs, one per shard, for a paid (bulk) order."""
     s = app_settings(request)
-    p = delivery.plan(entitlement_id, who.account.id, s)
+    p = plan(entitlement_id, who.account.id, s)
     return packages.package(p, ttl_s=body.ttl_s, s=s)
 
 
@@ -185,12 +159,12 @@ def package_shard(
     """One Parquet shard of a package; the signed URL is the credential."""
     s = app_settings(request)
     packages.check(entitlement_id, shard, exp, sig, s)
-    f = packages.open_shard(delivery.plan(entitlement_id, None, s), shard, s)
+    f = packages.open_shard(plan(entitlement_id, None, s), shard, s)
     name = f"{entitlement_id}-{shard:05d}.parquet"
     if f.local:
         return FileResponse(f.path.removeprefix("file://"), media_type="application/vnd.apache.parquet",
                             filename=name)
-    p = delivery.plan(entitlement_id, None, s)
+    p = plan(entitlement_id, None, s)
 
     def chunks():
         with p.version.fs().open(f.path, "rb") as fh:
@@ -209,10 +183,8 @@ def usage(
     who: Principal = Depends(principal),
 ) -> dict:
     """Usage records, one per posted batch: yours as a buyer, your listings' as a provider, all for the operator."""
-    role = who.account.role
-    kw = {"buyer_id": who.account.id} if role == "buyer" else {"provider_id": who.account.id} if role == "provider" \
-        else {}
-    return tx.run(lambda sess: delivery.usage(sess, entitlement_id=entitlement_id, after=after, limit=limit, **kw),
+    kw = usage_filter(who.account)
+    return tx.run(lambda sess: usage_page(sess, entitlement_id=entitlement_id, after=after, limit=limit, **kw),
                   app_settings(request))
 
 
@@ -232,7 +204,7 @@ def metered_order(
     who: Principal = Depends(requires(roles=BUYER, scope="orders:write")),
 ) -> dict:
     """Order a quote pay-as-you-go: nothing is charged now; every acknowledged batch is."""
-    order, replayed = delivery.place_metered_order(who.account.id, body.quote_id, idempotency_key,
+    order, replayed = place_metered_order(who.account.id, body.quote_id, idempotency_key,
                                                    s=app_settings(request))
     if replayed:
         response.status_code = 200

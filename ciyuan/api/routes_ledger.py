@@ -10,10 +10,10 @@ from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import AccountOut, BalanceOut, CheckOut, DepositIn, MeOut, TransferOut
 from ciyuan.db import tx
-from ciyuan.errors import InvalidInput
 from ciyuan.ledger import ledger
 from ciyuan.ledger.money import parse_amount
-from ciyuan.market.accounts import Principal, get_account
+from ciyuan.market import funds
+from ciyuan.market.accounts import Principal, balances_owner
 
 router = APIRouter(tags=["ledger"])
 
@@ -33,7 +33,7 @@ def me(request: Request, who: Principal = Depends(principal)) -> dict:
 @router.get("/ledger/balances", response_model=list[BalanceOut], responses=responses(401, 403))
 def balances(request: Request, who: Principal = Depends(requires(scope="ledger:read"))) -> list[dict]:
     """Balances of the calling account (all accounts for the operator)."""
-    owner = None if who.account.role == "operator" else who.account.id
+    owner = balances_owner(who.account)
     return [b.to_dict() for b in tx.run(lambda s: ledger.balances(s, owner), app_settings(request))]
 
 
@@ -45,13 +45,8 @@ def deposit(
     amount = parse_amount(body.amount, body.currency)
     tid = body.transfer_id or "deposit:" + secrets.token_hex(10)
 
-    def work(s):
-        acc = get_account(s, body.account)
-        if acc.role != "buyer":
-            raise InvalidInput(f"{acc.name} is a {acc.role}; deposits go to buyers", hint="name a buyer account")
-        return ledger.deposit(s, tid, acc.id, amount, body.currency).to_dict()
-
-    return tx.run(work, app_settings(request))
+    return tx.run(lambda s: funds.deposit(s, body.account, tid, amount, body.currency).to_dict(),
+                  app_settings(request))
 
 
 @router.get("/ledger/check", response_model=CheckOut, responses=responses(401, 403))

@@ -8,7 +8,7 @@ from ciyuan.api.auth import app_settings, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID, EntitlementOut, OrderIn, OrderOut, QuoteIn, QuoteOut
 from ciyuan.db import tx
-from ciyuan.market import market
+from ciyuan.market import orders, quotes
 from ciyuan.market.accounts import Principal
 
 router = APIRouter(tags=["market"])
@@ -21,7 +21,7 @@ def create_quote(
 ) -> dict:
     """Exact tokens and price of a selection of a listing; valid until ``expires_at``."""
     sel = body.selection.model_dump() if body.selection else None
-    return market.create_quote(who.account.id, body.listing_id, sel, s=app_settings(request))
+    return quotes.create_quote(who.account.id, body.listing_id, sel, s=app_settings(request))
 
 
 @router.get("/quotes/{quote_id}", response_model=QuoteOut, responses=responses(401, 403, 404))
@@ -30,7 +30,7 @@ def get_quote(
     quote_id: str = Path(pattern=ID),
     who: Principal = Depends(requires(roles=BUYER, scope="quotes:write")),
 ) -> dict:
-    return tx.run(lambda s: market.get_quote(s, quote_id, who.account.id), app_settings(request))
+    return tx.run(lambda s: quotes.get_quote(s, quote_id, who.account.id), app_settings(request))
 
 
 @router.post(
@@ -55,7 +55,7 @@ def create_order(
     who: Principal = Depends(requires(roles=BUYER, scope="orders:write")),
 ) -> dict:
     """Pay a quote and receive an entitlement to exactly its selection."""
-    order, replayed = market.place_order(who.account.id, body.quote_id, idempotency_key, s=app_settings(request))
+    order, replayed = orders.place_order(who.account.id, body.quote_id, idempotency_key, s=app_settings(request))
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
@@ -69,7 +69,7 @@ def list_orders(
     offset: int = Query(0, ge=0, le=10**9),
     who: Principal = Depends(requires(roles=BUYER, scope="orders:read")),
 ) -> list[dict]:
-    return tx.run(lambda s: market.list_orders(s, who.account.id, limit, offset), app_settings(request))
+    return tx.run(lambda s: orders.list_orders(s, who.account.id, limit, offset), app_settings(request))
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut, responses=responses(401, 403, 404))
@@ -78,7 +78,7 @@ def get_order(
     order_id: str = Path(pattern=ID),
     who: Principal = Depends(requires(roles=BUYER, scope="orders:read")),
 ) -> dict:
-    return tx.run(lambda s: market.get_order(s, order_id, who.account.id), app_settings(request))
+    return tx.run(lambda s: orders.get_order(s, order_id, who.account.id), app_settings(request))
 
 
 @router.get("/entitlements/{entitlement_id}", response_model=EntitlementOut, responses=responses(401, 403, 404))
@@ -87,4 +87,4 @@ def get_entitlement(
     entitlement_id: str = Path(pattern=ID),
     who: Principal = Depends(requires(roles=BUYER, scope="orders:read")),
 ) -> dict:
-    return tx.run(lambda s: market.get_entitlement(s, entitlement_id, who.account.id).to_dict(), app_settings(request))
+    return tx.run(lambda s: orders.get_entitlement(s, entitlement_id, who.account.id).to_dict(), app_settings(request))

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ID = r"^[A-Za-z0-9_]{1,40}$"
+from ciyuan.db.ids import ID_PATTERN
+
+ID = ID_PATTERN
 
 
 class Strict(BaseModel):
@@ -91,6 +93,7 @@ class ListingPage(BaseModel):
     limit: int
     offset: int
     next_offset: int | None
+    sort: str = "newest"
 
 
 class SelectionIn(Strict):

@@ -22,7 +22,6 @@ D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3 (each clipped to [0.1, r]).
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -40,22 +39,10 @@ CL100K_VOCAB = 100_277  # ids 0..100276 in cl100k_base (including its special to
 Encoder = Callable[[str], list[int]]
 
 
-def _hash_words(text: str) -> list[int]:
-    """Fallback tokenisation: words and single Han characters, hashed into the id space."""
-    from ciyuan.appraise.features import words
-
-    return [zlib.crc32(w.encode()) % (BASE - 2) for w in words(text)]
-
-
 def default_encoder(tokenizer: str = "cl100k_base") -> tuple[Encoder, int, str]:
-    """``(encode, vocab_size, name)``: ciyuan's tokenizer, or hashed words when it is missing."""
-    try:
-        from ciyuan.tokens import get_tokenizer
-    except ImportError:
-        try:  # the package's front door may not be written yet
-            from ciyuan.tokens.tokenizers import get_tokenizer
-        except ImportError:
-            return _hash_words, BASE - 2, "hashed-words"
+    """``(encode, vocab_size, name)`` of ciyuan's tokenizer ``tokenizer``."""
+    from ciyuan.tokens import get_tokenizer
+
     tok = get_tokenizer(tokenizer)
     vocab = CL100K_VOCAB if tokenizer == "cl100k_base" else BASE - 2
     return tok.encode, vocab, tokenizer

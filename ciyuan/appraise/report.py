@@ -130,7 +130,7 @@ def render(ap: dict, lang: str = "en") -> str:
     """The whole page as one self-contained HTML string, in English or Chinese (``lang``)."""
     import json
 
-    from ciyuan.web.i18n import Translator
+    from ciyuan.i18n import Translator
 
     t = Translator(lang)
     na = t("ar_na")

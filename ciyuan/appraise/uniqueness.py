@@ -3,9 +3,11 @@
 Why: a buyer pays for tokens that are new to the market. A provider who re-lists someone else's
 data (or a lightly edited copy) should see a uniqueness near zero, and the price follows.
 
-* **Signature**: MinHash (rensa's RMinHash, 128 permutations, fixed seed) over the set of
-  character 5-grams of the case- and whitespace-folded text; works for Chinese and English alike.
-* **LSH**: 16 bands of 8 rows; a band's key is a 64-bit mix of its 8 values. Two records whose
+* **Signature**: MinHash (:mod:`ciyuan.curate.minhash`, the implementation curation's
+  ``near_dedup`` uses too; 128 permutations, fixed seed) over the set of character 5-grams of the
+  case- and whitespace-folded text; works for Chinese and English alike.
+* **LSH**: 16 bands of 8 rows; a band's key is :func:`ciyuan.curate.minhash.band_keys` of its 8
+  values (a segment written with another key formula is re-keyed from its signatures on first use). Two records whose
   Jaccard similarity is s share at least one band key with probability 1 - (1 - s^8)^16
   (0.5 at s ≈ 0.70, 0.98 at s = 0.85). Every candidate is then verified: the share of equal
   signature values (an unbiased Jaccard estimate) must reach ``threshold`` (0.7).
@@ -33,9 +35,9 @@ from contextlib import closing
 from pathlib import Path
 
 import numpy as np
-import rensa
 
 from ciyuan.appraise.features import rolling_ngram_hashes
+from ciyuan.curate import minhash
 from ciyuan.errors import InvalidInput
 
 NUM_PERM = 128
@@ -45,7 +47,7 @@ SHINGLE = 5
 SEED = 1729
 THRESHOLD = 0.7
 MAX_RUN = 32  # candidates looked at per band key (bounds the work for very common keys)
-EMPTY = np.uint32(0xFFFFFFFF)
+EMPTY = minhash.EMPTY
 
 
 def _codes(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -79,32 +81,15 @@ def signatures(texts: Sequence[str | None]) -> np.ndarray:
         order = np.argsort(doc, kind="stable")
         h, doc = h[order], doc[order]
     offsets = np.searchsorted(doc, np.arange(n + 1)).astype(np.uint64)
-    m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(np.ascontiguousarray(h), offsets, NUM_PERM, SEED)
-    return np.asarray(m.to_rows(), dtype=np.uint32).reshape(n, NUM_PERM)
+    return minhash.signatures(h, offsets, NUM_PERM, SEED)
 
 
-def band_keys(sig: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """(n, BANDS) uint64 keys; each mixes the 8 signature values of its band.
-
-    Works through ``chunk`` rows at a time so a memory-mapped signature file of any size is read
-    once with bounded extra memory.
-    """
-    n = len(sig)
-    out = np.empty((n, BANDS), dtype=np.uint64)
-    for i in range(0, n, chunk):
-        s = np.asarray(sig[i : i + chunk]).reshape(-1, BANDS, ROWS).astype(np.uint64)
-        with np.errstate(over="ignore"):
-            k = np.full(s.shape[:2], np.uint64(0x9E3779B97F4A7C15))
-            for r in range(ROWS):
-                k = (k ^ s[:, :, r]) * np.uint64(0x100000001B3)
-                k ^= k >> np.uint64(29)
-            k += np.arange(BANDS, dtype=np.uint64)  # different bands never share a key by accident
-        out[i : i + chunk] = k
-    return out
+def band_keys(sig: np.ndarray) -> np.ndarray:
+    """(n, BANDS) uint64 keys of the catalog's banding (see :func:`ciyuan.curate.minhash.band_keys`)."""
+    return minhash.band_keys(sig, BANDS, ROWS)
 
 
-def _valid(sig: np.ndarray) -> np.ndarray:
-    return ~(sig == EMPTY).all(axis=1)
+_valid = minhash.valid
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +127,7 @@ def near_duplicates_within(sig: np.ndarray, threshold: float = THRESHOLD) -> np.
         keep = ~dup[a]
         a, f = a[keep], f[keep]
         if len(a):
-            sim = (sig[a] == sig[f]).mean(axis=1)
+            sim = minhash.agreement(sig[a], sig[f])
             dup[a[sim >= threshold]] = True
     return dup
 
@@ -221,11 +206,31 @@ class CatalogIndex:
                     "num_perm": NUM_PERM,
                     "seed": SEED,
                     "shingle": SHINGLE,
+                    "band_hash": minhash.BAND_HASH,
                 }
             )
         )
         os.replace(tmp, self.root / "segments" / name)
         return name
+
+    def _ensure_keys(self, seg: Path) -> None:
+        """Re-key a segment written with an older band-key formula, from its stored signatures."""
+        meta_path = seg / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        if meta.get("band_hash") == minhash.BAND_HASH:
+            return
+        sig = np.load(seg / "sigs.npy", mmap_mode="r")
+        keys = band_keys(sig) if len(sig) else np.zeros((0, BANDS), np.uint64)
+        order = np.argsort(keys, axis=0, kind="stable").T.astype(np.uint32)
+        sorted_keys = np.take_along_axis(keys, order.T.astype(np.int64), axis=0).T
+        for name, arr in (("keys", np.ascontiguousarray(sorted_keys)), ("rows", np.ascontiguousarray(order))):
+            tmp = seg / f".{name}.npy.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)
+            os.replace(tmp, seg / f"{name}.npy")
+        tmp = seg / ".meta.json.tmp"
+        tmp.write_text(json.dumps({**meta, "band_hash": minhash.BAND_HASH}))
+        os.replace(tmp, meta_path)
 
     def compact(self) -> dict:
         """Merge every segment into one (an LSM-style merge); lookups then touch one segment."""
@@ -293,6 +298,7 @@ class CatalogIndex:
         qkeys = band_keys(sig)
         valid = _valid(sig)
         for seg in self._segments():
+            self._ensure_keys(seg)
             keys = np.load(seg / "keys.npy", mmap_mode="r")
             if keys.shape[1] == 0:
                 continue
@@ -323,7 +329,7 @@ class CatalogIndex:
                 qrow, srow, c = qrow[keep], srow[keep], c[keep]
                 if len(qrow) == 0:
                     continue
-                sim = (sig[qrow] == np.asarray(sigs[srow])).mean(axis=1)
+                sim = minhash.agreement(sig[qrow], sigs[srow])
                 ok = sim >= threshold
                 if earliest:
                     first = np.where(found == 0, np.iinfo(np.int64).max, found)

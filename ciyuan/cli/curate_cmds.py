@@ -62,7 +62,8 @@ def curate_cmd(
         res = curate(ref, recipe, steps=steps, executor=executor, workers=workers, resume=resume, on_progress=tick)
 
     def render(o: dict) -> None:
-        t = Table("step", "seen", "kept", "rejected", "changed", "tokens removed", "top rejection codes")
+        t = Table("step", "seen", "kept", "rejected", "not applicable", "changed", "tokens removed",
+                  "top rejection codes")
         for s in o["steps"]:
             top = sorted(s["rejected_by_code"].items(), key=lambda kv: -kv[1])[:3]
             t.add_row(
@@ -70,6 +71,7 @@ def curate_cmd(
                 str(s["seen"]),
                 str(s["kept"]),
                 str(s["rejected"]),
+                str(s.get("not_applicable", 0)),
                 str(s["changed"]),
                 str(s["tokens_removed"]),
                 ", ".join(f"{k} {v}" for k, v in top),

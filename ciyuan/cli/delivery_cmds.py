@@ -53,11 +53,12 @@ def receipt_get_cmd(
 ) -> None:
     """Write an entitlement's signed receipt from this exchange's database (operator side)."""
     from ciyuan.db import tx
-    from ciyuan.delivery import delivery, receipts
+    from ciyuan.delivery import receipts
+    from ciyuan.delivery.plan import plan
     from ciyuan.ledger import signing
 
     with errors(as_json):
-        p = delivery.plan(entitlement, None)
+        p = plan(entitlement, None)
         signed = signing.sign(tx.run(lambda sess: receipts.statement(sess, p)))  # stores its audit checkpoint
         out.write_bytes(signing.to_bytes(signed))
     emit({"file": str(out), "totals": signed["receipt"]["totals"]}, as_json,
@@ -185,10 +186,10 @@ def audit_adopt_cmd(as_json: bool = JsonOpt) -> None:
 
 def sweep_cmd(as_json: bool = JsonOpt) -> None:
     """Charge delivered-but-unacknowledged batches past their deadline (their holds are posted)."""
-    from ciyuan.delivery import delivery
+    from ciyuan.delivery import stream
 
     with errors(as_json):
-        rep = delivery.sweep()
+        rep = stream.sweep()
     emit(rep, as_json, lambda o: console.print(f"charged {o['posted']} expired batch(es), voided {o['voided']}"))
 
 

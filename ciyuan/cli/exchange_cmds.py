@@ -144,7 +144,7 @@ def publish_cmd(
 ) -> None:
     """Publish a version as a listing with an arbitrage-free price schedule (one active listing per version)."""
     from ciyuan.errors import InvalidInput
-    from ciyuan.market import market
+    from ciyuan.market import listings
     from ciyuan.market.pricing import load_tiers_file
 
     with errors(as_json):
@@ -155,7 +155,7 @@ def publish_cmd(
                 code="no_provider",
             )
         tier_list, mode = load_tiers_file(tiers) if tiers else ([], "graduated")
-        out = market.publish(
+        out = listings.publish(
             ref,
             provider=provider,
             price_per_mtok=price_per_mtok,
@@ -194,10 +194,10 @@ def listing_list_cmd(
 ) -> None:
     """List listings, delisted ones included, with their price version."""
     from ciyuan.db import tx
-    from ciyuan.market import market
+    from ciyuan.market import listings
 
     with errors(as_json):
-        rows = tx.run(lambda s: market.provider_listings(s, provider, status))
+        rows = tx.run(lambda s: listings.provider_listings(s, provider, status))
 
     def render(rs: list[dict]) -> None:
         # ids, states and prices stay whole (copyable); the dataset column gives way on narrow terminals
@@ -215,10 +215,10 @@ def listing_list_cmd(
 def listing_show_cmd(listing: str = typer.Argument(..., help="Listing id (lst_...)."), as_json: bool = JsonOpt) -> None:
     """A listing with its price history (every price version, oldest first)."""
     from ciyuan.db import tx
-    from ciyuan.market import market
+    from ciyuan.market import listings
 
     with errors(as_json):
-        out = tx.run(lambda s: market.own_listing(s, listing, None))
+        out = tx.run(lambda s: listings.own_listing(s, listing, None))
 
     def render(o: dict) -> None:
         _render_listing("listing")(o)
@@ -242,12 +242,12 @@ def listing_price_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Change a listing's price: a new price version; quotes already made keep theirs."""
-    from ciyuan.market import market
+    from ciyuan.market import listings
     from ciyuan.market.pricing import load_tiers_file
 
     with errors(as_json):
         tier_list, mode = load_tiers_file(tiers) if tiers else ([], "graduated")
-        out = market.change_price(listing, actor=provider, price_per_mtok=price_per_mtok, tiers=tier_list, mode=mode)
+        out = listings.change_price(listing, actor=provider, price_per_mtok=price_per_mtok, tiers=tier_list, mode=mode)
     emit(out, as_json, _render_listing("repriced"))
 
 
@@ -257,10 +257,10 @@ def listing_delist_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Stop selling a listing: no new quotes or orders, hidden from the catalog; entitlements keep working."""
-    from ciyuan.market import market
+    from ciyuan.market import listings
 
     with errors(as_json):
-        out = market.delist(listing, actor=provider)
+        out = listings.delist(listing, actor=provider)
     emit(out, as_json, _render_listing("delisted"))
 
 
@@ -270,10 +270,10 @@ def listing_relist_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Offer a delisted listing again, at its current price version."""
-    from ciyuan.market import market
+    from ciyuan.market import listings
 
     with errors(as_json):
-        out = market.relist(listing, actor=provider)
+        out = listings.relist(listing, actor=provider)
     emit(out, as_json, _render_listing("relisted"))
 
 
@@ -286,21 +286,18 @@ def deposit_cmd(
 ) -> None:
     """Credit a buyer's balance (operator)."""
     from ciyuan.db import tx
-    from ciyuan.errors import InvalidInput
     from ciyuan.ledger import ledger
     from ciyuan.ledger.money import parse_amount
-    from ciyuan.market.accounts import get_account
+    from ciyuan.market import funds
 
     with errors(as_json):
         minor = parse_amount(amount, currency)
         tid = transfer_id or "deposit:" + secrets.token_hex(10)
 
         def work(s):
-            acc = get_account(s, account)
-            if acc.role != "buyer":
-                raise InvalidInput(f"{acc.name} is a {acc.role}; deposits go to buyers", hint="name a buyer")
-            t = ledger.deposit(s, tid, acc.id, minor, currency)
-            return {"transfer": t.to_dict(), "balance": ledger.balance(s, ledger.BUYER, acc.id, currency).to_dict()}
+            t = funds.deposit(s, account, tid, minor, currency)
+            bal = ledger.balance(s, ledger.BUYER, funds.deposit_account(s, account).id, currency)
+            return {"transfer": t.to_dict(), "balance": bal.to_dict()}
 
         out = tx.run(work)
     emit(

@@ -25,13 +25,7 @@ AREAS = [
 ]
 
 for _area in AREAS:
-    try:
-        _mod = importlib.import_module(_area)
-    except ModuleNotFoundError as exc:  # an area not built yet
-        if exc.name != _area:
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(_area).register(app)
 
 
 def main() -> None:

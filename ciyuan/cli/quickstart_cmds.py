@@ -18,7 +18,6 @@ from ciyuan.cli.output import JsonOpt, console, emit, errors
 SAMPLE_DATASET = "sample-maintenance"
 PROVIDER, BUYER, OPERATOR = "demo-provider", "demo-buyer", "operator"
 DEPOSIT = "1000.00"
-FALLBACK_PRICE = "20"  # CNY per million tokens, when no appraisal suggestion is available
 
 
 def _ensure_account(name: str, role: str) -> dict:
@@ -44,10 +43,10 @@ def _new_key(name: str) -> str:
 
 def _listing_for(version_id: str) -> dict | None:
     from ciyuan.db import tx
-    from ciyuan.market import market
+    from ciyuan.market import catalog
 
     def work(sess):
-        found = market.search(sess, q=SAMPLE_DATASET, limit=100)
+        found = catalog.search(sess, q=SAMPLE_DATASET, limit=100)
         for item in found.get("items", found.get("listings", [])):
             if item.get("version") == version_id:
                 return item
@@ -61,10 +60,9 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     from ciyuan.curate.curate import curate
     from ciyuan.data import EVAL_TEXT, SAMPLE_DIR, sample_files
     from ciyuan.db import tx
-    from ciyuan.errors import CiyuanError
     from ciyuan.ingest.run import ingest
     from ciyuan.ledger import ledger
-    from ciyuan.market import market
+    from ciyuan.market import listings
     from ciyuan.store import resolve
     from ciyuan.store.token_cache import token_report
 
@@ -91,14 +89,8 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     step("publish the curated version")
     listing = _listing_for(cur["version"])
     if listing is None:
-        try:
-            listing = market.publish(ref, provider=provider["id"], price_per_mtok="suggested", currency="CNY",
-                                     license="CC-BY-4.0", sample=5)
-        except CiyuanError as exc:  # no suggestion available: a fixed demo price
-            if exc.code != "no_price_suggestion":
-                raise
-            listing = market.publish(ref, provider=provider["id"], price_per_mtok=FALLBACK_PRICE, currency="CNY",
-                                     license="CC-BY-4.0", sample=5)
+        listing = listings.publish(ref, provider=provider["id"], price_per_mtok="suggested", currency="CNY",
+                                   license="CC-BY-4.0", sample=5)  # fmt: skip
     step(f"deposit {DEPOSIT} CNY for the buyer")
     from ciyuan.ledger.money import parse_amount
 

@@ -1,4 +1,4 @@
-"""Commands of the storage layer: ingest, datasets, show, export, verify."""
+"""Commands of the storage layer: ingest, datasets, show, export, verify, tokens, schedules."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def ingest_ticker(bar: Progress) -> Callable[[IngestProgress], None]:
 def ingest_cmd(
     sources: list[str] = typer.Argument(..., help="Files or folders: JSONL (.gz/.zst), Parquet, CSV, .txt/.md."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name; a new version is added to it."),
-    fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text"),
+    fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text, or a registered reader"),
     text_field: str = typer.Option("text", "--text-field", help="Field that holds the text."),
     id_field: str | None = typer.Option(None, "--id-field", help="Record id field (default: id, else a content hash)."),
     license: str | None = typer.Option(None, "--license", help="SPDX licence id of the data."),
@@ -211,23 +211,29 @@ def verify_cmd(ref: str = typer.Argument(..., help="NAME or NAME@VERSION"), as_j
 def tokens_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
     tokenizer: str | None = typer.Option(None, "--tokenizer", "-t", help="cl100k_base, qwen, tiktoken:FILE, hf:FILE"),
+    schedule: str | None = typer.Option(None, "--schedule", "-s",
+                                        help="A token schedule (see: ciyuan schedules), e.g. qwen2-vl-image"),
     workers: int = typer.Option(os.cpu_count() or 1, "--workers", "-w", help="Processes (default: all cores)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Token totals and distributions; counts (and caches) a new tokenizer on request."""
+    """Token totals and distributions; counts (and caches, so export shows them) a new tokenizer or schedule."""
     from ciyuan.config import settings
+    from ciyuan.errors import InvalidInput
     from ciyuan.store import resolve
     from ciyuan.store.token_cache import token_report
 
     with errors(as_json), progress(not as_json) as bar:
+        if tokenizer and schedule and tokenizer != schedule:
+            raise InvalidInput("give --tokenizer or --schedule, not both",
+                               hint="a tokenizer name is itself a text schedule: --schedule cl100k_base")
         v = resolve(ref)
-        name = tokenizer or settings().default_tokenizer
+        name = schedule or tokenizer or settings().default_tokenizer
         task = bar.add_task(f"count {name}", total=v.records, extra="")
         res = token_report(v, name, workers, on_progress=lambda n: bar.advance(task, n))
 
     def render(o: dict) -> None:
         console.print(f"[bold]{o['dataset']}@{o['version'][:12]}[/] under [bold]{o['tokenizer']}[/] "
-                      f"({o['tokenizer_version']})")
+                      f"({o['modality']}, {o['tokenizer_version']})")
         console.print(f"records: {o['records']:,}   tokens: [bold]{o['tokens']:,}[/]   mean: {o['mean_tokens']}"
                       f"   max: {o['max_tokens']:,}")
         for key, title in (("by_language", "language"), ("by_domain", "domain")):
@@ -243,6 +249,31 @@ def tokens_cmd(
     emit(res, as_json, render)
 
 
+def schedules_cmd(as_json: bool = JsonOpt) -> None:
+    """Every token schedule: name, version, modality and what it counts (old names listed as aliases)."""
+    from ciyuan.tokens import get_schedule, list_schedules, schedule_aliases
+
+    with errors(as_json):
+        rows = []
+        for r in list_schedules():
+            params = getattr(get_schedule(r["name"]), "params", None)
+            rows.append({**r, **({"params": params} if params is not None else {})})
+        for old, new in schedule_aliases().items():
+            s = get_schedule(old)
+            rows.append({"name": old, "version": s.version, "modality": s.modality, "alias_of": new,
+                         "description": f"old name of {new} (same formula and version; listings priced under it "
+                                        "keep it)"})  # fmt: skip
+        res = {"schedules": rows}
+
+    def render(o: dict) -> None:
+        t = Table("name", "version", "modality", "description")
+        for r in o["schedules"]:
+            t.add_row(r["name"], r["version"], r["modality"], r["description"])
+        console.print(t)
+
+    emit(res, as_json, render)
+
+
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest_cmd)
     app.command("datasets")(datasets_cmd)
@@ -250,3 +281,4 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_cmd)
     app.command("verify")(verify_cmd)
     app.command("tokens")(tokens_cmd)
+    app.command("schedules")(schedules_cmd)

@@ -37,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ciyuan.canonical import canonical_json
 from ciyuan.curate.recipes import build_steps
 from ciyuan.curate.steps import REJECTED, GlobalStep, StepStats
 
@@ -205,7 +206,7 @@ def plan_stages(recipe: dict) -> list[Stage]:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return canonical_json(obj, default=str)
 
 
 def read_shard(path: str, source: bool) -> Iterator[dict]:
@@ -287,17 +288,21 @@ def _plan(path: str) -> dict:
 
 
 def _recount(records: Iterator[dict], tokenizers: list[str]) -> Iterator[dict]:
-    """Count tokens again for records whose text a step changed (their old counts are stale)."""
-    from ciyuan.tokens import get_tokenizer
+    """Count tokens again, through the token schedules, for records whose text a step changed.
+
+    Their stored counts are stale, so they are dropped first (a schedule reuses a stored count).
+    """
+    from ciyuan.tokens import get_schedule
 
     buf: list[dict] = []
 
     def flush() -> Iterator[dict]:
         stale = [r for r in buf if (r.get("meta") or {}).get("curation", {}).get("changed_by")]
         for t in tokenizers if stale else []:
-            counts = get_tokenizer(t).count_batch([r.get("text") or "" for r in stale])
-            for r, c in zip(stale, counts, strict=True):
-                r.setdefault("tokens", {})[t] = int(c)
+            for r in stale:
+                r.setdefault("tokens", {}).pop(t, None)
+            for r, c in zip(stale, get_schedule(t).count_records(stale), strict=True):
+                r["tokens"][t] = int(c)
         yield from buf
         buf.clear()
 
@@ -338,7 +343,7 @@ def stage_job(job: dict) -> dict:
 def scan_job(job: dict) -> Any:
     """One scan round of a global step over one shard's live (not rejected) records."""
     step = _steps_for(job["recipe"], job["key"])[job["global_step"]]
-    live = (r for r in _counted(read_shard(job["input"], job["source"]), job) if REJECTED not in r)
+    live = step.scan_input(_counted(read_shard(job["input"], job["source"]), job))
     return step.scan(job["round"], live, job["shard"], job["context"])
 
 

@@ -9,6 +9,9 @@ sample script imports it without the rest of ciyuan's dependencies.
 type in several written forms (the tricky ones of issue 10 included); ``clean_technical_lines(seed)``
 gives technical text with no PII (versions, timestamps, hashes, order numbers that fail Luhn, code)
 that the detector must leave alone.
+
+Over 500 lines because it is data: the written forms of every PII type in two languages, each
+generator beside the checksum rule it must satisfy.
 """
 
 from __future__ import annotations

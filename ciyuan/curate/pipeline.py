@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable
 
-from ciyuan.curate.steps import REJECTED, GlobalStep, Step
+from ciyuan.curate.steps import GlobalStep, Step
 
 
 def run_steps(records: Iterable[dict], steps: list[Step]) -> list[dict]:
@@ -19,7 +19,7 @@ def run_steps(records: Iterable[dict], steps: list[Step]) -> list[dict]:
             with tempfile.TemporaryDirectory(prefix="ciyuan-scan-") as scratch:
                 round_, context = 0, step.begin(scratch, len(current))
                 while True:
-                    live = (r for r in current if REJECTED not in r)
+                    live = step.scan_input(current)
                     part = step.scan(round_, live, 0, context)
                     done, context = step.reduce(round_, [part], context)
                     round_ += 1

@@ -14,6 +14,21 @@ from collections import Counter
 from ciyuan.curate.codes import rejection_code
 from ciyuan.errors import InvalidInput
 
+# Strings of this report that the shared web table (ciyuan.web.i18n) does not carry yet; same
+# placeholders in both languages. A key found there wins, so moving them over changes nothing.
+_OWN_STRINGS = {
+    "en": {
+        "cr_not_applicable": "Not applicable",
+        "cr_not_applicable_note": "Not applicable: records of a modality the step does not apply to "
+        "(for example images at a text step) pass it untouched; they are neither kept nor rejected by it.",
+    },
+    "zh": {
+        "cr_not_applicable": "不适用",
+        "cr_not_applicable_note": "不适用：步骤不处理的模态的记录（例如文本步骤遇到的图像）原样通过，"
+        "既不算保留也不算拒绝。",
+    },
+}
+
 
 def build_report(ref: str) -> dict:
     """Per-step statistics from the manifest plus distributions read from the kept records."""
@@ -59,6 +74,8 @@ def build_report(ref: str) -> dict:
     steps = cur["steps"]
     for s in steps:  # versions curated before codes existed: derive them from the rules
         s.setdefault("rejected_by_code", {rejection_code(s["step"], r): n for r, n in s["rejected_by_rule"].items()})
+        s.setdefault("not_applicable", 0)  # ... and before steps declared their modalities
+        s.setdefault("not_applicable_by_modality", {})
     steps = cur["steps"]
     pii: Counter = Counter()
     clusters, examples = [], {}
@@ -141,9 +158,15 @@ def _hist_chart(h: dict, title: str, no_data: str = "no data") -> str:
 
 def render_html(rep: dict, lang: str = "en") -> str:
     """The report as one HTML page in English or Chinese (``lang``); rule codes and ids stay as they are."""
-    from ciyuan.web.i18n import Translator
+    from ciyuan.i18n import Translator
 
-    t = Translator(lang)
+    shared = Translator(lang)
+    own = _OWN_STRINGS.get(shared.lang, _OWN_STRINGS["en"])
+
+    def t(key: str, **values: object) -> str:
+        text = shared(key, **values)
+        return own[key].format(**values) if text == key and key in own else text
+
     esc = html.escape
 
     def step_name(name: str) -> str:
@@ -154,9 +177,12 @@ def render_html(rep: dict, lang: str = "en") -> str:
     for s in rep["steps"]:
         codes = s.get("rejected_by_code") or {rejection_code(s["step"], r): n for r, n in s["rejected_by_rule"].items()}
         reasons = ", ".join(f'<code translate="no">{esc(k)}</code>: {v}' for k, v in codes.items())
+        na = s.get("not_applicable", 0)
+        na_by = esc(", ".join(f"{m}: {n}" for m, n in (s.get("not_applicable_by_modality") or {}).items()))
         rows.append(
             f"<tr><td>{esc(step_name(s['step']))}</td><td>{s['seen']}</td><td>{s['kept']}</td><td>{s['rejected']}</td>"
-            f"<td>{s['changed']}</td><td>{s['tokens_removed']}</td><td class=r>{reasons}</td></tr>"
+            f'<td title="{na_by}" translate="no">{na}</td><td>{s["changed"]}</td><td>{s["tokens_removed"]}</td>'
+            f"<td class=r>{reasons}</td></tr>"
         )
     lang_rows = []
     for code_lang, d in (rep.get("rejections_by_language") or {}).items():
@@ -186,12 +212,12 @@ def render_html(rep: dict, lang: str = "en") -> str:
     nd = t("cr_no_data")
     intro = t("cr_intro_kept", kept=rep["kept"], tokens=rep["tokens"], rejected=rep["rejected"])
     return f"""<!doctype html>
-<html lang="{"zh-CN" if t.lang == "zh" else "en"}"><head><meta charset="utf-8">
+<html lang="{"zh-CN" if shared.lang == "zh" else "en"}"><head><meta charset="utf-8">
 <title>{esc(t("cr_title"))} {ref}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child,td.r,th.r{{text-align:left}} th,td:nth-child(-n+6){{white-space:nowrap}}
+td:first-child,th:first-child,td.r,th.r{{text-align:left}} th,td:nth-child(-n+7){{white-space:nowrap}}
 svg{{font-size:12px;display:block;margin:1em 0}}
 code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 </style></head><body>
@@ -203,9 +229,10 @@ code{{background:#f3f3f3;padding:0 3px}} li{{margin:.3em 0}}
 <span translate="no">{esc(str(rep["tokenizer"]))}</span>)</span></p>
 <h2>{esc(t("cr_steps"))}</h2>
 <table><tr><th>{esc(t("cr_step"))}</th><th>{esc(t("cr_seen"))}</th><th>{esc(t("cr_kept"))}</th>
-<th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_changed"))}</th><th>{esc(t("cr_tokens_removed"))}</th>
-<th class=r>{esc(t("cr_by_rule"))}</th></tr>{"".join(rows)}</table>
+<th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_not_applicable"))}</th><th>{esc(t("cr_changed"))}</th>
+<th>{esc(t("cr_tokens_removed"))}</th><th class=r>{esc(t("cr_by_rule"))}</th></tr>{"".join(rows)}</table>
 <p><small>{esc(t("cr_tokens_note"))}</small></p>
+<p><small>{esc(t("cr_not_applicable_note"))}</small></p>
 <h2>{esc(t("cr_by_language"))}</h2>
 <table><tr><th>{esc(t("cr_language"))}</th><th>{esc(t("cr_records"))}</th><th>{esc(t("cr_kept"))}</th>
 <th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_keep_rate"))}</th><th class=r>{esc(t("cr_top_codes"))}</th></tr>

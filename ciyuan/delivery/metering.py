@@ -41,10 +41,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ciyuan.errors import InvalidInput
+from ciyuan.store.records import RECORD_COLUMNS, dump_meta  # dump_meta: a client re-serialises meta identically
 
 MAX_PARTS = 1024
 CURSOR_RE = re.compile(r"^c1\.(\d{1,4})\.(\d{1,4})\.(\d{1,15})$")
-COLUMNS = ("id", "modality", "text", "media", "media_ref", "meta", "tokens")
+COLUMNS = (*RECORD_COLUMNS, "tokens")  # the wire form: the shard's record columns and one token count
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -171,7 +172,7 @@ def _column_update(h: hashlib._Hash, col: pa.Array | pa.ChunkedArray) -> None:
         h.update(data)
 
 
-LEAF_COLUMNS = ("id", "modality", "text", "media", "media_ref", "meta")
+LEAF_COLUMNS = RECORD_COLUMNS
 _NULL_LEN = (-1).to_bytes(8, "little", signed=True)
 
 
@@ -227,11 +228,6 @@ def digest_v1(table: pa.Table) -> str:
         else:
             _column_update(h, col)
     return h.hexdigest()
-
-
-def dump_meta(meta: dict | None) -> str:
-    """The canonical meta text the store writes (so a client re-serialises it identically)."""
-    return json.dumps(meta or {}, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def records_to_table(records: list[dict]) -> pa.Table:

@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ciyuan.config import Settings, settings
-from ciyuan.delivery.delivery import Plan, read_positions
+from ciyuan.delivery.plan import Plan
+from ciyuan.delivery.rowcache import read_positions
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
 
 DEFAULT_TTL_S = 3600

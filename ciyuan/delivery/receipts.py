@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from ciyuan.config import Settings
-from ciyuan.delivery.delivery import usage_dict
+from ciyuan.delivery.usage import usage_dict
 from ciyuan.ledger import audit
 from ciyuan.ledger.money import format_amount
 from ciyuan.ledger.tables import UsageRow

@@ -1,6 +1,7 @@
 """Ingest: outside files in, one new version out, every bad item kept in its quarantine.
 
-Readers stream (bounded memory); tokens are counted per batch with the default tokenizer, over
+Readers stream (bounded memory); each reader declares the modality of its records, and tokens are
+counted per batch through that modality's default token schedule (text: the default tokenizer), over
 ``workers`` processes when asked; the builder writes shards as batches arrive.
 """
 
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from ciyuan.config import Settings, settings
 from ciyuan.errors import CiyuanError, InvalidInput
-from ciyuan.ingest.readers import Bad, Good, read_source, source_size
+from ciyuan.ingest.readers import Bad, Good, read_source, reader_for, source_size
 from ciyuan.store.builder import VersionBuilder
 from ciyuan.store.manifest import reason_kind
+from ciyuan.tokens.schedule import default_schedule
 
 BATCH_ROWS = 2048
 BATCH_BYTES = 4 << 20
@@ -56,7 +58,7 @@ def parse_renames(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dict,
-             renames: dict[str, str] | None = None) -> Iterator[list[dict]]:
+             renames: dict[str, str] | None = None, modality: str = "text") -> Iterator[list[dict]]:
     """Group good records into batches; bad items go straight to the quarantine."""
     batch: list[dict] = []
     size = 0
@@ -74,8 +76,12 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
         for k, v in defaults.items():
             if v is not None:
                 meta.setdefault(k, v)
-        batch.append({"id": rec.get("id"), "modality": "text", "text": rec["text"], "meta": meta, "tokens": {}})
-        size += len(rec["text"])
+        out = {"id": rec.get("id"), "modality": modality, "text": rec.get("text"), "meta": meta, "tokens": {}}
+        for key in ("media", "media_ref"):  # media readers may bring them; text readers do not
+            if rec.get(key) is not None:
+                out[key] = rec[key]
+        batch.append(out)
+        size += len(out["text"] or "") + len(out.get("media") or b"")
         if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
             yield batch
             batch, size = [], 0
@@ -112,6 +118,19 @@ def _shown_source(source: str, given: str) -> str:
         return Path(source).resolve().relative_to(base).as_posix()
     except ValueError:
         return Path(source).name
+
+
+def _modality(paths: list[str], fmt: str) -> str:
+    """The one modality the sources' readers declare (a version's token counts are of one schedule)."""
+    found = {p: reader_for(p, fmt).modality for p in paths}
+    kinds = sorted(set(found.values()))
+    if len(kinds) > 1:
+        which = "; ".join(f"{k}: {', '.join(Path(p).name for p, m in found.items() if m == k)}" for k in kinds)
+        raise InvalidInput(
+            f"the sources hold records of {len(kinds)} modalities ({which}); one version holds one",
+            hint="ingest each modality into its own dataset",
+        )
+    return kinds[0]
 
 
 def _declared(card: dict | str | Path | None, license: str | None) -> dict:
@@ -156,17 +175,18 @@ def ingest(
     reason) and named by one summary row. ``on_progress`` gets an :class:`IngestProgress` after each
     batch and once at the end.
     """
-    from ciyuan.tokens import count_parallel
+    from ciyuan.tokens import count_records_parallel
 
     s = s or settings()
     paths = _expand(sources)
     id_field = id_field or "id"  # an ``id`` field is used when present; records without one get a content hash
-    tokenizer = s.default_tokenizer
+    modality = _modality(paths, fmt)
+    schedule = default_schedule(modality, s).name
     declared = _declared(card, license)
     builder = VersionBuilder(
         dataset,
         s=s,
-        tokenizers=[tokenizer],
+        tokenizers=[schedule],
         made_by={
             "command": "ingest",
             "sources": [Path(p).name for p in paths],
@@ -219,16 +239,16 @@ def ingest(
 
     pending: deque[list[dict]] = deque()
 
-    def texts() -> Iterator[list[str]]:
-        for batch in _batches(items(), builder, defaults, rename):
+    def batches() -> Iterator[list[dict]]:
+        for batch in _batches(items(), builder, defaults, rename, modality):
             pending.append(batch)
-            yield [r["text"] for r in batch]
+            yield batch
 
     try:
-        for counts in count_parallel(texts(), tokenizer, workers):
+        for counts in count_records_parallel(batches(), schedule, workers):
             batch = pending.popleft()
             for rec, n in zip(batch, counts, strict=True):
-                rec["tokens"][tokenizer] = n
+                rec["tokens"][schedule] = n
                 builder.add(rec)
             report()
         report()

@@ -41,6 +41,7 @@ from sqlalchemy import BigInteger, String, Text, delete, insert, select, text, u
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ciyuan.canonical import canonical_json
 from ciyuan.config import Settings, settings
 from ciyuan.db import Base, tx
 from ciyuan.errors import InvalidInput
@@ -65,7 +66,7 @@ class AuditCheckpointRow(Base):
 
 
 def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return canonical_json(obj, default=str)
 
 
 def entry_hash(prev_hash: str, seq: int, at: str, kind: str, ref: str, data: str) -> str:

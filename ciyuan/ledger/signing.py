@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ciyuan.canonical import canonical_bytes
 from ciyuan.config import Settings, settings
 from ciyuan.errors import InvalidInput
 
@@ -39,7 +40,7 @@ FIELDS = ("receipt", "statement", "checkpoint")  # what a signature may wrap
 
 def canonical(obj: Any) -> bytes:
     """The one byte form of a JSON value that is signed and written."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return canonical_bytes(obj)
 
 
 def _b64(data: bytes) -> str:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ciyuan.clock import aware as _aware
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
 from ciyuan.market.tables import AccountRow, ApiKeyRow
 
@@ -81,8 +82,24 @@ class Principal:
             raise Forbidden(f"this key lacks the scope {scope}", hint=f"create a key with --scopes including {scope}")
 
 
-def _aware(ts: datetime | None) -> datetime | None:
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+def usage_filter(account: Account) -> dict[str, str]:
+    """Whose delivery usage ``account`` may read, as filters for ``delivery.usage``.
+
+    A buyer sees its own batches, a provider the batches of its listings, the operator all of them.
+    """
+    if account.role == "buyer":
+        return {"buyer_id": account.id}
+    if account.role == "provider":
+        return {"provider_id": account.id}
+    if account.role == "operator":
+        return {}
+    raise Forbidden(f"{account.name} is a {account.role}; usage is for buyers, providers and the operator",
+                    hint="use a buyer, provider or operator key")  # fmt: skip
+
+
+def balances_owner(account: Account) -> str | None:
+    """Whose ledger balances ``account`` may read: its own, or everyone's (None) for the operator."""
+    return None if account.role == "operator" else account.id
 
 
 def hash_key(secret: str) -> str:
@@ -230,7 +247,9 @@ def authenticate(sess: Session, secret: str | None, now: datetime | None = None)
         raise Unauthenticated(
             "no API key given", hint="send the header 'Authorization: Bearer <key>' (create one: ciyuan key create)"
         )
-    row = sess.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(secret))).scalar_one_or_none()
+    found = sess.execute(select(ApiKeyRow, AccountRow).join(AccountRow, AccountRow.id == ApiKeyRow.account_id)
+                         .where(ApiKeyRow.key_hash == hash_key(secret))).first()  # one round trip
+    row, account = found if found is not None else (None, None)
     if row is None:
         raise Unauthenticated("the API key is not valid", hint="check the key; keys are shown only once")
     now = now or datetime.now(UTC)
@@ -238,5 +257,4 @@ def authenticate(sess: Session, secret: str | None, now: datetime | None = None)
         raise Unauthenticated("the API key was revoked", hint="create a new key")
     if row.expires_at is not None and _aware(row.expires_at) <= now:
         raise Unauthenticated("the API key has expired", hint="create a new key")
-    acc = Account.of(sess.get(AccountRow, row.account_id))
-    return Principal(acc, row.id, frozenset(row.scopes.split()))
+    return Principal(Account.of(account), row.id, frozenset(row.scopes.split()))

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ciyuan.canonical import canonical_json
 from ciyuan.errors import InvalidInput
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "exists", "contains")
@@ -164,7 +165,7 @@ class Selection:
         return {"filter": self.filter.to_dict() if self.filter else None, "token_budget": self.token_budget}
 
     def canonical(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return canonical_json(self.to_dict())
 
 
 # -- the index --------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Settlement: per-provider statements for a period, tied to the ledger to the minor unit.
 
 Every sale leaves the same trace in the ledger: the buyer's money reaches the ``holds`` escrow and
-is passed on as ``<charge>:provider`` (the provider's share) and ``<charge>:fee`` (the platform's
-fee). A statement groups those transfers of the period by provider and listing (through the
+is passed on as the charge's ``provider`` leg (the provider's share) and its ``fee`` leg (the
+platform's fee), linked to the buyer's leg by ``charge_id`` (columns of ``ex_transfers``). A statement groups those transfers of the period by provider and listing (through the
 charge's ``ref``: ``order:<id>`` for paid orders, ``ent:<id>`` for metered batches), with the
 tokens sold from the quote or the usage record. It then ties: the statements' net must equal every
 credit to provider earnings in the period, and their fees every credit to platform fees.
@@ -21,7 +21,6 @@ canonical JSON).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ciyuan.canonical import canonical_bytes
+from ciyuan.clock import aware as _aware
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
 from ciyuan.errors import InvalidInput
@@ -51,14 +52,6 @@ def period(date_from: str, date_to: str) -> tuple[datetime, datetime]:
     if b < a:
         raise InvalidInput(f"--to {b} is before --from {a}", hint="give the period's first and last day")
     return datetime.combine(a, time(), UTC), datetime.combine(b + timedelta(days=1), time(), UTC)
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def canonical(obj: object) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _listing_of(sess: Session, ref: str | None, cache: dict) -> str | None:
@@ -104,9 +97,9 @@ def compute(sess: Session, start: datetime, end: datetime) -> dict:
             ledger_net[r.currency] += r.amount
         elif kind == ledger.PLATFORM:
             ledger_fee[r.currency] += r.amount
-        if not from_holds or kind not in (ledger.PROVIDER, ledger.PLATFORM):
+        if not from_holds or kind not in (ledger.PROVIDER, ledger.PLATFORM) or r.leg not in ("provider", "fee"):
             continue
-        base, _, part = r.id.rpartition(":")
+        base = r.charge_id  # the charge this leg belongs to (column, migration 0007)
         c = charges.setdefault(base, {"ref": r.ref, "currency": r.currency, "net": 0, "fee": 0, "provider": None})
         if kind == ledger.PROVIDER:
             c["net"] += r.amount
@@ -148,7 +141,7 @@ def compute(sess: Session, start: datetime, end: datetime) -> dict:
                 line[f"{k}_text"] = format_amount(line[k], line["currency"])
         st["totals"] = totals
         st["audit_checkpoint"] = mark
-        st["statement_id"] = hashlib.sha256(canonical(st)).hexdigest()
+        st["statement_id"] = hashlib.sha256(canonical_bytes(st)).hexdigest()
     sum_net: dict[str, int] = defaultdict(int)
     sum_fee: dict[str, int] = defaultdict(int)
     for st in statements.values():
@@ -195,3 +188,68 @@ def settle(date_from: str, date_to: str, *, out_dir: str | Path | None = None, s
         files.append(str(path))
     result["files"] = files
     return result
+
+
+# -- one account's view: a provider's sales, a buyer's spend (the same attribution as the statements) --
+
+
+def _posted(sess: Session, *, debit: list[str] | None = None, credit: list[str] | None = None) -> list[TransferRow]:
+    """Posted single and post transfers into ``credit`` or out of ``debit`` accounts, oldest first."""
+    q = select(TransferRow).where(TransferRow.kind.in_(["single", "post"]), TransferRow.state == "posted")
+    if credit is not None:
+        q = q.where(TransferRow.credit_account_id.in_(credit))
+    if debit is not None:
+        q = q.where(TransferRow.debit_account_id.in_(debit))
+    return list(sess.execute(q.order_by(TransferRow.seq)).scalars())
+
+
+def _accounts_of(sess: Session, kind: str, owner_id: str) -> list[str]:
+    return list(sess.execute(
+        select(LedgerAccountRow.id).where(LedgerAccountRow.kind == kind, LedgerAccountRow.owner_id == owner_id)
+    ).scalars())  # fmt: skip
+
+
+def provider_sales(sess: Session, provider_id: str) -> dict:
+    """Every sale credited to a provider, attributed to its listing and tokens as statements are.
+
+    ``sales``: one line per credit to the provider's earnings (oldest first) with the listing (from
+    the charge's ref), the tokens sold (a paid order's quoted tokens, a metered batch's usage) and
+    the amount; ``by_listing``: those summed per listing id (``None`` for a credit no listing explains).
+    """
+    cache: dict = {}
+    sales = []
+    by_listing: dict[str | None, dict] = {}
+    for r in _posted(sess, credit=_accounts_of(sess, ledger.PROVIDER, provider_id)):
+        base = r.charge_id if r.leg == "provider" else r.id  # the charge it is a leg of (column, 0007)
+        listing_id = _listing_of(sess, r.ref, cache)
+        tokens = _tokens_of(sess, base, r.ref) if r.ref else 0
+        at = _aware(r.created_at)
+        sales.append({"transfer_id": r.id, "ref": r.ref, "listing_id": listing_id, "tokens": tokens,
+                      "amount": r.amount, "currency": r.currency, "at": at})  # fmt: skip
+        line = by_listing.setdefault(listing_id, {"listing_id": listing_id, "sales": 0, "tokens": 0, "amount": 0,
+                                                  "currency": r.currency, "last": at})  # fmt: skip
+        line["sales"] += 1
+        line["tokens"] += tokens
+        line["amount"] += r.amount
+        line["last"] = at
+    for line in by_listing.values():
+        line["amount_text"] = format_amount(line["amount"], line["currency"])
+    return {"sales": sales, "by_listing": by_listing}
+
+
+def buyer_spend(sess: Session, buyer_id: str) -> dict:
+    """What a buyer paid, per charge ref (``order:<id>`` paid at once, ``ent:<id>`` per posted batch).
+
+    ``by_ref`` sums the posted debits of the buyer's balances by ref; ``charges`` lists them (oldest
+    first) with the listing each paid for. Held (pending) and voided amounts are not spent.
+    """
+    cache: dict = {}
+    by_ref: dict[str, int] = defaultdict(int)
+    charges = []
+    for r in _posted(sess, debit=_accounts_of(sess, ledger.BUYER, buyer_id)):
+        if not r.ref or not r.ref.startswith(("order:", "ent:")):
+            continue  # not a purchase (a transfer the operator made by hand)
+        by_ref[r.ref] += r.amount
+        charges.append({"transfer_id": r.id, "ref": r.ref, "listing_id": _listing_of(sess, r.ref, cache),
+                        "amount": r.amount, "currency": r.currency, "at": _aware(r.created_at)})  # fmt: skip
+    return {"by_ref": dict(by_ref), "charges": charges}

@@ -108,8 +108,9 @@ class _PartWriter:
 class VersionBuilder:
     """Collects records into a new, immutable version of ``dataset``.
 
-    ``tokenizers`` are counted for every record; counts already present in ``record["tokens"]`` are
-    kept, missing ones are computed per flushed batch (or by a ``counter`` the caller provides).
+    ``tokenizers`` are token schedule names (a tokenizer name is the text schedule) counted for every
+    record; counts already present in ``record["tokens"]`` are kept, missing ones are computed per
+    flushed batch through ``get_schedule(name).count_records``.
     """
 
     def __init__(
@@ -208,12 +209,12 @@ class VersionBuilder:
 
     # -- flushing --------------------------------------------------------------------------------
     def _count_missing(self, records: list[dict]) -> None:
-        from ciyuan.tokens import get_tokenizer
+        from ciyuan.tokens import get_schedule
 
         for t in self.tokenizers:
             todo = [r for r in records if t not in r["tokens"]]
             if todo:
-                counts = get_tokenizer(t).count_batch([r.get("text") or "" for r in todo])
+                counts = get_schedule(t).count_records(todo)
                 for r, c in zip(todo, counts, strict=True):
                     r["tokens"][t] = c
 
@@ -252,7 +253,7 @@ class VersionBuilder:
     def commit(self):
         """Seal the version: hash shards, write the manifest, move into place, register it."""
         from ciyuan.store.versions import register_version
-        from ciyuan.tokens import get_tokenizer
+        from ciyuan.tokens import get_schedule
 
         self._flush()
         self._flush_rejected()
@@ -268,7 +269,7 @@ class VersionBuilder:
             "parent": self.parent,
             "made_by": self.made_by,
             "schema": {f.name: str(f.type) for f in record_schema(self.tokenizers)},
-            "tokenizers": {t: get_tokenizer(t).version for t in self.tokenizers},
+            "tokenizers": {t: get_schedule(t).version for t in self.tokenizers},
             "shards": shards,
             "rejected": rejected,
             "quarantine": quarantine,

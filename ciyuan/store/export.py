@@ -3,38 +3,72 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ciyuan.errors import InvalidInput
 from ciyuan.store import fs as sfs
-from ciyuan.store.records import record_schema, token_column
+from ciyuan.store.records import from_batch, record_schema, token_column
 from ciyuan.store.versions import Version
 
 
+def _cached_counts(version: Version) -> list[str]:
+    """Tokenizers and schedules counted after the version was made (``ciyuan tokens``), still valid."""
+    from sqlalchemy import select
+
+    from ciyuan import db
+    from ciyuan.store.tables import TokenCountRow
+
+    with db.session(version.s) as sess:
+        rows = sess.scalars(select(TokenCountRow.tokenizer).where(TokenCountRow.version_id == version.id)).all()
+    return [n for n in sorted(rows) if n not in version.tokenizers and version.cached_token_paths(n) is not None]
+
+
+def _batches_with_counts(version: Version, cached: list[str]) -> Iterator[tuple[pa.RecordBatch, dict]]:
+    """Each shard batch with the cached counts of its rows (one int64 array per name), in order."""
+    counts = {name: version.iter_token_counts(name) for name in cached}
+    fs = version.fs()
+    for path in version.shard_paths():
+        mine = {name: next(it) for name, it in counts.items()}
+        at = 0
+        with fs.open(path, "rb") as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=4096):
+                yield batch, {name: arr.slice(at, batch.num_rows) for name, arr in mine.items()}
+                at += batch.num_rows
+
+
 def export(version: Version, fmt: str, out: str) -> dict:
-    """Write every record with its id, text, meta and token counts."""
+    """Write every record with its id, text, meta and token counts (those cached later too)."""
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    cached = _cached_counts(version)
+    names = [*version.tokenizers, *cached]
     n = 0
     if fmt == "jsonl":
         with out_path.open("w", encoding="utf-8") as fh:
-            for rec in version.iter_records():
-                rec.pop("media", None)
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                n += 1
+            for batch, extra in _batches_with_counts(version, cached):
+                lists = {name: arr.to_pylist() for name, arr in extra.items()}
+                for i, rec in enumerate(from_batch(batch)):
+                    rec.pop("media", None)
+                    for name, vals in lists.items():
+                        rec.setdefault("tokens", {})[name] = vals[i]
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    n += 1
     elif fmt == "parquet":
-        schema = record_schema(version.tokenizers)
+        schema = record_schema(names)
         with pq.ParquetWriter(out_path, schema, compression="zstd") as w:
-            for batch in version.iter_batches():
-                w.write_batch(batch)
+            for batch, extra in _batches_with_counts(version, cached):
+                cols = [*batch.columns, *(extra[name].cast(pa.int64()) for name in cached)]
+                w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
                 n += batch.num_rows
     else:
         raise InvalidInput(f"unknown export format {fmt!r}", hint="use --format jsonl or --format parquet")
+    totals = version.token_totals()
     return {"dataset": version.dataset, "version": version.id, "format": fmt, "out": str(out_path), "records": n,
-            "tokens": {t: version.manifest["totals"]["tokens"].get(t, 0) for t in version.tokenizers},
-            "columns": [token_column(t) for t in version.tokenizers]}
+            "tokens": {t: totals.get(t, 0) for t in names}, "columns": [token_column(t) for t in names]}
 
 
 def verify(version: Version) -> dict:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from ciyuan.canonical import canonical_json
+
 TOKENS_PREFIX = "tokens__"
 BASE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
@@ -22,6 +24,7 @@ BASE_FIELDS = [
     pa.field("media_ref", pa.string()),
     pa.field("meta", pa.large_string()),
 ]
+RECORD_COLUMNS = tuple(f.name for f in BASE_FIELDS)  # a shard's record columns, before the token counts
 REJECT_FIELDS = [pa.field("step", pa.string()), pa.field("reason", pa.string())]
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -56,7 +59,7 @@ def content_id(text: str | None, media: bytes | None = None) -> str:
 
 
 def dump_meta(meta: dict | None) -> str:
-    return json.dumps(meta or {}, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return canonical_json(meta or {}, default=str)
 
 
 def to_table(records: list[dict], tokenizers: list[str], rejected: bool = False) -> pa.Table:

@@ -1,13 +1,25 @@
-"""Counts under a tokenizer a version was not made with: computed once, cached beside its shards.
+"""Counts under a tokenizer or schedule a version was not made with: computed once, cached beside its shards.
 
 The version stays immutable; the cache is a sidecar folder ``tokens/<tokenizer>/`` with one Parquet
-file per shard, and a row in ``token_counts`` naming the tokenizer version it was made with.
+file per shard, and a row in ``token_counts`` naming the schedule version it was made with.
+
+Counting goes through the token schedules (:mod:`ciyuan.tokens.schedule`), never a text tokenizer:
+a text record is counted by the schedule named ``tokenizer``, a record of another modality by its
+modality's default schedule, so recounting a mixed dataset counts its images' patches rather than
+their (absent) text. Reading the cache is :meth:`Version.cached_token_paths`: this module imports
+``store.versions``, never the reverse.
+
+A media schedule (``qwen2-vl-image``, ``whisper-audio``, ...) counts each record of its modality from
+its probed ``meta``.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import json
+import multiprocessing as mp
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -18,6 +30,7 @@ from ciyuan.store import fs as sfs
 from ciyuan.store.records import token_column
 from ciyuan.store.tables import TokenCountRow
 from ciyuan.store.versions import Version
+from ciyuan.tokens import get_schedule, schedule_for_modality
 
 LENGTH_BUCKETS = [0, 16, 64, 256, 1024, 4096, 16384, 65536]
 
@@ -26,38 +39,67 @@ def _safe(tokenizer: str) -> str:
     return token_column(tokenizer)[len("tokens__"):]
 
 
-def cached_count_paths(version: Version, tokenizer: str) -> list[str] | None:
-    with db.session(version.s) as sess:
-        row = sess.get(TokenCountRow, {"version_id": version.id, "tokenizer": tokenizer})
-        if row is None or row.location is None:
-            return None
-        from ciyuan.tokens import get_tokenizer
+def count_records(records: list[dict], tokenizer: str) -> list[int]:
+    """Counts of ``records`` in order under ``tokenizer``.
 
-        if row.tokenizer_version != get_tokenizer(tokenizer).version:
-            return None  # the tokenizer changed since: recount
-        return [sfs.join(row.location, f"part-{i:05d}.parquet") for i in range(len(version.manifest["shards"]))]
+    A text schedule (a tokenizer) counts text records, and a record of another modality by its
+    modality's default schedule, so recounting a mixed dataset counts its images' patches rather
+    than their absent text. A media schedule counts every record itself: its own modality from the
+    probed facts, any other as 0 (one schedule prices one modality).
+    """
+    named = get_schedule(tokenizer)
+    if named.modality != "text":
+        return [int(n) for n in named.count_records(records)]
+    out = [0] * len(records)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[r.get("modality") or "text"].append(i)
+    for modality, idx in groups.items():
+        sched = named if modality == "text" else schedule_for_modality(modality, tokenizer)
+        for i, n in zip(idx, sched.count_records([records[i] for i in idx]), strict=True):
+            out[i] = int(n)
+    return out
+
+
+def _shard_records(version: Version, i: int, batch: int = 2048) -> Iterator[list[dict]]:
+    """One shard's records with what a schedule reads (meta stays JSON text: schedules parse it)."""
+    table = version.read_shard(i, columns=["id", "modality", "text", "meta"])
+    for b in table.to_batches(max_chunksize=batch):
+        yield b.to_pylist()
+
+
+def _count_batches(batches: Iterator[list[dict]], tokenizer: str, workers: int) -> Iterator[list[int]]:
+    """Counts per batch, in order; with ``workers > 1`` batches are counted in worker processes."""
+    if workers <= 1:
+        for b in batches:
+            yield count_records(b, tokenizer)
+        return
+    get_schedule(tokenizer)  # load before forking: workers start with the vocabulary in memory
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    inflight: deque[Future] = deque()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+        for b in batches:
+            inflight.append(pool.submit(count_records, b, tokenizer))
+            while len(inflight) > workers * 2:
+                yield inflight.popleft().result()
+        while inflight:
+            yield inflight.popleft().result()
 
 
 def ensure_counts(version: Version, tokenizer: str, workers: int = 1,
                   on_progress: Callable[[int], None] | None = None) -> bool:
     """Make sure per-record counts exist under ``tokenizer``; True when they had to be computed."""
-    from ciyuan.tokens import count_parallel, get_tokenizer
-
-    if version.has_tokens(tokenizer) or cached_count_paths(version, tokenizer) is not None:
+    if version.has_tokens(tokenizer) or version.cached_token_paths(tokenizer) is not None:
         return False
-    tok = get_tokenizer(tokenizer)
+    sched_version = get_schedule(tokenizer).version
     fs = version.fs()
     folder = version.path(f"tokens/{_safe(tokenizer)}")
     fs.makedirs(folder, exist_ok=True)
     col = token_column(tokenizer)
     total = 0
     for i in range(len(version.manifest["shards"])):
-        def texts(i: int = i) -> Iterator[list[str]]:
-            for b in version.read_shard(i, columns=["text"]).to_batches(max_chunksize=2048):
-                yield [t or "" for t in b.column("text").to_pylist()]
-
         counts: list[int] = []
-        for part in count_parallel(texts(), tokenizer, workers):
+        for part in _count_batches(_shard_records(version, i), tokenizer, workers):
             counts.extend(part)
             if on_progress:
                 on_progress(len(part))
@@ -67,11 +109,11 @@ def ensure_counts(version: Version, tokenizer: str, workers: int = 1,
     with db.session(version.s) as sess:
         row = sess.get(TokenCountRow, {"version_id": version.id, "tokenizer": tokenizer})
         if row is None:
-            sess.add(TokenCountRow(version_id=version.id, tokenizer=tokenizer, tokenizer_version=tok.version,
+            sess.add(TokenCountRow(version_id=version.id, tokenizer=tokenizer, tokenizer_version=sched_version,
                                    records=version.records, tokens=total, location=folder,
                                    created_at=datetime.now(UTC)))
         else:
-            row.tokenizer_version, row.tokens, row.location = tok.version, total, folder
+            row.tokenizer_version, row.tokens, row.location = sched_version, total, folder
     return True
 
 
@@ -87,10 +129,6 @@ def _bucket(n: int) -> str:
 def token_report(version: Version, tokenizer: str, workers: int = 1,
                  on_progress: Callable[[int], None] | None = None) -> dict:
     """Totals and distributions (by language, domain, length bucket) under ``tokenizer``."""
-    import json
-
-    from ciyuan.tokens import get_tokenizer
-
     computed = ensure_counts(version, tokenizer, workers, on_progress)
     by_lang: Counter[str] = Counter()
     by_domain: Counter[str] = Counter()
@@ -126,7 +164,9 @@ def token_report(version: Version, tokenizer: str, workers: int = 1,
         "dataset": version.dataset,
         "version": version.id,
         "tokenizer": tokenizer,
-        "tokenizer_version": get_tokenizer(tokenizer).version,
+        "tokenizer_version": get_schedule(tokenizer).version,
+        "schedule": tokenizer,
+        "modality": get_schedule(tokenizer).modality,
         "records": records,
         "tokens": tokens,
         "mean_tokens": round(tokens / records, 2) if records else 0,

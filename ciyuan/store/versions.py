@@ -19,6 +19,7 @@ from ciyuan.errors import InvalidInput, NotFound
 from ciyuan.store import fs as sfs
 from ciyuan.store.records import TOKENS_PREFIX, from_batch, token_column
 from ciyuan.store.tables import DatasetRow, TokenCountRow, VersionRow
+from ciyuan.tokens import get_schedule
 
 
 @dataclass
@@ -96,18 +97,30 @@ class Version:
                 with fs.open(path, "rb") as fh:
                     yield pq.read_table(fh, columns=[col])[col].combine_chunks()
             return
-        from ciyuan.store.token_cache import cached_count_paths
-
-        paths = cached_count_paths(self, tokenizer)
+        paths = self.cached_token_paths(tokenizer)
         if paths is None:
             raise NotFound(
                 f"{self.ref} has no counts under tokenizer {tokenizer!r}",
-                hint=f"run: ciyuan tokens {self.ref} --tokenizer {tokenizer}",
+                hint=f"run: ciyuan tokens {self.ref} --schedule {tokenizer}",
             )
         fs = self.fs()
         for path in paths:
             with fs.open(path, "rb") as fh:
                 yield pq.read_table(fh)[col].combine_chunks()
+
+    def cached_token_paths(self, tokenizer: str) -> list[str] | None:
+        """The sidecar count files (``tokens/<tokenizer>/``) made by ``ciyuan tokens``, if still valid.
+
+        Here, not in ``store.token_cache`` (which writes them), so reading a version never imports
+        the module that computes counts: the two used to import each other.
+        """
+        with db.session(self.s) as sess:
+            row = sess.get(TokenCountRow, {"version_id": self.id, "tokenizer": tokenizer})
+            if row is None or row.location is None:
+                return None
+            if row.tokenizer_version != get_schedule(tokenizer).version:
+                return None  # the tokenizer changed since: recount
+            return [sfs.join(row.location, f"part-{i:05d}.parquet") for i in range(len(self.manifest["shards"]))]
 
     def to_dict(self) -> dict:
         t = self.manifest["totals"]

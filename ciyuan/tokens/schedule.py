@@ -6,6 +6,9 @@ is a new class plus one ``register_schedule`` call, and no caller changes.
 
 * Every tokenizer name (``cl100k_base``, ``qwen``, ``tiktoken:/...``, ``hf:/...``) is a text
   schedule over ``record["text"]``.
+* Media with bytes is counted from the facts probed from the bytes (``ciyuan/tokens/vision.py``,
+  ``audio.py``: Qwen2-VL, GPT-4o, Claude, Whisper, Qwen2-Audio, Qwen2.5-VL video); the formulas
+  here over declared ``record["meta"]`` numbers (``*-declared``) remain for records without bytes.
 * Media schedules are published formulas over numbers in ``record["meta"]``. Their version is a
   hash of the formula's name, revision and parameters, so changing a parameter changes the version
   and old counts are never silently mixed with new ones. Counts use exact decimal arithmetic on the
@@ -14,21 +17,30 @@ is a new class plus one ``register_schedule`` call, and no caller changes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ciyuan.config import DEFAULT_TOKENIZER
 from ciyuan.errors import InvalidInput, NotFound
 from ciyuan.tokens.tokenizers import Tokenizer, get_tokenizer, list_tokenizers, tokenizer_version
 
+if TYPE_CHECKING:
+    from ciyuan.config import Settings
+
 
 @runtime_checkable
 class TokenSchedule(Protocol):
-    """Counts tokens of records of one modality; ``(name, version)`` identifies every count."""
+    """Counts tokens of records of one modality; ``(name, version)`` identifies every count.
+
+    A schedule may also say which record keys ``count_records`` reads, as ``record_fields``; the
+    parallel counter (:func:`ciyuan.tokens.parallel.count_records_parallel`) then ships only those
+    to its workers. Without it, whole records are shipped.
+    """
 
     name: str
     version: str
@@ -98,6 +110,7 @@ class TextSchedule:
 
     name: str
     modality: str = "text"
+    record_fields: tuple[str, ...] = ("text", "tokens")
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -144,10 +157,12 @@ class FormulaSchedule:
     params: dict
     per_record: Callable[[FormulaSchedule, dict], int] = field(repr=False)
     description: str = ""
+    record_fields: tuple[str, ...] = ("id", "meta")
+    formula: str = ""  # the name hashed into the version, when it differs from the name (a rename)
 
     @property
     def version(self) -> str:
-        return _formula_version(self.name, self.revision, self.params)
+        return _formula_version(self.formula or self.name, self.revision, self.params)
 
     def count_records(self, records: list[dict]) -> list[int]:
         return [self.per_record(self, r) for r in records]
@@ -215,6 +230,7 @@ class TripleSchedule:
     name: str = "triples"
     modality: str = "triple"
     revision: int = 1
+    record_fields: tuple[str, ...] = ("id", "meta")
 
     @property
     def version(self) -> str:
@@ -248,32 +264,53 @@ MODALITY_DEFAULTS: dict[str, str] = {
 
 def register_schedule(name: str, factory: Callable[[], TokenSchedule], description: str = "") -> None:
     """Add a schedule (later modalities call this at import); the name must be new."""
-    if name in _FACTORIES:
+    if name in _FACTORIES or name in _ALIASES:
         raise InvalidInput(f"schedule {name!r} is already registered", hint="pick another name")
     _FACTORIES[name] = factory
     _DESCRIPTIONS[name] = description
 
 
-def _formula(name: str, modality: str, params: dict, fn: Callable, description: str) -> None:
-    register_schedule(name, lambda: FormulaSchedule(name, modality, 1, params, fn, description), description)
+def _formula(name: str, modality: str, params: dict, fn: Callable, description: str, formula: str = "") -> None:
+    def make() -> FormulaSchedule:
+        return FormulaSchedule(name, modality, 1, params, fn, description, formula=formula)
+
+    register_schedule(name, make, description)
 
 
+# Old names of renamed schedules: they still resolve (same formula, same version), so a listing
+# priced under one keeps its schedule and its counts.
+_ALIASES: dict[str, str] = {
+    "image-patch28": "image-patch28-declared",
+    "audio-25hz": "audio-25hz-declared",
+    "video-frames": "video-frames-declared",
+}
+
+
+# The declared formulas read numbers a provider typed into meta: a reference for records that carry
+# no bytes; media with bytes is counted from its probe (ciyuan/tokens/vision.py and audio.py).
 _formula(
-    "image-patch28",
+    "image-patch28-declared",
     "image",
     {"patch_px": 28},
     _image_patch,
-    "ceil(width/28) * ceil(height/28) tokens (Qwen2-VL: 14px patches merged 2x2)",
+    "declared meta.width/height (records without bytes): ceil(width/28) * ceil(height/28)",
+    "image-patch28",
 )
 _formula(
-    "audio-25hz", "audio", {"tokens_per_s": 25}, _audio, "ceil(duration_s * 25) tokens (one token per 40 ms frame)"
+    "audio-25hz-declared",
+    "audio",
+    {"tokens_per_s": 25},
+    _audio,
+    "declared meta.duration_s (records without bytes): ceil(duration_s * 25)",
+    "audio-25hz",
 )
 _formula(
-    "video-frames",
+    "video-frames-declared",
     "video",
     {"fps": 2, "patch_px": 28},
     _video,
-    "max(1, ceil(duration_s * 2)) frames * ceil(width/28) * ceil(height/28) tokens per frame",
+    "declared meta (records without bytes): max(1, ceil(duration_s * 2)) frames * ceil(w/28) * ceil(h/28)",
+    "video-frames",
 )
 _formula(
     "episode-steps",
@@ -290,7 +327,9 @@ def get_schedule(name: str) -> TokenSchedule:
     sched = _cache.get(name)
     if sched is not None:
         return sched
-    if name in _FACTORIES:
+    if name in _ALIASES:
+        sched = dataclasses.replace(get_schedule(_ALIASES[name]), name=name)  # type: ignore[type-var]
+    elif name in _FACTORIES:
         sched = _FACTORIES[name]()
     else:
         try:
@@ -313,6 +352,26 @@ def schedule_for_modality(modality: str, tokenizer: str = DEFAULT_TOKENIZER) -> 
             f"no token schedule for modality {modality!r}", hint=f"known modalities: {', '.join(MODALITY_DEFAULTS)}"
         )
     return get_schedule(MODALITY_DEFAULTS[modality])
+
+
+def default_schedule(modality: str, s: Settings | None = None) -> TokenSchedule:
+    """The schedule a record of ``modality`` is counted with when nobody names one.
+
+    Text follows the settings (``default_tokenizer``, e.g. ``CIYUAN_DEFAULT_TOKENIZER=qwen``); the
+    other modalities use their published formula from :data:`MODALITY_DEFAULTS` (``image`` ->
+    ``image-patch28``, ``audio`` -> ``audio-25hz``, ``video`` -> ``video-frames``, ``episode`` ->
+    ``episode-steps``, ``triple`` -> ``triples``). Ingest counts every record this way.
+    """
+    if s is None:
+        from ciyuan.config import settings
+
+        s = settings()
+    return schedule_for_modality(modality, s.default_tokenizer)
+
+
+def schedule_aliases() -> dict[str, str]:
+    """Old schedule names and the names they resolve to (same formula, same version)."""
+    return dict(_ALIASES)
 
 
 def list_schedules() -> list[dict]:

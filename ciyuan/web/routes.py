@@ -29,11 +29,11 @@ from ciyuan import __version__
 from ciyuan.config import Settings
 from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, NotFound
-from ciyuan.market import market
+from ciyuan.i18n import COOKIE as LANG_COOKIE
+from ciyuan.i18n import LANGS, Translator
+from ciyuan.market import listings, quotes
 from ciyuan.market.accounts import Principal, authenticate
-from ciyuan.web import charts, views
-from ciyuan.web.i18n import COOKIE as LANG_COOKIE
-from ciyuan.web.i18n import LANGS, Translator, pick_lang
+from ciyuan.web import charts, dashboards, views
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -50,6 +50,18 @@ env.filters["short"] = lambda s, n=12: (s or "")[:n]
 env.filters["fmtnum"] = lambda x: x if not isinstance(x, float) else f"{x:.4g}"
 env.globals["known_fields"] = views.KNOWN_FIELDS
 env.filters["data"] = lambda v: Markup('<span translate="no">{}</span>').format(v)  # never translated
+
+
+def pick_lang(request: Request) -> str:
+    """The page language: ``?lang=`` (then kept in a cookie), else the cookie, the browser's preference, English."""
+    q = request.query_params.get("lang")
+    if q in LANGS:
+        return q
+    c = request.cookies.get(LANG_COOKIE)
+    if c in LANGS:
+        return c
+    accept = request.headers.get("accept-language", "").lower()
+    return "zh" if accept.startswith("zh") else "en"
 
 
 def _indicator(pair: tuple[str, float], t: Translator) -> tuple[str, float]:
@@ -233,7 +245,7 @@ def listing_page(request: Request, listing_id: str) -> HTMLResponse:
     qid = request.query_params.get("quote")
     if qid and who is not None and who.account.role == "buyer":
         try:
-            quote = tx.run(lambda sess: market.get_quote(sess, qid, who.account.id), s)
+            quote = tx.run(lambda sess: quotes.get_quote(sess, qid, who.account.id), s)
         except CiyuanError:
             quote = None
     return render(
@@ -283,7 +295,7 @@ async def quote_form(request: Request, listing_id: str) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
         sel = views.selection_from_form(form)
-        q = market.create_quote(who.account.id, listing_id, sel, s=_settings(request))
+        q = quotes.create_quote(who.account.id, listing_id, sel, s=_settings(request))
     except CiyuanError as exc:
         msg = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
         return _redirect(f"/listings/{listing_id}?" + urlencode({"error": msg}) + "#quote")
@@ -339,13 +351,13 @@ def buyer_page(request: Request) -> HTMLResponse:
     if refusal:
         return refusal
     s = _settings(request)
-    data = views.buyer_page(s, who)
+    data = dashboards.buyer_page(s, who)
     base = f"{request.url.scheme}://{request.url.netloc}"
     quote = None
     qid = request.query_params.get("quote")
     if qid:
         try:
-            quote = tx.run(lambda sess: market.get_quote(sess, qid, who.account.id), s)
+            quote = tx.run(lambda sess: quotes.get_quote(sess, qid, who.account.id), s)
         except CiyuanError:
             quote = None
     return render(
@@ -373,7 +385,7 @@ def buyer_quote(
         return _redirect("/signin?next=/buyer")
     try:
         sel = views.selection_from_form({"token_budget": token_budget})
-        q = market.create_quote(who.account.id, listing_id, sel, s=_settings(request))
+        q = quotes.create_quote(who.account.id, listing_id, sel, s=_settings(request))
     except CiyuanError as exc:
         msg = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
         return _redirect("/buyer?" + urlencode({"error": msg}) + "#quick-quote")
@@ -395,7 +407,7 @@ def buy(
         return _redirect("/signin?next=/buyer")
     s = _settings(request)
     try:
-        order = views.place_order(s, who, quote_id, idem, billing)
+        order = dashboards.place_order(s, who, quote_id, idem, billing)
     except CiyuanError as exc:
         return _error(request, exc, back="/buyer")
     return _redirect(f"/buyer?order={order['id']}")
@@ -407,9 +419,7 @@ def receipt(request: Request, entitlement_id: str) -> Response:
     if refusal:
         return refusal
     try:
-        body = views.receipt_bytes(_settings(request), who, entitlement_id)
-    except ImportError:
-        return _error(request, NotFound("receipts are not available on this server yet", hint="ask the operator"))
+        body = dashboards.receipt_bytes(_settings(request), who, entitlement_id)
     except CiyuanError as exc:
         return _error(request, exc, back="/buyer")
     return Response(
@@ -427,7 +437,7 @@ def provider_page(request: Request) -> HTMLResponse:
     who, refusal = _gate(request, "provider")
     if refusal:
         return refusal
-    return render(request, "provider.html", who=who, **views.provider_page(_settings(request), who))
+    return render(request, "provider.html", who=who, **dashboards.provider_page(_settings(request), who))
 
 
 @router.post("/provider/listings/{listing_id}/{action}", response_model=None)
@@ -442,9 +452,9 @@ async def provider_listing_form(request: Request, listing_id: str, action: str) 
     s = _settings(request)
     try:
         if action == "price":
-            market.change_price(listing_id, actor=who.account.id, price_per_mtok=form.get("price_per_mtok", ""), s=s)
+            listings.change_price(listing_id, actor=who.account.id, price_per_mtok=form.get("price_per_mtok", ""), s=s)
         elif action in ("delist", "relist"):
-            getattr(market, action)(listing_id, actor=who.account.id, s=s)
+            getattr(listings, action)(listing_id, actor=who.account.id, s=s)
         else:
             return Response("unknown action", status_code=404)
     except CiyuanError as exc:
@@ -459,7 +469,7 @@ def operator_page(request: Request) -> HTMLResponse:
     if refusal:
         return refusal
     synced = request.query_params.get("synced")
-    return render(request, "operator.html", who=who, synced=synced, **views.operator_page(_settings(request)))
+    return render(request, "operator.html", who=who, synced=synced, **dashboards.operator_page(_settings(request)))
 
 
 @router.post("/operator/audit-sync", response_model=None)
@@ -470,5 +480,5 @@ def audit_sync(request: Request) -> Response:
         return refusal
     if not _same_origin(request):
         return Response("cross-site form refused", status_code=403)
-    n = views.sync_audit(_settings(request))
+    n = dashboards.sync_audit(_settings(request))
     return _redirect(f"/operator?synced={n}#h-audit")

@@ -2,40 +2,31 @@
 
 Nothing here decides a price, a balance or who may see what: prices come from the listing's
 :class:`~ciyuan.market.pricing.PriceSchedule`, money from the ledger, ownership checks from
-``market``. The few reads that no public function offers yet (usage rows, tokens sold per
-listing) are plain read-only queries of the owning layer's tables, kept in this one module so
-they are easy to replace when that layer exposes them.
+``listings``, catalog order and pages from ``catalog``, who sees which usage from
+``accounts.usage_filter``, sales and spend from ``settlement``. No query of a table is made here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings
 from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, InvalidInput
-from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.money import CURRENCIES, format_amount
-from ciyuan.market import accounts, market
-from ciyuan.market.accounts import Principal
+from ciyuan.market import catalog as market_catalog
+from ciyuan.market import listings
 from ciyuan.market.pricing import PriceSchedule
-from ciyuan.market.tables import EntitlementRow, OrderRow
 from ciyuan.web import charts
 
-SORTS = ("newest", "price_asc", "price_desc", "tokens_desc", "tokens_asc", "name")
+SORTS = tuple(market_catalog.SORTS)
+PAGE = 100  # listings per catalog page
 VOLUMES = (10**3, 10**4, 10**5, 10**6, 10**7, 10**8, 10**9, 10**10)
-
-
-def _rate(item: dict) -> float:
-    return float(item["price_per_mtok"])
 
 
 def day(ts: Any) -> str:
@@ -50,13 +41,6 @@ def major(minor: float, currency: str) -> float:
     return minor / 10 ** CURRENCIES.get(currency, 2)
 
 
-def views_ts(ts: Any) -> Any:
-    """SQLite hands timestamps back naive; they were stored as UTC."""
-    if isinstance(ts, datetime) and ts.tzinfo is None:
-        return ts.replace(tzinfo=UTC)
-    return ts
-
-
 def when(ts: Any) -> str:
     if isinstance(ts, datetime):
         return ts.strftime("%Y-%m-%d %H:%M")
@@ -67,7 +51,7 @@ def when(ts: Any) -> str:
 
 
 def catalog(s: Settings, params: dict[str, str]) -> dict:
-    """Listings matching the filters, sorted as asked, plus the facet values for the filter menus."""
+    """One page of listings matching the filters in the order asked, plus the facet values for the menus."""
     filters = {k: (params.get(k) or "").strip() or None for k in ("q", "modality", "language", "domain")}
     prices = {k: (params.get(k) or "").strip() or None for k in ("min_price", "max_price")}
     toks: dict[str, int | None] = {}
@@ -82,46 +66,30 @@ def catalog(s: Settings, params: dict[str, str]) -> dict:
             toks[k] = None
             error = {"key": "bad_tokens", "values": {"field": k, "raw": raw}}
     sort = params.get("sort") if params.get("sort") in SORTS else "newest"
+    raw_offset = (params.get("offset") or "").strip()
+    offset = int(raw_offset) if raw_offset.isdigit() and len(raw_offset) <= 9 else 0
 
     def work(sess: Session) -> tuple[dict, dict]:
-        items: list[dict] = []
-        total = 0
-        offset: int | None = 0
-        while offset is not None and len(items) < 500:
-            page = market.search(sess, **filters, **prices, **toks, limit=100, offset=offset)
-            items += page["items"]
-            total, offset = page["total"], page["next_offset"]
-        every = market.search(sess, limit=100)["items"]
-        return {"items": items, "total": total}, {
-            "modality": sorted({m for it in every for m in it["modalities"]}),
-            "language": sorted({m for it in every for m in it["languages"]}),
-            "domain": sorted({m for it in every for m in it["domains"]}),
-        }
+        page = market_catalog.search(sess, **filters, **prices, **toks, sort=sort, limit=PAGE, offset=offset)
+        return page, market_catalog.facet_values(sess)
 
     try:
         found, facets = tx.run(work, s)
     except InvalidInput as exc:
-        found, facets = {"items": [], "total": 0}, {"modality": [], "language": [], "domain": []}
+        found = {"items": [], "total": 0, "next_offset": None}
+        facets = {"modality": [], "language": [], "domain": []}
         error = {"key": "bad_filter", "values": {"why": exc.message if hasattr(exc, "message") else str(exc)}}
-    items = found["items"]
-    keys = {
-        "price_asc": (lambda it: (_rate(it), it["dataset"]), False),
-        "price_desc": (lambda it: (_rate(it), it["dataset"]), True),
-        "tokens_desc": (lambda it: (it["tokens"], it["dataset"]), True),
-        "tokens_asc": (lambda it: (it["tokens"], it["dataset"]), False),
-        "name": (lambda it: (it["dataset"], it["id"]), False),
-    }
-    if sort in keys:
-        key, rev = keys[sort]
-        items = sorted(items, key=key, reverse=rev)
+    params_out = {**{k: v or "" for k, v in {**filters, **prices}.items()},
+                  **{k: "" if v is None else str(v) for k, v in toks.items()}, "sort": sort}  # fmt: skip
+    nxt = found["next_offset"]
     return {
-        "items": items,
+        "items": found["items"],
         "total": found["total"],
         "facets": facets,
-        "params": {**{k: v or "" for k, v in {**filters, **prices}.items()},
-                   **{k: "" if v is None else str(v) for k, v in toks.items()}, "sort": sort},  # fmt: skip
+        "params": params_out,
         "sorts": SORTS,
         "error": error,
+        "next_page": "/?" + urlencode({**{k: v for k, v in params_out.items() if v}, "offset": nxt}) if nxt else None,
     }
 
 
@@ -145,7 +113,7 @@ def _version_facts(detail: dict, s: Settings) -> dict:
         from ciyuan.appraise.engine import load
 
         out["appraisal"] = load(ref, s)
-    except (CiyuanError, ImportError, OSError, ValueError):
+    except (CiyuanError, OSError, ValueError):
         out["appraisal"] = None
     return out
 
@@ -278,7 +246,7 @@ def _knn_k(method: Any) -> int | None:
 
 
 def listing_page(s: Settings, listing_id: str) -> dict:
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    detail = tx.run(lambda sess: listings.listing_detail(sess, listing_id), s)
     facts = _version_facts(detail, s)
     card = detail.get("card") or {}
     numeric = [(f, st, *field_label(f)) for f, st in sorted((card.get("numeric") or {}).items()) if public_field(f)]
@@ -334,262 +302,6 @@ def selection_from_form(form: dict[str, str]) -> dict | None:
     return {"filter": flt, "token_budget": budget}
 
 
-# -- buyer -----------------------------------------------------------------------------------------
-
-
-def _usage_rows(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None) -> list | None:
-    """Every posted delivery batch (oldest first) from metered delivery; None when it is not installed."""
-    try:
-        from ciyuan.delivery import delivery
-    except ImportError:
-        return None
-    rows: list[dict] = []
-    after = 0
-    while True:
-        page = delivery.usage(sess, buyer_id=buyer_id, provider_id=provider_id, after=after, limit=1000)
-        rows += page["items"]
-        if page["next_after"] is None or len(page["items"]) < 1000:
-            return rows
-        after = page["next_after"]
-
-
-def _with_held(b: dict) -> dict:
-    return {**b, "held_text": format_amount(b["held"], b["currency"])}
-
-
-def cumulative(events: list[tuple[Any, int]]) -> list[tuple[datetime, float]]:
-    """Running totals of (timestamp, amount) events, from zero just before the first, for the time charts."""
-    evs = sorted(((views_ts(t), n) for t, n in events if isinstance(views_ts(t), datetime)), key=lambda e: e[0])
-    if not evs:
-        return []
-    out, run = [(evs[0][0], 0.0)], 0.0
-    for t, n in evs:
-        run += n
-        if out[-1][0] == t and len(out) > 1:
-            out[-1] = (t, run)
-        else:
-            out.append((t, run))
-    return out
-
-
-def receipts_available() -> bool:
-    try:
-        from ciyuan.delivery import receipts
-    except ImportError:
-        return False
-    return hasattr(receipts, "statement")
-
-
-def buyer_page(s: Settings, who: Principal) -> dict:
-    """Balance, entitlements (with what each has billed), usage summed per entitlement, orders."""
-    bid = who.account.id
-
-    def work(sess: Session) -> dict:
-        bals = [b.to_dict() for b in ledger.balances(sess, bid)]
-        orders = market.list_orders(sess, bid, 200, 0)
-        quoted = {}
-        for o in orders:  # a metered order's cap is its quote's amount
-            if o["status"] == "metered" and o.get("quote_id"):
-                with contextlib.suppress(CiyuanError):
-                    quoted[o["id"]] = market.get_quote(sess, o["quote_id"], bid)["amount"]
-        usage = _usage_rows(sess, buyer_id=bid)
-        offers = market.search(sess, limit=100)["items"]
-        return {"balances": bals, "orders": orders, "usage": usage, "offers": offers, "quoted": quoted}
-
-    data = tx.run(work, s)
-    usage = data["usage"]
-    names = {it["id"]: it["dataset"] for it in data["offers"]}
-    by_ent = usage_summary(usage or [])
-    ents, orders = [], []
-    for o in data["orders"]:
-        ent = o.get("entitlement")
-        used = by_ent.get(ent["id"]) if ent else None
-        billed = o["amount"] + (used["amount"] if used else 0) if o["status"] == "metered" else o["amount"]
-        cap = data["quoted"].get(o["id"])
-        row = o | {"billed": billed, "billed_text": format_amount(billed, o["currency"]),
-                   "cap_text": format_amount(cap, o["currency"]) if cap is not None else None}  # fmt: skip
-        orders.append(row)
-        if ent:
-            ents.append(ent | {"order": row, "streamed": used["tokens"] if used else 0, "charged": row["billed_text"],
-                               "batches": used["batches"] if used else 0})  # fmt: skip
-    summary = [u | {"dataset": names.get(u["listing_id"], u["listing_id"])} for u in by_ent.values()]
-    return {
-        "balances": [_with_held(b) for b in data["balances"] if b["kind"] == ledger.BUYER],
-        "orders": orders,
-        "entitlements": ents,
-        "delivery": usage is not None,
-        "usage_points": cumulative([(u["posted_at"], u["tokens"]) for u in usage or []]),
-        "spend_points": [
-            (k, major(v, u0["currency"])) for u0 in (usage or [])[:1]
-            for k, v in cumulative([(u["posted_at"], u["amount"]) for u in usage or []])
-        ],
-        "usage_summary": summary,
-        "usage_rows": [
-            {"at": when(u["posted_at"]), "entitlement": u["entitlement_id"], "tokens": u["tokens"],
-             "records": u["records"], "amount": u["amount_text"], "currency": u["currency"], "sha256": u["sha256"],
-             "dataset": names.get(u["listing_id"], u["listing_id"])}
-            for u in (usage or [])[-200:]
-        ],  # fmt: skip
-        "receipts": receipts_available(),
-        "offers": data["offers"],
-        "names": names,
-    }
-
-
-def usage_summary(usage: list[dict]) -> dict[str, dict]:
-    """Delivery batches summed per entitlement (first and last batch, records, tokens, amount), in first-use order."""
-    out: dict[str, dict] = {}
-    for u in usage:
-        e = out.setdefault(u["entitlement_id"], {
-            "entitlement_id": u["entitlement_id"], "listing_id": u["listing_id"], "currency": u["currency"],
-            "batches": 0, "records": 0, "tokens": 0, "amount": 0, "first": u["posted_at"], "last": u["posted_at"],
-        })  # fmt: skip
-        e["batches"] += 1
-        e["records"] += u["records"]
-        e["tokens"] += u["tokens"]
-        e["amount"] += u["amount"]
-        e["last"] = u["posted_at"]
-    for e in out.values():
-        e["amount_text"] = format_amount(e["amount"], e["currency"])
-    return out
-
-
-def receipt_bytes(s: Settings, who: Principal, entitlement_id: str) -> bytes:
-    """The signed receipt of one of the buyer's entitlements, exactly as ``GET /v1/entitlements/{id}/receipt``."""
-    from ciyuan.delivery import delivery, receipts
-    from ciyuan.ledger import signing
-
-    p = delivery.plan(entitlement_id, who.account.id, s)  # 404 for anyone else's
-    return signing.to_bytes(signing.sign(tx.run(lambda sess: receipts.statement(sess, p), s), s))
-
-
-def place_order(s: Settings, who: Principal, quote_id: str, idem: str, billing: str) -> dict:
-    """Pay a quote now (``prepaid``) or as the tokens stream (``metered``), as the two order APIs do."""
-    if billing == "metered":
-        from ciyuan.delivery import delivery
-
-        return delivery.place_metered_order(who.account.id, quote_id, idem, s=s)[0]
-    return market.place_order(who.account.id, quote_id, idem, s=s)[0]
-
-
-# -- provider --------------------------------------------------------------------------------------
-
-
-def provider_page(s: Settings, who: Principal) -> dict:
-    pid = who.account.id
-
-    def work(sess: Session) -> dict:
-        mine = market.provider_listings(sess, pid)  # delisted ones too, so they can be relisted
-        ids = [it["id"] for it in mine]
-        sold = []
-        if ids:
-            sold = list(
-                sess.execute(
-                    select(EntitlementRow.id, EntitlementRow.listing_id, EntitlementRow.tokens, OrderRow.created_at,
-                           OrderRow.status, OrderRow.id)
-                    .join(OrderRow, OrderRow.id == EntitlementRow.order_id)
-                    .where(EntitlementRow.listing_id.in_(ids))
-                    .order_by(OrderRow.created_at)
-                )
-            )
-        bals = ledger.balances(sess, pid)
-        earn = [b for b in bals if b.kind == ledger.PROVIDER]
-        credits = []
-        for b in earn:
-            credits += [t for t in ledger.transfers(sess, account=b.account_id) if t.credit_account_id == b.account_id]
-        usage = _usage_rows(sess, provider_id=pid)
-        return {"listings": mine, "sold": sold, "earn": earn, "credits": credits, "usage": usage}
-
-    d = tx.run(work, s)
-    # tokens sold: a prepaid order sells its tokens when paid, a metered one as each batch posts
-    per_listing: dict[str, int] = defaultdict(int)
-    sold_events: list[tuple[Any, int]] = []
-    metered = set()
-    listing_of: dict[str, str] = {}  # an earnings credit's ref names its order or entitlement
-    for ent_id, lid, tokens, ts, status, order_id in d["sold"]:
-        listing_of[ent_id] = listing_of[order_id] = lid
-        if status == "paid":
-            per_listing[lid] += int(tokens)
-            sold_events.append((views_ts(ts), int(tokens)))
-        else:
-            metered.add(ent_id)
-    delivered: dict[str, int] = defaultdict(int)
-    for u in d["usage"] or []:
-        delivered[u["listing_id"]] += u["tokens"]
-        if u["entitlement_id"] in metered:  # a metered order sells each batch as it posts
-            per_listing[u["listing_id"]] += u["tokens"]
-            sold_events.append((u["posted_at"], u["tokens"]))
-    currency = d["earn"][0].currency if d["earn"] else (d["listings"][0]["currency"] if d["listings"] else "CNY")
-    names = {it["id"]: it["dataset"] for it in d["listings"]}
-    earned: dict[str, dict] = {}
-    credits = []
-    for t in d["credits"]:
-        ref = t.ref or ""
-        lid = listing_of.get(ref.split(":", 1)[-1].split(".")[0], "")
-        e = earned.setdefault(lid, {"listing_id": lid, "dataset": names.get(lid, ""), "credits": 0, "amount": 0,
-                                    "last": t.created_at})  # fmt: skip
-        e["credits"] += 1
-        e["amount"] += t.amount
-        e["last"] = t.created_at
-        credits.append({"at": when(t.created_at), "ref": ref or t.id, "dataset": names.get(lid, ""),
-                        "amount": format_amount(t.amount, t.currency)})  # fmt: skip
-    for e in earned.values():
-        e["amount_text"] = format_amount(e["amount"], currency)
-        e["last"] = when(e["last"])
-    return {
-        "earned": {k: v for k, v in earned.items() if k},
-        "earned_other": earned.get(""),
-        "listings": d["listings"],
-        "reports": {it["id"]: report_links(s, it) for it in d["listings"]},
-        "sold": dict(per_listing),
-        "delivered": dict(delivered),
-        "delivery": d["usage"] is not None,
-        "tokens_sold": sum(per_listing.values()),
-        "earnings": [b.to_dict() for b in d["earn"]],
-        "currency": currency,
-        "earnings_points": [
-            (k, major(v, currency)) for k, v in cumulative([(t.created_at, t.amount) for t in d["credits"]])
-        ],
-        "sold_points": cumulative(sold_events),
-        "credits": credits[-200:],
-    }
-
-
-# -- operator --------------------------------------------------------------------------------------
-
-
-def operator_page(s: Settings, limit: int = 100) -> dict:
-    def work(sess: Session) -> dict:
-        people = {a.id: a for a in accounts.list_accounts(sess)}
-        bals = []
-        for bal in ledger.balances(sess):
-            who = people.get(bal.account_id.split(":")[1])
-            bals.append(_with_held(bal.to_dict()) | {"owner": f"{who.name} ({who.role})" if who else "platform",
-                                                     "owner_name": who.name if who else None,
-                                                     "owner_role": who.role if who else None})  # fmt: skip
-        chk = ledger.check(sess)
-        try:
-            with sess.begin_nested():
-                ver = audit.verify(sess)
-                head = ver["entries"]
-                entries = [e.to_dict() for e in audit.entries(sess, after=max(0, head - limit), limit=limit)]
-        except (OperationalError, ProgrammingError):
-            ver, entries = None, []
-        return {"balances": bals, "check": chk, "audit": ver, "entries": list(reversed(entries))}
-
-    return tx.run(work, s)
-
-
-def sync_audit(s: Settings) -> int:
-    """Adopt a legacy home's transfers that predate the audit chain (``ciyuan audit adopt``).
-
-    Verification never writes; transfers made after the chain began and missing from it are
-    refused by ``ledger.adopt`` and stay findings of ``audit verify``.
-    """
-    out = tx.run(ledger.adopt, s)
-    return len(out["adopted"]) + out["expiries"]
-
-
 # -- reports ---------------------------------------------------------------------------------------
 
 REPORTS = ("appraisal", "curation")
@@ -609,7 +321,7 @@ def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> st
     """The appraisal or curation report page, rendered by the layer that owns it."""
     from ciyuan.errors import NotFound
 
-    detail = tx.run(lambda sess: market.listing_detail(sess, listing_id), s)
+    detail = tx.run(lambda sess: listings.listing_detail(sess, listing_id), s)
     ref = f"{detail['dataset']}@{detail['version']}"
     if kind == "appraisal":
         from ciyuan.appraise import report
@@ -625,4 +337,4 @@ def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> st
 
 def croissant(s: Settings, listing_id: str, base_url: str) -> dict:
     """The listing's Croissant 1.0 card, the very one ``GET /v1/listings/{id}/card`` serves."""
-    return market.listing_card(listing_id, base_url, s)
+    return listings.listing_card(listing_id, base_url, s)

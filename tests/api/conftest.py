@@ -74,7 +74,7 @@ def live(db_home):
 def mkt(live):
     """Accounts, keys (as secrets) and a listing; ``client(key)`` gives an httpx client with that key."""
     from ciyuan.db import tx
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings
 
     def setup(s):
         accs = {
@@ -86,7 +86,7 @@ def mkt(live):
 
     accs, keys = tx.run(setup)
     version = make_version()
-    listing = market.publish(version.ref, provider="prov", price_per_mtok="12.00", sample=3, license="CC-BY-4.0")
+    listing = listings.publish(version.ref, provider="prov", price_per_mtok="12.00", sample=3, license="CC-BY-4.0")
     clients: list[httpx.Client] = []
 
     def client(key: str | None = None, **kw) -> httpx.Client:

@@ -58,8 +58,15 @@ def test_provider_publishes_over_http_and_bad_schedules_are_refused(mkt):
     assert r.status_code == 201, r.text
     assert r.json()["price"]["tiers"][1] == {"from_tokens": 1000, "price_per_mtok": "15"}
     assert mkt.client().get("/v1/listings").json()["total"] == 2
-    r = prov.post("/v1/listings", json={**body, "price_per_mtok": "suggested"})
-    assert r.status_code == 422 and r.json()["error"]["code"] in ("no_price_suggestion", "price_not_subadditive")
+    # 'suggested' asks the appraisal below the market: the listing charges exactly the appraised rate
+    third = make_version("corpus-three", n=50)
+    r = prov.post("/v1/listings", json={"dataset": third.ref, "price_per_mtok": "suggested", "sample": 0})
+    assert r.status_code == 201, r.text
+    from ciyuan.appraise import engine
+    from ciyuan.market.pricing import PriceSchedule
+
+    minor = engine.load(third.ref)["price"]["price_per_mtok_minor"]
+    assert PriceSchedule.from_dict(r.json()["price"]).price(1_000_000) == minor
     assert prov.post("/v1/listings", json={**body, "dataset": "nope"}).status_code == 404
 
 
@@ -157,3 +164,14 @@ def test_unknown_routes_and_methods_are_json_4xx(mkt):
     assert r.status_code == 405 and "error" in r.json()
     assert c.get("/openapi.json").json()["info"]["title"] == "ciyuan exchange"
     assert c.get("/docs").status_code == 200
+
+
+def test_listing_search_sorts_through_the_catalog(mkt):
+    """``sort`` reaches ``catalog.search``: the answer says which order it is, an unknown one is 422."""
+    from ciyuan.market import catalog
+
+    anon = mkt.client()
+    for sort in catalog.SORTS:
+        r = anon.get("/v1/listings", params={"sort": sort, "limit": 1})
+        assert r.status_code == 200 and r.json()["sort"] == sort, r.text
+    assert anon.get("/v1/listings", params={"sort": "cheapest"}).status_code == 422

@@ -78,7 +78,7 @@ def test_another_provider_gets_404(mkt) -> None:
 def test_provider_page_controls_change_price_delist_and_relist(mkt) -> None:
     """The web face: the provider page has the controls, in both languages, and they act."""
     from ciyuan.db import tx
-    from ciyuan.market import market
+    from ciyuan.market import listings
 
     lid = mkt.listing["id"]
     web = mkt.client(follow_redirects=False)
@@ -88,7 +88,7 @@ def test_provider_page_controls_change_price_delist_and_relist(mkt) -> None:
 
     res = web.post(f"/provider/listings/{lid}/price", data={"price_per_mtok": "18.00"})
     assert res.status_code == 303 and "updated=" in res.headers["location"]
-    assert tx.run(lambda s: market.listing_detail(s, lid))["price_version"] == 2
+    assert tx.run(lambda s: listings.listing_detail(s, lid))["price_version"] == 2
     bad = web.post(f"/provider/listings/{lid}/price", data={"price_per_mtok": "-1"})
     assert "listing_error=" in bad.headers["location"]
     assert 'data-testid="listing-error"' in web.get(bad.headers["location"]).text

@@ -70,7 +70,7 @@ def server(home):
     """Accounts, keys and a listing in a fresh home, then ``uvicorn`` serving it in a child process."""
     from ciyuan.db import tx
     from ciyuan.ledger import ledger
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings
     from ciyuan.store import VersionBuilder
 
     def setup(s):
@@ -82,7 +82,7 @@ def server(home):
     b = VersionBuilder("corpus", made_by={"tool": "tests"})
     for i in range(50):
         b.add({"id": f"r{i}", "text": f"record {i}", "meta": {"score": i / 50}, "tokens": {"cl100k_base": 10}})
-    listing = market.publish(b.commit().ref, provider="prov", price_per_mtok="12.00", sample=0)
+    listing = listings.publish(b.commit().ref, provider="prov", price_per_mtok="12.00", sample=0)
     alice = tx.run(lambda s: accounts.get_account(s, "alice"))
     tx.run(lambda s: ledger.deposit(s, "dep", alice.id, 100_000, "CNY"))
     port = _free_port()

@@ -9,7 +9,7 @@ def test_publish_at_the_suggested_price(home):
     from ciyuan.appraise import engine
     from ciyuan.appraise.pricing import suggest_rate
     from ciyuan.db import tx
-    from ciyuan.market import market
+    from ciyuan.market import listings
     from ciyuan.market.accounts import create_account
     from ciyuan.store import VersionBuilder
 
@@ -19,7 +19,7 @@ def test_publish_at_the_suggested_price(home):
         b.add({"text": f"Clause {i}: the licensee may copy and distribute the work, item {i}."})
     v = b.commit()
     tx.run(lambda sess: create_account(sess, "alice", "provider"))
-    listing = market.publish(v.ref, provider="alice", price_per_mtok="suggested")
+    listing = listings.publish(v.ref, provider="alice", price_per_mtok="suggested")
     ap = engine.load(v.ref)  # appraised on the way, since it had not been
     assert suggest_rate(v, "cl100k_base", "CNY") == Fraction(ap["price"]["price_per_mtok_minor"], 100)
     from ciyuan.market.pricing import PriceSchedule

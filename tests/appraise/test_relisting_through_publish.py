@@ -8,7 +8,7 @@ from ciyuan.appraise import appraise
 from ciyuan.data import MAINTENANCE_LOGS
 from ciyuan.db import tx
 from ciyuan.ingest.run import ingest
-from ciyuan.market import accounts, market
+from ciyuan.market import accounts, listings
 
 
 def test_version_listed_by_two_providers(home: Path, tmp_path: Path) -> None:
@@ -21,12 +21,12 @@ def test_version_listed_by_two_providers(home: Path, tmp_path: Path) -> None:
 
     first = appraise(ref, provider=a)
     assert first["uniqueness"]["score"] > 0.9  # nothing is listed yet
-    market.publish(ref, provider=a, price_per_mtok="20", currency="CNY")
+    listings.publish(ref, provider=a, price_per_mtok="20", currency="CNY")
 
     copy = ingest([str(src)], "copied-logs")  # the same records under another name
     second = appraise(f"copied-logs@{copy['version']}", provider=b)
     assert second["uniqueness"]["score"] < 0.1
-    market.publish(f"copied-logs@{copy['version']}", provider=b, price_per_mtok="15", currency="CNY")
+    listings.publish(f"copied-logs@{copy['version']}", provider=b, price_per_mtok="15", currency="CNY")
     again = appraise(ref, provider=a)  # the first provider listed first: the later copy does not count
     assert again["uniqueness"]["score"] > 0.9
     assert again["uniqueness"]["evidence"]["records_first_listed_by_owner"] > 250

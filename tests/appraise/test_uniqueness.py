@@ -81,3 +81,35 @@ def test_near_duplicates_within_a_version():
     texts += [texts[3] + " tail", texts[10]]
     dup = near_duplicates_within(signatures(texts))
     assert dup[100] and dup[101] and dup[:100].sum() == 0
+
+
+def test_appraisal_and_near_dedup_share_one_minhash(tmp_path):
+    """Signatures, band keys and the Jaccard estimate come from ciyuan.curate.minhash for both users."""
+    import ciyuan.appraise.uniqueness as uq
+    from ciyuan.curate import minhash
+    from ciyuan.curate.steps import make_step
+
+    sig = signatures(_texts(3, 50))
+    assert np.array_equal(uq.band_keys(sig), minhash.band_keys(sig, 16, 8))
+    step = make_step("near_dedup", {"bands": 16, "rows": 8})
+    assert np.array_equal(step.band_keys(sig), uq.band_keys(sig))
+    assert not hasattr(uq, "rensa")  # no second MinHash behind appraisal's back
+
+
+def test_a_segment_keyed_by_an_older_formula_is_rekeyed_from_its_signatures(tmp_path):
+    """An index written before the shared band keys still finds its copies (keys are rebuilt once)."""
+    import json
+
+    texts = _texts(8, 200)
+    sig = signatures(texts)
+    index = CatalogIndex(tmp_path / "lsh")
+    index.add("L-1", "alice", "v1", sig)
+    (seg,) = index._segments()
+    keys = np.load(seg / "keys.npy")
+    np.save(seg / "keys.npy", keys ^ np.uint64(0x5555))  # what another band-key formula wrote
+    meta = json.loads((seg / "meta.json").read_text())
+    del meta["band_hash"]
+    (seg / "meta.json").write_text(json.dumps(meta))
+    found = index.query(sig)
+    assert (found == 1).all()
+    assert json.loads((seg / "meta.json").read_text())["band_hash"] == "fnv1a-mix64/1"

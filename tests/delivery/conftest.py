@@ -43,7 +43,7 @@ def make_market(price: str = "1000.00", deposit: str = "100000.00", tiers: list[
     from ciyuan.db import tx
     from ciyuan.ledger import ledger
     from ciyuan.ledger.money import parse_amount
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings
 
     def setup(sess):
         accs = {n: accounts.create_account(sess, n, r) for n, r in [("prov", "provider"), ("alice", "buyer")]}
@@ -53,17 +53,17 @@ def make_market(price: str = "1000.00", deposit: str = "100000.00", tiers: list[
 
     accs, key = tx.run(setup)
     version = make_version()
-    listing = market.publish(version.ref, provider="prov", price_per_mtok=price, tiers=tiers, sample=2)
+    listing = listings.publish(version.ref, provider="prov", price_per_mtok=price, tiers=tiers, sample=2)
     return SimpleNamespace(accounts=accs, key=key, version=version, listing=listing,
                            buyer=accs["alice"].id, provider=accs["prov"].id)
 
 
 def metered_entitlement(env, selection: dict | None = None, key: str = "k1") -> dict:
-    from ciyuan.delivery import delivery
-    from ciyuan.market import market
+    from ciyuan.delivery import usage
+    from ciyuan.market import quotes
 
-    q = market.create_quote(env.buyer, env.listing["id"], selection)
-    order, _ = delivery.place_metered_order(env.buyer, q["id"], key)
+    q = quotes.create_quote(env.buyer, env.listing["id"], selection)
+    order, _ = usage.place_metered_order(env.buyer, q["id"], key)
     return {"quote": q, "order": order, "entitlement": order["entitlement"]}
 
 
@@ -148,6 +148,6 @@ def h() -> SimpleNamespace:
 
 def metered_tokens(env, ent: str) -> int:
     from ciyuan.db import tx
-    from ciyuan.delivery import delivery
+    from ciyuan.delivery import plan, stream
 
-    return tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))["tokens_posted"]
+    return tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))["tokens_posted"]

@@ -23,7 +23,7 @@ from ciyuan.config import settings
 from ciyuan.db import tx
 from ciyuan.ledger import audit, signing
 from ciyuan.ledger.tables import AuditHeadRow, AuditRow
-from ciyuan.market import market
+from ciyuan.market import orders, quotes
 from ciyuan.sdk import Client
 
 runner = CliRunner()
@@ -49,8 +49,8 @@ def zero_charge(r: dict) -> None:
 
 def paid_receipt(h, tmp_path: Path) -> tuple[object, str, Path]:
     env = h.make_market()
-    q = market.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
-    order, _ = market.place_order(env.buyer, q["id"], "paid-1")
+    q = quotes.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
+    order, _ = orders.place_order(env.buyer, q["id"], "paid-1")
     ent = order["entitlement"]["id"]
     path = tmp_path / "receipt.json"
     res = runner.invoke(app, ["receipt", "get", ent, "--out", str(path), "--json"])

@@ -21,7 +21,7 @@ from ciyuan.cli.main import app
 from ciyuan.db import tx
 from ciyuan.ledger import audit, ledger, signing
 from ciyuan.ledger.tables import AuditHeadRow, AuditRow, LedgerAccountRow, TransferRow
-from ciyuan.market import market
+from ciyuan.market import orders, quotes
 
 runner = CliRunner()
 MILLION_CNY = 100_000_000  # in fen
@@ -102,8 +102,8 @@ def sale(db_home, h, tmp_path):
     """A market with a deposit and a paid order; the buyer keeps the order's receipt (a signed checkpoint)."""
     env = h.make_market()
     before = head_seq()
-    q = market.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
-    order, _ = market.place_order(env.buyer, q["id"], "paid-1")
+    q = quotes.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
+    order, _ = orders.place_order(env.buyer, q["id"], "paid-1")
     receipt = tmp_path / "receipt.json"
     res = runner.invoke(app, ["receipt", "get", order["entitlement"]["id"], "--out", str(receipt), "--json"])
     assert res.exit_code == 0, res.output

@@ -19,7 +19,7 @@ import pytest
 
 from ciyuan.config import settings
 from ciyuan.db import tx
-from ciyuan.delivery import delivery, metering, receipts
+from ciyuan.delivery import metering, plan, receipts, rowcache, stream, usage
 from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.ledger import InsufficientFunds
 from ciyuan.sdk import Client, TokenStream
@@ -28,7 +28,7 @@ LATER = timedelta(seconds=10_000)
 
 
 def meter(ent: str) -> dict:
-    return tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))
+    return tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))
 
 
 def buyer_balance(env) -> ledger.Balance:
@@ -45,8 +45,8 @@ def clean(ent: str) -> dict:
     assert check["ok"], check["differences"]
     assert tx.run(audit.verify)["ok"]
     m = meter(ent)
-    assert m["amount_posted"] == delivery.plan(ent, None).price(m["tokens_posted"])
-    rows = tx.run(lambda s: delivery.usage(s, entitlement_id=ent, limit=1000))["items"]
+    assert m["amount_posted"] == plan.plan(ent, None).price(m["tokens_posted"])
+    rows = tx.run(lambda s: usage.usage(s, entitlement_id=ent, limit=1000))["items"]
     pos = sorted((u["part"], u["start"], u["end"]) for u in rows)
     for (p1, _s1, e1), (p2, s2, _e2) in zip(pos, pos[1:], strict=False):
         assert p1 != p2 or e1 == s2, "two charged batches overlap or leave a gap"
@@ -60,9 +60,9 @@ def test_huge_unacknowledged_batch_is_charged_when_it_expires(db_home, h) -> Non
     e = h.metered_entitlement(env)
     ent = e["entitlement"]["id"]
     t0 = datetime.now(UTC)
-    d = delivery.next_batch(env.buyer, ent, None, max_tokens=100_000_000, now=t0)
+    d = stream.next_batch(env.buyer, ent, None, max_tokens=100_000_000, now=t0)
     assert d.kind == "new" and d.end - d.start == h.N_RECORDS  # the test selection fits the server's caps
-    rep = delivery.sweep(now=t0 + LATER)
+    rep = stream.sweep(now=t0 + LATER)
     bal = buyer_balance(env)
     assert bal.debits_posted == e["quote"]["amount"] == d.hold_amount > 0 and bal.debits_pending == 0
     hold = tx.run(lambda s: ledger.get_transfer(s, f"dl:{d.batch_id}"))
@@ -70,10 +70,10 @@ def test_huge_unacknowledged_batch_is_charged_when_it_expires(db_home, h) -> Non
     assert rep["posted"] == 1
     m = clean(ent)
     assert m["tokens_posted"] == e["quote"]["tokens"] and m["tokens_held"] == 0
-    doc = tx.run(lambda s: receipts.statement(s, delivery.plan(ent, None)))
+    doc = tx.run(lambda s: receipts.statement(s, plan.plan(ent, None)))
     assert doc["totals"]["amount"] == e["quote"]["amount"]
     # asking again is a free replay of what was paid for: no second charge, and no free second copy either
-    again = delivery.next_batch(env.buyer, ent, None, max_tokens=100_000_000, now=t0 + LATER)
+    again = stream.next_batch(env.buyer, ent, None, max_tokens=100_000_000, now=t0 + LATER)
     assert again.kind == "replay" and again.sha256 == d.sha256
     assert buyer_balance(env).debits_posted == e["quote"]["amount"]
     assert [t.kind for t in transfers(ent)].count("pending") == 1
@@ -82,15 +82,15 @@ def test_huge_unacknowledged_batch_is_charged_when_it_expires(db_home, h) -> Non
 def test_ack_posts_the_hold_and_moves_the_resume_point(db_home, h) -> None:
     env = h.make_market()
     ent = h.metered_entitlement(env)["entitlement"]["id"]
-    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000)
+    a = stream.next_batch(env.buyer, ent, None, max_tokens=2000)
     assert meter(ent)["streams"][0]["cursor"] == a.cursor and buyer_balance(env).debits_pending == a.hold_amount
-    r = delivery.ack(env.buyer, ent, a.next_cursor)
+    r = stream.ack(env.buyer, ent, a.next_cursor)
     assert r.kind == "acked" and r.posted["batch_id"] == a.batch_id and r.posted["on"] == "ack"
     assert tx.run(lambda s: ledger.get_transfer(s, f"dl:{a.batch_id}")).state == "posted"
     st = meter(ent)["streams"][0]
     assert st["cursor"] == a.next_cursor and st["acked"] == st["charged"] == a.end
-    assert buyer_balance(env).debits_posted == r.posted["amount"] == delivery.plan(ent, None).price(a.tokens)
-    assert delivery.ack(env.buyer, ent, a.next_cursor).posted is None  # acknowledging twice charges once
+    assert buyer_balance(env).debits_posted == r.posted["amount"] == plan.plan(ent, None).price(a.tokens)
+    assert stream.ack(env.buyer, ent, a.next_cursor).posted is None  # acknowledging twice charges once
     clean(ent)
 
 
@@ -100,15 +100,15 @@ def test_charged_batches_are_redelivered_free(db_home, h) -> None:
     e = h.metered_entitlement(env)
     ent = e["entitlement"]["id"]
     t0 = datetime.now(UTC)
-    a = delivery.next_batch(env.buyer, ent, None, max_tokens=3000, now=t0)
-    b = delivery.next_batch(env.buyer, ent, a.next_cursor, max_tokens=3000, now=t0)  # acknowledges a
-    assert delivery.sweep(now=t0 + LATER)["posted"] == 1  # b: sent, never acknowledged
+    a = stream.next_batch(env.buyer, ent, None, max_tokens=3000, now=t0)
+    b = stream.next_batch(env.buyer, ent, a.next_cursor, max_tokens=3000, now=t0)  # acknowledges a
+    assert stream.sweep(now=t0 + LATER)["posted"] == 1  # b: sent, never acknowledged
     paid = meter(ent)
     n_transfers = len(tx.run(lambda s: ledger.transfers(s)))
     assert paid["tokens_posted"] == a.tokens + b.tokens and paid["streams"][0]["cursor"] == b.cursor
     seen, cursor = [], None
     while True:  # from the very start, with another batch size: every record up to the charged offset, free
-        d = delivery.next_batch(env.buyer, ent, cursor, max_tokens=1000, now=t0 + LATER)
+        d = stream.next_batch(env.buyer, ent, cursor, max_tokens=1000, now=t0 + LATER)
         if d.kind != "replay":
             break
         assert d.sha256 == metering.digest(d.table)
@@ -149,17 +149,17 @@ def test_huge_max_tokens_is_capped_by_the_servers_token_and_byte_caps(db_home, h
     e = h.metered_entitlement(env)
     ent = e["entitlement"]["id"]
     _caps(monkeypatch, CIYUAN_DELIVERY_MAX_BATCH_TOKENS="3000")
-    d = delivery.next_batch(env.buyer, ent, None, max_tokens=100_000_000)
+    d = stream.next_batch(env.buyer, ent, None, max_tokens=100_000_000)
     toks = d.table.column("tokens").to_pylist()
-    nxt = delivery.plan(ent, None).tok[d.end]
+    nxt = plan.plan(ent, None).tok[d.end]
     assert d.limit == "tokens" and d.tokens == sum(toks) <= 3000 < d.tokens + nxt
     _caps(monkeypatch, CIYUAN_DELIVERY_MAX_BATCH_TOKENS="100000000", CIYUAN_DELIVERY_MAX_BATCH_BYTES="1500")
     cursor, sent, limits = d.next_cursor, d.tokens, set()
-    while (d := delivery.next_batch(env.buyer, ent, cursor, max_tokens=100_000_000)).kind != "done":
+    while (d := stream.next_batch(env.buyer, ent, cursor, max_tokens=100_000_000)).kind != "done":
         sizes = _record_bytes(d.table)
         assert sum(sizes) <= 1500 or len(sizes) == 1
         if d.limit == "bytes":  # the cut is where the next record would pass the cap
-            following = delivery.read_positions(delivery.plan(ent, None), d.end, d.end + 1)
+            following = rowcache.read_positions(plan.plan(ent, None), d.end, d.end + 1)
             assert sum(sizes) + _record_bytes(following)[0] > 1500
         limits.add(d.limit)
         sent += d.tokens
@@ -173,15 +173,15 @@ def test_huge_max_tokens_is_capped_by_the_buyers_funds(db_home, h) -> None:
     env = h.make_market(deposit="10.00")  # the whole selection costs 59.56
     e = h.metered_entitlement(env)
     ent = e["entitlement"]["id"]
-    p = delivery.plan(ent, None)
+    p = plan.plan(ent, None)
     funds = buyer_balance(env).available
-    d = delivery.next_batch(env.buyer, ent, None, max_tokens=100_000_000)
+    d = stream.next_batch(env.buyer, ent, None, max_tokens=100_000_000)
     assert d.kind == "new" and d.limit == "funds" and 0 < d.hold_amount <= funds
     assert p.price(d.tokens + int(p.tok[d.end])) > funds  # the largest batch the funds cover
     cursor, sent = d.next_cursor, d.tokens
     with pytest.raises(InsufficientFunds) as exc:
         while True:
-            d = delivery.next_batch(env.buyer, ent, cursor, max_tokens=100_000_000)
+            d = stream.next_batch(env.buyer, ent, cursor, max_tokens=100_000_000)
             assert buyer_balance(env).available >= 0  # every hold fitted the funds
             sent += d.tokens
             cursor = d.next_cursor
@@ -192,7 +192,7 @@ def test_huge_max_tokens_is_capped_by_the_buyers_funds(db_home, h) -> None:
     bal = buyer_balance(env)
     assert bal.debits_posted == m["amount_posted"] == p.price(sent) <= funds and bal.available >= 0
     tx.run(lambda s: ledger.deposit(s, "dep-2", env.buyer, 10_000_00, "CNY"))
-    while (d := delivery.next_batch(env.buyer, ent, cursor, max_tokens=100_000_000)).kind != "done":
+    while (d := stream.next_batch(env.buyer, ent, cursor, max_tokens=100_000_000)).kind != "done":
         cursor = d.next_cursor
     m = clean(ent)
     assert m["tokens_posted"] == e["quote"]["tokens"] and m["amount_posted"] == e["quote"]["amount"]
@@ -345,7 +345,7 @@ def test_cli_sweep_charges_batches_past_their_deadline(db_home, h) -> None:
     env = h.make_market()
     e = h.metered_entitlement(env)
     ent = e["entitlement"]["id"]
-    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=datetime.now(UTC) - LATER)
+    a = stream.next_batch(env.buyer, ent, None, max_tokens=2000, now=datetime.now(UTC) - LATER)
     res = CliRunner().invoke(app, ["delivery", "sweep", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {"posted": 1, "voided": 0, "entitlements": 1}
@@ -366,9 +366,9 @@ def test_a_hold_from_before_the_rule_that_lapsed_is_held_and_posted_afresh(db_ho
     env = h.make_market()
     ent = h.metered_entitlement(env)["entitlement"]["id"]
     t0 = datetime.now(UTC)
-    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
+    a = stream.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
     _lapse(a.batch_id, t0 + timedelta(seconds=300))
-    assert delivery.sweep(now=t0 + LATER) == {"posted": 1, "voided": 0, "entitlements": 1}
+    assert stream.sweep(now=t0 + LATER) == {"posted": 1, "voided": 0, "entitlements": 1}
     assert _hold_state(a.batch_id) == "expired"  # the ledger handed the first hold back ...
     assert _hold_state(f"{a.batch_id}:late") == "posted"  # ... so the batch was held and posted again
     assert buyer_balance(env).debits_posted == meter(ent)["amount_posted"] == a.hold_amount > 0
@@ -379,12 +379,12 @@ def test_a_lapsed_old_hold_the_funds_no_longer_cover_is_voided_and_logged(db_hom
     env = h.make_market(deposit="10.00")
     ent = h.metered_entitlement(env)["entitlement"]["id"]
     t0 = datetime.now(UTC)
-    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0 - timedelta(seconds=60))
+    a = stream.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0 - timedelta(seconds=60))
     _lapse(a.batch_id, t0 - timedelta(seconds=1))
     assert tx.run(lambda s: ledger.expire_due(s)) == 1  # the ledger hands the money back ...
     # ... and the buyer spends it
     tx.run(lambda s: ledger.charge(s, "spend", env.buyer, env.provider, buyer_balance(env).available, "CNY"))
-    assert delivery.sweep(now=t0 + LATER) == {"posted": 0, "voided": 1, "entitlements": 1}
+    assert stream.sweep(now=t0 + LATER) == {"posted": 0, "voided": 1, "entitlements": 1}
     kinds = [x.kind for x in tx.run(lambda s: audit.entries(s, limit=10_000))]
     assert "delivery.unfunded" in kinds
     m = meter(ent)

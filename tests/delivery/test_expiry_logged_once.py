@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import plan, stream
 from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.tables import AuditRow
 
@@ -33,8 +33,8 @@ def test_lapsed_stream_hold_expired_by_cli_then_resumed(db_home, h, monkeypatch)
     ent = h.metered_entitlement(env)["entitlement"]["id"]
     t0 = datetime.now(UTC) - timedelta(seconds=60)
     # the batch's ledger hold times out (a hold with its own short timeout, as holds had before)
-    monkeypatch.setattr(delivery, "LEDGER_HOLD_TIMEOUT_S", 1)
-    a = delivery.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
+    monkeypatch.setattr(stream, "LEDGER_HOLD_TIMEOUT_S", 1)
+    a = stream.next_batch(env.buyer, ent, None, max_tokens=2000, now=t0)
     monkeypatch.undo()
     assert a.hold_amount > 0
     res = runner.invoke(app, ["ledger", "expire", "--json"])
@@ -44,9 +44,9 @@ def test_lapsed_stream_hold_expired_by_cli_then_resumed(db_home, h, monkeypatch)
     res = runner.invoke(app, ["audit", "verify", "--json"])
     assert res.exit_code == 0, res.output
     # the buyer resumes: acknowledges the batch it received and asks for the next, twice
-    b = delivery.next_batch(env.buyer, ent, a.next_cursor, max_tokens=2000)
+    b = stream.next_batch(env.buyer, ent, a.next_cursor, max_tokens=2000)
     assert b.posted is not None and b.posted["batch_id"] == a.batch_id
-    c = delivery.next_batch(env.buyer, ent, b.next_cursor, max_tokens=2000)
+    c = stream.next_batch(env.buyer, ent, b.next_cursor, max_tokens=2000)
     assert c.start == b.end
     assert len(_expiry_entries(f"dl:{a.batch_id}")) == 1  # never a second time
     check = tx.run(ledger.check)
@@ -54,9 +54,9 @@ def test_lapsed_stream_hold_expired_by_cli_then_resumed(db_home, h, monkeypatch)
     ver = tx.run(audit.verify)
     assert ver["ok"], ver["problems"]
     # what was sent is billed once: the charged amount is the price of the tokens posted
-    m = tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))
+    m = tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))
     bal = tx.run(lambda s: ledger.balance(s, ledger.BUYER, env.buyer, "CNY"))
-    assert bal.debits_posted == m["amount_posted"] == delivery.plan(ent, None).price(m["tokens_posted"])
+    assert bal.debits_posted == m["amount_posted"] == plan.plan(ent, None).price(m["tokens_posted"])
 
 
 def test_expiry_inside_an_order_is_logged_once(db_home, h) -> None:

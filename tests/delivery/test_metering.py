@@ -111,3 +111,13 @@ def test_digest_is_the_same_for_arrow_and_ndjson() -> None:
     assert digest(records_to_table(recs[::-1])) != digest(table)
     # the v1 columnar digest (batches held before v2) is still computed and also format free
     assert digest_v1(table) == digest_v1(again) != digest_v1(changed)
+
+
+def test_the_wire_schema_carries_the_stores_record_columns() -> None:
+    """One shard schema: delivery's wire columns are the store's record columns plus one token count."""
+    from ciyuan.delivery.metering import COLUMNS, LEAF_COLUMNS, SCHEMA
+    from ciyuan.store.records import record_schema
+
+    stored = record_schema(["cl100k_base"]).names
+    assert list(LEAF_COLUMNS) == stored[: len(LEAF_COLUMNS)] and stored[len(LEAF_COLUMNS) :] == ["tokens__cl100k_base"]
+    assert SCHEMA.names == list(COLUMNS) == [*LEAF_COLUMNS, "tokens"]

@@ -12,17 +12,17 @@ from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
 from ciyuan.db import tx
-from ciyuan.delivery import delivery, packages
+from ciyuan.delivery import packages, plan, stream
 from ciyuan.ledger import audit, ledger, signing
 from ciyuan.ledger.tables import AuditRow
-from ciyuan.market import market, settlement
+from ciyuan.market import orders, quotes, settlement
 
 runner = CliRunner()
 
 
 def stream_all(buyer: str, ent: str, max_tokens: int = 4000) -> None:
     cursor = None
-    while (d := delivery.next_batch(buyer, ent, cursor, max_tokens=max_tokens)).kind != "done":
+    while (d := stream.next_batch(buyer, ent, cursor, max_tokens=max_tokens)).kind != "done":
         cursor = d.next_cursor
 
 
@@ -76,8 +76,8 @@ def test_settlement_ties_to_the_ledger_and_is_reproducible(db_home, h, tmp_path)
     env = h.make_market(price="777.77")
     ent = h.metered_entitlement(env)["entitlement"]["id"]
     stream_all(env.buyer, ent, 2500)
-    q = market.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
-    order, _ = market.place_order(env.buyer, q["id"], "paid-1")
+    q = quotes.create_quote(env.buyer, env.listing["id"], {"token_budget": 20_000})
+    order, _ = orders.place_order(env.buyer, q["id"], "paid-1")
     today = datetime.now(UTC).date().isoformat()
     res = runner.invoke(app, ["settle", "--from", today, "--to", today, "--out", str(tmp_path / "a"), "--json"])
     assert res.exit_code == 0, res.output
@@ -91,7 +91,7 @@ def test_settlement_ties_to_the_ledger_and_is_reproducible(db_home, h, tmp_path)
     prov = tx.run(lambda s: ledger.balance(s, ledger.PROVIDER, env.provider, "CNY"))
     plat = tx.run(lambda s: ledger.balance(s, ledger.PLATFORM, None, "CNY"))
     assert line["net"] == prov.posted and line["fee"] == plat.posted
-    assert line["gross"] == order["amount"] + tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))[
+    assert line["gross"] == order["amount"] + tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))[
         "amount_posted"]
     again = settlement.settle(today, today, out_dir=tmp_path / "b")
     a = (tmp_path / "a" / f"{env.provider}.json").read_bytes()
@@ -103,11 +103,11 @@ def test_settlement_ties_to_the_ledger_and_is_reproducible(db_home, h, tmp_path)
 
 def test_package_urls_refuse_altered_or_expired(home, h) -> None:
     env = h.make_market()
-    q = market.create_quote(env.buyer, env.listing["id"], {"filter": {"field": "meta.language", "op": "eq",
+    q = quotes.create_quote(env.buyer, env.listing["id"], {"filter": {"field": "meta.language", "op": "eq",
                                                                      "value": "en"}})
-    order, _ = market.place_order(env.buyer, q["id"], "paid-2")
+    order, _ = orders.place_order(env.buyer, q["id"], "paid-2")
     ent = order["entitlement"]["id"]
-    p = delivery.plan(ent, env.buyer)
+    p = plan.plan(ent, env.buyer)
     pkg = packages.package(p, ttl_s=60)
     assert sum(s["rows"] for s in pkg["shards"]) == q["records"]
     url = pkg["shards"][0]["url"]
@@ -124,7 +124,7 @@ def test_package_urls_refuse_altered_or_expired(home, h) -> None:
         packages.check(ent, 0, exp, sig, now=time.time() + 61)
     metered = h.metered_entitlement(env, key="m1")["entitlement"]["id"]
     with pytest.raises(Exception) as exc:
-        packages.package(delivery.plan(metered, env.buyer))
+        packages.package(plan.plan(metered, env.buyer))
     assert getattr(exc.value, "status", None) == 409
 
 

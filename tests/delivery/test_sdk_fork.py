@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import plan, stream
 from ciyuan.delivery.metering import Cursor
 from ciyuan.ledger import ledger
 from ciyuan.sdk import ApiError, Client, TokenStream
@@ -28,7 +28,7 @@ RUNS = 10
 
 
 def _posted(ent: str) -> dict:
-    return tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))
+    return tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))
 
 
 def _ids(batch: dict | list) -> list[str]:

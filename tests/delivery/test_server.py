@@ -8,24 +8,24 @@ import time
 import pytest
 
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import plan, stream, usage
 from ciyuan.delivery.metering import Cursor
 from ciyuan.ledger import audit, ledger
 from ciyuan.sdk import ApiError, Client, TokenStream
 
 
 def usage_positions(ent: str) -> list[tuple[int, int, int]]:
-    rows = tx.run(lambda s: delivery.usage(s, entitlement_id=ent, limit=1000))["items"]
+    rows = tx.run(lambda s: usage.usage(s, entitlement_id=ent, limit=1000))["items"]
     return sorted((u["part"], u["start"], u["end"]) for u in rows)
 
 
 def assert_billed_once(ent: str, quote: dict | None = None) -> dict:
     """Posted batches tile each partition without overlap; money ties; ledger and audit are clean."""
-    m = tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))
+    m = tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))
     pos = usage_positions(ent)
     for (p1, _s1, e1), (p2, s2, _e2) in zip(pos, pos[1:], strict=False):
         assert p1 != p2 or e1 == s2  # contiguous, never overlapping
-    p = delivery.plan(ent, None)
+    p = plan.plan(ent, None)
     assert m["tokens_posted"] + m["tokens_held"] <= p.tokens
     assert m["amount_posted"] == p.price(m["tokens_posted"])
     if quote is not None:

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import plan, stream
 from ciyuan.sdk import Client, TokenStream
 from ciyuan.tokens import get_tokenizer
 
@@ -29,7 +29,7 @@ def live(home, h, server_factory):
 
 def _billed_exactly(e: dict) -> None:
     ent = e["entitlement"]["id"]
-    m = tx.run(lambda s: delivery.meter_state(s, delivery.plan(ent, None)))
+    m = tx.run(lambda s: stream.meter_state(s, plan.plan(ent, None)))
     assert m["tokens_posted"] == e["quote"]["tokens"] and m["amount_posted"] == e["quote"]["amount"]
 
 

@@ -33,7 +33,7 @@ def make_version(name: str = "corpus", n: int = 300, seed: int = 7):
 def market_env(db_home):
     """Operator, provider, two buyers and one listing at 12.00 CNY per million tokens."""
     from ciyuan.db import tx
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings
 
     def setup(s):
         return {
@@ -43,5 +43,5 @@ def market_env(db_home):
 
     accs = tx.run(setup)
     version = make_version()
-    listing = market.publish(version.ref, provider="prov", price_per_mtok="12.00", sample=3, license="CC-BY-4.0")
+    listing = listings.publish(version.ref, provider="prov", price_per_mtok="12.00", sample=3, license="CC-BY-4.0")
     return SimpleNamespace(home=db_home, accounts=accs, version=version, listing=listing)

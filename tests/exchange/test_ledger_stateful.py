@@ -16,8 +16,8 @@ from ciyuan.db import tx
 from ciyuan.errors import Conflict
 from ciyuan.ledger import ledger
 from ciyuan.ledger.ledger import InsufficientFunds, split
-from ciyuan.market import accounts, market
-from ciyuan.market.market import QuoteExpired
+from ciyuan.market import accounts, orders, quotes
+from ciyuan.market.quotes import QuoteExpired
 
 FILTERS = [
     None,
@@ -197,14 +197,14 @@ def test_ledger_state_machine(market_env):
             age=st.sampled_from([0, 0, 1000]),
         )
         def quote_and_order(self, b, f, budget, age):
-            q = market.create_quote(self.ids[b], listing, {"filter": f, "token_budget": budget}, now=self.now)
+            q = quotes.create_quote(self.ids[b], listing, {"filter": f, "token_budget": budget}, now=self.now)
             self.now += timedelta(seconds=age)  # 1000 s is past the 900 s quote lifetime
             key = uuid.uuid4().hex
             expired = age > 900
             due = [] if expired else self.lazy_expire(b)
             ok = not expired and q["amount"] <= self.available(b)
             try:
-                order, replay = market.place_order(self.ids[b], q["id"], key, now=self.now)
+                order, replay = orders.place_order(self.ids[b], q["id"], key, now=self.now)
             except QuoteExpired:
                 assert expired
                 return
@@ -223,12 +223,12 @@ def test_ledger_state_machine(market_env):
             if not self.orders:
                 return
             b, key, qid, oid = data.draw(st.sampled_from(self.orders))
-            order, replay = market.place_order(self.ids[b], qid, key, now=self.now)
+            order, replay = orders.place_order(self.ids[b], qid, key, now=self.now)
             assert replay and order["id"] == oid
             other = [o for o in self.orders if o[0] == b and o[2] != qid]
             if other:
                 try:
-                    market.place_order(self.ids[b], other[0][2], key, now=self.now)
+                    orders.place_order(self.ids[b], other[0][2], key, now=self.now)
                     raise AssertionError("reusing a key for another quote must conflict")
                 except Conflict:
                     pass

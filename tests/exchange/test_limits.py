@@ -17,7 +17,7 @@ from ciyuan.errors import Conflict, InvalidInput
 from ciyuan.ledger import ledger
 from ciyuan.ledger.money import parse_amount, parse_rate
 from ciyuan.ledger.tables import LedgerAccountRow
-from ciyuan.market import accounts, market, selection
+from ciyuan.market import accounts, catalog, listings, quotes, selection
 from ciyuan.market.accounts import Unauthenticated
 from ciyuan.market.tables import ListingTagRow
 
@@ -162,14 +162,14 @@ def test_nul_bytes_in_meta_do_not_crash_publish(db_home):
     listing = json.loads(res.output)
     assert listing["card"]["facets"]["language"] == {"en": 6, "z\x00h": 6}
     assert listing["records"] == 12
-    detail = tx.run(lambda s: market.listing_detail(s, listing["id"]))
+    detail = tx.run(lambda s: listings.listing_detail(s, listing["id"]))
     assert detail["card"]["facets"]["domain"] == {"la\x00w": 12}
     assert detail["sample"][0]["meta"]["k\x00ey"] == "v\x000"
     tags = tx.run(lambda s: {(t.facet, t.value) for t in s.query(ListingTagRow).filter_by(listing_id=listing["id"])})
     assert tags == {("modality", "text"), ("language", "en")}  # values with NUL are not searchable tags
-    found = tx.run(lambda s: market.search(s, language="en"))
+    found = tx.run(lambda s: catalog.search(s, language="en"))
     assert [i["id"] for i in found["items"]] == [listing["id"]]
-    q = market.create_quote(
+    q = quotes.create_quote(
         tx.run(lambda s: accounts.create_account(s, "buy", "buyer")).id,
         listing["id"],
         {"filter": {"field": "meta.language", "op": "eq", "value": "z\x00h"}},

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ciyuan.db import tx
-from ciyuan.delivery import delivery
+from ciyuan.delivery import plan, stream, usage
 from ciyuan.errors import Conflict, NotFound
 from ciyuan.ledger import ledger
-from ciyuan.market import market
+from ciyuan.market import catalog, listings, orders, quotes
 from ciyuan.market.pricing import build_schedule
 
 WHOLE = {"filter": None, "token_budget": None}
@@ -30,10 +30,10 @@ def _cli(*args: str):
 def test_publishing_the_same_version_again_is_a_conflict_naming_the_listing(market_env):
     lid = market_env.listing["id"]
     with pytest.raises(Conflict) as err:
-        market.publish(market_env.version.ref, provider="prov", price_per_mtok="9.00")
+        listings.publish(market_env.version.ref, provider="prov", price_per_mtok="9.00")
     assert err.value.code == "already_listed" and err.value.status == 409
     assert lid in err.value.message and f"ciyuan listing price {lid}" in err.value.hint
-    page = tx.run(lambda s: market.search(s, q=market_env.version.dataset))
+    page = tx.run(lambda s: catalog.search(s, q=market_env.version.dataset))
     assert [it["id"] for it in page["items"]] == [lid]  # still exactly one listing
 
 
@@ -41,44 +41,44 @@ def test_price_change_is_a_new_price_version_and_quotes_keep_theirs_through_orde
     alice = market_env.accounts["alice"].id
     lid = market_env.listing["id"]
     tx.run(lambda s: ledger.deposit(s, "d1", alice, 10_000_000, "CNY"))
-    old = market.create_quote(alice, lid, WHOLE)
+    old = quotes.create_quote(alice, lid, WHOLE)
     assert old["price_version"] == 1
-    after = market.change_price(lid, actor="prov", price_per_mtok="24.00")
+    after = listings.change_price(lid, actor="prov", price_per_mtok="24.00")
     assert after["price_version"] == 2 and after["price_per_mtok"] == "24"
     assert [(p["version"], p["price_per_mtok"]) for p in after["price_history"]] == [(1, "12"), (2, "24")]
-    new = market.create_quote(alice, lid, WHOLE)
+    new = quotes.create_quote(alice, lid, WHOLE)
     tokens = old["tokens"]
     assert new["tokens"] == tokens and new["price_version"] == 2
     assert old["amount"] == build_schedule("12.00", "CNY").price(tokens)
     assert new["amount"] == build_schedule("24.00", "CNY").price(tokens) > old["amount"]
     # the old quote is paid at its own price, and its entitlement remembers the price version
-    order, _ = market.place_order(alice, old["id"], "k-old")
+    order, _ = orders.place_order(alice, old["id"], "k-old")
     assert order["amount"] == old["amount"] and order["entitlement"]["price_version"] == 1
-    order2, _ = market.place_order(alice, new["id"], "k-new")
+    order2, _ = orders.place_order(alice, new["id"], "k-new")
     assert order2["amount"] == new["amount"] and order2["entitlement"]["price_version"] == 2
     # the same price again is refused, a change of currency too
     with pytest.raises(Conflict):
-        market.change_price(lid, actor="prov", price_per_mtok="24.00")
+        listings.change_price(lid, actor="prov", price_per_mtok="24.00")
     with pytest.raises(Exception) as cur:
-        market.change_price(lid, actor="prov", price_per_mtok="3", currency="USD")
+        listings.change_price(lid, actor="prov", price_per_mtok="3", currency="USD")
     assert cur.value.status == 422
     # another provider cannot reprice it (404: not yours)
     tx.run(lambda s: __import__("ciyuan.market.accounts", fromlist=["x"]).create_account(s, "rival", "provider"))
     with pytest.raises(NotFound):
-        market.change_price(lid, actor="rival", price_per_mtok="1.00")
+        listings.change_price(lid, actor="rival", price_per_mtok="1.00")
 
 
 def test_a_metered_order_of_an_old_quote_streams_at_the_old_price(market_env):
     alice = market_env.accounts["alice"].id
     lid = market_env.listing["id"]
     tx.run(lambda s: ledger.deposit(s, "d1", alice, 10_000_000, "CNY"))
-    q = market.create_quote(alice, lid, WHOLE)
-    market.change_price(lid, actor="prov", price_per_mtok="36.00")
-    order, _ = delivery.place_metered_order(alice, q["id"], "k-metered")
+    q = quotes.create_quote(alice, lid, WHOLE)
+    listings.change_price(lid, actor="prov", price_per_mtok="36.00")
+    order, _ = usage.place_metered_order(alice, q["id"], "k-metered")
     ent = order["entitlement"]["id"]
-    assert delivery.plan(ent, alice).schedule == build_schedule("12.00", "CNY")
+    assert plan.plan(ent, alice).schedule == build_schedule("12.00", "CNY")
     cursor = None
-    while (d := delivery.next_batch(alice, ent, cursor, max_tokens=5000)).kind != "done":
+    while (d := stream.next_batch(alice, ent, cursor, max_tokens=5000)).kind != "done":
         cursor = d.next_cursor
     bal = tx.run(lambda s: ledger.balance(s, ledger.BUYER, alice, "CNY"))
     assert 10_000_000 - bal.available == q["amount"]  # billed exactly the quote, not the new price
@@ -89,47 +89,47 @@ def test_delist_stops_quotes_and_orders_hides_it_and_keeps_entitlements(market_e
     lid = market_env.listing["id"]
     for who in (alice, bob):
         tx.run(lambda s, w=who: ledger.deposit(s, f"d:{w}", w, 10_000_000, "CNY"))
-    order, _ = market.place_order(alice, market.create_quote(alice, lid, WHOLE)["id"], "k1")
-    pending = market.create_quote(bob, lid, WHOLE)  # quoted before the delist, ordered after
-    out = market.delist(lid, actor="prov")
+    order, _ = orders.place_order(alice, quotes.create_quote(alice, lid, WHOLE)["id"], "k1")
+    pending = quotes.create_quote(bob, lid, WHOLE)  # quoted before the delist, ordered after
+    out = listings.delist(lid, actor="prov")
     assert out["status"] == "delisted" and out["delisted_at"] is not None
     with pytest.raises(NotFound) as e1:
-        market.create_quote(bob, lid, WHOLE)
+        quotes.create_quote(bob, lid, WHOLE)
     assert e1.value.code == "listing_delisted"
     with pytest.raises(NotFound) as e2:
-        market.place_order(bob, pending["id"], "k2")
+        orders.place_order(bob, pending["id"], "k2")
     assert e2.value.code == "listing_delisted"
-    assert tx.run(lambda s: market.search(s))["total"] == 0
+    assert tx.run(lambda s: catalog.search(s))["total"] == 0
     with pytest.raises(NotFound):
-        tx.run(lambda s: market.listing_detail(s, lid))
+        tx.run(lambda s: listings.listing_detail(s, lid))
     # the paid entitlement still delivers every record
     ent_id = order["entitlement"]["id"]
     cursor, got = None, 0
-    while (d := delivery.next_batch(alice, ent_id, cursor, max_tokens=5000)).kind != "done":
+    while (d := stream.next_batch(alice, ent_id, cursor, max_tokens=5000)).kind != "done":
         got += d.end - d.start
         cursor = d.next_cursor
     assert got == market_env.version.to_dict()["records"]
     # the provider still sees it; relisting offers it again
-    mine = tx.run(lambda s: market.provider_listings(s, "prov"))
+    mine = tx.run(lambda s: listings.provider_listings(s, "prov"))
     assert [(m["id"], m["status"]) for m in mine] == [(lid, "delisted")]
     with pytest.raises(Conflict):
-        market.delist(lid, actor="prov")
-    assert market.relist(lid, actor="prov")["status"] == "active"
-    assert market.create_quote(bob, lid, WHOLE)["price_version"] == 1
+        listings.delist(lid, actor="prov")
+    assert listings.relist(lid, actor="prov")["status"] == "active"
+    assert quotes.create_quote(bob, lid, WHOLE)["price_version"] == 1
 
 
 def test_relist_is_refused_while_the_version_is_listed_again(market_env):
     lid = market_env.listing["id"]
-    market.delist(lid, actor="prov")
-    second = market.publish(market_env.version.ref, provider="prov", price_per_mtok="15.00")
+    listings.delist(lid, actor="prov")
+    second = listings.publish(market_env.version.ref, provider="prov", price_per_mtok="15.00")
     with pytest.raises(Conflict) as err:
-        market.relist(lid, actor="prov")
+        listings.relist(lid, actor="prov")
     assert second["id"] in err.value.message
 
 
 def test_publish_needs_a_provider(market_env):
     with pytest.raises(Exception) as err:
-        market.publish(market_env.version.ref, provider="", price_per_mtok="9.00")
+        listings.publish(market_env.version.ref, provider="", price_per_mtok="9.00")
     assert err.value.status == 422 and err.value.code == "no_provider"
 
 
@@ -146,7 +146,7 @@ def test_cli_publish_without_provider_is_refused_even_with_one_provider(db_home)
     assert res.exit_code == 2, res.output
     err = json.loads(res.stdout)["error"]
     assert err["code"] == "no_provider" and "--provider" in err["hint"]
-    assert tx.run(lambda s: market.search(s))["total"] == 0
+    assert tx.run(lambda s: catalog.search(s))["total"] == 0
 
 
 def test_cli_listing_lifecycle(market_env):
@@ -190,7 +190,7 @@ def test_concurrent_publishes_of_one_version_make_one_listing(market_env):
 
     def attempt(i: int) -> str:
         try:
-            return market.publish(v.ref, provider="prov", price_per_mtok=f"{10 + i}.00", sample=0)["id"]
+            return listings.publish(v.ref, provider="prov", price_per_mtok=f"{10 + i}.00", sample=0)["id"]
         except Conflict as exc:
             return exc.code
 
@@ -198,4 +198,4 @@ def test_concurrent_publishes_of_one_version_make_one_listing(market_env):
         results = list(pool.map(attempt, range(4)))
     won = [r for r in results if r.startswith("lst_")]
     assert len(won) == 1 and sorted(r for r in results if not r.startswith("lst_")) == ["already_listed"] * 3
-    assert [it["id"] for it in tx.run(lambda s: market.search(s, q="raced"))["items"]] == won
+    assert [it["id"] for it in tx.run(lambda s: catalog.search(s, q="raced"))["items"]] == won

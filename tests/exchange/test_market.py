@@ -9,8 +9,8 @@ import pytest
 from ciyuan.db import tx
 from ciyuan.errors import Conflict
 from ciyuan.ledger import ledger
-from ciyuan.market import market
-from ciyuan.market.market import QuoteExpired
+from ciyuan.market import listings, orders, quotes
+from ciyuan.market.quotes import QuoteExpired
 
 T0 = datetime(2030, 6, 1, tzinfo=UTC)
 
@@ -20,17 +20,17 @@ def test_expired_quote_is_410_and_entitlement_is_exact(market_env):
     lid = market_env.listing["id"]
     tx.run(lambda s: ledger.deposit(s, "d", alice, 10_000, "CNY"))
     sel = {"filter": {"field": "meta.domain", "op": "in", "value": ["law"]}}
-    q = market.create_quote(alice, lid, sel, now=T0)
+    q = quotes.create_quote(alice, lid, sel, now=T0)
     with pytest.raises(QuoteExpired) as err:
-        market.place_order(alice, q["id"], "k", now=T0 + timedelta(seconds=901))
+        orders.place_order(alice, q["id"], "k", now=T0 + timedelta(seconds=901))
     assert err.value.status == 410
-    order, replay = market.place_order(alice, q["id"], "k", now=T0 + timedelta(seconds=899))
+    order, replay = orders.place_order(alice, q["id"], "k", now=T0 + timedelta(seconds=899))
     assert not replay
     ent_id = order["entitlement"]["id"]
 
     def draw(s):
-        ent = market.get_entitlement(s, ent_id, alice)
-        res = market.entitlement_selection(s, ent)
+        ent = orders.get_entitlement(s, ent_id, alice)
+        res = orders.entitlement_selection(s, ent)
         return ent, res
 
     ent, res = tx.run(draw)
@@ -38,19 +38,18 @@ def test_expired_quote_is_410_and_entitlement_is_exact(market_env):
     want = [i for i, r in enumerate(recs) if r["meta"]["domain"] == "law"]
     assert res.ordinals().tolist() == want
     assert res.tokens == sum(recs[i]["tokens"]["cl100k_base"] for i in want) == ent.tokens
-    tx.run(lambda s: market.record_draw(s, ent_id, ent.tokens - 1))
+    tx.run(lambda s: orders.record_draw(s, ent_id, ent.tokens - 1))
     with pytest.raises(Conflict):
-        tx.run(lambda s: market.record_draw(s, ent_id, 2))
-    assert tx.run(lambda s: market.record_draw(s, ent_id, 1)).status == "exhausted"
+        tx.run(lambda s: orders.record_draw(s, ent_id, 2))
+    assert tx.run(lambda s: orders.record_draw(s, ent_id, 1)).status == "exhausted"
     with pytest.raises(Exception) as nf:
-        tx.run(lambda s: market.get_entitlement(s, ent_id, market_env.accounts["bob"].id))
+        tx.run(lambda s: orders.get_entitlement(s, ent_id, market_env.accounts["bob"].id))
     assert nf.value.status == 404
 
 
 def test_listing_shows_what_the_provider_declared(market_env):
     """Publishing without --license uses the declared licence; the declared description reaches the catalog."""
     from ciyuan.db import tx
-    from ciyuan.market import market
     from ciyuan.store import VersionBuilder
 
     b = VersionBuilder("declared", made_by={"tool": "tests"})
@@ -59,11 +58,11 @@ def test_listing_shows_what_the_provider_declared(market_env):
     declared = {"description": "turbine logs", "creator": "windco", "keywords": ["wind"]}
     b.extra = {"license": "CC-BY-4.0", "card": declared}
     v = b.commit()
-    lst = market.publish(v.ref, provider="prov", price_per_mtok="10", sample=0)
+    lst = listings.publish(v.ref, provider="prov", price_per_mtok="10", sample=0)
     assert lst["license"] == "CC-BY-4.0"
-    detail = tx.run(lambda s: market.listing_detail(s, lst["id"]))
+    detail = tx.run(lambda s: listings.listing_detail(s, lst["id"]))
     card = detail["card"]
     assert (card["description"], card["creator"], card["keywords"]) == ("turbine logs", "windco", ["wind"])
     # an explicit licence at publish still wins (one active listing per version: delist the first)
-    market.delist(lst["id"], actor="prov")
-    assert market.publish(v.ref, provider="prov", price_per_mtok="10", sample=0, license="MIT")["license"] == "MIT"
+    listings.delist(lst["id"], actor="prov")
+    assert listings.publish(v.ref, provider="prov", price_per_mtok="10", sample=0, license="MIT")["license"] == "MIT"

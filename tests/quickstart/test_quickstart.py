@@ -13,12 +13,55 @@ import socket
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+
+from ciyuan.data import SAMPLE_DIR
 
 pytestmark = pytest.mark.slow
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _Marked(HTMLParser):
+    """The text of every element a page marks for tests: ``(listing id or None, data-testid) -> text``,
+    and ``(listing id, "href:" + path) -> link text``, with white space folded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, dict, list[str]]] = []
+        self.found: dict[tuple[str | None, str], str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag not in VOID:
+            self.stack.append((tag, dict(attrs), []))
+
+    def handle_data(self, data: str) -> None:
+        for _, _, parts in self.stack:
+            parts.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack:
+            name, attrs, parts = self.stack.pop()
+            listing = next((a["data-listing"] for _, a, _ in reversed(self.stack) if "data-listing" in a), None)
+            text = " ".join("".join(parts).split())
+            if "data-testid" in attrs:
+                self.found[(listing, attrs["data-testid"])] = text
+            if name == "a" and "href" in attrs:
+                self.found[(listing, "href:" + attrs["href"])] = text
+            if name == tag:
+                return
+
+
+def _marked(html: str) -> dict[tuple[str | None, str], str]:
+    parser = _Marked()
+    parser.feed(html)
+    return parser.found
 
 
 def _free_port() -> int:
@@ -68,15 +111,18 @@ def test_quickstart_serves_catalog_with_sample_tokens_and_price(tmp_path: Path) 
             listings = httpx.get(f"{url}/v1/listings", timeout=10).json()["items"]
             sample = [x for x in listings if x["dataset"] == "sample-maintenance"]
             assert len(sample) == 1, listings  # the second run reuses the listing, no duplicate
-            tokens, price = sample[0]["tokens"], sample[0]["price_per_mtok"]
+            lid, tokens, price = sample[0]["id"], sample[0]["tokens"], sample[0]["price_per_mtok"]
             assert tokens > 100_000
-            page = httpx.get(f"{url}/", timeout=10).text
-            assert "sample-maintenance" in page
-            assert f"{tokens:,}" in page, "the catalog page shows the listing's token count"
-            assert price in page
+            # the catalog page's card of that listing shows its name, token count and price
+            card = _marked(httpx.get(f"{url}/", timeout=10).text)
+            assert card[(lid, f"href:/listings/{lid}")] == "sample-maintenance"
+            assert card[(lid, "tokens")] == f"{tokens:,}"
+            assert card[(lid, "price")] == f"{price} {sample[0]['currency']}"
             # the demo provider's declared card reaches the dataset page, and its licence the appraisal
-            detail = httpx.get(f"{url}/listings/{sample[0]['id']}", timeout=10).text
-            assert "Maintenance records of wind farms" in detail and "CC-BY-4.0" in detail
+            detail = _marked(httpx.get(f"{url}/listings/{lid}", timeout=10).text)
+            declared = yaml.safe_load((SAMPLE_DIR.parent / "sample_card.yaml").read_text(encoding="utf-8"))
+            assert detail[(None, "description")] == " ".join(declared["description"].split())
+            assert detail[(None, "license")] == "CC-BY-4.0"
             bal = httpx.get(f"{url}/v1/balance", headers={"Authorization": "Bearer invalid"}, timeout=10)
             assert bal.status_code == 401
         finally:

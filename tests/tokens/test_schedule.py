@@ -14,6 +14,7 @@ from ciyuan.errors import InvalidInput, NotFound
 from ciyuan.tokens import (
     MODALITY_DEFAULTS,
     TokenSchedule,
+    default_schedule,
     get_schedule,
     get_tokenizer,
     list_schedules,
@@ -145,12 +146,14 @@ def test_same_record_same_count(duration: float, w: int, h: int) -> None:
 def test_versions_are_stable_and_distinct() -> None:
     rows = list_schedules()
     names = [r["name"] for r in rows]
-    for want in ["cl100k_base", "qwen", "image-patch28", "audio-25hz", "video-frames", "episode-steps", "triples"]:
+    for want in ["cl100k_base", "qwen", "image-patch28-declared", "audio-25hz-declared", "video-frames-declared",
+                 "episode-steps", "triples"]:
         assert want in names
     versions = {r["name"]: r["version"] for r in rows}
     assert len(set(versions.values())) == len(versions)
     assert versions == {r["name"]: r["version"] for r in list_schedules()}
-    assert versions["image-patch28"] == "402ff4635f451c39"  # a published formula's version never drifts
+    assert versions["image-patch28-declared"] == "402ff4635f451c39"  # a published formula's version never drifts
+    assert get_schedule("image-patch28").version == "402ff4635f451c39"  # nor does it under its old name
 
 
 def test_modality_defaults_and_unknown_names() -> None:
@@ -161,6 +164,19 @@ def test_modality_defaults_and_unknown_names() -> None:
         schedule_for_modality("smell")
     with pytest.raises(NotFound, match="unknown token schedule"):
         get_schedule("no-such-schedule")
+
+
+def test_default_schedule_follows_the_modality_and_the_settings(tmp_path, monkeypatch) -> None:
+    from ciyuan.config import load_settings
+
+    monkeypatch.setenv("CIYUAN_TOKENIZER", "qwen")
+    s = load_settings(tmp_path)
+    assert default_schedule("text", s).name == "qwen"
+    assert {m: default_schedule(m, s).name for m in ("image", "audio", "video", "episode")} == {
+        "image": "image-patch28", "audio": "audio-25hz", "video": "video-frames", "episode": "episode-steps"
+    }
+    with pytest.raises(NotFound, match="no token schedule for modality 'smell'"):
+        default_schedule("smell", s)
 
 
 def test_new_modalities_register_without_changing_callers() -> None:

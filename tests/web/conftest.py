@@ -97,7 +97,7 @@ def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
     from ciyuan.ingest.run import ingest
     from ciyuan.ledger import ledger
     from ciyuan.ledger.money import parse_amount
-    from ciyuan.market import accounts, market
+    from ciyuan.market import accounts, listings
 
     raw = ingest([str(p) for p in sample_files()], SAMPLE_DATASET, license="CC-BY-4.0",
                  domain="wind-power-maintenance")
@@ -112,11 +112,11 @@ def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
 
     tx.run(people)
     tx.run(lambda sess: ledger.deposit(sess, "deposit:web-test", ids["lab-a"], parse_amount(DEPOSIT, "CNY"), "CNY"))
-    curated = market.publish(
+    curated = listings.publish(
         mini, provider=ids["windco"], price_per_mtok=CURATED_PRICE, currency="CNY", license="CC-BY-4.0", sample=3,
         tiers=[{"from_tokens": 20_000, "price_per_mtok": "30"}],
     )  # fmt: skip
-    listing = market.publish(
+    listing = listings.publish(
         f"{SAMPLE_DATASET}@{raw['version']}", provider=ids["windco"], price_per_mtok=PRICE, currency="CNY",
         license="CC-BY-4.0", sample=5,
     )

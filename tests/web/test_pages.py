@@ -99,7 +99,7 @@ def test_appraised_dataset_page_shows_quality_values_and_reports(page, exchange,
 
 def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
     from ciyuan.ledger import ledger
-    from ciyuan.market import market
+    from ciyuan.market import quotes
     from ciyuan.market.pricing import PriceSchedule
 
     expect = _expect()
@@ -149,8 +149,8 @@ def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
     form.get_by_role("button", name="Get quote").click()
     expect(page.get_by_test_id("quote")).to_be_visible()
     rid = page.get_by_test_id("quote").locator("code").first.inner_text()
-    ranged = _db(exchange, lambda s: market.get_quote(s, rid, exchange.ids["lab-a"]))
-    direct = market.create_quote(exchange.ids["lab-a"], lst["id"], {"filter": {"and": [
+    ranged = _db(exchange, lambda s: quotes.get_quote(s, rid, exchange.ids["lab-a"]))
+    direct = quotes.create_quote(exchange.ids["lab-a"], lst["id"], {"filter": {"and": [
         {"field": "meta.severity", "op": "ge", "value": 2.5}, {"field": "meta.severity", "op": "le", "value": 4}]}})
     assert 0 < ranged["tokens"] == direct["tokens"] < lst["tokens"]
 
@@ -161,7 +161,7 @@ def test_filter_open_quote_buy_then_dashboards(page, exchange, shot) -> None:
     form.get_by_role("button", name="Get quote").click()
     expect(page.get_by_test_id("quote")).to_be_visible()
     qid = page.get_by_test_id("quote").locator("code").first.inner_text()
-    quote = _db(exchange, lambda s: market.get_quote(s, qid, exchange.ids["lab-a"]))
+    quote = _db(exchange, lambda s: quotes.get_quote(s, qid, exchange.ids["lab-a"]))
     assert 0 < quote["tokens"] <= 20_000
     expect(page.get_by_test_id("quote-summary")).to_contain_text(f"{quote['tokens']:,} tokens")
     expect(page.get_by_test_id("quote-summary")).to_contain_text(f"{quote['amount_text']} CNY")

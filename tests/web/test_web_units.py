@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ciyuan import i18n
 from ciyuan.errors import InvalidInput
-from ciyuan.web import charts, i18n, views
+from ciyuan.web import charts, dashboards, views
 from ciyuan.web.routes import _local_path
 
 
@@ -66,7 +67,7 @@ def test_cumulative_starts_at_zero_and_keeps_time_order() -> None:
     from datetime import UTC, datetime, timedelta
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    pts = views.cumulative([(t0 + timedelta(seconds=30), 5), (t0, 2), (t0 + timedelta(seconds=30), 1)])
+    pts = dashboards.cumulative([(t0 + timedelta(seconds=30), 5), (t0, 2), (t0 + timedelta(seconds=30), 1)])
     assert pts[0] == (t0, 0.0) and [v for _, v in pts] == [0.0, 2, 8]
     assert [t for t, _ in pts] == sorted(t for t, _ in pts)
 
@@ -89,7 +90,7 @@ def test_time_axis_labels_never_overlap() -> None:
         for g in gaps:
             t += timedelta(seconds=g)
             events.append((t, 10))
-        svg = charts.timeline(views.cumulative(events), "tokens")
+        svg = charts.timeline(dashboards.cumulative(events), "tokens")
         ticks = _ticks(svg)
         assert 1 <= len(ticks) <= 6
         spans = []

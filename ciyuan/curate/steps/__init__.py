@@ -46,8 +46,14 @@ def make_step(name: str, params: dict[str, Any] | None = None) -> Step:
 
 
 def describe() -> list[dict]:
-    """Every step with kind, description and parameters (name, type, default, meaning)."""
+    """Every step with kind, the modalities it applies to, description and parameters."""
     return [
-        {"name": c.name, "kind": c.kind, "description": c.description, "params": [p.to_dict() for p in c.params]}
+        {
+            "name": c.name,
+            "kind": c.kind,
+            "modalities": sorted(c.modalities),
+            "description": c.description,
+            "params": [p.to_dict() for p in c.params],
+        }
         for c in _STEPS
     ]

@@ -7,6 +7,12 @@ through untouched. ``code`` is ``step.rule`` (``quality.c4_curly_bracket``, ``la
 ``exact_dedup.exact_duplicate``): stable, what every listing counts by and ``--reason`` matches;
 ``reason`` is the human sentence with the measured values. A mapper edits the record and appends its name to
 ``meta["curation"]["changed_by"]``.
+
+Every step declares the record modalities it applies to (``modalities``; the text steps say
+``{"text"}``). A live record of another modality passes through untouched and is counted
+``not_applicable`` for that step: neither kept nor rejected by it, and a global step's scans never
+see it, so an image can no more be a "duplicate" of another image's missing text than be "too
+short". ``seen = kept + rejected``; ``not_applicable`` counts the records a step let by.
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ from ciyuan.curate.codes import rejection_code
 from ciyuan.errors import InvalidInput
 
 REJECTED = "_rejected"
+TEXT: frozenset[str] = frozenset({"text"})
+
+
+def modality_of(record: dict) -> str:
+    """A record's modality; records written before the field existed are text."""
+    return record.get("modality") or "text"
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class StepStats:
     rejected: Counter = field(default_factory=Counter)  # rule -> records
     changed: int = 0
     tokens_removed: int = 0
+    not_applicable: Counter = field(default_factory=Counter)  # modality -> records the step let by
     counters: Counter = field(default_factory=Counter)  # step specific, e.g. PII type -> matches
     extra: dict = field(default_factory=dict)  # step specific, e.g. largest duplicate clusters
 
@@ -92,6 +105,7 @@ class StepStats:
         self.rejected.update(other.rejected)
         self.changed += other.changed
         self.tokens_removed += other.tokens_removed
+        self.not_applicable.update(other.not_applicable)
         self.counters.update(other.counters)
         for k, v in other.extra.items():
             mine = self.extra.get(k)
@@ -111,6 +125,8 @@ class StepStats:
             "rejected_by_code": {rejection_code(self.step, r): n for r, n in sorted(self.rejected.items())},
             "changed": self.changed,
             "tokens_removed": self.tokens_removed,
+            "not_applicable": sum(self.not_applicable.values()),
+            "not_applicable_by_modality": dict(sorted(self.not_applicable.items())),
             "counters": dict(sorted(self.counters.items())),
             **({"extra": self.extra} if self.extra else {}),
         }
@@ -124,6 +140,7 @@ class StepStats:
             rejected=Counter(d.get("rejected_by_rule", {})),
             changed=d.get("changed", 0),
             tokens_removed=d.get("tokens_removed", 0),
+            not_applicable=Counter(d.get("not_applicable_by_modality", {})),
             counters=Counter(d.get("counters", {})),
             extra=dict(d.get("extra", {})),
         )
@@ -148,11 +165,12 @@ def curation_meta(record: dict) -> dict:
 
 
 class Step:
-    """Base of every step. Subclasses set ``name``, ``kind``, ``params`` and implement ``process``."""
+    """Base of every step. Subclasses set ``name``, ``kind``, ``modalities``, ``params`` and implement ``process``."""
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "mapper"  # "mapper" | "filter" | "dedup"
     description: ClassVar[str] = ""
+    modalities: ClassVar[frozenset[str]] = frozenset()  # every concrete step names its own
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **kwargs: Any):
@@ -184,13 +202,20 @@ class Step:
         done, self.stats = self.stats, StepStats(self.name)
         return done
 
+    def applies(self, record: dict) -> bool:
+        """Whether this step looks at ``record`` at all (its modality is one the step declares)."""
+        return modality_of(record) in self.modalities
+
     def __call__(self, records: Iterable[dict]) -> Iterator[dict]:
         for record in records:
             if REJECTED not in record:
-                self.stats.seen += 1
-                self.process(record)
-                if REJECTED not in record:
-                    self.stats.kept += 1
+                if not self.applies(record):
+                    self.stats.not_applicable[modality_of(record)] += 1
+                else:
+                    self.stats.seen += 1
+                    self.process(record)
+                    if REJECTED not in record:
+                        self.stats.kept += 1
             yield record
 
     # marks -----------------------------------------------------------------------------------
@@ -220,8 +245,8 @@ class GlobalStep(Step):
     0. ``begin(scratch, rows)`` gives the first round's context: a scratch folder every scan can
        write to (shared by the workers) and an upper bound on the records it will see;
     1. ``scan(round, records, shard, context)`` reads one shard, writes what it learns to the
-       scratch folder and returns a small picklable part; it sees only records not yet rejected,
-       in shard order;
+       scratch folder and returns a small picklable part; it sees only records not yet rejected
+       and of a modality the step applies to (:meth:`scan_input`), in shard order;
     2. ``reduce(round, parts, context)`` runs once, on the driver, over the parts of every shard in
        shard order, and returns ``(done, next_context)``; while not done, another scan round follows
        with ``next_context``; when done, ``next_context`` is the plan, with the decisions about
@@ -240,6 +265,10 @@ class GlobalStep(Step):
     def begin(self, scratch: str, rows: int) -> Any:
         """The first scan round's context."""
         return {"scratch": scratch, "rows": rows}
+
+    def scan_input(self, records: Iterable[dict]) -> Iterator[dict]:
+        """What a scan reads: live records this step applies to (executors and run_steps use it)."""
+        return (r for r in records if REJECTED not in r and self.applies(r))
 
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> Any:
         raise NotImplementedError

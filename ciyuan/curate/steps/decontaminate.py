@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ciyuan.curate.steps.base import Param, Step
+from ciyuan.curate.steps.base import TEXT, Param, Step
 from ciyuan.curate.text import token_hashes, window_hashes
 from ciyuan.errors import InvalidInput
 
@@ -51,6 +51,7 @@ def load_benchmark(path: Path, field: str = "") -> list[str]:
 
 class Decontaminate(Step):
     name = "decontaminate"
+    modalities = TEXT
     kind = "filter"
     description = "Reject records sharing n-grams (13 words / 20 CJK characters) with a benchmark file."
     params = (

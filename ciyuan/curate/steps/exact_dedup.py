@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ciyuan.curate.scratch import Scratch, key_groups, node, partitions_for, split
-from ciyuan.curate.steps.base import GlobalStep, Param
+from ciyuan.curate.steps.base import TEXT, GlobalStep, Param
 from ciyuan.curate.text import stable_hash
 
 _WS_RE = re.compile(r"\s+")
@@ -18,6 +18,7 @@ _WS_RE = re.compile(r"\s+")
 
 class ExactDedup(GlobalStep):
     name = "exact_dedup"
+    modalities = TEXT
     description = "Drop records whose normalised text equals an earlier record's (hash of NFC text)."
     params = (
         Param("lowercase", "bool", False, "Compare case-insensitively."),

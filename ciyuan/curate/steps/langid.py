@@ -28,7 +28,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from ciyuan.curate.steps.base import Param, Step, curation_meta
+from ciyuan.curate.steps.base import TEXT, Param, Step, curation_meta
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
@@ -88,6 +88,7 @@ def detect(text: str, max_chars: int = 2000) -> tuple[str, float]:
 
 class LangId(Step):
     name = "langid"
+    modalities = TEXT
     kind = "filter"
     description = "Detect language offline: script for Chinese/Japanese/Korean, fastText lid.176.ftz otherwise."
     params = (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from ciyuan.curate.steps.base import Param, Step, token_count
-from ciyuan.errors import InvalidInput
+from ciyuan.config import DEFAULT_TOKENIZER
+from ciyuan.curate.steps.base import TEXT, Param, Step, token_count
+from ciyuan.tokens import get_schedule
 
 # Han, kana, Hangul: one such character says about as much as two or three Latin letters
 _WIDE_RE = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -13,6 +14,7 @@ _WIDE_RE = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e
 
 class Length(Step):
     name = "length"
+    modalities = TEXT
     kind = "filter"
     description = "Reject records shorter or longer than limits in characters and tokens."
     params = (
@@ -34,15 +36,8 @@ class Length(Step):
         n = token_count(record, self.tokenizer or None)
         if n is not None:
             return n
-        name = self.tokenizer or "cl100k_base"
-        try:
-            from ciyuan.tokens import get_tokenizer
-        except ImportError:
-            raise InvalidInput(
-                f"length: record {record.get('id')!r} has no token count for {name!r}",
-                hint="count tokens when ingesting, or drop min_tokens/max_tokens from the recipe",
-            ) from None
-        n = get_tokenizer(name).count_batch([record.get("text") or ""])[0]
+        name = self.tokenizer or DEFAULT_TOKENIZER
+        n = get_schedule(name).count_records([record])[0]
         record.setdefault("tokens", {})[name] = n
         return n
 

@@ -1,4 +1,4 @@
-"""Near-duplicate removal: MinHash (rensa) + LSH banding, candidate pairs verified, union-find clusters.
+"""Near-duplicate removal: MinHash (:mod:`ciyuan.curate.minhash`) + LSH bands, verified pairs, union-find.
 
 Round 0 reads every shard and writes its MinHash signatures and LSH band keys to the scan's
 scratch folder (:mod:`ciyuan.curate.scratch`); the driver reads the band keys one hash partition
@@ -17,21 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from ciyuan.curate import minhash
 from ciyuan.curate.scratch import ROW_BITS, Scratch, key_groups, node, partitions_for, split, unique_pairs
-from ciyuan.curate.steps.base import GlobalStep, Param
-from ciyuan.curate.text import mix64, stable_hash, token_hashes, window_hashes
+from ciyuan.curate.steps.base import TEXT, GlobalStep, Param
+from ciyuan.curate.text import stable_hash, token_hashes, window_hashes
 from ciyuan.errors import InvalidInput
 
 _BATCH = 512
 # Pairs whose signature agreement is this far below the threshold are not worth an exact check:
 # with 128 permutations that is more than five standard deviations of the estimate.
 _PREFILTER_SLACK = 0.25
-
-
-def _rensa():
-    import rensa
-
-    return rensa.RMinHash
 
 
 class _UnionFind:
@@ -58,6 +53,7 @@ class _UnionFind:
 
 class NearDedup(GlobalStep):
     name = "near_dedup"
+    modalities = TEXT
     description = "MinHash LSH near-duplicate removal with verified pairs and connected components."
     params = (
         Param("ngram", "int", 5, "Shingle size in words for spaced text."),
@@ -105,18 +101,13 @@ class NearDedup(GlobalStep):
         toks, n = self._token_hashes([text])[0]
         return np.unique(window_hashes(toks, n))
 
-    def _signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(signature matrix for texts with shingles, boolean mask of which texts have them)."""
+    def _signatures(self, texts: list[str]) -> np.ndarray:
+        """Signature rows of ``texts``; a text without shingles gets the never-matching empty row."""
         sh = [window_hashes(t, n) for t, n in self._token_hashes(texts)]
-        has = np.array([len(s) > 0 for s in sh], dtype=bool)
-        rows = [s for s in sh if len(s)]
-        if not rows:
-            return np.zeros((0, self.num_perm), dtype=np.uint32), has
-        offsets = np.zeros(len(rows) + 1, dtype=np.uint64)
-        np.cumsum([len(s) for s in rows], out=offsets[1:])
-        flat = np.concatenate(rows)
-        mat = _rensa().digest_matrix_from_flat_token_hashes(flat, offsets, self.num_perm, self.seed)
-        return np.asarray(mat.to_rows(), dtype=np.uint32).reshape(len(rows), self.num_perm), has
+        offsets = np.zeros(len(sh) + 1, dtype=np.uint64)
+        np.cumsum([len(s) for s in sh], out=offsets[1:])
+        flat = np.concatenate(sh) if sh else np.zeros(0, np.uint64)
+        return minhash.signatures(flat, offsets, self.num_perm, self.seed)
 
     # rounds ------------------------------------------------------------------------------------
 
@@ -134,20 +125,15 @@ class NearDedup(GlobalStep):
         lengths: list[int] = []
         quality: list[float] = []
         sigs: list[np.ndarray] = []
-        with_shingles: list[np.ndarray] = []
         for batch in _batches(records, _BATCH):
             texts = [r.get("text") or "" for r in batch]
-            sig, has = self._signatures(texts)
-            full = np.zeros((len(batch), self.num_perm), dtype=np.uint32)
-            full[has] = sig  # a record without shingles keeps a zero row and gets no band keys
-            sigs.append(full)
-            with_shingles.append(np.nonzero(has)[0] + len(ids))
+            sigs.append(self._signatures(texts))  # a record without shingles gets no band keys
             for r, t in zip(batch, texts, strict=True):
                 ids.append(r["id"])
                 lengths.append(len(t))
                 quality.append(float((r.get("meta") or {}).get("quality_score", 0.0) or 0.0))
         sig = np.concatenate(sigs) if sigs else np.zeros((0, self.num_perm), dtype=np.uint32)
-        rows = np.concatenate(with_shingles) if with_shingles else np.zeros(0, np.int64)
+        rows = np.nonzero(minhash.valid(sig))[0]
         sc = Scratch(context["scratch"])
         sc.save("sig", shard, sig)
         sc.save("length", shard, np.asarray(lengths, dtype=np.int64))
@@ -203,16 +189,7 @@ class NearDedup(GlobalStep):
 
     def band_keys(self, sig: np.ndarray) -> np.ndarray:
         """One 64-bit key per (record, band); the band number seeds it, so bands never share keys."""
-        n = len(sig)
-        out = np.empty((n, self.bands), dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for band in range(self.bands):
-                cols = sig[:, band * self.rows : (band + 1) * self.rows].astype(np.uint64)
-                key = np.full(n, band + 1, dtype=np.uint64)
-                for c in range(self.rows):
-                    key = key * np.uint64(0x100000001B3) + cols[:, c]
-                out[:, band] = mix64(key)
-        return out
+        return minhash.band_keys(sig, self.bands, self.rows)
 
     def candidate_pairs(self, sc: Scratch, shards: int, parts: int) -> tuple[np.ndarray, np.ndarray]:
         """Node pairs (a < b) that share at least one band key, read one key partition at a time."""
@@ -322,7 +299,7 @@ def _agreement(sc: Scratch, a: np.ndarray, b: np.ndarray, chunk: int = 16384) ->
     """Share of equal signature slots per pair: the MinHash estimate of Jaccard similarity."""
     out = np.empty(len(a), dtype=np.float64)
     for s in range(0, len(a), chunk):
-        out[s : s + chunk] = (sc.gather("sig", a[s : s + chunk]) == sc.gather("sig", b[s : s + chunk])).mean(axis=1)
+        out[s : s + chunk] = minhash.agreement(sc.gather("sig", a[s : s + chunk]), sc.gather("sig", b[s : s + chunk]))
     return out
 
 

@@ -8,7 +8,7 @@ import unicodedata
 import ftfy
 from ftfy.badness import is_bad
 
-from ciyuan.curate.steps.base import Param, Step
+from ciyuan.curate.steps.base import TEXT, Param, Step
 
 # C0/C1 controls except tab and newline, plus invisible format characters that only hide content
 # (zero-width space, BOM, word joiner, soft hyphen). ZWJ/ZWNJ stay: emoji and Indic scripts need them.
@@ -20,6 +20,7 @@ _BLANKS_RE = re.compile(r"\n{3,}")
 
 class Normalize(Step):
     name = "normalize"
+    modalities = TEXT
     kind = "mapper"
     description = "Unicode NFC, mojibake repair (ftfy), control characters removed, whitespace collapsed."
     params = (

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from datetime import date
 
-from ciyuan.curate.steps.base import Param, Step, curation_meta
+from ciyuan.curate.steps.base import TEXT, Param, Step, curation_meta
 
 PLACEHOLDERS = {
     "email": "<EMAIL>",
@@ -622,6 +622,7 @@ def redact(text: str, types: set[str] | None = None, placeholders: dict | None =
 
 class Pii(Step):
     name = "pii"
+    modalities = TEXT
     kind = "mapper"
     description = (
         "Redact e-mail, phone, Chinese ID, bank card (Luhn), IPv4/IPv6, passport, personal name and address "

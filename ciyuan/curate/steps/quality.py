@@ -14,7 +14,7 @@ from collections import Counter
 
 import numpy as np
 
-from ciyuan.curate.steps.base import Param, Step
+from ciyuan.curate.steps.base import TEXT, Param, Step
 from ciyuan.curate.text import SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
 from ciyuan.errors import InvalidInput
 
@@ -150,6 +150,7 @@ def _width(line: str) -> int:
 
 class Quality(Step):
     name = "quality"
+    modalities = TEXT
     kind = "filter"
     description = "Gopher quality + repetition, C4 and FineWeb rules (published thresholds), CJK-aware."
     params = (

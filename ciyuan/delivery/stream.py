@@ -1,5 +1,9 @@
 """Metered delivery: batches of an entitlement's records, each held before it is sent and charged once.
 
+Over 500 lines because this is one state machine: the transaction step with its money moves
+(``_expire_open``, ``_post``) and the requests that predict and run it (``next_batch``, ``ack``,
+``sweep``) share the stream cache and ``_cut``, which must give the same bounds in both.
+
 The rule: **delivered means billed, once.** Whatever the exchange sends is charged, when the buyer
 acknowledges it or, at the latest, when its ack deadline passes (the hold is posted, never voided:
 the records are out). Reading records that are already charged again is free, so a buyer that
@@ -9,16 +13,8 @@ the entitlement's tokens left, or the server's caps (``delivery_max_batch_tokens
 
 The state of one stream (a partition of the selection, see :mod:`ciyuan.delivery.metering`) is
 ``acked`` (the offset charged so far) and at most one *open* batch ``[acked, end)`` with its ledger
-hold. A request carries a cursor offset ``o``:
-
-* ``o == open.end``: the buyer received the open batch; post it, then open the next one;
-* ``o == open.start``: the buyer did not get it (network error, server crash); send it again,
-  under the same hold (so it is not charged twice);
-* ``o == acked`` with nothing open: open the next batch (if the last batch was charged at its
-  deadline, this acknowledges it);
-* ``o == last.end`` where the last batch was voided under the old rule: charge it now;
-* ``o < acked``: re-read already-charged records, free and without changing anything;
-* anything else is a 409 naming the cursor to resume from.
+hold. Which case a request's cursor falls in is decided by the pure :func:`ciyuan.delivery.cases.decide`
+(the state table of docs/delivery.md, row by row); :func:`_step_inner` acts on its answer.
 
 An open batch past its deadline (``hold_timeout_s``) is posted by the request that finds it, the
 server's sweeper or ``ciyuan delivery sweep``; it is then charged but not acknowledged, and
@@ -30,16 +26,17 @@ audit chain as it inserts it; delivery adds its own events (batches, posts, ackn
 the same transaction.
 
 Entitlements of paid (prepaid) orders stream the same way without holds; metered orders
-(:func:`place_metered_order`) pay per posted batch.
+(:func:`ciyuan.delivery.usage.place_metered_order`) pay per posted batch.
 
 Reading is kept out of the database transaction: the batch bounds are predicted from the
 stream's state (remembered in process after each request, read from the database otherwise), the
 content is read, and the transaction then checks that the state still gives those bounds (else it
 is re-run with the bounds it found). The content digest comes from per-record leaves kept with
-the cached row groups (see :mod:`ciyuan.delivery.metering`), the encoded body is compressed on a
+the cached row groups (:mod:`ciyuan.delivery.rowcache`), the encoded body is compressed on a
 worker thread while the transaction runs (Arrow releases the GIL), and both are kept in a bounded
-per-entitlement cache so a redelivery or replay is neither re-read nor re-encoded; the batch a
-client will most likely ask for next is prepared while the current one is billed and sent.
+per-entitlement cache (:mod:`ciyuan.delivery.encoding`) so a redelivery or replay is neither re-read
+nor re-encoded; the batch a client will most likely ask for next is prepared while the current one
+is billed and sent.
 """
 
 from __future__ import annotations
@@ -47,520 +44,43 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ciyuan.clock import aware, utc_now
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
+from ciyuan.delivery.cases import BatchState, Case, Decision, decide, resume_offset
+from ciyuan.delivery.encoding import _POOL, EMPTY_DIGEST, PREPARED, Encoder
 from ciyuan.delivery.metering import (
-    LEAF_COLUMNS,
     SCHEMA,
     Cursor,
     batch_end,
-    digest,
-    digest_leaves,
     digest_v1,
     marginal_price,
     partition_bounds,
-    record_leaves,
 )
+from ciyuan.delivery.plan import METERED, Plan, plan
+from ciyuan.delivery.rowcache import bytes_end
 from ciyuan.delivery.tables import BatchRow, MeterRow, StreamRow
-from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
+from ciyuan.errors import CiyuanError, Conflict, InvalidInput
 from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.money import format_amount
 from ciyuan.ledger.tables import TransferRow, UsageRow
-from ciyuan.market import market
-from ciyuan.market.pricing import PriceSchedule
-from ciyuan.market.tables import EntitlementRow, ListingRow, OrderRow
+from ciyuan.market import orders
 
 DEFAULT_MAX_TOKENS = 4_000_000
 MAX_MAX_TOKENS = 100_000_000  # accepted in a request; the batch is capped by settings (delivery_max_batch_*)
 # a batch's ledger hold never lapses by itself (which would hand back money for records already
 # sent): the batch's own deadline posts it. Ten years only keeps the timestamp finite.
 LEDGER_HOLD_TIMEOUT_S = 10 * 365 * 86_400
-METERED = "metered"
 
-
-def _aware(ts: datetime | None) -> datetime | None:
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
-
-
-def _now(now: datetime | None) -> datetime:
-    return now or datetime.now(UTC)
-
-
-# -- the plan of an entitlement: which records, in which order, with which token counts ------------
-
-
-@dataclass
-class Plan:
-    """Everything immutable about an entitlement that delivery needs, cached per process."""
-
-    entitlement_id: str
-    buyer_id: str
-    provider_id: str
-    listing_id: str
-    order_id: str
-    metered: bool
-    currency: str
-    schedule: PriceSchedule
-    tokenizer: str
-    tokenizer_version: str
-    tokens: int
-    rows: np.ndarray  # version row number of each selection position
-    tok: np.ndarray  # token count of each selection position
-    cum: np.ndarray  # cum[i] = tokens of positions [0, i)
-    version: object = field(repr=False)
-    shard_starts: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(1, np.int64))
-
-    @property
-    def records(self) -> int:
-        return len(self.rows)
-
-    def price(self, tokens: int) -> int:
-        return self.schedule.price(tokens)
-
-
-_plans: OrderedDict[str, Plan] = OrderedDict()
-_plans_lock = threading.Lock()
-PLAN_CACHE = 64
-
-
-def _tokenizer_version(version: object, name: str) -> str:
-    known = (getattr(version, "manifest", {}) or {}).get("tokenizers", {})
-    v = known.get(name) if isinstance(known, dict) else None
-    if isinstance(v, dict):
-        v = v.get("version")
-    if v:
-        return str(v)
-    try:
-        from ciyuan.tokens.tokenizers import tokenizer_version
-
-        return tokenizer_version(name)
-    except Exception:  # a tokenizer not installed here still names its counts
-        return "unknown"
-
-
-def plan(entitlement_id: str, buyer_id: str | None, s: Settings | None = None) -> Plan:
-    """The entitlement's plan; ``buyer_id`` (None for the operator) must own it, else 404."""
-    s = s or settings()
-    with _plans_lock:
-        p = _plans.get(entitlement_id)
-        if p is not None:
-            _plans.move_to_end(entitlement_id)
-    if p is None:
-        p = _build_plan(entitlement_id, s)
-        with _plans_lock:
-            _plans[entitlement_id] = p
-            while len(_plans) > PLAN_CACHE:
-                _plans.popitem(last=False)
-    if buyer_id is not None and p.buyer_id != buyer_id:
-        raise NotFound(f"entitlement {entitlement_id} does not exist", hint="see your orders: GET /v1/orders")
-    return p
-
-
-def _build_plan(entitlement_id: str, s: Settings) -> Plan:
-    from ciyuan.store import resolve
-
-    def read(sess: Session):
-        row = (
-            sess.get(EntitlementRow, entitlement_id)
-            if isinstance(entitlement_id, str) and len(entitlement_id) <= 40
-            else None
-        )
-        if row is None:
-            raise NotFound(f"entitlement {entitlement_id} does not exist", hint="see your orders: GET /v1/orders")
-        ent = market.Entitlement.of(row)
-        listing = sess.get(ListingRow, ent.listing_id)
-        order = sess.get(OrderRow, ent.order_id)
-        result = market.entitlement_selection(sess, ent)
-        return ent, listing, order, result, market.entitlement_schedule(sess, ent)  # the price it was bought at
-
-    ent, listing, order, result, price = tx.run(read, s)
-    from ciyuan.market import selection
-
-    index = selection.load_index(listing.index_location)
-    all_tok = index.column("tokens").to_numpy()
-    rows = result.ordinals().astype(np.int64)
-    tok = all_tok[rows].astype(np.int64)
-    cum = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(tok, out=cum[1:])
-    version = resolve(f"{listing.dataset}@{listing.version_id}", s)
-    starts = np.zeros(len(version.manifest["shards"]) + 1, dtype=np.int64)
-    np.cumsum([int(sh["rows"]) for sh in version.manifest["shards"]], out=starts[1:])
-    return Plan(
-        entitlement_id=ent.id,
-        buyer_id=ent.buyer_id,
-        provider_id=listing.provider_id,
-        listing_id=listing.id,
-        order_id=ent.order_id,
-        metered=order.status == METERED,
-        currency=listing.currency,
-        schedule=price,
-        tokenizer=ent.schedule,
-        tokenizer_version=_tokenizer_version(version, ent.schedule),
-        tokens=ent.tokens,
-        rows=rows,
-        tok=tok,
-        cum=cum,
-        version=version,
-        shard_starts=starts,
-    )
-
-
-# -- reading records: row groups decoded once and kept in a bounded cache --------------------------
-
-SHARD_COLUMNS = ["id", "modality", "text", "media", "media_ref", "meta"]
-
-
-class _Group:
-    """One decoded row group in the delivery schema, with its records' leaves once computed."""
-
-    __slots__ = ("leaves", "sizes", "table")
-
-    def __init__(self, table: pa.Table):
-        self.table = table
-        self.leaves: np.ndarray | None = None
-        self.sizes: np.ndarray | None = None
-
-    def size_rows(self) -> np.ndarray:
-        """Bytes of every record (its values plus 8 for the token count): what the batch byte cap counts."""
-        if self.sizes is None:
-            total = np.full(self.table.num_rows, 8, dtype=np.int64)
-            for name in LEAF_COLUMNS:
-                lens = pc.fill_null(pc.binary_length(self.table.column(name)), 0)
-                total += lens.to_numpy().astype(np.int64)
-            self.sizes = total
-        return self.sizes
-
-    def leaf_rows(self) -> np.ndarray:
-        """Leaves of every row, computed on first use (a batch digest then reads 32 bytes per record)."""
-        if self.leaves is None:
-            self.leaves = record_leaves(self.table)
-        return self.leaves
-
-    @property
-    def nbytes(self) -> int:
-        return self.table.nbytes + 40 * self.table.num_rows
-
-
-class _RowGroups:
-    """An LRU of decoded Parquet row groups, bounded by bytes (the server's memory with many streams)."""
-
-    def __init__(self, max_bytes: int = 256 << 20):
-        self.max_bytes = max_bytes
-        self._groups: OrderedDict[tuple[str, int], _Group] = OrderedDict()
-        self._meta: dict[str, np.ndarray] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def starts(self, version, path: str) -> np.ndarray:
-        with self._lock:
-            got = self._meta.get(path)
-        if got is None:
-            with version.fs().open(path, "rb") as fh:
-                md = pq.ParquetFile(fh).metadata
-            got = np.zeros(md.num_row_groups + 1, dtype=np.int64)
-            np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)], out=got[1:])
-            with self._lock:
-                self._meta[path] = got
-        return got
-
-    def get_many(self, version, path: str, rgs: list[int]) -> dict[int, _Group]:
-        """Row groups of one shard; the missing ones are read in one pass over the file."""
-        out: dict[int, _Group] = {}
-        with self._lock:
-            for rg in rgs:
-                g = self._groups.get((path, rg))
-                if g is not None:
-                    self._groups.move_to_end((path, rg))
-                    out[rg] = g
-        missing = [rg for rg in rgs if rg not in out]
-        if missing:
-            with version.fs().open(path, "rb") as fh:
-                pf = pq.ParquetFile(fh)
-                cols = [c for c in SHARD_COLUMNS if c in pf.schema_arrow.names]
-                table = pf.read_row_groups(missing, columns=cols)
-            at = 0
-            with self._lock:
-                for rg in missing:
-                    n = pf.metadata.row_group(rg).num_rows
-                    g = _Group(_conform(table.slice(at, n)))
-                    at += n
-                    out[rg] = self._groups.setdefault((path, rg), g)
-                    if out[rg] is g:
-                        self._bytes += g.nbytes
-                while self._bytes > self.max_bytes and len(self._groups) > 1:
-                    _, old = self._groups.popitem(last=False)
-                    self._bytes -= old.nbytes
-        return out
-
-
-ROW_GROUPS = _RowGroups()
-
-
-def _conform(t: pa.Table) -> pa.Table:
-    """A shard's columns in the delivery schema: plain types, meta ``{}`` when empty, tokens unset."""
-    cols = []
-    for f in SCHEMA:
-        if f.name in t.column_names:
-            c = t.column(f.name)
-            if pa.types.is_dictionary(c.type):
-                c = c.cast(c.type.value_type)
-            c = c.cast(f.type)
-            if f.name == "meta":
-                c = pc.if_else(pc.or_kleene(pc.is_null(c), pc.equal(c, "")), "{}", c)
-            cols.append(c)
-        elif f.name == "meta":
-            cols.append(pa.array(["{}"] * t.num_rows, f.type))
-        else:
-            cols.append(pa.nulls(t.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=SCHEMA).combine_chunks()
-
-
-Piece = tuple[tuple[str, int] | None, int, int]  # (row group if taken whole, start, end in the batch)
-
-
-def read_positions(p: Plan, a: int, b: int) -> pa.Table:
-    """Records of selection positions ``[a, b)`` in the canonical delivery schema."""
-    return read_positions_leaves(p, a, b)[0]
-
-
-def _runs(p: Plan, a: int, b: int) -> Iterator[tuple[str, int, _Group, np.ndarray]]:
-    """Selection positions ``[a, b)`` as runs within one row group each, in order:
-    ``(shard path, row group, its cached group, row indices inside the group)``."""
-    rows = p.rows[a:b]
-    shard_of = np.searchsorted(p.shard_starts, rows, side="right") - 1
-    paths = p.version.shard_paths()
-    i, n = 0, len(rows)
-    while i < n:
-        sh = int(shard_of[i])
-        j = i + int(np.searchsorted(shard_of[i:], sh, side="right"))
-        local = rows[i:j] - p.shard_starts[sh]
-        rg_starts = ROW_GROUPS.starts(p.version, paths[sh])
-        rg_of = np.searchsorted(rg_starts, local, side="right") - 1
-        groups = ROW_GROUPS.get_many(p.version, paths[sh], [int(x) for x in np.unique(rg_of)])
-        k = 0
-        while k < len(local):
-            rg = int(rg_of[k])
-            m = k + int(np.searchsorted(rg_of[k:], rg, side="right"))
-            yield paths[sh], rg, groups[rg], local[k:m] - rg_starts[rg]
-            k = m
-        i = j
-
-
-def read_positions_leaves(p: Plan, a: int, b: int, leaves: bool = False
-                          ) -> tuple[pa.Table, np.ndarray | None, list[Piece]]:
-    """Records of selection positions ``[a, b)``, with ``leaves`` their digest leaves in order, and
-    the pieces the batch was cut from (whole row groups are named, so their encoding can be reused).
-    """
-    if b <= a:
-        return SCHEMA.empty_table(), np.empty((0, 32), np.uint8) if leaves else None, []
-    parts: list[pa.Table] = []
-    leaf_parts: list[np.ndarray] = []
-    pieces: list[Piece] = []
-    at = 0
-    for path, rg, g, idx in _runs(p, a, b):
-        whole = len(idx) == g.table.num_rows
-        parts.append(g.table if whole else g.table.take(pa.array(idx)))
-        pieces.append(((path, rg) if whole else None, at, at + len(idx)))
-        at += len(idx)
-        if leaves:
-            lv = g.leaf_rows()
-            leaf_parts.append(lv if whole else lv[idx])
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    table = table.set_column(SCHEMA.get_field_index("tokens"), "tokens", pa.array(p.tok[a:b], pa.int64()))
-    return table, (np.concatenate(leaf_parts) if leaves else None), pieces
-
-
-def record_sizes(p: Plan, a: int, b: int) -> np.ndarray:
-    """Bytes of each record of selection positions ``[a, b)`` (see :meth:`_Group.size_rows`)."""
-    if b <= a:
-        return np.zeros(0, np.int64)
-    return np.concatenate([g.size_rows()[idx] for _, _, g, idx in _runs(p, a, b)])
-
-
-def bytes_end(p: Plan, a: int, e: int, cap: int) -> int:
-    """The end of the longest run of positions from ``a`` (at most ``e``) whose records fit ``cap``
-    bytes; one record always goes, however large (as a record larger than ``max_tokens`` does).
-
-    Reads forward in growing windows and stops at the cap, so a huge request costs no more than
-    the batch it will get.
-    """
-    total, at, step = 0, a, 1024
-    while at < e:
-        nxt = min(e, at + step)
-        cs = np.cumsum(record_sizes(p, at, nxt)) + total
-        k = int(np.searchsorted(cs, cap, side="right"))
-        if k < len(cs):
-            return max(a + 1, at + k)
-        total, at, step = int(cs[-1]), nxt, step * 4
-    return e
-
-
-# -- prepared batches: content, digest and encoded bodies, computed once per batch ------------------
-
-Encoder = Callable[[pa.Table], bytes]
-_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the end-of-stream marker of the Arrow IPC stream format
-
-
-class IpcEncoder:
-    """Arrow IPC stream bodies whose whole row groups are encoded once per process, then reused.
-
-    A stream is the schema message, record batch messages and an end marker. The messages of a row
-    group taken whole (with the same token counts) are the same bytes in every batch and for every
-    entitlement of the version, so they are cached (LRU, bounded by bytes) and only the cut edges
-    of a batch are compressed afresh.
-    """
-
-    def __init__(self, options: pa.ipc.IpcWriteOptions, chunk_rows: int, max_bytes: int = 64 << 20):
-        self.options, self.chunk_rows, self.max_bytes = options, chunk_rows, max_bytes
-        empty = self(SCHEMA.empty_table())
-        self.prefix = empty[: -len(_EOS)] if empty.endswith(_EOS) else None
-        self._cache: OrderedDict[tuple, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, table: pa.Table) -> bytes:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, SCHEMA, options=self.options) as w:
-            if table.num_rows:
-                w.write_table(table, max_chunksize=self.chunk_rows)
-        return sink.getvalue().to_pybytes()
-
-    def messages(self, table: pa.Table) -> bytes | None:
-        """The record batch messages of ``table`` alone, or None if the framing is not as expected."""
-        whole = self(table)
-        if self.prefix is None or not whole.startswith(self.prefix) or not whole.endswith(_EOS):
-            return None
-        return whole[len(self.prefix) : -len(_EOS)]
-
-    def encode(self, table: pa.Table, pieces: list[Piece]) -> bytes:
-        """The body of a batch cut into ``pieces``: cached messages for whole row groups."""
-        if self.prefix is None or not pieces:
-            return self(table)
-        out = [self.prefix]
-        for group, a, b in pieces:
-            piece = table.slice(a, b - a)
-            key = None
-            if group is not None:
-                tokens = piece.column("tokens").to_numpy()
-                key = (group, hashlib.blake2b(tokens.astype("<i8").tobytes(), digest_size=16).digest())
-                with self._lock:
-                    got = self._cache.get(key)
-                    if got is not None:
-                        self._cache.move_to_end(key)
-                        out.append(got)
-                        continue
-            msgs = self.messages(piece)
-            if msgs is None:
-                return self(table)
-            out.append(msgs)
-            if key is not None:
-                with self._lock:
-                    if key not in self._cache:
-                        self._cache[key] = msgs
-                        self._bytes += len(msgs)
-                    while self._bytes > self.max_bytes and len(self._cache) > 1:
-                        _, old = self._cache.popitem(last=False)
-                        self._bytes -= len(old)
-        out.append(_EOS)
-        return b"".join(out)
-
-
-class _Prepared:
-    """One batch's records with its digest and encoded bodies (per format), filled in on worker threads.
-
-    Keyed by entitlement and absolute selection positions, so a redelivery (same cursor after a
-    lost response) or a free replay reuses the bytes first sent instead of reading and hashing again.
-    """
-
-    def __init__(self, cache: _PreparedCache, key: tuple[str, int, int], table: pa.Table, leaves: np.ndarray,
-                 pieces: list[Piece]):
-        self.cache, self.key, self.table, self.pieces = cache, key, table, pieces
-        self.sha: Future[str] = Future()  # from the cached leaves: 32 bytes per record, done at once
-        self.sha.set_result(digest_leaves(leaves, table.column("tokens").to_numpy()))
-        self.bodies: dict[str, Future[tuple[bytes, str]]] = {}
-        self.lock = threading.Lock()
-
-    def body(self, fmt: str, encode: Encoder) -> Future[tuple[bytes, str]]:
-        """The body in ``fmt`` and the sha256 of its bytes (what the client checks cheaply)."""
-        with self.lock:
-            f = self.bodies.get(fmt)
-            if f is None:
-                f = self.bodies[fmt] = _POOL.submit(self._encode, encode)
-            return f
-
-    def _encode(self, encode: Encoder) -> tuple[bytes, str]:
-        data = encode.encode(self.table, self.pieces) if isinstance(encode, IpcEncoder) else encode(self.table)
-        self.cache.account(self.key, len(data))
-        return data, hashlib.sha256(data).hexdigest()
-
-
-# two workers: encodes and prefetches run in parallel with each other and with the transaction
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ciyuan-batch")
-
-
-class _PreparedCache:
-    """A bounded LRU of prepared batches; table and body bytes both count, so memory stays bounded."""
-
-    def __init__(self, max_bytes: int = 64 << 20):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, int, int], tuple[_Prepared, int]] = OrderedDict()
-        self._reading: dict[tuple[str, int, int], threading.Event] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, p: Plan, a: int, b: int) -> _Prepared:
-        """The prepared batch of positions ``[a, b)``; one thread reads it, racing ones wait for it."""
-        key = (p.entitlement_id, a, b)
-        while True:
-            with self._lock:
-                got = self._items.get(key)
-                if got is not None:
-                    self._items.move_to_end(key)
-                    return got[0]
-                busy = self._reading.get(key)
-                if busy is None:
-                    busy = self._reading[key] = threading.Event()
-                    break
-            busy.wait()  # a prefetch (or a retry) is reading it: hash it once, not twice
-        try:
-            prep = _Prepared(self, key, *read_positions_leaves(p, a, b, leaves=True))
-            with self._lock:
-                self._items[key] = (prep, 0)
-            self.account(key, prep.table.nbytes)
-            return prep
-        finally:
-            with self._lock:
-                self._reading.pop(key, None)
-            busy.set()
-
-    def account(self, key: tuple[str, int, int], extra: int) -> None:
-        """Count more bytes of a cached batch against the bound, evicting the oldest batches."""
-        with self._lock:
-            got = self._items.get(key)
-            if got is None:
-                return
-            self._items[key] = (got[0], got[1] + extra)
-            self._bytes += extra
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, (_old, n) = self._items.popitem(last=False)
-                self._bytes -= n
-
-
-PREPARED = _PreparedCache()
-EMPTY_DIGEST = digest(SCHEMA.empty_table())
 
 # the last known state of each stream, (acked, open start, open end), to predict without a query
 _streams: OrderedDict[tuple[str, int], tuple[int, int | None, int | None]] = OrderedDict()
@@ -574,6 +94,7 @@ def _remember(p: Plan, part: int, acked: int, open_: tuple[int, int] | None) -> 
         _streams.move_to_end((p.entitlement_id, part))
         while len(_streams) > STREAM_CACHE:
             _streams.popitem(last=False)
+
 
 
 # -- results ----------------------------------------------------------------------------------------
@@ -718,38 +239,47 @@ def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: dateti
     if st.open_batch is None:
         return None
     b = sess.get(BatchRow, st.open_batch, populate_existing=True)
-    if _aware(b.expires_at) > now:
+    if aware(b.expires_at) > now:
         return None
-    if b.hold_id:
-        hold = sess.execute(select(TransferRow).where(TransferRow.id == b.hold_id)).scalar_one_or_none()
-        if hold is None or hold.state != "pending" or _aware(hold.expires_at) <= now:
-            if hold is not None and hold.state == "pending":  # lapsing now: log it with this transaction
-                ledger.expire_due(sess, now=now, debit_account_id=hold.debit_account_id)
-                ev.append(("ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount}))
-            amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
-            if amount > ledger.available_to_hold(sess, p.buyer_id, p.currency, now=now):
-                b.state, b.resolved_at = "voided", now
-                m.tokens_held -= b.tokens
-                st.open_batch, st.last_batch = None, b.id
-                ev.append(("delivery.unfunded", f"unfunded:{b.id}",
-                           {"batch": b.id, "tokens": b.tokens, "amount": amount, "reason": "legacy hold lapsed"}))
-                return "voided"
-            _post(sess, p, m, st, b, now, s, ev, how="expired", rehold=True)
-            return "posted"
-    _post(sess, p, m, st, b, now, s, ev, how="expired")
-    return "posted"
+    info = _post(sess, p, m, st, b, now, s, ev, how="expired")
+    return "posted" if info is not None else "voided"
+
+
+def _hold_lapsed(sess: Session, b: BatchRow, now: datetime) -> bool:
+    """Whether the batch's ledger hold is gone: a hold made before the batch deadline rule, whose own
+    timeout passed. One lapsing now is expired by the ledger here (which logs the expiry)."""
+    if not b.hold_id:
+        return False
+    hold = sess.execute(select(TransferRow).where(TransferRow.id == b.hold_id)).scalar_one_or_none()
+    if hold is not None and hold.state == "pending" and aware(hold.expires_at) > now:
+        return False
+    if hold is not None and hold.state == "pending":
+        ledger.expire_due(sess, now=now, debit_account_id=hold.debit_account_id)
+    return True
 
 
 def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: datetime, s: Settings,
-          ev: list, *, how: str = "ack", rehold: bool = False) -> dict:
+          ev: list, *, how: str = "ack", rehold: bool = False) -> dict | None:
     """Charge a delivered batch at its marginal price and write its usage record.
 
     ``how``: ``ack`` (the buyer acknowledged it), ``expired`` (its deadline passed unacknowledged:
     charged all the same, since it was sent) or ``late`` (a batch voided before this rule, now
-    acknowledged). ``rehold``: its hold is gone, so hold and post at once.
+    acknowledged). ``rehold``: its hold is gone, so hold and post at once (also found here: a hold
+    that lapsed). None: the hold lapsed and the buyer's funds no longer cover the batch (voided).
     """
     amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
     transfer_id = None
+    if not rehold and _hold_lapsed(sess, b, now):
+        # its hold lapsed (the money went back to the buyer): hold and post afresh if the funds cover
+        # it, else void it as before (``delivery.unfunded``); a stream is never stuck on a dead hold
+        if amount > ledger.available_to_hold(sess, p.buyer_id, p.currency, now=now):
+            b.state, b.resolved_at = "voided", now
+            m.tokens_held -= b.tokens
+            st.open_batch, st.last_batch = None, b.id
+            ev.append(("delivery.unfunded", f"unfunded:{b.id}",
+                       {"batch": b.id, "tokens": b.tokens, "amount": amount, "reason": "legacy hold lapsed"}))
+            return None
+        rehold = True
     if rehold:
         b.hold_id, b.hold_amount = (f"dl:{b.id}:late", amount) if amount > 0 else (None, 0)
         if b.hold_id:
@@ -770,7 +300,7 @@ def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: 
     st.acked = b.end
     st.open_batch = None
     st.last_batch = b.id
-    market.record_draw(sess, p.entitlement_id, b.tokens)
+    orders.record_draw(sess, p.entitlement_id, b.tokens)
     sess.add(
         UsageRow(
             batch_id=b.id,
@@ -844,48 +374,61 @@ def _step(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int,
     return d
 
 
+def _decide(sess: Session, st: StreamRow, o: int, now: datetime
+            ) -> tuple[BatchRow | None, BatchRow | None, Decision]:
+    """The stream's open and last batch, read afresh, and the case cursor offset ``o`` falls in."""
+    ob = sess.get(BatchRow, st.open_batch, populate_existing=True) if st.open_batch else None
+    last = sess.get(BatchRow, st.last_batch, populate_existing=True) if st.last_batch else None
+    return ob, last, decide(st.acked, _state(ob), _state(last), o, st.size, now)
+
+
+def _state(b: BatchRow | None) -> BatchState | None:
+    return None if b is None else BatchState(b.start, b.end, b.state, aware(b.expires_at))
+
+
 def _step_inner(sess: Session, p: Plan, c: Cursor, max_tokens: int, expect: tuple[int, int] | None,
                 sha: Callable[[], str],
                 now: datetime, s: Settings, ack_only: bool, ev: list) -> Delivery:
     m = _meter(sess, p, c.parts, now)
     st = _stream(sess, p, c)
     lo, hi = partition_bounds(p.records, c.parts, c.part)
-    _expire_open(sess, p, m, st, now, s, ev)
     o = c.offset
-    if o > st.size:
+    ob, last, d = _decide(sess, st, o, now)
+    if d.case is Case.OVERDUE:  # charged at its deadline by the request that finds it, then the cursor is read
+        _expire_open(sess, p, m, st, now, s, ev)
+        ob, last, d = _decide(sess, st, o, now)
+    if d.case is Case.PAST_END:
         raise InvalidInput(f"cursor offset {o} is past the end ({st.size}) of this partition",
                            hint="pass back a next_cursor you were given", code="bad_cursor")
     here = str(c)
     cur = Cursor(c.parts, c.part, st.acked)
     posted = None
-    ob = sess.get(BatchRow, st.open_batch, populate_existing=True) if st.open_batch else None
-    last = sess.get(BatchRow, st.last_batch, populate_existing=True) if st.last_batch else None
-    if ob is None and last is not None and last.state == "expired" and o == last.end:
+    if d.acknowledges_last:
         # a batch charged when its deadline passed is acknowledged now: /meter resumes after it
         last.state = "posted"
         ev.append(("delivery.acknowledged", f"acknowledged:{last.id}", {"batch": last.id, "end": last.end}))
-    if ob is not None and o == ob.end and o != ob.start:
+    if d.case is Case.POST_OPEN:
         posted = _post(sess, p, m, st, ob, now, s, ev)
-    elif ob is not None and o == ob.start:
+    elif d.case is Case.REDELIVER:
         if ack_only:
             return Delivery("acked", p.entitlement_id, here, here, o, o, 0)
         if expect != (ob.start, ob.end):
             raise _Mismatch(ob.start, ob.end)
         return Delivery("redelivery", p.entitlement_id, here, str(Cursor(c.parts, c.part, ob.end)), ob.start,
-                        ob.end, ob.tokens, ob.id, ob.hold_amount, p.currency, ob.sha256, _aware(ob.expires_at))
-    elif ob is None and last is not None and last.state == "voided" and last.start == st.acked and o == last.end:
+                        ob.end, ob.tokens, ob.id, ob.hold_amount, p.currency, ob.sha256, aware(ob.expires_at))
+    elif d.case is Case.LATE_ACK:
         posted = _post(sess, p, m, st, last, now, s, ev, how="late", rehold=True)
-    elif o < st.acked or (ob is None and o == st.acked):
+    elif d.case in (Case.REPLAY, Case.NEXT):
         if ack_only:  # already acknowledged: nothing to do
             return Delivery("acked", p.entitlement_id, here, str(cur), o, o, 0)
-        if o < st.acked:  # re-read what was already charged: free, changes nothing
+        if d.case is Case.REPLAY:  # re-read what was already charged: free, changes nothing
             end, limit = _cut(p, lo, hi, o, max_tokens, 10**18, s, upto=st.acked)
             if expect != (o, end):
                 raise _Mismatch(o, end)
             tokens = int(p.cum[lo + end] - p.cum[lo + o])
             return Delivery("replay", p.entitlement_id, here, str(Cursor(c.parts, c.part, end)), o, end, tokens,
                             sha256=sha(), limit=limit)
-    else:
+    else:  # Case.STALE
         raise Conflict(
             f"cursor {here} does not continue this stream (charged up to {cur})",
             hint=f"resume with cursor {cur}",
@@ -1030,7 +573,7 @@ def next_batch(buyer_id: str | None, entitlement_id: str, cursor: str | None = N
             _prefetch(p, lo, _hi, bounds[1], max_tokens, fmt, encode, s)
         try:  # the digest is awaited inside the transaction only where it is written
             d = tx.run(lambda sess, bd=bounds, pr=prep: _step(sess, p, c, max_tokens, bd, pr.sha.result,
-                                                              _now(now), s), s)
+                                                              utc_now(now), s), s)
         except _Mismatch as mm:
             bounds = (mm.start, mm.end)
             continue
@@ -1066,7 +609,7 @@ def ack(buyer_id: str | None, entitlement_id: str, cursor: str, *, s: Settings |
     s = s or settings()
     p = plan(entitlement_id, buyer_id, s)
     c = Cursor.parse(cursor)
-    d = tx.run(lambda sess: _step(sess, p, c, 1, None, lambda: "", _now(now), s, ack_only=True), s)
+    d = tx.run(lambda sess: _step(sess, p, c, 1, None, lambda: "", utc_now(now), s, ack_only=True), s)
     with _streams_lock:  # the stream moved: the next request reads its state afresh
         _streams.pop((p.entitlement_id, c.part), None)
     return d
@@ -1078,7 +621,7 @@ def sweep(*, s: Settings | None = None, now: datetime | None = None) -> dict:
     rule whose own ledger timeout lapsed and which the buyer's funds no longer cover.
     """
     s = s or settings()
-    t = _now(now)
+    t = utc_now(now)
     due = tx.run(lambda sess: sess.execute(
         select(BatchRow.entitlement_id).where(BatchRow.state == "pending", BatchRow.expires_at <= t).distinct()
     ).scalars().all(), s)
@@ -1103,67 +646,7 @@ def sweep(*, s: Settings | None = None, now: datetime | None = None) -> dict:
     return {**counts, "entitlements": len(due)}
 
 
-# -- metered orders -------------------------------------------------------------------------------------
-
-
-def place_metered_order(buyer_id: str, quote_id: str, idempotency_key: str, *, s: Settings | None = None,
-                        now: datetime | None = None) -> tuple[dict, bool]:
-    """An order that pays as it streams: nothing is charged now; each posted batch is charged.
-
-    The quote's amount is what the whole selection will cost; the entitlement caps the tokens.
-    Same idempotency rules as a paid order (it is the market's order with metered billing).
-    """
-    return market.place_order(buyer_id, quote_id, idempotency_key, billing=METERED, s=s, now=now)
-
-
-# -- reading usage and state ----------------------------------------------------------------------------
-
-
-def usage_dict(r: UsageRow) -> dict:
-    return {
-        "batch_id": r.batch_id,
-        "entitlement_id": r.entitlement_id,
-        "listing_id": r.listing_id,
-        "part": r.part,
-        "start": r.start,
-        "end": r.end,
-        "records": r.records,
-        "tokens": r.tokens,
-        "amount": r.amount,
-        "amount_text": format_amount(r.amount, r.currency),
-        "currency": r.currency,
-        "tokenizer": r.tokenizer,
-        "tokenizer_version": r.tokenizer_version,
-        "sha256": r.sha256,
-        "transfer_id": r.transfer_id,
-        "posted_at": _aware(r.posted_at),
-    }
-
-
-def usage(sess: Session, *, buyer_id: str | None = None, provider_id: str | None = None,
-          entitlement_id: str | None = None, after: int = 0, limit: int = 100) -> dict:
-    """Usage records (one per posted batch) visible to a buyer, a provider, or the operator (both None)."""
-    q = select(UsageRow).where(UsageRow.seq > after).order_by(UsageRow.seq).limit(max(1, min(limit, 1000)))
-    if buyer_id is not None:
-        q = q.where(UsageRow.buyer_id == buyer_id)
-    if provider_id is not None:
-        q = q.where(UsageRow.provider_id == provider_id)
-    if entitlement_id is not None:
-        q = q.where(UsageRow.entitlement_id == entitlement_id)
-    rows = sess.execute(q).scalars().all()
-    return {"items": [usage_dict(r) for r in rows], "next_after": rows[-1].seq if rows else None}
-
-
-def resume_offset(st: StreamRow, last: BatchRow | None) -> int:
-    """Where this stream should resume: the end of what the buyer acknowledged.
-
-    That is the charged offset, except when the last batch was charged because its deadline passed
-    unacknowledged (the buyer may never have taken it): then its start, and re-reading it is free.
-    An open batch starts at the charged offset, so resuming there redelivers it under its hold.
-    """
-    if st.open_batch is None and last is not None and last.state == "expired":
-        return last.start
-    return st.acked
+# -- reading a stream's state ------------------------------------------------------------------------
 
 
 def meter_state(sess: Session, p: Plan) -> dict:

@@ -1,13 +1,14 @@
-"""Page strings in English and Chinese, and how a request picks its language.
+"""Strings in English and Chinese for the web pages and the HTML reports (curation, appraisal).
 
-The choice is ``?lang=zh|en`` first (and then remembered in a cookie), else the cookie, else the
-browser's ``Accept-Language``. A key missing in one language falls back to English, then to the
-key itself, so a half-translated page still renders.
+Over 500 lines because it is a table: every key once per language, side by side in one file so a
+missing translation shows up in review (and in tests/web/test_web_units.py). It sits at the bottom of
+the layers because reports below the faces render with it. A key missing in one language falls back
+to English, then to the key itself, so a half-translated page still renders. How a request picks its
+language is the web face's job (``ciyuan.web.routes.pick_lang``).
 """
 
 from __future__ import annotations
 
-from fastapi import Request
 from markupsafe import Markup, escape
 
 LANGS = ("en", "zh")
@@ -52,6 +53,7 @@ EN: dict[str, str] = {
     "sort_tokens_desc": "Most tokens",
     "sort_tokens_asc": "Fewest tokens",
     "sort_name": "Name",
+    "next_page": "More listings",
     "apply": "Apply",
     "reset": "Reset",
     "results": "{n} found",
@@ -405,6 +407,7 @@ ZH: dict[str, str] = {
     "sort_tokens_desc": "词元最多",
     "sort_tokens_asc": "词元最少",
     "sort_name": "名称",
+    "next_page": "更多数据集",
     "apply": "筛选",
     "reset": "重置",
     "results": "共 {n} 个挂牌",
@@ -716,18 +719,6 @@ ROLE_NAMES = {
     "en": {"buyer": "buyer", "provider": "provider", "operator": "operator"},
     "zh": {"buyer": "买方", "provider": "供方", "operator": "运营方"},
 }
-
-
-def pick_lang(request: Request) -> str:
-    """The page language: query, then cookie, then the browser's preference, then English."""
-    q = request.query_params.get("lang")
-    if q in LANGS:
-        return q
-    c = request.cookies.get(COOKIE)
-    if c in LANGS:
-        return c
-    accept = request.headers.get("accept-language", "").lower()
-    return "zh" if accept.startswith("zh") else "en"
 
 
 class Translator:
