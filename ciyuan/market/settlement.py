@@ -3,8 +3,9 @@
 Every sale leaves the same trace in the ledger: the buyer's money reaches the ``holds`` escrow and
 is passed on as the charge's ``provider`` leg (the provider's share) and its ``fee`` leg (the
 platform's fee), linked to the buyer's leg by ``charge_id`` (columns of ``ex_transfers``). A
-statement groups those transfers of the period by provider and listing (through the charge's ``ref``: ``order:<id>`` for paid orders, ``ent:<id>`` for metered batches), with the
-tokens sold from the quote or the usage record. It then ties: the statements' net must equal every
+statement groups those transfers of the period by provider and listing (through the charge's
+``ref``: ``order:<id>`` for paid orders, ``ent:<id>`` for metered batches), with the tokens sold
+from the quote or the usage record. It then ties: the statements' net must equal every
 credit to provider earnings in the period, and their fees every credit to platform fees.
 
 Each statement also carries ``audit_checkpoint``: the seq and hash of the last audit entry
