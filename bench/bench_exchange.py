@@ -374,6 +374,8 @@ def target_http(seconds: float, workers: int, buyers: int, quotes_each: int) -> 
                                    "--workers", str(workers), "--json"], env=env, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         server.stdout.readline()  # {"serving": ...}
+        # keep reading what the server prints (uvicorn's access log): a full pipe would block its workers
+        threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
         for _ in range(600):  # the workers accept once they are up
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
