@@ -27,7 +27,7 @@ def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Dep
         return found
     s = app_settings(request)
     secret = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
-    return tx.run(lambda sess: authenticate(sess, secret), s)
+    return tx.read(lambda sess: authenticate(sess, secret), s)
 
 
 def requires(*, roles: tuple[str, ...] = (), scope: str | None = None) -> Callable[..., Principal]:

@@ -265,7 +265,7 @@ class LimitsMiddleware:
         scheme, _, secret = (headers.get("authorization") or "").partition(" ")  # as HTTPBearer splits it
         secret = secret if scheme.lower() == "bearer" else ""
         try:
-            who = tx.run(lambda sess: authenticate(sess, secret or None), s)
+            who = tx.read(lambda sess: authenticate(sess, secret or None), s)
         except CiyuanError as exc:
             return exc
         scope.setdefault("state", {})[PRINCIPAL_STATE] = who

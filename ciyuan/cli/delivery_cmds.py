@@ -165,10 +165,10 @@ def audit_adopt_cmd(as_json: bool = JsonOpt) -> None:
     written by the ledger and are refused (listed) for you to investigate. Exit 1 if any was refused.
     """
     from ciyuan.db import tx
-    from ciyuan.ledger import audit
+    from ciyuan.ledger import ledger
 
     with errors(as_json):
-        rep = tx.run(audit.adopt)
+        rep = tx.run(ledger.adopt)
 
     def render(r: dict) -> None:
         console.print(f"adopted {len(r['adopted'])} transfer(s) into the audit log"

@@ -7,6 +7,7 @@ migrations in ``ciyuan/db/migrations`` so that SQLite and PostgreSQL get the sam
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,9 +92,15 @@ def dispose_all() -> None:
         _migrated.clear()
 
 
+_factories: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def session(s: Settings | None = None) -> Iterator[Session]:
     """A unit of work: committed when the block ends, rolled back when it raises."""
-    factory = sessionmaker(bind=engine(s), expire_on_commit=False)
+    eng = engine(s)
+    factory = _factories.get(eng)
+    if factory is None:  # one per engine: building a sessionmaker per unit of work is measurable on hot paths
+        factory = _factories[eng] = sessionmaker(bind=eng, expire_on_commit=False)
     with factory() as sess, sess.begin():
         yield sess

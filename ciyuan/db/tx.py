@@ -52,6 +52,20 @@ def _after_commit(sess: Session) -> None:
         fn(sess)
 
 
+def read(fn: Callable[[Session], T], s: Settings | None = None) -> T:
+    """``fn(session)`` for reads only: on PostgreSQL without a transaction (autocommit), so a lookup on
+    a hot path (authenticating a request) costs its statements' round trips and no BEGIN/COMMIT.
+
+    Each statement sees what was committed when it ran; use :func:`run` when reads must agree.
+    On SQLite it is :func:`run` (the connection is already in the process).
+    """
+    eng = db.engine(s)
+    if eng.dialect.name != "postgresql":
+        return run(fn, s)
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn, Session(bind=conn) as sess:
+        return fn(sess)
+
+
 def run(fn: Callable[[Session], T], s: Settings | None = None) -> T:
     """``fn(session)`` in one transaction, re-run on deadlock, serialization or duplicate-key races."""
     for attempt in range(MAX_ATTEMPTS):

@@ -241,36 +241,45 @@ def _expire_open(sess: Session, p: Plan, m: MeterRow, st: StreamRow, now: dateti
     b = sess.get(BatchRow, st.open_batch, populate_existing=True)
     if aware(b.expires_at) > now:
         return None
-    if b.hold_id:
-        hold = sess.execute(select(TransferRow).where(TransferRow.id == b.hold_id)).scalar_one_or_none()
-        if hold is None or hold.state != "pending" or aware(hold.expires_at) <= now:
-            if hold is not None and hold.state == "pending":  # lapsing now: log it with this transaction
-                ledger.expire_due(sess, now=now, debit_account_id=hold.debit_account_id)
-                ev.append(("ledger.expired", f"expired:{b.hold_id}", {"id": b.hold_id, "amount": b.hold_amount}))
-            amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
-            if amount > ledger.available_to_hold(sess, p.buyer_id, p.currency, now=now):
-                b.state, b.resolved_at = "voided", now
-                m.tokens_held -= b.tokens
-                st.open_batch, st.last_batch = None, b.id
-                ev.append(("delivery.unfunded", f"unfunded:{b.id}",
-                           {"batch": b.id, "tokens": b.tokens, "amount": amount, "reason": "legacy hold lapsed"}))
-                return "voided"
-            _post(sess, p, m, st, b, now, s, ev, how="expired", rehold=True)
-            return "posted"
-    _post(sess, p, m, st, b, now, s, ev, how="expired")
-    return "posted"
+    info = _post(sess, p, m, st, b, now, s, ev, how="expired")
+    return "posted" if info is not None else "voided"
+
+
+def _hold_lapsed(sess: Session, b: BatchRow, now: datetime) -> bool:
+    """Whether the batch's ledger hold is gone: a hold made before the batch deadline rule, whose own
+    timeout passed. One lapsing now is expired by the ledger here (which logs the expiry)."""
+    if not b.hold_id:
+        return False
+    hold = sess.execute(select(TransferRow).where(TransferRow.id == b.hold_id)).scalar_one_or_none()
+    if hold is not None and hold.state == "pending" and aware(hold.expires_at) > now:
+        return False
+    if hold is not None and hold.state == "pending":
+        ledger.expire_due(sess, now=now, debit_account_id=hold.debit_account_id)
+    return True
 
 
 def _post(sess: Session, p: Plan, m: MeterRow, st: StreamRow, b: BatchRow, now: datetime, s: Settings,
-          ev: list, *, how: str = "ack", rehold: bool = False) -> dict:
+          ev: list, *, how: str = "ack", rehold: bool = False) -> dict | None:
     """Charge a delivered batch at its marginal price and write its usage record.
 
     ``how``: ``ack`` (the buyer acknowledged it), ``expired`` (its deadline passed unacknowledged:
     charged all the same, since it was sent) or ``late`` (a batch voided before this rule, now
-    acknowledged). ``rehold``: its hold is gone, so hold and post at once.
+    acknowledged). ``rehold``: its hold is gone, so hold and post at once (also found here: a hold
+    that lapsed). None: the hold lapsed and the buyer's funds no longer cover the batch (voided).
     """
     amount = marginal_price(p.price, m.tokens_posted, b.tokens) if p.metered else 0
     transfer_id = None
+    if not rehold and _hold_lapsed(sess, b, now):
+        # its hold lapsed (the money went back to the buyer): hold and post afresh if the funds cover
+        # it, else void it as before (``delivery.unfunded``); a stream is never stuck on a dead hold
+        if amount > ledger.available_to_hold(sess, p.buyer_id, p.currency, now=now):
+            b.state, b.resolved_at = "voided", now
+            m.tokens_held -= b.tokens
+            st.open_batch, st.last_batch = None, b.id
+            ev.append(("delivery.unfunded", f"unfunded:{b.id}",
+                       {"batch": b.id, "tokens": b.tokens, "amount": amount, "reason": "legacy hold lapsed"}))
+            return None
+        rehold = True
     if rehold:
         b.hold_id, b.hold_amount = (f"dl:{b.id}:late", amount) if amount > 0 else (None, 0)
         if b.hold_id:

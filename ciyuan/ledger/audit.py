@@ -1,28 +1,27 @@
 """Append-only, hash-chained audit log of every ledger and delivery event, with signed checkpoints.
 
 Each entry stores the hash of the entry before it, and its own hash covers that link and its
-content, so changing, removing or reordering any past entry breaks every hash after it. Appends
-lock one head row, so concurrent writers on PostgreSQL cannot fork the chain (SQLite writers are
-serialised anyway). The lock is taken last in a unit of work, after the ledger's account locks,
-so lock order stays acyclic.
+content, so changing, removing or reordering any past entry breaks every hash after it.
 
-Every ledger transfer is logged by the ledger itself, in the transaction that inserts it
-(:func:`record_transfer`, called from the ledger's single insert path), so the log never lacks
-one. :func:`verify` is read-only and proves, against the transfers table, that every transfer
-is in the chain with the same content and every chained transfer still exists unchanged, and
-that the chain is whole up to its head. A chain an attacker rewrote from some entry on (all
-hashes recomputed) or cut back is still "whole", so the head is pinned by **checkpoints**: the
-head's seq and hash signed with the exchange's receipt key (:mod:`ciyuan.ledger.signing`),
-stored in ``dl_audit_checkpoints`` and in ``audit_checkpoints.jsonl`` in the home, and
-published in every receipt and settlement statement. :func:`verify` checks the chain against
-every stored checkpoint and any given from outside (a receipt, a statement, a checkpoint file).
+Writing is in two steps, so that no unit of work holds the chain while it runs: a unit of work
+queues its events in ``dl_audit_inbox`` (one insert, no lock, committed or rolled back with the
+work), and after it commits a single appender (:func:`chain_pending`, whoever holds the head row's
+lock) gives every committed event its seq and hash in one short transaction. That is a group
+commit: under load one appender transaction chains many orders' events. The caller waits until
+its own events are chained (:func:`drain`), so once a unit of work has returned, its events are
+in the chain; an event a crash left in the inbox is chained by the next appender.
 
-:func:`adopt` is the operator's explicit step for homes whose transfers predate the chain; it
-is never part of verification.
-
-The head row is locked once per transaction and kept (``sess.info``) with the entries hashed so
-far; they are written in one insert when the transaction commits (or something reads the log), so
-a unit of work with several transfers pays one lock and two statements, not two per entry.
+The ledger logs every transfer and every expiry itself, in the transaction that makes it (the
+audit module knows transfers only as rows, through ``TransferRow.audited``; it imports nothing
+from the ledger). :func:`verify` is read-only and proves, against the transfers table, that every
+transfer is in the chain (or queued for it) with the same content and every chained transfer
+still exists unchanged, and that the chain is whole up to its head. A chain an attacker rewrote
+from some entry on (all hashes recomputed) or cut back is still "whole", so the head is pinned by
+**checkpoints**: the head's seq and hash signed with the exchange's receipt key
+(:mod:`ciyuan.ledger.signing`), stored in ``dl_audit_checkpoints`` and in
+``audit_checkpoints.jsonl`` in the home, and published in every receipt and settlement statement.
+:func:`verify` checks the chain against every stored checkpoint and any given from outside (a
+receipt, a statement, a checkpoint file).
 """
 
 from __future__ import annotations
@@ -30,31 +29,31 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import BigInteger, String, Text, event, exists, func, insert, literal, select
+from sqlalchemy import BigInteger, String, Text, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ciyuan.canonical import canonical_json
 from ciyuan.config import Settings, settings
-from ciyuan.db import Base
+from ciyuan.db import Base, tx
 from ciyuan.errors import InvalidInput
 from ciyuan.ledger import signing
-from ciyuan.ledger.tables import AuditHeadRow, AuditRow, TransferRow
-
-if TYPE_CHECKING:  # typing only: the audit module imports nothing from the ledger at run time
-    from ciyuan.ledger.ledger import Transfer
+from ciyuan.ledger.tables import AuditHeadRow, AuditInboxRow, AuditRow, TransferRow
 
 GENESIS = "0" * 64
-_HEAD = "audit_head"  # sess.info key of the head row locked by this transaction
+_QUEUED = "audit_queued"  # sess.info key: inbox ids this transaction queued
 CHECKPOINT_TYPE = "ciyuan.audit.checkpoint.v1"
 CHECKPOINT_FILE = "audit_checkpoints.jsonl"  # in the home: outside the database
 MAX_PROBLEMS = 1000  # listed; more are counted
+CHAIN_BATCH = 5000  # inbox events chained per appender transaction
 
 
 class AuditCheckpointRow(Base):
@@ -101,144 +100,204 @@ class Entry:
         }
 
 
-def append(sess: Session, kind: str, ref: str, data: dict, *, at: datetime | None = None) -> Entry:
-    """Add one entry at the end of the chain; an entry with the same ``ref`` is returned as is."""
-    flush(sess)
-    found = sess.execute(select(AuditRow).where(AuditRow.ref == ref)).scalar_one_or_none()
-    if found is not None:
-        return Entry.of(found)
-    return append_many(sess, [(kind, ref, data)], at=at)[0]
+def append(sess: Session, kind: str, ref: str, data: dict, *, at: datetime | None = None) -> bool:
+    """Queue one entry for the chain unless one with the same ``ref`` is chained or queued already."""
+    known = sess.execute(select(AuditRow.seq).where(AuditRow.ref == ref)).first() or sess.execute(
+        select(AuditInboxRow.id).where(AuditInboxRow.ref == ref)).first()
+    if known is not None:
+        return False
+    append_many(sess, [(kind, ref, data)], at=at)
+    return True
 
 
-class _Chain:
-    """This transaction's end of the chain: the locked head, and entries hashed but not yet written."""
+def append_many(sess: Session, events: list[tuple[str, str, dict]], *, at: datetime | None = None) -> int:
+    """Queue events ``(kind, ref, data)`` in the caller's transaction; they are chained after it commits.
 
-    def __init__(self, head: AuditHeadRow):
-        self.head = head
-        self.seq, self.hash = head.seq, head.hash
-        self.rows: list[dict] = []
-
-
-def append_many(sess: Session, events: list[tuple[str, str, dict]], *, at: datetime | None = None) -> list[Entry]:
-    """Add events ``(kind, ref, data)`` in order under one lock of the head (refs must be new).
-
-    Entries are hashed and chained at once, but written (one multi-row insert, one update of the
-    head) when the transaction commits or when something reads the log, so a unit of work with
-    several transfers costs two statements for its entries instead of two per entry.
+    One multi-row insert into the inbox and no lock: orders do not wait on each other for the
+    chain. The appender (:func:`chain_pending`) gives them their seq and hash once they are
+    committed, in inbox order; an event whose ``ref`` is already chained is dropped there, so a
+    repeated event can never wedge the transactions that queue it.
     """
     if not events:
-        return []
-    chain: _Chain | None = sess.info.get(_HEAD)
-    if chain is None:  # first append of this transaction: lock the head; later ones reuse the lock
-        head = sess.get(AuditHeadRow, 1, with_for_update=True, populate_existing=True)
-        chain = sess.info[_HEAD] = _Chain(head)
-        event.listen(sess, "before_commit", flush)
+        return 0
+    rows = inbox_rows(events, at=at)
+    queued(sess, sess.execute(insert(AuditInboxRow).returning(AuditInboxRow.id), rows).scalars().all())
+    return len(rows)
+
+
+def inbox_rows(events: list[tuple[str, str, dict]], *, at: datetime | None = None) -> list[dict]:
+    """The inbox rows of events, for a writer that inserts them in a statement of its own."""
     stamp = (at or datetime.now(UTC)).isoformat()
-    prev, seq = chain.hash, chain.seq
-    out = []
-    for kind, ref, data in events:
-        seq += 1
-        text = _canon(data)
-        h = entry_hash(prev, seq, stamp, kind, ref, text)
-        chain.rows.append({"seq": seq, "at": stamp, "kind": kind, "ref": ref, "data": text, "prev_hash": prev,
-                           "hash": h})
-        out.append(Entry(seq, stamp, kind, ref, json.loads(text), prev, h))
-        prev = h
-    chain.seq, chain.hash = seq, prev
-    return out
+    return [{"at": stamp, "kind": k, "ref": r, "data": _canon(d)} for k, r, d in events]
 
 
-def flush(sess: Session) -> None:
-    """Write this transaction's pending entries and move the head (run before commit and reads)."""
-    chain: _Chain | None = sess.info.get(_HEAD)
-    if chain is None or not chain.rows:
-        return
-    rows, chain.rows = chain.rows, []
-    sess.execute(insert(AuditRow), rows)
-    chain.head.seq, chain.head.hash = chain.seq, chain.hash
-    sess.flush()
+def queued(sess: Session, ids: list[int]) -> None:
+    """Note inbox rows this unit of work inserted: they are chained once it commits."""
+    if ids:
+        sess.info.setdefault(_QUEUED, []).extend(ids)
+        tx.after_commit(sess, chain_after_commit)
 
 
-def _iso(ts: datetime | None) -> str | None:
-    """SQLite hands back naive UTC; PostgreSQL the session's zone: one spelling for both."""
-    if ts is None:
+def _lock_head(sess: Session, *, wait: bool) -> tuple[int, str] | None:
+    """Lock the head row (None when another appender holds it and ``wait`` is False)."""
+    if sess.get_bind().dialect.name == "postgresql":
+        sql = "SELECT seq, hash FROM dl_audit_head WHERE id = 1 FOR UPDATE" + ("" if wait else " SKIP LOCKED")
+        row = sess.execute(text(sql)).first()
+    else:  # SQLite: BEGIN IMMEDIATE already made this the only writer
+        row = sess.execute(text("SELECT seq, hash FROM dl_audit_head WHERE id = 1")).first()
+    return (int(row[0]), row[1]) if row is not None else None
+
+
+def chain_pending(sess: Session, *, wait: bool = True, limit: int | None = None) -> list[int] | None:
+    """Move committed inbox events into the chain under the head's lock; the inbox ids taken.
+
+    None: another appender holds the head (only with ``wait=False``); it chains what is committed.
+    Three statements on PostgreSQL whatever the number of events: lock the head, read the inbox
+    (with whether each ref is chained already), and one statement that inserts the entries,
+    empties those inbox rows and moves the head.
+    """
+    head_now = _lock_head(sess, wait=wait)
+    if head_now is None:
         return None
-    return (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)).isoformat()
-
-
-def transfer_data(t: Transfer | TransferRow) -> dict:
-    """The audited facts of a transfer (its state changes are logged as their own events)."""
-    return {
-        "id": t.id,
-        "kind": t.kind,
-        "debit": t.debit_account_id,
-        "credit": t.credit_account_id,
-        "amount": int(t.amount),
-        "currency": t.currency,
-        "pending_id": t.pending_id,
-        "expires_at": _iso(t.expires_at),
-        "ref": t.ref,
-        "created_at": _iso(t.created_at),
-    }
-
-
-def record_transfer(sess: Session, t: Transfer | TransferRow) -> Entry:
-    """Log a transfer not yet in the log, in the caller's transaction.
-
-    No lookup first: the ledger calls this only for a transfer it has just inserted, and
-    :func:`adopt` only for transfers it found unlogged; a second entry for one transfer
-    would be refused by the unique ``ref``.
-    """
-    return append_many(sess, [transfer_event(t)])[0]
-
-
-def transfer_event(t: Transfer | TransferRow) -> tuple[str, str, dict]:
-    """The event of a transfer, for :func:`append_many`."""
-    return "ledger.transfer", f"transfer:{t.id}", transfer_data(t)
-
-
-# -- adopting a legacy home ---------------------------------------------------------------------
-
-
-def adopt(sess: Session) -> dict:
-    """Operator step for a home whose transfers predate the chain: log them, and holds that expired.
-
-    Only transfers older (by ledger ``seq``) than the first transfer already in the chain are
-    adopted; an unlogged transfer made after the chain began was not written by the ledger
-    (every ledger insert logs itself) and is refused, listed, for the operator to investigate.
-    The adoption itself is logged as an ``audit.adopt`` entry naming what was adopted.
-    """
-    flush(sess)
-    T = TransferRow
-    chained = exists().where(AuditRow.ref == literal("transfer:") + T.id)
-    first = sess.execute(select(func.min(T.seq)).where(chained)).scalar_one_or_none()
-    adopted: list[str] = []
-    refused: list[str] = []
-    for row in sess.execute(select(T).where(~chained).order_by(T.seq)).scalars().all():
-        if first is not None and row.seq > first:
-            refused.append(row.id)
+    Q = AuditInboxRow
+    q = (select(Q.id, Q.at, Q.kind, Q.ref, Q.data, AuditRow.seq)
+         .outerjoin(AuditRow, AuditRow.ref == Q.ref).order_by(Q.id).limit(limit or CHAIN_BATCH))
+    queued = sess.execute(q).all()
+    if not queued:
+        return []
+    seq, prev = head_now
+    rows, seen = [], set()
+    for q in queued:
+        if q[5] is not None or q.ref in seen:  # the same event queued twice: the chain keeps the first
             continue
-        record_transfer(sess, row)
-        adopted.append(row.id)
-    expired = (
-        select(T)
-        .where(T.kind == "pending", T.state == "expired")
-        .where(~exists().where(AuditRow.ref == literal("expired:") + T.id))
-        .order_by(T.seq)
-    )
-    expiries = 0
-    for row in sess.execute(expired).scalars().all():
-        append(sess, "ledger.expired", f"expired:{row.id}", {"id": row.id, "amount": int(row.amount)})
-        expiries += 1
-    if adopted:
-        flush(sess)
-        n = sess.execute(select(func.count()).select_from(AuditRow).where(AuditRow.kind == "audit.adopt")).scalar_one()
-        append(sess, "audit.adopt", f"adopt:{n + 1}", {"transfers": adopted})
-    return {"adopted": adopted, "expiries": expiries, "refused": refused}
+        seen.add(q.ref)
+        seq += 1
+        h = entry_hash(prev, seq, q.at, q.kind, q.ref, q.data)
+        rows.append({"seq": seq, "at": q.at, "kind": q.kind, "ref": q.ref, "data": q.data, "prev_hash": prev,
+                     "hash": h})
+        prev = h
+    ids = [q.id for q in queued]
+    if sess.get_bind().dialect.name == "postgresql":
+        sess.execute(text(
+            "WITH ins AS (INSERT INTO dl_audit (seq, at, kind, ref, data, prev_hash, hash) "
+            "SELECT seq, at, kind, ref, data, prev_hash, hash FROM json_to_recordset(CAST(:rows AS json)) "
+            "AS r(seq bigint, at text, kind text, ref text, data text, prev_hash text, hash text)), "
+            "del AS (DELETE FROM dl_audit_inbox WHERE id = ANY(:ids)) "
+            "UPDATE dl_audit_head SET seq = :seq, hash = :hash WHERE id = 1"),
+            {"rows": json.dumps(rows), "ids": ids, "seq": seq, "hash": prev})
+        return ids
+    if rows:
+        sess.execute(insert(AuditRow), rows)
+        sess.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=seq, hash=prev))
+    for i in range(0, len(ids), 500):
+        sess.execute(delete(Q).where(Q.id.in_(ids[i : i + 500])))
+    return ids
+
+
+def drain(bind: Any) -> None:
+    """Chain everything queued now (waiting for the head if another appender holds it)."""
+    while True:
+        with Session(bind) as s2, s2.begin():
+            n = len(chain_pending(s2, wait=True) or [])
+        if n < CHAIN_BATCH:
+            return
+
+
+class _Appender:
+    """One per process and database: chains what its process's units of work queued, in groups.
+
+    Committers hand it their inbox ids and wait; it takes the head without waiting for it
+    (``SKIP LOCKED``) and chains every committed event, its own process's and others'. When
+    another process's appender holds the head, it only checks which of its ids are gone from the
+    inbox (that appender chains them: they were committed before they were handed over).
+    """
+
+    WAIT_S = 30.0  # a committer never waits longer; its events stay queued and are chained later
+
+    def __init__(self, bind: Any):
+        self.bind = bind
+        self.cv = threading.Condition()
+        self.waiting: set[int] = set()
+        self.thread: threading.Thread | None = None
+
+    def wait(self, ids: list[int]) -> None:
+        deadline = time.monotonic() + self.WAIT_S
+        with self.cv:
+            self.waiting.update(ids)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="ciyuan-audit-appender", daemon=True)
+                self.thread.start()
+            self.cv.notify_all()
+            while any(i in self.waiting for i in ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.waiting.difference_update(ids)
+                    return
+                self.cv.wait(min(left, 1.0))
+
+    def _run(self) -> None:
+        pause = 0.0005
+        while True:
+            with self.cv:
+                while not self.waiting:
+                    self.cv.wait()
+                want = set(self.waiting)
+            try:
+                with Session(self.bind) as s2, s2.begin():
+                    took = chain_pending(s2, wait=False)
+                done = want.intersection(took or ())
+                rest = want - done
+                if rest and (took is None or len(took) < CHAIN_BATCH):
+                    with Session(self.bind) as s2, s2.begin():
+                        present = set(s2.execute(select(AuditInboxRow.id)
+                                                 .where(AuditInboxRow.id.in_(sorted(rest)))).scalars())
+                    done |= rest - present
+                if took is None and not done:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.01)
+                else:
+                    pause = 0.0005
+            except Exception:  # the database is away: the events stay queued; try again shortly
+                done = set()
+                time.sleep(0.1)
+            if done:
+                with self.cv:
+                    self.waiting.difference_update(done)
+                    self.cv.notify_all()
+
+
+_appenders: dict[tuple[int, int], _Appender] = {}
+_appenders_lock = threading.Lock()
+
+
+def chain_after_commit(sess: Session) -> None:
+    """After-commit hook: this unit of work's events are chained before its caller goes on."""
+    mine = sess.info.pop(_QUEUED, None)
+    if mine:
+        wait_chained(sess.get_bind(), mine)
+
+
+def detach_queued(sess: Session) -> list[int]:
+    """Take this unit of work's queued ids: the caller then waits for them (:func:`wait_chained`) itself."""
+    return sess.info.pop(_QUEUED, None) or []
+
+
+def wait_chained(bind: Any, mine: list[int]) -> None:
+    """Return once the inbox rows ``mine`` (committed) are in the chain."""
+    if not mine:
+        return
+    if bind.dialect.name != "postgresql":  # SQLite has one writer at a time: chain right here
+        drain(bind)
+        return
+    key = (os.getpid(), id(bind))
+    with _appenders_lock:
+        app = _appenders.get(key)
+        if app is None or app.bind is not bind:
+            app = _appenders[key] = _Appender(bind)
+    app.wait(mine)
 
 
 def entries(sess: Session, *, after: int = 0, limit: int = 1000, ref_prefix: str | None = None) -> list[Entry]:
-    flush(sess)
     q = select(AuditRow).where(AuditRow.seq > after).order_by(AuditRow.seq).limit(max(1, min(limit, 10_000)))
     if ref_prefix:
         q = q.where(AuditRow.ref.startswith(ref_prefix, autoescape=True))
@@ -301,8 +360,9 @@ def checkpoint(sess: Session, s: Settings | None = None) -> dict:
     Run it in a transaction that has not appended to the log: the head it signs must be committed
     already, or a rolled-back transaction would leave a checkpoint of entries that never existed.
     """
-    if sess.info.get(_HEAD) is not None:
+    if sess.info.get(_QUEUED):
         raise RuntimeError("audit.checkpoint must run in a transaction that did not append to the log")
+    chain_pending(sess)  # what is committed is in the chain before its head is signed
     seq, h = head(sess)
     signed = sign_checkpoint(seq, h, s)
     store(sess, signed, s)
@@ -425,7 +485,6 @@ def verify(
     exists. A hold's state is not a transfer's content: ``ledger.check`` ties it to the resolving
     transfers, which this proves.
     """
-    flush(sess)
     problems: list[dict] = []
     n_problems = 0
 
@@ -469,6 +528,13 @@ def verify(
         if row.kind == "ledger.transfer":
             logged[row.ref[len("transfer:") :]] = (row.seq, row.data)
         prev, expect_seq = row.hash, row.seq + 1
+    queued = 0
+    Q = AuditInboxRow
+    for ref, data in sess.execute(select(Q.ref, Q.data).where(Q.kind == "ledger.transfer").order_by(Q.id)):
+        tid = ref[len("transfer:") :]
+        if tid not in logged:  # committed, not chained yet: logged all the same
+            logged[tid] = (None, data)
+            queued += 1
     last = expect_seq - 1
     hrow = sess.get(AuditHeadRow, 1)
     if hrow is None or hrow.hash != prev or hrow.seq != last:
@@ -488,14 +554,17 @@ def verify(
                           "a home older than the log needs `ciyuan audit adopt`)", transfer=row.id)
             continue
         seq, text = found
-        data, have = json.loads(text), transfer_data(row)
+        data, have = json.loads(text), row.audited()
         if "expires_at" not in data:  # entries logged before expires_at was audited
             have.pop("expires_at")
+        if "charge_id" not in data:  # entries logged before charges had columns (migration 0007)
+            have.pop("charge_id", None)
+            have.pop("leg", None)
         if data != have:
             changed = sorted(k for k in set(data) | set(have) if data.get(k) != have.get(k))
             problem(seq, f"transfer {row.id} differs from what the audit log recorded ({', '.join(changed)})",
                     transfer=row.id)
-    for tid, (seq, _) in sorted(logged.items(), key=lambda kv: kv[1][0]):
+    for tid, (seq, _) in sorted(logged.items(), key=lambda kv: kv[1][0] or 0):
         problem(seq, f"transfer {tid} is in the audit log but missing from the ledger (deleted)", transfer=tid)
     latest = max(by_seq, default=None)
     return {
@@ -505,6 +574,7 @@ def verify(
         "head_seq": last,
         "transfers": transfers,
         "unlogged_transfers": unlogged,
+        "queued_transfers": queued,
         "missing_transfers": len(logged),
         "checkpoints": {"checked": sum(len(v) for v in by_seq.values()), "latest_seq": latest,
                         "covers_head": latest is not None and latest >= last},

@@ -247,7 +247,9 @@ def authenticate(sess: Session, secret: str | None, now: datetime | None = None)
         raise Unauthenticated(
             "no API key given", hint="send the header 'Authorization: Bearer <key>' (create one: ciyuan key create)"
         )
-    row = sess.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(secret))).scalar_one_or_none()
+    found = sess.execute(select(ApiKeyRow, AccountRow).join(AccountRow, AccountRow.id == ApiKeyRow.account_id)
+                         .where(ApiKeyRow.key_hash == hash_key(secret))).first()  # one round trip
+    row, account = found if found is not None else (None, None)
     if row is None:
         raise Unauthenticated("the API key is not valid", hint="check the key; keys are shown only once")
     now = now or datetime.now(UTC)
@@ -255,5 +257,4 @@ def authenticate(sess: Session, secret: str | None, now: datetime | None = None)
         raise Unauthenticated("the API key was revoked", hint="create a new key")
     if row.expires_at is not None and _aware(row.expires_at) <= now:
         raise Unauthenticated("the API key has expired", hint="create a new key")
-    acc = Account.of(sess.get(AccountRow, row.account_id))
-    return Principal(acc, row.id, frozenset(row.scopes.split()))
+    return Principal(Account.of(account), row.id, frozenset(row.scopes.split()))

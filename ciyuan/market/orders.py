@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from ciyuan.clock import aware, utc_now
@@ -127,11 +127,16 @@ def place_order(
         quote = get_row(sess, QuoteRow, quote_id)
         if quote is None or quote.buyer_id != buyer_id:
             raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
-        buyer_acct = ledger.ensure_account(sess, ledger.BUYER, buyer_id, quote.currency)
-        ledger._lock(sess, [buyer_acct])
-        prior = sess.execute(
-            select(OrderRow).where(OrderRow.buyer_id == buyer_id, OrderRow.idempotency_key == idempotency_key)
-        ).scalar_one_or_none()
+        listing = sess.get(ListingRow, quote.listing_id)
+        if listing is not None and billing == PREPAID:  # the buyer and the shards its charge passes through
+            ledger.lock_for_charge(sess, buyer_id, listing.provider_id, quote.currency)
+        else:
+            ledger._lock(sess, [ledger.ensure_account(sess, ledger.BUYER, buyer_id, quote.currency)])
+        # under the buyer's lock, one read answers both: a replay of this key, and a quote already paid
+        seen = sess.execute(select(OrderRow).where(
+            or_(and_(OrderRow.buyer_id == buyer_id, OrderRow.idempotency_key == idempotency_key),
+                OrderRow.quote_id == quote_id))).scalars().all()
+        prior = next((o for o in seen if o.buyer_id == buyer_id and o.idempotency_key == idempotency_key), None)
         if prior is not None:
             if prior.request_hash != req:
                 raise Conflict(
@@ -141,10 +146,10 @@ def place_order(
                 )
             ent = sess.execute(select(EntitlementRow).where(EntitlementRow.order_id == prior.id)).scalar_one()
             return _order_dict(prior, ent), True
-        taken = sess.execute(select(OrderRow.id).where(OrderRow.quote_id == quote_id)).first()
+        taken = next((o for o in seen if o.quote_id == quote_id), None)
         if taken is not None:
             raise Conflict(
-                f"quote {quote_id} was already paid by order {taken[0]}",
+                f"quote {quote_id} was already paid by order {taken.id}",
                 hint="get a new quote to buy again",
                 code="quote_used",
             )
@@ -152,7 +157,6 @@ def place_order(
             raise QuoteExpired(
                 f"quote {quote_id} expired at {aware(quote.expires_at).isoformat()}", hint="ask for a new quote"
             )
-        listing = sess.get(ListingRow, quote.listing_id)
         if listing is None or listing.status != ACTIVE:
             raise NotFound(
                 f"listing {quote.listing_id} was delisted and takes no new orders; quote {quote_id} cannot be paid",
@@ -172,7 +176,7 @@ def place_order(
                 ref=f"order:{order_id}",
                 now=t,
             )
-            amount, fee = quote.amount, sum(tr.amount for tr in transfers if tr.id.endswith(":fee"))
+            amount, fee = quote.amount, sum(tr.amount for tr in transfers if tr.leg == "fee")
         else:  # the accounts each posted batch will move money between must exist before streaming
             for kind, owner in ((ledger.HOLDS, None), (ledger.PROVIDER, listing.provider_id), (ledger.PLATFORM, None)):
                 ledger.ensure_account(sess, kind, owner, quote.currency)

@@ -1,10 +1,11 @@
 """Settlement: per-provider statements for a period, tied to the ledger to the minor unit.
 
 Every sale leaves the same trace in the ledger: the buyer's money reaches the ``holds`` escrow and
-is passed on as ``<charge>:provider`` (the provider's share) and ``<charge>:fee`` (the platform's
-fee). A statement groups those transfers of the period by provider and listing (through the
-charge's ``ref``: ``order:<id>`` for paid orders, ``ent:<id>`` for metered batches), with the
-tokens sold from the quote or the usage record. It then ties: the statements' net must equal every
+is passed on as the charge's ``provider`` leg (the provider's share) and its ``fee`` leg (the
+platform's fee), linked to the buyer's leg by ``charge_id`` (columns of ``ex_transfers``). A
+statement groups those transfers of the period by provider and listing (through the charge's
+``ref``: ``order:<id>`` for paid orders, ``ent:<id>`` for metered batches), with the tokens sold
+from the quote or the usage record. It then ties: the statements' net must equal every
 credit to provider earnings in the period, and their fees every credit to platform fees.
 
 Each statement also carries ``audit_checkpoint``: the seq and hash of the last audit entry
@@ -97,9 +98,9 @@ def compute(sess: Session, start: datetime, end: datetime) -> dict:
             ledger_net[r.currency] += r.amount
         elif kind == ledger.PLATFORM:
             ledger_fee[r.currency] += r.amount
-        if not from_holds or kind not in (ledger.PROVIDER, ledger.PLATFORM):
+        if not from_holds or kind not in (ledger.PROVIDER, ledger.PLATFORM) or r.leg not in ("provider", "fee"):
             continue
-        base, _, part = r.id.rpartition(":")
+        base = r.charge_id  # the charge this leg belongs to (column, migration 0007)
         c = charges.setdefault(base, {"ref": r.ref, "currency": r.currency, "net": 0, "fee": 0, "provider": None})
         if kind == ledger.PROVIDER:
             c["net"] += r.amount
@@ -220,7 +221,7 @@ def provider_sales(sess: Session, provider_id: str) -> dict:
     sales = []
     by_listing: dict[str | None, dict] = {}
     for r in _posted(sess, credit=_accounts_of(sess, ledger.PROVIDER, provider_id)):
-        base = r.id.rpartition(":")[0] if r.id.endswith(":provider") else r.id
+        base = r.charge_id if r.leg == "provider" else r.id  # the charge it is a leg of (column, 0007)
         listing_id = _listing_of(sess, r.ref, cache)
         tokens = _tokens_of(sess, base, r.ref) if r.ref else 0
         at = _aware(r.created_at)

@@ -230,7 +230,7 @@ def sync_audit(s: Settings) -> int:
     """Adopt a legacy home's transfers that predate the audit chain (``ciyuan audit adopt``).
 
     Verification never writes; transfers made after the chain began and missing from it are
-    refused by ``audit.adopt`` and stay findings of ``audit verify``.
+    refused by ``ledger.adopt`` and stay findings of ``audit verify``.
     """
-    out = tx.run(audit.adopt, s)
+    out = tx.run(ledger.adopt, s)
     return len(out["adopted"]) + out["expiries"]

@@ -60,7 +60,7 @@ def test_audit_chain_covers_ledger_and_detects_edits(db_home, h) -> None:
     # every transfer (the deposit too, made outside delivery) was logged when the ledger wrote it
     rep = tx.run(audit.verify)
     assert rep["ok"] and rep["unlogged_transfers"] == 0 and rep["missing_transfers"] == 0
-    assert tx.run(audit.adopt) == {"adopted": [], "expiries": 0, "refused": []}  # nothing predates the log
+    assert tx.run(ledger.adopt) == {"adopted": [], "expiries": 0, "refused": []}  # nothing predates the log
     res = runner.invoke(app, ["audit", "verify", "--json"])
     assert res.exit_code == 0, res.output
     kinds = {e.kind for e in tx.run(lambda s: audit.entries(s, limit=10_000))}

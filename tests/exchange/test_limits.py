@@ -89,7 +89,7 @@ def test_totals_past_64_bits_are_refused_on_every_path(market_env):
     alice = market_env.accounts["alice"].id
     tx.run(lambda s: ledger.deposit(s, "d1", alice, 10_000, "CNY"))
     buyer = ledger.account_id(ledger.BUYER, alice, "CNY")
-    holds = ledger.account_id(ledger.HOLDS, None, "CNY")
+    holds = ledger.shard_account(ledger.HOLDS, None, "CNY", ledger.shard_of(alice))  # the escrow alice's holds use
     hold = tx.run(lambda s: ledger.hold(s, "h1", alice, 500, "CNY", timeout_s=600))
 
     _set_total(buyer, credits_posted=ledger.INT64_MAX - 10)
