@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, Response
 from ciyuan.config import Settings, settings
 from ciyuan.errors import CiyuanError, InvalidInput, NotFound
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # pages and images, like the other web routes: not part of the JSON API
 
 THUMB_SIDE = 256
 MAX_PREVIEW_BYTES = 20 << 20
