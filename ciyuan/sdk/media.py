@@ -25,6 +25,7 @@ libsndfile cannot read, e.g. AAC in MP4), PyAV video; each is imported only when
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +40,9 @@ def check_decode(how: str | None) -> str | None:
     """``how`` if it is a decoder name (or None), else a clear error listing them."""
     if how is not None and how not in DECODERS:
         raise InvalidInput(f"decode={how!r} is not a decoder", hint=f"use one of {', '.join(DECODERS)} or None")
+    if how == "torch" and importlib.util.find_spec("torch") is None:  # say so before anything is streamed
+        raise InvalidInput("decode='torch' needs PyTorch, which is not installed here",
+                           hint="pip install torch, or use decode='numpy'")
     return how
 
 

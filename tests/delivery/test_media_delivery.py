@@ -214,3 +214,18 @@ def test_media_by_reference_refuses_to_decode_with_a_clear_error() -> None:
     bad = {"id": "junk", "modality": "image", "media": b"\x89PNG\r\n\x1a\nnot really"}
     with pytest.raises(Exception, match="junk.*do not decode"):
         decode_record(bad, "pil")
+
+
+def test_torch_decoding_without_torch_is_refused_before_streaming(monkeypatch) -> None:
+    """On a machine without PyTorch, decode='torch' fails at once with what to do, not mid-stream."""
+    import importlib.util
+
+    from ciyuan.errors import InvalidInput
+    from ciyuan.sdk import media
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(InvalidInput, match="needs PyTorch") as err:
+        media.check_decode("torch")
+    assert "decode='numpy'" in err.value.hint
+    assert media.check_decode("numpy") == "numpy"
