@@ -5,20 +5,17 @@ docs/ingest.md), never a provider's declared numbers; a limit that needs a fact 
 rejects it as ``media_filter.no_probed_facts`` rather than letting an unmeasured item through.
 Every limit is off at 0. ``audio_quality`` decodes the samples (the probe does not keep them) and
 writes what it measured to ``meta["audio_quality"]``. ``caption_length`` judges the record's text
-(a caption or transcript) by characters and words, a CJK character counting as a word.
+(a caption or transcript) by characters and by words as the text steps count them (CJK fairly).
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 
 from ciyuan.curate import media
 from ciyuan.curate.steps.base import Param, Step, modality_of
 from ciyuan.curate.steps.media_dedup import MEDIA
-
-_WIDE_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+from ciyuan.curate.text import words as text_words
 
 
 def _dims(modality: str, facts: dict) -> tuple[int, int] | None:
@@ -167,14 +164,14 @@ class CaptionLength(Step):
     params = (
         Param("min_chars", "int", 1, "Reject captions with fewer characters, end spaces not counted (0 disables)."),
         Param("max_chars", "int", 0, "Reject captions with more characters (0 disables)."),
-        Param("min_words", "int", 0, "Reject captions with fewer words; a CJK character is a word (0 disables)."),
+        Param("min_words", "int", 0, "Reject captions with fewer words, as the text steps count words (0 disables)."),
         Param("max_words", "int", 0, "Reject captions with more words (0 disables)."),
     )
 
     @staticmethod
     def words(text: str) -> int:
-        wide = len(_WIDE_RE.findall(text))
-        return wide + len(_WIDE_RE.sub(" ", text).split())
+        """Words as every text step measures them (:func:`ciyuan.curate.text.words`: CJK fairly)."""
+        return len(text_words(text))
 
     def process(self, record: dict) -> None:
         text = (record.get("text") or "").strip()
