@@ -47,6 +47,8 @@ class Settings:
     # ingest: media objects up to this size sit inside the Parquet shards; larger ones are
     # content-addressed blobs on the same storage (ciyuan/store/blobs.py), referenced by media_ref
     media_inline_max_bytes: int = 1 << 20
+    # robot episodes: |timestamp - frame_index/fps| allowed (LeRobot's loader checks 1e-4 s)
+    episode_timestamp_tolerance_s: float = 1e-4
 
     @property
     def store_root(self) -> str:
@@ -112,6 +114,8 @@ def load_settings(home: str | Path | None = None) -> Settings:
         extra=conf,
         ingest_max_record_bytes=int(pick("CIYUAN_INGEST_MAX_RECORD_BYTES", "ingest_max_record_bytes", 8 << 20)),
         ingest_quarantine_cap=int(pick("CIYUAN_INGEST_QUARANTINE_CAP", "ingest_quarantine_cap", 1000)),
+        episode_timestamp_tolerance_s=float(pick("CIYUAN_EPISODE_TIMESTAMP_TOLERANCE_S",
+                                                 "episode_timestamp_tolerance_s", 1e-4)),
         **{
             key: _positive(key, pick(f"CIYUAN_{key.upper()}", key, default))
             for key, default in (("media_max_pixels", 80_000_000), ("media_max_video_side", 16_384),

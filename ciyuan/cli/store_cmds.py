@@ -51,19 +51,25 @@ def ingest_cmd(
     workers: int = typer.Option(1, "--workers", "-w", help="Processes for token counting."),
     modality: str | None = typer.Option(None, "--modality", help="image|audio|video: media of this modality "
                                         "only (others are quarantined wrong_modality); default: from the bytes."),
+    repair_timestamps: bool = typer.Option(False, "--repair-timestamps", help="Robot episodes: rewrite timestamps "
+                                           "that drift from frame_index/fps (noted in the version's lineage) "
+                                           "instead of quarantining the episode."),
+    timestamp_tolerance: float | None = typer.Option(None, "--timestamp-tolerance", help="Robot episodes: "
+                                                     "seconds |timestamp - frame_index/fps| may be off (1e-4)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Read raw files into a new, immutable version; bad items go to its quarantine.
 
     Media layouts are detected too: a folder of media files with .txt/.json sidecars, a Hugging Face
     imagefolder/audiofolder (metadata.jsonl or .csv), WebDataset .tar shards, Parquet with Image/Audio
-    columns (docs/ingest.md)."""
+    columns, LeRobot v2.1/v3.0 folders and robomimic/ALOHA HDF5 demonstrations (docs/ingest.md)."""
     from ciyuan.ingest.run import ingest, parse_renames
 
     with errors(as_json), progress(not as_json, unit="bytes") as bar:
         out = ingest(sources, dataset, fmt=fmt, text_field=text_field, id_field=id_field, license=license,
                      domain=domain, language=language, strict=strict, rename=parse_renames(rename), card=card,
-                     workers=workers, on_progress=ingest_ticker(bar), modality=modality)
+                     workers=workers, on_progress=ingest_ticker(bar), modality=modality,
+                     timestamp_tolerance_s=timestamp_tolerance, repair_timestamps=repair_timestamps)
 
     def render(o: dict) -> None:
         ref = f"{o['dataset']}@{o['version'][:12]}"

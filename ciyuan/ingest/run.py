@@ -79,7 +79,7 @@ def _batches(items: Iterator[Good | Bad], builder: VersionBuilder, defaults: dic
             if v is not None:
                 meta.setdefault(k, v)
         out = {"id": rec.get("id"), "modality": modality, "text": rec.get("text"), "meta": meta, "tokens": {}}
-        for key in ("media", "media_ref", "media_src"):  # media readers bring them; text readers do not
+        for key in ("media", "media_ref", "media_src", "attachments"):  # media readers bring them; text readers do not
             if rec.get(key) is not None:
                 out[key] = rec[key]
         if mismatches is not None and meta.get("mismatch"):
@@ -189,6 +189,8 @@ def ingest(
     workers: int = 1,
     on_progress: Callable[[IngestProgress], None] | None = None,
     modality: str | None = None,
+    timestamp_tolerance_s: float | None = None,
+    repair_timestamps: bool = False,
     s: Settings | None = None,
 ) -> dict:
     """Read ``sources`` into a new version of ``dataset`` and return its summary.
@@ -204,6 +206,12 @@ def ingest(
     Media layouts (folders with sidecars, HF imagefolder/audiofolder, WebDataset tars, HF media
     Parquet) pick their modality from the bytes unless ``modality`` forces one; the summary then
     also says ``modality`` and ``mismatches`` (declared meta the probe contradicts, by field).
+
+    Robot episodes (LeRobot folders, HDF5 demos) are checked episode by episode; ``timestamp_tolerance_s``
+    (default ``s.episode_timestamp_tolerance_s``, 1e-4 s) bounds |timestamp - frame_index/fps|, and
+    ``repair_timestamps`` rewrites drifting timestamps instead of quarantining the episode: the
+    version's ``made_by.options`` and ``extra.repairs`` say so, and each repaired record's
+    ``meta.episode.repaired``.
     """
     from ciyuan.tokens import count_records_parallel
 
@@ -212,6 +220,11 @@ def ingest(
     id_field = id_field or "id"  # an ``id`` field is used when present; records without one get a content hash
     forced = modality
     modality, with_bytes = _modality(paths, fmt, forced)
+    tolerance = s.episode_timestamp_tolerance_s if timestamp_tolerance_s is None else timestamp_tolerance_s
+    if not tolerance >= 0:
+        raise InvalidInput(f"timestamp tolerance {tolerance!r} must be a number >= 0", hint="e.g. 1e-4")
+    episode_opts = {"timestamp_tolerance_s": tolerance, **({"repair_timestamps": True} if repair_timestamps else {})} \
+        if modality == "episode" else {}
     schedule = default_schedule(modality, s, with_bytes=with_bytes).name
     declared = _declared(card, license)
     builder = VersionBuilder(
@@ -223,7 +236,7 @@ def ingest(
             "sources": [Path(p).name for p in paths],
             "options": {"format": fmt, "text_field": text_field, "id_field": id_field, "license": license,
                         "domain": domain, "language": language, **({"rename": rename} if rename else {}),
-                        **({"modality": forced} if forced else {})},
+                        **({"modality": forced} if forced else {}), **episode_opts},
         },
     )
     builder.extra = {k: v for k, v in {"license": license, "domain": domain, "language": language}.items() if v}
@@ -248,7 +261,9 @@ def ingest(
             for item in _never_raising(p, read_source(p, fmt=fmt, text_field=text_field, id_field=id_field,
                                                       max_line_bytes=s.ingest_max_record_bytes, on_bytes=heard,
                                                       modality=modality if with_bytes else None,
-                                                      media_inline_max_bytes=s.media_inline_max_bytes)):
+                                                      media_inline_max_bytes=s.media_inline_max_bytes,
+                                                      timestamp_tolerance_s=tolerance,
+                                                      repair_timestamps=repair_timestamps)):
                 if isinstance(item, Good):  # records carry the file's name, not where it sat on this machine
                     if item.source not in shown:
                         shown[item.source] = _shown_source(item.source, p)
@@ -273,6 +288,7 @@ def ingest(
 
     pending: deque[list[dict]] = deque()
     mismatches: Counter[str] = Counter()
+    repairs: Counter[str] = Counter()
 
     def batches() -> Iterator[list[dict]]:
         for batch in _batches(items(), builder, defaults, rename, modality, mismatches):
@@ -284,6 +300,8 @@ def ingest(
             batch = pending.popleft()
             for rec, n in zip(batch, counts, strict=True):
                 rec["tokens"][schedule] = n
+                for what in ((rec["meta"].get("episode") or {}).get("repaired") or ()) if modality == "episode" else ():
+                    repairs[what] += 1
                 builder.add(rec)
             report()
         report()
@@ -303,12 +321,17 @@ def ingest(
                                          if k.startswith("field:")}}
         if mismatch_summary["records"]:
             builder.extra["mismatches"] = mismatch_summary
+        if repairs:  # the lineage says what ingest rewrote, and in how many episodes
+            builder.extra["repairs"] = {k: {"episodes": v, "how": "timestamp = frame_index / fps"}
+                                        for k, v in sorted(repairs.items())}
         version = builder.commit()
     except BaseException:
         builder.abort()
         raise
     out = version.to_dict()
     out["records"] = version.records
+    if repairs:
+        out["repairs"] = builder.extra["repairs"]
     if with_bytes:
         out["modality"] = modality
         out["mismatches"] = mismatch_summary

@@ -151,6 +151,7 @@ class VersionBuilder:
         self.media_inline_max_bytes = self.s.media_inline_max_bytes
         self._blob_store: BlobStore | None = None
         self._blobs: dict[str, int] = {}  # sha256 -> bytes of every blob a record of this version refers to
+        self._span_digests: dict[tuple[str, int, int], str] = {}  # attachment spans already stored
         self.records = 0
         self.rejected = 0
         self.quarantined = 0
@@ -165,6 +166,7 @@ class VersionBuilder:
         goes to a content-addressed blob named by ``media_ref`` and listed in the manifest.
         """
         span = record.pop("media_src", None)
+        self._place_attachments(record)
         digest = self._place_media(record, span) if span is not None or record.get("media") is not None else None
         if digest is None and record.get("media_ref"):
             digest = self._keep_ref(record["media_ref"])
@@ -207,6 +209,38 @@ class VersionBuilder:
         if isinstance(meta, dict):
             meta["sha256"] = digest
         return digest
+
+    def _place_attachments(self, record: dict) -> None:
+        """Further media objects of one record (an episode's camera videos), kept exactly as blobs.
+
+        ``record["attachments"]`` maps a name to a :class:`FileSpan` or bytes; each becomes a blob and
+        ``meta.attachments[name] = {"media_ref", "bytes"}``. A span already stored in this build (a
+        LeRobot v3.0 video file that many episodes share) is copied once. Refs already in
+        ``meta.attachments`` (a curated or derived version) are listed in the manifest as they are.
+        """
+        given = record.pop("attachments", None) or {}
+        meta = record.setdefault("meta", {})
+        placed = meta.setdefault("attachments", {}) if given or meta.get("attachments") else {}
+        for name, src in sorted(given.items()):
+            if self._blob_store is None:
+                self._blob_store = BlobStore(s=self.s)
+            if isinstance(src, FileSpan):
+                key = (src.path, src.offset, src.size)
+                if key not in self._span_digests:
+                    with src.open() as fh:
+                        got, size = self._blob_store.put_stream(fh, limit=src.size)
+                    if size != src.size:
+                        raise InvalidInput(f"{src.path}: {src.size} bytes expected, {size} read",
+                                           hint="the file changed while it was ingested")
+                    self._span_digests[key] = got
+                digest, size = self._span_digests[key], src.size
+            else:
+                digest, size = self._blob_store.put(bytes(src)), len(src)
+            self._blobs[digest] = size
+            placed[name] = {"media_ref": ref_of(digest), "bytes": size}
+        for name, entry in placed.items():
+            if name not in given and isinstance(entry, dict) and entry.get("media_ref"):
+                self._keep_ref(entry["media_ref"])
 
     def _keep_ref(self, ref: str) -> str:
         """A record that already refers to a blob (a curated or derived version): the new manifest

@@ -45,13 +45,14 @@ _KINDS = [
 ]
 
 
-_MEDIA = re.compile(r"^(media\.[a-z_]+):")
+_MEDIA = re.compile(r"^((?:media|episode)\.[a-z_]+):")
 
 
 def reason_kind(reason: str) -> str:
     """The kind of a quarantine or rejection reason, for counts by reason (details stay in the item).
 
-    A media reason starts with its code (``media.bomb: ...``, docs/ingest.md): the code is the kind.
+    A media or episode reason starts with its code (``media.bomb: ...``, ``episode.frame_index_gap: ...``,
+    docs/ingest.md): the code is the kind.
     """
     media = _MEDIA.match(reason)
     if media:

@@ -5,6 +5,7 @@ Other layers import from here only: ``get_tokenizer``, ``list_tokenizers``, ``co
 """
 
 from ciyuan.tokens import audio as _audio  # noqa: F401  (registers the probed audio schedules)
+from ciyuan.tokens import episode as _episode  # noqa: F401  (registers the robot episode schedules)
 from ciyuan.tokens import vision as _vision  # noqa: F401  (registers the probed image and video schedules)
 from ciyuan.tokens.parallel import count_parallel, count_records_parallel
 from ciyuan.tokens.schedule import (

@@ -258,7 +258,7 @@ MODALITY_DEFAULTS: dict[str, str] = {
     "image": "qwen2-vl-image",
     "audio": "whisper-audio",
     "video": "qwen2.5-vl-video",
-    "episode": "episode-steps",
+    "episode": "episode-openvla",  # measured by the episode readers (ciyuan/tokens/episode.py)
     "triple": "triples",
 }
 # ... and a media record that carries no bytes (a reference only, nothing to probe) by its declared formula
@@ -266,6 +266,7 @@ DECLARED_DEFAULTS: dict[str, str] = {
     "image": "image-patch28-declared",
     "audio": "audio-25hz-declared",
     "video": "video-frames-declared",
+    "episode": "episode-steps",
 }
 
 
@@ -371,9 +372,9 @@ def default_schedule(modality: str, s: Settings | None = None, *, with_bytes: bo
     Text follows the settings (``default_tokenizer``, e.g. ``CIYUAN_DEFAULT_TOKENIZER=qwen``); the
     other modalities use :data:`MODALITY_DEFAULTS` (``image`` -> ``qwen2-vl-image``, ``audio`` ->
     ``whisper-audio``, ``video`` -> ``qwen2.5-vl-video``, counted from probed facts; ``episode`` ->
-    ``episode-steps``, ``triple`` -> ``triples``). Media records that carry no bytes
-    (``with_bytes=False``: a reader of references) get the declared formula instead
-    (``image-patch28-declared``, ``audio-25hz-declared``, ``video-frames-declared``). Ingest counts
+    ``episode-openvla``, from the measured episode; ``triple`` -> ``triples``). Records that carry no
+    bytes (``with_bytes=False``: a reader of references) get the declared formula instead
+    (``image-patch28-declared``, ``audio-25hz-declared``, ``video-frames-declared``, ``episode-steps``). Ingest counts
     every record this way.
     """
     if s is None:

@@ -57,6 +57,8 @@ class ReadOptions:
     max_line_bytes: int = 8 * 1024 * 1024
     modality: str | None = None
     media_inline_max_bytes: int = 1 << 20
+    timestamp_tolerance_s: float = 1e-4  # robot episodes: |timestamp - frame_index/fps| allowed
+    repair_timestamps: bool = False  # robot episodes: rewrite drifting timestamps from the frame index
 
 
 @runtime_checkable
@@ -177,6 +179,8 @@ def read_source(
     on_bytes: Meter | None = None,
     modality: str | None = None,
     media_inline_max_bytes: int = 1 << 20,
+    timestamp_tolerance_s: float = 1e-4,
+    repair_timestamps: bool = False,
 ) -> Iterator[Good | Bad]:
     """Stream every item of ``path`` as a ``Good`` record or a ``Bad`` for quarantine, in input order.
 
@@ -184,7 +188,8 @@ def read_source(
     ``CiyuanError`` before the first item; problems with single items never raise.
     ``max_line_bytes`` bounds a line, a CSV record (quoted newlines included) and a text file.
     ``on_bytes`` hears how many more bytes of the input were read (compressed bytes for .gz/.zst),
-    adding up to about :func:`source_size`.
+    adding up to about :func:`source_size`. ``timestamp_tolerance_s`` and ``repair_timestamps``
+    are the robot episode readers' timestamp check (docs/ingest.md, "Robot episodes").
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -199,13 +204,14 @@ def read_source(
             hint=f"use fmt={takers[0]!r}" if takers else "give the files inside it",
         )
     options = ReadOptions(text_field=text_field, id_field=id_field, max_line_bytes=max_line_bytes,
-                          modality=modality, media_inline_max_bytes=media_inline_max_bytes)
+                          modality=modality, media_inline_max_bytes=media_inline_max_bytes,
+                          timestamp_tolerance_s=timestamp_tolerance_s, repair_timestamps=repair_timestamps)
     return reader.read(path, options, on_bytes or no_meter)
 
 
 # The built-in formats register themselves on import; detection tries them in this order (media
-# folder layouts before the text folder reader, which takes any folder; HF media Parquet before Parquet).
-from ciyuan.ingest.readers import jsonl, hf_parquet, parquet, csv, webdataset, hf_folder, media_folder, text  # noqa: E402, F401, I001
+# folder layouts, LeRobot folders and HDF5 demos before the text folder reader, which takes any folder; HF media Parquet before Parquet).
+from ciyuan.ingest.readers import jsonl, lerobot, hdf5_demos, hf_parquet, parquet, csv, webdataset, hf_folder, media_folder, text  # noqa: E402, F401, I001
 
 __all__ = [
     "RAW_KEEP",
