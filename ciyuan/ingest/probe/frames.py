@@ -56,7 +56,8 @@ def decode_all(path: str) -> DecodedVideo:
         vs.thread_type = "AUTO"
         cc = vs.codec_context
         out.width, out.height, out.codec = cc.width or 0, cc.height or 0, cc.name
-        out.format = container.format.name.split(",")[0] if container.format else ""
+        names = container.format.name.split(",") if container.format else []
+        out.format = "mp4" if "mp4" in names else (names[0] if names else "")
         rate = vs.average_rate or vs.guessed_rate
         out.fps = float(rate) if rate else 0.0
         try:

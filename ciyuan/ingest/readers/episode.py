@@ -165,8 +165,10 @@ def _stats_of(col: pa.ChunkedArray, rows: int) -> dict | None:
             "std": arr.std(axis=0).tolist(), "count": [rows]}
 
 
-def _check_stats(ep: EpisodeInput, where: str, measured: dict) -> tuple[str | None, dict, list[str]]:
-    """Stats of every numeric non-camera feature, recomputed; the declared ones must agree."""
+def _check_stats(ep: EpisodeInput, where: str, measured: dict,
+                 rewritten: tuple[str, ...] = ()) -> tuple[str | None, dict, list[str]]:
+    """Stats of every numeric non-camera feature, recomputed; the declared ones must agree (those of
+    ``rewritten`` columns, repaired here, are stale by construction: ours replace them)."""
     ours: dict = {}
     missing: list[str] = []
     declared = ep.stats or {}
@@ -178,7 +180,7 @@ def _check_stats(ep: EpisodeInput, where: str, measured: dict) -> tuple[str | No
             continue
         ours[name] = got
         theirs = declared.get(name)
-        if not isinstance(theirs, dict) or not all(k in theirs for k in STATS):
+        if name in rewritten or not isinstance(theirs, dict) or any(theirs.get(k) is None for k in STATS):
             missing.append(name)
             continue
         for stat in STATS:
@@ -294,7 +296,7 @@ def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> 
     problem, measured = _check_features(ep, where)
     if problem:
         return bad(problem)
-    problem, stats, recomputed = _check_stats(ep, where, measured)
+    problem, stats, recomputed = _check_stats(ep, where, measured, ("timestamp",) if repaired else ())
     if problem:
         return bad(problem)
     problem, cams, attach = _check_cameras(ep, where, videos)

@@ -107,7 +107,7 @@ def _demo(path: str, shown: str, idx: int, group, style: str, f, env: dict, mete
         if _is_image(name, ds):
             data = ds[()]
             meter(data.nbytes)
-            cams.append(Camera(name, None, f"{shown}:{group.name}/{name}", raw=(int(ds.shape[2]), int(ds.shape[1])),
+            cams.append(Camera(name, None, f"{shown}:{group.name.rstrip('/')}/{name}", raw=(int(ds.shape[2]), int(ds.shape[1])),
                                data=data.tobytes()))
             continue
         arr = ds[()]
@@ -165,7 +165,7 @@ def read_hdf5(path: str, options: ReadOptions, meter: Meter) -> Iterator[Good | 
                     yield Bad(file, 0, code("totals_mismatch", f"{shown}: data.attrs['total'] says {int(said)} "
                                             f"frames, the demos that read hold {total}"), b"")
             elif "action" in f or "observations" in f:
-                m = re.search(r"(\d+)(?=\D*$)", os.path.basename(file))
+                m = re.search(r"(\d+)(?=\D*$)", os.path.splitext(os.path.basename(file))[0])
                 got = _demo(file, shown, int(m.group(1)) if m else 0, f, "aloha", f, {}, meter)
                 yield episode_item(got, options, lambda p: None) if isinstance(got, EpisodeInput) else got
             else:

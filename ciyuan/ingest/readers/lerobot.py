@@ -220,7 +220,7 @@ def read_v30(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
     videos = Videos(meter)
     tables: dict[str, pa.Table | str] = {}
     frames = 0
-    used_videos: set[str] = set()
+    counted: set[str] = set()
     for e in eps:
         idx = int(e["episode_index"])
         path = os.path.join(root, data_path.format(chunk_index=int(e.get("data/chunk_index") or 0),
@@ -232,8 +232,9 @@ def read_v30(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
             else:
                 got = _read_table(path, meter)
                 tables = {path: got}  # episodes come in file order: one data file in memory at a time
-                if not isinstance(got, str):
+                if not isinstance(got, str) and path not in counted:
                     frames += got.num_rows
+                    counted.add(path)
         table = tables[path]
         if isinstance(table, str):
             yield Bad(path, idx, code("missing_file" if "missing" in table else "unreadable",
@@ -250,8 +251,6 @@ def read_v30(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
             vp = os.path.join(root, video_path.format(video_key=key, chunk_index=int(ci or 0), file_index=int(fi or 0)))
             start, end = e.get(f"videos/{key}/from_timestamp"), e.get(f"videos/{key}/to_timestamp")
             found = os.path.isfile(vp) and ci is not None
-            if found:
-                used_videos.add(vp)
             cams.append(Camera(key, vp if found else None, _rel(root, vp), float(start or 0.0),
                                float(end) if end is not None else None))
         from_index = e.get("dataset_from_index")
