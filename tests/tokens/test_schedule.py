@@ -173,7 +173,7 @@ def test_default_schedule_follows_the_modality_and_the_settings(tmp_path, monkey
     s = load_settings(tmp_path)
     assert default_schedule("text", s).name == "qwen"
     assert {m: default_schedule(m, s).name for m in ("image", "audio", "video", "episode")} == {  # from probed facts
-        "image": "qwen2-vl-image", "audio": "whisper-audio", "video": "qwen2.5-vl-video", "episode": "episode-steps"
+        "image": "qwen2-vl-image", "audio": "whisper-audio", "video": "qwen2.5-vl-video", "episode": "episode-openvla"
     }
     assert {m: default_schedule(m, s, with_bytes=False).name for m in ("image", "audio", "video", "episode")} == {
         "image": "image-patch28-declared", "audio": "audio-25hz-declared", "video": "video-frames-declared",

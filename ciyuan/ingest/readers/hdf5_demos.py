@@ -58,7 +58,7 @@ def _env_args(f) -> dict:
 
 
 def _fps(style: str, f, demo, env: dict) -> tuple[float, str]:
-    for obj in (demo, f["data"] if "data" in f else f, f):
+    for obj in (demo, f.get("data", f), f):
         v = _attr(obj, "fps", "control_freq", "frequency")
         if isinstance(v, int | float) and v > 0:
             return float(v), "attribute"
@@ -107,8 +107,8 @@ def _demo(path: str, shown: str, idx: int, group, style: str, f, env: dict, mete
         if _is_image(name, ds):
             data = ds[()]
             meter(data.nbytes)
-            cams.append(Camera(name, None, f"{shown}:{group.name.rstrip('/')}/{name}", raw=(int(ds.shape[2]), int(ds.shape[1])),
-                               data=data.tobytes()))
+            cams.append(Camera(name, None, f"{shown}:{group.name.rstrip('/')}/{name}",
+                               raw=(int(ds.shape[2]), int(ds.shape[1])), data=data.tobytes()))
             continue
         arr = ds[()]
         meter(arr.nbytes)
