@@ -98,11 +98,11 @@ def episode_table(ep: int, length: int, fps: float, start: int, defects: dict) -
     return table, state
 
 
-def features(fps: float, video: dict) -> dict:
+def features(fps: float, video: dict, size=SIZE) -> dict:
     return {
         "observation.state": {"dtype": "float32", "shape": [JOINTS], "names": [f"j{i}" for i in range(JOINTS)]},
         "action": {"dtype": "float32", "shape": [JOINTS], "names": [f"j{i}" for i in range(JOINTS)]},
-        CAM: {"dtype": "video", "shape": [SIZE[1], SIZE[0], 3], "names": ["height", "width", "channels"],
+        CAM: {"dtype": "video", "shape": [size[1], size[0], 3], "names": ["height", "width", "channels"],
               "info": video},
         "timestamp": {"dtype": "float32", "shape": [1]}, "frame_index": {"dtype": "int64", "shape": [1]},
         "episode_index": {"dtype": "int64", "shape": [1]}, "index": {"dtype": "int64", "shape": [1]},
@@ -164,7 +164,7 @@ def lerobot_v21(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: di
 
 
 def lerobot_v30(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: dict | None = None,
-                codec: str = "libx264") -> Path:
+                codec: str = "libx264", size=SIZE) -> Path:
     """A LeRobot v3.0 folder: every episode in one data file and one video file per camera."""
     d = defects or {}
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
@@ -200,7 +200,7 @@ def lerobot_v30(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: di
     pq.write_table(data, root / "data" / "chunk-000" / "file-000.parquet")
     if odd is not None:
         pq.write_table(tables[odd], root / "data" / "chunk-000" / "file-001.parquet")
-    write_video(root / "videos" / CAM / "chunk-000" / "file-000.mp4", states, fps, codec)
+    write_video(root / "videos" / CAM / "chunk-000" / "file-000.mp4", states, fps, codec, size)
     cols = sorted({k for r in rows for k in r})
     pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in cols} for r in rows]),
                    root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
@@ -211,7 +211,7 @@ def lerobot_v30(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: di
             "video_files_size_in_mb": 500, "fps": fps, "splits": {"train": f"0:{len(lengths)}"},
             "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
             "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
-            "features": features(fps, {"video.fps": fps, "video.codec": codec})}
+            "features": features(fps, {"video.fps": fps, "video.codec": codec}, size)}
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=1))
     (root / "meta" / "stats.json").write_text(json.dumps(_table_stats(data)))
     return root

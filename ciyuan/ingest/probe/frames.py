@@ -8,6 +8,7 @@ v3.0 file holds many episodes; the caller decodes it once and cuts the frame tim
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ class DecodedVideo:
         half = 0.5 / self.fps if self.fps else 0.0
         lo = start_s - half
         hi = float("inf") if end_s is None else end_s - half
-        return sum(1 for t in self.times if lo <= t < hi)
+        return bisect.bisect_left(self.times, hi) - bisect.bisect_left(self.times, lo)  # times are sorted
 
 
 def decode_all(path: str) -> DecodedVideo:
@@ -67,6 +68,7 @@ def decode_all(path: str) -> DecodedVideo:
         except (av.error.FFmpegError, ValueError) as exc:
             out.error = f"frame {len(out.times)} does not decode: {exc}"
             out.error_at_s = out.times[-1] if out.times else 0.0
+    out.times.sort()  # presentation order (a decoder may hand frames out of it around B-frames)
     if not out.times and out.error is None:
         out.error = "has no frames"
     return out
