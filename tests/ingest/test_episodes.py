@@ -235,3 +235,51 @@ def test_hdf5_defect_quarantines_one_demo(home: Path, tmp_path: Path, defect: st
 def test_hdf5_totals(home: Path, tmp_path: Path) -> None:
     out = cli("ingest", str(hdf5_robomimic(tmp_path / "t.hdf5", defects={"totals": 0})), "--dataset", "ht")
     assert (out["records"], out["quarantined_by_reason"]) == (2, {"episode.totals_mismatch": 1})
+
+
+def test_missing_and_unlisted_files(home: Path, tmp_path: Path) -> None:
+    root = lerobot_v21(tmp_path / "m", lengths=(30, 24, 20, 12))
+    (root / "data" / "chunk-000" / "episode_000001.parquet").unlink()
+    (root / "videos" / "chunk-000" / CAM / "episode_000002.mp4").unlink()
+    extra = root / "data" / "chunk-000" / "episode_000009.parquet"
+    extra.write_bytes((root / "data" / "chunk-000" / "episode_000000.parquet").read_bytes())
+    out = cli("ingest", str(root), "--dataset", "m")
+    assert out["records"] == 2
+    assert out["quarantined_by_reason"] == {"episode.missing_file": 1, "episode.video_missing": 1,
+                                            "episode.unlisted_file": 1, "episode.totals_mismatch": 2}
+    by = {r["reason"].split(":", 1)[0]: r for r in quarantine("m")}
+    assert by["episode.missing_file"]["line"] == 1 and by["episode.video_missing"]["line"] == 2
+    assert by["episode.unlisted_file"]["source"].endswith("episode_000009.parquet")
+
+
+def test_a_cut_v30_video_keeps_the_episodes_before_the_cut(home: Path, tmp_path: Path) -> None:
+    root = lerobot_v30(tmp_path / "cut", lengths=(30, 30, 30, 30), faststart=True)
+    video = root / "videos" / CAM / "chunk-000" / "file-000.mp4"
+    raw = video.read_bytes()
+    from ciyuan.ingest.probe.frames import decode_all
+
+    full = len(decode_all(str(video)).times)
+    video.write_bytes(raw[: int(len(raw) * 0.6)])
+    got = decode_all(str(video))
+    out = cli("ingest", str(root), "--dataset", "cut")
+    kept = sorted(r["meta"]["episode"]["episode_index"] for r in records("cut"))
+    assert full == 120 and len(got.times) < 120
+    assert kept == list(range(len(got.times) // 30)) and kept  # every episode wholly before the cut imports
+    assert out["quarantined"] == 4 - len(kept)
+    assert set(out["quarantined_by_reason"]) <= {"episode.video_frames", "episode.video_corrupt"}
+
+
+def test_forced_format_without_info_json_is_refused(home: Path, tmp_path: Path) -> None:
+    root = lerobot_v21(tmp_path / "noinfo", lengths=(5,))
+    (root / "meta" / "info.json").unlink()
+    res = runner.invoke(app, ["ingest", str(root), "--dataset", "x", "--format", "lerobot-v2.1", "--json"])
+    assert res.exit_code == 2 and "no readable meta/info.json" in res.stdout
+
+
+def test_workers_give_the_same_counts(home: Path, tmp_path: Path) -> None:
+    root = lerobot_v30(tmp_path / "w", lengths=(30, 24, 20))
+    one = cli("ingest", str(root), "--dataset", "w1")
+    two = cli("ingest", str(root), "--dataset", "w2", "--workers", "2")
+    assert one["tokens"] == two["tokens"] and one["records"] == two["records"] == 3
+    raw = cli("tokens", "w1", "--schedule", "episode-raw")
+    assert raw["schedule"] == "episode-raw" and raw["tokens"] > one["tokens"]["episode-openvla"]

@@ -68,6 +68,10 @@ def decode_all(path: str) -> DecodedVideo:
         except (av.error.FFmpegError, ValueError) as exc:
             out.error = f"frame {len(out.times)} does not decode: {exc}"
             out.error_at_s = out.times[-1] if out.times else 0.0
+        listed = vs.frames or 0
+        if out.error is None and listed and len(out.times) < listed:  # FFmpeg stops quietly at a cut
+            out.error = f"is cut short: its index lists {listed} frames, {len(out.times)} decode"
+            out.error_at_s = max(out.times) if out.times else 0.0
     out.times.sort()  # presentation order (a decoder may hand frames out of it around B-frames)
     if not out.times and out.error is None:
         out.error = "has no frames"
