@@ -219,8 +219,15 @@ class VersionBuilder:
         ``meta.attachments`` (a curated or derived version) are listed in the manifest as they are.
         """
         given = record.pop("attachments", None) or {}
-        meta = record.setdefault("meta", {})
-        placed = meta.setdefault("attachments", {}) if given or meta.get("attachments") else {}
+        if not given and record.get("modality") != "episode":
+            return  # a text record's meta may hold a field of that name: it is the provider's, not ours
+        meta = record.get("meta")
+        if not isinstance(meta, dict):
+            meta = record["meta"] = {}
+        placed = meta.setdefault("attachments", {}) if given else (meta.get("attachments") or {})
+        if not isinstance(placed, dict):
+            raise InvalidInput(f"record {record.get('id')!r}: meta.attachments must be an object of media refs",
+                               hint="episode records are made by the episode readers")
         for name, src in sorted(given.items()):
             if self._blob_store is None:
                 self._blob_store = BlobStore(s=self.s)
