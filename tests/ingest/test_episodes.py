@@ -283,3 +283,17 @@ def test_workers_give_the_same_counts(home: Path, tmp_path: Path) -> None:
     assert one["tokens"] == two["tokens"] and one["records"] == two["records"] == 3
     raw = cli("tokens", "w1", "--schedule", "episode-raw")
     assert raw["schedule"] == "episode-raw" and raw["tokens"] > one["tokens"]["episode-openvla"]
+
+
+def test_a_derived_version_keeps_the_camera_blobs(home: Path, tmp_path: Path) -> None:
+    from ciyuan.store import resolve
+    from ciyuan.store.builder import VersionBuilder
+
+    cli("ingest", str(lerobot_v21(tmp_path / "p", lengths=(12, 10))), "--dataset", "parent")
+    src = resolve("parent")
+    b = VersionBuilder("child", made_by={"command": "test"}, parent=src.id, tokenizers=["episode-openvla"])
+    for rec in src.iter_records():
+        b.add(rec)
+    b.add({"id": "t", "modality": "text", "text": "x", "meta": {"attachments": "the provider's own field"}})
+    child = b.commit()
+    assert {x["sha256"] for x in child.manifest["blobs"]} == {x["sha256"] for x in src.manifest["blobs"]}
