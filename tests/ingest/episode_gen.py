@@ -247,16 +247,35 @@ def hdf5_robomimic(path: Path, lengths=(30, 24), defects: dict | None = None, im
     return path
 
 
-def hdf5_aloha(path: Path, n: int = 25) -> Path:
-    """An ALOHA-style episode file: action, observations/qpos, qvel and images/top."""
+def hdf5_aloha(path: Path, n: int = 25, compress: bool = False) -> Path:
+    """An ALOHA-style episode file: action, observations/qpos, qvel and images/top (``compress``: one
+    JPEG a frame, zero-padded, with ``compress_len``, as ALOHA's recorder writes them)."""
+    import io
+
     import h5py
+    from PIL import Image
 
     state, action = arm(7, n, 50.0)
     path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [draw(r, (40, 30)) for r in state]
     with h5py.File(path, "w") as f:
         f.attrs["sim"] = True
         f.create_dataset("action", data=np.concatenate([action, action], axis=1))
         f.create_dataset("observations/qpos", data=np.concatenate([state, state], axis=1))
         f.create_dataset("observations/qvel", data=np.zeros((n, 12), np.float32))
-        f.create_dataset("observations/images/top", data=np.stack([draw(r, (40, 30)) for r in state]))
+        if compress:
+            f.attrs["compress"] = True
+            jpegs = []
+            for fr in frames:
+                buf = io.BytesIO()
+                Image.fromarray(fr).save(buf, format="JPEG", quality=90)
+                jpegs.append(buf.getvalue())
+            pad = max(map(len, jpegs))
+            arr = np.zeros((n, pad), np.uint8)
+            for i, j in enumerate(jpegs):
+                arr[i, :len(j)] = np.frombuffer(j, np.uint8)
+            f.create_dataset("observations/images/top", data=arr)
+            f.create_dataset("compress_len", data=np.array([[len(j) for j in jpegs]], np.float32))
+        else:
+            f.create_dataset("observations/images/top", data=np.stack(frames))
     return path

@@ -297,3 +297,18 @@ def test_a_derived_version_keeps_the_camera_blobs(home: Path, tmp_path: Path) ->
     b.add({"id": "t", "modality": "text", "text": "x", "meta": {"attachments": "the provider's own field"}})
     child = b.commit()
     assert {x["sha256"] for x in child.manifest["blobs"]} == {x["sha256"] for x in src.manifest["blobs"]}
+
+
+def test_aloha_jpeg_cameras_are_kept_as_stored(home: Path, tmp_path: Path) -> None:
+    f = hdf5_aloha(tmp_path / "z" / "episode_4.hdf5", compress=True)
+    out = cli("ingest", str(f), "--dataset", "aloha-jpeg")
+    assert (out["records"], out["quarantined"]) == (1, 0)
+    (rec,) = records("aloha-jpeg")
+    cam = rec["meta"]["episode"]["cameras"]["observations/images/top"]
+    assert (cam["width"], cam["height"], cam["frames"], cam["codec"]) == (40, 30, 25, "jpeg-padded")
+    import h5py
+
+    with h5py.File(f) as h:
+        assert blob(rec["meta"]["attachments"]["observations/images/top"]["media_ref"]) == \
+            h["observations/images/top"][()].tobytes()
+    assert "compress_len" not in rec["meta"]["episode"]["table"]["columns"]

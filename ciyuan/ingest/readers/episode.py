@@ -50,6 +50,7 @@ class Camera:
     end_s: float | None = None
     raw: tuple[int, int] | None = None
     data: bytes | None = None
+    codec: str = "raw"
 
 
 @dataclass
@@ -243,8 +244,8 @@ def _check_cameras(ep: EpisodeInput, where: str, videos: VideoCache) -> tuple[st
     for cam in ep.cameras:
         if cam.raw is not None:  # image arrays (HDF5): the frames are the rows, the bytes as stored
             w, h = cam.raw
-            cams[cam.key] = {"width": w, "height": h, "fps": ep.fps, "frames": n, "codec": "raw", "format": "array",
-                             "file": cam.shown}
+            cams[cam.key] = {"width": w, "height": h, "fps": ep.fps, "frames": n, "codec": cam.codec,
+                             "format": "array", "file": cam.shown}
             if cam.data is not None:
                 attach[cam.key] = cam.data
             continue

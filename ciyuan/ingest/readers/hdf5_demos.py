@@ -5,7 +5,8 @@ read with h5py. A file, or a folder of ``.hdf5``/``.h5`` files.
 Each demo is one episode record (``ciyuan.ingest.readers.episode``): its numeric datasets become the
 frame table (``frame_index`` and ``timestamp = frame_index / fps`` are made, since HDF5 demos carry
 none), image datasets (``uint8`` arrays of ``N x H x W x C``) are cameras whose pixels are kept as
-stored (the array's bytes, C order, shape and dtype in the record's meta; nothing is re-encoded).
+stored (the array's bytes, C order; nothing is re-encoded); ALOHA's ``compress=True`` cameras (one JPEG
+a row, zero-padded) are kept the same way, as their padded JPEG bytes (``codec: "jpeg-padded"``).
 The frame rate comes from an ``fps``/``control_freq`` attribute or robomimic's ``env_args``; without
 one it is robomimic's 20 Hz or ALOHA's 50 Hz, and ``fps_source`` says which.
 """
@@ -92,6 +93,24 @@ def _is_image(name: str, ds) -> bool:
     return ds.dtype == np.uint8 and ds.ndim == 4 and ds.shape[-1] in (1, 3, 4)
 
 
+def _is_encoded_image(name: str, ds) -> bool:
+    """ALOHA's ``compress=True`` cameras: one JPEG a row, zero-padded to the longest (``N x bytes``)."""
+    return ds.dtype == np.uint8 and ds.ndim == 2 and "images/" in name
+
+
+def _encoded_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) of the first frame of an encoded camera, or None when it is no image."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data[0].tobytes())) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
 def _demo(path: str, shown: str, idx: int, group, style: str, f, env: dict, meter: Meter) -> EpisodeInput | Bad:
     fps, fps_source = _fps(style, f, group, env)
     cols: dict[str, pa.Array] = {}
@@ -101,9 +120,19 @@ def _demo(path: str, shown: str, idx: int, group, style: str, f, env: dict, mete
     for name, ds in _walk(group):
         if name.startswith("next_obs/"):
             continue  # robomimic's next observations repeat obs shifted by one frame
-        if ds.ndim == 0 or ds.dtype.kind not in "biuf":
-            continue
+        if ds.ndim == 0 or ds.dtype.kind not in "biuf" or name == "compress_len":
+            continue  # compress_len: ALOHA's byte lengths of its encoded frames, one row a camera
         rows[name] = int(ds.shape[0])
+        if _is_encoded_image(name, ds):
+            data = ds[()]
+            meter(data.nbytes)
+            size = _encoded_size(data)
+            if size is None:
+                return Bad(path, idx, code("video_corrupt", f"{shown} {group.name}: camera {name!r} frame 0 is "
+                                           "not an image Pillow reads"), b"")
+            cams.append(Camera(name, None, f"{shown}:{group.name.rstrip('/')}/{name}", raw=size,
+                               data=data.tobytes(), codec="jpeg-padded"))
+            continue
         if _is_image(name, ds):
             data = ds[()]
             meter(data.nbytes)
