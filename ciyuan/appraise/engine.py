@@ -298,7 +298,7 @@ def appraise(
     lap("text_utility")
     lift = _headline_lift(utility)
     price = suggest_price(
-        qual["score"], uniq["score"], lift, modality=info.get("modality", "text"), domain=info.get("domain", "general")
+        qual["score"], uniq["score"], lift, modality=_modality(info, media, row), domain=info.get("domain", "general")
     )
     result = {
         "format": APPRAISAL_FORMAT,
@@ -331,6 +331,16 @@ def appraise(
     if store:
         save(v, result)
     return result
+
+
+def _modality(info: dict, media: dict, records: int) -> str:
+    """The modality the base rate is read for: the card's, else the commonest media of a media-only version."""
+    if info.get("modality"):
+        return str(info["modality"])
+    by = media.get("by_modality") or {}
+    if by and media.get("media_records") == records:
+        return max(by, key=lambda m: by[m])
+    return "text"
 
 
 def _add_media_uniqueness(uniq: dict, mu: dict) -> None:
