@@ -55,12 +55,6 @@ def media_catalog(s: Settings | None = None) -> media_uq.MediaCatalog:
     return media_uq.MediaCatalog((s or settings()).home / "appraise" / "catalog-media")
 
 
-def _texts_for_signature(recs: list[dict]) -> list[str | None]:
-    """The text MinHash reads: a media record is judged by its pixels or samples (perceptual hashes),
-    not by its caption, so two pictures with one caption are not copies and a re-captioned copy is."""
-    return [None if r.get("modality") in media_uq.MODS else r.get("text") for r in recs]
-
-
 def _card_info(version) -> dict:
     """Seller-declared card fields: ``manifest.extra.card`` and top-level extra keys."""
     extra = version.manifest.get("extra") or {}
@@ -191,7 +185,7 @@ def appraise(
     row = 0
     for recs in _batches(v, tok):
         n = len(recs)
-        sigs[row : row + n] = signatures(_texts_for_signature(recs))
+        sigs[row : row + n] = signatures(media_uq.texts_for_signature(recs))
         for j, r in enumerate(recs):
             acc.add(r)
             c = int(r["tokens"][tok])
@@ -245,7 +239,7 @@ def appraise(
     uniq = uniqueness(np.asarray(sig_arr), tok_arr, index, owner=provider or None)
     uniq["evidence"]["provider"] = provider
     if len(hashes["rows"]):
-        _add_media_uniqueness(uniq, media_uq.uniqueness(hashes, tok_arr, media_catalog(s), owner=provider or None))
+        media_uq.fold_into(uniq, media_uq.uniqueness(hashes, tok_arr, media_catalog(s), owner=provider or None))
     lap("quality_and_uniqueness")
 
     utility: dict = {}
@@ -343,20 +337,6 @@ def _modality(info: dict, media: dict, records: int) -> str:
     return "text"
 
 
-def _add_media_uniqueness(uniq: dict, mu: dict) -> None:
-    """Fold the media records' catalog matches into U: one share of tokens over text and media alike."""
-    ev = uniq["evidence"]
-    mu.pop("duplicated")
-    ev["records_near_duplicated"] += mu["evidence"]["records_near_duplicated"]
-    ev["records_first_listed_by_owner"] += mu["evidence"]["records_first_listed_by_owner"]
-    ev["tokens_near_duplicated"] += mu["evidence"]["tokens_near_duplicated"]
-    for lid, m in mu["evidence"]["matched_listings"].items():
-        have = ev["matched_listings"].setdefault(lid, {"provider": m["provider"], "records": 0})
-        have["records"] += m["records"]
-    uniq["score"] = 1.0 - ev["tokens_near_duplicated"] / ev["tokens"] if ev["tokens"] else 1.0
-    ev["media"] = {"score": mu["score"], **mu["evidence"]}
-
-
 def _headline_lift(utility: dict) -> dict | None:
     """The lift the price uses: relative perplexity drop for text, accuracy lift for labels."""
     if utility.get("text", {}).get("relative_drop"):
@@ -434,7 +414,7 @@ def register_listing(ref: str, listing_id: str, provider: str, s: Settings | Non
     if path.exists():
         sig = np.load(path)
     else:
-        parts = [signatures(_texts_for_signature(recs)) for recs in _batches(v, s.default_tokenizer)]
+        parts = [signatures(media_uq.texts_for_signature(recs)) for recs in _batches(v, s.default_tokenizer)]
         sig = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint32)
         np.save(path, sig)
     out = catalog(s).add(listing_id, provider, v.id, sig)

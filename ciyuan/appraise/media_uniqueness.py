@@ -277,3 +277,23 @@ def uniqueness(
             f"DCT hash), multi-index Hamming search, within {THRESHOLDS} bits",
         },
     }
+
+
+def texts_for_signature(recs: list[dict]) -> list[str | None]:
+    """The text MinHash reads: a media record is judged by its pixels or samples (perceptual hashes),
+    not by its caption, so two pictures with one caption are not copies and a re-captioned copy is."""
+    return [None if r.get("modality") in MODS else r.get("text") for r in recs]
+
+
+def fold_into(uniq: dict, mu: dict) -> None:
+    """Fold the media records' catalog matches into U: one share of tokens over text and media alike."""
+    ev = uniq["evidence"]
+    mu.pop("duplicated")
+    ev["records_near_duplicated"] += mu["evidence"]["records_near_duplicated"]
+    ev["records_first_listed_by_owner"] += mu["evidence"]["records_first_listed_by_owner"]
+    ev["tokens_near_duplicated"] += mu["evidence"]["tokens_near_duplicated"]
+    for lid, m in mu["evidence"]["matched_listings"].items():
+        have = ev["matched_listings"].setdefault(lid, {"provider": m["provider"], "records": 0})
+        have["records"] += m["records"]
+    uniq["score"] = 1.0 - ev["tokens_near_duplicated"] / ev["tokens"] if ev["tokens"] else 1.0
+    ev["media"] = {"score": mu["score"], **mu["evidence"]}
