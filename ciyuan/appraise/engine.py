@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ciyuan.appraise import media_uniqueness as media_uq
 from ciyuan.appraise import quality as quality_mod
 from ciyuan.appraise.card import build_card
 from ciyuan.appraise.knn_shapley import knn_shapley_self
@@ -47,6 +48,11 @@ def work_dir(version_id: str, s: Settings | None = None) -> Path:
 
 def catalog(s: Settings | None = None) -> CatalogIndex:
     return CatalogIndex((s or settings()).home / "appraise" / "catalog")
+
+
+def media_catalog(s: Settings | None = None) -> media_uq.MediaCatalog:
+    """The perceptual hashes of listed media (text goes to :func:`catalog`)."""
+    return media_uq.MediaCatalog((s or settings()).home / "appraise" / "catalog-media")
 
 
 def _card_info(version) -> dict:
@@ -178,9 +184,8 @@ def appraise(
     total_tokens = 0
     row = 0
     for recs in _batches(v, tok):
-        texts = [r.get("text") for r in recs]
         n = len(recs)
-        sigs[row : row + n] = signatures(texts)
+        sigs[row : row + n] = signatures(media_uq.texts_for_signature(recs))
         for j, r in enumerate(recs):
             acc.add(r)
             c = int(r["tokens"][tok])
@@ -215,8 +220,14 @@ def appraise(
         timing[name] = round(now - tick, 3)
         tick = now
 
-    # tokens, with near-duplicates inside the version collapsed
+    from ciyuan.appraise.media import scan as media_scan
+
+    media = media_scan(v)  # probed facts only: resolution, duration, corrupt, mismatch, duplicate, caption rates
+    hashes = media_uq.version_hashes(v) if media.get("media_records") else media_uq.empty_hashes()
+    lap("media")
+    # tokens, with near-duplicates inside the version collapsed (media by perceptual hash)
     dup = near_duplicates_within(np.asarray(sig_arr)) if row else np.zeros(0, bool)
+    dup[hashes["rows"][media_uq.near_duplicates_within(hashes)]] = True
     tok_arr = tokens[:row]
     unique_tokens = int(tok_arr[~dup].sum())
     lap("near_duplicates")
@@ -227,6 +238,8 @@ def appraise(
     index = catalog(s)
     uniq = uniqueness(np.asarray(sig_arr), tok_arr, index, owner=provider or None)
     uniq["evidence"]["provider"] = provider
+    if len(hashes["rows"]):
+        media_uq.fold_into(uniq, media_uq.uniqueness(hashes, tok_arr, media_catalog(s), owner=provider or None))
     lap("quality_and_uniqueness")
 
     utility: dict = {}
@@ -279,7 +292,7 @@ def appraise(
     lap("text_utility")
     lift = _headline_lift(utility)
     price = suggest_price(
-        qual["score"], uniq["score"], lift, modality=info.get("modality", "text"), domain=info.get("domain", "general")
+        qual["score"], uniq["score"], lift, modality=_modality(info, media, row), domain=info.get("domain", "general")
     )
     result = {
         "format": APPRAISAL_FORMAT,
@@ -302,19 +315,26 @@ def appraise(
         "price": price,
         "timing_s": {**timing, "scan": round(timing["scan"], 3), "total": round(time.perf_counter() - t0, 3)},
     }
-    from ciyuan.appraise.media import scan as media_scan
-
-    media = media_scan(v)  # probed facts only: resolution, duration, corrupt, mismatch, duplicate, caption rates
     if media.get("media_records"):
         result["media"] = media
-    lap("media")
-    result["timing_s"]["media"] = timing["media"]
     result["card_preview"] = {"documentation": qual["indicators"]["documentation"]["score"]}
     np.save(sig_path, np.asarray(sig_arr))
+    if len(hashes["rows"]):
+        media_uq.save_hashes(wd / "phashes.npz", hashes)
     sig_tmp.unlink(missing_ok=True)
     if store:
         save(v, result)
     return result
+
+
+def _modality(info: dict, media: dict, records: int) -> str:
+    """The modality the base rate is read for: the card's, else the commonest media of a media-only version."""
+    if info.get("modality"):
+        return str(info["modality"])
+    by = media.get("by_modality") or {}
+    if by and media.get("media_records") == records:
+        return max(by, key=lambda m: by[m])
+    return "text"
 
 
 def _headline_lift(utility: dict) -> dict | None:
@@ -394,10 +414,21 @@ def register_listing(ref: str, listing_id: str, provider: str, s: Settings | Non
     if path.exists():
         sig = np.load(path)
     else:
-        parts = [signatures([r.get("text") for r in recs]) for recs in _batches(v, s.default_tokenizer)]
+        parts = [signatures(media_uq.texts_for_signature(recs)) for recs in _batches(v, s.default_tokenizer)]
         sig = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint32)
         np.save(path, sig)
-    return catalog(s).add(listing_id, provider, v.id, sig)
+    out = catalog(s).add(listing_id, provider, v.id, sig)
+    hpath = work_dir(v.id, s) / "phashes.npz"
+    if hpath.exists():
+        hashes = media_uq.load_hashes(hpath)
+    else:
+        from ciyuan.appraise.media import pa_any_media
+
+        media = any(pa_any_media(b) for b in v.iter_batches(["modality"]))
+        hashes = media_uq.version_hashes(v) if media else media_uq.empty_hashes()
+    if len(hashes["rows"]):
+        out["media"] = media_catalog(s).add(listing_id, provider, v.id, hashes)
+    return out
 
 
 def card(ref: str, out: str | None = None, base_url: str | None = None, s: Settings | None = None,
@@ -447,4 +478,4 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
     return c
 
 
-__all__ = ["appraise", "card", "catalog", "history", "load", "register_listing", "save"]
+__all__ = ["appraise", "card", "catalog", "history", "load", "media_catalog", "register_listing", "save"]

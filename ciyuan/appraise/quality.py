@@ -27,6 +27,8 @@ import numpy as np
 from ciyuan.ingest.declared import CARD_FIELDS
 
 MODALITIES = {"text", "image", "audio", "video", "tabular", "binary"}
+MEDIA_MODALITIES = frozenset({"image", "audio", "video"})
+TEXT_ONLY = ("language_consistency", "diversity")  # indicators that read text: not applicable to media-only
 DATE_FIELDS = ("date", "created_at", "created", "published", "published_at", "timestamp", "time",
                "updated_at", "year", "发布时间", "日期")  # fmt: skip
 DOMAIN_FIELDS = ("domain", "source", "category", "topic", "industry")
@@ -182,6 +184,8 @@ class QualityAccumulator:
         self.hashes: list[np.ndarray] = []
         self._hbuf: list[int] = []
         self.texts = 0
+        self.media = 0  # image, audio and video records: judged by their media, their captions by PII only
+        self.text_sampled = 0
         self.sampled = 0
         self.pii_records = 0
         self.pii_kinds = Counter()
@@ -204,7 +208,9 @@ class QualityAccumulator:
         meta = rec.get("meta")
         self._conformance(rec, meta)
         self._completeness(rec, text, meta)
-        if isinstance(text, str) and text:
+        is_media = rec.get("modality") in MEDIA_MODALITIES
+        self.media += is_media
+        if isinstance(text, str) and text and not is_media:  # a caption repeated on two pictures is no copy
             self.texts += 1
             self._hbuf.append(_norm_hash(text))
             if len(self._hbuf) >= 65536:
@@ -219,7 +225,7 @@ class QualityAccumulator:
         )
         if picked and self.sampled < self.sample_cap and isinstance(text, str) and text:
             self.sampled += 1
-            self._probe(text, meta if isinstance(meta, dict) else {})
+            self._probe(text, meta if isinstance(meta, dict) else {}, pii_only=is_media)
 
     def add_many(self, records: Iterable[dict]) -> None:
         for r in records:
@@ -254,7 +260,8 @@ class QualityAccumulator:
             if not isinstance(text, str) or not text.strip():
                 self.missing["text"] += 1
                 ok = False
-        elif not (rec.get("media") or rec.get("media_ref")):
+        elif not (rec.get("media") or rec.get("media_ref") or (isinstance(meta, dict) and meta.get("sha256"))):
+            # the appraisal's scan leaves the bytes unread: the ingest's sha256 of them says they are there
             self.missing["media"] += 1
             ok = False
         m = meta if isinstance(meta, dict) else {}
@@ -286,11 +293,14 @@ class QualityAccumulator:
             if len(self.domains) < 10_000 or v in self.domains:
                 self.domains[v] += 1
 
-    def _probe(self, text: str, meta: dict) -> None:
+    def _probe(self, text: str, meta: dict, pii_only: bool = False) -> None:
         hits = self._find_pii(text)
         if hits:
             self.pii_records += 1
             self.pii_kinds.update(k for _, _, k in hits)
+        if pii_only:
+            return
+        self.text_sampled += 1
         lang = meta.get("language")
         if not isinstance(lang, str) or not lang:
             if self._detect is None:
@@ -337,13 +347,15 @@ class QualityAccumulator:
                 "examples": self.violation_examples,
             },  # fmt: skip
         }
+        judged = self.texts + self.media
         ind["duplication"] = {
-            "score": 1 - dup_records / max(self.texts, 1),
+            "score": 1 - dup_records / max(judged, 1),
             "evidence": {
                 "texts": self.texts,
+                "media": self.media,
                 "exact_duplicates": exact,
                 "near_duplicates": near_duplicates,
-                "duplicate_rate": dup_records / max(self.texts, 1),
+                "duplicate_rate": dup_records / max(judged, 1),
             },  # fmt: skip
         }
         s = max(self.sampled, 1)
@@ -358,10 +370,11 @@ class QualityAccumulator:
         }
         top = self.langs.most_common(1)
         lang_h, lang_hn = _entropy(self.langs)
+        ts = max(self.text_sampled, 1)
         ind["language_consistency"] = {
-            "score": (top[0][1] / s) if top else None,
+            "score": (top[0][1] / ts) if top else None,
             "evidence": {
-                "sampled": self.sampled,
+                "sampled": self.text_sampled,
                 "dominant": top[0][0] if top else None,
                 "languages": dict(self.langs.most_common(10)),
                 "entropy_bits": lang_h,
@@ -390,6 +403,10 @@ class QualityAccumulator:
                 "language_entropy_norm": lang_hn,
             },  # fmt: skip
         }
+        if self.media and not self.n - self.media:  # media only: what reads text does not apply
+            why = "a media-only version: language and wording are measured on text records only"
+            for name in TEXT_ONLY:
+                ind[name] = {"score": None, "applies": False, "evidence": {"why": why, "media": self.media}}
         ind["licence_clarity"] = licence_clarity(licence)
         ind["documentation"] = documentation(card or {})
         return {"indicators": ind, "score": aggregate(ind)}

@@ -158,6 +158,28 @@ def media_section(media: dict | None, t, na: str) -> str:
             f"</tr>{''.join(rows)}</table>")
 
 
+def media_uniqueness_section(uq: dict, t) -> str:
+    """The perceptual-hash part of uniqueness: how many media records copy listed media, and the pairs."""
+    mu = (uq.get("evidence") or {}).get("media")
+    if not mu:
+        return ""
+    line = t("am_uniqueness_line", dup=f"{mu['records_near_duplicated']:,}", n=f"{mu['records']:,}",
+             tokens=f"{mu['tokens_near_duplicated']:,}", total=f"{mu['tokens']:,}", score=f"{mu['score']:.3f}")
+    rows = "".join(f'<tr><td translate="no">{_e(p["record"])}</td><td translate="no">{_e(p["listing"])} '
+                   f'({_e(p["provider"])})</td><td translate="no">{_e(p["listed_record"])}</td>'
+                   f"<td>{int(p['distance'])}</td></tr>" for p in mu.get("pairs") or [])  # fmt: skip
+    table = (f"<table><tr><th>{_e(t('am_pair_record'))}</th><th>{_e(t('am_pair_listing'))}</th>"
+             f"<th>{_e(t('am_pair_listed'))}</th><th>{_e(t('am_pair_distance'))}</th></tr>{rows}</table>"
+             if rows else "")  # fmt: skip
+    return f"<h2>{_e(t('am_uniqueness'))}</h2><p>{_e(line)}</p>{table}"
+
+
+def media_only(ap: dict) -> bool:
+    """Whether every record of the appraised version is an image, audio clip or video."""
+    m = ap.get("media") or {}
+    return bool(m.get("media_records")) and m["media_records"] == (ap.get("tokens") or {}).get("records")
+
+
 def render(ap: dict, lang: str = "en") -> str:
     """The whole page as one self-contained HTML string, in English or Chinese (``lang``)."""
     import json
@@ -171,7 +193,9 @@ def render(ap: dict, lang: str = "en") -> str:
         name = t("ind_" + k)
         return k if name == "ind_" + k else name
 
-    ind = ap.get("quality", {}).get("indicators", {})
+    # an indicator that does not apply (text measures on a media-only version) is left out, not drawn n/a
+    ind = {k: v for k, v in ap.get("quality", {}).get("indicators", {}).items() if v.get("applies", True)}
+    only_media = media_only(ap)
     bars = bar_chart(t("quality"), [(ind_name(k), v.get("score")) for k, v in ind.items()], t("ar_score_axis"), na)
     hist = histogram_chart(t("record_values"), (ap.get("record_values") or {}).get("histogram"),
                            t("ar_no_labels"), t("ar_value_axis"), t("records"))  # fmt: skip
@@ -209,6 +233,11 @@ def render(ap: dict, lang: str = "en") -> str:
     uq = ap.get("uniqueness", {})
     when = str(ap.get("appraised_at") or "")[:16].replace("T", " ")
     dataset = f'<span translate="no">{_e(ap.get("dataset"))}@{_e(str(ap.get("version", ""))[:12])}</span>'
+    text_charts = hist + lc
+    if only_media and not ap.get("record_values") and not lab:  # both read labelled text
+        text_charts = ""
+    util_sentence = "" if only_media and not text_u else f" {_e(t('util_text'))}: {_e(util_line)}."
+    media_note = f"<p>{_e(t('am_media_only'))}</p>" if only_media else ""
     facts = t("ar_tokens", total=f"{tok.get('total', 0):,}", unique=f"{tok.get('unique', 0):,}",
               near=f"{tok.get('near_duplicate_records', 0):,}")  # fmt: skip
     return f"""<!doctype html>
@@ -224,9 +253,10 @@ pre{{font-size:11px;white-space:pre-wrap;margin:0}}.big{{font-size:28px;font-wei
 <p>{_e(t("ar_formula", base=p.get("base_rate_minor"), q=f"{f.get('quality', 0):.3f}",
          u=f"{f.get('uniqueness', 0):.3f}", util=f"{f.get('utility', 0):.3f}"))}</p>
 <p>{_e(facts)} {_e(t("uniqueness"))}: {uq.get("score", 0):.3f}. {_e(t("quality_score"))}:
-{ap.get("quality", {}).get("score", 0):.3f}. {_e(t("util_text"))}: {_e(util_line)}.</p>
-{bars}{hist}{lc}{price}
+{ap.get("quality", {}).get("score", 0):.3f}.{util_sentence}</p>{media_note}
+{bars}{text_charts}{price}
 {media_section(ap.get("media"), t, na)}
+{media_uniqueness_section(uq, t)}
 <h2>{_e(t("ar_evidence"))}</h2><table><tr><th>{_e(t("ar_indicator"))}</th><th>{_e(t("ar_score"))}</th>
 <th>{_e(t("ar_evidence_col"))}</th></tr>{rows}</table>
 </body></html>

@@ -2,7 +2,10 @@
 
 It builds the exchange from the bundled sample (ingest, curate, appraise, publish; a provider, a
 buyer with a deposit and the operator, each with a fresh key printed once), then serves the API and
-the web pages. Every step is idempotent, so running it twice reuses what the first run made.
+the web pages. Beside the text sample it lists two small media sets drawn and synthesised at run
+time (:mod:`ciyuan.data.media_sample`, CC0-1.0): wind-farm pictures with captions (``image-caption``
+recipe, priced under ``qwen2-vl-image``) and alarm sounds with transcripts (``speech-asr``,
+``whisper-audio``). Every step is idempotent, so running it twice reuses what the first run made.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import typer
 from ciyuan.cli.output import JsonOpt, console, emit, errors
 
 SAMPLE_DATASET = "sample-maintenance"
+# the media sets: (dataset, folder under the media sample, recipe, token schedule, card)
+MEDIA_SETS = (("demo-wind-pictures", "images", "image-caption", "qwen2-vl-image", "IMAGE_CARD"),
+              ("demo-alarm-sounds", "speech", "speech-asr", "whisper-audio", "SPEECH_CARD"))  # fmt: skip
 PROVIDER, BUYER, OPERATOR = "demo-provider", "demo-buyer", "operator"
 DEPOSIT = "1000.00"
 
@@ -41,12 +47,12 @@ def _new_key(name: str) -> str:
     return tx.run(lambda sess: accounts.create_key(sess, name)[1])
 
 
-def _listing_for(version_id: str) -> dict | None:
+def _listing_for(version_id: str, dataset: str = SAMPLE_DATASET) -> dict | None:
     from ciyuan.db import tx
     from ciyuan.market import catalog
 
     def work(sess):
-        found = catalog.search(sess, q=SAMPLE_DATASET, limit=100)
+        found = catalog.search(sess, q=dataset, limit=100)
         for item in found.get("items", found.get("listings", [])):
             if item.get("version") == version_id:
                 return item
@@ -91,6 +97,7 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
     if listing is None:
         listing = listings.publish(ref, provider=provider["id"], price_per_mtok="suggested", currency="CNY",
                                    license="CC-BY-4.0", sample=5)  # fmt: skip
+    media = _build_media(provider["id"], step)
     step(f"deposit {DEPOSIT} CNY for the buyer")
     from ciyuan.ledger.money import parse_amount
 
@@ -103,9 +110,38 @@ def build_demo(on_step: Callable[[str], None] | None = None) -> dict:
         "tokens": tokens,
         "appraisal": {k: appraisal[k] for k in ("tokens", "uniqueness", "price") if k in appraisal},
         "listing": listing,
+        "media": media,
         "accounts": {"provider": provider, "buyer": buyer, "operator": operator},
         "keys": keys,
     }
+
+
+def _build_media(provider_id: str, step: Callable[[str], None]) -> list[dict]:
+    """Write the media sample under the home, then ingest, curate, appraise and list each set."""
+    from ciyuan.appraise import appraise
+    from ciyuan.config import settings
+    from ciyuan.curate.curate import curate
+    from ciyuan.data import media_sample
+    from ciyuan.ingest.run import ingest
+    from ciyuan.market import listings
+
+    step("media sample: draw the pictures and synthesise the sounds (CC0-1.0)")
+    folders = media_sample.write_media_sample(settings().home / "demo" / "media")
+    out = []
+    for dataset, folder, recipe, schedule, card in MEDIA_SETS:
+        step(f"{dataset}: ingest, curate ({recipe}), appraise and list under {schedule}")
+        ing = ingest([str(folders[folder])], dataset, license=media_sample.LICENSE, domain="wind-power-maintenance",
+                     card=getattr(media_sample, card))  # fmt: skip
+        cur = curate(f"{dataset}@{ing['version']}", recipe)
+        ref = f"{dataset}@{cur['version']}"
+        appraise(ref, provider=provider_id, tokenizer=schedule)
+        listing = _listing_for(cur["version"], dataset)
+        if listing is None:
+            listing = listings.publish(ref, provider=provider_id, price_per_mtok="suggested", currency="CNY",
+                                       schedule=schedule, license=media_sample.LICENSE, sample=6)  # fmt: skip
+        out.append({"dataset": dataset, "records": ing["records"], "kept": cur["kept"], "rejected": cur["rejected"],
+                    "schedule": schedule, "listing": listing})  # fmt: skip
+    return out
 
 
 def _render(o: dict) -> None:
@@ -120,6 +156,11 @@ def _render(o: dict) -> None:
         console.print(f"    language {k:8s} {n:>10,} tokens")
     console.print(f"[bold]listing[/] {lst['id']}: {lst.get('price_per_mtok')} {lst.get('currency')} per million "
                   f"tokens, {lst.get('tokens', 0):,} tokens")
+    for m in o.get("media", []):
+        ml = m["listing"]
+        console.print(f"[bold]listing[/] {ml['id']}: {m['dataset']} ({m['kept']} of {m['records']} records kept), "
+                      f"{ml.get('price_per_mtok')} {ml.get('currency')} per million {m['schedule']} tokens, "
+                      f"{ml.get('tokens', 0):,} tokens")
     console.print("\n[bold]keys[/] (shown once; a new set is made on every run, earlier ones stay valid):")
     for name, key in o["keys"].items():
         console.print(f"    {name:14s} {key}")

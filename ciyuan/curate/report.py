@@ -52,16 +52,20 @@ def build_report(ref: str, thumbnails: bool = True) -> dict:
     token_lengths: list[int] = []
     quality: list[float] = []
     languages: Counter = Counter()
-    for rec in v.iter_records(columns=["meta", *([f"tokens__{tok}"] if tok else [])]):
+    modalities: Counter = Counter()  # kept records by modality: which sections of the page apply
+    for rec in v.iter_records(columns=["modality", "meta", *([f"tokens__{tok}"] if tok else [])]):
         meta = rec.get("meta") or {}
+        modalities[rec.get("modality") or "text"] += 1
         if tok:
             token_lengths.append(int((rec.get("tokens") or {}).get(tok) or 0))
         if "quality_score" in meta:
             quality.append(float(meta["quality_score"]))
         languages[meta.get("language", "unknown")] += 1
     by_lang: dict[str, dict] = {lang: {"kept": n, "rejected": 0, "by_code": Counter()} for lang, n in languages.items()}
-    for rec in v.iter_records(columns=["meta", "step", "reason"], partition="rejected"):
+    rejected_modalities: Counter = Counter()
+    for rec in v.iter_records(columns=["modality", "meta", "step", "reason"], partition="rejected"):
         meta = rec.get("meta") or {}
+        rejected_modalities[rec.get("modality") or "text"] += 1
         lang = meta.get("language", "unknown")
         cur_meta = meta.get("curation") or {}
         step = (rec.get("_rejected") or {}).get("step") or "?"
@@ -109,6 +113,8 @@ def build_report(ref: str, thumbnails: bool = True) -> dict:
         "tokenizer": tok,
         "tokens": v.manifest["totals"]["tokens"].get(tok, 0) if tok else 0,
         "steps": steps,
+        "modalities": {"kept": dict(modalities.most_common()), "rejected": dict(rejected_modalities.most_common())},
+        "sections": _sections(modalities + rejected_modalities, media_dups, hash_hist),
         "token_lengths": _histogram(token_lengths, log=True),
         "quality_scores": _histogram(quality, lo=0.0, hi=1.0, bins=10),
         "languages": dict(languages.most_common(15)),
@@ -232,6 +238,21 @@ def _hist_chart(h: dict, title: str, no_data: str = "no data") -> str:
     return _bars(labels, c, title, "#5a9e6f", no_data)
 
 
+TEXT_SECTIONS = ("by_language", "quality", "languages", "pii", "clusters")
+
+
+def _sections(modalities: Counter, media_dups: dict, hash_hist: dict) -> list[str]:
+    """The report's sections that apply: text ones when any record is text, media ones when any is media."""
+    out = ["steps", "token_lengths"]
+    if not modalities or modalities.get("text") or set(modalities) - {"image", "audio", "video"}:
+        out += list(TEXT_SECTIONS)
+    if set(modalities) & {"image", "audio", "video"}:
+        out.append("media_kept")
+    if media_dups.get("pairs") or hash_hist:
+        out.append("media_duplicates")
+    return out
+
+
 def _media_html(rep: dict, t) -> str:
     """Removed near-duplicate media beside what they duplicate, then one distance histogram per modality."""
     dups = rep.get("media_near_duplicates") or {}
@@ -330,10 +351,10 @@ def render_html(rep: dict, lang: str = "en") -> str:
             f"</code></h3><ul>{ex}</ul>"
         )
     media_html = _media_html(rep, t)
+    text_part = _text_sections(rep, t, lang_rows, clusters)
+    media_kept = _media_kept_html(rep, t)
     data = {k: v for k, v in rep.items() if k != "thumbnails"}  # the pictures are on the page already
-    pii = rep["pii"]
     ref = f'{esc(rep["dataset"])}@{esc(rep["version"][:12])}'
-    nd = t("cr_no_data")
     intro = t("cr_intro_kept", kept=rep["kept"], tokens=rep["tokens"], rejected=rep["rejected"])
     return f"""<!doctype html>
 <html lang="{"zh-CN" if shared.lang == "zh" else "en"}"><head><meta charset="utf-8">
@@ -358,7 +379,23 @@ table.dups td{{text-align:center;vertical-align:bottom}} table.dups img{{max-wid
 <th>{esc(t("cr_tokens_removed"))}</th><th class=r>{esc(t("cr_by_rule"))}</th></tr>{"".join(rows)}</table>
 <p><small>{esc(t("cr_tokens_note"))}</small></p>
 <p><small>{esc(t("cr_not_applicable_note"))}</small></p>
-<h2>{esc(t("cr_by_language"))}</h2>
+{text_part}
+{media_kept}
+{media_html}
+<script type="application/json" id="data">{esc(json.dumps(data, ensure_ascii=False, default=str))}</script>
+</body></html>
+"""
+
+
+def _text_sections(rep: dict, t, lang_rows: list[str], clusters: list[str]) -> str:
+    """Languages, text quality, PII and text duplicate clusters: only for versions with text records."""
+    esc = html.escape
+    pii = rep["pii"]
+    nd = t("cr_no_data")
+    sections = rep.get("sections")
+    if sections is not None and "by_language" not in sections:
+        return f"<h2>{esc(t('cr_kept_data'))}</h2>\n{_hist_chart(rep['token_lengths'], t('cr_tokens_per_record'), nd)}"
+    return f"""<h2>{esc(t("cr_by_language"))}</h2>
 <table><tr><th>{esc(t("cr_language"))}</th><th>{esc(t("cr_records"))}</th><th>{esc(t("cr_kept"))}</th>
 <th>{esc(t("cr_rejected"))}</th><th>{esc(t("cr_keep_rate"))}</th><th class=r>{esc(t("cr_top_codes"))}</th></tr>
 {"".join(lang_rows)}</table>
@@ -371,8 +408,18 @@ table.dups td{{text-align:center;vertical-align:bottom}} table.dups img{{max-wid
 {_bars([t("cr_pii_" + k) if t("cr_pii_" + k) != "cr_pii_" + k else k for k in pii], list(pii.values()),
        t("cr_pii_by_type"), "#a5563b", nd) if pii else f"<p>{esc(t('cr_no_pii'))}</p>"}
 <h2>{esc(t("cr_clusters"))}</h2>
-{"".join(clusters) or f"<p>{esc(t('cr_no_clusters'))}</p>"}
-{media_html}
-<script type="application/json" id="data">{esc(json.dumps(data, ensure_ascii=False, default=str))}</script>
-</body></html>
-"""
+{"".join(clusters) or f"<p>{esc(t('cr_no_clusters'))}</p>"}"""
+
+
+def _media_kept_html(rep: dict, t) -> str:
+    """Kept and rejected records by modality, for a version with media."""
+    if "media_kept" not in (rep.get("sections") or []):
+        return ""
+    esc = html.escape
+    mods = rep.get("modalities") or {}
+    kept, rej = mods.get("kept") or {}, mods.get("rejected") or {}
+    rows = "".join(f"<tr><td>{esc(t('cr_modality_' + m) if t('cr_modality_' + m) != 'cr_modality_' + m else m)}"
+                   f"</td><td>{kept.get(m, 0)}</td><td>{rej.get(m, 0)}</td></tr>" for m in dict.fromkeys([*kept, *rej]))
+    note = "" if "by_language" in rep["sections"] else f"<p><small>{esc(t('cr_media_only'))}</small></p>"
+    return (f"<h2>{esc(t('cr_media_kept'))}</h2>{note}<table><tr><th>{esc(t('cr_modality'))}</th>"
+            f"<th>{esc(t('cr_kept'))}</th><th>{esc(t('cr_rejected'))}</th></tr>{rows}</table>")

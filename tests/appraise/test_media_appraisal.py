@@ -79,3 +79,21 @@ def test_text_version_has_no_media_section(home) -> None:
     v = media_sets.build("plain", [{"id": f"t{i}", "text": f"text {i}"} for i in range(30)])
     ap = engine.appraise(v.ref, seeds=(0,))
     assert "media" not in ap and "Image resolution" not in report.render(ap, "en")
+
+
+def test_media_only_report_leaves_out_what_reads_text(home) -> None:
+    v = media_sets.build("pictures", media_sets.image_records(), schedules=("qwen2-vl-image",))
+    ap = engine.appraise(v.ref, tokenizer="qwen2-vl-image", seeds=(0,))
+    ind = ap["quality"]["indicators"]
+    for name in ("language_consistency", "diversity"):
+        assert ind[name]["score"] is None and ind[name]["applies"] is False
+    assert ind["completeness"]["score"] == 1.0  # the bytes are there (sha256), though the scan reads none
+    assert ap["price"]["modality"] == "image"
+    en = report.render(ap, "en")
+    assert "language consistency" not in en and "diversity" not in en
+    assert "A media-only version" in en and "Image resolution (long side, pixels)" in en
+    assert "Learning curve" not in en and "Uniqueness against the catalog by perceptual hash" in en
+    # a mixed version keeps its text indicators
+    mixed = engine.appraise(_version().ref, seeds=(0,))
+    assert mixed["quality"]["indicators"]["language_consistency"].get("applies", True)
+    assert "A media-only version" not in report.render(mixed, "en")

@@ -276,6 +276,13 @@ def test_image_caption_recipe_through_the_cli_and_its_report(home, tmp_path):
     assert row.count('<img src="data:image/jpeg;base64,') == 2  # the removed copy beside its original
     assert '<code>img1-near</code></td><td translate="no"><img' in row and "<code>img1</code></td>" in row
     assert "Hash distances between pairs (images)" in page
+    # a media-only version: the text sections do not apply, the media ones take their place
+    assert rep["modalities"] == {"kept": {"image": 6}, "rejected": {"image": 4}}
+    assert "by_language" not in rep["sections"] and "pii" not in rep["sections"]
+    assert {"media_kept", "media_duplicates"} <= set(rep["sections"])
+    for text_only in ("Rejections by language", "Languages", "Personal information redacted", "Quality score (share"):
+        assert text_only not in page, text_only
+    assert "Kept media" in page and "the text sections (languages, text quality" in page
     zh = cli("report", ref, "--out", str(tmp_path / "zh.html"), "--lang", "zh")
     assert zh["version"] == rep["version"]
     zpage = (tmp_path / "zh.html").read_text(encoding="utf-8")

@@ -102,6 +102,34 @@ def _stop(proc: subprocess.Popen) -> str:
     return out
 
 
+MEDIA = {"demo-wind-pictures": ("qwen2-vl-image", "image", 20), "demo-alarm-sounds": ("whisper-audio", "audio", 8)}
+
+
+def _check_media_listings(url: str, listings: list[dict], card: dict) -> None:
+    """The media sets sit in the catalog beside the text one, priced in their own schedule, with a
+    CC0 licence, the kept records of their recipe, and a thumbnail grid on the dataset page."""
+    for dataset, (schedule, modality, kept) in MEDIA.items():
+        found = [x for x in listings if x["dataset"] == dataset]
+        assert len(found) == 1, listings  # reused on the second run
+        lst = found[0]
+        assert lst["schedule"] == schedule and lst["records"] == kept and lst["tokens"] > 0
+        assert lst["license"] == "CC0-1.0"
+        lid = lst["id"]
+        assert card[(lid, f"href:/listings/{lid}")] == dataset
+        assert card[(lid, "schedule")] == schedule and card[(lid, "tokens")] == f"{lst['tokens']:,}"
+        page = httpx.get(f"{url}/listings/{lid}", timeout=10).text
+        assert 'data-testid="thumb-grid"' in page
+        if modality == "image":
+            assert page.count(f'src="/listings/{lid}/thumbs/') >= 5
+            thumb = httpx.get(f"{url}/listings/{lid}/thumbs/0.webp", timeout=30)
+            assert thumb.status_code == 200 and thumb.content[8:12] == b"WEBP"
+        else:
+            assert page.count(f'src="/listings/{lid}/preview/') >= 5
+        # the appraisal report of a media-only version: media sections, no text-only ones
+        rep = httpx.get(f"{url}/listings/{lid}/reports/appraisal", timeout=30).text
+        assert "Uniqueness against the catalog by perceptual hash" in rep and "language consistency" not in rep
+
+
 def test_quickstart_serves_catalog_with_sample_tokens_and_price(tmp_path: Path) -> None:
     home = tmp_path / "home"
     first_keys: list[str] = []
@@ -123,6 +151,7 @@ def test_quickstart_serves_catalog_with_sample_tokens_and_price(tmp_path: Path) 
             declared = yaml.safe_load((SAMPLE_DIR.parent / "sample_card.yaml").read_text(encoding="utf-8"))
             assert detail[(None, "description")] == " ".join(declared["description"].split())
             assert detail[(None, "license")] == "CC-BY-4.0"
+            _check_media_listings(url, listings, card)
             bal = httpx.get(f"{url}/v1/balance", headers={"Authorization": "Bearer invalid"}, timeout=10)
             assert bal.status_code == 401
         finally:
