@@ -5,7 +5,10 @@ The package was charged once when its order was paid, so downloads are not meter
 ``sig = HMAC-SHA256(secret, "{entitlement}/{shard}/{exp}")``; anyone holding it may download until
 ``exp`` and nobody can change the shard or stretch the expiry without the exchange's secret.
 When the selection is the whole version the version's own shards are served; otherwise the
-selected records are written once into package shards under the home.
+selected records are written once into package shards under the home. Records whose bytes are
+blobs keep their ``media_ref`` in the shards; the package lists every such blob under ``media``
+with its own signed URL (:mod:`ciyuan.delivery.media`), so the shards and the blobs together hold
+every byte (``Client.download_package`` writes them as one folder).
 """
 
 from __future__ import annotations
@@ -109,6 +112,8 @@ def package(p: Plan, *, ttl_s: int = DEFAULT_TTL_S, s: Settings | None = None, n
         raise InvalidInput(f"ttl_s {ttl_s!r} must be from 1 to {MAX_TTL_S}", hint="e.g. 3600")
     exp = int((time.time() if now is None else now) + ttl_s)
     files = shard_files(p, s)
+    from ciyuan.delivery.media import package_media  # media imports this module's errors
+
     return {
         "entitlement_id": p.entitlement_id,
         "expires_at": exp,
@@ -116,6 +121,7 @@ def package(p: Plan, *, ttl_s: int = DEFAULT_TTL_S, s: Settings | None = None, n
         "tokens": p.tokens,
         "shards": [{"shard": i, "rows": f.rows, "url": signed_path(p.entitlement_id, i, exp, s)}
                    for i, f in enumerate(files)],
+        "media": package_media(p, exp, s),
     }
 
 
