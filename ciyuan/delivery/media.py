@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
 from ciyuan.delivery.metering import partition_bounds
-from ciyuan.delivery.packages import DEFAULT_TTL_S, MAX_TTL_S, BadSignature, UrlExpired
 from ciyuan.delivery.plan import Plan
+from ciyuan.delivery.signed import DEFAULT_TTL_S, MAX_TTL_S, BadSignature, UrlExpired
 from ciyuan.delivery.tables import BatchRow, StreamRow
 from ciyuan.errors import CiyuanError, InvalidInput, NotFound
 from ciyuan.store.blobs import digest_of, ref_of

@@ -24,23 +24,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ciyuan.config import Settings, settings
+from ciyuan.delivery.media import package_media
 from ciyuan.delivery.plan import Plan
 from ciyuan.delivery.rowcache import read_positions
-from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
+from ciyuan.delivery.signed import DEFAULT_TTL_S, MAX_TTL_S, BadSignature, UrlExpired
+from ciyuan.errors import Conflict, InvalidInput, NotFound
 
-DEFAULT_TTL_S = 3600
-MAX_TTL_S = 7 * 24 * 3600
-
-
-class UrlExpired(CiyuanError):
-    code = "url_expired"
-    status = 410
-
-
-class BadSignature(CiyuanError):
-    code = "bad_signature"
-    status = 403
-
+__all__ = ["DEFAULT_TTL_S", "MAX_TTL_S", "BadSignature", "UrlExpired", "package", "shard_files"]
 
 def signature(entitlement_id: str, shard: int, exp: int, s: Settings | None = None) -> str:
     msg = f"{entitlement_id}/{shard}/{exp}".encode()
@@ -112,8 +102,6 @@ def package(p: Plan, *, ttl_s: int = DEFAULT_TTL_S, s: Settings | None = None, n
         raise InvalidInput(f"ttl_s {ttl_s!r} must be from 1 to {MAX_TTL_S}", hint="e.g. 3600")
     exp = int((time.time() if now is None else now) + ttl_s)
     files = shard_files(p, s)
-    from ciyuan.delivery.media import package_media  # media imports this module's errors
-
     return {
         "entitlement_id": p.entitlement_id,
         "expires_at": exp,

@@ -20,10 +20,11 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ciyuan.sdk.client import Client
+from ciyuan.sdk.errors import ApiError
+
+Client = Any  # a ciyuan.sdk.client.Client (not imported: the client imports this module)
 
 PREFIX = "sha256:"
 MAX_REFS = 1000  # what the exchange accepts per request
@@ -36,8 +37,6 @@ def _digest(ref: str) -> str:
 
 
 def _error(status: int, code: str, message: str, hint: str = "") -> Exception:
-    from ciyuan.sdk.client import ApiError
-
     return ApiError(status, code, message, hint)
 
 

@@ -49,6 +49,9 @@ import httpx
 import pyarrow as pa
 
 from ciyuan.delivery.metering import Cursor, digest, records_to_table
+from ciyuan.sdk.errors import ApiError
+
+__all__ = ["ApiError", "Batch", "Client"]
 
 ARROW = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"
@@ -67,14 +70,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class ApiError(Exception):
-    """An error answer of the exchange: status, stable code, message and what to do."""
-
-    def __init__(self, status: int, code: str, message: str, hint: str = ""):
-        super().__init__(f"{status} {code}: {message}" + (f" ({hint})" if hint else ""))
-        self.status, self.code, self.message, self.hint = status, code, message, hint
 
 
 @dataclass

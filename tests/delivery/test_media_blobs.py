@@ -111,7 +111,8 @@ def test_stream_resolves_blob_bytes_billed_exactly_once_and_fetching_is_free(ima
     got = list(c.stream(ent, max_tokens=1, fmt="ndjson"))  # one record a batch, NDJSON
     assert [r["id"] for r in got] == ["img0", "img2", "img3", "img5"]
     for r in got:
-        assert r["media"] == env.records[r["id"]]["media"] and r["meta"]["image"] == env.records[r["id"]]["meta"]["image"]
+        want = env.records[r["id"]]
+        assert r["media"] == want["media"] and r["meta"]["image"] == want["meta"]["image"]
     m = _meter(ent)
     assert (m["tokens_posted"], m["amount_posted"], m["tokens_held"]) == (q["tokens"], q["amount"], 0)
     assert before - _balance(c) == q["amount"]
@@ -241,8 +242,10 @@ def test_package_is_a_self_contained_folder_with_every_blob(images, tmp_path) ->
     got = list(read_package(tmp_path / "pkg"))
     assert [r["id"] for r in got] == ["img0", "img2", "img3", "img5"]
     for r in got:
-        assert r["media"] == env.records[r["id"]]["media"] and r["meta"]["image"] == env.records[r["id"]]["meta"]["image"]
-    assert [r["media"] is None for r in read_package(tmp_path / "pkg", resolve_media=False)] == [True, True, False, True]
+        want = env.records[r["id"]]
+        assert r["media"] == want["media"] and r["meta"]["image"] == want["meta"]["image"]
+    kept = read_package(tmp_path / "pkg", resolve_media=False)
+    assert [r["media"] is None for r in kept] == [True, True, False, True]
     # a paid entitlement also streams, blobs included, with no further charge
     before = _balance(c)
     assert [r["media"] for r in c.stream(ent)] == [env.records[i]["media"] for i in ("img0", "img2", "img3", "img5")]
