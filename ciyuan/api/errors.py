@@ -37,6 +37,7 @@ DESCRIPTIONS = {
     404: "Not found (or not yours)",
     409: "Conflict (idempotency key reused, already resolved, ...)",
     410: "Expired",
+    416: "Range not satisfiable",
     422: "Invalid input",
 }
 
