@@ -325,3 +325,37 @@ def test_hdf5_demos_through_the_recipe(home: Path, tmp_path: Path) -> None:
     cli("ingest", str(f), "--dataset", "mimic")
     out, ref = curate("mimic", "--recipe", "robot-episodes")
     assert out["kept"] + out["rejected"] == 2
+
+
+def test_idle_trim_in_a_shared_v30_video(home: Path, tmp_path: Path) -> None:
+    from episode_gen import lerobot_v30
+
+    root = lerobot_v30(tmp_path / "v3", lengths=(30, 40, 20))
+    path = root / "data" / "chunk-000" / "file-000.parquet"
+    data = pq.read_table(path)
+    state = np.asarray(data.column("observation.state").to_pylist(), np.float32)
+    action = np.asarray(data.column("action").to_pylist(), np.float32)
+    state[30:42], action[30:42] = state[42], 0  # episode 1 waits 1.2 s before it moves
+    for name, arr in (("observation.state", state), ("action", action)):
+        i = data.column_names.index(name)
+        data = data.set_column(i, data.schema.field(i), pa.array(arr.tolist(), type=pa.list_(pa.float32())))
+    pq.write_table(data, path)
+    meta_path = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    rows = pq.read_table(meta_path).to_pylist()
+    for feat, st in _table_stats(data.slice(30, 40)).items():
+        for k, v in st.items():
+            if f"stats/{feat}/{k}" in rows[1]:
+                rows[1][f"stats/{feat}/{k}"] = v
+    pq.write_table(pa.Table.from_pylist(rows), meta_path)
+    (root / "meta" / "stats.json").write_text(json.dumps(_table_stats(data)))
+    src = ingest(root, "v3idle")
+    out, ref = curate(src, "--steps", "episode_idle_trim")
+    assert step(out, "episode_idle_trim")["counters"] == {"episodes_trimmed": 1, "frames_cut": 12}
+    recs, orig = by_episode(ref), by_episode(src)
+    cam = recs[1]["meta"]["episode"]["cameras"][CAM]
+    # the episode sits at 3.0-7.0 s of the camera's one file; the wait was its first 1.2 s
+    assert cam["segments"] == [[4.2, 7.0]] and (cam["from_s"], cam["to_s"], cam["frames"]) == (4.2, 7.0, 28)
+    assert recs[1]["meta"]["attachments"] == orig[1]["meta"]["attachments"] == orig[0]["meta"]["attachments"]
+    t = read_table(recs[1]["media"])
+    assert t.column("index").to_pylist() == list(range(30, 58)) and t.column("frame_index").to_pylist()[-1] == 27
+    assert recs[0]["meta"]["episode"]["cameras"] == orig[0]["meta"]["episode"]["cameras"]
