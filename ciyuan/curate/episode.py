@@ -168,23 +168,35 @@ def reindexed(table: pa.Table, keep: list[tuple[int, int]], fps: float) -> pa.Ta
     return t
 
 
-def trimmed_cameras(cams: dict, keep: list[tuple[int, int]], fps: float) -> dict:
+def runs_of(frames: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive runs ``[a, b)`` of an increasing array of frame numbers."""
+    if not len(frames):
+        return []
+    breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(frames)]))
+    return [(int(frames[i]), int(frames[j - 1]) + 1) for i, j in zip(starts, ends, strict=True)]
+
+
+def trimmed_cameras(cams: dict, kept: list[tuple[int, int]], fps: float) -> dict:
     """Each camera's new range in its original file after a trim (no re-encoding).
 
-    A video camera's frame ``i`` of the episode sits at ``from_s + i / fps`` in the file; the kept frames
-    become ``segments`` (``[from_s, to_s]`` in file time, one per kept run), ``from_s``/``to_s`` span
-    them, ``frames`` counts them. ``frames_kept`` lists the original frame ranges for every camera,
-    image-array cameras too (their blob is one image per original frame).
+    ``kept`` are runs of the episode's *original* frames (as imported). Frame ``i`` of the original
+    episode sits at ``start_s + i / fps`` in the camera's file (``start_s``: the ``from_s`` it was
+    imported with, kept as ``original_from_s``); the kept runs become ``segments``
+    (``[from_s, to_s]`` in file time), ``from_s``/``to_s`` span them, ``frames`` counts them.
+    ``frames_kept`` lists the original frame ranges for every camera, image-array cameras too (their
+    blob holds one image per original frame).
     """
     out = {}
-    frames = sum(b - a for a, b in keep)
+    frames = sum(b - a for a, b in kept)
     for key, cam in cams.items():
         c = dict(cam)
-        c["frames_kept"] = [[a, b] for a, b in keep]
+        c["frames_kept"] = [[a, b] for a, b in kept]
         c["frames"] = frames
         if c.get("format") != "array":
-            base = float(c.get("from_s") or 0.0)
-            segs = [[_t(base + a / fps), _t(base + b / fps)] for a, b in keep]
+            base = float(c.setdefault("original_from_s", c.get("from_s") or 0.0))
+            segs = [[_t(base + a / fps), _t(base + b / fps)] for a, b in kept]
             c["segments"] = segs
             c["from_s"], c["to_s"] = (segs[0][0], segs[-1][1]) if segs else (base, base)
             c["whole_file"] = False
@@ -197,22 +209,28 @@ def _t(x: float) -> float:
 
 
 def trim(record: dict, table: pa.Table, cut: list[tuple[int, int]]) -> None:
-    """Drop the ``cut`` frame ranges from the episode: table re-indexed, cameras' ranges, stats and
-    length updated in ``meta.episode``, what was cut kept in ``meta.episode.trimmed``."""
+    """Drop the ``cut`` frame ranges (of ``table``) from the episode: table re-indexed, cameras' ranges,
+    stats and length updated in ``meta.episode``; ``meta.episode.trimmed`` says which of the frames
+    as imported were cut and kept (a second trim composes with the first)."""
     f = facts(record)
     fps = float(f["fps"])
     keep = kept_ranges(table.num_rows, cut)
     new = reindexed(table, keep, fps)
     record["media"], record["media_ref"] = table_bytes(new), None
     prior = f.get("trimmed") or {}
+    orig = (np.concatenate([np.arange(a, b) for a, b in prior["kept"]]) if prior.get("kept")
+            else np.arange(table.num_rows))  # current row -> frame as imported
+    rows = np.concatenate([np.arange(a, b) for a, b in keep]) if keep else np.zeros(0, np.int64)
+    original_length = int(prior.get("original_length", table.num_rows))
+    kept = runs_of(orig[rows])
     f["trimmed"] = {
-        "original_length": prior.get("original_length", table.num_rows),
-        "cut": prior.get("cut", []) + [[a, b] for a, b in cut],  # ranges of the table as it was before this cut
-        "kept": [[a, b] for a, b in keep],
-        "seconds_cut": round(sum(b - a for a, b in cut) / fps, 6),
+        "original_length": original_length,
+        "cut": [[a, b] for a, b in kept_ranges(original_length, kept)],
+        "kept": [[a, b] for a, b in kept],
+        "seconds_cut": round((original_length - len(rows)) / fps, 6),
     }
     f["length"] = new.num_rows
-    f["cameras"] = trimmed_cameras(f.get("cameras") or {}, keep, fps)
+    f["cameras"] = trimmed_cameras(f.get("cameras") or {}, kept, fps)
     f["stats"] = feature_stats(new, f.get("features") or {})
     f["stats_recomputed_by"] = "curation"
     if isinstance(f.get("table"), dict):

@@ -359,3 +359,14 @@ def test_idle_trim_in_a_shared_v30_video(home: Path, tmp_path: Path) -> None:
     t = read_table(recs[1]["media"])
     assert t.column("index").to_pylist() == list(range(30, 58)) and t.column("frame_index").to_pylist()[-1] == 27
     assert recs[0]["meta"]["episode"]["cameras"] == orig[0]["meta"]["episode"]["cameras"]
+
+
+def test_a_second_trim_composes_with_the_first(home: Path, tmp_path: Path) -> None:
+    src = ingest(write_v21(tmp_path / "c", [idle_episode()]), "twice")
+    _, ref = curate_recipe(src, tmp_path, [{"episode_idle_trim": {"where": "ends"}}, "episode_idle_trim"])
+    ep = by_episode(ref)[0]["meta"]["episode"]
+    assert ep["trimmed"] == {"original_length": 50, "cut": [[0, 15], [25, 37]], "kept": [[15, 25], [37, 50]],
+                             "seconds_cut": 2.7}
+    cam = ep["cameras"][CAM]
+    assert cam["segments"] == [[1.5, 2.5], [3.7, 5.0]] and cam["frames_kept"] == [[15, 25], [37, 50]]
+    assert cam["original_from_s"] == 0.0 and ep["length"] == cam["frames"] == 23
