@@ -318,13 +318,33 @@ def test_recipe_is_listed(home: Path) -> None:
     assert all(listed[n]["modalities"] == ["episode"] for n in STEPS)
 
 
-def test_hdf5_demos_through_the_recipe(home: Path, tmp_path: Path) -> None:
+def test_hdf5_demos_idle_image_cameras_and_rewards(home: Path, tmp_path: Path) -> None:
+    import h5py
     from episode_gen import hdf5_robomimic
 
     f = hdf5_robomimic(tmp_path / "r.hdf5", lengths=(30, 24))
-    cli("ingest", str(f), "--dataset", "mimic")
-    out, ref = curate("mimic", "--recipe", "robot-episodes")
-    assert out["kept"] + out["rejected"] == 2
+    with h5py.File(f, "r+") as h:
+        d0 = h["data/demo_0"]
+        for name in ("states", "obs/robot0_joint_pos"):
+            x = d0[name][()]
+            x[:22] = x[22]
+            d0[name][...] = x
+        a = d0["actions"][()]
+        a[:22] = 0
+        d0["actions"][...] = a  # demo 0 waits 1.1 s at 20 fps, and has no reward
+        r = h["data/demo_1/rewards"][()]
+        r[-1] = 1.0
+        h["data/demo_1/rewards"][...] = r
+    src = f"mimic@{cli('ingest', str(f), '--dataset', 'mimic')['version'][:12]}"
+    out, ref = curate_recipe(src, tmp_path, ["episode_task_text", "episode_idle_trim",
+                                             {"episode_filter": {"success": "required"}}])
+    assert step(out, "episode_idle_trim")["counters"] == {"episodes_trimmed": 1, "frames_cut": 22}
+    assert step(out, "episode_filter")["rejected_by_rule"] == {"not_successful": 1}
+    (gone,), (kept,) = by_episode(ref, "rejected").values(), by_episode(ref).values()
+    cam = gone["meta"]["episode"]["cameras"]["obs/agentview_image"]
+    assert cam["frames_kept"] == [[22, 30]] and cam["frames"] == 8 and "segments" not in cam  # one image a frame
+    assert gone["meta"]["episode"]["success_source"] == "column 'rewards' (max 0)"
+    assert kept["meta"]["episode"]["success"] is True and kept["text"] == "lift"
 
 
 def test_idle_trim_in_a_shared_v30_video(home: Path, tmp_path: Path) -> None:
