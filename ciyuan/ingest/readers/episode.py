@@ -166,6 +166,19 @@ def _stats_of(col: pa.ChunkedArray, rows: int) -> dict | None:
             "std": arr.std(axis=0).tolist(), "count": [rows]}
 
 
+def feature_stats(table: pa.Table, features: dict) -> dict:
+    """Stats of every numeric non-camera feature of ``table`` (``features`` as in ``meta.episode``), as
+    the readers write them to ``meta.episode.stats``; curation recomputes them with this after a trim."""
+    out: dict = {}
+    for name in table.column_names:
+        if (features.get(name) or {}).get("role") == "camera":
+            continue
+        got = _stats_of(table.column(name), table.num_rows)
+        if got is not None:
+            out[name] = got
+    return out
+
+
 def _check_stats(ep: EpisodeInput, where: str, measured: dict,
                  rewritten: tuple[str, ...] = ()) -> tuple[str | None, dict, list[str]]:
     """Stats of every numeric non-camera feature, recomputed; the declared ones must agree (those of
