@@ -225,7 +225,7 @@ def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
 
     chunks = int(eps[0].declared["info"].get("chunks_size") or 1000)
     rows, stats_rows, frames, copied = [], [], 0, 0
-    for i, start, ep, table, changed in _prepared(eps, tasks, task_map, note):
+    for i, _start, ep, table, changed in _prepared(eps, tasks, task_map, note):
         chunk = i // chunks
         path = root / V21_DATA.format(episode_chunk=chunk, episode_index=i)
         path.parent.mkdir(parents=True, exist_ok=True)
