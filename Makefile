@@ -49,4 +49,4 @@ clean:
 LEROBOT_PYTHON ?= $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python
 lerobot-venv:
 	$(LEROBOT_PYTHON) -m venv .lerobot-venv
-	.lerobot-venv/bin/python -m pip install -q 'lerobot==0.6.1'
+	.lerobot-venv/bin/python -m pip install -q 'lerobot[dataset]==0.6.1'
