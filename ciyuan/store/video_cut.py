@@ -39,6 +39,7 @@ def cut(src: BinaryIO, start_s: float, end_s: float, out_path: str, fps: float) 
             shift = packets[0].pts
             with av.open(out_path, mode="w", format="mp4") as out:
                 ost = out.add_stream_from_template(stream)
+                ost.time_base = stream.time_base
                 for pkt in packets:
                     pkt.pts -= shift
                     pkt.dts -= shift
@@ -59,7 +60,11 @@ def _reencode(src: BinaryIO, start_s: float, end_s: float, out_path: str, fps: f
         encoder = {"h264": "libx264", "av1": "libaom-av1" if "libaom-av1" in av.codecs_available else "libsvtav1",
                    "hevc": "libx265"}.get(name, name)
         rate = Fraction(fps).limit_denominator(1001)
-        ost = out.add_stream(encoder, rate=rate)
+        # no B-frames and the headers in-band: a cut file that tools join with remuxed ones (lerobot's
+        # v2.1 -> v3.0 converter concatenates the packets) keeps dts monotonic and decodes
+        opts = {"bf": "0", "x264-params": "repeat-headers=1"} if encoder == "libx264" else {}
+        ost = out.add_stream(encoder, rate=rate, options=opts)
+        ost.time_base = stream.time_base
         ost.width, ost.height = stream.codec_context.width, stream.codec_context.height
         ost.pix_fmt = stream.codec_context.pix_fmt or "yuv420p"
         for frame in inp.decode(stream):
