@@ -69,9 +69,10 @@ def _episodes(version: Version) -> list[_Episode]:
             continue
         ep = _Episode(rec)
         if ep.declared is None:
-            raise InvalidInput(f"record {ep.id} of {version.ref} was not read from a LeRobot folder",
-                               hint="export to LeRobot takes episodes imported from LeRobot v2.1/v3.0; "
-                                    "export HDF5 demos with --format parquet")
+            raise InvalidInput(f"record {ep.id} of {version.ref} has no meta.lerobot (not read from a LeRobot "
+                               "folder, or imported before the reader kept it)",
+                               hint="export to LeRobot takes episodes imported from LeRobot v2.1/v3.0 (ingest "
+                                    "the folder again); export HDF5 demos with --format parquet")
         eps.append(ep)
     if not eps:
         raise InvalidInput(f"{version.ref} holds no episode records", hint="ingest a LeRobot folder first")
