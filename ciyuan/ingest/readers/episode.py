@@ -72,6 +72,7 @@ class EpisodeInput:
     from_index: int | None = None  # declared first global index
     extra: dict = field(default_factory=dict)
     check_timestamps: bool = True  # HDF5 demos carry no timestamps: they are made from the index
+    declared: dict | None = None  # LeRobot: the source's own meta, kept verbatim for a lossless export
 
 
 VideoCache = Callable[[str], object]  # path -> DecodedVideo (decoded once per file)
@@ -276,7 +277,7 @@ def _check_cameras(ep: EpisodeInput, where: str, videos: VideoCache) -> tuple[st
             return code("video_frames", f"{where}: camera {cam.key!r} video {cam.shown} decodes to {frames} "
                         f"frame(s){span}, the data table has {n}"), {}, {}
         cams[cam.key] = {**got.facts(), "frames": frames, "file": cam.shown, "from_s": cam.start_s,
-                         "to_s": cam.end_s, "whole_file": cam.end_s is None}
+                         "to_s": cam.end_s, "whole_file": cam.end_s is None or frames == len(got.times)}
         attach[cam.key] = FileSpan(cam.path, 0, os.path.getsize(cam.path))
     return None, cams, attach
 
@@ -331,6 +332,8 @@ def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> 
         **ep.extra,
     }
     meta = {"episode": facts, "path": ep.shown, "robot_type": ep.robot_type, "task": ep.tasks[0] if ep.tasks else None}
+    if ep.declared is not None:
+        meta["lerobot"] = ep.declared
     record = {"id": None, "text": "\n".join(ep.tasks) or None, "modality": "episode", "meta": meta,
               "media": table_bytes(table), "attachments": attach}
     return Good(ep.source, ep.episode_index, record)
