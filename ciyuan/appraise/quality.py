@@ -26,8 +26,9 @@ import numpy as np
 
 from ciyuan.ingest.declared import CARD_FIELDS
 
-MODALITIES = {"text", "image", "audio", "video", "tabular", "binary"}
-MEDIA_MODALITIES = frozenset({"image", "audio", "video"})
+MODALITIES = {"text", "image", "audio", "video", "tabular", "binary", "episode"}
+# records judged by their bytes, not their text (an episode's text is its task, shared by many demonstrations)
+MEDIA_MODALITIES = frozenset({"image", "audio", "video", "episode"})
 TEXT_ONLY = ("language_consistency", "diversity")  # indicators that read text: not applicable to media-only
 DATE_FIELDS = ("date", "created_at", "created", "published", "published_at", "timestamp", "time",
                "updated_at", "year", "发布时间", "日期")  # fmt: skip
