@@ -304,7 +304,8 @@ def appraise(
         lap("episode_utility_and_values")
     lift = _headline_lift(utility)
     price = suggest_price(
-        qual["score"], uniq["score"], lift, modality=_modality(info, media, row, episodes), domain=info.get("domain", "general")
+        qual["score"], uniq["score"], lift, modality=_modality(info, media, row, episodes),
+        domain=info.get("domain", "general"),
     )
     result = {
         "format": APPRAISAL_FORMAT,

@@ -54,7 +54,8 @@ def episode_records(version, episodes: int) -> Iterator[dict]:
     every = max(1, math.ceil(episodes / EPISODE_SAMPLE))
     for r in version.iter_records(columns=["id", "modality", "media", "media_ref", "meta"], resolve_media=True):
         if r.get("modality") == "episode" and (
-                every == 1 or zlib.crc32(str(r["id"]).encode("utf-8", "surrogatepass")) % every == 0):
+            every == 1 or zlib.crc32(str(r["id"]).encode("utf-8", "surrogatepass")) % every == 0
+        ):
             yield r
 
 
@@ -196,22 +197,29 @@ def _hist(values: np.ndarray, bins: int = 20) -> dict:
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def appraise_episodes(records: Iterable[dict], total: int, seeds: Sequence[int]) -> tuple[dict | None, dict | None,
-                                                                                        list[str], np.ndarray]:
+def appraise_episodes(
+    records: Iterable[dict], total: int, seeds: Sequence[int]
+) -> tuple[dict | None, dict | None, list[str], np.ndarray]:
     """``(utility, values summary, ids, values)`` of the episode records (None, None when too few)."""
     eps, skipped = read_episodes(records)
     base = {"episodes": len(eps), "of": total, "skipped": skipped}
     if len(eps) < MIN_EPISODES:
-        return ({**base, "relative_drop": None,
-                 "why": f"fewer than {MIN_EPISODES} episodes with finite state and action"}, None, [], np.zeros(0))
+        return (
+            {**base, "relative_drop": None, "why": f"fewer than {MIN_EPISODES} episodes with finite state and action"},
+            None,
+            [],
+            np.zeros(0),
+        )
     st = Stats(eps)
     util = {
         **base,
         "policy": "ridge regression state -> action (standardised state, bias, "
-                  f"lambda {RIDGE} per frame), closed form, CPU",
+        f"lambda {RIDGE} per frame), closed form, CPU",
         "eval": f"held-out {int(TEST_SHARE * 100)} % of episodes (split by episode), one split per seed",
         "metric": "action MSE per action number",
-        "frames": int(st.n.sum()), "state_dim": int(eps[0].state.shape[1]), "action_dim": st.da,
+        "frames": int(st.n.sum()),
+        "state_dim": int(eps[0].state.shape[1]),
+        "action_dim": st.da,
         "seeds": list(seeds),
         **learning_curve(st, seeds),
     }
@@ -224,7 +232,7 @@ def appraise_episodes(records: Iterable[dict], total: int, seeds: Sequence[int])
 
     summary = {
         "method": f"Monte-Carlo permutation Shapley ({PERMUTATIONS} permutations x {min(FOLDS, len(eps))} "
-                  "episode folds) of the ridge policy; utility = zero-action MSE - held-out action MSE",
+        "episode folds) of the ridge policy; utility = zero-action MSE - held-out action MSE",
         "episodes": len(eps),
         "mean": float(vals.mean()),
         "negative": int((vals < 0).sum()),
