@@ -405,7 +405,8 @@ class QualityAccumulator:
             },  # fmt: skip
         }
         if self.media and not self.n - self.media:  # media only: what reads text does not apply
-            why = "a media-only version: language and wording are measured on text records only"
+            why = ("a media-only version (images, audio, video, robot episodes): language and wording are "
+                   "measured on text records only")
             for name in TEXT_ONLY:
                 ind[name] = {"score": None, "applies": False, "evidence": {"why": why, "media": self.media}}
         ind["licence_clarity"] = licence_clarity(licence)
