@@ -185,6 +185,10 @@ def episode_only(ap: dict) -> bool:
     return bool(n) and n == (ap.get("tokens") or {}).get("records")
 
 
+def _pct(v: float | None, na: str) -> str:
+    return na if v is None else f"{v:.1%}"
+
+
 def _episode_rows(rows: list[dict], t) -> str:
     body = "".join(f'<tr><td translate="no">{_e(r["id"])}</td><td>{_e(r.get("task") or "")}</td>'
                    f'<td>{_e("" if r.get("episode_index") is None else r["episode_index"])}</td>'
@@ -207,7 +211,7 @@ def episode_section(ap: dict, t, na: str) -> str:
                              ds=u["state_dim"], da=u["action_dim"], mse=f"{curve[-1]['mean']:.4g}",
                              zero=f"{u['baseline_zero_action']['mean']:.4g}",
                              mean=f"{u['baseline_mean_action']['mean']:.4g}", drop=f"{rd.get('mean', 0):.1%}",
-                             low=_score(rd.get("low"), na), high=_score(rd.get("high"), na),
+                             low=_pct(rd.get("low"), na), high=_pct(rd.get("high"), na),
                              seeds=len(u.get("seeds") or []))) + "</p>")  # fmt: skip
     charts = line_chart(t("ae_curve"), [c["fraction"] * 100 for c in curve], [c["mean"] for c in curve],
                         [c["low"] for c in curve], [c["high"] for c in curve], t("ae_share"), t("ae_mse"),
