@@ -25,6 +25,7 @@ import numpy as np
 from ciyuan.appraise import media_uniqueness as media_uq
 from ciyuan.appraise import quality as quality_mod
 from ciyuan.appraise.card import build_card
+from ciyuan.appraise.episodes import appraise_episodes, episode_records
 from ciyuan.appraise.knn_shapley import knn_shapley_self
 from ciyuan.appraise.ngram_lm import perplexity_lift
 from ciyuan.appraise.price import suggest_price
@@ -182,6 +183,7 @@ def appraise(
     lm_items: list[tuple[int, str, int]] = []  # (crc32 of id, text, tokens): thinned by hash, never by stride
     lm_tokens = 0
     total_tokens = 0
+    episodes = 0
     row = 0
     for recs in _batches(v, tok):
         n = len(recs)
@@ -191,6 +193,9 @@ def appraise(
             c = int(r["tokens"][tok])
             tokens[row + j] = c
             total_tokens += c
+            if r.get("modality") == "episode":  # its text is a task: valued by the policy below, not as text
+                episodes += 1
+                continue
             meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
             if _picked(r["id"], label_every) and label_field in meta and r.get("text"):
                 lab = meta[label_field]
@@ -290,9 +295,17 @@ def appraise(
             utility["text"] = {"baseline": None, "eval": eval_source, "lift": None,
                                "why": "no --baseline given: lift needs a corpus to compare against"}  # fmt: skip
     lap("text_utility")
+    episode_values = None
+    if episodes:
+        utility["episode"], episode_values, ep_ids, ep_vals = appraise_episodes(
+            episode_records(v, episodes), episodes, seeds)
+        if len(ep_ids):
+            _save_values(wd, ep_ids, ep_vals, "episode_values.parquet")
+        lap("episode_utility_and_values")
     lift = _headline_lift(utility)
     price = suggest_price(
-        qual["score"], uniq["score"], lift, modality=_modality(info, media, row), domain=info.get("domain", "general")
+        qual["score"], uniq["score"], lift, modality=_modality(info, media, row, episodes),
+        domain=info.get("domain", "general"),
     )
     result = {
         "format": APPRAISAL_FORMAT,
@@ -312,6 +325,8 @@ def appraise(
         "utility": utility,
         "utility_lift_used": lift,
         "record_values": values_summary,
+        "episode_values": episode_values,
+        "episode_records": episodes,
         "price": price,
         "timing_s": {**timing, "scan": round(timing["scan"], 3), "total": round(time.perf_counter() - t0, 3)},
     }
@@ -327,13 +342,15 @@ def appraise(
     return result
 
 
-def _modality(info: dict, media: dict, records: int) -> str:
+def _modality(info: dict, media: dict, records: int, episodes: int = 0) -> str:
     """The modality the base rate is read for: the card's, else the commonest media of a media-only version."""
     if info.get("modality"):
         return str(info["modality"])
     by = media.get("by_modality") or {}
     if by and media.get("media_records") == records:
         return max(by, key=lambda m: by[m])
+    if records and episodes == records:
+        return "episode"
     return "text"
 
 
@@ -343,14 +360,16 @@ def _headline_lift(utility: dict) -> dict | None:
         return utility["text"]["relative_drop"]
     if utility.get("labelled", {}).get("lift"):
         return utility["labelled"]["lift"]
+    if utility.get("episode", {}).get("relative_drop"):
+        return utility["episode"]["relative_drop"]
     return None
 
 
-def _save_values(wd: Path, ids: list[str], vals: np.ndarray) -> None:
+def _save_values(wd: Path, ids: list[str], vals: np.ndarray, name: str = "record_values.parquet") -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"id": ids, "value": vals}), wd / "record_values.parquet")
+    pq.write_table(pa.table({"id": ids, "value": vals}), wd / name)
 
 
 def save(version, result: dict) -> None:

@@ -281,8 +281,9 @@ def uniqueness(
 
 def texts_for_signature(recs: list[dict]) -> list[str | None]:
     """The text MinHash reads: a media record is judged by its pixels or samples (perceptual hashes),
-    not by its caption, so two pictures with one caption are not copies and a re-captioned copy is."""
-    return [None if r.get("modality") in MODS else r.get("text") for r in recs]
+    not by its caption, so two pictures with one caption are not copies and a re-captioned copy is; a
+    robot episode's text is its task, which many different demonstrations share."""
+    return [None if r.get("modality") in MODS or r.get("modality") == "episode" else r.get("text") for r in recs]
 
 
 def fold_into(uniq: dict, mu: dict) -> None:

@@ -36,6 +36,7 @@ BASE_RATES: dict[str, dict[str, int]] = {
     "image": {"general": 3000},
     "audio": {"general": 3000},
     "video": {"general": 4000},
+    "episode": {"general": 4000},  # robot demonstrations: priced like video until the market says otherwise
     "tabular": {"general": 2500},
 }  # fmt: skip
 TIER_STARTS = (0, 100 * MTOK, 1000 * MTOK, 10_000 * MTOK)

@@ -26,8 +26,9 @@ import numpy as np
 
 from ciyuan.ingest.declared import CARD_FIELDS
 
-MODALITIES = {"text", "image", "audio", "video", "tabular", "binary"}
-MEDIA_MODALITIES = frozenset({"image", "audio", "video"})
+MODALITIES = {"text", "image", "audio", "video", "tabular", "binary", "episode"}
+# records judged by their bytes, not their text (an episode's text is its task, shared by many demonstrations)
+MEDIA_MODALITIES = frozenset({"image", "audio", "video", "episode"})
 TEXT_ONLY = ("language_consistency", "diversity")  # indicators that read text: not applicable to media-only
 DATE_FIELDS = ("date", "created_at", "created", "published", "published_at", "timestamp", "time",
                "updated_at", "year", "发布时间", "日期")  # fmt: skip
@@ -404,7 +405,8 @@ class QualityAccumulator:
             },  # fmt: skip
         }
         if self.media and not self.n - self.media:  # media only: what reads text does not apply
-            why = "a media-only version: language and wording are measured on text records only"
+            why = ("a media-only version (images, audio, video, robot episodes): language and wording are "
+                   "measured on text records only")
             for name in TEXT_ONLY:
                 ind[name] = {"score": None, "applies": False, "evidence": {"why": why, "media": self.media}}
         ind["licence_clarity"] = licence_clarity(licence)

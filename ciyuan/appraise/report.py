@@ -86,13 +86,15 @@ def histogram_chart(title: str, hist: dict | None, empty: str = "no labelled rec
 
 def line_chart(title: str, xs: list[float], ys: list[float], lows: list | None = None, highs: list | None = None,
                xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False,
-               empty: str = "not measured") -> str:  # fmt: skip
+               empty: str = "not measured", ref: float | None = None) -> str:  # fmt: skip
+    """One series with an optional interval band; ``ref`` draws a dashed horizontal line (a baseline)."""
     if not xs:
         return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">{_e(empty)}</text>')
     fx = (lambda v: math.log10(max(v, 1e-12))) if logx else (lambda v: v)
     fy = (lambda v: math.log10(max(v, 1e-12))) if logy else (lambda v: v)
     tx = [fx(x) for x in xs]
     all_y = [y for y in ys if y is not None] + [v for v in (lows or []) + (highs or []) if v is not None]
+    all_y += [] if ref is None else [ref]
     sx = _scale(min(tx), max(tx), PAD + 6, W - 16)
     sy0 = _scale(fy(min(all_y)), fy(max(all_y)), H - PAD - 6, 16)
 
@@ -110,6 +112,9 @@ def line_chart(title: str, xs: list[float], ys: list[float], lows: list | None =
         for x, xv, y in zip(tx, xs, ys, strict=True)
         if y is not None
     )
+    if ref is not None:
+        dots += (f'<line x1="{PAD}" y1="{sy(ref):.1f}" x2="{W - 10}" y2="{sy(ref):.1f}" stroke="#d8553b" '
+                 f'stroke-dasharray="5,4"><title>{ref:.4g}</title></line>')
     hi_y, lo_y = max(all_y), min(all_y)
     end = 'font-size="10" text-anchor="end"'
     ticks = (
@@ -174,6 +179,55 @@ def media_uniqueness_section(uq: dict, t) -> str:
     return f"<h2>{_e(t('am_uniqueness'))}</h2><p>{_e(line)}</p>{table}"
 
 
+def episode_only(ap: dict) -> bool:
+    """Whether every record of the appraised version is a robot episode."""
+    n = ap.get("episode_records") or 0
+    return bool(n) and n == (ap.get("tokens") or {}).get("records")
+
+
+def _pct(v: float | None, na: str) -> str:
+    return na if v is None else f"{v:.1%}"
+
+
+def _episode_rows(rows: list[dict], t) -> str:
+    body = "".join(f'<tr><td translate="no">{_e(r["id"])}</td><td>{_e(r.get("task") or "")}</td>'
+                   f'<td>{_e("" if r.get("episode_index") is None else r["episode_index"])}</td>'
+                   f'<td>{int(r.get("length") or 0)}</td><td>{r["value"]:.4g}</td></tr>' for r in rows)  # fmt: skip
+    head = "".join(f"<th>{_e(t('ae_col_' + c))}</th>" for c in ("episode", "task", "index", "length", "value"))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def episode_section(ap: dict, t, na: str) -> str:
+    """The policy part of the report: the behaviour-cloning learning curve against the mean-action
+    baseline, the episode value histogram and the top and bottom episodes; empty without episodes."""
+    u = (ap.get("utility") or {}).get("episode")
+    if not u:
+        return ""
+    out = [f"<h2>{_e(t('ae_title'))}</h2>"]
+    if not u.get("curve"):
+        return out[0] + f"<p>{_e(t('ae_not_measured', why=u.get('why', '')))}</p>"
+    curve, rd = u["curve"], u.get("relative_drop") or {}
+    out.append("<p>" + _e(t("ae_line", train=u["train_episodes"], n=u["episodes"], frames=f"{u['frames']:,}",
+                             ds=u["state_dim"], da=u["action_dim"], mse=f"{curve[-1]['mean']:.4g}",
+                             zero=f"{u['baseline_zero_action']['mean']:.4g}",
+                             mean=f"{u['baseline_mean_action']['mean']:.4g}", drop=f"{rd.get('mean', 0):.1%}",
+                             low=_pct(rd.get("low"), na), high=_pct(rd.get("high"), na),
+                             seeds=len(u.get("seeds") or []))) + "</p>")  # fmt: skip
+    charts = line_chart(t("ae_curve"), [c["fraction"] * 100 for c in curve], [c["mean"] for c in curve],
+                        [c["low"] for c in curve], [c["high"] for c in curve], t("ae_share"), t("ae_mse"),
+                        ref=u["baseline_mean_action"]["mean"])  # fmt: skip
+    ev = ap.get("episode_values")
+    if ev:
+        charts += histogram_chart(t("ae_values"), ev.get("histogram"), na, t("ae_value_axis"), t("ae_episodes"))
+        out.append(charts)
+        out.append(f"<p>{_e(t('ae_negative', neg=ev['negative'], n=ev['episodes']))}</p>")
+        out.append(f"<h3>{_e(t('ae_top'))}</h3>{_episode_rows(ev.get('top') or [], t)}")
+        out.append(f"<h3>{_e(t('ae_bottom'))}</h3>{_episode_rows(ev.get('bottom') or [], t)}")
+    else:
+        out.append(charts)
+    return "".join(out)
+
+
 def media_only(ap: dict) -> bool:
     """Whether every record of the appraised version is an image, audio clip or video."""
     m = ap.get("media") or {}
@@ -234,10 +288,14 @@ def render(ap: dict, lang: str = "en") -> str:
     when = str(ap.get("appraised_at") or "")[:16].replace("T", " ")
     dataset = f'<span translate="no">{_e(ap.get("dataset"))}@{_e(str(ap.get("version", ""))[:12])}</span>'
     text_charts = hist + lc
-    if only_media and not ap.get("record_values") and not lab:  # both read labelled text
+    only_episodes = episode_only(ap)
+    if (only_media or only_episodes) and not ap.get("record_values") and not lab:  # both read labelled text
         text_charts = ""
     util_sentence = "" if only_media and not text_u else f" {_e(t('util_text'))}: {_e(util_line)}."
+    if only_episodes and not text_u:
+        util_sentence = f" {_e(t('util_text'))}: {_e(t('ae_text_na'))}."
     media_note = f"<p>{_e(t('am_media_only'))}</p>" if only_media else ""
+    media_note += f"<p>{_e(t('ae_only'))}</p>" if only_episodes else ""
     facts = t("ar_tokens", total=f"{tok.get('total', 0):,}", unique=f"{tok.get('unique', 0):,}",
               near=f"{tok.get('near_duplicate_records', 0):,}")  # fmt: skip
     return f"""<!doctype html>
@@ -255,6 +313,7 @@ pre{{font-size:11px;white-space:pre-wrap;margin:0}}.big{{font-size:28px;font-wei
 <p>{_e(facts)} {_e(t("uniqueness"))}: {uq.get("score", 0):.3f}. {_e(t("quality_score"))}:
 {ap.get("quality", {}).get("score", 0):.3f}.{util_sentence}</p>{media_note}
 {bars}{text_charts}{price}
+{episode_section(ap, t, na)}
 {media_section(ap.get("media"), t, na)}
 {media_uniqueness_section(uq, t)}
 <h2>{_e(t("ar_evidence"))}</h2><table><tr><th>{_e(t("ar_indicator"))}</th><th>{_e(t("ar_score"))}</th>

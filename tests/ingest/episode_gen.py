@@ -2,7 +2,9 @@
 frame by frame and written with PyAV (H.264 or AV1), saved as LeRobot v2.1, LeRobot v3.0 or HDF5.
 
 ``defects`` maps a defect name to the episode that gets it (one defect, one episode, so each check
-is seen on its own); docs/ingest.md lists the checks they exercise.
+is seen on its own); docs/ingest.md lists the checks they exercise. ``noise_actions`` names several
+episodes whose actions are replaced by uniform noise (a valid record, a useless demonstration: the
+appraisal's policy values them, docs/appraisal.md).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def episode_table(ep: int, length: int, fps: float, start: int, defects: dict) -
     if defects.get("nan") == ep:
         action = action.copy()
         action[3, 2] = np.nan
+    if ep in defects.get("noise_actions", ()):  # a demonstration whose actions ignore its states
+        action = np.random.default_rng(1000 + ep).uniform(-1.5, 1.5, action.shape).astype(np.float32)
     act_type = pa.list_(pa.float64()) if defects.get("dtype") == ep else pa.list_(pa.float32())
     states = [list(map(float, r)) for r in state]
     if defects.get("shape") == ep:
