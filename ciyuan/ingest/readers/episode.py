@@ -281,6 +281,16 @@ def read_table(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
 
 
+def success(table: pa.Table, declared: object = None) -> bool | None:
+    """Whether the episode succeeded, when the data says: LeRobot's ``next.success`` column (true on
+    any frame), else a boolean the episode meta declares; None when neither does."""
+    if "next.success" in table.column_names:
+        col, _ = leaf(table.column("next.success"))
+        if pa.types.is_boolean(col.type) or pa.types.is_integer(col.type):
+            return bool(pc.any(pc.cast(col, pa.bool_())).as_py() or False)
+    return declared if isinstance(declared, bool) else None
+
+
 def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> Good | Bad:
     """Check one episode; its record, or its quarantine row (file, episode index, frame in the reason)."""
     where = f"{ep.shown} episode {ep.episode_index}"
@@ -317,6 +327,10 @@ def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> 
         **({"repaired": ["timestamps"]} if repaired else {}),
         **ep.extra,
     }
+    won = success(table, ep.extra.get("success"))
+    facts.pop("success", None)
+    if won is not None:
+        facts["success"] = won
     meta = {"episode": facts, "path": ep.shown, "robot_type": ep.robot_type, "task": ep.tasks[0] if ep.tasks else None}
     record = {"id": None, "text": "\n".join(ep.tasks) or None, "modality": "episode", "meta": meta,
               "media": table_bytes(table), "attachments": attach}
