@@ -199,6 +199,17 @@ def _raw_frames(data: bytes, cam: dict) -> list[Any]:
     return [Image.fromarray(arr[i] if arr.shape[3] != 1 else arr[i, :, :, 0]) for i in _picks(n)]
 
 
+def _jpeg_rows(data: bytes, cam: dict) -> list[Any]:
+    """ALOHA ``compress=True`` cameras: one zero-padded JPEG a row, all rows the same length."""
+    from PIL import Image
+
+    n = int(cam.get("frames") or 0)
+    if not n or len(data) % n:
+        raise InvalidInput("the camera's stored JPEG rows do not divide into its frames", hint="re-import")
+    row = len(data) // n
+    return [Image.open(io.BytesIO(data[i * row:(i + 1) * row])) for i in _picks(n)]
+
+
 def make_strip(rec: dict, camera: int, s: Settings | None = None) -> bytes:
     """One WebP of up to :data:`STRIP_FRAMES` frames of a camera, side by side."""
     from PIL import Image
@@ -216,6 +227,8 @@ def make_strip(rec: dict, camera: int, s: Settings | None = None) -> bytes:
     data = BlobStore(s=s).get(digest_of(ref))
     if cam.get("format") == "array" and cam.get("codec") == "raw":
         frames = _raw_frames(data, cam)
+    elif cam.get("format") == "array" and cam.get("codec") == "jpeg-padded":
+        frames = _jpeg_rows(data, cam)
     elif cam.get("format") == "array":
         raise InvalidInput(f"camera {key!r} is stored as {cam.get('codec')}",
                            hint="only videos and raw pixels are shown")
