@@ -126,6 +126,9 @@ def test_episode_page_rows_plot_and_camera_strip(browser, robots, shot) -> None:
         assert one.size == zero.size and one.tobytes() != zero.tobytes()
         assert httpx.get(f"{url}/listings/{listing['id']}/episodes/5/strip/0.webp").status_code == 404
         assert httpx.get(f"{url}/listings/{listing['id']}/episodes/0/strip/3.webp").status_code == 404
+        fields = page.locator("details", has_text="Fields")
+        fields.locator("summary").click()
+        assert "list of names" in fields.inner_text()  # meta.episode.cameras, meta.episode.tasks
         page.goto(f"/listings/{listing['id']}?lang=zh")
         assert "回合" in page.get_by_test_id("episodes").inner_text()
         assert "未知" in page.get_by_test_id("episode-rows").inner_text()
