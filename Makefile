@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-test browser lint bench clean
+.PHONY: run test install install-test browser lint bench clean lerobot-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,10 @@ lint: install-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# lerobot 0.6 (Python >= 3.12, torch) in a venv of its own, for tests/ingest/test_lerobot_client.py;
+# not part of `make test`'s install: PyPI's torch for Python 3.12 brings the CUDA wheels (several GB).
+LEROBOT_PYTHON ?= $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python
+lerobot-venv:
+	$(LEROBOT_PYTHON) -m venv .lerobot-venv
+	.lerobot-venv/bin/python -m pip install -q 'lerobot[dataset]==0.6.1'

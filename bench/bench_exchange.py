@@ -250,6 +250,9 @@ def child_ledger_setup() -> dict:
 def child_ledger_worker(worker: int, threads: int, seconds: float, start_at: float, path: str) -> dict:
     """``threads`` callers, each making one transfer at a time until the window closes.
 
+    With ``start_at`` 0 the worker says ``ready`` once connected and reads the window's start from
+    stdin, so that on a loaded machine no worker is still importing when the window opens.
+
     ``path`` ``submit``: ``ledger.submit_transfer`` (concurrent callers of a process share
     transactions); ``tx``: one ``tx.run(create_transfer)`` unit of work per transfer.
     """
@@ -258,6 +261,9 @@ def child_ledger_worker(worker: int, threads: int, seconds: float, start_at: flo
 
     ids = [ledger.account_id(ledger.BUYER, f"lb{i:04d}", "CNY") for i in range(LEDGER_ACCOUNTS)]
     tx.run(lambda s: ledger.balance(s, ledger.BUYER, "lb0000", "CNY"))  # connect and migrate before the window
+    if not start_at:
+        print("ready", flush=True)
+        start_at = float(sys.stdin.readline())
     counts = [0] * threads
 
     def caller(t: int) -> None:
@@ -321,9 +327,9 @@ def _ciyuan(env: dict, *args: str) -> dict:
         return {"ok": False, "exit": out.returncode, "stderr": out.stderr[-2000:], "stdout": out.stdout[-2000:]}
 
 
-def _child(kind: str, env: dict, *args: str) -> subprocess.Popen:
+def _child(kind: str, env: dict, *args: str, stdin: int | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, "--child", kind, *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _last_json(p: subprocess.Popen) -> dict:
@@ -344,9 +350,15 @@ def target_ledger(seconds: float, procs: int, threads: int, path: str = "submit"
     env = _home(url)
     try:
         _last_json(_child("ledger-setup", env))
-        start_at = time.time() + 8
         kids = [_child("ledger-worker", env, "--worker", str(w), "--threads", str(threads), "--seconds",
-                       str(seconds), "--start-at", str(start_at), "--path", path) for w in range(procs)]
+                       str(seconds), "--start-at", "0", "--path", path, stdin=subprocess.PIPE) for w in range(procs)]
+        for k in kids:  # every worker imported and connected: then the window opens for all at once
+            if k.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"ledger worker failed: {_last_json(k)}")
+        start_at = time.time() + 1
+        for k in kids:
+            k.stdin.write(f"{start_at}\n")
+            k.stdin.flush()
         done = [_last_json(k) for k in kids]
         n = sum(d["transfers"] for d in done)
         cpu = sum(d["cpu_s"] for d in done)
@@ -372,10 +384,15 @@ def target_http(seconds: float, workers: int, buyers: int, quotes_each: int) -> 
         port = _free_port()
         server = subprocess.Popen([sys.executable, "-m", "ciyuan.cli.main", "serve", "--port", str(port),
                                    "--workers", str(workers), "--json"], env=env, cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         server.stdout.readline()  # {"serving": ...}
         # keep reading what the server prints (uvicorn's access log): a full pipe would block its workers
         threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
+        up = threading.Semaphore(0)  # one release per worker whose app started (uvicorn logs it on stderr)
+        threading.Thread(target=lambda: [up.release() for line in server.stderr
+                                         if "Application startup complete" in line], daemon=True).start()
+        for _ in range(workers):  # on a loaded machine a late worker would get none of the kept-alive clients
+            up.acquire(timeout=300)
         for _ in range(600):  # the workers accept once they are up
             try:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

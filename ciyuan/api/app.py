@@ -65,6 +65,10 @@ def create_app(settings_: Settings | None = None) -> FastAPI:
     from ciyuan.api import limits
 
     limits.install(app)
+    # -- the order hot path runs first: a plain POST /v1/orders in one thread-pool trip (fast_orders) --
+    from ciyuan.api import fast_orders
+
+    fast_orders.install(app)
 
     @app.get("/v1/health", response_model=Health, tags=["meta"])
     def health() -> dict:

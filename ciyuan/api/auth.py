@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from ciyuan.config import Settings
 from ciyuan.db import tx
@@ -20,20 +21,24 @@ def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-    """The caller. For a request with a body :mod:`ciyuan.api.limits` checked the key before reading it: reuse that."""
+async def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    """The caller. For a request with a body :mod:`ciyuan.api.limits` checked the key before reading it: reuse that.
+
+    Async, so that a principal found already costs no trip through the thread pool; only a
+    lookup goes there.
+    """
     found = getattr(request.state, PRINCIPAL_STATE, None)
     if isinstance(found, Principal):
         return found
     s = app_settings(request)
     secret = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
-    return tx.read(lambda sess: authenticate(sess, secret), s)
+    return await run_in_threadpool(tx.read, lambda sess: authenticate(sess, secret), s)
 
 
 def requires(*, roles: tuple[str, ...] = (), scope: str | None = None) -> Callable[..., Principal]:
     """A dependency: the caller's principal, after checking its role and scope (403 otherwise)."""
 
-    def dep(p: Principal = Depends(principal)) -> Principal:
+    async def dep(p: Principal = Depends(principal)) -> Principal:  # no I/O: no thread pool
         p.require(roles=roles, scope=scope)
         return p
 

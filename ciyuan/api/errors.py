@@ -37,6 +37,7 @@ DESCRIPTIONS = {
     404: "Not found (or not yours)",
     409: "Conflict (idempotency key reused, already resolved, ...)",
     410: "Expired",
+    416: "Range not satisfiable",
     422: "Invalid input",
 }
 
@@ -50,12 +51,23 @@ def _body(code: str, message: str, hint: str = "") -> dict:
     return {"error": {"code": code, "message": message, "hint": hint}}
 
 
+def error_response(exc: CiyuanError) -> JSONResponse:
+    """The response of one of our errors (also used by :mod:`ciyuan.api.fast_orders`)."""
+    status = exc.status if 400 <= exc.status < 500 else 400
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(_body(exc.code, exc.message, exc.hint), status_code=status, headers=headers)
+
+
+def data_error_body() -> dict:
+    """The 422 body of a value the database refused."""
+    return _body("invalid_input", "the database refused a value in the request",
+                 "remove control characters and keep numbers in range")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CiyuanError)
     async def _ciyuan(_req: Request, exc: CiyuanError) -> JSONResponse:
-        status = exc.status if 400 <= exc.status < 500 else 400
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(_body(exc.code, exc.message, exc.hint), status_code=status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -79,11 +91,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DataError)
     async def _data(_req: Request, _exc: DataError) -> JSONResponse:
-        return JSONResponse(
-            _body(
-                "invalid_input",
-                "the database refused a value in the request",
-                "remove control characters and keep numbers in range",
-            ),
-            status_code=422,
-        )
+        return JSONResponse(data_error_body(), status_code=422)

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import pyarrow as pa
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID
 from ciyuan.db import tx
-from ciyuan.delivery import packages, receipts, stream
+from ciyuan.delivery import media, packages, receipts, stream
 from ciyuan.delivery.encoding import IpcEncoder
 from ciyuan.delivery.metering import MAX_PARTS, table_to_ndjson
 from ciyuan.delivery.plan import plan
 from ciyuan.delivery.usage import place_metered_order
 from ciyuan.delivery.usage import usage as usage_page
+from ciyuan.errors import NotFound
 from ciyuan.ledger import ledger, signing
 from ciyuan.market.accounts import Principal, usage_filter
 
@@ -37,6 +38,12 @@ class AckIn(BaseModel):
 
 
 class PackageIn(BaseModel):
+    ttl_s: int = Field(packages.DEFAULT_TTL_S, ge=1, le=packages.MAX_TTL_S)
+
+
+class MediaIn(BaseModel):
+    refs: list[str] = Field(min_length=1, max_length=media.MAX_REFS,
+                            description="media_ref values (sha256:<hex>) of records delivered to you")
     ttl_s: int = Field(packages.DEFAULT_TTL_S, ge=1, le=packages.MAX_TTL_S)
 
 
@@ -172,6 +179,64 @@ def package_shard(
                 yield block
 
     return StreamingResponse(chunks(), media_type="application/vnd.apache.parquet")
+
+
+@router.post("/entitlements/{entitlement_id}/media", responses=responses(401, 403, 404))
+def media_urls(
+    request: Request,
+    body: MediaIn,
+    entitlement_id: str = Path(pattern=ID),
+    who: Principal = Depends(requires(roles=BUYER, scope="delivery:read")),
+) -> dict:
+    """Signed, expiring URLs for the blobs (``media_ref``) of records this entitlement was billed for
+    (all of a paid order; those charged or in the open batch of a metered one). Fetching costs nothing;
+    403 ``media_not_billed`` for a blob whose records were not delivered yet."""
+    s = app_settings(request)
+    p = plan(entitlement_id, who.account.id, s)
+    return tx.run(lambda sess: media.media_urls(sess, p, body.refs, ttl_s=body.ttl_s, s=s), s)
+
+
+@router.get("/media/{entitlement_id}/{digest}", responses={**responses(403, 404, 410, 416),
+                                                          200: {"content": {"application/octet-stream": {}}},
+                                                          206: {"description": "one byte range of the blob"}})
+def media_blob(
+    request: Request,
+    entitlement_id: str = Path(pattern=ID),
+    digest: str = Path(pattern=r"^[0-9a-f]{64}$"),
+    exp: int = Query(ge=0, le=10**12),
+    sig: str = Query(pattern=r"^[0-9a-fA-F]{64}$"),
+    range_: str | None = Header(None, alias="Range", max_length=200),
+) -> Response:
+    """One media blob's bytes (``Range: bytes=a-b`` gives 206 and that slice); the signed URL is the credential."""
+    s = app_settings(request)
+    media.check(entitlement_id, digest, exp, sig, s)
+    p = plan(entitlement_id, None, s)
+    blobs = p.version.blobs()
+    size = blobs.size(digest) if digest in media.blob_index(p) else None
+    if size is None:
+        raise NotFound(f"blob sha256:{digest} of entitlement {entitlement_id} is missing",
+                       hint="tell the exchange's operator: ciyuan verify finds missing blobs")
+    try:
+        got = media.byte_range(range_, size)
+    except media.RangeNotSatisfiable as exc:
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}, status_code=416,
+                            headers={"Content-Range": f"bytes */{size}"})
+    start, end = got or (0, size)
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "ETag": f'"sha256:{digest}"',
+               "Cache-Control": "private, max-age=86400, immutable"}
+    if got is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+
+    def chunks():
+        with blobs.open(digest) as fh:
+            fh.seek(start)
+            left = end - start
+            while left > 0 and (block := fh.read(min(1 << 20, left))):
+                left -= len(block)
+                yield block
+
+    return StreamingResponse(chunks(), status_code=206 if got is not None else 200,
+                             media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/usage", responses=responses(401, 403))

@@ -194,8 +194,9 @@ def show_cmd(
 
 def export_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl|parquet"),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl|parquet|lerobot-v3.0|lerobot-v2.1 (robot episodes "
+                            "as a LeRobot folder)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (a new folder for lerobot-*)."),
     media_dir: Path | None = typer.Option(None, "--media-dir", help="Also write every media object there, "
                                           "as <ab>/<sha256> (JSONL records name theirs in media_file)."),
     as_json: bool = JsonOpt,
@@ -206,7 +207,8 @@ def export_cmd(
 
     with errors(as_json):
         res = export(resolve(ref), fmt, str(out), media_dir=str(media_dir) if media_dir else None)
-    emit(res, as_json, lambda o: console.print(f"wrote {o['records']:,} records to {o['out']}"))
+    emit(res, as_json, lambda o: console.print(f"wrote {o.get('records', o.get('episodes', 0)):,} "
+                                               f"{'records' if 'records' in o else 'episodes'} to {o['out']}"))
 
 
 def verify_cmd(ref: str = typer.Argument(..., help="NAME or NAME@VERSION"), as_json: bool = JsonOpt) -> None:

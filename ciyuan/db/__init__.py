@@ -7,12 +7,14 @@ migrations in ``ciyuan/db/migrations`` so that SQLite and PostgreSQL get the sam
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from ciyuan.config import Settings, settings
@@ -55,7 +57,34 @@ def _make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=20, max_overflow=40)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_IDLE_S = 5.0  # a pooled connection idle longer than this is pinged before it is handed out
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, for connections that sat idle: a ping per checkout was a round trip per unit of work.
+
+    A connection back from a unit of work a moment ago is live; one idle for :data:`PING_IDLE_S`
+    may have been dropped (a server restart, an idle timeout) and is pinged first; a dead one is
+    replaced by the pool before anyone uses it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn, record):  # pragma: no cover - driver glue
+        record.info["ciyuan_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):  # pragma: no cover - driver glue
+        since = record.info.pop("ciyuan_idle_since", None)
+        if since is not None and time.monotonic() - since > PING_IDLE_S:
+            try:
+                engine.dialect.do_ping(dbapi_conn)
+            except Exception as exc:
+                raise DisconnectionError("pooled connection is gone") from exc
 
 
 def engine(s: Settings | None = None) -> Engine:

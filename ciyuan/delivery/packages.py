@@ -5,7 +5,10 @@ The package was charged once when its order was paid, so downloads are not meter
 ``sig = HMAC-SHA256(secret, "{entitlement}/{shard}/{exp}")``; anyone holding it may download until
 ``exp`` and nobody can change the shard or stretch the expiry without the exchange's secret.
 When the selection is the whole version the version's own shards are served; otherwise the
-selected records are written once into package shards under the home.
+selected records are written once into package shards under the home. Records whose bytes are
+blobs keep their ``media_ref`` in the shards; the package lists every such blob under ``media``
+with its own signed URL (:mod:`ciyuan.delivery.media`), so the shards and the blobs together hold
+every byte (``Client.download_package`` writes them as one folder).
 """
 
 from __future__ import annotations
@@ -21,23 +24,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ciyuan.config import Settings, settings
+from ciyuan.delivery.media import package_media
 from ciyuan.delivery.plan import Plan
 from ciyuan.delivery.rowcache import read_positions
-from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
+from ciyuan.delivery.signed import DEFAULT_TTL_S, MAX_TTL_S, BadSignature, UrlExpired
+from ciyuan.errors import Conflict, InvalidInput, NotFound
 
-DEFAULT_TTL_S = 3600
-MAX_TTL_S = 7 * 24 * 3600
-
-
-class UrlExpired(CiyuanError):
-    code = "url_expired"
-    status = 410
-
-
-class BadSignature(CiyuanError):
-    code = "bad_signature"
-    status = 403
-
+__all__ = ["DEFAULT_TTL_S", "MAX_TTL_S", "BadSignature", "UrlExpired", "package", "shard_files"]
 
 def signature(entitlement_id: str, shard: int, exp: int, s: Settings | None = None) -> str:
     msg = f"{entitlement_id}/{shard}/{exp}".encode()
@@ -116,6 +109,7 @@ def package(p: Plan, *, ttl_s: int = DEFAULT_TTL_S, s: Settings | None = None, n
         "tokens": p.tokens,
         "shards": [{"shard": i, "rows": f.rows, "url": signed_path(p.entitlement_id, i, exp, s)}
                    for i, f in enumerate(files)],
+        "media": package_media(p, exp, s),
     }
 
 

@@ -206,30 +206,32 @@ class _Appender:
     (``SKIP LOCKED``) and chains every committed event, its own process's and others'. When
     another process's appender holds the head, it only checks which of its ids are gone from the
     inbox (that appender chains them: they were committed before they were handed over).
+    Each committer waits on an event of its own, set once all of its ids are chained, so a group
+    that is done wakes only its own committers (a shared condition woke every waiter each time).
     """
 
     WAIT_S = 30.0  # a committer never waits longer; its events stay queued and are chained later
 
     def __init__(self, bind: Any):
         self.bind = bind
-        self.cv = threading.Condition()
+        self.cv = threading.Condition()  # guards waiting/waiters; wakes the appender thread only
         self.waiting: set[int] = set()
+        self.waiters: list[tuple[set[int], threading.Event]] = []
         self.thread: threading.Thread | None = None
 
     def wait(self, ids: list[int]) -> None:
-        deadline = time.monotonic() + self.WAIT_S
+        mine, done = set(ids), threading.Event()
         with self.cv:
-            self.waiting.update(ids)
+            self.waiting.update(mine)
+            self.waiters.append((mine, done))
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="ciyuan-audit-appender", daemon=True)
                 self.thread.start()
-            self.cv.notify_all()
-            while any(i in self.waiting for i in ids):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.waiting.difference_update(ids)
-                    return
-                self.cv.wait(min(left, 1.0))
+            self.cv.notify()
+        if not done.wait(self.WAIT_S):
+            with self.cv:
+                self.waiting.difference_update(mine)
+                self.waiters = [w for w in self.waiters if w[1] is not done]
 
     def _run(self) -> None:
         pause = 0.0005
@@ -259,7 +261,13 @@ class _Appender:
             if done:
                 with self.cv:
                     self.waiting.difference_update(done)
-                    self.cv.notify_all()
+                    keep = []
+                    for ids, ev in self.waiters:
+                        if ids.isdisjoint(self.waiting):
+                            ev.set()
+                        else:
+                            keep.append((ids, ev))
+                    self.waiters = keep
 
 
 _appenders: dict[tuple[int, int], _Appender] = {}

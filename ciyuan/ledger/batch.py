@@ -125,13 +125,45 @@ def create_transfers(sess: Session, requests: list[TransferRequest], *, now: dat
     return out  # type: ignore[return-value]
 
 
+class _Slot:
+    """A caller's place in a batch: its answer, and an event of its own (no herd of shared wake-ups)."""
+
+    __slots__ = ("answer", "batch", "ready")
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.answer: object = None
+        self.batch: _Done | None = None
+
+
+class _Done:
+    """A committed batch: the first of its callers to arrive waits for its audit entries, the rest for it."""
+
+    __slots__ = ("bind", "chained", "lead", "queued")
+
+    def __init__(self, bind: object, queued: list[int]) -> None:
+        self.bind, self.queued = bind, queued
+        self.lead = threading.Lock()
+        self.chained = threading.Event()
+
+    def wait_chained(self) -> None:
+        if self.lead.acquire(blocking=False):
+            try:
+                audit.wait_chained(self.bind, self.queued)
+            finally:
+                self.chained.set()
+        else:
+            self.chained.wait()
+
+
 class _Batcher:
     """Concurrent callers of :func:`submit_transfer` in one process share transactions.
 
     Each caller waits for its own answer; a worker takes every request queued so far (up to
     ``MAX``) and runs them as one :func:`create_transfers` unit of work, so the round trips and the
     commit are paid once per batch instead of once per transfer. ``WORKERS`` batches run at once
-    (their lock statements are sorted, so they cannot deadlock).
+    (their lock statements are sorted, so they cannot deadlock). A caller is woken by its own
+    event, and one caller per batch waits for the batch's audit entries to be chained.
     """
 
     MAX = 256
@@ -139,25 +171,24 @@ class _Batcher:
 
     def __init__(self, s: Settings | None):
         self.s = s
-        self.cv = threading.Condition()
-        self.queue: list[tuple[TransferRequest, list]] = []
+        self.cv = threading.Condition()  # wakes the workers only
+        self.queue: list[tuple[TransferRequest, _Slot]] = []
         self.threads = [threading.Thread(target=self._run, daemon=True, name=f"ciyuan-ledger-batch-{i}")
                         for i in range(self.WORKERS)]
         for t in self.threads:
             t.start()
 
     def submit(self, req: TransferRequest) -> Transfer:
-        slot: list = []
+        slot = _Slot()
         with self.cv:
             self.queue.append((req, slot))
-            self.cv.notify_all()
-            while not slot:
-                self.cv.wait()
-        answer, bind, queued = slot[0]
-        audit.wait_chained(bind, queued)  # the batch's entries, chained while the worker runs the next batch
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+            self.cv.notify()
+        slot.ready.wait()
+        if slot.batch is not None:
+            slot.batch.wait_chained()  # the batch's entries, chained while the worker runs the next batch
+        if isinstance(slot.answer, BaseException):
+            raise slot.answer
+        return slot.answer  # type: ignore[return-value]
 
     def _run(self) -> None:
         while True:
@@ -173,18 +204,18 @@ class _Batcher:
                 done[:] = [sess.get_bind(), audit.detach_queued(sess)]
                 return out
 
+            committed: _Done | None = None
             try:
                 try:
                     answers: list = tx.run(work, self.s)
                 except _Replayed:  # some were replays: look them up this time
                     answers = tx.run(lambda sess, work=work: work(sess, look_up=True), self.s)
-                bind, queued = done
+                committed = _Done(*done)
             except BaseException as exc:  # the whole unit of work failed: every caller hears it
-                answers, bind, queued = [exc] * len(batch), None, []
-            with self.cv:
-                for (_, slot), a in zip(batch, answers, strict=True):
-                    slot.append((a, bind, queued))
-                self.cv.notify_all()
+                answers = [exc] * len(batch)
+            for (_, slot), a in zip(batch, answers, strict=True):
+                slot.answer, slot.batch = a, committed
+                slot.ready.set()
 
 
 _batchers: dict[tuple[int, str], _Batcher] = {}

@@ -13,14 +13,16 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from ciyuan.clock import aware, utc_now
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
-from ciyuan.db.ids import get_row
+from ciyuan.db.ids import get_row, is_id
 from ciyuan.errors import Conflict, InvalidInput, NotFound
 from ciyuan.ledger import ledger
 from ciyuan.ledger.money import format_amount
@@ -51,7 +53,7 @@ class Entitlement:
     price_version: int = 1
 
     @classmethod
-    def of(cls, r: EntitlementRow) -> Entitlement:
+    def of(cls, r: Any) -> Entitlement:  # an EntitlementRow, or a Core row / namespace with its columns
         return cls(
             r.id,
             r.order_id,
@@ -75,7 +77,8 @@ class Entitlement:
         return d
 
 
-def _order_dict(o: OrderRow, e: EntitlementRow | None) -> dict:
+def _order_dict(o: Any, e: Any) -> dict:
+    """The API's order: ``o`` and ``e`` are rows (ORM or Core) of an order and its entitlement."""
     return {
         "id": o.id,
         "quote_id": o.quote_id,
@@ -88,6 +91,27 @@ def _order_dict(o: OrderRow, e: EntitlementRow | None) -> dict:
         "created_at": aware(o.created_at),
         "entitlement": Entitlement.of(e).to_dict() if e else None,
     }
+
+
+_O, _E, _Q, _L = OrderRow.__table__, EntitlementRow.__table__, QuoteRow.__table__, ListingRow.__table__
+_QUOTE = (select(_Q.c.id, _Q.c.listing_id, _Q.c.buyer_id, _Q.c.selection, _Q.c.selection_id, _Q.c.records,
+                 _Q.c.tokens, _Q.c.amount, _Q.c.currency, _Q.c.expires_at, _Q.c.price_version,
+                 _L.c.id.label("l_id"), _L.c.provider_id, _L.c.status, _L.c.version_id, _L.c.schedule)
+          .select_from(_Q.outerjoin(_L, _L.c.id == _Q.c.listing_id)).where(_Q.c.id == bindparam("q")))
+_OCOLS = ", ".join(c.name for c in _O.c)
+_ECOLS = ", ".join(c.name for c in _E.c)
+_INSERT_PG = text(  # the order and its entitlement in one round trip
+    f"WITH o AS (INSERT INTO ex_orders ({_OCOLS}) VALUES ({', '.join(':o_' + c.name for c in _O.c)})) "
+    f"INSERT INTO ex_entitlements ({_ECOLS}) VALUES ({', '.join(':e_' + c.name for c in _E.c)})")
+
+
+def _insert_order(conn: Connection, order: dict, ent: dict) -> None:
+    """Insert an order row and its entitlement (one statement on PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_INSERT_PG, {**{f"o_{k}": v for k, v in order.items()}, **{f"e_{k}": v for k, v in ent.items()}})
+    else:
+        conn.execute(insert(_O), order)
+        conn.execute(insert(_E), ent)
 
 
 def _request_hash(quote_id: str) -> str:
@@ -124,18 +148,21 @@ def place_order(
 
     def work(sess: Session) -> tuple[dict, bool]:
         t = utc_now(now)
-        quote = get_row(sess, QuoteRow, quote_id)
+        conn = sess.connection()
+        # one statement: the quote with the listing fields an order needs (Core rows, no ORM objects)
+        quote = conn.execute(_QUOTE, {"q": quote_id}).first() if is_id(quote_id) else None
         if quote is None or quote.buyer_id != buyer_id:
             raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
-        listing = sess.get(ListingRow, quote.listing_id)
-        if listing is not None and billing == PREPAID:  # the buyer and the shards its charge passes through
-            ledger.lock_for_charge(sess, buyer_id, listing.provider_id, quote.currency)
+        if quote.l_id is not None and billing == PREPAID:  # the buyer and the shards its charge passes through
+            ledger.lock_for_charge(sess, buyer_id, quote.provider_id, quote.currency)
         else:
             ledger._lock(sess, [ledger.ensure_account(sess, ledger.BUYER, buyer_id, quote.currency)])
         # under the buyer's lock, one read answers both: a replay of this key, and a quote already paid
-        seen = sess.execute(select(OrderRow).where(
-            or_(and_(OrderRow.buyer_id == buyer_id, OrderRow.idempotency_key == idempotency_key),
-                OrderRow.quote_id == quote_id))).scalars().all()
+        # (the unique indexes on (buyer_id, idempotency_key) and quote_id back it: a racing twin fails
+        # to insert, this unit of work is re-run and finds it here)
+        seen = conn.execute(select(*_O.c).where(
+            or_(and_(_O.c.buyer_id == buyer_id, _O.c.idempotency_key == idempotency_key),
+                _O.c.quote_id == quote_id))).all()
         prior = next((o for o in seen if o.buyer_id == buyer_id and o.idempotency_key == idempotency_key), None)
         if prior is not None:
             if prior.request_hash != req:
@@ -144,7 +171,7 @@ def place_order(
                     hint="use a new Idempotency-Key for a new order",
                     code="idempotency_conflict",
                 )
-            ent = sess.execute(select(EntitlementRow).where(EntitlementRow.order_id == prior.id)).scalar_one()
+            ent = conn.execute(select(*_E.c).where(_E.c.order_id == prior.id)).one()
             return _order_dict(prior, ent), True
         taken = next((o for o in seen if o.quote_id == quote_id), None)
         if taken is not None:
@@ -157,7 +184,7 @@ def place_order(
             raise QuoteExpired(
                 f"quote {quote_id} expired at {aware(quote.expires_at).isoformat()}", hint="ask for a new quote"
             )
-        if listing is None or listing.status != ACTIVE:
+        if quote.l_id is None or quote.status != ACTIVE:
             raise NotFound(
                 f"listing {quote.listing_id} was delisted and takes no new orders; quote {quote_id} cannot be paid",
                 hint="search the catalog: GET /v1/listings",
@@ -169,7 +196,7 @@ def place_order(
                 sess,
                 f"order:{order_id}",
                 buyer_id,
-                listing.provider_id,
+                quote.provider_id,
                 quote.amount,
                 quote.currency,
                 fee_bps=s.platform_fee_bps,
@@ -178,43 +205,18 @@ def place_order(
             )
             amount, fee = quote.amount, sum(tr.amount for tr in transfers if tr.leg == "fee")
         else:  # the accounts each posted batch will move money between must exist before streaming
-            for kind, owner in ((ledger.HOLDS, None), (ledger.PROVIDER, listing.provider_id), (ledger.PLATFORM, None)):
+            for kind, owner in ((ledger.HOLDS, None), (ledger.PROVIDER, quote.provider_id), (ledger.PLATFORM, None)):
                 ledger.ensure_account(sess, kind, owner, quote.currency)
             amount = fee = 0
-        order = OrderRow(
-            id=order_id,
-            buyer_id=buyer_id,
-            idempotency_key=idempotency_key,
-            request_hash=req,
-            quote_id=quote_id,
-            listing_id=listing.id,
-            amount=amount,
-            fee=fee,
-            currency=quote.currency,
-            status="paid" if billing == PREPAID else METERED,
-            created_at=t,
-        )
-        sess.add(order)
-        sess.flush()
-        ent = EntitlementRow(
-            id="ent_" + secrets.token_hex(10),
-            order_id=order_id,
-            buyer_id=buyer_id,
-            listing_id=listing.id,
-            version_id=listing.version_id,
-            schedule=listing.schedule,
-            selection=quote.selection,
-            selection_id=quote.selection_id,
-            records=quote.records,
-            tokens=quote.tokens,
-            tokens_drawn=0,
-            status="active",
-            created_at=t,
-            price_version=quote.price_version,
-        )
-        sess.add(ent)
-        sess.flush()
-        out = _order_dict(order, ent)
+        order = dict(id=order_id, buyer_id=buyer_id, idempotency_key=idempotency_key, request_hash=req,
+                     quote_id=quote_id, listing_id=quote.l_id, amount=amount, fee=fee, currency=quote.currency,
+                     status="paid" if billing == PREPAID else METERED, created_at=t)
+        ent = dict(id="ent_" + secrets.token_hex(10), order_id=order_id, buyer_id=buyer_id, listing_id=quote.l_id,
+                   version_id=quote.version_id, schedule=quote.schedule, selection=quote.selection,
+                   selection_id=quote.selection_id, records=quote.records, tokens=quote.tokens, tokens_drawn=0,
+                   status="active", created_at=t, price_version=quote.price_version)
+        _insert_order(conn, order, ent)
+        out = _order_dict(SimpleNamespace(**order), SimpleNamespace(**ent))
         if billing == METERED:
             from ciyuan.ledger import audit
 

@@ -115,7 +115,8 @@ class QuoteRow(Base):
 
 class OrderRow(Base):
     __tablename__ = "ex_orders"
-    __table_args__ = (UniqueConstraint("buyer_id", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("buyer_id", "idempotency_key"),
+                      Index("uq_ex_orders_quote_id", "quote_id", unique=True))  # one order per quote (0008)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     buyer_id: Mapped[str] = mapped_column(ForeignKey("ex_accounts.id"))
     idempotency_key: Mapped[str] = mapped_column(String(200))

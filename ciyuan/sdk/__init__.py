@@ -7,7 +7,8 @@
     ds = TokenStream(client, entitlement_id)       # a torch IterableDataset when torch is installed
 """
 
+from ciyuan.sdk.blobs import read_package
 from ciyuan.sdk.client import ApiError, Batch, Client
 from ciyuan.sdk.stream import TokenStream
 
-__all__ = ["ApiError", "Batch", "Client", "TokenStream"]
+__all__ = ["ApiError", "Batch", "Client", "TokenStream", "read_package"]

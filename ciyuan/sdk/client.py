@@ -49,6 +49,9 @@ import httpx
 import pyarrow as pa
 
 from ciyuan.delivery.metering import Cursor, digest, records_to_table
+from ciyuan.sdk.errors import ApiError
+
+__all__ = ["ApiError", "Batch", "Client"]
 
 ARROW = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"
@@ -69,14 +72,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class ApiError(Exception):
-    """An error answer of the exchange: status, stable code, message and what to do."""
-
-    def __init__(self, status: int, code: str, message: str, hint: str = ""):
-        super().__init__(f"{status} {code}: {message}" + (f" ({hint})" if hint else ""))
-        self.status, self.code, self.message, self.hint = status, code, message, hint
-
-
 @dataclass
 class Batch:
     """One delivered batch: its records (as an Arrow table) and where the stream continues."""
@@ -89,6 +84,8 @@ class Batch:
     batch_id: str | None
     hold_amount: int
     table: pa.Table = field(repr=False)
+    entitlement_id: str = ""
+    client: Client | None = field(default=None, repr=False, compare=False)  # fetches blob media
 
     @property
     def done(self) -> bool:
@@ -98,13 +95,16 @@ class Batch:
         """Whether the records hash to the digest the usage record and the receipt hold."""
         return digest(self.table) == self.sha256
 
-    def records(self, decode: str | None = None) -> list[dict]:
-        """Records as dicts; ``meta`` parsed back to an object; media decoded when ``decode`` is
+    def records(self, decode: str | None = None, resolve_media: bool = True) -> list[dict]:
+        """Records as dicts; ``meta`` parsed back to an object; a blob's bytes fetched into ``media``
+        (unless ``resolve_media=False``, see :mod:`ciyuan.sdk.blobs`); media decoded when ``decode`` is
         ``"pil"``, ``"numpy"`` or ``"torch"`` (see :mod:`ciyuan.sdk.media`)."""
         from ciyuan.sdk.media import check_decode, decode_record
 
         check_decode(decode)
         out = self.table.to_pylist()
+        if resolve_media and self.client is not None:
+            self.client.resolve_media(self.entitlement_id, out)
         for r in out:
             r["meta"] = json.loads(r["meta"]) if r.get("meta") else {}
         return [decode_record(r, decode) for r in out] if decode else out
@@ -295,6 +295,32 @@ class Client:
                     n += len(chunk)
         return n
 
+    def download_package(self, entitlement_id: str, folder: str | Path, ttl_s: int = 3600) -> dict:
+        """The package as one self-contained folder: shards, blobs, ``package.json`` (:mod:`ciyuan.sdk.blobs`)."""
+        from ciyuan.sdk import blobs
+
+        return blobs.download_package(self, entitlement_id, folder, ttl_s)
+
+    # -- media blobs (records with ``media_ref``) ------------------------------------------------------
+    def media_url(self, entitlement_id: str, ref: str, ttl_s: int = 3600) -> str:
+        """A signed, expiring URL of a billed record's blob (absolute; it supports HTTP ranges)."""
+        from ciyuan.sdk import blobs
+
+        return self.base_url + blobs.media_urls(self, entitlement_id, [ref], ttl_s)[ref]
+
+    def media(self, entitlement_id: str, ref: str, path: str | Path | None = None) -> bytes | int:
+        """A blob's bytes (checked against its sha256), or with ``path`` written there (resumable): its size."""
+        from ciyuan.sdk import blobs
+
+        url = blobs.media_urls(self, entitlement_id, [ref])[ref]
+        return blobs.get_blob(self, url, ref) if path is None else blobs.download_media(self, url, ref, path)
+
+    def resolve_media(self, entitlement_id: str, records: list[dict]) -> list[dict]:
+        """Fill ``media`` of the records that carry only a ``media_ref``, in place."""
+        from ciyuan.sdk import blobs
+
+        return blobs.resolve(self, entitlement_id, records)
+
     # -- streams -----------------------------------------------------------------------------------
     def fetch(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
               parts: int = 1, part: int = 0, fmt: str = "arrow") -> Batch:
@@ -367,7 +393,7 @@ class Client:
             return None
         return Batch(h["ciyuan-batch-kind"], h["ciyuan-cursor"], h.get("ciyuan-next-cursor") or None,
                      int(h["ciyuan-tokens"]), h["ciyuan-batch-sha256"], h.get("ciyuan-batch-id"),
-                     int(h.get("ciyuan-hold-amount") or 0), table)
+                     int(h.get("ciyuan-hold-amount") or 0), table, h.get("ciyuan-entitlement", ""), self)
 
     def _intact(self, data: bytes, h: httpx.Headers) -> bool:
         """The body's bytes are those the server sent (sha256 header), unless checks are off."""
@@ -441,8 +467,9 @@ class Client:
 
     def stream(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                parts: int = 1, part: int = 0, fmt: str = "arrow", read_ahead: bool = False,
-               decode: str | None = None) -> Iterator[dict]:
-        """Every record of (one partition of) an entitlement, in order (media decoded with ``decode``).
+               decode: str | None = None, resolve_media: bool = True) -> Iterator[dict]:
+        """Every record of (one partition of) an entitlement, in order (media decoded with ``decode``;
+        a blob's bytes fetched into ``media`` unless ``resolve_media=False``: see :mod:`ciyuan.sdk.blobs`).
 
         A batch is acknowledged only when the loop asks for the record after its last one, so after
         a crash ``/meter``'s resume cursor never points past a record the loop did not get.
@@ -453,4 +480,4 @@ class Client:
             cursor = str(Cursor.start(parts, part))
         for b in self.batches(entitlement_id, cursor, max_tokens=max_tokens, parts=parts, part=part, fmt=fmt,
                               read_ahead=read_ahead):
-            yield from b.records(decode)
+            yield from b.records(decode, resolve_media)

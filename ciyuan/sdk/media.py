@@ -57,7 +57,8 @@ def _bytes(rec: Mapping[str, Any]) -> bytes:
         raise InvalidInput(
             f"record {rec.get('id')!r} ({rec.get('modality')}) has no media bytes to decode"
             + (f": it refers to {ref}" if ref else ""),
-            hint="its bytes are stored by reference; fetch the blob, or decode only inline media",
+            hint="its bytes are a blob: keep resolve_media=True (the default) so the SDK fetches them, "
+                 "or fetch them with Client.media(entitlement_id, media_ref)",
             code="no_media_bytes",
         )
     return bytes(data)

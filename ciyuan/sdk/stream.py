@@ -10,6 +10,9 @@ What it yields, so the DataLoader's default collate works:
 * records as flat dicts without ``None``: ``id, modality, text, media, media_ref, meta, tokens``
   with a missing ``text``/``media_ref`` as ``""``, missing ``media`` as ``b""``, and ``meta`` as
   its JSON string (``json.loads`` it; a dict would not collate when records' keys differ);
+* a record whose media is a blob (``media_ref``) has its bytes fetched into ``media``, checked
+  by sha256, unless ``resolve_media=False`` (:mod:`ciyuan.sdk.blobs`); this works in forked
+  workers, each with its own connections;
 * with ``decode="pil"|"numpy"|"torch"`` media records also carry ``decoded`` (and
   ``sample_rate`` for audio, ``fps`` for video), see :mod:`ciyuan.sdk.media`; sizes differ, so
   batch them with your own ``collate_fn`` (or ``batch_size=None``);
@@ -94,13 +97,14 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
                  max_tokens: int = DEFAULT_MAX_TOKENS, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
                  num_workers: int | None = None, read_ahead: bool = False, shuffle: int = 0, seed: int = 0,
                  tokenize: bool = False, pack: int | None = None, eos_id: int | None = None,
-                 tokenizer: str | None = None, decode: str | None = None):
+                 tokenizer: str | None = None, decode: str | None = None, resolve_media: bool = True):
         super().__init__()
         if shuffle < 0 or (pack is not None and pack < 1):
             raise ValueError("shuffle must be >= 0 and pack >= 1")
         from ciyuan.sdk.media import check_decode
 
         self.decode = check_decode(decode)  # media as PIL / numpy / torch in ``decoded`` (ciyuan.sdk.media)
+        self.resolve_media = bool(resolve_media)  # a blob's bytes into ``media`` (ciyuan.sdk.blobs)
         if decode and pack:
             raise ValueError("decode= gives records; pack= gives token blocks: choose one")
         self.client = client if isinstance(client, Client) else Client(client, key)
@@ -211,7 +215,10 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
         for batch in self.client.batches(self.entitlement_id, cursor, max_tokens=self.max_tokens, parts=parts,
                                          part=part, fmt=self.fmt, read_ahead=self.read_ahead):
             b_start = int(batch.cursor.rsplit(".", 1)[1])
-            for i, rec in enumerate(batch.table.to_pylist()):
+            recs = batch.table.to_pylist()
+            if self.resolve_media:  # only this batch's records from ``first`` on: the rest were handed on
+                self.client.resolve_media(self.entitlement_id, recs[max(0, first - b_start):])
+            for i, rec in enumerate(recs):
                 if b_start + i >= first:
                     yield b_start + i, b_start, rec
 

@@ -66,9 +66,14 @@ def _write_media(version: Version, rec: dict, media_dir: Path) -> str | None:
 def export(version: Version, fmt: str, out: str, media_dir: str | None = None) -> dict:
     """Write every record with its id, text, meta and token counts (those cached later too).
 
+    ``lerobot-v3.0``/``lerobot-v2.1``: robot episodes as a LeRobot folder at ``out`` (``lerobot_export``).
     JSONL holds no bytes: with ``media_dir`` every record's media (inline or a blob) is written there
     as ``<ab>/<sha256>`` and the record names it in ``media_file``, so an export is lossless.
     """
+    if fmt.startswith("lerobot-"):
+        from ciyuan.store.lerobot_export import export_lerobot
+
+        return export_lerobot(version, fmt, out)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     cached = _cached_counts(version)
@@ -98,7 +103,8 @@ def export(version: Version, fmt: str, out: str, media_dir: str | None = None) -
                 w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
                 n += batch.num_rows
     else:
-        raise InvalidInput(f"unknown export format {fmt!r}", hint="use --format jsonl or --format parquet")
+        raise InvalidInput(f"unknown export format {fmt!r}",
+                           hint="use --format jsonl, parquet, lerobot-v3.0 or lerobot-v2.1")
     totals = version.token_totals()
     return {"dataset": version.dataset, "version": version.id, "format": fmt, "out": str(out_path), "records": n,
             "tokens": {t: totals.get(t, 0) for t in names}, "columns": [token_column(t) for t in names],

@@ -9,7 +9,9 @@ from ciyuan.curate.steps import describe, make_step, registry
 from ciyuan.errors import InvalidInput
 
 REQUIRED = ["normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup", "decontaminate", "length",
-            "media_filter", "audio_quality", "caption_length", "media_exact_dedup", "media_near_dedup"]
+            "media_filter", "audio_quality", "caption_length", "media_exact_dedup", "media_near_dedup",
+            "episode_task_text", "episode_idle_trim", "episode_filter", "episode_exact_dedup", "episode_near_dedup",
+            "episode_stats"]
 
 
 def rec(i, text, **meta):

@@ -44,14 +44,17 @@ def draw(state: np.ndarray, size=SIZE) -> np.ndarray:
 
 
 def write_video(path: Path, states: list[np.ndarray], fps: float, codec: str = "libx264", size=SIZE,
-                faststart: bool = False) -> None:
+                faststart: bool = False, gop: int | None = None) -> None:
     """The frames of ``states`` (episodes one after the other) as one video file (``faststart``: the
-    index before the frames, so a file cut short still opens)."""
+    index before the frames, so a file cut short still opens; ``gop``: a keyframe every so many frames)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"} if faststart else {}) as c:
-        vs = c.add_stream(codec, rate=int(fps), options={"bf": "0"} if codec == "libx264" else {})
+        opts = {"bf": "0"} if codec == "libx264" else {}
+        if gop:
+            opts.update({"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
+        vs = c.add_stream(codec, rate=int(fps), options=opts)
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
         i = 0
         for st in states:
@@ -168,7 +171,7 @@ def lerobot_v21(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: di
 
 
 def lerobot_v30(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: dict | None = None,
-                codec: str = "libx264", size=SIZE, faststart: bool = False) -> Path:
+                codec: str = "libx264", size=SIZE, faststart: bool = False, gop: int | None = None) -> Path:
     """A LeRobot v3.0 folder: every episode in one data file and one video file per camera."""
     d = defects or {}
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
@@ -204,7 +207,7 @@ def lerobot_v30(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: di
     pq.write_table(data, root / "data" / "chunk-000" / "file-000.parquet")
     if odd is not None:
         pq.write_table(tables[odd], root / "data" / "chunk-000" / "file-001.parquet")
-    write_video(root / "videos" / CAM / "chunk-000" / "file-000.mp4", states, fps, codec, size, faststart)
+    write_video(root / "videos" / CAM / "chunk-000" / "file-000.mp4", states, fps, codec, size, faststart, gop)
     cols = sorted({k for r in rows for k in r})
     pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in cols} for r in rows]),
                    root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")

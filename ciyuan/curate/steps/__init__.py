@@ -7,6 +7,8 @@ from typing import Any
 from ciyuan.curate.codes import code_matches, rejection_code
 from ciyuan.curate.steps.base import REJECTED, GlobalStep, Param, Step, StepStats
 from ciyuan.curate.steps.decontaminate import Decontaminate
+from ciyuan.curate.steps.episode import EpisodeFilter, EpisodeIdleTrim, EpisodeStats, EpisodeTaskText
+from ciyuan.curate.steps.episode_dedup import EpisodeExactDedup, EpisodeNearDedup
 from ciyuan.curate.steps.exact_dedup import ExactDedup
 from ciyuan.curate.steps.langid import LangId
 from ciyuan.curate.steps.length import Length
@@ -34,6 +36,7 @@ __all__ = [
 _STEPS: tuple[type[Step], ...] = (
     Normalize, LangId, Quality, Pii, ExactDedup, NearDedup, Decontaminate, Length,
     MediaFilter, AudioQuality, CaptionLength, MediaExactDedup, MediaNearDedup,
+    EpisodeTaskText, EpisodeIdleTrim, EpisodeFilter, EpisodeExactDedup, EpisodeNearDedup, EpisodeStats,
 )  # fmt: skip
 
 

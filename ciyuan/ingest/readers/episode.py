@@ -72,6 +72,7 @@ class EpisodeInput:
     from_index: int | None = None  # declared first global index
     extra: dict = field(default_factory=dict)
     check_timestamps: bool = True  # HDF5 demos carry no timestamps: they are made from the index
+    declared: dict | None = None  # LeRobot: the source's own meta, kept verbatim for a lossless export
 
 
 VideoCache = Callable[[str], object]  # path -> DecodedVideo (decoded once per file)
@@ -164,6 +165,19 @@ def _stats_of(col: pa.ChunkedArray, rows: int) -> dict | None:
     arr = values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(rows, -1)
     return {"min": arr.min(axis=0).tolist(), "max": arr.max(axis=0).tolist(), "mean": arr.mean(axis=0).tolist(),
             "std": arr.std(axis=0).tolist(), "count": [rows]}
+
+
+def feature_stats(table: pa.Table, features: dict) -> dict:
+    """Stats of every numeric non-camera feature of ``table`` (``features`` as in ``meta.episode``), as
+    the readers write them to ``meta.episode.stats``; curation recomputes them with this after a trim."""
+    out: dict = {}
+    for name in table.column_names:
+        if (features.get(name) or {}).get("role") == "camera":
+            continue
+        got = _stats_of(table.column(name), table.num_rows)
+        if got is not None:
+            out[name] = got
+    return out
 
 
 def _check_stats(ep: EpisodeInput, where: str, measured: dict,
@@ -263,7 +277,7 @@ def _check_cameras(ep: EpisodeInput, where: str, videos: VideoCache) -> tuple[st
             return code("video_frames", f"{where}: camera {cam.key!r} video {cam.shown} decodes to {frames} "
                         f"frame(s){span}, the data table has {n}"), {}, {}
         cams[cam.key] = {**got.facts(), "frames": frames, "file": cam.shown, "from_s": cam.start_s,
-                         "to_s": cam.end_s, "whole_file": cam.end_s is None}
+                         "to_s": cam.end_s, "whole_file": cam.end_s is None or frames == len(got.times)}
         attach[cam.key] = FileSpan(cam.path, 0, os.path.getsize(cam.path))
     return None, cams, attach
 
@@ -282,12 +296,14 @@ def read_table(data: bytes) -> pa.Table:
 
 
 def success(table: pa.Table, declared: object = None) -> bool | None:
-    """Whether the episode succeeded, when the data says: LeRobot's ``next.success`` column (true on
-    any frame), else a boolean the episode meta declares; None when neither does."""
-    if "next.success" in table.column_names:
-        col, _ = leaf(table.column("next.success"))
-        if pa.types.is_boolean(col.type) or pa.types.is_integer(col.type):
-            return bool(pc.any(pc.cast(col, pa.bool_())).as_py() or False)
+    """Whether the episode succeeded, when the data says: a success column (``next.success``,
+    ``success``, ``is_success``: true on any frame, as curation reads them), else a boolean the
+    episode meta declares; None when neither does."""
+    for name in ("next.success", "success", "is_success"):
+        if name in table.column_names:
+            col, _ = leaf(table.column(name))
+            if pa.types.is_boolean(col.type) or pa.types.is_integer(col.type):
+                return bool(pc.any(pc.cast(col, pa.bool_())).as_py() or False)
     return declared if isinstance(declared, bool) else None
 
 
@@ -332,6 +348,8 @@ def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> 
     if won is not None:
         facts["success"] = won
     meta = {"episode": facts, "path": ep.shown, "robot_type": ep.robot_type, "task": ep.tasks[0] if ep.tasks else None}
+    if ep.declared is not None:
+        meta["lerobot"] = ep.declared
     record = {"id": None, "text": "\n".join(ep.tasks) or None, "modality": "episode", "meta": meta,
               "media": table_bytes(table), "attachments": attach}
     return Good(ep.source, ep.episode_index, record)

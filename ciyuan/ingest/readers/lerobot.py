@@ -94,6 +94,22 @@ def _totals(root: str, info: dict, episodes: int, frames: int, videos: int) -> I
                       b"")
 
 
+_COUNTS = ("total_episodes", "total_frames", "total_tasks", "total_videos", "total_chunks", "splits")
+_LOCATION = ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index")
+
+
+def _declared(info: dict, row: dict, stats: dict | None, tasks: dict, table: pa.Table) -> dict:
+    """The source's own meta of one episode, kept verbatim so an export gives it back (docs/ingest.md
+    "Export"): ``info.json`` less what depends on the set of episodes, the episode row less where its
+    rows and frames are, its declared stats, and the names of the task indexes its rows use."""
+    used = [] if "task_index" not in table.column_names else \
+        sorted({int(x) for x in table.column("task_index").to_pylist() if x is not None})
+    rest = {k: v for k, v in row.items() if k not in _LOCATION
+            and not k.startswith(("data/", "videos/", "meta/episodes/", "stats/"))}
+    return {"info": {k: v for k, v in info.items() if k not in _COUNTS}, "episode": rest, "stats": stats,
+            "tasks": {str(i): tasks[i] for i in used if tasks.get(i) is not None}}
+
+
 def _data_files(root: str) -> list[str]:
     return sorted(glob.glob(os.path.join(root, "data", "**", "*.parquet"), recursive=True))
 
@@ -159,7 +175,7 @@ def read_v21(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
         ep = EpisodeInput(path, shown, idx, _drop_videos(table, video_keys), fps, "lerobot-v2.1", task_list,
                           info.get("robot_type"), feats, stats.get(idx), cams,
                           int(length) if isinstance(length, int) else None, from_index,
-                          extra=_declared_success(e))
+                          extra=_declared_success(e), declared=_declared(info, e, stats.get(idx), tasks, table))
         yield episode_item(ep, options, videos)
     on_disk = _data_files(root)
     for path in on_disk:
@@ -273,7 +289,7 @@ def read_v30(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
                           info.get("robot_type"), feats, _stats_v3(e), cams,
                           int(length) if isinstance(length, int) else None,
                           int(from_index) if isinstance(from_index, int) else None,
-                          extra=_declared_success(e))
+                          extra=_declared_success(e), declared=_declared(info, e, _stats_v3(e), tasks, part))
         yield episode_item(ep, options, videos)
     listed = {os.path.join(root, data_path.format(chunk_index=int(e.get("data/chunk_index") or 0),
                                                   file_index=int(e.get("data/file_index") or 0))) for e in eps}

@@ -1,0 +1,334 @@
+"""A version of robot episodes out as a LeRobot v3.0 or v2.1 folder that LeRobot's own loader reads.
+
+What the reader kept of the source (``meta.lerobot``: ``info.json`` less the counts, the episode row
+less where its rows are, its declared stats, its task names) is written back verbatim, so a LeRobot
+folder converts v2.1 <-> v3.0 without losing a file, a feature or a stat (docs/ingest.md "Export").
+The camera videos are the stored blobs, copied byte for byte; the one case that cannot be a copy is a
+v3.0 file holding many episodes going to v2.1's one file per episode, where ``video_cut`` copies the
+episode's packets (remux) when its first frame is a keyframe and re-encodes otherwise, and the export
+says which in its result and in ``meta/ciyuan_export.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ciyuan.errors import InvalidInput
+from ciyuan.store.blobs import digest_of
+from ciyuan.store.versions import Version
+
+FORMATS = {"lerobot-v3.0": "v3.0", "lerobot-v2.1": "v2.1"}
+V21_DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+V21_VIDEO = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+V30_DATA = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+V30_VIDEO = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+_LAYOUT = ("codebase_version", "data_path", "video_path", "data_files_size_in_mb", "video_files_size_in_mb",
+           "chunks_size", "total_chunks", "total_videos")
+BASIC = ("min", "max", "mean", "std", "count")
+
+
+class _Episode:
+    """One record: its facts, what the source declared, and its frame table."""
+
+    def __init__(self, rec: dict):
+        meta = rec.get("meta") or {}
+        self.facts: dict = meta.get("episode") or {}
+        self.declared: dict | None = meta.get("lerobot")
+        self.attachments: dict = meta.get("attachments") or {}
+        self.id = rec.get("id")
+        self.media = rec["media"]
+
+    def table(self) -> pa.Table:
+        return pa.ipc.open_stream(pa.BufferReader(self.media)).read_all()
+
+    def stats(self, table: pa.Table, rewritten: set[str]) -> dict:
+        """The declared stats (verbatim), ours for the features they lacked or that were repaired, and
+        stats of the ``rewritten`` columns (renumbered here) from ``table``."""
+        declared = dict((self.declared or {}).get("stats") or {})
+        ours = dict(self.facts.get("stats") or {})
+        for name in [*(self.facts.get("stats_recomputed") or []), *rewritten]:
+            declared.pop(name, None)
+        for name in rewritten:
+            arr = np.asarray(table.column(name).to_numpy(), np.float64).reshape(table.num_rows, -1)
+            ours[name] = {"min": arr.min(0).tolist(), "max": arr.max(0).tolist(), "mean": arr.mean(0).tolist(),
+                          "std": arr.std(0).tolist(), "count": [table.num_rows]}
+        return {k: ours[k] if k in rewritten else v for k, v in declared.items()} | \
+            {k: v for k, v in ours.items() if k not in declared}
+
+
+def _episodes(version: Version) -> list[_Episode]:
+    eps = []
+    for rec in version.iter_records(resolve_media=True):
+        if rec.get("modality") != "episode":
+            continue
+        ep = _Episode(rec)
+        if ep.declared is None:
+            raise InvalidInput(f"record {ep.id} of {version.ref} has no meta.lerobot (not read from a LeRobot "
+                               "folder, or imported before the reader kept it)",
+                               hint="export to LeRobot takes episodes imported from LeRobot v2.1/v3.0 (ingest "
+                                    "the folder again); export HDF5 demos with --format parquet")
+        eps.append(ep)
+    if not eps:
+        raise InvalidInput(f"{version.ref} holds no episode records", hint="ingest a LeRobot folder first")
+    return sorted(eps, key=lambda e: int(e.facts.get("episode_index", 0)))
+
+
+def _tasks(eps: list[_Episode]) -> tuple[dict[int, str], dict[int, int] | None]:
+    """The task table, and a renumbering of ``task_index`` when episodes disagree about an index."""
+    seen: dict[int, str] = {}
+    for ep in eps:
+        for i, text in (ep.declared.get("tasks") or {}).items():
+            if seen.setdefault(int(i), text) != text:
+                break
+        else:
+            continue
+        names: dict[str, int] = {}
+        for e in eps:
+            for text in (e.declared.get("tasks") or {}).values():
+                names.setdefault(text, len(names))
+        return {i: t for t, i in names.items()}, {}
+    return dict(sorted(seen.items())), None
+
+
+def _set(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
+    i = table.column_names.index(name)
+    field = table.schema.field(i)
+    return table.set_column(i, field, pa.array(values.astype(field.type.to_pandas_dtype()), type=field.type))
+
+
+def _renumber(ep: _Episode, table: pa.Table, new_index: int, start: int, task_map: dict | None,
+              tasks: dict[int, str]) -> tuple[pa.Table, set[str]]:
+    """``episode_index``/``index`` (and ``task_index``) rewritten when a subset or a merge needs it;
+    the names of the columns rewritten."""
+    n = table.num_rows
+    changed: set[str] = set()
+    if "episode_index" in table.column_names and \
+            (np.asarray(table.column("episode_index").to_numpy()) != new_index).any():
+        table = _set(table, "episode_index", np.full(n, new_index))
+        changed.add("episode_index")
+    if "index" in table.column_names and \
+            (np.asarray(table.column("index").to_numpy()) != start + np.arange(n)).any():
+        table = _set(table, "index", start + np.arange(n))
+        changed.add("index")
+    if task_map is not None and "task_index" in table.column_names:
+        by_text = {t: i for i, t in tasks.items()}
+        old = {int(k): v for k, v in (ep.declared.get("tasks") or {}).items()}
+        col = np.asarray([by_text[old[int(x)]] for x in table.column("task_index").to_pylist()])
+        table = _set(table, "task_index", col)
+        changed.add("task_index")
+    return table, changed
+
+
+def aggregate(stats: list[dict]) -> dict:
+    """Dataset stats from per-episode stats, as LeRobot aggregates them: min of mins, max of maxes,
+    count-weighted mean, pooled std; any other stat (quantiles) as a count-weighted mean."""
+    out: dict = {}
+    names = list(dict.fromkeys(k for s in stats for k in s))
+    for name in names:
+        items = [s[name] for s in stats if name in s and all(k in s[name] for k in BASIC)]
+        if not items:
+            continue
+        cnt = np.array([float(np.asarray(s["count"]).reshape(-1)[0]) for s in items])
+        w = cnt.reshape(-1, *([1] * np.asarray(items[0]["mean"]).ndim))
+        means = np.stack([np.asarray(s["mean"], np.float64) for s in items])
+        stds = np.stack([np.asarray(s["std"], np.float64) for s in items])
+        total = cnt.sum()
+        mean = (w * means).sum(0) / total
+        var = (w * (stds ** 2 + (means - mean) ** 2)).sum(0) / total
+        agg = {"min": np.min(np.stack([np.asarray(s["min"], np.float64) for s in items]), 0).tolist(),
+               "max": np.max(np.stack([np.asarray(s["max"], np.float64) for s in items]), 0).tolist(),
+               "mean": mean.tolist(), "std": np.sqrt(var).tolist(), "count": [int(total)]}
+        for k in items[0]:
+            if k not in agg and all(k in s for s in items):
+                agg[k] = ((w * np.stack([np.asarray(s[k], np.float64) for s in items])).sum(0) / total).tolist()
+        out[name] = agg
+    return out
+
+
+def _info(eps: list[_Episode], fmt: str, counts: dict, layout: dict) -> dict:
+    base = {k: v for k, v in eps[0].declared["info"].items() if k not in _LAYOUT}
+    head = {"codebase_version": fmt, "robot_type": base.pop("robot_type", eps[0].facts.get("robot_type")),
+            **counts, **layout, "fps": base.pop("fps", eps[0].facts.get("fps")),
+            "splits": {"train": f"0:{counts['total_episodes']}"}}
+    return {**head, **{k: v for k, v in base.items() if k not in head}}
+
+
+def _video_keys(eps: list[_Episode]) -> list[str]:
+    feats = eps[0].declared["info"].get("features") or {}
+    return [k for k, v in feats.items() if isinstance(v, dict) and v.get("dtype") == "video"]
+
+
+def _copy_blob(version: Version, ref: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with version.blobs().open(digest_of(ref)) as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def export_lerobot(version: Version, fmt: str, out: str) -> dict:
+    """Write ``version``'s episodes as a LeRobot folder (``fmt``: ``lerobot-v3.0`` or ``lerobot-v2.1``)."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown LeRobot format {fmt!r}", hint="use lerobot-v3.0 or lerobot-v2.1")
+    root = Path(out)
+    if root.exists() and any(root.iterdir()):
+        raise InvalidInput(f"{root} is not empty", hint="give a new or empty folder")
+    eps = _episodes(version)
+    tasks, task_map = _tasks(eps)
+    cams = _video_keys(eps)
+    for ep in eps:
+        for cam in cams:
+            if cam not in ep.attachments:
+                raise InvalidInput(f"episode {ep.facts.get('episode_index')} has no {cam!r} video",
+                                   hint="every episode of a LeRobot folder has every camera")
+    note = {"renumbered": False, "task_index_renumbered": task_map is not None, "reencoded": [], "remuxed": []}
+    write = _write_v30 if fmt == "lerobot-v3.0" else _write_v21
+    res = write(version, eps, tasks, task_map, cams, root, note)
+    if note["renumbered"] or note["reencoded"] or note["task_index_renumbered"]:
+        _write_json(root / "meta" / "ciyuan_export.json", {"from": version.ref, **note})
+    return {"dataset": version.dataset, "version": version.id, "format": fmt, "out": str(root), **res,
+            **note}
+
+
+def _prepared(eps: list[_Episode], tasks: dict, task_map: dict | None, note: dict):
+    """Each episode with its new index, first global index and (renumbered where needed) table."""
+    start = 0
+    for i, ep in enumerate(eps):
+        table, changed = _renumber(ep, ep.table(), i, start, task_map, tasks)
+        note["renumbered"] |= bool(changed - {"task_index"})
+        yield i, start, ep, table, changed
+        start += table.num_rows
+
+
+def _row_tasks(ep: _Episode, table: pa.Table, tasks: dict) -> list[str]:
+    if "task_index" in table.column_names:
+        used = dict.fromkeys(int(x) for x in table.column("task_index").to_pylist())
+        return [tasks[i] for i in used if i in tasks]
+    return list(ep.facts.get("tasks") or [])
+
+
+def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> dict:
+    from ciyuan.store.video_cut import cut
+
+    chunks = int(eps[0].declared["info"].get("chunks_size") or 1000)
+    rows, stats_rows, frames, copied = [], [], 0, 0
+    for i, _start, ep, table, changed in _prepared(eps, tasks, task_map, note):
+        chunk = i // chunks
+        path = root / V21_DATA.format(episode_chunk=chunk, episode_index=i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        frames += table.num_rows
+        for cam in cams:
+            target = root / V21_VIDEO.format(episode_chunk=chunk, video_key=cam, episode_index=i)
+            facts = (ep.facts.get("cameras") or {}).get(cam) or {}
+            ref = ep.attachments[cam]["media_ref"]
+            if facts.get("whole_file", True) or facts.get("to_s") is None:  # the file is this episode's
+                _copy_blob(version, ref, target)
+                copied += 1
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with version.blobs().open(digest_of(ref)) as src:
+                got = cut(src, float(facts.get("from_s") or 0.0), float(facts["to_s"]), str(target),
+                          float(ep.facts["fps"]))
+            entry = {"episode_index": i, "camera": cam, "frames": got["frames"]}
+            if got["method"] == "remux":
+                note["remuxed"].append(entry)
+            else:
+                note["reencoded"].append({**entry, "codec": got["codec"], "why": "the episode does not start "
+                                          "on a keyframe of the shared v3.0 file"})
+        rows.append({"episode_index": i, "tasks": _row_tasks(ep, table, tasks), "length": table.num_rows,
+                     **ep.declared.get("episode", {})})
+        stats_rows.append({"episode_index": i, "stats": ep.stats(table, changed)})
+    counts = {"total_episodes": len(eps), "total_frames": frames, "total_tasks": len(tasks),
+              "total_videos": len(eps) * len(cams), "total_chunks": -(-len(eps) // chunks)}
+    _write_json(root / "meta" / "info.json",
+                _info(eps, "v2.1", counts, {"chunks_size": chunks, "data_path": V21_DATA,
+                                            "video_path": V21_VIDEO if cams else None}))
+    _jsonl(root / "meta" / "episodes.jsonl", rows)
+    _jsonl(root / "meta" / "episodes_stats.jsonl", stats_rows)
+    _jsonl(root / "meta" / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in tasks.items()])
+    return {"episodes": len(eps), "frames": frames, "videos_copied": copied}
+
+
+def _next(pos: tuple[int, int], chunks: int) -> tuple[int, int]:
+    c, f = pos
+    return (c + 1, 0) if f + 1 >= chunks else (c, f + 1)
+
+
+def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> dict:
+    import pandas as pd
+
+    info = eps[0].declared["info"]
+    chunks = int(info.get("chunks_size") or 1000)
+    data_mb = info.get("data_files_size_in_mb") or 100
+    video_mb = info.get("video_files_size_in_mb") or 500
+    rows, all_stats, frames = [], [], 0
+    writer: pq.ParquetWriter | None = None
+    data_pos, written = (0, -1), 0
+    video_pos = {cam: (0, -1) for cam in cams}
+    video_of: dict[tuple[str, str], tuple[int, int]] = {}
+    try:
+        for i, start, ep, table, changed in _prepared(eps, tasks, task_map, note):
+            if writer is None or writer.schema != table.schema or written + table.nbytes > data_mb * 2 ** 20:
+                if writer is not None:
+                    writer.close()
+                data_pos, written = _next(data_pos, chunks), 0
+                path = root / V30_DATA.format(chunk_index=data_pos[0], file_index=data_pos[1])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+            written += table.nbytes
+            frames += table.num_rows
+            row = {"episode_index": i, "tasks": _row_tasks(ep, table, tasks), "length": table.num_rows,
+                   "data/chunk_index": data_pos[0], "data/file_index": data_pos[1],
+                   "dataset_from_index": start, "dataset_to_index": start + table.num_rows}
+            for cam in cams:
+                ref = ep.attachments[cam]["media_ref"]
+                facts = (ep.facts.get("cameras") or {}).get(cam) or {}
+                if (cam, ref) not in video_of:  # a file shared by episodes is written once
+                    video_pos[cam] = _next(video_pos[cam], chunks)
+                    video_of[(cam, ref)] = video_pos[cam]
+                    _copy_blob(version, ref, root / V30_VIDEO.format(video_key=cam, chunk_index=video_pos[cam][0],
+                                                                     file_index=video_pos[cam][1]))
+                c, f = video_of[(cam, ref)]
+                t0 = float(facts.get("from_s") or 0.0)
+                t1 = facts.get("to_s")
+                row.update({f"videos/{cam}/chunk_index": c, f"videos/{cam}/file_index": f,
+                            f"videos/{cam}/from_timestamp": t0,
+                            f"videos/{cam}/to_timestamp": float(t1) if t1 is not None
+                            else t0 + table.num_rows / float(ep.facts["fps"])})
+            row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+            stats = ep.stats(table, changed)
+            all_stats.append(stats)
+            for feat, st in stats.items():
+                for k, v in st.items():
+                    row[f"stats/{feat}/{k}"] = v
+            rows.append({**row, **ep.declared.get("episode", {})})
+    finally:
+        if writer is not None:
+            writer.close()
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    path = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]), path)
+    pd.DataFrame({"task_index": list(tasks)}, index=list(tasks.values())).to_parquet(root / "meta" / "tasks.parquet")
+    _write_json(root / "meta" / "stats.json", aggregate(all_stats))
+    counts = {"total_episodes": len(eps), "total_frames": frames, "total_tasks": len(tasks)}
+    layout = {"chunks_size": chunks, "data_files_size_in_mb": data_mb, "video_files_size_in_mb": video_mb,
+              "data_path": V30_DATA, "video_path": V30_VIDEO if cams else None}
+    _write_json(root / "meta" / "info.json", _info(eps, "v3.0", counts, layout))
+    return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of)}

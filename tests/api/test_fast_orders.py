@@ -1,0 +1,63 @@
+"""``POST /v1/orders`` answered by the hot path (ciyuan.api.fast_orders) is the same as through the full app.
+
+The hot path takes ``Content-Type: application/json`` exactly; ``application/json; charset=utf-8`` goes
+the full way (FastAPI route, limits middleware). Every outcome is asked both ways and compared:
+status, body and the headers a client reads.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ciyuan.db import tx
+from ciyuan.ledger import ledger
+
+FAST, FULL = "application/json", "application/json; charset=utf-8"
+# not ``Connection``: the full path refuses a bad key before reading the body and so closes the
+# connection; the hot path has read the small body already and keeps it open
+HEADERS = ("content-type", "content-length", "www-authenticate", "idempotent-replayed")
+
+
+def _post(c, body: dict | bytes, ctype: str, key: str | None = "k"):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    hdrs = {"Content-Type": ctype, **({"Idempotency-Key": key} if key is not None else {})}
+    return c.post("/v1/orders", content=raw, headers=hdrs)
+
+
+def _same(a, b) -> None:
+    assert a.status_code == b.status_code, (a.text, b.text)
+    assert a.json() == b.json()
+    for h in HEADERS:
+        assert a.headers.get(h) == b.headers.get(h), h
+
+
+def test_errors_are_the_same_both_ways(mkt):
+    alice = mkt.client(mkt.keys["alice"])
+    q = alice.post("/v1/quotes", json={"listing_id": mkt.listing["id"]}).json()
+    for client, body, key in [
+        (mkt.client("not-a-key"), {"quote_id": q["id"]}, "k"),  # 401
+        (mkt.client(mkt.keys["prov"]), {"quote_id": q["id"]}, "k"),  # 403: not a buyer
+        (alice, {"quote_id": "q_missing"}, "k"),  # 404
+        (alice, {"quote_id": q["id"]}, "k"),  # 402: no funds yet
+        (alice, {"quote_id": q["id"]}, None),  # 422: no Idempotency-Key
+        (alice, {"quote_id": q["id"], "extra": 1}, "k"),  # 422: unknown field
+        (alice, {"quote_id": "bad id!"}, "k"),  # 422: not an id
+        (alice, b"{not json", "k"),  # 422
+    ]:
+        _same(_post(client, body, FAST, key), _post(client, body, FULL, key))
+
+
+def test_an_order_and_its_replays_are_the_same_both_ways(mkt):
+    alice = mkt.client(mkt.keys["alice"])
+    q = alice.post("/v1/quotes", json={"listing_id": mkt.listing["id"]}).json()
+    tx.run(lambda s: ledger.deposit(s, "dep", mkt.accounts["alice"].id, q["amount"], "CNY"))
+    first = _post(alice, {"quote_id": q["id"]}, FAST)
+    assert first.status_code == 201 and first.json()["amount"] == q["amount"]
+    again_fast, again_full = _post(alice, {"quote_id": q["id"]}, FAST), _post(alice, {"quote_id": q["id"]}, FULL)
+    _same(again_fast, again_full)
+    assert again_fast.status_code == 200 and again_fast.headers["idempotent-replayed"] == "true"
+    assert again_fast.json() == first.json()
+    _same(_post(alice, {"quote_id": q["id"]}, FAST, "k2"), _post(alice, {"quote_id": q["id"]}, FULL, "k2"))  # 409
+    assert tx.run(ledger.check)["ok"]
+    legs = tx.run(lambda s: ledger.charge_legs(s, leg="buyer"))
+    assert [t.charge_id for t in legs] == [f"order:{first.json()['id']}"]  # charged once

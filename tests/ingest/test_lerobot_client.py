@@ -1,0 +1,90 @@
+"""The real client: a LeRobot v3.0 folder that ``ciyuan export`` wrote loads in lerobot's own
+``LeRobotDataset`` (lerobot 0.6, in its own Python >= 3.12 virtual environment, offline), with the
+frames, episodes, features, tasks and camera frames we exported.
+
+lerobot needs torch (PyPI's CUDA build for Python 3.12: several GB), so the venv is not part of the
+test install: ``make lerobot-venv`` builds ``.lerobot-venv`` (docs/ingest.md gives the size and time),
+or ``CIYUAN_LEROBOT_PYTHON`` names a Python that has lerobot. Without either the test is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from episode_gen import CAM, SIZE, lerobot_v21, lerobot_v30
+from typer.testing import CliRunner
+
+from ciyuan.cli.main import app
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import json, sys
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+root, cam, probe, convert = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "convert"
+if convert:  # a v2.1 folder: lerobot 0.6 loads only v3.0, so through lerobot's own converter first
+    from lerobot.scripts.convert_dataset_v21_to_v30 import convert_dataset
+
+    convert_dataset("ciyuan/export", root=root, push_to_hub=False)
+ds = LeRobotDataset("ciyuan/export", root=root, video_backend="pyav")
+first, cut = ds[0], ds[probe]
+print(json.dumps({
+    "frames": ds.num_frames, "episodes": ds.num_episodes, "fps": ds.fps, "features": sorted(ds.features),
+    "camera_shape": list(cut[cam].shape), "task": cut["task"], "episode": int(cut["episode_index"]),
+    "frame_index": int(cut["frame_index"]), "state": [round(float(x), 6) for x in cut["observation.state"]],
+    "first_task": first["task"], "stats": sorted(ds.meta.stats),
+}))
+"""
+
+
+def lerobot_python() -> str | None:
+    """A Python with lerobot importable, or None (the skip reason names how to get one)."""
+    cand = os.environ.get("CIYUAN_LEROBOT_PYTHON") or str(REPO / ".lerobot-venv" / "bin" / "python")
+    if not Path(cand).exists():
+        return None
+    ok = subprocess.run([cand, "-c", "import lerobot.datasets.lerobot_dataset"], capture_output=True, timeout=300)
+    return cand if ok.returncode == 0 else None
+
+
+def cli(*args: str) -> dict:
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    return json.loads(res.stdout)
+
+
+@pytest.mark.parametrize(("source", "target"), [("v2.1", "v3.0"), ("v3.0", "v3.0"), ("v3.0", "v2.1")])
+def test_export_loads_in_lerobot_dataset(home: Path, tmp_path: Path, source: str, target: str) -> None:
+    """v3.0 exports load as they are; a v2.1 export (here cut out of a shared v3.0 video) loads after
+    lerobot's own v2.1 -> v3.0 converter, which reads every file of the v2.1 layout."""
+    py = lerobot_python()
+    if py is None:
+        pytest.skip("no Python with lerobot 0.6 (needs Python >= 3.12 and torch, several GB): run "
+                    "`make lerobot-venv` or set CIYUAN_LEROBOT_PYTHON")
+    make = lerobot_v21 if source == "v2.1" else lerobot_v30
+    src = make(tmp_path / "src", lengths=(30, 24, 20))
+    cli("ingest", str(src), "--dataset", "eps")
+    out = tmp_path / "export"
+    cli("export", "eps", "--format", f"lerobot-{target}", "--out", str(out))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_LEROBOT_HOME": str(tmp_path / "hf" / "lerobot")}
+    mode = "convert" if target == "v2.1" else "load"
+    run = subprocess.run([py, "-c", SCRIPT, str(out), CAM, "31", mode], capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (got["frames"], got["episodes"], got["fps"]) == (74, 3, 10)
+    assert {"observation.state", "action", CAM, "timestamp", "frame_index", "episode_index", "index",
+            "task_index"} <= set(got["features"])
+    assert got["camera_shape"] == [3, SIZE[1], SIZE[0]]  # channels first, as LeRobot gives frames
+    assert (got["episode"], got["frame_index"]) == (1, 1)
+    assert got["task"] == "push the block to the left" and got["first_task"] == "pick up the red cube"
+    from episode_gen import arm
+
+    assert got["state"] == [round(float(x), 6) for x in arm(1, 24, 10.0)[0][1]]
+    assert {"observation.state", "action"} <= set(got["stats"])
