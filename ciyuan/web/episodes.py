@@ -57,14 +57,15 @@ def episode_rows(s: Settings, listing_id: str, limit: int = ROWS) -> tuple[list[
         name = META + key
         return head.column(name).to_pylist() if name in head.column_names else [None] * head.num_rows
 
-    cols = {k: col(k) for k in ("episode.episode_index", "task", "episode.length", "episode.fps", "episode.success",
-                                "robot_type")}
+    cols = {k: col(k) for k in ("episode.episode_index", "task", "episode.length", "episode.fps", "success",
+                                "episode.success", "robot_type")}
     tokens = head.column("tokens").to_pylist()
     out = []
     for i in range(head.num_rows):
         length, fps = cols["episode.length"][i], cols["episode.fps"][i]
+        won = cols["success"][i] if cols["success"][i] is not None else cols["episode.success"][i]
         out.append({"episode": cols["episode.episode_index"][i], "task": cols["task"][i], "length": length,
-                    "seconds": (length / fps) if length and fps else None, "success": cols["episode.success"][i],
+                    "seconds": (length / fps) if length and fps else None, "success": won,
                     "robot_type": cols["robot_type"][i], "tokens": tokens[i]})
     return out, index.num_rows
 

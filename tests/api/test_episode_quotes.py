@@ -31,7 +31,7 @@ def test_quotes_select_episodes_by_measured_facts(live, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     v = resolve("arm")
     recs = sorted(v.iter_records(resolve_media=True), key=lambda r: r["meta"]["episode"]["episode_index"])
-    assert [r["meta"]["episode"].get("success") for r in recs] == [True, False, True, None]
+    assert [r["meta"].get("success") for r in recs] == [True, False, True, None]
     counts = dict(enumerate(get_schedule(SCHED).count_records(recs)))
     assert len(set(counts.values())) == 4  # every episode counts differently: a wrong set shows
 
@@ -46,7 +46,7 @@ def test_quotes_select_episodes_by_measured_facts(live, tmp_path: Path) -> None:
     card = c.listing(listing["id"])["card"]
     assert card["fields"]["meta.episode.length"] == "integer"
     assert card["fields"]["meta.episode.robot_type"] == "string"
-    assert card["fields"]["meta.episode.success"] == "boolean"
+    assert card["fields"]["meta.success"] == "boolean"
     assert card["fields"]["meta.episode.tasks"] == "strings"
     assert card["fields"]["meta.episode.cameras"] == "strings"
 
@@ -67,15 +67,15 @@ def test_quotes_select_episodes_by_measured_facts(live, tmp_path: Path) -> None:
     assert quote({"field": "meta.episode.robot_type", "op": "eq", "value": "aloha"}) == (0, 0)
     assert quote({"field": "meta.episode.tasks", "op": "contains", "value": "red cube"}) == want(0, 2)
     assert quote({"field": "meta.task", "op": "eq", "value": "push the block to the left"}) == want(1, 3)
-    assert quote({"field": "meta.episode.success", "op": "eq", "value": True}) == want(0, 2)
-    assert quote({"not": {"field": "meta.episode.success", "op": "exists"}}) == want(3)
+    assert quote({"field": "meta.success", "op": "eq", "value": True}) == want(0, 2)
+    assert quote({"not": {"field": "meta.success", "op": "exists"}}) == want(3)
     assert quote({"field": "meta.episode.cameras", "op": "in", "value": [CAM, "observation.images.wrist"]}) \
         == want(0, 1, 2, 3)
     assert quote({"field": "meta.episode.cameras", "op": "eq", "value": "observation.images.wrist"}) == (0, 0)
     assert quote({"field": "meta.episode.cameras", "op": "not_in", "value": ["observation.images.wrist"]}) \
         == want(0, 1, 2, 3)
     both = {"and": [{"field": "meta.episode.length", "op": "ge", "value": 20},
-                    {"field": "meta.episode.success", "op": "eq", "value": True},
+                    {"field": "meta.success", "op": "eq", "value": True},
                     {"field": "meta.episode.tasks", "op": "contains", "value": "pick"}]}
     assert quote(both) == want(0, 2)
     try:

@@ -344,10 +344,9 @@ def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> 
         **ep.extra,
     }
     won = success(table, ep.extra.get("success"))
-    facts.pop("success", None)
-    if won is not None:
-        facts["success"] = won
     meta = {"episode": facts, "path": ep.shown, "robot_type": ep.robot_type, "task": ep.tasks[0] if ep.tasks else None}
+    if won is not None:  # for filters, like task; meta.episode.success is only ever a declared flag
+        meta["success"] = won
     if ep.declared is not None:
         meta["lerobot"] = ep.declared
     record = {"id": None, "text": "\n".join(ep.tasks) or None, "modality": "episode", "meta": meta,
