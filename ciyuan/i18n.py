@@ -222,6 +222,7 @@ EN: dict[str, str] = {
     "type_number": "number",
     "type_integer": "whole number",
     "type_boolean": "yes/no",
+    "type_strings": "list of names",
     "range": "Range",
     "field_language": "language",
     "field_language_score": "language confidence",
@@ -445,6 +446,24 @@ EN: dict[str, str] = {
     "up to {radius}; pairs at or below the threshold ({threshold}) are duplicates. A clear gap above the "
     "threshold means it separates copies from distinct items.",
     "audit_older": "{n} older entries",
+    # robot episodes (ciyuan.web.episodes)
+    "ep_title": "Episodes",
+    "ep_help": "Every episode of the listing as measured at import; quotes filter on the same facts:",
+    "ep_index": "Episode",
+    "ep_task": "Task",
+    "ep_length": "Frames",
+    "ep_seconds": "Duration (s)",
+    "ep_success": "Success",
+    "ep_yes": "yes",
+    "ep_no": "no",
+    "ep_unknown": "unknown",
+    "ep_shown": "Showing {n} of {total} episodes.",
+    "ep_sample": "Sample episode {episode}: {task}, {length} frames",
+    "ep_plot_state": "State over time",
+    "ep_plot_action": "Action over time",
+    "ep_time_s": "time (s)",
+    "ep_cameras": "Camera frames",
+    "ep_camera_alt": "Frames of camera {cam}, evenly spaced through the episode",
 }
 
 ZH: dict[str, str] = {
@@ -648,6 +667,7 @@ ZH: dict[str, str] = {
     "type_number": "数值",
     "type_integer": "整数",
     "type_boolean": "是/否",
+    "type_strings": "名称列表",
     "range": "取值范围",
     "field_language": "语言",
     "field_language_score": "语言识别置信度",
@@ -863,6 +883,24 @@ ZH: dict[str, str] = {
     "cr_hash_hist_note": "同一模态的记录对按感知哈希的汉明距离计数，最大至 {radius}；"
     "距离不超过阈值（{threshold}）的为重复。阈值之上若有明显空档，说明阈值能区分副本与不同内容。",
     "audit_older": "更早的 {n} 条记录",
+    # 机器人回合（ciyuan.web.episodes）
+    "ep_title": "回合",
+    "ep_help": "本上架的全部回合，数据为导入时的实测值；报价按同样的字段筛选：",
+    "ep_index": "回合",
+    "ep_task": "任务",
+    "ep_length": "帧数",
+    "ep_seconds": "时长（秒）",
+    "ep_success": "成功",
+    "ep_yes": "是",
+    "ep_no": "否",
+    "ep_unknown": "未知",
+    "ep_shown": "显示 {total} 个回合中的 {n} 个。",
+    "ep_sample": "样例回合 {episode}：{task}，{length} 帧",
+    "ep_plot_state": "状态随时间的变化",
+    "ep_plot_action": "动作随时间的变化",
+    "ep_time_s": "时间（秒）",
+    "ep_cameras": "相机画面",
+    "ep_camera_alt": "相机 {cam} 在回合中均匀选取的画面",
 }
 
 STRINGS = {"en": EN, "zh": ZH}

@@ -25,6 +25,7 @@ ROUTERS: list[tuple[str, str, str]] = [
     ("ciyuan.api.routes_delivery", "router", "/v1"),
     ("ciyuan.web.routes", "router", ""),
     ("ciyuan.web.thumbs", "router", ""),
+    ("ciyuan.web.episodes", "router", ""),
 ]
 
 

@@ -54,6 +54,8 @@ CROISSANT_CONTEXT: dict[str, Any] = {
     "fileSet": "cr:fileSet",
     "format": "cr:format",
     "includes": "cr:includes",
+    "isArray": "cr:isArray",
+    "arrayShape": "cr:arrayShape",
     "isLiveDataset": "cr:isLiveDataset",
     "jsonPath": "cr:jsonPath",
     "key": "cr:key",
@@ -164,15 +166,20 @@ def _agent(value: Any) -> Any:
 
 def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None, info: dict | None = None,
                base_url: str | None = None, local_root: str | None = None, fileset_dir: str = "shards",
-               sample: dict | None = None, media: dict | None = None) -> dict:  # fmt: skip
+               sample: dict | None = None, media: dict | None = None,
+               episodes: dict | None = None) -> dict:  # fmt: skip
     """The card as a dict. ``info`` holds seller-declared fields (description, license, creator...).
 
     Shard URLs: ``base_url/<path>`` (an exchange), else ``local_root/<path>`` (absolute paths of a
     local store), else the relative path. ``fileset_dir`` is the folder, relative to the card, its
     FileSet reads. ``sample`` = ``{"url", "sha256", "bytes", "records"}`` adds the free sample.
     ``media`` is the version's media summary (:func:`ciyuan.appraise.media.scan`): it adds the
-    ``media`` field and one FileSet per media format (see :func:`media_files`).
+    ``media`` field and one FileSet per media format (see :func:`media_files`). ``episodes``
+    (:func:`ciyuan.appraise.episode_card.summary`) describes robot episodes: the frame table's
+    fields and the camera files (see :mod:`ciyuan.appraise.episode_card`).
     """
+    from ciyuan.appraise import episode_card
+
     info = dict(info or {})
     name = version_dict["dataset"]
     vid = version_dict["version"]
@@ -195,7 +202,10 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
         "encodingFormat": PARQUET, "includes": f"{glob.escape(fileset_dir)}/*.parquet",
     })  # fmt: skip
     files.extend(media_files(media))
+    files.extend(episode_card.files(episodes, "public" if base_url else "absolute" if local_root else "relative"))
     fields = _fields("records", tokenizers, media=media)
+    if episodes:
+        fields.insert(2, episode_card.media_field("records", _field, None))
     record_sets = [
         {
             "@type": "cr:RecordSet",
@@ -205,7 +215,7 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
             "key": {"@id": "records/id"},
             "field": fields,
         }
-    ]
+    ] + episode_card.frames_record_set(episodes)
     if sample:
         files.append({
             "@type": "cr:FileObject", "@id": "sample-file", "name": "sample-file",
@@ -247,6 +257,8 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
     }
     if media and media.get("media_records"):
         card["ciyuan:media"] = {k: media.get(k) for k in ("by_modality", "formats", "encoding_formats", "by_reference")}
+    if episodes:
+        card["ciyuan:episodes"] = {k: episodes[k] for k in ("episodes", "frames", "features", "cameras", "robot_types")}
     if ap:
         card["ciyuan:appraisal"] = {
             "quality": ap.get("quality", {}).get("score"),

@@ -470,14 +470,17 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
     info = _card_info(v)
     if ap and ap.get("provider") and not info.get("provider"):
         info["provider"] = ap["provider"]
+    from ciyuan.appraise.episode_card import summary
     from ciyuan.appraise.media import scan
 
     media = scan(v)
-    beside = build_card(v.to_dict(), v.manifest, ap, info, media=media)
+    eps = summary(v, s)
+    beside = build_card(v.to_dict(), v.manifest, ap, info, media=media, episodes=eps)
     with v.fs().open(v.path("croissant.json"), "w") as fh:
         fh.write(json.dumps(beside, ensure_ascii=False, indent=2, default=str))
     if base_url:
-        c = build_card(v.to_dict(), v.manifest, ap, info, base_url=base_url, sample=sample, media=media)
+        c = build_card(v.to_dict(), v.manifest, ap, info, base_url=base_url, sample=sample, media=media,
+                       episodes=eps)
         if out:
             write_card(c, out)
         return c
@@ -491,7 +494,7 @@ def card(ref: str, out: str | None = None, base_url: str | None = None, s: Setti
         write_card(beside, out)
         return beside
     c = build_card(v.to_dict(), v.manifest, ap, info, local_root=root, fileset_dir=shards_dir_for(out),
-                   media=media)
+                   media=media, episodes=eps)
     files = {Path(sh["path"]).name: f"{root}/{sh['path']}" for sh in v.manifest.get("shards", [])}
     write_card_with_shards(c, out, files)
     return c

@@ -174,20 +174,33 @@ class Selection:
 
 
 def _flatten(meta: dict, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """Dotted keys to three levels. A map of named objects (``meta.episode.cameras``: camera name ->
+    its facts) is also the list of its names, so ``{"field": "meta.episode.cameras", "op": "eq",
+    "value": "observation.images.top"}`` asks which records have that camera."""
     out: dict[str, Any] = {}
     for k, v in meta.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and depth < 2:
+            if v and all(isinstance(x, dict) for x in v.values()):
+                out[key] = sorted(map(str, v))
             out.update(_flatten(v, key + ".", depth + 1))
         else:
             out[key] = v
     return out
 
 
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
 def _typed(values: list[Any]) -> pa.Array | None:
     """One Arrow column for a meta key, or None when its values have no single scalar type."""
     kinds = {type(v) for v in values if v is not None}
     if not kinds:
+        return None
+    if kinds == {list}:  # lists of names (tasks, cameras): a list<string> column, any element matches
+        if all(v is None or _strings(v) for v in values):
+            return pa.array(values, pa.list_(pa.string()))
         return None
     if kinds == {bool}:
         return pa.array(values, pa.bool_())
@@ -283,7 +296,9 @@ def fields(index: pa.Table) -> dict[str, str]:
         if pa.types.is_dictionary(t):
             t = t.value_type
         kind = (
-            "string"
+            "strings"
+            if pa.types.is_list(t)
+            else "string"
             if pa.types.is_string(t)
             else "boolean"
             if pa.types.is_boolean(t)
@@ -337,6 +352,8 @@ def _expr_mask(index: pa.Table, node: Node) -> pa.ChunkedArray | pa.Array:
     if node.op == "exists":
         valid = pc.is_valid(col)
         return valid if node.value else pc.invert(valid)
+    if kind == "strings":
+        return _list_mask(col, node, n)
     v = node.value
     values = v if isinstance(v, tuple) else (v,)
     numeric = kind in ("integer", "number")
@@ -372,6 +389,30 @@ def _expr_mask(index: pa.Table, node: Node) -> pa.ChunkedArray | pa.Array:
     res = fn(col, pa.scalar(v))
     # null (key absent) never matches a comparison, except that "ne" treats it as different
     return pc.fill_null(res, node.op == "ne")
+
+
+def _list_mask(col: pa.ChunkedArray, node: Node, n: int) -> pa.Array:
+    """A condition on a list of names: ``eq``/``in``/``contains`` hold when any element matches,
+    ``ne``/``not_in`` when none does (a record without the list matches ne, as for scalars)."""
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    if node.op in ORDERED or not all(isinstance(x, str) for x in values):
+        raise InvalidInput(
+            f"{node.field} is a list of names: it takes eq, ne, in, not_in or contains with strings",
+            hint=f'e.g. {{"field": "{node.field}", "op": "contains", "value": "pick"}}',
+            code="bad_filter",
+        )
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    flat = pc.list_flatten(arr)
+    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+    if node.op == "contains":
+        hit = pc.match_substring(flat, node.value)
+    elif node.op in ("eq", "ne"):
+        hit = pc.equal(flat, pa.scalar(node.value))
+    else:
+        hit = pc.is_in(flat, value_set=pa.array(list(values)))
+    hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False).astype(bool)
+    anyhit = np.bincount(parents[hit], minlength=n)[:n] > 0
+    return pa.array(~anyhit if node.op in ("ne", "not_in") else anyhit)
 
 
 @dataclass(frozen=True)

@@ -277,3 +277,48 @@ def timeline(points: Sequence[tuple[datetime, float]], label: str, *, ylabel: st
     day = t0.strftime("%Y-%m-%d") if span <= 2 * 86400 else ""
     body.append(_axis_titles(f"{day} {utc}".strip() if day else utc, ylabel))
     return _frame(label, "".join(body))
+
+
+PALETTE = ("#0b6e4f", "#c0392b", "#2e86c1", "#d68910", "#7d3c98", "#17a589", "#5d6d7e", "#a04000")
+
+
+def lines(x: Sequence[float], named: Sequence[tuple[str, Sequence[float]]], label: str, *, xlabel: str = "",
+          ylabel: str = "", max_points: int = 400) -> Markup:
+    """Several lines over one numeric x (a state or action vector over time), with a legend.
+
+    Long series are thinned to ``max_points`` evenly spaced samples so the markup stays small."""
+    n = len(x)
+    if not n or not named:
+        return _frame(label, '<text class="empty" x="10" y="24">—</text>', W, 40)
+    keep = sorted({round(i * (n - 1) / (max_points - 1)) for i in range(max_points)}) if n > max_points else range(n)
+    xs = [float(x[i]) for i in keep]
+    vals = [[float(v[i]) for i in keep] for _, v in named]
+    finite = [v for row in vals for v in row if math.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    if hi == lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    legend_rows = (len(named) + 5) // 6
+    height = H + 16 * legend_rows
+    grid, ph = _y_axis(lo, hi, H)
+    pw = W - PAD_L - PAD_R
+    x0, x1 = xs[0], xs[-1] if xs[-1] != xs[0] else xs[0] + 1.0
+    body = [grid]
+    for k, row in enumerate(vals):
+        pts = " ".join(
+            f"{PAD_L + (xv - x0) / (x1 - x0) * pw:.1f},{PAD_T + ph - (v - lo) / (hi - lo) * ph:.1f}"
+            for xv, v in zip(xs, row, strict=True) if math.isfinite(v)
+        )
+        colour = PALETTE[k % len(PALETTE)]
+        body.append(f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="1.6" points="{pts}">'
+                    f"<title>{escape(named[k][0])}</title></polyline>")
+    for v in (xs[0], xs[-1]):
+        px = PAD_L + (v - x0) / (x1 - x0) * pw
+        anchor = "start" if v == xs[0] else "end"
+        body.append(f'<text class="tick" x="{px:.1f}" y="{H - 18}" text-anchor="{anchor}">{_num(v)}</text>')
+    for k, (name, _) in enumerate(named):
+        lx, ly = PAD_L + (k % 6) * (pw / 6), H + 4 + 16 * (k // 6)
+        colour = PALETTE[k % len(PALETTE)]
+        body.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="10" height="10" fill="{colour}"/>'
+                    f'<text class="lab" x="{lx + 14:.1f}" y="{ly}">{escape(name)}</text>')
+    body.append(_axis_titles(xlabel, ylabel, H))
+    return _frame(label, "".join(body), W, height)

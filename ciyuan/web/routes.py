@@ -248,9 +248,13 @@ def listing_page(request: Request, listing_id: str) -> HTMLResponse:
             quote = tx.run(lambda sess: quotes.get_quote(sess, qid, who.account.id), s)
         except CiyuanError:
             quote = None
+    from ciyuan.web import episodes
+
+    eps = episodes.page(s, listing_id, data["listing"], Translator(pick_lang(request)))
     return render(
         request,
         "listing.html",
+        episodes=eps,
         who=who,
         calc=calc,
         quote=quote,

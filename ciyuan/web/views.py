@@ -207,6 +207,9 @@ def field_label(name: str) -> tuple[str, bool]:
     return (f"field_{short}", True) if short in KNOWN_FIELDS else (short, False)
 
 
+BULKY_META = ("episode.stats", "episode.features", "episode.table", "episode.cameras", "attachments")
+
+
 def flat_meta(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
     """A record's metadata as (key, value) rows, nested keys joined with dots, internal keys left out."""
     rows: list[tuple[str, str]] = []
@@ -216,6 +219,8 @@ def flat_meta(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
         if v in ({}, [], None, ""):
             continue
         key = f"{prefix}{k}"
+        if key in BULKY_META:  # an episode's per-feature stats and schema: on its own section, not here
+            continue
         if isinstance(v, dict):
             rows += flat_meta(v, key + ".")
         elif isinstance(v, list):

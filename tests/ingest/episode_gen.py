@@ -133,8 +133,9 @@ def _table_stats(table: pa.Table) -> dict:
 
 
 def lerobot_v21(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: dict | None = None,
-                codec: str = "libx264") -> Path:
-    """A LeRobot v2.1 folder; ``defects`` name the episode that gets each defect."""
+                codec: str = "libx264", success: tuple | None = None) -> Path:
+    """A LeRobot v2.1 folder; ``defects`` name the episode that gets each defect; ``success`` (one
+    bool or None per episode) goes into the episode rows."""
     d = defects or {}
     (root / "meta").mkdir(parents=True, exist_ok=True)
     start, eps, st_rows = 0, [], []
@@ -149,7 +150,8 @@ def lerobot_v21(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: di
         if d.get("video_corrupt") == ep:
             raw = vpath.read_bytes()
             vpath.write_bytes(raw[:32] + bytes(len(raw) - 32))
-        eps.append({"episode_index": ep, "tasks": [TASKS[ep % 2]], "length": n})
+        eps.append({"episode_index": ep, "tasks": [TASKS[ep % 2]], "length": n,
+                    **({"success": success[ep]} if success and success[ep] is not None else {})})
         s = _table_stats(table)
         if d.get("stats_mismatch") == ep:
             s["action"]["mean"] = [x + 0.5 for x in s["action"]["mean"]]

@@ -295,6 +295,18 @@ def read_table(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
 
 
+def success(table: pa.Table, declared: object = None) -> bool | None:
+    """Whether the episode succeeded, when the data says: a success column (``next.success``,
+    ``success``, ``is_success``: true on any frame, as curation reads them), else a boolean the
+    episode meta declares; None when neither does."""
+    for name in ("next.success", "success", "is_success"):
+        if name in table.column_names:
+            col, _ = leaf(table.column(name))
+            if pa.types.is_boolean(col.type) or pa.types.is_integer(col.type):
+                return bool(pc.any(pc.cast(col, pa.bool_())).as_py() or False)
+    return declared if isinstance(declared, bool) else None
+
+
 def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> Good | Bad:
     """Check one episode; its record, or its quarantine row (file, episode index, frame in the reason)."""
     where = f"{ep.shown} episode {ep.episode_index}"
@@ -331,7 +343,10 @@ def episode_item(ep: EpisodeInput, options: ReadOptions, videos: VideoCache) -> 
         **({"repaired": ["timestamps"]} if repaired else {}),
         **ep.extra,
     }
+    won = success(table, ep.extra.get("success"))
     meta = {"episode": facts, "path": ep.shown, "robot_type": ep.robot_type, "task": ep.tasks[0] if ep.tasks else None}
+    if won is not None:  # for filters, like task; meta.episode.success is only ever a declared flag
+        meta["success"] = won
     if ep.declared is not None:
         meta["lerobot"] = ep.declared
     record = {"id": None, "text": "\n".join(ep.tasks) or None, "modality": "episode", "meta": meta,

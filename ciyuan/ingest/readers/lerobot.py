@@ -175,7 +175,7 @@ def read_v21(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
         ep = EpisodeInput(path, shown, idx, _drop_videos(table, video_keys), fps, "lerobot-v2.1", task_list,
                           info.get("robot_type"), feats, stats.get(idx), cams,
                           int(length) if isinstance(length, int) else None, from_index,
-                          declared=_declared(info, e, stats.get(idx), tasks, table))
+                          extra=_declared_success(e), declared=_declared(info, e, stats.get(idx), tasks, table))
         yield episode_item(ep, options, videos)
     on_disk = _data_files(root)
     for path in on_disk:
@@ -183,6 +183,12 @@ def read_v21(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
             yield Bad(path, 0, code("unlisted_file", f"{_rel(root, path)}: no episode in meta/episodes.jsonl "
                                     "names this data file"), b"")
     yield from _totals(root, info, len(eps), frames, n_videos)
+
+
+def _declared_success(e: dict) -> dict:
+    """A ``success`` flag some datasets add to their episode rows (kept only when boolean)."""
+    v = e.get("success")
+    return {"success": v} if isinstance(v, bool) else {}
 
 
 def _task_names(table: pa.Table, tasks: dict[int, str | None]) -> list[str]:
@@ -283,7 +289,7 @@ def read_v30(root: str, options: ReadOptions, meter: Meter) -> Iterator[Good | B
                           info.get("robot_type"), feats, _stats_v3(e), cams,
                           int(length) if isinstance(length, int) else None,
                           int(from_index) if isinstance(from_index, int) else None,
-                          declared=_declared(info, e, _stats_v3(e), tasks, part))
+                          extra=_declared_success(e), declared=_declared(info, e, _stats_v3(e), tasks, part))
         yield episode_item(ep, options, videos)
     listed = {os.path.join(root, data_path.format(chunk_index=int(e.get("data/chunk_index") or 0),
                                                   file_index=int(e.get("data/file_index") or 0))) for e in eps}
