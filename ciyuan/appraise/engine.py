@@ -29,6 +29,7 @@ from ciyuan.appraise.episodes import appraise_episodes, episode_records
 from ciyuan.appraise.knn_shapley import knn_shapley_self
 from ciyuan.appraise.ngram_lm import perplexity_lift
 from ciyuan.appraise.price import suggest_price
+from ciyuan.appraise.results import history, load, save, save_values, work_dir
 from ciyuan.appraise.uniqueness import CatalogIndex, near_duplicates_within, signatures, uniqueness
 from ciyuan.appraise.utility_labelled import labelled_utility
 from ciyuan.config import Settings, settings
@@ -39,12 +40,6 @@ LABEL_SAMPLE = 3_000  # records used by the labelled reference model (dual form:
 SHAPLEY_SAMPLE = 3_000  # records valued by KNN-Shapley (n^2 distances)
 LM_TOKENS = 2_000_000  # dataset tokens sampled for the language-model lift
 SEEDS = (0, 1, 2, 3, 4)
-
-
-def work_dir(version_id: str, s: Settings | None = None) -> Path:
-    p = (s or settings()).home / "appraise" / version_id
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def catalog(s: Settings | None = None) -> CatalogIndex:
@@ -266,7 +261,7 @@ def appraise(
             "histogram": _histogram(vals),
             "lowest": [{"id": lab_ids[i], "value": float(vals[i]), "label": str(y[i])} for i in order[:50]],
         }
-        _save_values(wd, [lab_ids[i] for i in range(m)], vals)
+        save_values(wd, [lab_ids[i] for i in range(m)], vals)
         lap("labelled_utility_and_values")
     eval_texts = _read_eval(eval_file)
     if lm_texts:
@@ -300,7 +295,7 @@ def appraise(
         utility["episode"], episode_values, ep_ids, ep_vals = appraise_episodes(
             episode_records(v, episodes), episodes, seeds)
         if len(ep_ids):
-            _save_values(wd, ep_ids, ep_vals, "episode_values.parquet")
+            save_values(wd, ep_ids, ep_vals, "episode_values.parquet")
         lap("episode_utility_and_values")
     lift = _headline_lift(utility)
     price = suggest_price(
@@ -363,64 +358,6 @@ def _headline_lift(utility: dict) -> dict | None:
     if utility.get("episode", {}).get("relative_drop"):
         return utility["episode"]["relative_drop"]
     return None
-
-
-def _save_values(wd: Path, ids: list[str], vals: np.ndarray, name: str = "record_values.parquet") -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"id": ids, "value": vals}), wd / name)
-
-
-def save(version, result: dict) -> None:
-    """Write ``appraisal.json`` into the version folder and the work folder."""
-    text = json.dumps(result, ensure_ascii=False, indent=1, default=str)
-    (work_dir(version.id, version.s) / "appraisal.json").write_text(text)
-    with version.fs().open(version.path("appraisal.json"), "w") as fh:
-        fh.write(text)
-    from ciyuan import db
-    from ciyuan.appraise.tables import AppraisalRow
-
-    lift = result.get("utility_lift_used") or {}
-    with db.session(version.s) as sess:
-        sess.add(AppraisalRow(
-            version_id=version.id, provider=result.get("provider"),
-            appraised_at=datetime.fromisoformat(result["appraised_at"]),
-            quality=float(result["quality"]["score"]), uniqueness=float(result["uniqueness"]["score"]),
-            utility_lift=lift.get("mean"), tokenizer=result["tokenizer"],
-            tokens_total=result["tokens"]["total"], tokens_unique=result["tokens"]["unique"],
-            formula=result["price"]["formula"], currency=result["price"]["currency"],
-            price_per_mtok_minor=result["price"]["price_per_mtok_minor"], location=version.path("appraisal.json"),
-        ))  # fmt: skip
-
-
-def history(ref: str, s: Settings | None = None) -> list[dict]:
-    """Every appraisal row of a version, newest first."""
-    from sqlalchemy import select
-
-    from ciyuan import db
-    from ciyuan.appraise.tables import AppraisalRow
-    from ciyuan.store import resolve
-
-    v = resolve(ref, s)
-    with db.session(v.s) as sess:
-        rows = sess.scalars(select(AppraisalRow).where(AppraisalRow.version_id == v.id)
-                            .order_by(AppraisalRow.appraised_at.desc(), AppraisalRow.id.desc()))  # fmt: skip
-        cols = [c.name for c in AppraisalRow.__table__.columns]
-        return [{c: getattr(r, c) for c in cols} for r in rows]
-
-
-def load(ref: str, s: Settings | None = None) -> dict:
-    """The stored appraisal of a version."""
-    from ciyuan.store import resolve
-
-    v = resolve(ref, s)
-    fs = v.fs()
-    path = v.path("appraisal.json")
-    if not fs.exists(path):
-        raise NotFound(f"{v.ref} has not been appraised", hint=f"run: ciyuan appraise {v.ref}")
-    with fs.open(path, "r") as fh:
-        return json.load(fh)
 
 
 def register_listing(ref: str, listing_id: str, provider: str, s: Settings | None = None) -> dict:
