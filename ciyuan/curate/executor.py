@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from ciyuan.canonical import canonical_json
 from ciyuan.curate.recipes import build_steps
 from ciyuan.curate.steps import REJECTED, GlobalStep, StepStats
+from ciyuan.store import memory
 
 BATCH_ROWS = 1024
 _SCHEMA = pa.schema(
@@ -127,10 +128,14 @@ def _report(job: dict, n: int) -> None:
 
 
 def _counted(records: Iterator[dict], job: dict) -> Iterator[dict]:
-    """Pass records through, reporting how many were read after every batch."""
+    """Pass records through, reporting how many were read after every batch; between batches the
+    memory the last one freed goes back to the system (:mod:`ciyuan.store.memory`), so a worker's
+    resident set stays that of a batch however long its shard is."""
+    memory.tune()
     for n, rec in enumerate(records, 1):
         if n % BATCH_ROWS == 0:
             _report(job, n)
+            memory.release()
         yield rec
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ciyuan.config import Settings, settings
 from ciyuan.errors import CiyuanError, InvalidInput
 from ciyuan.ingest.readers import Bad, Good, read_source, reader_for, source_size
+from ciyuan.store import memory
 from ciyuan.store.builder import VersionBuilder
 from ciyuan.store.manifest import reason_kind
 from ciyuan.tokens.schedule import default_schedule
@@ -208,6 +209,7 @@ def ingest(
     from ciyuan.tokens import count_records_parallel
 
     s = s or settings()
+    memory.tune()  # before the counting workers fork: they inherit it
     paths = _expand(sources)
     id_field = id_field or "id"  # an ``id`` field is used when present; records without one get a content hash
     forced = modality
@@ -285,6 +287,8 @@ def ingest(
             for rec, n in zip(batch, counts, strict=True):
                 rec["tokens"][schedule] = n
                 builder.add(rec)
+            del batch
+            memory.release()  # the batch is written: its freed pages go back, so memory does not follow the input
             report()
         report()
         if builder.records == 0:
