@@ -48,7 +48,6 @@ def curate(
     work.mkdir(parents=True, exist_ok=True)
     sources = [parent.path(s["path"]) for s in parent.manifest["shards"]]
     tokenizers = parent.tokenizers
-    memory.tune()  # before the pool forks: its workers inherit it
     with make_executor(executor, workers) as ex:
         shards, stats = run_recipe(canon, sha, sources, work, ex, tokenizers, on_progress, _stop_after)
     builder = VersionBuilder(

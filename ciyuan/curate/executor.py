@@ -132,7 +132,6 @@ def _counted(records: Iterator[dict], job: dict) -> Iterator[dict]:
     """Pass records through, reporting how many were read after every batch; between batches the
     memory the last one freed goes back to the system (:mod:`ciyuan.store.memory`), so a worker's
     resident set stays that of a batch however long its shard is."""
-    memory.tune()
     for n, rec in enumerate(records, 1):
         if n % BATCH_ROWS == 0:
             _report(job, n)

@@ -23,6 +23,7 @@ from ciyuan.tokens.schedule import default_schedule
 
 BATCH_ROWS = 2048
 BATCH_BYTES = 4 << 20
+RELEASE_EVERY = 4  # batches (about 16 MB) between hand-backs of freed memory (ciyuan.store.memory)
 
 
 def _expand(sources: Iterable[str]) -> list[str]:
@@ -209,7 +210,6 @@ def ingest(
     from ciyuan.tokens import count_records_parallel
 
     s = s or settings()
-    memory.tune()  # before the counting workers fork: they inherit it
     paths = _expand(sources)
     id_field = id_field or "id"  # an ``id`` field is used when present; records without one get a content hash
     forced = modality
@@ -282,13 +282,14 @@ def ingest(
             yield batch
 
     try:
-        for counts in count_records_parallel(batches(), schedule, workers):
+        for done, counts in enumerate(count_records_parallel(batches(), schedule, workers), 1):
             batch = pending.popleft()
             for rec, n in zip(batch, counts, strict=True):
                 rec["tokens"][schedule] = n
                 builder.add(rec)
             del batch
-            memory.release()  # the batch is written: its freed pages go back, so memory does not follow the input
+            if done % RELEASE_EVERY == 0:  # freed pages go back, so a long input does not raise the floor
+                memory.release()
             report()
         report()
         if builder.records == 0:

@@ -18,8 +18,8 @@ def rss_kb():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
 
-tuned = memory.tune()
-blocks = [bytearray(300_000) for _ in range(1000)]  # 300 MB of blocks under the mmap threshold: the heap
+tuned = memory.available()
+blocks = [bytearray(100_000) for _ in range(2000)]  # 200 MB of blocks under glibc's 128 KiB mmap threshold: the heap
 for b in blocks:
     b[::4096] = b"x" * len(b[::4096])  # touch every page
 del blocks[::2]  # every other block freed: holes inside the heap, none at its top
@@ -37,14 +37,14 @@ def test_release_returns_the_holes_a_batch_left_in_the_heap():
     res = json.loads(out.stdout)
     if not res["tuned"]:
         pytest.skip("not glibc malloc (musl?)")
-    freed_kb = 500 * 300_000 // 1024
+    freed_kb = 1000 * 100_000 // 1024
     assert res["before"] - res["after"] > freed_kb * 0.8, res
 
 
-def test_release_and_tune_are_safe_to_call_repeatedly():
+def test_release_is_safe_to_call_repeatedly_and_with_pyarrow_loaded():
+    import pyarrow  # noqa: F401 - release also asks pyarrow's pool to drop its cache
+
     from ciyuan.store import memory
 
-    first = memory.tune()
-    assert memory.tune() == first
     memory.release()
     memory.release()
