@@ -245,7 +245,7 @@ def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Ite
 
     cols = None if source or columns is None else list(dict.fromkeys([*_ALWAYS, *columns]))
     with open(path, "rb") as fh:
-        pf = pq.ParquetFile(fh, pre_buffer=False)  # pre-buffering keeps every row group read: memory grew with the shard
+        pf = pq.ParquetFile(fh, pre_buffer=False)  # pre-buffering keeps every row group read until closed
         for batch in _by_bytes(pf.iter_batches(batch_size=BATCH_ROWS, columns=cols)):
             if source:
                 for rec in from_batch(batch):
