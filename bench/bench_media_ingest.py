@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -102,9 +103,13 @@ def main() -> None:
             size = make_images(t / f"img{mb}" / "pics", mb)
             out = run(t / f"home-img{mb}", "pics", t / f"img{mb}" / "pics")
             rows.append({"kind": "images", "input_mb": round(size / 2**20, 1), **out})
+            shutil.rmtree(t / f"img{mb}")  # each size's input and home go before the next: 5 GB is 10 GB on disk
+            shutil.rmtree(t / f"home-img{mb}")
             vsize = make_video_tar(t / f"vid{mb}.tar", mb)
             out = run(t / f"home-vid{mb}", "clips", t / f"vid{mb}.tar")
             rows.append({"kind": "video-tar", "input_mb": round(vsize / 2**20, 1), **out})
+            (t / f"vid{mb}.tar").unlink()
+            shutil.rmtree(t / f"home-vid{mb}")
     ratios = {kind: round(rows[2 + k]["peak_rss_mb"] / rows[k]["peak_rss_mb"], 3)
               for k, kind in enumerate(["images", "video-tar"])}
     result = {"runs": rows, "peak_rss_ratio_large_over_small": ratios}

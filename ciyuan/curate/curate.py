@@ -11,6 +11,7 @@ from ciyuan.config import settings
 from ciyuan.curate.executor import BATCH_ROWS, Progress, StageTracker, make_executor, read_shard, run_recipe, shard_rows
 from ciyuan.curate.recipes import load_recipe, recipe_sha256
 from ciyuan.curate.steps import REJECTED, rejection_code
+from ciyuan.store import memory
 
 
 def work_dir(parent_id: str, sha: str) -> Path:
@@ -64,6 +65,7 @@ def curate(
             for n, rec in enumerate(read_shard(path, source=False), 1):
                 if n % BATCH_ROWS == 0:
                     tracker.record(i, n)
+                    memory.release()  # a batch's freed pages go back, as in the shard jobs
                 if (rec.get("meta") or {}).get("curation", {}).get("changed_by"):
                     changed += 1
                 rej = rec.pop(REJECTED, None)

@@ -43,8 +43,10 @@ import pyarrow.parquet as pq
 from ciyuan.canonical import canonical_json
 from ciyuan.curate.recipes import build_steps
 from ciyuan.curate.steps import REJECTED, GlobalStep, StepStats
+from ciyuan.store import memory
 
 BATCH_ROWS = 1024
+BATCH_BYTES = 8 << 20  # a batch also ends at this many bytes of text and media (see _by_bytes)
 _SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),
@@ -127,10 +129,13 @@ def _report(job: dict, n: int) -> None:
 
 
 def _counted(records: Iterator[dict], job: dict) -> Iterator[dict]:
-    """Pass records through, reporting how many were read after every batch."""
+    """Pass records through, reporting how many were read after every batch; between batches the
+    memory the last one freed goes back to the system (:mod:`ciyuan.store.memory`), so a worker's
+    resident set stays that of a batch however long its shard is."""
     for n, rec in enumerate(records, 1):
         if n % BATCH_ROWS == 0:
             _report(job, n)
+            memory.release()
         yield rec
 
 
@@ -215,6 +220,21 @@ def _dumps(obj: Any) -> str:
 _ALWAYS = ("id", "modality", "rejected")  # what routing a record needs, whatever a reader asks for
 
 
+def _by_bytes(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Each batch, cut into row slices of at most about ``BATCH_BYTES``: a batch is a number of
+    rows, and 1,024 long documents in a row can weigh a hundred times 1,024 short ones, so memory
+    would follow the heaviest run of documents in the input (which grows with the input) instead of
+    a batch's bytes."""
+    for batch in batches:
+        parts = -(-batch.nbytes // BATCH_BYTES)
+        if parts <= 1:
+            yield batch
+            continue
+        step = -(-batch.num_rows // parts)
+        for lo in range(0, batch.num_rows, step):
+            yield batch.slice(lo, step)
+
+
 def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Iterator[dict]:
     """Records of a source shard (store format) or an intermediate shard, batch by batch.
 
@@ -225,8 +245,8 @@ def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Ite
 
     cols = None if source or columns is None else list(dict.fromkeys([*_ALWAYS, *columns]))
     with open(path, "rb") as fh:
-        pf = pq.ParquetFile(fh)
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=cols):
+        pf = pq.ParquetFile(fh, pre_buffer=False)  # pre-buffering keeps every row group read until closed
+        for batch in _by_bytes(pf.iter_batches(batch_size=BATCH_ROWS, columns=cols)):
             if source:
                 for rec in from_batch(batch):
                     rec.pop("_rejected", None)
@@ -251,6 +271,11 @@ def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Ite
                 yield rec
 
 
+def _weight(rec: dict) -> int:
+    """What a record weighs in a batch: its text's characters and its inline media bytes."""
+    return len(rec.get("text") or "") + len(rec.get("media") or b"")
+
+
 class _ShardWriter:
     """An intermediate shard written batch by batch and published by an atomic rename on close.
 
@@ -263,11 +288,13 @@ class _ShardWriter:
         self.writer = pq.ParquetWriter(str(self.tmp), _SCHEMA, compression="lz4")
         self.buf: list[dict] = []
         self.rows = 0
+        self.size = 0
 
     def add(self, rec: dict) -> None:
         self.buf.append(rec)
         self.rows += 1
-        if len(self.buf) >= BATCH_ROWS:
+        self.size += _weight(rec)
+        if len(self.buf) >= BATCH_ROWS or self.size >= BATCH_BYTES:  # row groups bounded in bytes too
             self._flush()
 
     def _flush(self) -> None:
@@ -286,6 +313,7 @@ class _ShardWriter:
         }
         self.writer.write_table(pa.Table.from_pydict(cols, schema=_SCHEMA))
         buf.clear()
+        self.size = 0
 
     def close(self) -> int:
         self._flush()
@@ -360,10 +388,13 @@ def _recount(records: Iterator[dict], tokenizers: list[str]) -> Iterator[dict]:
         yield from buf
         buf.clear()
 
+    size = 0
     for r in records:
         buf.append(r)
-        if len(buf) >= BATCH_ROWS:
+        size += _weight(r)
+        if len(buf) >= BATCH_ROWS or size >= BATCH_BYTES:
             yield from flush()
+            size = 0
     yield from flush()
 
 

@@ -16,12 +16,14 @@ from pathlib import Path
 from ciyuan.config import Settings, settings
 from ciyuan.errors import CiyuanError, InvalidInput
 from ciyuan.ingest.readers import Bad, Good, read_source, reader_for, source_size
+from ciyuan.store import memory
 from ciyuan.store.builder import VersionBuilder
 from ciyuan.store.manifest import reason_kind
 from ciyuan.tokens.schedule import default_schedule
 
 BATCH_ROWS = 2048
 BATCH_BYTES = 4 << 20
+RELEASE_EVERY = 4  # batches (about 16 MB) between hand-backs of freed memory (ciyuan.store.memory)
 
 
 def _expand(sources: Iterable[str]) -> list[str]:
@@ -296,13 +298,16 @@ def ingest(
             yield batch
 
     try:
-        for counts in count_records_parallel(batches(), schedule, workers):
+        for done, counts in enumerate(count_records_parallel(batches(), schedule, workers), 1):
             batch = pending.popleft()
             for rec, n in zip(batch, counts, strict=True):
                 rec["tokens"][schedule] = n
                 for what in ((rec["meta"].get("episode") or {}).get("repaired") or ()) if modality == "episode" else ():
                     repairs[what] += 1
                 builder.add(rec)
+            del batch
+            if done % RELEASE_EVERY == 0:  # freed pages go back, so a long input does not raise the floor
+                memory.release()
             report()
         report()
         if builder.records == 0:

@@ -36,7 +36,7 @@ def _batches_with_counts(version: Version, cached: list[str]) -> Iterator[tuple[
         mine = {name: next(it) for name, it in counts.items()}
         at = 0
         with fs.open(path, "rb") as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=4096):
+            for batch in pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=4096):
                 yield batch, {name: arr.slice(at, batch.num_rows) for name, arr in mine.items()}
                 at += batch.num_rows
 

@@ -66,7 +66,7 @@ class Version:
         fs = self.fs()
         for path in self.shard_paths(partition):
             with fs.open(path, "rb") as fh:
-                pf = pq.ParquetFile(fh)
+                pf = pq.ParquetFile(fh, pre_buffer=False)  # pre-buffering keeps every row group read until closed
                 cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
                 yield from pf.iter_batches(batch_size=batch_size, columns=cols)
 

@@ -45,7 +45,7 @@ def _schema(path: str) -> pa.Schema | None:
 
 def read_hf_parquet(path: str, options: ReadOptions, meter: Meter) -> Iterator[Good | Bad]:
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every row group read until closed
     except (OSError, pa.ArrowException) as exc:
         raise InvalidInput(f"{path}: Parquet footer unreadable: {exc}", hint="copy the file again") from exc
     cols = media_columns(pf.schema_arrow)
@@ -105,7 +105,7 @@ class HFParquetReader:
 
     def modality_of(self, path: str) -> str:
         def heads() -> Iterator[bytes]:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, pre_buffer=False)
             col = media_columns(pf.schema_arrow)[0]
             n = 0
             for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=[col]):

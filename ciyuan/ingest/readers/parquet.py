@@ -24,7 +24,7 @@ def _read_parquet(path: str, text_field: str, id_field: str | None, meter: Meter
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every row group read until closed
     except (pa.ArrowException, OSError) as exc:
         raise InvalidInput(
             f"{path}: not a readable Parquet file: {exc}", hint="check the file is complete"
