@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ciyuan.config import settings
-from ciyuan.curate.executor import BATCH_ROWS, Progress, StageTracker, make_executor, read_shard, run_recipe, shard_rows
+from ciyuan.curate.executor import BATCH_ROWS, Progress, StageTracker, make_executor, run_recipe
 from ciyuan.curate.recipes import load_recipe, recipe_sha256
 from ciyuan.curate.steps import REJECTED, rejection_code
 from ciyuan.store import memory
@@ -58,11 +58,11 @@ def curate(
         s=parent.s,
     )
     changed = 0
-    tracker = StageTracker(on_progress, "write version", shard_rows(shards))
+    tracker = StageTracker(on_progress, "write version", [s.rows() for s in shards])
     tracker.start()
     try:
-        for i, path in enumerate(shards):
-            for n, rec in enumerate(read_shard(path, source=False), 1):
+        for i, shard in enumerate(shards):
+            for n, rec in enumerate(shard.records(), 1):
                 if n % BATCH_ROWS == 0:
                     tracker.record(i, n)
                     memory.release()  # a batch's freed pages go back, as in the shard jobs

@@ -558,8 +558,13 @@ def run_recipe(
     tokenizers: list[str],
     on_progress: Progress | None = None,
     stop_after: int | None = None,
-) -> tuple[list[str], list[StepStats]]:
-    """Run every stage; return the final shard paths (in order) and the merged per-step statistics."""
+) -> tuple[list[StageShard | FilterShard], list[StepStats]]:
+    """Run every stage; return the final shards (in order) and the merged per-step statistics.
+
+    A last stage that only applies a global step's plan is not run here: its shards come back as
+    :class:`FilterShard`, applied as the caller reads them (their statistics are merged into the
+    returned ones when each is read to the end).
+    """
     stages = plan_stages(recipe)
     steps = build_steps(recipe)
     merged = [StepStats(s.name) for s in steps]
@@ -584,9 +589,20 @@ def run_recipe(
             plan_dir = None
         if stage.index == 0 and not stage.steps:
             continue  # nothing to do before the first global step: it scans the source shards
+        final = stage.index == len(stages) - 1
+        if final and stage.global_step is not None and not stage.steps:
+            # only the plan to apply: done while the version is written, no last shard to write and read
+            by_name = {s.step: s for s in merged}
+            return [
+                FilterShard(
+                    {"recipe": recipe, "key": key, "input": inp, "source": source, "global_step": stage.global_step,
+                     "plan": str(plan_dir / f"shard-{i:05d}.pkl"), "tokenizers": tokenizers},
+                    by_name,
+                )
+                for i, inp in enumerate(inputs)
+            ], merged  # fmt: skip
         folder = work / f"stage-{stage.index:02d}"
         folder.mkdir(parents=True, exist_ok=True)
-        final = stage.index == len(stages) - 1
         outputs = [str(folder / f"part-{i:05d}.parquet") for i in range(len(inputs))]
         jobs, results = [], {}
         for i, (inp, out) in enumerate(zip(inputs, outputs, strict=True)):
@@ -641,7 +657,46 @@ def run_recipe(
                 by_name[name].merge(StepStats.from_dict(d))
         fused = (nxt, [results[i]["scan_part"] for i in range(len(inputs))], context) if fuse else None
         inputs, source = outputs, False
-    return inputs if not source else [], merged
+    return [StageShard(p) for p in inputs] if not source else [], merged
+
+
+class StageShard:
+    """A final intermediate shard, read as records."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def rows(self) -> int:
+        return shard_rows([self.path])[0]
+
+    def records(self) -> Iterator[dict]:
+        return read_shard(self.path, source=False)
+
+
+class FilterShard:
+    """A shard of a last stage that only applies a global step's plan, run as it is read.
+
+    Why: the stage is cheap (a dict lookup per record, and recounting the tokens of changed
+    texts), so writing its output as one more intermediate shard only for the caller to read it
+    back cost more than the stage itself. The records are the ones :func:`stage_job` would have
+    written: the same plan, the same recount, and the JSON the intermediate shard would have
+    applied to ``meta`` is what the version's writer applies anyway (``canonical_json``,
+    ``default=str``). Statistics reach ``stats`` when the shard has been read to the end.
+    """
+
+    def __init__(self, job: dict, stats: dict[str, StepStats]):
+        self.job, self.stats = job, stats
+
+    def rows(self) -> int:
+        return shard_rows([self.job["input"]])[0]
+
+    def records(self) -> Iterator[dict]:
+        job = self.job
+        g = _steps_for(job["recipe"], job["key"])[job["global_step"]]
+        g.reset_stats()
+        g.bind(_plan(job["plan"]))
+        yield from _recount(g(read_shard(job["input"], job["source"])), job["tokenizers"])
+        self.stats[g.name].merge(StepStats.from_dict(g.reset_stats().to_dict()))
 
 
 def _write_plans(step: GlobalStep, plan: dict, folder: Path, shards: int) -> None:

@@ -354,7 +354,7 @@ class VersionBuilder:
     def commit(self):
         """Seal the version: hash shards, write the manifest, move into place, register it."""
         from ciyuan.store.versions import register_version
-        from ciyuan.tokens import get_schedule
+        from ciyuan.tokens import schedule_version
 
         self._flush()
         self._flush_rejected()
@@ -370,7 +370,7 @@ class VersionBuilder:
             "parent": self.parent,
             "made_by": self.made_by,
             "schema": {f.name: str(f.type) for f in record_schema(self.tokenizers)},
-            "tokenizers": {t: get_schedule(t).version for t in self.tokenizers},
+            "tokenizers": {t: schedule_version(t) for t in self.tokenizers},
             "shards": shards,
             "rejected": rejected,
             "quarantine": quarantine,

@@ -1,7 +1,8 @@
 """Token accounting: offline tokenizers, parallel counting, and token schedules for every modality.
 
 Other layers import from here only: ``get_tokenizer``, ``list_tokenizers``, ``count_parallel``,
-``count_records_parallel``, ``get_schedule``, ``default_schedule``, ``list_schedules``. See docs/tokens.md.
+``count_records_parallel``, ``get_schedule``, ``schedule_version``, ``default_schedule``,
+``list_schedules``. See docs/tokens.md.
 """
 
 from ciyuan.tokens import audio as _audio  # noqa: F401  (registers the probed audio schedules)
@@ -18,6 +19,7 @@ from ciyuan.tokens.schedule import (
     register_schedule,
     schedule_aliases,
     schedule_for_modality,
+    schedule_version,
 )
 from ciyuan.tokens.tokenizers import Tokenizer, clear_cache, get_tokenizer, list_tokenizers, tokenizer_version
 
@@ -37,5 +39,6 @@ __all__ = [
     "register_schedule",
     "schedule_aliases",
     "schedule_for_modality",
+    "schedule_version",
     "tokenizer_version",
 ]
