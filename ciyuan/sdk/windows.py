@@ -142,22 +142,24 @@ def episode_windows(rec: Mapping[str, Any], windows: Mapping[str, list[float]], 
         else:
             raise ValueError(f"record {rec.get('id')}: {key!r} is neither a column {table.column_names} "
                              f"nor a camera {sorted(cams)}")
-    offs = {k: np.asarray(v) for k, v in windows.items()}
     t0, t1 = ts[0], ts[-1]
-    for i in range(start, n, step):
+    frames = np.arange(start, n, step)
+    at: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # key -> (source rows, pad) of every frame, at once
+    for key, offs in windows.items():
+        q = ts[frames][:, None] + np.asarray(offs)[None, :]
+        pad = (q < t0 - PAD_TOL_S) | (q > t1 + PAD_TOL_S)
+        idx = np.clip(np.rint((np.clip(q, t0, t1) - t0) * fps).astype(np.int64), 0, len(data[key]) - 1)
+        at[key] = idx, pad
+    if as_torch:
+        import torch
+    for j, i in enumerate(frames.tolist()):
         item: dict[str, Any] = {"id": rec.get("id") or "", "episode_index": int(ep.get("episode_index", 0)),
                                 "frame_index": i, "timestamp": float(ts[i])}
-        for key, d in offs.items():
-            q = ts[i] + d
-            pad = (q < t0 - PAD_TOL_S) | (q > t1 + PAD_TOL_S)
-            arr = data[key]
-            idx = np.clip(np.rint((np.clip(q, t0, t1) - t0) * fps).astype(np.int64), 0, len(arr) - 1)
-            val = arr[idx]
+        for key, (idx, pad) in at.items():
+            val = data[key][idx[j]]
             if as_torch:
-                import torch
-
                 item[key] = torch.from_numpy(np.ascontiguousarray(val))
-                item[f"{key}_is_pad"] = torch.from_numpy(pad)
+                item[f"{key}_is_pad"] = torch.from_numpy(pad[j].copy())
             else:
-                item[key], item[f"{key}_is_pad"] = val, pad
+                item[key], item[f"{key}_is_pad"] = val, pad[j].copy()
         yield i, item
