@@ -1,8 +1,10 @@
 """Media blobs of an entitlement: signed, expiring URLs for the blobs of records it was billed for.
 
 A record whose bytes are a content-addressed blob (``media_ref = "sha256:<hex>"``) travels in the
-stream and in packages by its reference; the bytes come from ``GET /v1/media/{entitlement}/{hex}``
-with ``exp`` and ``sig = HMAC-SHA256(secret, "media/{entitlement}/{hex}/{exp}")``. URLs are issued
+stream and in packages by its reference (so does an episode's camera video, in
+``meta.attachments[cam].media_ref``: granted with its record like a ``media_ref``); the bytes
+come from ``GET /v1/media/{entitlement}/{hex}`` with ``exp`` and
+``sig = HMAC-SHA256(secret, "media/{entitlement}/{hex}/{exp}")``. URLs are issued
 (:func:`media_urls`) only for blobs of records the entitlement has been billed for: every record of
 a paid order; for a metered one the records already charged or in the open batch (sent, so billed:
 its hold is posted at the ack or the deadline, never voided). Fetching a blob therefore costs
@@ -15,13 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -82,24 +87,42 @@ def blob_index(p: Plan) -> dict[str, np.ndarray]:
             return got
     out: dict[str, np.ndarray] = {}
     if (getattr(p.version, "manifest", {}) or {}).get("blobs"):
-        chunks = [b.column(0).cast(pa.string()) if b.num_columns else pa.nulls(b.num_rows, pa.string())
-                  for b in p.version.iter_batches(columns=["media_ref"])]
-        refs = pa.chunked_array(chunks, pa.string())
-        rows = np.nonzero(refs.is_valid().to_numpy(zero_copy_only=False))[0]
-        if len(rows):
-            pos = np.searchsorted(p.rows, rows)  # p.rows is in version order (ascending)
-            ok = pos < len(p.rows)
-            ok[ok] = p.rows[pos[ok]] == rows[ok]
-            values = refs.take(pa.array(rows[ok])).to_pylist()
-            by: dict[str, list[int]] = {}
-            for ref, o in zip(values, pos[ok].tolist(), strict=True):
+        by: dict[str, list[int]] = {}
+        for row, ref in _blob_rows(p.version):
+            o = int(np.searchsorted(p.rows, row))  # p.rows is in version order (ascending)
+            if o < len(p.rows) and int(p.rows[o]) == row:
                 by.setdefault(digest_of(ref), []).append(o)
-            out = {d: np.asarray(v, np.int64) for d, v in by.items()}
+        out = {d: np.unique(np.asarray(v, np.int64)) for d, v in by.items()}
     with _index_lock:
         _index[p.entitlement_id] = out
         while len(_index) > INDEX_CACHE:
             _index.popitem(last=False)
     return out
+
+
+def _blob_rows(version) -> Iterator[tuple[int, str]]:
+    """(version row, blob ref) of every blob a record refers to: its ``media_ref`` and, for an
+    episode, each camera video in ``meta.attachments[name].media_ref`` (granted like its media)."""
+    row = 0
+    for b in version.iter_batches(columns=["modality", "media_ref", "meta"]):
+        cols = {n: b.column(i) for i, n in enumerate(b.schema.names)}
+        refs = cols.get("media_ref")
+        mods = cols.get("modality")
+        if refs is not None:
+            refs = refs.cast(pa.string())
+            for i in np.nonzero(refs.is_valid().to_numpy(zero_copy_only=False))[0].tolist():
+                yield row + i, refs[i].as_py()
+        if mods is not None and "meta" in cols:
+            eps = np.nonzero(pc.equal(mods.cast(pa.string()), "episode").fill_null(False)
+                             .to_numpy(zero_copy_only=False))[0].tolist()
+            meta = cols["meta"]
+            for i in eps:
+                v = meta[i].as_py()
+                m = v if isinstance(v, dict) else json.loads(v or "{}")
+                for entry in (m.get("attachments") or {}).values():
+                    if isinstance(entry, dict) and isinstance(entry.get("media_ref"), str):
+                        yield row + i, entry["media_ref"]
+        row += b.num_rows
 
 
 def billed_upto(sess: Session, p: Plan) -> list[tuple[int, int]]:

@@ -321,6 +321,13 @@ class Client:
 
         return blobs.resolve(self, entitlement_id, records)
 
+    def attachments(self, entitlement_id: str, refs: list[str]) -> dict[str, bytes]:
+        """``ref -> bytes`` of blobs an episode's ``meta.attachments`` names (its camera videos), checked."""
+        from ciyuan.sdk import blobs
+
+        urls = blobs.media_urls(self, entitlement_id, refs)
+        return {ref: blobs.get_blob(self, url, ref) for ref, url in urls.items()}
+
     # -- streams -----------------------------------------------------------------------------------
     def fetch(self, entitlement_id: str, cursor: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
               parts: int = 1, part: int = 0, fmt: str = "arrow") -> Batch:

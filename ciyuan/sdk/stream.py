@@ -22,6 +22,10 @@ What it yields, so the DataLoader's default collate works:
   tokens concatenated in stream order with ``eos_id`` after each document (default: the first id
   past the tokenizer's ordinary vocabulary, which it never produces); a partition's last partial
   block is dropped;
+* with ``windows={key: [offsets in s]}`` (episode records): one training window per frame (every
+  ``frame_step``-th), state/action columns and decoded camera frames at those offsets with
+  ``{key}_is_pad`` masks, as LeRobot's ``delta_timestamps`` (:mod:`ciyuan.sdk.windows`); the
+  camera blobs come through the same signed media URLs; ``_skip`` is then the next frame;
 * every item carries its position: ``_part``, ``_from`` (the batch start to re-read from),
   ``_next`` (the ordinal of the next record) and ``_skip`` (tokens of that record already packed).
 
@@ -97,8 +101,15 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
                  max_tokens: int = DEFAULT_MAX_TOKENS, fmt: str = "arrow", rank: int = 0, world_size: int = 1,
                  num_workers: int | None = None, read_ahead: bool = False, shuffle: int = 0, seed: int = 0,
                  tokenize: bool = False, pack: int | None = None, eos_id: int | None = None,
-                 tokenizer: str | None = None, decode: str | None = None, resolve_media: bool = True):
+                 tokenizer: str | None = None, decode: str | None = None, resolve_media: bool = True,
+                 windows: Mapping[str, Any] | None = None, frame_step: int = 1):
         super().__init__()
+        from ciyuan.sdk.windows import check_windows
+
+        self.windows = check_windows(windows)  # episode records -> one training window per frame
+        self.frame_step = int(frame_step)
+        if self.windows and (decode or tokenize or pack) or self.frame_step < 1:
+            raise ValueError("windows= gives frame windows (no decode=, tokenize=, pack=); frame_step >= 1")
         if shuffle < 0 or (pack is not None and pack < 1):
             raise ValueError("shuffle must be >= 0 and pack >= 1")
         from ciyuan.sdk.media import check_decode
@@ -125,8 +136,11 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
 
     # -- state -------------------------------------------------------------------------------------
     def _order(self) -> dict:
-        return {"shuffle": self.shuffle, "seed": self.seed if self.shuffle > 1 else 0, "tokenize": self.tokenize,
-                "pack": self.pack, "eos_id": self.eos_id if self.pack else None}
+        out = {"shuffle": self.shuffle, "seed": self.seed if self.shuffle > 1 else 0, "tokenize": self.tokenize,
+               "pack": self.pack, "eos_id": self.eos_id if self.pack else None}
+        if self.windows:  # only then: states saved before windows existed still load
+            out |= {"windows": self.windows, "frame_step": self.frame_step}
+        return out
 
     def state_dict(self) -> dict:
         """Per partition, where to resume: ``positions: {part: [re-read from, next ordinal, tokens to skip]}``."""
@@ -252,6 +266,9 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
     def _items(self, part: int, parts: int) -> Iterator[dict]:
         reread, nxt, skip_t = self._state.get(part, (0, 0, 0))
         records = self._ordered(part, parts, reread, nxt)
+        if self.windows:
+            yield from self._windows(part, records, nxt, skip_t)
+            return
         if not self.tokenize:
             if self.decode:
                 from ciyuan.sdk.media import decode_record
@@ -287,6 +304,22 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
                     yield {"input_ids": _block(buf), "_part": part, "_from": f, "_next": pos[0], "_skip": pos[1]}
                     buf = []
 
+    def _windows(self, part: int, records: Iterator[tuple[int, int, dict]], nxt: int, skip: int) -> Iterator[dict]:
+        """One window per (sampled) frame of each episode; ``_skip`` counts frames of it already handed on."""
+        from ciyuan.sdk.windows import BlobCache, episode_windows
+
+        if getattr(self, "_blobs", None) is None:  # per process: a forked worker fetches with its own client
+            self._blobs = BlobCache(lambda refs: self.client.attachments(self.entitlement_id, refs))
+        for n, f, rec in records:
+            first = skip if n == nxt else 0
+            meta = json.loads(rec["meta"] or "{}") if isinstance(rec.get("meta"), str) else (rec.get("meta") or {})
+            length = int((meta.get("episode") or {}).get("length", 0))
+            for i, item in episode_windows(rec, self.windows or {}, self._blobs, start=first, step=self.frame_step,
+                                           as_torch=torch is not None):
+                nx = i + self.frame_step
+                last = nx >= length
+                yield item | {"_part": part, "_from": f, "_next": n + 1 if last else n, "_skip": 0 if last else nx}
+
     # -- tokens ------------------------------------------------------------------------------------
     def _tokenizer(self) -> Any:
         """The listing's tokenizer (the entitlement's token schedule), loaded once per process."""
@@ -316,7 +349,7 @@ class TokenStream(_Base):  # type: ignore[misc,valid-type]
                            hint="pass eos_id= to TokenStream")
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_tok"} | {"_tok": None}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_tok", "_blobs")} | {"_tok": None, "_blobs": None}
 
 
 def _block(ids: list[int]) -> Any:
