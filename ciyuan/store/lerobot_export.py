@@ -3,10 +3,13 @@
 What the reader kept of the source (``meta.lerobot``: ``info.json`` less the counts, the episode row
 less where its rows are, its declared stats, its task names) is written back verbatim, so a LeRobot
 folder converts v2.1 <-> v3.0 without losing a file, a feature or a stat (docs/ingest.md "Export").
-The camera videos are the stored blobs, copied byte for byte; the one case that cannot be a copy is a
-v3.0 file holding many episodes going to v2.1's one file per episode, where ``video_cut`` copies the
-episode's packets (remux) when its first frame is a keyframe and re-encodes otherwise, and the export
-says which in its result and in ``meta/ciyuan_export.json``.
+The camera videos are the stored blobs, copied byte for byte, except where the file holds more than the
+episode: a v3.0 file of many episodes going to v2.1's one file per episode, and an episode curation
+trimmed (``meta.episode.cameras[cam].segments``: the kept ranges of the original file), which goes out
+as a file of exactly its kept frames in either format. There ``video_cut`` copies the packets of each
+range (remux) when it starts on a keyframe and re-encodes otherwise, and the export says which in its
+result and in ``meta/ciyuan_export.json``. Curated stats (``stats_recomputed_by: curation``) replace
+the declared ones of the features they cover.
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ class _Episode:
         stats of the ``rewritten`` columns (renumbered here) from ``table``."""
         declared = dict((self.declared or {}).get("stats") or {})
         ours = dict(self.facts.get("stats") or {})
-        for name in [*(self.facts.get("stats_recomputed") or []), *rewritten]:
+        stale = [*(self.facts.get("stats_recomputed") or []), *rewritten]
+        if self.facts.get("stats_recomputed_by") == "curation":  # the frames changed: ours are the true ones
+            stale += list(ours)
+        for name in stale:
             declared.pop(name, None)
         for name in rewritten:
             arr = np.asarray(table.column(name).to_numpy(), np.float64).reshape(table.num_rows, -1)
@@ -170,6 +176,41 @@ def _copy_blob(version: Version, ref: str, target: Path) -> None:
         shutil.copyfileobj(src, dst, 1 << 20)
 
 
+def _segments(facts: dict) -> list[tuple[float, float]] | None:
+    """The ranges of a camera's file the episode's frames are (file time), or ``None`` when the whole
+    file is the episode's (copied as it is)."""
+    if facts.get("segments"):
+        return [(float(a), float(b)) for a, b in facts["segments"]]
+    if facts.get("whole_file", True) or facts.get("to_s") is None:
+        return None
+    return [(float(facts.get("from_s") or 0.0), float(facts["to_s"]))]
+
+
+def _cut(version: Version, ep: _Episode, i: int, cam: str, segs: list, target: Path, note: dict,
+         rows: int) -> dict:
+    """The episode's frames of ``cam`` (``segs`` of its file) as a file of their own, as many as the
+    episode's ``rows``; noted."""
+    from ciyuan.store.video_cut import cut_segments
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with version.blobs().open(digest_of(ep.attachments[cam]["media_ref"])) as src:
+        got = cut_segments(src, segs, str(target), float(ep.facts["fps"]))
+    if got["frames"] != rows:
+        raise InvalidInput(f"episode {i}: {got['frames']} frames of {cam!r} cut from {segs}, the table has {rows}",
+                           hint="the camera's recorded ranges disagree with the frame table; re-ingest and curate")
+    trimmed = bool(((ep.facts.get("cameras") or {}).get(cam) or {}).get("segments"))
+    entry = {"episode_index": i, "camera": cam, "frames": got["frames"], "segments": len(segs)}
+    if trimmed:
+        entry["trimmed"] = True
+    if got["method"] == "remux":
+        note["remuxed"].append(entry)
+    else:
+        why = ("a kept range of the trimmed episode does not start on a keyframe" if trimmed
+               else "the episode does not start on a keyframe of the shared v3.0 file")
+        note["reencoded"].append({**entry, "codec": got["codec"], "why": why})
+    return got
+
+
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -198,7 +239,8 @@ def export_lerobot(version: Version, fmt: str, out: str) -> dict:
     note = {"renumbered": False, "task_index_renumbered": task_map is not None, "reencoded": [], "remuxed": []}
     write = _write_v30 if fmt == "lerobot-v3.0" else _write_v21
     res = write(version, eps, tasks, task_map, cams, root, note)
-    if note["renumbered"] or note["reencoded"] or note["task_index_renumbered"]:
+    if note["renumbered"] or note["reencoded"] or note["task_index_renumbered"] or \
+            any(e.get("trimmed") for e in note["remuxed"]):
         _write_json(root / "meta" / "ciyuan_export.json", {"from": version.ref, **note})
     return {"dataset": version.dataset, "version": version.id, "format": fmt, "out": str(root), **res,
             **note}
@@ -222,8 +264,6 @@ def _row_tasks(ep: _Episode, table: pa.Table, tasks: dict) -> list[str]:
 
 
 def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> dict:
-    from ciyuan.store.video_cut import cut
-
     chunks = int(eps[0].declared["info"].get("chunks_size") or 1000)
     rows, stats_rows, frames, copied = [], [], 0, 0
     for i, _start, ep, table, changed in _prepared(eps, tasks, task_map, note):
@@ -234,22 +274,12 @@ def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
         frames += table.num_rows
         for cam in cams:
             target = root / V21_VIDEO.format(episode_chunk=chunk, video_key=cam, episode_index=i)
-            facts = (ep.facts.get("cameras") or {}).get(cam) or {}
-            ref = ep.attachments[cam]["media_ref"]
-            if facts.get("whole_file", True) or facts.get("to_s") is None:  # the file is this episode's
-                _copy_blob(version, ref, target)
+            segs = _segments((ep.facts.get("cameras") or {}).get(cam) or {})
+            if segs is None:  # the file is this episode's, every frame of it
+                _copy_blob(version, ep.attachments[cam]["media_ref"], target)
                 copied += 1
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with version.blobs().open(digest_of(ref)) as src:
-                got = cut(src, float(facts.get("from_s") or 0.0), float(facts["to_s"]), str(target),
-                          float(ep.facts["fps"]))
-            entry = {"episode_index": i, "camera": cam, "frames": got["frames"]}
-            if got["method"] == "remux":
-                note["remuxed"].append(entry)
             else:
-                note["reencoded"].append({**entry, "codec": got["codec"], "why": "the episode does not start "
-                                          "on a keyframe of the shared v3.0 file"})
+                _cut(version, ep, i, cam, segs, target, note, table.num_rows)
         rows.append({"episode_index": i, "tasks": _row_tasks(ep, table, tasks), "length": table.num_rows,
                      **ep.declared.get("episode", {})})
         stats_rows.append({"episode_index": i, "stats": ep.stats(table, changed)})
@@ -261,7 +291,8 @@ def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     _jsonl(root / "meta" / "episodes.jsonl", rows)
     _jsonl(root / "meta" / "episodes_stats.jsonl", stats_rows)
     _jsonl(root / "meta" / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in tasks.items()])
-    return {"episodes": len(eps), "frames": frames, "videos_copied": copied}
+    return {"episodes": len(eps), "frames": frames, "videos_copied": copied,
+            "videos_cut": len(eps) * len(cams) - copied}
 
 
 def _next(pos: tuple[int, int], chunks: int) -> tuple[int, int]:
@@ -281,6 +312,7 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     data_pos, written = (0, -1), 0
     video_pos = {cam: (0, -1) for cam in cams}
     video_of: dict[tuple[str, str], tuple[int, int]] = {}
+    cut_files = 0
     try:
         for i, start, ep, table, changed in _prepared(eps, tasks, task_map, note):
             if writer is None or writer.schema != table.schema or written + table.nbytes > data_mb * 2 ** 20:
@@ -299,14 +331,21 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
             for cam in cams:
                 ref = ep.attachments[cam]["media_ref"]
                 facts = (ep.facts.get("cameras") or {}).get(cam) or {}
-                if (cam, ref) not in video_of:  # a file shared by episodes is written once
-                    video_pos[cam] = _next(video_pos[cam], chunks)
-                    video_of[(cam, ref)] = video_pos[cam]
-                    _copy_blob(version, ref, root / V30_VIDEO.format(video_key=cam, chunk_index=video_pos[cam][0],
-                                                                     file_index=video_pos[cam][1]))
-                c, f = video_of[(cam, ref)]
-                t0 = float(facts.get("from_s") or 0.0)
-                t1 = facts.get("to_s")
+                if facts.get("segments"):  # trimmed: a file of exactly its kept frames
+                    video_pos[cam] = c, f = _next(video_pos[cam], chunks)
+                    got = _cut(version, ep, i, cam, _segments(facts), root / V30_VIDEO.format(
+                        video_key=cam, chunk_index=c, file_index=f), note, table.num_rows)
+                    t0, t1 = 0.0, got["frames"] / float(ep.facts["fps"])
+                    cut_files += 1
+                else:
+                    if (cam, ref) not in video_of:  # a file shared by episodes is written once
+                        video_pos[cam] = _next(video_pos[cam], chunks)
+                        video_of[(cam, ref)] = video_pos[cam]
+                        _copy_blob(version, ref, root / V30_VIDEO.format(
+                            video_key=cam, chunk_index=video_pos[cam][0], file_index=video_pos[cam][1]))
+                    c, f = video_of[(cam, ref)]
+                    t0 = float(facts.get("from_s") or 0.0)
+                    t1 = facts.get("to_s")
                 row.update({f"videos/{cam}/chunk_index": c, f"videos/{cam}/file_index": f,
                             f"videos/{cam}/from_timestamp": t0,
                             f"videos/{cam}/to_timestamp": float(t1) if t1 is not None
@@ -331,4 +370,4 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     layout = {"chunks_size": chunks, "data_files_size_in_mb": data_mb, "video_files_size_in_mb": video_mb,
               "data_path": V30_DATA, "video_path": V30_VIDEO if cams else None}
     _write_json(root / "meta" / "info.json", _info(eps, "v3.0", counts, layout))
-    return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of)}
+    return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of), "videos_cut": cut_files}
