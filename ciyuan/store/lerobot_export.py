@@ -9,7 +9,7 @@ trimmed (``meta.episode.cameras[cam].segments``: the kept ranges of the original
 as a file of exactly its kept frames in either format. There ``video_cut`` copies the packets of each
 range (remux) when it starts on a keyframe and re-encodes otherwise, and the export says which in its
 result and in ``meta/ciyuan_export.json``. Curated stats (``stats_recomputed_by: curation``) replace
-the declared ones of the features they cover.
+the declared ones of the features they cover, and normalised task texts the declared ones.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class _Episode:
         meta = rec.get("meta") or {}
         self.facts: dict = meta.get("episode") or {}
         self.declared: dict | None = meta.get("lerobot")
+        before, now = (meta.get("curation") or {}).get("tasks_before"), self.facts.get("tasks")
+        if self.declared and before and now is not None and len(before) == len(now):  # task texts normalised
+            rename = dict(zip(before, now, strict=True))
+            self.declared = {**self.declared, "tasks": {i: rename.get(t, t) for i, t in
+                                                        (self.declared.get("tasks") or {}).items()}}
         self.attachments: dict = meta.get("attachments") or {}
         self.id = rec.get("id")
         self.media = rec["media"]

@@ -165,3 +165,18 @@ def test_ingested_export_matches_curated_records(home: Path, tmp_path: Path) -> 
             assert ta.column(col).to_pylist() == tb.column(col).to_pylist()
         eb = b["meta"]["episode"]
         assert eb["stats"]["action"] == json.loads(json.dumps(feature_stats(tb, eb["features"])))["action"]
+
+
+def test_normalised_task_text_goes_out(home: Path, tmp_path: Path) -> None:
+    src = lerobot_v21(tmp_path / "src", lengths=(12, 12))
+    for meta in ("tasks.jsonl", "episodes.jsonl"):
+        path = src / "meta" / meta
+        path.write_text(path.read_text().replace("pick up the red cube", "Pick up  the red cube."))
+    cli("ingest", str(src), "--dataset", "a")
+    out = cli("curate", "a", "--steps", "episode_task_text", "--workers", "1")
+    dest = tmp_path / "v21"
+    cli("export", f"a@{out['version'][:12]}", "--format", "lerobot-v2.1", "--out", str(dest))
+    got = [json.loads(line) for line in (dest / "meta/tasks.jsonl").read_text().splitlines()]
+    assert got == [{"task_index": 0, "task": "pick up the red cube"},
+                   {"task_index": 1, "task": "push the block to the left"}]
+    assert json.loads((dest / "meta/episodes.jsonl").read_text().splitlines()[0])["tasks"] == ["pick up the red cube"]
