@@ -317,6 +317,7 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     data_pos, written = (0, -1), 0
     video_pos = {cam: (0, -1) for cam in cams}
     video_of: dict[tuple[str, str], tuple[int, int]] = {}
+    placed: dict[tuple[str, int, str], tuple[float, float]] = {}
     cut_files = 0
     try:
         for i, start, ep, table, changed in _prepared(eps, tasks, task_map, note):
@@ -336,19 +337,17 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
             for cam in cams:
                 ref = ep.attachments[cam]["media_ref"]
                 facts = (ep.facts.get("cameras") or {}).get(cam) or {}
-                if facts.get("segments"):  # trimmed: a file of exactly its kept frames
-                    video_pos[cam] = c, f = _next(video_pos[cam], chunks)
-                    got = _cut(version, ep, i, cam, _segments(facts), root / V30_VIDEO.format(
-                        video_key=cam, chunk_index=c, file_index=f), note, table.num_rows)
-                    t0, t1 = 0.0, got["frames"] / float(ep.facts["fps"])
-                    cut_files += 1
+                if (cam, ref) not in video_of:  # a file shared by episodes is written once
+                    video_pos[cam] = _next(video_pos[cam], chunks)
+                    video_of[(cam, ref)] = video_pos[cam]
+                    target = root / V30_VIDEO.format(video_key=cam, chunk_index=video_pos[cam][0],
+                                                     file_index=video_pos[cam][1])
+                    placed.update(_v30_video(version, eps, cam, ref, target, note))
+                    cut_files += any(k[0] == cam and k[2] == ref for k in placed)
+                c, f = video_of[(cam, ref)]
+                if (cam, i, ref) in placed:  # in a file cut to the exported episodes' frames
+                    t0, t1 = placed[(cam, i, ref)]
                 else:
-                    if (cam, ref) not in video_of:  # a file shared by episodes is written once
-                        video_pos[cam] = _next(video_pos[cam], chunks)
-                        video_of[(cam, ref)] = video_pos[cam]
-                        _copy_blob(version, ref, root / V30_VIDEO.format(
-                            video_key=cam, chunk_index=video_pos[cam][0], file_index=video_pos[cam][1]))
-                    c, f = video_of[(cam, ref)]
                     t0 = float(facts.get("from_s") or 0.0)
                     t1 = facts.get("to_s")
                 row.update({f"videos/{cam}/chunk_index": c, f"videos/{cam}/file_index": f,
@@ -376,3 +375,49 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
               "data_path": V30_DATA, "video_path": V30_VIDEO if cams else None}
     _write_json(root / "meta" / "info.json", _info(eps, "v3.0", counts, layout))
     return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of), "videos_cut": cut_files}
+
+
+def _frames_in(version: Version, ref: str) -> int:
+    import av
+
+    with version.blobs().open(digest_of(ref)) as src, av.open(src) as c:
+        return sum(1 for p in c.demux(video=0) if p.size)
+
+
+def _v30_video(version: Version, eps: list[_Episode], cam: str, ref: str, target: Path,
+               note: dict) -> dict[tuple[str, int, str], tuple[float, float]]:
+    """Write ``cam``'s file ``ref`` for a v3.0 export: copied when the exported episodes are all of its
+    frames; else cut to exactly their frames (a trimmed episode's kept ranges, a dropped episode's
+    frames left out), one episode after the other. The new ``(from, to)`` timestamps of the episodes
+    in a cut file, by ``(cam, new episode index, ref)``; empty when copied."""
+    members = [(i, e) for i, e in enumerate(eps) if (e.attachments.get(cam) or {}).get("media_ref") == ref]
+    facts = [((e.facts.get("cameras") or {}).get(cam) or {}) for _, e in members]
+    segs = [_segments(f) for f in facts]
+    lengths = [int(e.facts.get("length") or e.table().num_rows) for _, e in members]
+    trimmed = [bool(f.get("segments")) for f in facts]
+    if not any(trimmed) and (any(s is None for s in segs) or sum(lengths) == _frames_in(version, ref)):
+        _copy_blob(version, ref, target)
+        return {}
+    from ciyuan.store.video_cut import cut_segments
+
+    fps = float(members[0][1].facts["fps"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with version.blobs().open(digest_of(ref)) as src:
+        got = cut_segments(src, [r for s in segs for r in (s or [])], str(target), fps)
+    if got["frames"] != sum(lengths):
+        raise InvalidInput(f"{got['frames']} frames of {cam!r} cut for episodes {[i for i, _ in members]}, their "
+                           f"tables have {sum(lengths)}",
+                           hint="the camera's recorded ranges disagree with the frame tables; re-ingest and curate")
+    out, at = {}, 0
+    for (i, _), n, s, trim in zip(members, lengths, segs, trimmed, strict=True):
+        out[(cam, i, ref)] = (at / fps, (at + n) / fps)
+        at += n
+        entry = {"episode_index": i, "camera": cam, "frames": n, "segments": len(s or [])}
+        if trim:
+            entry["trimmed"] = True
+        if got["method"] == "remux":
+            note["remuxed"].append(entry)
+        else:
+            why = "a kept range does not start on a keyframe of the file"
+            note["reencoded"].append({**entry, "codec": got["codec"], "why": why})
+    return out
