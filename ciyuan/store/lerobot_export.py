@@ -3,10 +3,13 @@
 What the reader kept of the source (``meta.lerobot``: ``info.json`` less the counts, the episode row
 less where its rows are, its declared stats, its task names) is written back verbatim, so a LeRobot
 folder converts v2.1 <-> v3.0 without losing a file, a feature or a stat (docs/ingest.md "Export").
-The camera videos are the stored blobs, copied byte for byte; the one case that cannot be a copy is a
-v3.0 file holding many episodes going to v2.1's one file per episode, where ``video_cut`` copies the
-episode's packets (remux) when its first frame is a keyframe and re-encodes otherwise, and the export
-says which in its result and in ``meta/ciyuan_export.json``.
+The camera videos are the stored blobs, copied byte for byte, except where the file holds more than the
+episode: a v3.0 file of many episodes going to v2.1's one file per episode, and an episode curation
+trimmed (``meta.episode.cameras[cam].segments``: the kept ranges of the original file), which goes out
+as a file of exactly its kept frames in either format. There ``video_cut`` copies the packets of each
+range (remux) when it starts on a keyframe and re-encodes otherwise, and the export says which in its
+result and in ``meta/ciyuan_export.json``. Curated stats (``stats_recomputed_by: curation``) replace
+the declared ones of the features they cover, and normalised task texts the declared ones.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ class _Episode:
         meta = rec.get("meta") or {}
         self.facts: dict = meta.get("episode") or {}
         self.declared: dict | None = meta.get("lerobot")
+        before, now = (meta.get("curation") or {}).get("tasks_before"), self.facts.get("tasks")
+        if self.declared and before and now is not None and len(before) == len(now):  # task texts normalised
+            rename = dict(zip(before, now, strict=True))
+            self.declared = {**self.declared, "tasks": {i: rename.get(t, t) for i, t in
+                                                        (self.declared.get("tasks") or {}).items()}}
         self.attachments: dict = meta.get("attachments") or {}
         self.id = rec.get("id")
         self.media = rec["media"]
@@ -52,7 +60,10 @@ class _Episode:
         stats of the ``rewritten`` columns (renumbered here) from ``table``."""
         declared = dict((self.declared or {}).get("stats") or {})
         ours = dict(self.facts.get("stats") or {})
-        for name in [*(self.facts.get("stats_recomputed") or []), *rewritten]:
+        stale = [*(self.facts.get("stats_recomputed") or []), *rewritten]
+        if self.facts.get("stats_recomputed_by") == "curation":  # the frames changed: ours are the true ones
+            stale += list(ours)
+        for name in stale:
             declared.pop(name, None)
         for name in rewritten:
             arr = np.asarray(table.column(name).to_numpy(), np.float64).reshape(table.num_rows, -1)
@@ -170,6 +181,41 @@ def _copy_blob(version: Version, ref: str, target: Path) -> None:
         shutil.copyfileobj(src, dst, 1 << 20)
 
 
+def _segments(facts: dict) -> list[tuple[float, float]] | None:
+    """The ranges of a camera's file the episode's frames are (file time), or ``None`` when the whole
+    file is the episode's (copied as it is)."""
+    if facts.get("segments"):
+        return [(float(a), float(b)) for a, b in facts["segments"]]
+    if facts.get("whole_file", True) or facts.get("to_s") is None:
+        return None
+    return [(float(facts.get("from_s") or 0.0), float(facts["to_s"]))]
+
+
+def _cut(version: Version, ep: _Episode, i: int, cam: str, segs: list, target: Path, note: dict,
+         rows: int) -> dict:
+    """The episode's frames of ``cam`` (``segs`` of its file) as a file of their own, as many as the
+    episode's ``rows``; noted."""
+    from ciyuan.store.video_cut import cut_segments
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with version.blobs().open(digest_of(ep.attachments[cam]["media_ref"])) as src:
+        got = cut_segments(src, segs, str(target), float(ep.facts["fps"]))
+    if got["frames"] != rows:
+        raise InvalidInput(f"episode {i}: {got['frames']} frames of {cam!r} cut from {segs}, the table has {rows}",
+                           hint="the camera's recorded ranges disagree with the frame table; re-ingest and curate")
+    trimmed = bool(((ep.facts.get("cameras") or {}).get(cam) or {}).get("segments"))
+    entry = {"episode_index": i, "camera": cam, "frames": got["frames"], "segments": len(segs)}
+    if trimmed:
+        entry["trimmed"] = True
+    if got["method"] == "remux":
+        note["remuxed"].append(entry)
+    else:
+        why = ("a kept range of the trimmed episode does not start on a keyframe" if trimmed
+               else "the episode does not start on a keyframe of the shared v3.0 file")
+        note["reencoded"].append({**entry, "codec": got["codec"], "why": why})
+    return got
+
+
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -198,7 +244,8 @@ def export_lerobot(version: Version, fmt: str, out: str) -> dict:
     note = {"renumbered": False, "task_index_renumbered": task_map is not None, "reencoded": [], "remuxed": []}
     write = _write_v30 if fmt == "lerobot-v3.0" else _write_v21
     res = write(version, eps, tasks, task_map, cams, root, note)
-    if note["renumbered"] or note["reencoded"] or note["task_index_renumbered"]:
+    if note["renumbered"] or note["reencoded"] or note["task_index_renumbered"] or \
+            any(e.get("trimmed") for e in note["remuxed"]):
         _write_json(root / "meta" / "ciyuan_export.json", {"from": version.ref, **note})
     return {"dataset": version.dataset, "version": version.id, "format": fmt, "out": str(root), **res,
             **note}
@@ -222,8 +269,6 @@ def _row_tasks(ep: _Episode, table: pa.Table, tasks: dict) -> list[str]:
 
 
 def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> dict:
-    from ciyuan.store.video_cut import cut
-
     chunks = int(eps[0].declared["info"].get("chunks_size") or 1000)
     rows, stats_rows, frames, copied = [], [], 0, 0
     for i, _start, ep, table, changed in _prepared(eps, tasks, task_map, note):
@@ -234,22 +279,12 @@ def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
         frames += table.num_rows
         for cam in cams:
             target = root / V21_VIDEO.format(episode_chunk=chunk, video_key=cam, episode_index=i)
-            facts = (ep.facts.get("cameras") or {}).get(cam) or {}
-            ref = ep.attachments[cam]["media_ref"]
-            if facts.get("whole_file", True) or facts.get("to_s") is None:  # the file is this episode's
-                _copy_blob(version, ref, target)
+            segs = _segments((ep.facts.get("cameras") or {}).get(cam) or {})
+            if segs is None:  # the file is this episode's, every frame of it
+                _copy_blob(version, ep.attachments[cam]["media_ref"], target)
                 copied += 1
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with version.blobs().open(digest_of(ref)) as src:
-                got = cut(src, float(facts.get("from_s") or 0.0), float(facts["to_s"]), str(target),
-                          float(ep.facts["fps"]))
-            entry = {"episode_index": i, "camera": cam, "frames": got["frames"]}
-            if got["method"] == "remux":
-                note["remuxed"].append(entry)
             else:
-                note["reencoded"].append({**entry, "codec": got["codec"], "why": "the episode does not start "
-                                          "on a keyframe of the shared v3.0 file"})
+                _cut(version, ep, i, cam, segs, target, note, table.num_rows)
         rows.append({"episode_index": i, "tasks": _row_tasks(ep, table, tasks), "length": table.num_rows,
                      **ep.declared.get("episode", {})})
         stats_rows.append({"episode_index": i, "stats": ep.stats(table, changed)})
@@ -261,7 +296,8 @@ def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     _jsonl(root / "meta" / "episodes.jsonl", rows)
     _jsonl(root / "meta" / "episodes_stats.jsonl", stats_rows)
     _jsonl(root / "meta" / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in tasks.items()])
-    return {"episodes": len(eps), "frames": frames, "videos_copied": copied}
+    return {"episodes": len(eps), "frames": frames, "videos_copied": copied,
+            "videos_cut": len(eps) * len(cams) - copied}
 
 
 def _next(pos: tuple[int, int], chunks: int) -> tuple[int, int]:
@@ -281,6 +317,8 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     data_pos, written = (0, -1), 0
     video_pos = {cam: (0, -1) for cam in cams}
     video_of: dict[tuple[str, str], tuple[int, int]] = {}
+    placed: dict[tuple[str, int, str], tuple[float, float]] = {}
+    cut_files = 0
     try:
         for i, start, ep, table, changed in _prepared(eps, tasks, task_map, note):
             if writer is None or writer.schema != table.schema or written + table.nbytes > data_mb * 2 ** 20:
@@ -302,11 +340,16 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
                 if (cam, ref) not in video_of:  # a file shared by episodes is written once
                     video_pos[cam] = _next(video_pos[cam], chunks)
                     video_of[(cam, ref)] = video_pos[cam]
-                    _copy_blob(version, ref, root / V30_VIDEO.format(video_key=cam, chunk_index=video_pos[cam][0],
-                                                                     file_index=video_pos[cam][1]))
+                    target = root / V30_VIDEO.format(video_key=cam, chunk_index=video_pos[cam][0],
+                                                     file_index=video_pos[cam][1])
+                    placed.update(_v30_video(version, eps, cam, ref, target, note))
+                    cut_files += any(k[0] == cam and k[2] == ref for k in placed)
                 c, f = video_of[(cam, ref)]
-                t0 = float(facts.get("from_s") or 0.0)
-                t1 = facts.get("to_s")
+                if (cam, i, ref) in placed:  # in a file cut to the exported episodes' frames
+                    t0, t1 = placed[(cam, i, ref)]
+                else:
+                    t0 = float(facts.get("from_s") or 0.0)
+                    t1 = facts.get("to_s")
                 row.update({f"videos/{cam}/chunk_index": c, f"videos/{cam}/file_index": f,
                             f"videos/{cam}/from_timestamp": t0,
                             f"videos/{cam}/to_timestamp": float(t1) if t1 is not None
@@ -331,4 +374,50 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     layout = {"chunks_size": chunks, "data_files_size_in_mb": data_mb, "video_files_size_in_mb": video_mb,
               "data_path": V30_DATA, "video_path": V30_VIDEO if cams else None}
     _write_json(root / "meta" / "info.json", _info(eps, "v3.0", counts, layout))
-    return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of)}
+    return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of), "videos_cut": cut_files}
+
+
+def _frames_in(version: Version, ref: str) -> int:
+    import av
+
+    with version.blobs().open(digest_of(ref)) as src, av.open(src) as c:
+        return sum(1 for p in c.demux(video=0) if p.size)
+
+
+def _v30_video(version: Version, eps: list[_Episode], cam: str, ref: str, target: Path,
+               note: dict) -> dict[tuple[str, int, str], tuple[float, float]]:
+    """Write ``cam``'s file ``ref`` for a v3.0 export: copied when the exported episodes are all of its
+    frames; else cut to exactly their frames (a trimmed episode's kept ranges, a dropped episode's
+    frames left out), one episode after the other. The new ``(from, to)`` timestamps of the episodes
+    in a cut file, by ``(cam, new episode index, ref)``; empty when copied."""
+    members = [(i, e) for i, e in enumerate(eps) if (e.attachments.get(cam) or {}).get("media_ref") == ref]
+    facts = [((e.facts.get("cameras") or {}).get(cam) or {}) for _, e in members]
+    segs = [_segments(f) for f in facts]
+    lengths = [int(e.facts.get("length") or e.table().num_rows) for _, e in members]
+    trimmed = [bool(f.get("segments")) for f in facts]
+    if not any(trimmed) and (any(s is None for s in segs) or sum(lengths) == _frames_in(version, ref)):
+        _copy_blob(version, ref, target)
+        return {}
+    from ciyuan.store.video_cut import cut_segments
+
+    fps = float(members[0][1].facts["fps"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with version.blobs().open(digest_of(ref)) as src:
+        got = cut_segments(src, [r for s in segs for r in (s or [])], str(target), fps)
+    if got["frames"] != sum(lengths):
+        raise InvalidInput(f"{got['frames']} frames of {cam!r} cut for episodes {[i for i, _ in members]}, their "
+                           f"tables have {sum(lengths)}",
+                           hint="the camera's recorded ranges disagree with the frame tables; re-ingest and curate")
+    out, at = {}, 0
+    for (i, _), n, s, trim in zip(members, lengths, segs, trimmed, strict=True):
+        out[(cam, i, ref)] = (at / fps, (at + n) / fps)
+        at += n
+        entry = {"episode_index": i, "camera": cam, "frames": n, "segments": len(s or [])}
+        if trim:
+            entry["trimmed"] = True
+        if got["method"] == "remux":
+            note["remuxed"].append(entry)
+        else:
+            why = "a kept range does not start on a keyframe of the file"
+            note["reencoded"].append({**entry, "codec": got["codec"], "why": why})
+    return out

@@ -75,7 +75,11 @@ def stats(arr: np.ndarray) -> dict:
 
 
 def episode_table(ep: int, length: int, fps: float, start: int, defects: dict) -> tuple[pa.Table, np.ndarray]:
-    state, action = arm(ep, length, fps)
+    state, action = arm((defects.get("copy_of") or {}).get(ep, ep), length, fps)  # copy_of: a repeated demo
+    for a, b in (defects.get("idle") or {}).get(ep, ()):  # the arm holds still, commanded 0: an idle run
+        state, action = state.copy(), action.copy()
+        state[a:b] = state[a - 1] if a else state[b]
+        action[a:b] = 0
     fi = np.arange(length, dtype=np.int64)
     ts = (fi / fps).astype(np.float32)
     idx = start + fi
@@ -133,8 +137,9 @@ def _table_stats(table: pa.Table) -> dict:
 
 
 def lerobot_v21(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: dict | None = None,
-                codec: str = "libx264", success: tuple | None = None) -> Path:
-    """A LeRobot v2.1 folder; ``defects`` name the episode that gets each defect; ``success`` (one
+                codec: str = "libx264", success: tuple | None = None, gop: int | None = None) -> Path:
+    """A LeRobot v2.1 folder; ``defects`` name the episode that gets each defect (``idle``: episode ->
+    frame ranges where the arm stands still, no defect but what curation trims); ``success`` (one
     bool or None per episode) goes into the episode rows."""
     d = defects or {}
     (root / "meta").mkdir(parents=True, exist_ok=True)
@@ -146,7 +151,7 @@ def lerobot_v21(root: Path, lengths=(30, 24, 20), fps: float = 10.0, defects: di
         vfps = 15 if d.get("video_fps") == ep else fps
         vstate = state[:-1] if d.get("video_frames") == ep else state
         vpath = root / "videos" / "chunk-000" / CAM / f"episode_{ep:06d}.mp4"
-        write_video(vpath, [vstate], vfps, codec)
+        write_video(vpath, [vstate], vfps, codec, gop=gop)
         if d.get("video_corrupt") == ep:
             raw = vpath.read_bytes()
             vpath.write_bytes(raw[:32] + bytes(len(raw) - 32))
