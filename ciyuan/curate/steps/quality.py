@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from itertools import islice, repeat
 
 import numpy as np
 
 from ciyuan.curate.steps.base import TEXT, Param, Step
-from ciyuan.curate.text import SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
+from ciyuan.curate.text import SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, spaced_word_arrays, words
 from ciyuan.errors import InvalidInput
 
 STOP_WORDS: dict[str, frozenset[str]] = {
@@ -40,7 +41,7 @@ _NO_LETTER_RE = re.compile(r"\s(?:[^\w\s]|[\d_])+(?=\s)")
 _LOREM_RE = re.compile("lorem ipsum", re.IGNORECASE)
 
 
-def _count_stops(ws: list[str], stops: frozenset[str], enough: int) -> int:
+def _count_stops(ws: Iterable[str], stops: frozenset[str], enough: int) -> int:
     """Stop words among ``ws``, counting only until ``enough`` (all a passing check needs)."""
     found = 0
     for w in ws:
@@ -259,7 +260,17 @@ class Quality(Step):
         cjk = is_cjk(text, lang)
         if cjk and lang not in ("zh", "ja"):
             lang = guess_cjk_lang(text)
-        ws = words(text, lang if cjk else None, self.cjk_segmenter)
+        # words() of a text not called CJK still looks at its script (a page langid calls "en")
+        segmented = cjk or (bool(lang) and is_cjk(text))
+        if segmented:
+            ws: Iterable[str] = words(text, lang if cjk else None, self.cjk_segmenter)
+            n_words = len(ws)  # type: ignore[arg-type]
+            lens = np.fromiter(map(len, ws), dtype=np.int64, count=n_words)
+            ids = None
+        else:  # the words' starts, lengths, hashes and letters in numpy, the strings only as needed
+            starts, lens, ids, no_letter = spaced_word_arrays(text)
+            n_words = len(starts)
+            ws = map(text.__getitem__, map(slice, starts.tolist(), (starts + lens).tolist()))
         lines = text.split("\n")
         stripped = list(map(str.strip, lines))
         nonempty = list(filter(None, stripped))
@@ -282,8 +293,6 @@ class Quality(Step):
             if not ok:
                 fails.append((rule, reason))
 
-        n_words = len(ws)
-        lens = np.fromiter(map(len, ws), dtype=np.int64, count=n_words)
         if self.gopher:
             check(self.min_words <= n_words, "gopher_min_words", f"gopher: {n_words} words < {self.min_words}")
             check(n_words <= self.max_words, "gopher_max_words", f"gopher: {n_words} words > {self.max_words}")
@@ -306,7 +315,9 @@ class Quality(Step):
                     "gopher_symbol_ratio",
                     f"gopher: symbol/word ratio {ratio:.2f} > {self.max_symbol_word_ratio}",
                 )
-                alpha = 1 - len(_NO_LETTER_RE.findall(" " + " ".join(ws) + " ")) / n_words
+                if segmented:
+                    no_letter = len(_NO_LETTER_RE.findall(" " + " ".join(ws) + " "))
+                alpha = 1 - no_letter / n_words
                 check(
                     alpha >= self.max_non_alpha_words_ratio,
                     "gopher_alpha_words",
@@ -375,7 +386,8 @@ class Quality(Step):
             if n_words:
                 # Python's str hash is salted per process, but only equality inside one document
                 # matters here (ties go to the earliest n-gram), so every process gets the same shares.
-                ids = np.fromiter(map(hash, ws), dtype=np.int64, count=n_words).view(np.uint64)
+                if ids is None:
+                    ids = np.fromiter(map(hash, ws), dtype=np.int64, count=n_words).view(np.uint64)
                 rep = _repetition(ids, lens, self._top_ns, self._dup_ns, self._dup_limits)
                 for n, mx in self._top:
                     f = rep[n]
