@@ -12,12 +12,21 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from itertools import islice, repeat
+from functools import lru_cache
+from itertools import filterfalse, islice, repeat
 
 import numpy as np
 
 from ciyuan.curate.steps.base import TEXT, Param, Step
-from ciyuan.curate.text import SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, spaced_word_arrays, words
+from ciyuan.curate.text import (
+    SEGMENTERS,
+    TERMINAL_PUNCT,
+    _bmp_table,
+    guess_cjk_lang,
+    is_cjk,
+    spaced_word_arrays,
+    words,
+)
 from ciyuan.errors import InvalidInput
 
 STOP_WORDS: dict[str, frozenset[str]] = {
@@ -159,6 +168,21 @@ def _repetition(
 
 _HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WIDE_RE = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+@lru_cache(maxsize=1)
+def _wide_table() -> np.ndarray:
+    return _bmp_table(_WIDE_RE.pattern)
+
+
+def _wide_per_line(text: str) -> np.ndarray:
+    """Wide characters (see :func:`_width`) on each line of ``text.split("\\n")``, from one numpy pass."""
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    wide = _wide_table()[np.where(cps > 0xFFFF, 0, cps)]  # no wide character lies above the BMP
+    cum = np.zeros(len(cps) + 1, dtype=np.int64)
+    np.cumsum(wide, out=cum[1:])
+    nl = np.flatnonzero(cps == 10)
+    return cum[np.append(nl, len(cps))] - cum[np.concatenate(([0], nl + 1))]
 
 
 def _width(line: str) -> int:
@@ -361,7 +385,7 @@ class Quality(Step):
 
         if self.gopher_repetition:
             line_frac, line_chars = _dup_stats(raw, line_counts(raw))
-            paras = [p for p in _PARA_RE.split(text) if not p.isspace() and p]
+            paras = list(filterfalse(str.isspace, filter(None, _PARA_RE.split(text))))
             para_frac, para_chars = _dup_stats(paras)
             check(
                 line_frac <= self.max_dup_line_ratio,
@@ -418,16 +442,11 @@ class Quality(Step):
                     f"fineweb: lines ending in punctuation {punct:.2f} < {self.fineweb_min_punct_lines_ratio}",
                 )
                 width = self.fineweb_short_line_width
-                # a line is never narrower than its length, and an ASCII line is exactly as wide
-                narrow = np.fromiter(map(len, nonempty), dtype=np.int64, count=len(nonempty)) < width
-                if text.isascii():
-                    n_short = int(narrow.sum())
-                else:
-                    n_short = sum(
-                        1
-                        for i in np.flatnonzero(narrow).tolist()
-                        if nonempty[i].isascii() or _width(nonempty[i]) < width
-                    )
+                # widths of the stripped lines; an ASCII line is exactly as wide as it is long
+                slens = np.fromiter(map(len, stripped), dtype=np.int64, count=len(stripped))
+                # stripping removes only whitespace, never a wide character
+                seen = slens if text.isascii() else slens + _wide_per_line(text)
+                n_short = int((seen[slens > 0] < width).sum())
                 short = n_short / len(nonempty)
                 check(
                     short <= self.fineweb_max_short_lines_ratio,
