@@ -155,3 +155,75 @@ def token_hashes(texts: list[str], word_n: int, cjk_n: int) -> list[tuple[np.nda
         for i, h in zip(word_idx, hashed, strict=True):
             out[i] = (np.array(h, dtype=np.uint64), word_n)
     return out  # type: ignore[return-value]
+
+
+def _bmp_table(pattern: str) -> np.ndarray:
+    """Which code points below 0x10000 match ``pattern`` (one character class), from one C-level scan."""
+    table = np.zeros(0x10000, dtype=bool)
+    plane = "".join(map(chr, range(0x10000)))
+    table[[m.start() for m in re.finditer(pattern, plane)]] = True
+    return table
+
+
+@lru_cache(maxsize=1)
+def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(whitespace, punctuation-or-symbol stripped from word ends, letter) over the BMP, built once.
+
+    Whitespace is ``\\s`` (what ``str.split`` splits on), a letter ``[^\\W\\d_]`` (a word character that
+    is no digit or underscore): the classes of ``_SPACED_WORD_RE`` and of quality's no-letter rule.
+    """
+    space = _bmp_table(r"\s")
+    punct = np.zeros(0x10000, dtype=bool)
+    punct[[ord(c) for c in _PUNCT_STRIP]] = True
+    letter = _bmp_table(r"[^\W\d_]")
+    return space, punct, letter
+
+
+_LETTER_RE = re.compile(r"[^\W\d_]")
+
+
+def spaced_word_arrays(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(start, length, hash, no-letter count) of :func:`words` of spaced ``text``, without making the words.
+
+    The same words as ``_SPACED_WORD_RE`` (whitespace tokens with punctuation and symbols stripped
+    from both ends), found with numpy over the text's code points: a word runs from the first to the
+    last character of its token that is neither space nor punctuation. The hash of a word is the sum
+    of a 64-bit mix of each (character, offset in the word) pair, so equal words hash alike and
+    different ones collide about as rarely as Python's ``hash``. The last value counts the words
+    without a letter (``[^\\W\\d_]``). Code points above the BMP are never space or punctuation; their
+    letter flag is asked of the regex engine, one distinct character at a time.
+    """
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(cps):
+        return empty, empty, empty.view(np.uint64), 0
+    space, punct, letter = _char_tables()
+    astral = cps > 0xFFFF
+    idx = np.where(astral, 0, cps) if astral.any() else cps
+    sp = space[idx]
+    core = ~(sp | punct[idx])
+    if astral.any():
+        core[astral] = True
+    pos = np.flatnonzero(core)
+    if not len(pos):
+        return empty, empty, empty.view(np.uint64), 0
+    # token number of each character: whitespace characters seen before it (same within a token)
+    tok = np.cumsum(sp)[pos]
+    brk = tok[1:] != tok[:-1]
+    first = pos[np.concatenate(([True], brk))]
+    last = pos[np.concatenate((brk, [True]))]
+    lens = (last - first + 1).astype(np.int64)
+    # every character of every word, word after word
+    offs = np.arange(int(lens.sum()), dtype=np.int64)
+    starts = np.zeros(len(lens), dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    offs -= np.repeat(starts, lens)
+    chars = cps[np.repeat(first, lens) + offs]
+    with np.errstate(over="ignore"):
+        ids = np.add.reduceat(mix64(chars.astype(np.uint64) | (offs.astype(np.uint64) << np.uint64(21))), starts)
+    is_letter = letter[np.where(chars > 0xFFFF, 0, chars)]
+    if (chars > 0xFFFF).any():
+        hi = np.flatnonzero(chars > 0xFFFF)
+        is_letter[hi] = [_LETTER_RE.match(chr(c)) is not None for c in chars[hi].tolist()]
+    no_letter = int((np.add.reduceat(is_letter.view(np.uint8), starts) == 0).sum())
+    return first.astype(np.int64), lens, ids, no_letter

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from itertools import islice, repeat
+from collections.abc import Iterable
+from functools import lru_cache
+from itertools import filterfalse, islice, repeat
 
 import numpy as np
 
 from ciyuan.curate.steps.base import TEXT, Param, Step
-from ciyuan.curate.text import SEGMENTERS, TERMINAL_PUNCT, guess_cjk_lang, is_cjk, words
+from ciyuan.curate.text import (
+    SEGMENTERS,
+    TERMINAL_PUNCT,
+    _bmp_table,
+    guess_cjk_lang,
+    is_cjk,
+    spaced_word_arrays,
+    words,
+)
 from ciyuan.errors import InvalidInput
 
 STOP_WORDS: dict[str, frozenset[str]] = {
@@ -40,7 +50,7 @@ _NO_LETTER_RE = re.compile(r"\s(?:[^\w\s]|[\d_])+(?=\s)")
 _LOREM_RE = re.compile("lorem ipsum", re.IGNORECASE)
 
 
-def _count_stops(ws: list[str], stops: frozenset[str], enough: int) -> int:
+def _count_stops(ws: Iterable[str], stops: frozenset[str], enough: int) -> int:
     """Stop words among ``ws``, counting only until ``enough`` (all a passing check needs)."""
     found = 0
     for w in ws:
@@ -160,6 +170,21 @@ _HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WIDE_RE = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
+@lru_cache(maxsize=1)
+def _wide_table() -> np.ndarray:
+    return _bmp_table(_WIDE_RE.pattern)
+
+
+def _wide_per_line(text: str) -> np.ndarray:
+    """Wide characters (see :func:`_width`) on each line of ``text.split("\\n")``, from one numpy pass."""
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    wide = _wide_table()[np.where(cps > 0xFFFF, 0, cps)]  # no wide character lies above the BMP
+    cum = np.zeros(len(cps) + 1, dtype=np.int64)
+    np.cumsum(wide, out=cum[1:])
+    nl = np.flatnonzero(cps == 10)
+    return cum[np.append(nl, len(cps))] - cum[np.concatenate(([0], nl + 1))]
+
+
 def _width(line: str) -> int:
     """Display width: a Chinese, Japanese or Korean character carries about as much as two Latin ones."""
     return len(line) + len(_WIDE_RE.findall(line))
@@ -259,7 +284,17 @@ class Quality(Step):
         cjk = is_cjk(text, lang)
         if cjk and lang not in ("zh", "ja"):
             lang = guess_cjk_lang(text)
-        ws = words(text, lang if cjk else None, self.cjk_segmenter)
+        # words() of a text not called CJK still looks at its script (a page langid calls "en")
+        segmented = cjk or (bool(lang) and is_cjk(text))
+        if segmented:
+            ws: Iterable[str] = words(text, lang if cjk else None, self.cjk_segmenter)
+            n_words = len(ws)  # type: ignore[arg-type]
+            lens = np.fromiter(map(len, ws), dtype=np.int64, count=n_words)
+            ids = None
+        else:  # the words' starts, lengths, hashes and letters in numpy, the strings only as needed
+            starts, lens, ids, no_letter = spaced_word_arrays(text)
+            n_words = len(starts)
+            ws = map(text.__getitem__, map(slice, starts.tolist(), (starts + lens).tolist()))
         lines = text.split("\n")
         stripped = list(map(str.strip, lines))
         nonempty = list(filter(None, stripped))
@@ -282,8 +317,6 @@ class Quality(Step):
             if not ok:
                 fails.append((rule, reason))
 
-        n_words = len(ws)
-        lens = np.fromiter(map(len, ws), dtype=np.int64, count=n_words)
         if self.gopher:
             check(self.min_words <= n_words, "gopher_min_words", f"gopher: {n_words} words < {self.min_words}")
             check(n_words <= self.max_words, "gopher_max_words", f"gopher: {n_words} words > {self.max_words}")
@@ -306,7 +339,9 @@ class Quality(Step):
                     "gopher_symbol_ratio",
                     f"gopher: symbol/word ratio {ratio:.2f} > {self.max_symbol_word_ratio}",
                 )
-                alpha = 1 - len(_NO_LETTER_RE.findall(" " + " ".join(ws) + " ")) / n_words
+                if segmented:
+                    no_letter = len(_NO_LETTER_RE.findall(" " + " ".join(ws) + " "))
+                alpha = 1 - no_letter / n_words
                 check(
                     alpha >= self.max_non_alpha_words_ratio,
                     "gopher_alpha_words",
@@ -350,7 +385,7 @@ class Quality(Step):
 
         if self.gopher_repetition:
             line_frac, line_chars = _dup_stats(raw, line_counts(raw))
-            paras = [p for p in _PARA_RE.split(text) if not p.isspace() and p]
+            paras = list(filterfalse(str.isspace, filter(None, _PARA_RE.split(text))))
             para_frac, para_chars = _dup_stats(paras)
             check(
                 line_frac <= self.max_dup_line_ratio,
@@ -375,7 +410,8 @@ class Quality(Step):
             if n_words:
                 # Python's str hash is salted per process, but only equality inside one document
                 # matters here (ties go to the earliest n-gram), so every process gets the same shares.
-                ids = np.fromiter(map(hash, ws), dtype=np.int64, count=n_words).view(np.uint64)
+                if ids is None:
+                    ids = np.fromiter(map(hash, ws), dtype=np.int64, count=n_words).view(np.uint64)
                 rep = _repetition(ids, lens, self._top_ns, self._dup_ns, self._dup_limits)
                 for n, mx in self._top:
                     f = rep[n]
@@ -406,16 +442,11 @@ class Quality(Step):
                     f"fineweb: lines ending in punctuation {punct:.2f} < {self.fineweb_min_punct_lines_ratio}",
                 )
                 width = self.fineweb_short_line_width
-                # a line is never narrower than its length, and an ASCII line is exactly as wide
-                narrow = np.fromiter(map(len, nonempty), dtype=np.int64, count=len(nonempty)) < width
-                if text.isascii():
-                    n_short = int(narrow.sum())
-                else:
-                    n_short = sum(
-                        1
-                        for i in np.flatnonzero(narrow).tolist()
-                        if nonempty[i].isascii() or _width(nonempty[i]) < width
-                    )
+                # widths of the stripped lines; an ASCII line is exactly as wide as it is long
+                slens = np.fromiter(map(len, stripped), dtype=np.int64, count=len(stripped))
+                # stripping removes only whitespace, never a wide character
+                seen = slens if text.isascii() else slens + _wide_per_line(text)
+                n_short = int((seen[slens > 0] < width).sum())
                 short = n_short / len(nonempty)
                 check(
                     short <= self.fineweb_max_short_lines_ratio,
