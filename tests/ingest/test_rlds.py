@@ -86,3 +86,11 @@ def test_rlds_without_features_json(home: Path, tmp_path: Path) -> None:
     root = rlds(tmp_path / "toy", lengths=(5,), features_json=False)
     res = runner.invoke(app, ["ingest", str(root), "--dataset", "oxe3", "--format", "rlds", "--json"])
     assert res.exit_code != 0 and "no features.json" in res.output
+
+
+def test_appraise_counts_episode_tokens_by_default(home: Path, tmp_path: Path) -> None:
+    from ciyuan.appraise import engine
+
+    cli("ingest", str(rlds(tmp_path / "toy", lengths=(8, 6))), "--dataset", "oxe4")
+    ap = engine.appraise("oxe4", seeds=(0,))
+    assert ap["tokenizer"] == "episode-openvla"

@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -161,9 +162,9 @@ def _info(folder: str) -> tuple[dict, dict]:
         raise InvalidInput(f"{folder!r} holds TFRecord shards but no features.json",
                            hint="copy the whole TFDS version folder (features.json, dataset_info.json, shards)")
     try:
-        features = json.loads(open(fpath, encoding="utf-8").read())
+        features = json.loads(Path(fpath).read_text(encoding="utf-8"))
         ipath = os.path.join(folder, "dataset_info.json")
-        info = json.loads(open(ipath, encoding="utf-8").read()) if os.path.isfile(ipath) else {}
+        info = json.loads(Path(ipath).read_text(encoding="utf-8")) if os.path.isfile(ipath) else {}
     except (ValueError, OSError) as exc:
         raise InvalidInput(f"{fpath}: not readable JSON: {exc}", hint="re-download the dataset's metadata") from None
     return features, info if isinstance(info, dict) else {}
