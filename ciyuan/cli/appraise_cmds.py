@@ -49,7 +49,7 @@ def appraise_cmd(
     baseline: str | None = typer.Option(None, "--baseline", help="Baseline dataset for the perplexity lift."),
     provider: str | None = typer.Option(None, "--provider", help="Who will list it (own listings are excluded)."),
     label_field: str = typer.Option("label", "--label-field", help="Meta field holding a class label."),
-    schedule: str | None = typer.Option(None, "--schedule", help="Token schedule (default: the records' modality's, as ingest counts them)."),
+    schedule: str | None = typer.Option(None, "--schedule", help="Token schedule (default: as ingest counts the records)."),
     features: str = typer.Option("hashed", "--features", help="Labelled-utility features: hashed | minilm | auto."),
     report: str | None = typer.Option(None, "--report", help="Also write the offline HTML report here."),
     lang: str | None = LangOpt,
