@@ -29,6 +29,11 @@ def cli(*args: str, code: int = 0) -> dict:
 
 def test_crc32c_and_example_roundtrip(tmp_path: Path) -> None:
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    from ciyuan.ingest.readers.tfrecord import _raw
+
+    blob = np.random.default_rng(0).integers(0, 256, 300_001, dtype=np.uint8).tobytes()
+    for n in (4095, 4096, 5001, 300_001):  # the numpy lanes against the byte loop
+        assert crc32c(blob[:n]) == _raw(0xFFFFFFFF, blob[:n]) ^ 0xFFFFFFFF
     data = example({"a": [1.5, -2.0], "b": [b"x", b""], "c": [3, -4, 1 << 40]})
     feats, seq = parse_example(data)
     assert not seq and feats == {"a": ("float", [1.5, -2.0]), "b": ("bytes", [b"x", b""]),

@@ -10,9 +10,12 @@ the RLDS reader needs; unknown fields are skipped as the wire format allows.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
+
+import numpy as np
 
 _POLY = 0x82F63B78  # Castagnoli, reflected
 
@@ -30,13 +33,51 @@ def _table() -> list[int]:
 _T = _table()
 
 
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of ``data``, as TFRecord framing uses it."""
-    c = 0xFFFFFFFF
+_TN = np.array(_T, dtype=np.uint32)
+_X = np.arange(1 << 16, dtype=np.uint32)
+_T16 = _TN[(_TN[_X & 0xFF] ^ (_X >> 8)) & 0xFF] ^ (_TN[_X & 0xFF] >> 8)  # two bytes a lookup
+del _X
+_VECTOR_MIN = 4096  # below this a byte loop is as fast as setting up the lanes
+
+
+def _raw(c: int, data: bytes | memoryview) -> int:
     t = _T
     for b in data:
         c = t[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
+    return c
+
+
+@functools.lru_cache(maxsize=16)
+def _shift_tables(m: int) -> tuple[list[int], ...]:
+    """The CRC state after ``m`` zero bytes, as four byte tables (the shift is linear over GF(2))."""
+    s = np.array([b << (8 * k) for k in range(4) for b in range(256)], dtype=np.uint32)
+    for _ in range(m):
+        s = _TN[s & 0xFF] ^ (s >> 8)
+    return tuple(s.reshape(4, 256).tolist())
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``, as TFRecord framing uses it.
+
+    A pure-Python byte loop runs at about a megabyte a second, too slow for camera-heavy shards, so
+    large inputs are cut into equal lanes whose CRCs numpy computes side by side (one lookup in a
+    16-bit table per two byte positions, for all lanes), then folded in order:
+    ``crc(s, A + B) = shift_len(B)(crc(s, A)) ^ crc(0, B)``, the shift applied with four byte tables.
+    """
+    n = len(data)
+    if n < _VECTOR_MIN:
+        return _raw(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    m = 1 << max(8, min(13, (int(n ** 0.5)).bit_length() - 1))  # lane length, a power of two
+    lanes = n // m
+    block = np.frombuffer(data, dtype="<u2", count=lanes * m // 2).reshape(lanes, m // 2).T.copy()
+    s = np.zeros(lanes, dtype=np.uint32)
+    for row in block:
+        s = _T16[(s ^ row) & 0xFFFF] ^ (s >> 16)
+    t0, t1, t2, t3 = _shift_tables(m)
+    c = 0xFFFFFFFF
+    for r in s.tolist():
+        c = t0[c & 0xFF] ^ t1[(c >> 8) & 0xFF] ^ t2[(c >> 16) & 0xFF] ^ t3[c >> 24] ^ r
+    return _raw(c, memoryview(data)[lanes * m:]) ^ 0xFFFFFFFF
 
 
 def masked_crc(data: bytes) -> int:
