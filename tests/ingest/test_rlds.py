@@ -46,6 +46,9 @@ def test_crc32c_and_example_roundtrip(tmp_path: Path) -> None:
 
 def test_rlds_folder(home: Path, tmp_path: Path) -> None:
     root = rlds(tmp_path / "toy")
+    old = root / "0.9.0"  # an older version beside it is not read
+    old.mkdir()
+    tfrecord(old / "toy-train.tfrecord-00000-of-00001", [example({"x": [1]})])
     assert detect_format(str(root)) == "rlds"
     out = cli("ingest", str(root), "--dataset", "oxe")
     assert (out["records"], out["quarantined"], out["modality"]) == (3, 0, "episode")

@@ -40,14 +40,23 @@ _DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, 
 
 
 def _shards(path: str) -> dict[str, list[str]]:
-    """Folder -> its TFRecord shards, sorted (a dataset folder may hold several versions)."""
+    """Folder -> its TFRecord shards, sorted; of a dataset's version folders (``1.0.0``, ``0.1.0``) the newest."""
     out: dict[str, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         got = sorted(f for f in filenames if _SHARD.search(f))
         if got:
             out[dirpath] = [os.path.join(dirpath, f) for f in got]
-    return out
+    newest: dict[str, tuple[tuple[int, ...], str]] = {}  # a TFDS dataset folder: only its newest version
+    for folder in out:
+        name = os.path.basename(folder)
+        if re.fullmatch(r"\d+(\.\d+)*", name):
+            version = tuple(int(x) for x in name.split("."))
+            parent = os.path.dirname(folder)
+            if parent not in newest or newest[parent][0] < version:
+                newest[parent] = (version, folder)
+    keep = {folder for _, folder in newest.values()}
+    return {f: v for f, v in out.items() if f in keep or not re.fullmatch(r"\d+(\.\d+)*", os.path.basename(f))}
 
 
 def _specs(node: dict, prefix: str, in_steps: bool, out: dict) -> None:
