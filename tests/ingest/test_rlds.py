@@ -102,3 +102,13 @@ def test_appraise_counts_episode_tokens_by_default(home: Path, tmp_path: Path) -
     cli("ingest", str(rlds(tmp_path / "toy", lengths=(8, 6))), "--dataset", "oxe4")
     ap = engine.appraise("oxe4", seeds=(0,))
     assert ap["tokenizer"] == "episode-openvla"
+
+
+def test_sequence_example() -> None:
+    from episode_gen import _feature, _ld
+
+    context = _ld(1, _ld(1, b"episode_id") + _ld(2, _feature([7])))
+    flist = b"".join(_ld(1, _feature([float(i), float(i) + 0.5])) for i in range(3))
+    lists = _ld(1, _ld(1, b"steps/action") + _ld(2, flist))
+    feats, seq = parse_example(_ld(1, context) + _ld(2, lists))
+    assert seq and feats == {"episode_id": ("int64", [7]), "steps/action": ("float", [0.0, 0.5, 1.0, 1.5, 2.0, 2.5])}
