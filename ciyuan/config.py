@@ -49,6 +49,8 @@ class Settings:
     media_inline_max_bytes: int = 1 << 20
     # robot episodes: |timestamp - frame_index/fps| allowed (LeRobot's loader checks 1e-4 s)
     episode_timestamp_tolerance_s: float = 1e-4
+    # RLDS / Open X-Embodiment folders declare no frame rate: their episodes get this one
+    rlds_default_fps: float = 10.0
 
     @property
     def store_root(self) -> str:
@@ -116,6 +118,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
         ingest_quarantine_cap=int(pick("CIYUAN_INGEST_QUARANTINE_CAP", "ingest_quarantine_cap", 1000)),
         episode_timestamp_tolerance_s=float(pick("CIYUAN_EPISODE_TIMESTAMP_TOLERANCE_S",
                                                  "episode_timestamp_tolerance_s", 1e-4)),
+        rlds_default_fps=float(pick("CIYUAN_RLDS_DEFAULT_FPS", "rlds_default_fps", 10.0)),
         **{
             key: _positive(key, pick(f"CIYUAN_{key.upper()}", key, default))
             for key, default in (("media_max_pixels", 80_000_000), ("media_max_video_side", 16_384),

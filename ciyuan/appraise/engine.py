@@ -121,6 +121,27 @@ def _read_eval(path: str | None) -> list[str] | None:
     return texts
 
 
+def _default_schedule(version, s: Settings) -> str:
+    """The schedule ingest would count ``version``'s records with: their modality's default (one the
+    version already counted with, when there is one), so an episode version is appraised in episode tokens."""
+    from ciyuan.tokens.schedule import default_schedule, get_schedule
+
+    modality = "text"
+    for batch in version.iter_batches(columns=["modality"], batch_size=1):
+        got = batch.column("modality")[0].as_py() if batch.num_rows and "modality" in batch.schema.names else None
+        modality = got or "text"
+        break
+    if modality == "text":
+        return s.default_tokenizer
+    for name in version.tokenizers:
+        try:
+            if get_schedule(name).modality == modality:
+                return name
+        except Exception:  # noqa: BLE001 - a schedule this build no longer knows: fall back to the default
+            continue
+    return default_schedule(modality, s).name
+
+
 def _lm_tokenizer(schedule: str, s: Settings) -> str:
     """The tokenizer the language model reads: the schedule's when it is a text tokenizer."""
     from ciyuan.tokens.schedule import get_schedule
@@ -163,7 +184,7 @@ def appraise(
     t0 = time.perf_counter()
     s = s or settings()
     v = resolve(ref, s)
-    tok = tokenizer or s.default_tokenizer
+    tok = tokenizer or _default_schedule(v, s)
     info = _card_info(v)
     n_expected = v.records
     acc = quality_mod.QualityAccumulator(expected_records=n_expected, required_meta=info.get("required_meta", ()))

@@ -293,3 +293,111 @@ def hdf5_aloha(path: Path, n: int = 25, compress: bool = False) -> Path:
         else:
             f.create_dataset("observations/images/top", data=np.stack(frames))
     return path
+
+
+# RLDS / TFDS: a TFRecord writer (framing + masked crc32c) and the tf.train.Example wire format, made here
+
+
+def _varint(v: int) -> bytes:
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _ld(num: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature(values) -> bytes:
+    import struct
+
+    if values and isinstance(values[0], bytes):
+        return _ld(1, b"".join(_ld(1, v) for v in values))
+    if values and isinstance(values[0], float):
+        return _ld(2, _ld(1, struct.pack(f"<{len(values)}f", *values)))
+    return _ld(3, _ld(1, b"".join(_varint(int(v)) for v in values)))
+
+
+def example(feats: dict) -> bytes:
+    """A serialized tf.train.Example of ``{key: list of bytes | float | int}``."""
+    entries = b"".join(_ld(1, _ld(1, k.encode()) + _ld(2, _feature(v))) for k, v in feats.items())
+    return _ld(1, entries)
+
+
+def tfrecord(path: Path, payloads: list[bytes], corrupt: int | None = None) -> Path:
+    import struct
+
+    from ciyuan.ingest.readers.tfrecord import masked_crc
+
+    with open(path, "wb") as f:
+        for i, data in enumerate(payloads):
+            head = struct.pack("<Q", len(data))
+            crc = masked_crc(data) ^ (1 if i == corrupt else 0)
+            f.write(head + struct.pack("<I", masked_crc(head)) + data + struct.pack("<I", crc))
+    return path
+
+
+def _tensor(shape, dtype="float32") -> dict:
+    return {"pythonClassName": "tensorflow_datasets.core.features.tensor_feature.Tensor",
+            "tensor": {"shape": {"dimensions": [str(x) for x in shape]}, "dtype": dtype, "encoding": "none"}}
+
+
+def rlds_features(size=SIZE) -> dict:
+    step = {"action": _tensor([6]), "is_first": _tensor([], "bool"), "is_last": _tensor([], "bool"),
+            "is_terminal": _tensor([], "bool"), "reward": _tensor([]),
+            "language_instruction": {"pythonClassName": "tensorflow_datasets.core.features.text_feature.Text",
+                                     "text": {}},
+            "observation": {"featuresDict": {"features": {
+                "state": _tensor([6]),
+                "image": {"pythonClassName": "tensorflow_datasets.core.features.image_feature.Image",
+                          "image": {"shape": {"dimensions": [str(size[1]), str(size[0]), "3"]}, "dtype": "uint8",
+                                    "encodingFormat": "jpeg"}}}}}}
+    return {"pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+            "featuresDict": {"features": {
+                "steps": {"pythonClassName": "tensorflow_datasets.core.features.dataset_feature.Dataset",
+                          "sequence": {"feature": {"featuresDict": {"features": step}}, "length": "-1"}},
+                "episode_metadata": {"featuresDict": {"features": {
+                    "file_path": {"text": {}}}}}}}}
+
+
+def rlds_episode(ep: int, length: int, fps: float = 10.0) -> bytes:
+    import io
+
+    from PIL import Image
+
+    state, action = arm(ep, length, fps)
+    jpegs = []
+    for s in state:
+        buf = io.BytesIO()
+        Image.fromarray(draw(s)).save(buf, format="JPEG")
+        jpegs.append(buf.getvalue())
+    return example({
+        "steps/action": [float(x) for x in action.reshape(-1)],
+        "steps/observation/state": [float(x) for x in state.reshape(-1)],
+        "steps/observation/image": jpegs,
+        "steps/is_first": [int(i == 0) for i in range(length)],
+        "steps/is_last": [int(i == length - 1) for i in range(length)],
+        "steps/is_terminal": [int(i == length - 1) for i in range(length)],
+        "steps/reward": [float(i == length - 1) for i in range(length)],
+        "steps/language_instruction": [b"pick up the red cube"] * length,
+        "episode_metadata/file_path": [f"/raw/ep{ep}.npy".encode()],
+    })
+
+
+def rlds(root: Path, lengths=(12, 9, 7), corrupt: int | None = None, features_json: bool = True) -> Path:
+    """``root/1.0.0/`` with features.json, dataset_info.json and two shards (the last episode in the second)."""
+    v = root / "1.0.0"
+    v.mkdir(parents=True, exist_ok=True)
+    eps = [rlds_episode(i, n) for i, n in enumerate(lengths)]
+    tfrecord(v / "toy-train.tfrecord-00000-of-00002", eps[:-1], corrupt)
+    tfrecord(v / "toy-train.tfrecord-00001-of-00002", eps[-1:])
+    if features_json:
+        (v / "features.json").write_text(json.dumps(rlds_features()))
+    (v / "dataset_info.json").write_text(json.dumps({"name": "toy", "version": "1.0.0",
+                                                     "splits": [{"name": "train", "shardLengths": ["2", "1"]}]}))
+    return root

@@ -210,9 +210,9 @@ def read_source(
 
 
 # The built-in formats register themselves on import; detection tries them in this order (LeRobot
-# folders and HDF5 demos, then media folder layouts, before the text folder reader, which takes any
+# folders, RLDS folders and HDF5 demos, then media folder layouts, before the text folder reader, which takes any
 # folder; HF media Parquet before Parquet).
-from ciyuan.ingest.readers import jsonl, lerobot, hdf5_demos, hf_parquet, parquet, csv  # noqa: E402, F401, I001
+from ciyuan.ingest.readers import jsonl, lerobot, rlds, hdf5_demos, hf_parquet, parquet, csv  # noqa: E402, F401, I001
 from ciyuan.ingest.readers import webdataset, hf_folder, media_folder, text  # noqa: E402, F401, I001
 
 __all__ = [
