@@ -23,17 +23,15 @@ import numpy as np
 
 from ciyuan.curate import episode as ep
 from ciyuan.curate import media, minhash
-from ciyuan.curate.scratch import Scratch, node
 from ciyuan.curate.steps.base import GlobalStep, Param
 from ciyuan.curate.steps.episode import EPISODE
-from ciyuan.curate.steps.exact_dedup import ExactDedup
-from ciyuan.curate.steps.media_dedup import _note_skipped
+from ciyuan.curate.steps.media_dedup import MediaExactDedup, _note_skipped
 from ciyuan.errors import InvalidInput
 
 MAX_REPORTED_PAIRS = 200
 
 
-class EpisodeExactDedup(ExactDedup):
+class EpisodeExactDedup(MediaExactDedup):
     name = "episode_exact_dedup"
     modalities = EPISODE
     description = (
@@ -45,46 +43,11 @@ class EpisodeExactDedup(ExactDedup):
     def scan_columns(self, round_: int) -> list[str] | None:
         return ["media", "media_ref", "meta"]
 
-    def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
-        ids: list[str] = []
-        keys: list[int] = []
-        rows: list[int] = []
-        skipped: dict[str, list[str]] = {}
-        for r in records:
-            row = len(ids)
-            ids.append(r["id"])
-            try:
-                digest = ep.content_digest(r, ep.load_table(r))
-            except media.NoMedia as exc:
-                skipped[r["id"]] = [exc.reason, str(exc)]
-                continue
-            keys.append(int.from_bytes(digest[:8], "little"))
-            rows.append(row)
-        sc = Scratch(context["scratch"])
-        sc.save_ids(shard, ids)
-        sc.save_partitioned("hash", shard, np.asarray(keys, dtype=np.uint64),
-                            node(shard, np.asarray(rows, dtype=np.uint64)), context["parts"])  # fmt: skip
-        return {"rows": len(ids), "skipped": skipped}
+    def content_key(self, record: dict) -> int:
+        return int.from_bytes(ep.content_digest(record, ep.load_table(record))[:8], "little")
 
-    def reduce(self, round_: int, parts: list, context: Any) -> tuple[bool, dict]:
-        done, plan = super().reduce(round_, parts, context)
-        for s, part in enumerate(parts):
-            plan["by_shard"][s]["skipped"] = part.get("skipped", {})
-        return done, plan
-
-    def apply_plan(self, record: dict) -> None:
-        rid = record["id"]
-        skipped = self.plan.get("skipped", {}).get(rid)
-        if skipped:
-            _note_skipped(self, rid, skipped)
-            return
-        keeper = self.plan["drop"].get(rid)
-        if keeper is not None:
-            record.setdefault("meta", {})["exact_dup_of"] = keeper
-            self.reject(record, "exact_duplicate",
-                        f"episode_exact_dedup: same frames, tasks and camera bytes/ranges as {keeper}")
-        elif rid in self.plan["groups"]:
-            self.stats.counters["groups"] += 1
+    def duplicate_reason(self, record: dict, keeper: str) -> str:
+        return f"episode_exact_dedup: same frames, tasks and camera bytes/ranges as {keeper}"
 
 
 class EpisodeNearDedup(GlobalStep):

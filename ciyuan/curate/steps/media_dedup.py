@@ -50,7 +50,7 @@ class MediaExactDedup(ExactDedup):
         return ["media", "media_ref"]  # the bytes (or blob), never the text
 
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
-        """Write (decoded-content key, node) of each decodable record; list the ones skipped."""
+        """Write (content key, node) of each record whose content can be had; list the ones skipped."""
         ids: list[str] = []
         keys: list[int] = []
         rows: list[int] = []
@@ -59,8 +59,7 @@ class MediaExactDedup(ExactDedup):
             row = len(ids)
             ids.append(r["id"])
             try:
-                with media.open_media(r) as src:
-                    keys.append(media.content_key(modality_of(r), src))
+                keys.append(self.content_key(r))
                 rows.append(row)
             except media.NoMedia as exc:
                 skipped[r["id"]] = [exc.reason, str(exc)]
@@ -69,6 +68,14 @@ class MediaExactDedup(ExactDedup):
         sc.save_partitioned("hash", shard, np.asarray(keys, dtype=np.uint64),
                             node(shard, np.asarray(rows, dtype=np.uint64)), context["parts"])  # fmt: skip
         return {"rows": len(ids), "skipped": skipped}
+
+    def content_key(self, record: dict) -> int:
+        """64-bit key of what the record holds; raises :class:`media.NoMedia` when it cannot be had."""
+        with media.open_media(record) as src:
+            return media.content_key(modality_of(record), src)
+
+    def duplicate_reason(self, record: dict, keeper: str) -> str:
+        return f"media_exact_dedup: same decoded {modality_of(record)} content as {keeper}"
 
     def reduce(self, round_: int, parts: list, context: Any) -> tuple[bool, dict]:
         done, plan = super().reduce(round_, parts, context)
@@ -85,8 +92,7 @@ class MediaExactDedup(ExactDedup):
         keeper = self.plan["drop"].get(rid)
         if keeper is not None:
             record.setdefault("meta", {})["exact_dup_of"] = keeper
-            self.reject(record, "exact_duplicate",
-                        f"media_exact_dedup: same decoded {modality_of(record)} content as {keeper}")  # fmt: skip
+            self.reject(record, "exact_duplicate", self.duplicate_reason(record, keeper))
         elif rid in self.plan["groups"]:
             self.stats.counters["groups"] += 1
 
