@@ -7,6 +7,7 @@ once with a fresh PostgreSQL database made for the test and dropped after it.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from hypothesis import settings as hypothesis_settings
 # No timing in tests: a busy CI machine must not fail a property because one example was slow.
 hypothesis_settings.register_profile("ciyuan", deadline=None)
 hypothesis_settings.load_profile("ciyuan")
+
+# Helpers shared by every test folder (clihelp) import by name, as each folder's own do.
+sys.path.insert(0, str(Path(__file__).parent))
 
 PG_ADMIN_URL = os.environ.get("CIYUAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

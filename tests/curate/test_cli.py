@@ -1,17 +1,10 @@
-import json
-
+from clihelp import cli
 from test_curate import dataset  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
 
 runner = CliRunner()
-
-
-def cli(*args: str) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout)
 
 
 def test_steps_lists_every_step_with_parameters():

@@ -6,20 +6,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from clihelp import cli
 from test_curate import dataset  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
-from ciyuan.cli.main import app
 from ciyuan.curate.codes import code_matches, rejection_code
 
 runner = CliRunner()
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def cli(*args: str) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout)
 
 
 def printed_codes(out: dict) -> Counter:

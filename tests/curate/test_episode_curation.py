@@ -15,21 +15,15 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "ingest"))
+from clihelp import cli
 from episode_gen import CAM, _table_stats, arm, features, write_video  # noqa: E402
 
-from ciyuan.cli.main import app  # noqa: E402
 from ciyuan.ingest.readers.episode import feature_stats, read_table  # noqa: E402
 
 runner = CliRunner()
 FPS = 10.0
 STEPS = ["episode_task_text", "episode_idle_trim", "episode_filter", "episode_exact_dedup", "episode_near_dedup",
          "episode_stats"]
-
-
-def cli(*args: str, code: int = 0) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == code, (res.output, res.exception)
-    return json.loads(res.stdout)
 
 
 def episode(seed: int, n: int, task: str = "pick up the red cube", **extra) -> dict:

@@ -14,10 +14,10 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from clihelp import cli
 from episode_gen import CAM, lerobot_v21, lerobot_v30
 from typer.testing import CliRunner
 
-from ciyuan.cli.main import app
 from ciyuan.ingest.readers.episode import feature_stats, read_table
 
 runner = CliRunner()
@@ -28,12 +28,6 @@ LENGTHS = (50, 25, 40, 25, 8)
 DEFECTS = {"idle": {0: [(0, 15), (25, 35)], 2: [(20, 30)]}, "copy_of": {3: 1}}
 KEPT = {0: [(15, 25), (35, 50)], 1: [(0, 25)], 2: [(0, 20), (30, 40)]}  # source episode -> its frames kept
 SIZES = [25, 25, 30]
-
-
-def cli(*args: str, code: int = 0) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == code, (res.output, res.exception)
-    return json.loads(res.stdout)
 
 
 def packets(path: Path) -> list[bytes]:

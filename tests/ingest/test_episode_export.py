@@ -11,18 +11,11 @@ from pathlib import Path
 import av
 import pyarrow.parquet as pq
 import pytest
+from clihelp import cli
 from episode_gen import CAM, lerobot_v21, lerobot_v30
 from typer.testing import CliRunner
 
-from ciyuan.cli.main import app
-
 runner = CliRunner()
-
-
-def cli(*args: str, code: int = 0) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == code, (res.output, res.exception)
-    return json.loads(res.stdout)
 
 
 def files(root: Path) -> dict[str, Path]:

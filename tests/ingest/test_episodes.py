@@ -5,12 +5,12 @@ goes to the quarantine with its file, episode and frame while the other episodes
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from clihelp import cli, quarantine, records
 from episode_gen import CAM, hdf5_aloha, hdf5_robomimic, lerobot_v21, lerobot_v30
 from typer.testing import CliRunner
 
@@ -19,22 +19,6 @@ from ciyuan.ingest.readers import detect_format
 from ciyuan.ingest.readers.episode import read_table
 
 runner = CliRunner()
-
-
-def cli(*args: str, code: int = 0) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == code, (res.output, res.exception)
-    return json.loads(res.stdout)
-
-
-def records(name: str) -> list[dict]:
-    from ciyuan.store import resolve
-
-    return list(resolve(name).iter_records(resolve_media=True))
-
-
-def quarantine(name: str) -> list[dict]:
-    return cli("show", name, "--quarantine", "--limit", "1000")["items"]
 
 
 def manifest(name: str) -> dict:

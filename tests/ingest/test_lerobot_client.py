@@ -15,10 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from clihelp import cli
 from episode_gen import CAM, SIZE, lerobot_v21, lerobot_v30
-from typer.testing import CliRunner
-
-from ciyuan.cli.main import app
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -50,12 +48,6 @@ def lerobot_python() -> str | None:
         return None
     ok = subprocess.run([cand, "-c", "import lerobot.datasets.lerobot_dataset"], capture_output=True, timeout=300)
     return cand if ok.returncode == 0 else None
-
-
-def cli(*args: str) -> dict:
-    res = CliRunner().invoke(app, [*args, "--json"])
-    assert res.exit_code == 0, (res.output, res.exception)
-    return json.loads(res.stdout)
 
 
 @pytest.mark.parametrize(("source", "target"), [("v2.1", "v3.0"), ("v3.0", "v3.0"), ("v3.0", "v2.1")])

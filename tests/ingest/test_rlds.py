@@ -5,10 +5,10 @@ checksum quarantined with its file and record number, a missing features.json re
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
+from clihelp import cli
 from episode_gen import arm, example, rlds, tfrecord
 from PIL import Image
 from typer.testing import CliRunner
@@ -19,12 +19,6 @@ from ciyuan.ingest.readers.episode import read_table
 from ciyuan.ingest.readers.tfrecord import crc32c, parse_example, records
 
 runner = CliRunner()
-
-
-def cli(*args: str, code: int = 0) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == code, (res.output, res.exception)
-    return json.loads(res.stdout)
 
 
 def test_crc32c_and_example_roundtrip(tmp_path: Path) -> None:

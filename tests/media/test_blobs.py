@@ -9,18 +9,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from clihelp import cli
 from media_gen import image_bytes, video_bytes
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
 
 runner = CliRunner()
-
-
-def cli(*args: str, code: int = 0) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == code, (res.output, res.exception)
-    return json.loads(res.stdout)
 
 
 @pytest.fixture

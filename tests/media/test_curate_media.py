@@ -6,15 +6,13 @@ ingest would, so the filters read the facts ingest writes.
 
 from __future__ import annotations
 
-import json
-
 import curate_gen as cg
 import numpy as np
 import pytest
+from clihelp import cli
 from media_gen import encode, near_copies, picture
 from typer.testing import CliRunner
 
-from ciyuan.cli.main import app
 from ciyuan.curate.phash import all_pairs, choose_layout
 from ciyuan.curate.pipeline import run_steps
 from ciyuan.curate.steps import make_step
@@ -227,12 +225,6 @@ def test_caption_length_and_text_records_pass_media_steps_as_not_applicable():
 
 
 # through ciyuan curate with each recipe -------------------------------------------------------------
-
-
-def cli(*args: str) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout)
 
 
 def build(name: str, recs: list[dict]):

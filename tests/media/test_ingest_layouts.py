@@ -14,28 +14,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from clihelp import cli, quarantine, records
 from media_gen import audio_bytes, image_bytes, png_header_only, video_bytes
 from typer.testing import CliRunner
 
 from ciyuan.cli.main import app
 
 runner = CliRunner()
-
-
-def cli(*args: str, code: int = 0) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == code, (res.output, res.exception)
-    return json.loads(res.stdout)
-
-
-def records(name: str) -> list[dict]:
-    from ciyuan.store import resolve
-
-    return list(resolve(name).iter_records(resolve_media=True))
-
-
-def quarantine(name: str) -> list[dict]:
-    return cli("show", name, "--quarantine", "--limit", "1000")["items"]
 
 
 def reasons(items: list[dict]) -> dict[str, str]:

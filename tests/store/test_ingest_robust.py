@@ -15,19 +15,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from clihelp import cli
 from typer.testing import CliRunner
 
-from ciyuan.cli.main import app
 from ciyuan.config import settings
 from ciyuan.store.manifest import reason_kind
 
 runner = CliRunner()
-
-
-def cli(*args: str) -> dict:
-    res = runner.invoke(app, [*args, "--json"])
-    assert res.exit_code == 0, (res.output, res.exception)
-    return json.loads(res.stdout)
 
 
 def quarantine(ref: str) -> list[dict]:
