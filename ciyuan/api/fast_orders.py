@@ -18,12 +18,20 @@ leave as :mod:`ciyuan.api.errors` renders them. Any other request, including eve
 one, goes on to the app unchanged (with the body it sent), so validation, limits and their error
 bodies stay in one place. The route itself stays declared (and documented) in
 :mod:`ciyuan.api.routes_market`.
+
+A key this worker verified (and found to carry the route's role and scope) is remembered for
+:data:`KEY_TTL` seconds by the sha256 of its secret, so the next orders with it skip the separate
+key lookup. Revocation and expiry are still honoured on every order: the order's transaction
+re-reads the key row in its first statement (``place_order(key_id=...)``) and a revoked, expired
+or deleted key is the same 401 as the key check gives, with nothing written, and drops the entry.
+Role and scopes are fixed for a key's life, so what the cache skips cannot have changed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 
 from fastapi import FastAPI
 from pydantic import TypeAdapter
@@ -41,12 +49,28 @@ from ciyuan.config import Settings
 from ciyuan.db.ids import ID_PATTERN
 from ciyuan.errors import CiyuanError
 from ciyuan.market import orders
+from ciyuan.market.accounts import Principal, Unauthenticated, hash_key
 
 MAX_BODY = 1024  # an order body is {"quote_id": "..."}: anything larger takes the full path
 PATH = "/v1/orders"
 ROLES, SCOPE = ("buyer",), "orders:write"  # as the route declares (routes_market.create_order)
 _ID = re.compile(ID_PATTERN)
 _OUT = TypeAdapter(OrderOut)
+KEY_TTL = 5.0  # seconds a verified key skips the lookup (its revocation is re-read by each order anyway)
+KEY_CACHE_MAX = 10_000  # entries per worker; the cache is emptied when full
+_keys: dict[str, tuple[Principal, float]] = {}  # sha256 of the secret -> (principal, monotonic deadline)
+
+
+def _secret(headers: Headers) -> str:
+    scheme, _, secret = (headers.get("authorization") or "").partition(" ")  # as HTTPBearer splits it
+    return secret if scheme.lower() == "bearer" else ""
+
+
+def _refusal(failure: CiyuanError) -> list[Message]:
+    """The limits middleware's refusal of a key, byte for byte."""
+    status = failure.status if 400 <= failure.status < 500 else 400
+    extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _error(status, failure.code, failure.message, failure.hint, close=False, extra=extra)
 
 
 def _plain(body: bytes) -> str | None:
@@ -63,15 +87,30 @@ def _plain(body: bytes) -> str | None:
 
 def _answer(scope: Scope, headers: Headers, s: Settings, quote_id: str, key: str) -> Response | list[Message]:
     """Key, role and scope, the order, the response: what the full path does, in one thread."""
-    failure = LimitsMiddleware._authenticate(scope, headers, s)
-    if failure is not None:  # the limits middleware's refusal, byte for byte
-        status = failure.status if 400 <= failure.status < 500 else 400
-        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return _error(status, failure.code, failure.message, failure.hint, close=False, extra=extra)
-    who = scope["state"][PRINCIPAL_STATE]
+    secret = _secret(headers)
+    digest = hash_key(secret) if secret else ""
+    hit = _keys.get(digest) if digest else None
+    cached = hit is not None and hit[1] > time.monotonic()
+    if cached:
+        who = hit[0]
+        scope.setdefault("state", {})[PRINCIPAL_STATE] = who
+    else:
+        failure = LimitsMiddleware._authenticate(scope, headers, s)
+        if failure is not None:
+            _keys.pop(digest, None)
+            return _refusal(failure)
+        who = scope["state"][PRINCIPAL_STATE]
     try:
         who.require(roles=ROLES, scope=SCOPE)
-        order, replayed = orders.place_order(who.account.id, quote_id, key, s=s)
+        if not cached:  # only keys that pass the route's checks are remembered
+            if len(_keys) >= KEY_CACHE_MAX:
+                _keys.clear()
+            _keys[digest] = (who, time.monotonic() + KEY_TTL)
+        order, replayed = orders.place_order(who.account.id, quote_id, key, s=s,
+                                             key_id=who.key_id if cached else None)
+    except Unauthenticated as exc:  # revoked, expired or deleted since it was cached
+        _keys.pop(digest, None)
+        return _refusal(exc)
     except CiyuanError as exc:
         return error_response(exc)
     except DataError:

@@ -27,10 +27,11 @@ from ciyuan.errors import Conflict, InvalidInput, NotFound
 from ciyuan.ledger import ledger
 from ciyuan.ledger.money import format_amount
 from ciyuan.market import selection
+from ciyuan.market.accounts import Unauthenticated
 from ciyuan.market.listings import ACTIVE, price_schedule_of
 from ciyuan.market.pricing import PriceSchedule
 from ciyuan.market.quotes import QuoteExpired, evaluate_listing
-from ciyuan.market.tables import EntitlementRow, ListingRow, OrderRow, QuoteRow
+from ciyuan.market.tables import ApiKeyRow, EntitlementRow, ListingRow, OrderRow, QuoteRow
 
 PREPAID, METERED = "prepaid", "metered"
 
@@ -98,6 +99,13 @@ _QUOTE = (select(_Q.c.id, _Q.c.listing_id, _Q.c.buyer_id, _Q.c.selection, _Q.c.s
                  _Q.c.tokens, _Q.c.amount, _Q.c.currency, _Q.c.expires_at, _Q.c.price_version,
                  _L.c.id.label("l_id"), _L.c.provider_id, _L.c.status, _L.c.version_id, _L.c.schedule)
           .select_from(_Q.outerjoin(_L, _L.c.id == _Q.c.listing_id)).where(_Q.c.id == bindparam("q")))
+_K = ApiKeyRow.__table__
+# the same, read through the caller's API key row: the key's revocation and expiry as the order's
+# transaction sees them, in the same round trip (no row: the key is gone; no quote: its fields are NULL)
+_KEYED_QUOTE = (select(_K.c.revoked_at.label("k_revoked"), _K.c.expires_at.label("k_expires"),
+                       *_QUOTE.selected_columns)
+                .select_from(_K.outerjoin(_Q.outerjoin(_L, _L.c.id == _Q.c.listing_id), _Q.c.id == bindparam("q")))
+                .where(_K.c.id == bindparam("k")))
 _OCOLS = ", ".join(c.name for c in _O.c)
 _ECOLS = ", ".join(c.name for c in _E.c)
 _INSERT_PG = text(  # the order and its entitlement in one round trip
@@ -126,6 +134,7 @@ def place_order(
     billing: str = PREPAID,
     s: Settings | None = None,
     now: datetime | None = None,
+    key_id: str | None = None,
 ) -> tuple[dict, bool]:
     """Order a quote once: (order with its entitlement, whether this was a replay of an earlier call).
 
@@ -133,6 +142,11 @@ def place_order(
     posted batch (the entitlement caps the tokens). The buyer's balance row is locked first, so every
     order of one buyer is serialised; a replay with the same key returns the stored order, the same
     key for another quote (or the other billing) is a conflict.
+
+    With ``key_id`` (a caller whose key was verified a moment ago and cached, see
+    :mod:`ciyuan.api.fast_orders`) the order's own first statement re-reads that key: revoked,
+    expired or gone is :class:`~ciyuan.errors.Unauthenticated` and nothing is written, so a revocation
+    committed before the order's transaction is honoured exactly as by a fresh key check.
     """
     s = s or settings()
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200:
@@ -150,7 +164,17 @@ def place_order(
         t = utc_now(now)
         conn = sess.connection()
         # one statement: the quote with the listing fields an order needs (Core rows, no ORM objects)
-        quote = conn.execute(_QUOTE, {"q": quote_id}).first() if is_id(quote_id) else None
+        if key_id is not None:
+            quote = conn.execute(_KEYED_QUOTE, {"k": key_id, "q": quote_id if is_id(quote_id) else None}).first()
+            if quote is None:
+                raise Unauthenticated("the API key is not valid", hint="check the key; keys are shown only once")
+            if quote.k_revoked is not None:
+                raise Unauthenticated("the API key was revoked", hint="create a new key")
+            if quote.k_expires is not None and aware(quote.k_expires) <= t:
+                raise Unauthenticated("the API key has expired", hint="create a new key")
+            quote = quote if quote.id is not None else None
+        else:
+            quote = conn.execute(_QUOTE, {"q": quote_id}).first() if is_id(quote_id) else None
         if quote is None or quote.buyer_id != buyer_id:
             raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
         if quote.l_id is not None and billing == PREPAID:  # the buyer and the shards its charge passes through

@@ -61,3 +61,20 @@ def test_an_order_and_its_replays_are_the_same_both_ways(mkt):
     assert tx.run(ledger.check)["ok"]
     legs = tx.run(lambda s: ledger.charge_legs(s, leg="buyer"))
     assert [t.charge_id for t in legs] == [f"order:{first.json()['id']}"]  # charged once
+
+
+def test_a_key_revoked_after_it_was_cached_is_refused_and_charges_nothing(mkt):
+    from ciyuan.market import accounts
+
+    info, secret = tx.run(lambda s: accounts.create_key(s, "alice"))
+    c = mkt.client(secret)
+    q1, q2 = (c.post("/v1/quotes", json={"listing_id": mkt.listing["id"]}).json() for _ in range(2))
+    tx.run(lambda s: ledger.deposit(s, "dep", mkt.accounts["alice"].id, q1["amount"] + q2["amount"], "CNY"))
+    assert _post(c, {"quote_id": q1["id"]}, FAST, "a").status_code == 201  # the key is now cached
+    tx.run(lambda s: accounts.revoke_key(s, info["id"]))
+    fast, full = _post(c, {"quote_id": q2["id"]}, FAST, "b"), _post(c, {"quote_id": q2["id"]}, FULL, "b")
+    _same(fast, full)
+    assert fast.status_code == 401 and "revoked" in fast.json()["error"]["message"]
+    legs = tx.run(lambda s: ledger.charge_legs(s, leg="buyer"))
+    assert len(legs) == 1  # only the order made before the revocation
+    assert tx.run(ledger.check)["ok"]
