@@ -27,6 +27,7 @@ which a shared, loaded machine does not distort the way wall time is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -280,20 +281,84 @@ def write_scaled(folder: Path, out: Path, mb: float | None, seed: int = 3) -> tu
     return n, size
 
 
-def run_tree(cmd: list[str], env: dict, disk: Path | None = None) -> dict:
+def process_pss(pid: int) -> dict[str, float] | None:
+    """PSS, anonymous PSS and file-backed PSS of one process in MB (None once it is gone)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Pss_Anon", "Pss_File"):
+                    out[key] = int(rest.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return {"pss": out.get("Pss", 0.0), "anon": out.get("Pss_Anon", 0.0), "file": out.get("Pss_File", 0.0)}
+
+
+def newest_stage(work: Path | None) -> str:
+    """The newest ``stage-``/``scan-``/``plan-`` folder under a curation home's work folder: what runs now."""
+    if work is None:
+        return ""
+    found = []
+    for dirpath, dirs, _ in os.walk(work):
+        for d in dirs:
+            if d.startswith(("stage-", "scan-", "plan-")):
+                with contextlib.suppress(OSError):
+                    found.append((os.stat(os.path.join(dirpath, d)).st_mtime, d))
+    return max(found)[1] if found else ""
+
+
+class TreeTrace:
+    """Per-process PSS samples of a process tree, one JSON line each (``trace``), and their peaks.
+
+    Why: the tree's peak says that memory grew, not in which process or stage; the trace says both.
+    """
+
+    def __init__(self, path: Path | None, work: Path | None = None):
+        self.fh = path.open("w", encoding="utf-8") if path is not None else None
+        self.work, self.t0 = work, time.perf_counter()
+        self.peak: dict = {"tree": 0.0}
+        self.own: dict[int, dict] = {}
+
+    def sample(self, root: int) -> float:
+        if self.fh is None:
+            return tree_pss_mb(root)
+        procs = {p: r for p in _descendants(root) if (r := process_pss(p)) is not None}
+        tree = sum(r["pss"] for r in procs.values())
+        stage = newest_stage(self.work)
+        row = {"t": round(time.perf_counter() - self.t0, 2), "tree": round(tree, 1), "stage": stage,
+               "procs": {str(p): {k: round(v, 1) for k, v in r.items()} for p, r in procs.items()}}
+        self.fh.write(json.dumps(row) + "\n")
+        if tree > self.peak["tree"]:
+            self.peak = row
+        for p, r in procs.items():
+            if r["pss"] > self.own.get(p, {}).get("pss", -1.0):
+                self.own[p] = {**row["procs"][str(p)], "t": row["t"], "stage": stage}
+        return tree
+
+    def summary(self) -> dict:
+        if self.fh is None:
+            return {}
+        self.fh.close()
+        return {"tree_peak": self.peak, "process_peaks": {str(p): v for p, v in self.own.items()}}
+
+
+def run_tree(cmd: list[str], env: dict, disk: Path | None = None, trace: Path | None = None) -> dict:
     """Run ``cmd``: CPU seconds, peak RSS (``wait4``: it and every reaped descendant), peak tree PSS, stdout.
 
     ``wait4`` gives the finished process's own usage plus that of the children it waited for (the
     executor's workers), so CPU seconds and the largest resident set are per run, not cumulative.
+    ``trace`` (a file) gets every sample per process (:class:`TreeTrace`); its summary is returned.
     """
     with tempfile.TemporaryFile("w+", encoding="utf-8") as out, tempfile.TemporaryFile("w+", encoding="utf-8") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         peak, peak_disk, stop = [0.0], [0.0], threading.Event()
+        tracer = TreeTrace(trace, disk)
 
         def sample() -> None:
             while not stop.is_set():
-                peak[0] = max(peak[0], tree_pss_mb(proc.pid))
+                peak[0] = max(peak[0], tracer.sample(proc.pid))
                 if disk is not None:
                     peak_disk[0] = max(peak_disk[0], folder_mb(disk))
                 stop.wait(0.2)
@@ -317,13 +382,19 @@ def run_tree(cmd: list[str], env: dict, disk: Path | None = None) -> dict:
         "peak_pss_mb": peak[0],
         "peak_disk_mb": peak_disk[0],
         "stdout": stdout,
+        "trace": tracer.summary(),
     }
 
 
 def corpus_run(
-    folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False, ingest_workers: int = 1
+    folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False, ingest_workers: int = 1,
+    trace: Path | None = None,
 ) -> dict:
-    """Ingest then curate the (scaled) real corpus with the CLI in a fresh ciyuan home."""
+    """Ingest then curate the (scaled) real corpus with the CLI in a fresh ciyuan home.
+
+    ``trace`` (a folder): per-process PSS samples of each command, ``ingest-MB.jsonl`` and
+    ``curate-MB.jsonl`` (see :class:`TreeTrace`), and their peaks in the result.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="ciyuan-bench-curate-"))
     try:
         src = tmp / "corpus.jsonl"
@@ -331,11 +402,16 @@ def corpus_run(
         env = dict(os.environ, CIYUAN_HOME=str(tmp / "home"))
         env.pop("CIYUAN_DATABASE_URL", None)
         cli = str(Path(sys.executable).with_name("ciyuan"))
-        ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--workers", str(ingest_workers), "--json"], env)
+        tag = f"{round(size / 1e6)}mb"
+        if trace is not None:
+            trace.mkdir(parents=True, exist_ok=True)
+        ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--workers", str(ingest_workers), "--json"], env,
+                       trace=trace / f"ingest-{tag}.jsonl" if trace else None)
         ref = f"real@{json.loads(ing['stdout'])['version']}"
         load0 = os.getloadavg()
         cur = run_tree(
-            [cli, "curate", ref, "--recipe", recipe, "--workers", str(workers), "--json"], env, disk=tmp / "home"
+            [cli, "curate", ref, "--recipe", recipe, "--workers", str(workers), "--json"], env, disk=tmp / "home",
+            trace=trace / f"curate-{tag}.jsonl" if trace else None,
         )
         res = json.loads(cur["stdout"])
         steps = {s["step"]: s.get("rejected", 0) for s in res.get("steps", []) if isinstance(s, dict) and "step" in s}
@@ -361,6 +437,8 @@ def corpus_run(
             "rejected_by_step": steps,
             "load_avg_start": [round(x, 2) for x in load0],
             "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+            "version": res["version"],
+            **({"ingest_trace": ing["trace"], "curate_trace": cur["trace"]} if trace else {}),
         }
     finally:
         if not keep:
@@ -378,6 +456,8 @@ def main() -> None:
     ap.add_argument("--make-mb", type=float, default=100.0, help="with --make-corpus: MB of text to write")
     ap.add_argument("--recipe", default="text-pretrain")
     ap.add_argument("--workers", type=int, default=1, help="local executor processes")
+    ap.add_argument("--trace", type=Path, help="with --corpus: write per-process PSS samples into this folder")
+    ap.add_argument("--ingest-workers", type=int, default=1, help="with --corpus: ciyuan ingest --workers")
     ap.add_argument("--child", type=float)
     ap.add_argument("--home")
     args = ap.parse_args()
@@ -385,7 +465,8 @@ def main() -> None:
         print(json.dumps(make_corpus(args.make_corpus, args.make_mb)), flush=True)
         return
     if args.corpus:
-        print(json.dumps(corpus_run(args.corpus, args.mb, args.workers, args.recipe)), flush=True)
+        print(json.dumps(corpus_run(args.corpus, args.mb, args.workers, args.recipe, ingest_workers=args.ingest_workers,
+                                    trace=args.trace)), flush=True)
         return
     if args.child:
         print(json.dumps(child(args.child, args.home, args.workers)))

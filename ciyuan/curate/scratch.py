@@ -141,6 +141,19 @@ class Scratch:
             return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
         return np.concatenate(keys), np.concatenate(nodes)
 
+    def appender(self, kind: str, shard: int, dtype: np.dtype | type, width: int = 0) -> ArrayAppender:
+        """Write one shard's array batch by batch (a scan then holds a batch, not the shard)."""
+        return ArrayAppender(self, kind, shard, dtype, width)
+
+    def partitioned_appender(self, kind: str, shard: int, parts: int) -> PartitionedAppender:
+        """Write one shard's partitioned (key, node) entries batch by batch; same files as
+        :meth:`save_partitioned` of all the entries at once."""
+        return PartitionedAppender(self, kind, shard, parts)
+
+    def ids_appender(self, shard: int) -> IdsAppender:
+        """Write one shard's record ids batch by batch; read back as :meth:`save_ids` wrote them."""
+        return IdsAppender(self, shard)
+
     # ids -------------------------------------------------------------------------------------------
 
     def save_ids(self, shard: int, ids: list[str]) -> None:
@@ -167,3 +180,157 @@ class Scratch:
             for k, v in zip(where.tolist(), col.take(pa.array(row[where])).to_pylist(), strict=True):
                 out[k] = v
         return out  # type: ignore[return-value]
+
+
+# streaming writers --------------------------------------------------------------------------------
+# A scan that kept its shard's arrays until the end held O(shard rows) in memory (a MinHash signature
+# alone is 512 bytes a record: 51 MB for a 100,000-row shard, twice over while it was concatenated);
+# these write as they go, so a scan holds one batch and a few buffered megabytes.
+
+SPILL_BYTES = 4 << 20  # what an appender buffers before it writes
+
+
+def _seal_npy(raw: Path, final: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Make ``final`` a .npy file of the raw bytes in ``raw`` (header, then the bytes, copied by the
+    kernel), atomically; ``raw`` is removed."""
+    tmp = final.with_suffix(".tmp")
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    with open(tmp, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)  # what np.save writes for these shapes
+        with open(raw, "rb") as src:
+            out.flush()
+            size = os.fstat(src.fileno()).st_size
+            done = 0
+            while done < size:
+                done += os.sendfile(out.fileno(), src.fileno(), done, size - done)
+    os.replace(tmp, final)
+    raw.unlink()
+
+
+class ArrayAppender:
+    """One shard's array of ``dtype`` rows (``width`` columns, or a vector when 0), appended in batches."""
+
+    def __init__(self, sc: Scratch, kind: str, shard: int, dtype: np.dtype | type, width: int = 0):
+        sc.root.mkdir(parents=True, exist_ok=True)
+        self.sc, self.kind, self.shard = sc, kind, shard
+        self.dtype, self.width = np.dtype(dtype), width
+        self.final = sc._path(kind, shard)
+        self.raw = self.final.with_suffix(".raw")
+        self.fh = open(self.raw, "wb")  # noqa: SIM115 (closed by close)
+        self.rows = 0
+
+    def append(self, array: np.ndarray) -> None:
+        arr = np.ascontiguousarray(array, dtype=self.dtype)
+        if self.width and arr.shape[1:] != (self.width,):
+            raise ValueError(f"{self.kind}: rows of width {self.width} expected, got shape {arr.shape}")
+        arr.tofile(self.fh)
+        self.rows += len(arr)
+
+    def close(self) -> int:
+        self.fh.close()
+        _seal_npy(self.raw, self.final, self.dtype, (self.rows, self.width) if self.width else (self.rows,))
+        self.sc._open.pop((self.kind, self.shard), None)
+        return self.rows
+
+
+class PartitionedAppender:
+    """(key, node) entries appended in batches, written as :meth:`Scratch.save_partitioned` would.
+
+    Every :data:`SPILL_BYTES` of entries the buffer is stably sorted by partition and written as
+    one run; ``close`` copies partition 0 of every run, then partition 1, ... Entries of a
+    partition so keep their order of arrival (runs in order, each stably sorted), which is what a
+    stable sort of all entries at once gives: the files are byte for byte the same.
+    """
+
+    def __init__(self, sc: Scratch, kind: str, shard: int, parts: int):
+        sc.root.mkdir(parents=True, exist_ok=True)
+        self.sc, self.kind, self.shard, self.parts = sc, kind, shard, parts
+        self.keys: list[np.ndarray] = []
+        self.nodes: list[np.ndarray] = []
+        self.buffered = 0
+        self.runs: list[tuple[Path, Path, np.ndarray]] = []  # keys file, nodes file, partition offsets
+
+    def add(self, keys: np.ndarray, nodes: np.ndarray) -> None:
+        keys, nodes = np.asarray(keys, dtype=np.uint64), np.asarray(nodes, dtype=np.uint64)
+        if len(keys) != len(nodes):
+            raise ValueError(f"{self.kind}: {len(keys)} keys but {len(nodes)} nodes")
+        self.keys.append(keys)
+        self.nodes.append(nodes)
+        self.buffered += len(keys)
+        if self.buffered * 16 >= SPILL_BYTES:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self.buffered:
+            return
+        keys, nodes = np.concatenate(self.keys), np.concatenate(self.nodes)
+        self.keys, self.nodes, self.buffered = [], [], 0
+        part = (keys % np.uint64(self.parts)).astype(np.int64)
+        order = np.argsort(part, kind="stable")
+        offsets = np.zeros(self.parts + 1, dtype=np.int64)
+        np.cumsum(np.bincount(part, minlength=self.parts), out=offsets[1:])
+        n = len(self.runs)
+        kp = self.sc._path(f"{self.kind}-run{n}-keys", self.shard, "raw")
+        np_ = self.sc._path(f"{self.kind}-run{n}-nodes", self.shard, "raw")
+        keys[order].tofile(kp)
+        nodes[order].tofile(np_)
+        self.runs.append((kp, np_, offsets))
+
+    def close(self) -> int:
+        self._spill()
+        total = np.zeros(self.parts + 1, dtype=np.int64)
+        for _, _, off in self.runs:
+            total += off
+        for which in (0, 1):
+            name = f"{self.kind}-{'keys' if which == 0 else 'nodes'}"
+            raw = self.sc._path(name, self.shard, "raw")
+            with open(raw, "wb") as out:
+                srcs = [open(r[which], "rb") for r in self.runs]  # noqa: SIM115 (closed below)
+                try:
+                    for p in range(self.parts):
+                        for src, (_, _, off) in zip(srcs, self.runs, strict=True):
+                            lo, hi = int(off[p]) * 8, int(off[p + 1]) * 8
+                            while lo < hi:
+                                out.flush()
+                                lo += os.sendfile(out.fileno(), src.fileno(), lo, hi - lo)
+                finally:
+                    for src in srcs:
+                        src.close()
+            _seal_npy(raw, self.sc._path(name, self.shard), np.dtype(np.uint64), (int(total[-1]),))
+            self.sc._open.pop((name, self.shard), None)
+        for kp, np_, _ in self.runs:
+            kp.unlink()
+            np_.unlink()
+        self.sc.save(f"{self.kind}-offsets", self.shard, total)
+        return int(total[-1])
+
+
+class IdsAppender:
+    """One shard's record ids, appended in batches to the Arrow file :meth:`Scratch.save_ids` writes."""
+
+    def __init__(self, sc: Scratch, shard: int):
+        sc.root.mkdir(parents=True, exist_ok=True)
+        self.sc, self.shard = sc, shard
+        self.path = sc._path("ids", shard, "arrow")
+        self.tmp = self.path.with_suffix(".tmp")
+        self.schema = pa.schema([pa.field("id", pa.large_string())])
+        self.sink = pa.OSFile(str(self.tmp), "wb")
+        self.writer = pa.ipc.new_file(self.sink, self.schema)
+        self.buf: list[str] = []
+
+    def extend(self, ids: list[str]) -> None:
+        self.buf.extend(ids)
+        if len(self.buf) >= 8192:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buf:
+            self.writer.write_batch(pa.record_batch([pa.array(self.buf, type=pa.large_string())], schema=self.schema))
+            self.buf = []
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+        self.sink.close()
+        os.replace(self.tmp, self.path)
+        self.sc._open.pop(("ids", self.shard), None)

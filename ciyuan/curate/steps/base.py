@@ -29,6 +29,18 @@ REJECTED = "_rejected"
 TEXT: frozenset[str] = frozenset({"text"})
 
 
+def batched(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """Records in lists of ``size`` (the last shorter): what a scan signs or hashes at a time."""
+    batch: list[dict] = []
+    for r in records:
+        batch.append(r)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def modality_of(record: dict) -> str:
     """A record's modality; records written before the field existed are text."""
     return record.get("modality") or "text"

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from ciyuan.curate.scratch import Scratch, key_groups, node, partitions_for, split
-from ciyuan.curate.steps.base import TEXT, GlobalStep, Param
+from ciyuan.curate.steps.base import TEXT, GlobalStep, Param, batched
 from ciyuan.curate.text import stable_hash
+
+_BATCH = 4096  # records hashed and written at a time
 
 
 class ExactDedup(GlobalStep):
@@ -37,17 +39,20 @@ class ExactDedup(GlobalStep):
         return {"scratch": scratch, "parts": partitions_for(rows)}
 
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
-        """Write each live record's (text hash, node) to the scratch folder, partitioned by hash."""
-        ids: list[str] = []
-        keys: list[int] = []
-        for r in records:
-            ids.append(r["id"])
-            keys.append(self.key(r.get("text") or ""))
+        """Write each live record's (text hash, node) to the scratch folder, partitioned by hash,
+        a batch at a time (the scan holds a batch, not the shard's ids and hashes)."""
         sc = Scratch(context["scratch"])
-        sc.save_ids(shard, ids)
-        rows = np.arange(len(ids), dtype=np.uint64)
-        sc.save_partitioned("hash", shard, np.asarray(keys, dtype=np.uint64), node(shard, rows), context["parts"])
-        return {"rows": len(ids)}
+        ids_out = sc.ids_appender(shard)
+        hashes_out = sc.partitioned_appender("hash", shard, context["parts"])
+        n = 0
+        for batch in batched(records, _BATCH):
+            ids_out.extend([r["id"] for r in batch])
+            keys = np.fromiter((self.key(r.get("text") or "") for r in batch), dtype=np.uint64, count=len(batch))
+            hashes_out.add(keys, node(shard, np.arange(n, n + len(batch), dtype=np.uint64)))
+            n += len(batch)
+        ids_out.close()
+        hashes_out.close()
+        return {"rows": n}
 
     def reduce(self, round_: int, parts: list, context: Any) -> tuple[bool, dict]:
         """One hash partition at a time: the first node of each hash keeps, the others drop."""

@@ -12,14 +12,14 @@ The driver holds only candidate pairs and cluster members, never a signature per
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from ciyuan.curate import minhash
 from ciyuan.curate.scratch import ROW_BITS, Scratch, key_groups, node, partitions_for, split, unique_pairs
-from ciyuan.curate.steps.base import TEXT, GlobalStep, Param
+from ciyuan.curate.steps.base import TEXT, GlobalStep, Param, batched
 from ciyuan.curate.text import stable_hash
 from ciyuan.errors import InvalidInput
 
@@ -117,29 +117,34 @@ class NearDedup(GlobalStep):
         return self._scan_shingles(records, shard, context)
 
     def _scan_signatures(self, records: Iterable[dict], shard: int, context: dict) -> dict:
-        """Write the shard's signatures, lengths, quality scores, ids and partitioned band keys."""
-        ids: list[str] = []
-        lengths: list[int] = []
-        quality: list[float] = []
-        sigs: list[np.ndarray] = []
-        for batch in _batches(records, _BATCH):
-            texts = [r.get("text") or "" for r in batch]
-            sigs.append(self._signatures(texts))  # a record without shingles gets no band keys
-            for r, t in zip(batch, texts, strict=True):
-                ids.append(r["id"])
-                lengths.append(len(t))
-                quality.append(float((r.get("meta") or {}).get("quality_score", 0.0) or 0.0))
-        sig = np.concatenate(sigs) if sigs else np.zeros((0, self.num_perm), dtype=np.uint32)
-        rows = np.nonzero(minhash.valid(sig))[0]
+        """Write the shard's signatures, lengths, quality scores, ids and partitioned band keys.
+
+        Each batch of :data:`_BATCH` records is written as it is signed (:mod:`ciyuan.curate.scratch`
+        appenders), so the scan holds a batch, not the shard's signatures (512 bytes a record).
+        """
         sc = Scratch(context["scratch"])
-        sc.save("sig", shard, sig)
-        sc.save("length", shard, np.asarray(lengths, dtype=np.int64))
-        sc.save("quality", shard, np.asarray(quality, dtype=np.float32))
-        sc.save_ids(shard, ids)
-        keys = self.band_keys(sig[rows])
-        nodes = np.repeat(node(shard, rows), self.bands)
-        sc.save_partitioned("band", shard, keys.ravel(), nodes, context["parts"])
-        return {"rows": len(ids), "with_shingles": len(rows)}
+        sig_out = sc.appender("sig", shard, np.uint32, self.num_perm)
+        length_out = sc.appender("length", shard, np.int64)
+        quality_out = sc.appender("quality", shard, np.float32)
+        ids_out = sc.ids_appender(shard)
+        bands_out = sc.partitioned_appender("band", shard, context["parts"])
+        n = with_shingles = 0
+        for batch in batched(records, _BATCH):
+            texts = [r.get("text") or "" for r in batch]
+            sig = self._signatures(texts)  # a record without shingles gets no band keys
+            sig_out.append(sig)
+            length_out.append(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+            quality_out.append(np.asarray(
+                [float((r.get("meta") or {}).get("quality_score", 0.0) or 0.0) for r in batch], dtype=np.float32))
+            ids_out.extend([r["id"] for r in batch])
+            rows = np.nonzero(minhash.valid(sig))[0]
+            keys = self.band_keys(sig[rows])
+            bands_out.add(keys.ravel(), np.repeat(node(shard, rows + n), self.bands))
+            n += len(batch)
+            with_shingles += len(rows)
+        for out in (sig_out, length_out, quality_out, ids_out, bands_out):
+            out.close()
+        return {"rows": n, "with_shingles": with_shingles}
 
     def _scan_shingles(self, records: Iterable[dict], shard: int, context: dict) -> dict:
         """Write the shingle sets of the rows the reduce asked for (candidates only)."""
@@ -279,17 +284,6 @@ class NearDedup(GlobalStep):
             return
         cid, keeper, size = hit
         self.reject(record, "near_duplicate", f"near_dedup: cluster {cid} of {size}, kept {keeper} (keep={self.keep})")
-
-
-def _batches(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for r in records:
-        batch.append(r)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _agreement(sc: Scratch, a: np.ndarray, b: np.ndarray, chunk: int = 16384) -> np.ndarray:
