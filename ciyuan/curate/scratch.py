@@ -103,16 +103,31 @@ class Scratch:
         """One shard's array, memory-mapped."""
         return self._cached((kind, shard), lambda: np.load(self._path(kind, shard), mmap_mode="r", allow_pickle=False))
 
+    def forget(self) -> None:
+        """Close the memory maps kept open. Why: every page a map has touched counts in this
+        process's resident set until it is unmapped, so a reduce that reads a whole scan's files
+        through long-lived maps grows with the corpus; closing them keeps it at what it reads now."""
+        self._open.clear()
+
+    def _map(self, kind: str, shard: int) -> np.ndarray:
+        """One shard's array memory-mapped afresh (not kept: unmapped when the caller drops it)."""
+        return np.load(self._path(kind, shard), mmap_mode="r", allow_pickle=False)
+
     def gather(self, kind: str, nodes: np.ndarray) -> np.ndarray:
-        """The rows of per-shard arrays ``kind`` that ``nodes`` name, in the order given."""
+        """The rows of per-shard arrays ``kind`` that ``nodes`` name, in the order given (copied out
+        of maps that are closed again, so the touched pages do not stay resident)."""
         shard, row = split(nodes)
         if len(shard) == 0:
             return np.zeros(0)
-        sample = self.load(kind, int(shard[0]))
-        out = np.empty((len(shard),) + sample.shape[1:], dtype=sample.dtype)
+        out: np.ndarray | None = None
         for s in np.unique(shard).tolist():
             m = shard == s
-            out[m] = self.load(kind, s)[row[m]]
+            src = self._map(kind, s)
+            if out is None:
+                out = np.empty((len(shard),) + src.shape[1:], dtype=src.dtype)
+            out[m] = src[row[m]]
+            del src
+        assert out is not None
         return out
 
     # partitioned keys ----------------------------------------------------------------------------
@@ -134,9 +149,9 @@ class Scratch:
         for s in range(shards):
             off = self.load(f"{kind}-offsets", s)
             lo, hi = int(off[p]), int(off[p + 1])
-            if hi > lo:
-                keys.append(np.array(self.load(f"{kind}-keys", s)[lo:hi]))
-                nodes.append(np.array(self.load(f"{kind}-nodes", s)[lo:hi]))
+            if hi > lo:  # copied out of fresh maps: a later partition does not find this one resident
+                keys.append(np.array(self._map(f"{kind}-keys", s)[lo:hi]))
+                nodes.append(np.array(self._map(f"{kind}-nodes", s)[lo:hi]))
         if not keys:
             return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
         return np.concatenate(keys), np.concatenate(nodes)
@@ -172,13 +187,12 @@ class Scratch:
         shard, row = split(nodes)
         out: list[str | None] = [None] * len(shard)
         for s in np.unique(shard).tolist():
-            col = self._cached(
-                ("ids", s),
-                lambda s=s: pa.ipc.open_file(pa.memory_map(str(self._path("ids", s, "arrow")))).read_all().column(0),
-            )
-            where = np.nonzero(shard == s)[0]
-            for k, v in zip(where.tolist(), col.take(pa.array(row[where])).to_pylist(), strict=True):
-                out[k] = v
+            with pa.memory_map(str(self._path("ids", s, "arrow"))) as src:  # unmapped after: see forget
+                col = pa.ipc.open_file(src).read_all().column(0)
+                where = np.nonzero(shard == s)[0]
+                for k, v in zip(where.tolist(), col.take(pa.array(row[where])).to_pylist(), strict=True):
+                    out[k] = v
+                del col
         return out  # type: ignore[return-value]
 
 

@@ -147,21 +147,26 @@ class NearDedup(GlobalStep):
         return {"rows": n, "with_shingles": with_shingles}
 
     def _scan_shingles(self, records: Iterable[dict], shard: int, context: dict) -> dict:
-        """Write the shingle sets of the rows the reduce asked for (candidates only)."""
+        """Write the shingle sets of the rows the reduce asked for (candidates only), as they are made."""
         sc = Scratch(context["scratch"])
-        need = set(sc.load("need", shard).tolist())
-        rows: list[int] = []
-        sets: list[np.ndarray] = []
+        need = np.asarray(sc.load("need", shard), dtype=np.int64)  # sorted (np.union1d)
+        sc.forget()
+        rows_out = sc.appender("shingle-rows", shard, np.int64)
+        offsets_out = sc.appender("shingle-offsets", shard, np.int64)
+        sets_out = sc.appender("shingles", shard, np.uint64)
+        offsets_out.append(np.zeros(1, dtype=np.int64))
+        at = total = 0
         for row, r in enumerate(records):
-            if row in need:
-                rows.append(row)
-                sets.append(self.shingles(r.get("text") or ""))
-        offsets = np.zeros(len(sets) + 1, dtype=np.int64)
-        np.cumsum([len(x) for x in sets], out=offsets[1:])
-        sc.save("shingle-rows", shard, np.asarray(rows, dtype=np.int64))
-        sc.save("shingle-offsets", shard, offsets)
-        sc.save("shingles", shard, np.concatenate(sets) if sets else np.zeros(0, np.uint64))
-        return {"rows": len(rows)}
+            if at < len(need) and need[at] == row:
+                at += 1
+                got = self.shingles(r.get("text") or "")
+                total += len(got)
+                rows_out.append(np.asarray([row], dtype=np.int64))
+                offsets_out.append(np.asarray([total], dtype=np.int64))
+                sets_out.append(got.astype(np.uint64, copy=False))
+        for out in (rows_out, offsets_out, sets_out):
+            out.close()
+        return {"rows": at}
 
     def reduce(self, round_: int, parts: list, context: Any) -> tuple[bool, Any]:
         sc = Scratch(context["scratch"])
@@ -186,6 +191,9 @@ class NearDedup(GlobalStep):
         sims = np.empty(len(a), dtype=np.float64)
         for k, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
             sims[k] = _jaccard(_shingle_set(sc, i), _shingle_set(sc, j))
+            if k % 1024 == 1023:
+                sc.forget()  # the shingle files' touched pages leave the resident set every 1,024 pairs
+        sc.forget()
         keep = sims >= self.threshold
         return True, self._plan(sc, a[keep], b[keep])
 
@@ -286,7 +294,7 @@ class NearDedup(GlobalStep):
         self.reject(record, "near_duplicate", f"near_dedup: cluster {cid} of {size}, kept {keeper} (keep={self.keep})")
 
 
-def _agreement(sc: Scratch, a: np.ndarray, b: np.ndarray, chunk: int = 16384) -> np.ndarray:
+def _agreement(sc: Scratch, a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """Share of equal signature slots per pair: the MinHash estimate of Jaccard similarity."""
     out = np.empty(len(a), dtype=np.float64)
     for s in range(0, len(a), chunk):
