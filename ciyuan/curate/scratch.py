@@ -22,7 +22,7 @@ import pyarrow as pa
 
 ROW_BITS = 32
 _ROW_MASK = np.uint64((1 << ROW_BITS) - 1)
-PARTITION_BYTES = 32 << 20  # a partition's keys and nodes; the reduce sorts about three times this
+PARTITION_BYTES = 4 << 20  # a partition's keys and nodes; the reduce sorts about three times this
 _OPEN_LIMIT = 256  # memory maps kept open at once (each holds a file descriptor; 1,024 is a common limit)
 
 

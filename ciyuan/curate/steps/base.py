@@ -29,14 +29,19 @@ REJECTED = "_rejected"
 TEXT: frozenset[str] = frozenset({"text"})
 
 
-def batched(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    """Records in lists of ``size`` (the last shorter): what a scan signs or hashes at a time."""
+def batched(records: Iterable[dict], size: int, max_chars: int | None = None) -> Iterator[list[dict]]:
+    """Records in lists of ``size`` (the last shorter), or fewer once their texts reach ``max_chars``
+    characters: what a scan signs or hashes at a time. Why the characters: a run of long documents
+    weighs many times a run of short ones, and the heaviest run in a corpus grows with the corpus."""
     batch: list[dict] = []
+    chars = 0
     for r in records:
         batch.append(r)
-        if len(batch) >= size:
+        if max_chars is not None:
+            chars += len(r.get("text") or "")
+        if len(batch) >= size or (max_chars is not None and chars >= max_chars):
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
 

@@ -24,6 +24,7 @@ from ciyuan.curate.text import stable_hash
 from ciyuan.errors import InvalidInput
 
 _BATCH = 512
+_BATCH_CHARS = 4 << 20  # a signing batch also ends at this many characters of text
 # Pairs whose signature agreement is this far below the threshold are not worth an exact check:
 # with 128 permutations that is more than five standard deviations of the estimate.
 _PREFILTER_SLACK = 0.25
@@ -129,7 +130,7 @@ class NearDedup(GlobalStep):
         ids_out = sc.ids_appender(shard)
         bands_out = sc.partitioned_appender("band", shard, context["parts"])
         n = with_shingles = 0
-        for batch in batched(records, _BATCH):
+        for batch in batched(records, _BATCH, _BATCH_CHARS):
             texts = [r.get("text") or "" for r in batch]
             sig = self._signatures(texts)  # a record without shingles gets no band keys
             sig_out.append(sig)
