@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from ciyuan.curate.scratch import Scratch, key_groups, node, partitions_for, split
-from ciyuan.curate.steps.base import TEXT, GlobalStep, Param, batched
+from ciyuan.curate.steps.base import TEXT, GlobalStep, Param
 from ciyuan.curate.text import stable_hash
 
-_BATCH = 4096  # records hashed and written at a time
+_BATCH = 4096  # ids and hashes written at a time
 
 
 class ExactDedup(GlobalStep):
@@ -40,16 +40,27 @@ class ExactDedup(GlobalStep):
 
     def scan(self, round_: int, records: Iterable[dict], shard: int, context: Any) -> dict:
         """Write each live record's (text hash, node) to the scratch folder, partitioned by hash,
-        a batch at a time (the scan holds a batch, not the shard's ids and hashes)."""
+        every :data:`_BATCH` records (the scan holds that many ids and hashes, never the records)."""
         sc = Scratch(context["scratch"])
         ids_out = sc.ids_appender(shard)
         hashes_out = sc.partitioned_appender("hash", shard, context["parts"])
+        ids: list[str] = []
+        keys: list[int] = []
         n = 0
-        for batch in batched(records, _BATCH):
-            ids_out.extend([r["id"] for r in batch])
-            keys = np.fromiter((self.key(r.get("text") or "") for r in batch), dtype=np.uint64, count=len(batch))
-            hashes_out.add(keys, node(shard, np.arange(n, n + len(batch), dtype=np.uint64)))
-            n += len(batch)
+
+        def flush() -> None:
+            ids_out.extend(ids)
+            hashes_out.add(np.asarray(keys, dtype=np.uint64), node(shard, np.arange(n - len(ids), n, dtype=np.uint64)))
+            ids.clear()
+            keys.clear()
+
+        for r in records:
+            ids.append(r["id"])
+            keys.append(self.key(r.get("text") or ""))
+            n += 1
+            if len(ids) >= _BATCH:
+                flush()
+        flush()
         ids_out.close()
         hashes_out.close()
         return {"rows": n}

@@ -24,7 +24,9 @@ from ciyuan.curate.text import stable_hash
 from ciyuan.errors import InvalidInput
 
 _BATCH = 512
-_BATCH_CHARS = 4 << 20  # a signing batch also ends at this many characters of text
+# A signing batch also ends at this many characters: shingling takes about 40 bytes a character
+# (code points, prefix hashes, n-gram hashes), so 512 long documents would take hundreds of MB.
+_BATCH_CHARS = 1 << 20
 # Pairs whose signature agreement is this far below the threshold are not worth an exact check:
 # with 128 permutations that is more than five standard deviations of the estimate.
 _PREFILTER_SLACK = 0.25
