@@ -388,25 +388,37 @@ def run_tree(cmd: list[str], env: dict, disk: Path | None = None, trace: Path | 
 
 def corpus_run(
     folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False, ingest_workers: int = 1,
-    trace: Path | None = None,
+    trace: Path | None = None, reuse: Path | None = None,
 ) -> dict:
     """Ingest then curate the (scaled) real corpus with the CLI in a fresh ciyuan home.
 
     ``trace`` (a folder): per-process PSS samples of each command, ``ingest-MB.jsonl`` and
-    ``curate-MB.jsonl`` (see :class:`TreeTrace`), and their peaks in the result.
+    ``curate-MB.jsonl`` (see :class:`TreeTrace`), and their peaks in the result. ``reuse`` (a
+    folder, kept): the scaled corpus, home and ingest result live there, and a second run with the
+    same folder curates the version already ingested (to compare code trees on one input).
     """
-    tmp = Path(tempfile.mkdtemp(prefix="ciyuan-bench-curate-"))
+    tmp = reuse if reuse is not None else Path(tempfile.mkdtemp(prefix="ciyuan-bench-curate-"))
+    keep = keep or reuse is not None
     try:
         src = tmp / "corpus.jsonl"
-        records, size = write_scaled(folder, src, mb)
         env = dict(os.environ, CIYUAN_HOME=str(tmp / "home"))
         env.pop("CIYUAN_DATABASE_URL", None)
         cli = str(Path(sys.executable).with_name("ciyuan"))
-        tag = f"{round(size / 1e6)}mb"
         if trace is not None:
             trace.mkdir(parents=True, exist_ok=True)
-        ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--workers", str(ingest_workers), "--json"], env,
-                       trace=trace / f"ingest-{tag}.jsonl" if trace else None)
+        saved = tmp / "ingest.json"
+        if saved.exists():
+            ing = json.loads(saved.read_text(encoding="utf-8"))
+            records, size, tag = ing["records"], ing["size"], ing["tag"]
+        else:
+            tmp.mkdir(parents=True, exist_ok=True)
+            records, size = write_scaled(folder, src, mb)
+            tag = f"{round(size / 1e6)}mb"
+            ing = run_tree([cli, "ingest", str(src), "--dataset", "real", "--workers", str(ingest_workers), "--json"],
+                           env, trace=trace / f"ingest-{tag}.jsonl" if trace else None)
+            ing.update(records=records, size=size, tag=tag)
+            if reuse is not None:
+                saved.write_text(json.dumps(ing), encoding="utf-8")
         ref = f"real@{json.loads(ing['stdout'])['version']}"
         load0 = os.getloadavg()
         cur = run_tree(
@@ -458,6 +470,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="local executor processes")
     ap.add_argument("--trace", type=Path, help="with --corpus: write per-process PSS samples into this folder")
     ap.add_argument("--ingest-workers", type=int, default=1, help="with --corpus: ciyuan ingest --workers")
+    ap.add_argument("--reuse", type=Path, help="with --corpus: keep corpus, home and ingest here; rerun: curate again")
     ap.add_argument("--child", type=float)
     ap.add_argument("--home")
     args = ap.parse_args()
@@ -466,7 +479,7 @@ def main() -> None:
         return
     if args.corpus:
         print(json.dumps(corpus_run(args.corpus, args.mb, args.workers, args.recipe, ingest_workers=args.ingest_workers,
-                                    trace=args.trace)), flush=True)
+                                    trace=args.trace, reuse=args.reuse)), flush=True)
         return
     if args.child:
         print(json.dumps(child(args.child, args.home, args.workers)))
