@@ -450,7 +450,7 @@ def corpus_run(
             "load_avg_start": [round(x, 2) for x in load0],
             "load_avg_end": [round(x, 2) for x in os.getloadavg()],
             "version": res["version"],
-            **({"ingest_trace": ing["trace"], "curate_trace": cur["trace"]} if trace else {}),
+            **({"ingest_trace": ing.get("trace", {}), "curate_trace": cur["trace"]} if trace else {}),
         }
     finally:
         if not keep:
