@@ -106,8 +106,8 @@ def _answer(scope: Scope, headers: Headers, s: Settings, quote_id: str, key: str
             if len(_keys) >= KEY_CACHE_MAX:
                 _keys.clear()
             _keys[digest] = (who, time.monotonic() + KEY_TTL)
-        order, replayed = orders.place_order(who.account.id, quote_id, key, s=s,
-                                             key_id=who.key_id if cached else None)
+        order, replayed = orders.submit_order(who.account.id, quote_id, key, s=s,
+                                              key_id=who.key_id if cached else None)
     except Unauthenticated as exc:  # revoked, expired or deleted since it was cached
         _keys.pop(digest, None)
         return _refusal(exc)
