@@ -12,7 +12,9 @@ This ASGI middleware takes only the requests whose full handling is known in adv
 
 For those it does, in one thread-pool call and in the same order as the full path, what the
 full path does: the key check of :mod:`ciyuan.api.limits` (same 401), the route's role and scope
-(same 403), :func:`ciyuan.market.orders.place_order`, and the response through the route's
+(same 403), the order through :func:`ciyuan.market.orders.submit_order` (the answer
+:func:`~ciyuan.market.orders.place_order` gives, committed together with the worker's concurrent
+orders), and the response through the route's
 ``OrderOut`` model (same bytes, ``201`` or ``200`` with ``Idempotent-Replayed: true``). Errors
 leave as :mod:`ciyuan.api.errors` renders them. Any other request, including every malformed
 one, goes on to the app unchanged (with the body it sent), so validation, limits and their error
@@ -22,7 +24,7 @@ bodies stay in one place. The route itself stays declared (and documented) in
 A key this worker verified (and found to carry the route's role and scope) is remembered for
 :data:`KEY_TTL` seconds by the sha256 of its secret, so the next orders with it skip the separate
 key lookup. Revocation and expiry are still honoured on every order: the order's transaction
-re-reads the key row in its first statement (``place_order(key_id=...)``) and a revoked, expired
+re-reads the key row (``submit_order(key_id=...)``) and a revoked, expired
 or deleted key is the same 401 as the key check gives, with nothing written, and drops the entry.
 Role and scopes are fixed for a key's life, so what the cache skips cannot have changed.
 """

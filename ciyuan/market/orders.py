@@ -337,9 +337,10 @@ def place_order(
     key for another quote (or the other billing) is a conflict.
 
     With ``key_id`` (a caller whose key was verified a moment ago and cached, see
-    :mod:`ciyuan.api.fast_orders`) the order's own first statement re-reads that key: revoked,
-    expired or gone is :class:`~ciyuan.errors.Unauthenticated` and nothing is written, so a revocation
-    committed before the order's transaction is honoured exactly as by a fresh key check.
+    :mod:`ciyuan.api.fast_orders`) the order's unit of work re-reads that key before it locks or
+    writes anything: revoked, expired or gone is :class:`~ciyuan.errors.Unauthenticated` and
+    nothing is written, so a revocation committed before the order's transaction is honoured
+    exactly as by a fresh key check.
     This is :func:`place_orders` for one order in its own unit of work; :func:`submit_order`
     shares the unit of work with concurrent callers.
     """
