@@ -402,10 +402,20 @@ def submit_order(buyer_id: str, quote_id: str, idempotency_key: str, *, billing:
     """
     s = s or settings()
     req = OrderRequest(buyer_id, quote_id, idempotency_key, billing, key_id).check()
-    g = group.group(("orders", os.getpid(), s.database_url),
-                    lambda: group.GroupCommit(partial(_run_batch, s), max_batch=ORDER_BATCH, workers=ORDER_WORKERS,
-                                              name="ciyuan-order-batch"))
-    return g.submit(req)
+    return _group(s).submit(req)
+
+
+async def submit_order_async(buyer_id: str, quote_id: str, idempotency_key: str, *, s: Settings,
+                             key_id: str | None = None) -> tuple[dict, bool]:
+    """:func:`submit_order` for a caller on an event loop (the HTTP hot path): no thread waits for it."""
+    req = OrderRequest(buyer_id, quote_id, idempotency_key, PREPAID, key_id).check()
+    return await _group(s).submit_async(req)
+
+
+def _group(s: Settings) -> group.GroupCommit:
+    return group.group(("orders", os.getpid(), s.database_url),
+                       lambda: group.GroupCommit(partial(_run_batch, s), max_batch=ORDER_BATCH,
+                                                 workers=ORDER_WORKERS, name="ciyuan-order-batch"))
 
 
 def get_order(sess: Session, order_id: str, buyer_id: str) -> dict:

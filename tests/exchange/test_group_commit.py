@@ -66,3 +66,26 @@ def test_a_wrong_number_of_answers_is_an_error_not_a_misdelivery() -> None:
     g: GroupCommit[int, int] = GroupCommit(lambda reqs: ([], None), workers=1)
     with pytest.raises(AssertionError, match="0 answers for 1 requests"):
         g.submit(1)
+
+
+def test_an_async_caller_hears_its_answer_only_after_the_batch_settled() -> None:
+    import asyncio
+
+    events: list[str] = []
+
+    def run_batch(reqs: list[int]):
+        return [ValueError("no") if r < 0 else r + 1 for r in reqs], (lambda: events.append("settled"))
+
+    g: GroupCommit[int, int] = GroupCommit(run_batch, workers=1)
+
+    async def main() -> tuple[int, str]:
+        got = await g.submit_async(1)
+        events.append("answered")
+        try:
+            await g.submit_async(-1)
+        except ValueError as exc:
+            return got, str(exc)
+        raise AssertionError("a refused request raises its own error")
+
+    assert asyncio.run(main()) == (2, "no")
+    assert events[:2] == ["settled", "answered"]
