@@ -225,8 +225,8 @@ def place_orders(sess: Session, reqs: list[OrderRequest], *, fee_bps: int,
     """Many orders in one unit of work, each answered on its own: ``(order, replayed)`` or its refusal.
 
     Each gets what it would get alone, in the order given: one statement reads every quote (with
-    its listing), one the cached keys, one locks every buyer with the shards its charge passes
-    through, one reads the replays and paid quotes under those locks, then each order is checked
+    its listing), one the cached keys, one the replays and paid quotes, one locks every buyer with
+    the shards its charge passes through (a replay committed meanwhile: see :func:`_round`), then each order is checked
     in memory and the ledger takes every charge in one operation (:func:`ledger.charges`), and
     one statement writes the orders. A refused order writes nothing. Requests that name a key
     or a quote an earlier request of the batch names wait for a later round in the same unit of
@@ -250,10 +250,16 @@ def place_orders(sess: Session, reqs: list[OrderRequest], *, fee_bps: int,
             todo.append(i)
         except CiyuanError as exc:
             out[i] = exc
-    # the buyers and the shards their charges pass through, in one sorted lock (a metered order: the buyer)
-    ledger.lock_for_charges(sess, [(reqs[i].buyer_id, quotes[reqs[i].quote_id].provider_id
-                                    if reqs[i].billing == PREPAID and quotes[reqs[i].quote_id].l_id else None,
-                                    quotes[reqs[i].quote_id].currency) for i in todo])
+    # the buyers and the shards their charges pass through, in one sorted lock (a metered order: the buyer),
+    # taken after the first round's read of replays and paid quotes: the shards are shared by every
+    # batch of every worker, so they are held only for what must be under them (see _round)
+    specs = [(reqs[i].buyer_id, quotes[reqs[i].quote_id].provider_id
+              if reqs[i].billing == PREPAID and quotes[reqs[i].quote_id].l_id else None,
+              quotes[reqs[i].quote_id].currency) for i in todo]
+    def lock_all() -> object:
+        return ledger.lock_for_charges(sess, specs)
+
+    lock: Callable[[], object] | None = lock_all
     while todo:
         names: set = set()
         this_round, later = [], []
@@ -261,17 +267,26 @@ def place_orders(sess: Session, reqs: list[OrderRequest], *, fee_bps: int,
             mine = {("k", reqs[i].buyer_id, reqs[i].idempotency_key), ("q", reqs[i].quote_id)}
             (later if names & mine else this_round).append(i)
             names |= mine
-        _round(sess, [(i, reqs[i], quotes[reqs[i].quote_id]) for i in this_round], out, fee_bps, t)
-        todo = later
+        _round(sess, [(i, reqs[i], quotes[reqs[i].quote_id]) for i in this_round], out, fee_bps, t, lock)
+        todo, lock = later, None
     return out
 
 
-def _round(sess: Session, batch: list[tuple[int, OrderRequest, Any]], out: list, fee_bps: int, t: datetime) -> None:
-    """One round of :func:`place_orders`: requests that share no key and no quote."""
+def _round(sess: Session, batch: list[tuple[int, OrderRequest, Any]], out: list, fee_bps: int, t: datetime,
+           lock: Callable[[], object] | None) -> None:
+    """One round of :func:`place_orders`: requests that share no key and no quote.
+
+    Replays and paid quotes are read first, then ``lock`` (the first round's) takes the accounts.
+    An order committed in between by another unit of work (a racing replay, the same quote under
+    another key) makes this one's insert fail on the unique indexes of ``ex_orders``; ``tx.run``
+    then runs the whole batch again, and this read finds it.
+    """
     conn = sess.connection()
     seen = conn.execute(select(*_O.c).where(or_(
         tuple_(_O.c.buyer_id, _O.c.idempotency_key).in_([(r.buyer_id, r.idempotency_key) for _, r, _ in batch]),
         _O.c.quote_id.in_([r.quote_id for _, r, _ in batch])))).all()
+    if lock is not None:
+        lock()
     by_key = {(o.buyer_id, o.idempotency_key): o for o in seen}
     by_quote = {o.quote_id: o for o in seen}
     made: list[tuple[int, OrderRequest, Any, dict, dict]] = []
@@ -389,7 +404,7 @@ def _run_batch(s: Settings, reqs: list[OrderRequest]) -> tuple[list, Callable[[]
 
 
 ORDER_BATCH = 128  # orders per shared unit of work
-ORDER_WORKERS = 2  # batches running at once per process
+ORDER_WORKERS = 1  # batches at once per process: every batch takes shared shard locks, so a second mostly waits
 
 
 def submit_order(buyer_id: str, quote_id: str, idempotency_key: str, *, billing: str = PREPAID,
