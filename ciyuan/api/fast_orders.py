@@ -13,7 +13,7 @@ This ASGI middleware takes only the requests whose full handling is known in adv
 For those it does, in one thread-pool call (none for a key it verified lately, below) and in the
 same order as the full path, what the full path does: the key check of :mod:`ciyuan.api.limits`
 (same 401), the route's role and scope (same 403), the order through
-:func:`ciyuan.market.orders.submit_order` (the answer :func:`~ciyuan.market.orders.place_order`
+:func:`ciyuan.market.order_group.submit_order` (the answer :func:`~ciyuan.market.orders.place_order`
 gives, committed together with the worker's concurrent orders), and the response through the
 route's ``OrderOut`` model (same bytes, ``201`` or ``200`` with ``Idempotent-Replayed: true``). Errors
 leave as :mod:`ciyuan.api.errors` renders them. Any other request, including every malformed
@@ -24,7 +24,7 @@ bodies stay in one place. The route itself stays declared (and documented) in
 A key this worker verified (and found to carry the route's role and scope) is remembered for
 :data:`KEY_TTL` seconds by the sha256 of its secret, so the next orders with it skip the separate
 key lookup: such an order is queued for its worker's group commit straight from the event loop
-(:func:`~ciyuan.market.orders.submit_order_async`) and its answer awaited there, with no thread
+(:func:`~ciyuan.market.order_group.submit_order_async`) and its answer awaited there, with no thread
 waiting for it. Revocation and expiry are still honoured on every order: the order's unit of work
 re-reads the key row (``key_id=...``) and a revoked, expired or deleted key is the same 401 as the
 key check gives, with nothing written, and drops the entry.
@@ -52,7 +52,7 @@ from ciyuan.api.schemas import OrderOut
 from ciyuan.config import Settings
 from ciyuan.db.ids import ID_PATTERN
 from ciyuan.errors import CiyuanError
-from ciyuan.market import orders
+from ciyuan.market import order_group
 from ciyuan.market.accounts import Principal, Unauthenticated, hash_key
 
 MAX_BODY = 1024  # an order body is {"quote_id": "..."}: anything larger takes the full path
@@ -129,7 +129,7 @@ def _answer(scope: Scope, headers: Headers, s: Settings, quote_id: str, key: str
         if len(_keys) >= KEY_CACHE_MAX:  # only keys that pass the route's checks are remembered
             _keys.clear()
         _keys[digest] = (who, time.monotonic() + KEY_TTL)
-        result: tuple[dict, bool] | BaseException = orders.submit_order(who.account.id, quote_id, key, s=s)
+        result: tuple[dict, bool] | BaseException = order_group.submit_order(who.account.id, quote_id, key, s=s)
     except (CiyuanError, DataError) as exc:
         result = exc
     return _respond(digest, result)
@@ -142,7 +142,7 @@ async def _answer_cached(scope: Scope, digest: str, who: Principal, s: Settings,
     scope.setdefault("state", {})[PRINCIPAL_STATE] = who
     try:
         who.require(roles=ROLES, scope=SCOPE)
-        result: tuple[dict, bool] | BaseException = await orders.submit_order_async(
+        result: tuple[dict, bool] | BaseException = await order_group.submit_order_async(
             who.account.id, quote_id, key, s=s, key_id=who.key_id)
     except (CiyuanError, DataError) as exc:
         result = exc

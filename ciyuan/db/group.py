@@ -1,7 +1,7 @@
 """Group commit: concurrent callers of one process share a unit of work, each with its own answer.
 
 The ledger's :func:`~ciyuan.ledger.batch.submit_transfer` and the market's
-:func:`~ciyuan.market.orders.submit_order` both pay their round trips and their commit once per
+:func:`~ciyuan.market.order_group.submit_order` both pay their round trips and their commit once per
 batch instead of once per request (TigerBeetle-style batching). What a batch does is theirs: a
 ``run_batch(requests)`` that commits the batch and returns one answer per request (a value or the
 exception that refused it) and, optionally, a ``settle`` callable to run once after the commit

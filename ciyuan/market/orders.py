@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from ciyuan.clock import aware, utc_now
 from ciyuan.config import Settings, settings
-from ciyuan.db import group, tx
+from ciyuan.db import tx
 from ciyuan.db.ids import get_row, is_id
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
 from ciyuan.ledger import audit, ledger
@@ -356,81 +354,19 @@ def place_order(
     writes anything: revoked, expired or gone is :class:`~ciyuan.errors.Unauthenticated` and
     nothing is written, so a revocation committed before the order's transaction is honoured
     exactly as by a fresh key check.
-    This is :func:`place_orders` for one order in its own unit of work; :func:`submit_order`
-    shares the unit of work with concurrent callers.
+    This is :func:`place_orders` for one order in its own unit of work;
+    :func:`ciyuan.market.order_group.submit_order` shares the unit of work with concurrent callers.
     """
     s = s or settings()
     req = OrderRequest(buyer_id, quote_id, idempotency_key, billing, key_id).check()
-    return tx.run(lambda sess: _answer(place_orders(sess, [req], fee_bps=s.platform_fee_bps, now=now)[0]), s)
+    return tx.run(lambda sess: answer_of(place_orders(sess, [req], fee_bps=s.platform_fee_bps, now=now)[0]), s)
 
 
-def _answer(a: tuple[dict, bool] | CiyuanError) -> tuple[dict, bool]:
+def answer_of(a: tuple[dict, bool] | CiyuanError) -> tuple[dict, bool]:
     """An order's answer, its refusal raised (inside its unit of work, so nothing it did is kept)."""
     if isinstance(a, CiyuanError):
         raise a
     return a
-
-
-def _run_batch(s: Settings, reqs: list[OrderRequest]) -> tuple[list, Callable[[], None] | None]:
-    """A batch of :func:`submit_order` callers: one committed unit of work, each order its own answer.
-
-    The audit entries of the batch's charges are chained while the worker runs the next batch
-    (the first caller to wake waits for them, :mod:`ciyuan.db.group`). If the unit of work fails as
-    a whole (an error that is no order's own), each order is tried again alone, so one cannot
-    take the others down with it.
-    """
-    done: list = []
-
-    def work(sess: Session) -> list:
-        out = place_orders(sess, reqs, fee_bps=s.platform_fee_bps)
-        done[:] = [sess.get_bind(), audit.detach_queued(sess)]
-        return out
-
-    try:
-        answers = tx.run(work, s)
-    except Exception:
-        if len(reqs) == 1:
-            raise
-        answers = []
-        for r in reqs:
-            try:
-                answers.append(tx.run(lambda sess, r=r: _answer(place_orders(sess, [r], fee_bps=s.platform_fee_bps)[0]),
-                                      s))
-            except Exception as exc:
-                answers.append(exc)
-        return answers, None
-    bind, queued = done
-    return answers, lambda: audit.wait_chained(bind, queued)
-
-
-ORDER_BATCH = 128  # orders per shared unit of work
-ORDER_WORKERS = 1  # batches at once per process: every batch takes shared shard locks, so a second mostly waits
-
-
-def submit_order(buyer_id: str, quote_id: str, idempotency_key: str, *, billing: str = PREPAID,
-                 s: Settings | None = None, key_id: str | None = None) -> tuple[dict, bool]:
-    """:func:`place_order`, committed together with concurrent callers of this process (the hot path).
-
-    The same answer, errors and idempotency as :func:`place_order`; the round trips and the commit
-    are paid once per batch (:func:`place_orders`), and it returns once the order is committed and
-    its charge is in the audit chain.
-    """
-    s = s or settings()
-    req = OrderRequest(buyer_id, quote_id, idempotency_key, billing, key_id).check()
-    return _group(s).submit(req)
-
-
-async def submit_order_async(buyer_id: str, quote_id: str, idempotency_key: str, *, s: Settings,
-                             key_id: str | None = None) -> tuple[dict, bool]:
-    """:func:`submit_order` for a caller on an event loop (the HTTP hot path): no thread waits for it."""
-    req = OrderRequest(buyer_id, quote_id, idempotency_key, PREPAID, key_id).check()
-    return await _group(s).submit_async(req)
-
-
-def _group(s: Settings) -> group.GroupCommit:
-    return group.group(("orders", os.getpid(), s.database_url),
-                       lambda: group.GroupCommit(partial(_run_batch, s), max_batch=ORDER_BATCH,
-                                                 workers=ORDER_WORKERS, name="ciyuan-order-batch"))
 
 
 def get_order(sess: Session, order_id: str, buyer_id: str) -> dict:

@@ -15,7 +15,7 @@ from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, Conflict, NotFound
 from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.ledger import InsufficientFunds
-from ciyuan.market import accounts, orders, quotes
+from ciyuan.market import accounts, order_group, orders, quotes
 from ciyuan.market.accounts import Unauthenticated
 from ciyuan.market.orders import OrderRequest
 from ciyuan.market.quotes import QuoteExpired
@@ -142,7 +142,7 @@ def test_concurrent_callers_share_units_of_work_and_each_gets_its_own_answer(mar
         b, q, k = calls[n]
         start.wait()
         try:
-            answers[n] = orders.submit_order(b, q, k)
+            answers[n] = order_group.submit_order(b, q, k)
         except CiyuanError as exc:
             answers[n] = exc
 
@@ -173,12 +173,12 @@ def test_an_order_replayed_through_the_other_path_is_the_same(market_env) -> Non
     alice = market_env.accounts["alice"].id
     q = _quote(alice, market_env.listing["id"])
     tx.run(lambda s: ledger.deposit(s, "dep", alice, q["amount"], "CNY"))
-    first, replayed = orders.submit_order(alice, q["id"], "same")
+    first, replayed = order_group.submit_order(alice, q["id"], "same")
     assert not replayed
     assert orders.place_order(alice, q["id"], "same") == (first, True)
-    assert orders.submit_order(alice, q["id"], "same") == (first, True)
+    assert order_group.submit_order(alice, q["id"], "same") == (first, True)
     try:
-        orders.submit_order(alice, q["id"], "")
+        order_group.submit_order(alice, q["id"], "")
         raise AssertionError("an empty key is refused before any database work")
     except CiyuanError as exc:
         assert exc.code == "bad_idempotency_key"
