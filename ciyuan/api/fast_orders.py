@@ -1,4 +1,4 @@
-"""The hot path of ``POST /v1/orders``: a plain, small order request answered in one trip through the thread pool.
+"""The hot path of ``POST /v1/orders``: a plain, small order request answered in at most one thread-pool trip.
 
 Paying a quote is the exchange's busiest request, and most of its server CPU went to the
 framework around it rather than to the order: the route table, dependency solving, four hops
@@ -10,10 +10,12 @@ This ASGI middleware takes only the requests whose full handling is known in adv
   ``Idempotency-Key`` of 1 to 200 characters;
 * a body that is exactly ``{"quote_id": <id>}`` (an id as :data:`ciyuan.db.ids.ID_PATTERN`).
 
-For those it does, in one thread-pool call and in the same order as the full path, what the
-full path does: the key check of :mod:`ciyuan.api.limits` (same 401), the route's role and scope
-(same 403), :func:`ciyuan.market.orders.place_order`, and the response through the route's
-``OrderOut`` model (same bytes, ``201`` or ``200`` with ``Idempotent-Replayed: true``). Errors
+For those it does, in one thread-pool call (none for a key it verified lately, below) and in the
+same order as the full path, what the full path does: the key check of :mod:`ciyuan.api.limits`
+(same 401), the route's role and scope (same 403), the order through
+:func:`ciyuan.market.order_group.submit_order` (the answer :func:`~ciyuan.market.orders.place_order`
+gives, committed together with the worker's concurrent orders), and the response through the
+route's ``OrderOut`` model (same bytes, ``201`` or ``200`` with ``Idempotent-Replayed: true``). Errors
 leave as :mod:`ciyuan.api.errors` renders them. Any other request, including every malformed
 one, goes on to the app unchanged (with the body it sent), so validation, limits and their error
 bodies stay in one place. The route itself stays declared (and documented) in
@@ -21,9 +23,11 @@ bodies stay in one place. The route itself stays declared (and documented) in
 
 A key this worker verified (and found to carry the route's role and scope) is remembered for
 :data:`KEY_TTL` seconds by the sha256 of its secret, so the next orders with it skip the separate
-key lookup. Revocation and expiry are still honoured on every order: the order's transaction
-re-reads the key row in its first statement (``place_order(key_id=...)``) and a revoked, expired
-or deleted key is the same 401 as the key check gives, with nothing written, and drops the entry.
+key lookup: such an order is queued for its worker's group commit straight from the event loop
+(:func:`~ciyuan.market.order_group.submit_order_async`) and its answer awaited there, with no thread
+waiting for it. Revocation and expiry are still honoured on every order: the order's unit of work
+re-reads the key row (``key_id=...``) and a revoked, expired or deleted key is the same 401 as the
+key check gives, with nothing written, and drops the entry.
 Role and scopes are fixed for a key's life, so what the cache skips cannot have changed.
 """
 
@@ -48,7 +52,7 @@ from ciyuan.api.schemas import OrderOut
 from ciyuan.config import Settings
 from ciyuan.db.ids import ID_PATTERN
 from ciyuan.errors import CiyuanError
-from ciyuan.market import orders
+from ciyuan.market import order_group
 from ciyuan.market.accounts import Principal, Unauthenticated, hash_key
 
 MAX_BODY = 1024  # an order body is {"quote_id": "..."}: anything larger takes the full path
@@ -85,41 +89,64 @@ def _plain(body: bytes) -> str | None:
     return q if type(q) is str and _ID.match(q) else None
 
 
-def _answer(scope: Scope, headers: Headers, s: Settings, quote_id: str, key: str) -> Response | list[Message]:
-    """Key, role and scope, the order, the response: what the full path does, in one thread."""
+def _cached(headers: Headers) -> tuple[str, Principal | None]:
+    """The sha256 of the request's key, and its principal if this worker verified it a moment ago."""
     secret = _secret(headers)
     digest = hash_key(secret) if secret else ""
     hit = _keys.get(digest) if digest else None
-    cached = hit is not None and hit[1] > time.monotonic()
-    if cached:
-        who = hit[0]
-        scope.setdefault("state", {})[PRINCIPAL_STATE] = who
-    else:
-        failure = LimitsMiddleware._authenticate(scope, headers, s)
-        if failure is not None:
-            _keys.pop(digest, None)
-            return _refusal(failure)
-        who = scope["state"][PRINCIPAL_STATE]
-    try:
-        who.require(roles=ROLES, scope=SCOPE)
-        if not cached:  # only keys that pass the route's checks are remembered
-            if len(_keys) >= KEY_CACHE_MAX:
-                _keys.clear()
-            _keys[digest] = (who, time.monotonic() + KEY_TTL)
-        order, replayed = orders.place_order(who.account.id, quote_id, key, s=s,
-                                             key_id=who.key_id if cached else None)
-    except Unauthenticated as exc:  # revoked, expired or deleted since it was cached
+    return digest, (hit[0] if hit is not None and hit[1] > time.monotonic() else None)
+
+
+def _respond(digest: str, result: tuple[dict, bool] | BaseException) -> Response | list[Message]:
+    """The order's answer, or its refusal, as the full path renders it."""
+    if isinstance(result, Unauthenticated):  # revoked, expired or deleted since it was cached
         _keys.pop(digest, None)
-        return _refusal(exc)
-    except CiyuanError as exc:
-        return error_response(exc)
-    except DataError:
+        return _refusal(result)
+    if isinstance(result, CiyuanError):
+        return error_response(result)
+    if isinstance(result, DataError):
         return JSONResponse(data_error_body(), status_code=422)
+    if isinstance(result, BaseException):
+        raise result
+    order, replayed = result
     body = _OUT.dump_json(_OUT.validate_python(order))
     if replayed:
         return Response(body, status_code=200, media_type="application/json",
                         headers={"Idempotent-Replayed": "true"})
     return Response(body, status_code=201, media_type="application/json")
+
+
+def _answer(scope: Scope, headers: Headers, s: Settings, quote_id: str, key: str) -> Response | list[Message]:
+    """A key not verified lately: the key check, role and scope, the order, the response, in one thread."""
+    digest, _ = _cached(headers)
+    failure = LimitsMiddleware._authenticate(scope, headers, s)
+    if failure is not None:
+        _keys.pop(digest, None)
+        return _refusal(failure)
+    who: Principal = scope["state"][PRINCIPAL_STATE]
+    try:
+        who.require(roles=ROLES, scope=SCOPE)
+        if len(_keys) >= KEY_CACHE_MAX:  # only keys that pass the route's checks are remembered
+            _keys.clear()
+        _keys[digest] = (who, time.monotonic() + KEY_TTL)
+        result: tuple[dict, bool] | BaseException = order_group.submit_order(who.account.id, quote_id, key, s=s)
+    except (CiyuanError, DataError) as exc:
+        result = exc
+    return _respond(digest, result)
+
+
+async def _answer_cached(scope: Scope, digest: str, who: Principal, s: Settings, quote_id: str,
+                         key: str) -> Response | list[Message]:
+    """A key verified lately: nothing to look up first, so the order is queued from the event loop
+    and its answer awaited there (no thread-pool trip; the order's unit of work re-reads the key)."""
+    scope.setdefault("state", {})[PRINCIPAL_STATE] = who
+    try:
+        who.require(roles=ROLES, scope=SCOPE)
+        result: tuple[dict, bool] | BaseException = await order_group.submit_order_async(
+            who.account.id, quote_id, key, s=s, key_id=who.key_id)
+    except (CiyuanError, DataError) as exc:
+        result = exc
+    return _respond(digest, result)
 
 
 class FastOrders:
@@ -160,7 +187,11 @@ class FastOrders:
             await self.app(scope, again, send)
             return
         s: Settings = scope["app"].state.settings
-        out = await run_in_threadpool(_answer, scope, headers, s, quote_id, key)
+        digest, who = _cached(headers)
+        if who is not None:
+            out = await _answer_cached(scope, digest, who, s, quote_id, key)
+        else:
+            out = await run_in_threadpool(_answer, scope, headers, s, quote_id, key)
         if isinstance(out, list):
             for m in out:
                 await send(m)

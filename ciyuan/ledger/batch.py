@@ -5,15 +5,15 @@ batcher behind :func:`submit_transfer` (the throughput path), which commits conc
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
-from ciyuan.db import tx
+from ciyuan.db import group, tx
 from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
 from ciyuan.ledger import audit
 from ciyuan.ledger.accounts import _A, _Acct, _limit, _lock, now_utc
@@ -125,101 +125,30 @@ def create_transfers(sess: Session, requests: list[TransferRequest], *, now: dat
     return out  # type: ignore[return-value]
 
 
-class _Slot:
-    """A caller's place in a batch: its answer, and an event of its own (no herd of shared wake-ups)."""
-
-    __slots__ = ("answer", "batch", "ready")
-
-    def __init__(self) -> None:
-        self.ready = threading.Event()
-        self.answer: object = None
-        self.batch: _Done | None = None
+MAX_BATCH = 256  # requests per shared unit of work
+BATCH_WORKERS = 2  # batches running at once per process (their lock statements are sorted: no deadlock)
 
 
-class _Done:
-    """A committed batch: the first of its callers to arrive waits for its audit entries, the rest for it."""
+def _run_batch(s: Settings | None, reqs: list[TransferRequest]) -> tuple[list, object]:
+    """One committed :func:`create_transfers` unit of work for a batch, and its audit wait for later.
 
-    __slots__ = ("bind", "chained", "lead", "queued")
-
-    def __init__(self, bind: object, queued: list[int]) -> None:
-        self.bind, self.queued = bind, queued
-        self.lead = threading.Lock()
-        self.chained = threading.Event()
-
-    def wait_chained(self) -> None:
-        if self.lead.acquire(blocking=False):
-            try:
-                audit.wait_chained(self.bind, self.queued)
-            finally:
-                self.chained.set()
-        else:
-            self.chained.wait()
-
-
-class _Batcher:
-    """Concurrent callers of :func:`submit_transfer` in one process share transactions.
-
-    Each caller waits for its own answer; a worker takes every request queued so far (up to
-    ``MAX``) and runs them as one :func:`create_transfers` unit of work, so the round trips and the
-    commit are paid once per batch instead of once per transfer. ``WORKERS`` batches run at once
-    (their lock statements are sorted, so they cannot deadlock). A caller is woken by its own
-    event, and one caller per batch waits for the batch's audit entries to be chained.
+    Made without the replay lookup first (a statement); if an id existed, run again looking.
+    The batch's audit entries are chained while the worker runs the next batch: the first
+    caller of this batch to wake waits for them (:mod:`ciyuan.db.group`).
     """
+    done: list = []
 
-    MAX = 256
-    WORKERS = 2
+    def work(sess: Session, look_up: bool = False) -> list:
+        out = create_transfers(sess, reqs, look_up=look_up)
+        done[:] = [sess.get_bind(), audit.detach_queued(sess)]
+        return out
 
-    def __init__(self, s: Settings | None):
-        self.s = s
-        self.cv = threading.Condition()  # wakes the workers only
-        self.queue: list[tuple[TransferRequest, _Slot]] = []
-        self.threads = [threading.Thread(target=self._run, daemon=True, name=f"ciyuan-ledger-batch-{i}")
-                        for i in range(self.WORKERS)]
-        for t in self.threads:
-            t.start()
-
-    def submit(self, req: TransferRequest) -> Transfer:
-        slot = _Slot()
-        with self.cv:
-            self.queue.append((req, slot))
-            self.cv.notify()
-        slot.ready.wait()
-        if slot.batch is not None:
-            slot.batch.wait_chained()  # the batch's entries, chained while the worker runs the next batch
-        if isinstance(slot.answer, BaseException):
-            raise slot.answer
-        return slot.answer  # type: ignore[return-value]
-
-    def _run(self) -> None:
-        while True:
-            with self.cv:
-                while not self.queue:
-                    self.cv.wait()
-                batch, self.queue = self.queue[: self.MAX], self.queue[self.MAX :]
-            reqs = [r for r, _ in batch]
-            done: list = []
-
-            def work(sess: Session, reqs: list = reqs, done: list = done, look_up: bool = False) -> list:
-                out = create_transfers(sess, reqs, look_up=look_up)
-                done[:] = [sess.get_bind(), audit.detach_queued(sess)]
-                return out
-
-            committed: _Done | None = None
-            try:
-                try:
-                    answers: list = tx.run(work, self.s)
-                except _Replayed:  # some were replays: look them up this time
-                    answers = tx.run(lambda sess, work=work: work(sess, look_up=True), self.s)
-                committed = _Done(*done)
-            except BaseException as exc:  # the whole unit of work failed: every caller hears it
-                answers = [exc] * len(batch)
-            for (_, slot), a in zip(batch, answers, strict=True):
-                slot.answer, slot.batch = a, committed
-                slot.ready.set()
-
-
-_batchers: dict[tuple[int, str], _Batcher] = {}
-_batchers_lock = threading.Lock()
+    try:
+        answers: list = tx.run(work, s)
+    except _Replayed:  # some were replays: look them up this time
+        answers = tx.run(lambda sess: work(sess, look_up=True), s)
+    bind, queued = done
+    return answers, (lambda: audit.wait_chained(bind, queued))
 
 
 def submit_transfer(transfer_id: str, debit: str, credit: str, amount: int, currency: str, *,
@@ -232,9 +161,7 @@ def submit_transfer(transfer_id: str, debit: str, credit: str, amount: int, curr
     its audit entry is chained.
     """
     cfg = s or settings()
-    key = (os.getpid(), cfg.database_url)
-    with _batchers_lock:
-        b = _batchers.get(key)
-        if b is None:
-            b = _batchers[key] = _Batcher(s)
-    return b.submit(TransferRequest(transfer_id, debit, credit, amount, currency, ref))
+    g = group.group(("ledger", os.getpid(), cfg.database_url),
+                    lambda: group.GroupCommit(partial(_run_batch, s), max_batch=MAX_BATCH, workers=BATCH_WORKERS,
+                                              name="ciyuan-ledger-batch"))
+    return g.submit(TransferRequest(transfer_id, debit, credit, amount, currency, ref))

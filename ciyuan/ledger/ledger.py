@@ -79,13 +79,16 @@ from ciyuan.ledger.batch import (
     submit_transfer,
 )
 from ciyuan.ledger.operations import (
+    ChargeRequest,
     adopt,
     available_to_hold,
     capture,
     charge,
+    charges,
     deposit,
     hold,
     lock_for_charge,
+    lock_for_charges,
     release,
     settings_fee_bps,
 )
@@ -112,6 +115,7 @@ from ciyuan.ledger.transfers import (
 __all__ = [
     "BUYER",
     "Balance",
+    "ChargeRequest",
     "DEBITS_MUST_NOT_EXCEED_CREDITS",
     "FUNDING",
     "HOLDS",
@@ -135,6 +139,7 @@ __all__ = [
     "capture",
     "charge",
     "charge_legs",
+    "charges",
     "check",
     "create_transfer",
     "create_transfers",
@@ -145,6 +150,7 @@ __all__ = [
     "get_transfer",
     "hold",
     "lock_for_charge",
+    "lock_for_charges",
     "now_utc",
     "post_pending",
     "release",

@@ -7,13 +7,14 @@ buyer leg's id) and ``leg`` (``buyer``, ``provider``, ``fee``) and pass through 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ciyuan.config import Settings, settings
-from ciyuan.errors import CiyuanError
+from ciyuan.errors import CiyuanError, Conflict
 from ciyuan.ledger import audit
 from ciyuan.ledger.accounts import (
     BUYER,
@@ -54,6 +55,51 @@ def deposit(
     return create_transfer(sess, transfer_id, src, dst, amount, cur, ref=f"deposit:{buyer_id}", now=now)
 
 
+def _charge_accounts(sess: Session, specs: list[tuple[str, str | None, str]]) -> list[list[str]]:
+    """The accounts of charges ``(buyer, provider, currency)``, created if missing, in one statement.
+
+    A charge's are the buyer's balance and the buyer's shard of the escrow, the provider's
+    earnings and the platform fees; a spec without a provider names the buyer's balance only.
+    """
+    flat: list[tuple[str, str | None, str, int]] = []
+    sizes = []
+    for buyer_id, provider_id, currency in specs:
+        cur = check_currency(currency)
+        if provider_id is None:
+            flat.append((BUYER, buyer_id, cur, 0))
+            sizes.append(1)
+            continue
+        k = shard_of(buyer_id)
+        flat += [(BUYER, buyer_id, cur, 0), (HOLDS, None, cur, k), (PROVIDER, provider_id, cur, k),
+                 (PLATFORM, None, cur, k)]
+        sizes.append(4)
+    ids = ensure_accounts(sess, flat) if flat else []
+    out, at = [], 0
+    for n in sizes:
+        out.append(ids[at : at + n])
+        at += n
+    return out
+
+
+def _first_leg(accts: list[str], transfer_id: str, amount: int, cur: str, ref: str | None, now: datetime) -> dict:
+    """The buyer leg of a charge (its id is the charge's; a replay is matched by its body)."""
+    body = {"op": "single", "debit": accts[0], "credit": accts[1], "amount": amount, "currency": cur,
+            "timeout_s": None, "ref": ref}
+    return _leg(transfer_id, "single", "posted", accts[0], accts[1], amount, cur, body, now, ref=ref,
+                charge_id=transfer_id, leg="buyer")
+
+
+def _charge_legs(w: dict, accts: list[str], transfer_id: str, amount: int, cur: str, fee_bps: int,
+                 ref: str | None, now: datetime) -> list[dict]:
+    """A charge's three legs, its totals changed in the working copies ``w`` (funds rule first)."""
+    buyer, holds, prov, plat = accts
+    first = _first_leg(accts, transfer_id, amount, cur, ref, now)
+    _limit(w[buyer], amount, w[holds])
+    w[buyer].debits_posted += amount
+    w[holds].credits_posted += amount
+    return [first, *_pass_on(w, holds, prov, plat, transfer_id, amount, cur, fee_bps, ref, now)]
+
+
 def charge(
     sess: Session,
     transfer_id: str,
@@ -78,45 +124,110 @@ def charge(
     cur = check_currency(currency)
     fee_bps = settings().platform_fee_bps if fee_bps is None else fee_bps
     split(amount, fee_bps)  # the fee rule first
-    k = shard_of(buyer_id)
-    buyer, holds, prov, plat = ensure_accounts(
-        sess, [(BUYER, buyer_id, cur, 0), (HOLDS, None, cur, k), (PROVIDER, provider_id, cur, k),
-               (PLATFORM, None, cur, k)])
-    expire_due(sess, now=now, debit_account_id=buyer)
-    locked = _lock(sess, [buyer, holds, prov, plat])
-    body = {"op": "single", "debit": buyer, "credit": holds, "amount": amount, "currency": cur, "timeout_s": None,
-            "ref": ref}
-    first = _leg(transfer_id, "single", "posted", buyer, holds, amount, cur, body, now, ref=ref,
-                 charge_id=transfer_id, leg="buyer")
+    accts = _charge_accounts(sess, [(buyer_id, provider_id, cur)])[0]
+    expire_due(sess, now=now, debit_account_id=accts[0])
+    locked = _lock(sess, accts)
+    ids = [transfer_id, f"{transfer_id}:provider", f"{transfer_id}:fee"]
     w = _copies(locked)
     try:
-        _limit(w[buyer], amount, w[holds])
+        legs = _charge_legs(w, accts, transfer_id, amount, cur, fee_bps, ref, now)
     except CiyuanError:
-        if stored := _stored(sess, [transfer_id, f"{transfer_id}:provider", f"{transfer_id}:fee"]):
-            return _charge_replay(stored, first)
+        if stored := _stored(sess, ids):
+            return _charge_replay(stored, _first_leg(accts, transfer_id, amount, cur, ref, now))
         raise
-    w[buyer].debits_posted += amount
-    w[holds].credits_posted += amount
-    legs = [first, *_pass_on(w, holds, prov, plat, transfer_id, amount, cur, fee_bps, ref, now)]
     out = _apply(sess, legs, list(w.values()), locked)
     if out is None:
-        return _charge_replay(_stored(sess, [transfer_id, f"{transfer_id}:provider", f"{transfer_id}:fee"]), first)
+        return _charge_replay(_stored(sess, ids), legs[0])
     return out
 
 
-def lock_for_charge(sess: Session, buyer_id: str, provider_id: str, currency: str) -> str:
-    """Lock a buyer's balance and the shard accounts a charge of theirs passes through, in one statement.
+@dataclass(frozen=True)
+class ChargeRequest:
+    """One charge of :func:`charges`: a new transfer id, the buyer, the provider, the amount."""
 
-    An order locks the buyer first (its idempotency check runs under that lock); taking the
-    escrow, fee and provider shards in the same statement saves the charge a round trip.
-    Returns the buyer's account id.
+    id: str
+    buyer_id: str
+    provider_id: str
+    amount: int
+    currency: str
+    ref: str | None = None
+
+
+def charges(sess: Session, reqs: list[ChargeRequest], *, fee_bps: int | None = None,
+            now: datetime | None = None) -> list[list[Transfer] | CiyuanError]:
+    """Many charges in one operation, each taken or refused on its own (the orders' group commit).
+
+    Like :func:`charge` for each, in order, but with one lock statement for all their accounts
+    (those locked earlier in the transaction are not read again) and one write of every leg,
+    total and audit event. A refused charge (funds, 64-bit totals, a bad amount, an id twice)
+    changes nothing and answers with its error. The ids must be new: this is for callers that
+    make them in the same unit of work (an id that exists is a Conflict for the whole operation;
+    :func:`charge` answers replays).
     """
-    cur = check_currency(currency)
-    k = shard_of(buyer_id)
-    ids = ensure_accounts(sess, [(BUYER, buyer_id, cur, 0), (HOLDS, None, cur, k), (PROVIDER, provider_id, cur, k),
-                                 (PLATFORM, None, cur, k)])
-    _lock(sess, ids)
-    return ids[0]
+    now = now or now_utc()
+    fee_bps = settings().platform_fee_bps if fee_bps is None else fee_bps
+    split(0, fee_bps)
+    out: list[list[Transfer] | CiyuanError | None] = [None] * len(reqs)
+    live: list[int] = []
+    for i, r in enumerate(reqs):
+        try:
+            _check_id(r.id)
+            _check_amount(r.amount)
+            check_currency(r.currency)
+            live.append(i)
+        except CiyuanError as exc:
+            out[i] = exc
+    accts = _charge_accounts(sess, [(reqs[i].buyer_id, reqs[i].provider_id, reqs[i].currency) for i in live])
+    locked = _lock(sess, sorted({a for group in accts for a in group}))
+    for buyer in {group[0] for group in accts}:  # holds due on a buyer (none are if it holds nothing)
+        if locked[buyer].debits_pending:
+            expire_due(sess, now=now, debit_account_id=buyer)
+    w = _copies(locked)
+    legs: list[dict] = []
+    made: list[tuple[int, int]] = []
+    seen: set[str] = set()
+    for i, group in zip(live, accts, strict=True):
+        r = reqs[i]
+        before = {a: replace(w[a]) for a in group}
+        try:
+            if r.id in seen:
+                raise Conflict(f"transfer {r.id} appears twice in one batch", hint="use a new transfer id",
+                               code="idempotency_conflict")
+            mine = _charge_legs(w, group, r.id, r.amount, check_currency(r.currency), fee_bps, r.ref, now)
+        except CiyuanError as exc:
+            w.update(before)  # a refused charge leaves every total as it was
+            out[i] = exc
+            continue
+        seen.add(r.id)
+        legs += mine
+        made.append((i, len(mine)))
+    if legs:
+        done = _apply(sess, legs, list(w.values()), locked, checked=True)
+        if done is None:  # SQLite, without a lookup: an id existed
+            raise Conflict(f"transfer {legs[0]['id']} already exists", hint="use a new transfer id",
+                           code="idempotency_conflict")
+        at = 0
+        for i, n in made:
+            out[i] = done[at : at + n]
+            at += n
+    return out  # type: ignore[return-value]
+
+
+def lock_for_charges(sess: Session, specs: list[tuple[str, str | None, str]]) -> list[str]:
+    """Lock the accounts of charges ``(buyer, provider, currency)`` in one statement; their buyer accounts.
+
+    An order locks its buyer first (its idempotency check runs under that lock); taking the
+    escrow, fee and provider shards in the same statement saves the charge a round trip. A spec
+    without a provider (an order that charges nothing now) locks the buyer's balance only.
+    """
+    accts = _charge_accounts(sess, specs)
+    _lock(sess, sorted({a for group in accts for a in group}))
+    return [group[0] for group in accts]
+
+
+def lock_for_charge(sess: Session, buyer_id: str, provider_id: str, currency: str) -> str:
+    """:func:`lock_for_charges` for one charge."""
+    return lock_for_charges(sess, [(buyer_id, provider_id, currency)])[0]
 
 
 def _charge_replay(stored: list, first: dict) -> list[Transfer]:

@@ -11,20 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text
+from sqlalchemy import Connection, bindparam, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from ciyuan.clock import aware, utc_now
 from ciyuan.config import Settings, settings
 from ciyuan.db import tx
 from ciyuan.db.ids import get_row, is_id
-from ciyuan.errors import Conflict, InvalidInput, NotFound
-from ciyuan.ledger import ledger
+from ciyuan.errors import CiyuanError, Conflict, InvalidInput, NotFound
+from ciyuan.ledger import audit, ledger
 from ciyuan.ledger.money import format_amount
 from ciyuan.market import selection
 from ciyuan.market.accounts import Unauthenticated
@@ -95,35 +96,240 @@ def _order_dict(o: Any, e: Any) -> dict:
 
 
 _O, _E, _Q, _L = OrderRow.__table__, EntitlementRow.__table__, QuoteRow.__table__, ListingRow.__table__
-_QUOTE = (select(_Q.c.id, _Q.c.listing_id, _Q.c.buyer_id, _Q.c.selection, _Q.c.selection_id, _Q.c.records,
-                 _Q.c.tokens, _Q.c.amount, _Q.c.currency, _Q.c.expires_at, _Q.c.price_version,
-                 _L.c.id.label("l_id"), _L.c.provider_id, _L.c.status, _L.c.version_id, _L.c.schedule)
-          .select_from(_Q.outerjoin(_L, _L.c.id == _Q.c.listing_id)).where(_Q.c.id == bindparam("q")))
 _K = ApiKeyRow.__table__
-# the same, read through the caller's API key row: the key's revocation and expiry as the order's
-# transaction sees them, in the same round trip (no row: the key is gone; no quote: its fields are NULL)
-_KEYED_QUOTE = (select(_K.c.revoked_at.label("k_revoked"), _K.c.expires_at.label("k_expires"),
-                       *_QUOTE.selected_columns)
-                .select_from(_K.outerjoin(_Q.outerjoin(_L, _L.c.id == _Q.c.listing_id), _Q.c.id == bindparam("q")))
-                .where(_K.c.id == bindparam("k")))
+# the quotes with the listing fields an order needs (Core rows, no ORM objects); no listing: its fields are NULL
+_QUOTES = (select(_Q.c.id, _Q.c.listing_id, _Q.c.buyer_id, _Q.c.selection, _Q.c.selection_id, _Q.c.records,
+                  _Q.c.tokens, _Q.c.amount, _Q.c.currency, _Q.c.expires_at, _Q.c.price_version,
+                  _L.c.id.label("l_id"), _L.c.provider_id, _L.c.status, _L.c.version_id, _L.c.schedule)
+           .select_from(_Q.outerjoin(_L, _L.c.id == _Q.c.listing_id))
+           .where(_Q.c.id.in_(bindparam("qs", expanding=True))))
+_KEYS = select(_K.c.id, _K.c.revoked_at, _K.c.expires_at).where(_K.c.id.in_(bindparam("ks", expanding=True)))
 _OCOLS = ", ".join(c.name for c in _O.c)
 _ECOLS = ", ".join(c.name for c in _E.c)
-_INSERT_PG = text(  # the order and its entitlement in one round trip
-    f"WITH o AS (INSERT INTO ex_orders ({_OCOLS}) VALUES ({', '.join(':o_' + c.name for c in _O.c)})) "
-    f"INSERT INTO ex_entitlements ({_ECOLS}) VALUES ({', '.join(':e_' + c.name for c in _E.c)})")
+_INSERT_PG = text(  # the orders and their entitlements in one round trip
+    f"WITH o AS (INSERT INTO ex_orders ({_OCOLS}) SELECT {_OCOLS} "
+    "FROM json_populate_recordset(NULL::ex_orders, CAST(:o AS json))) "
+    f"INSERT INTO ex_entitlements ({_ECOLS}) SELECT {_ECOLS} "
+    "FROM json_populate_recordset(NULL::ex_entitlements, CAST(:e AS json))")
 
 
-def _insert_order(conn: Connection, order: dict, ent: dict) -> None:
-    """Insert an order row and its entitlement (one statement on PostgreSQL)."""
+def _insert_orders(conn: Connection, made: list[tuple[dict, dict]]) -> None:
+    """Insert orders and their entitlements (one statement on PostgreSQL)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_INSERT_PG, {**{f"o_{k}": v for k, v in order.items()}, **{f"e_{k}": v for k, v in ent.items()}})
+        conn.execute(_INSERT_PG, {"o": json.dumps([o for o, _ in made], default=_iso),
+                                  "e": json.dumps([e for _, e in made], default=_iso)})
     else:
-        conn.execute(insert(_O), order)
-        conn.execute(insert(_E), ent)
+        conn.execute(insert(_O), [o for o, _ in made])
+        conn.execute(insert(_E), [e for _, e in made])
 
 
-def _request_hash(quote_id: str) -> str:
-    return hashlib.sha256(json.dumps({"quote_id": quote_id}).encode()).hexdigest()
+def _iso(v: object) -> str:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    raise TypeError(type(v).__name__)
+
+
+def _request_hash(quote_id: str, billing: str = PREPAID) -> str:
+    body = {"quote_id": quote_id} if billing == PREPAID else {"quote_id": quote_id, "billing": METERED}
+    return hashlib.sha256(json.dumps(body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """One order of :func:`place_orders`: who pays which quote, under which idempotency key.
+
+    ``key_id``: the caller's API key, verified a moment ago and cached (see
+    :mod:`ciyuan.api.fast_orders`); the order's transaction re-reads it.
+    """
+
+    buyer_id: str
+    quote_id: str
+    idempotency_key: str
+    billing: str = PREPAID
+    key_id: str | None = None
+
+    def check(self) -> OrderRequest:
+        """The request's own rules, before any database work (the same errors as ever)."""
+        if not isinstance(self.idempotency_key, str) or not 1 <= len(self.idempotency_key) <= 200:
+            raise InvalidInput(
+                "Idempotency-Key must be 1 to 200 characters",
+                hint="send a unique Idempotency-Key header per order, e.g. a UUID",
+                code="bad_idempotency_key",
+            )
+        if self.billing not in (PREPAID, METERED):
+            raise InvalidInput(f"billing {self.billing!r} is unknown", hint=f"use {PREPAID} or {METERED}")
+        return self
+
+
+def _check_key(key: Any, t: datetime) -> None:
+    """A cached key as the order's transaction sees it: revoked, expired or gone is a 401."""
+    if key is None:
+        raise Unauthenticated("the API key is not valid", hint="check the key; keys are shown only once")
+    if key.revoked_at is not None:
+        raise Unauthenticated("the API key was revoked", hint="create a new key")
+    if key.expires_at is not None and aware(key.expires_at) <= t:
+        raise Unauthenticated("the API key has expired", hint="create a new key")
+
+
+def _payable(r: OrderRequest, quote: Any, seen: list, t: datetime) -> Any:
+    """The order a replay answers with, or None when the quote can be paid now; else the refusal.
+
+    ``seen``: orders of this buyer under this key, and orders of this quote, read under the buyer's lock.
+    """
+    prior = next((o for o in seen if o.buyer_id == r.buyer_id and o.idempotency_key == r.idempotency_key), None)
+    if prior is not None:
+        if prior.request_hash != _request_hash(r.quote_id, r.billing):
+            raise Conflict(
+                f"Idempotency-Key {r.idempotency_key!r} was used for another request",
+                hint="use a new Idempotency-Key for a new order",
+                code="idempotency_conflict",
+            )
+        return prior
+    taken = next((o for o in seen if o.quote_id == r.quote_id), None)
+    if taken is not None:
+        raise Conflict(
+            f"quote {r.quote_id} was already paid by order {taken.id}",
+            hint="get a new quote to buy again",
+            code="quote_used",
+        )
+    if aware(quote.expires_at) <= t:
+        raise QuoteExpired(f"quote {r.quote_id} expired at {aware(quote.expires_at).isoformat()}",
+                           hint="ask for a new quote")
+    if quote.l_id is None or quote.status != ACTIVE:
+        raise NotFound(
+            f"listing {quote.listing_id} was delisted and takes no new orders; quote {r.quote_id} cannot be paid",
+            hint="search the catalog: GET /v1/listings",
+            code="listing_delisted",
+        )
+    return None
+
+
+def _rows(r: OrderRequest, quote: Any, t: datetime) -> tuple[dict, dict]:
+    """A new order row and its entitlement row (amount and fee filled in once charged)."""
+    order_id = "ord_" + secrets.token_hex(10)
+    order = dict(id=order_id, buyer_id=r.buyer_id, idempotency_key=r.idempotency_key,
+                 request_hash=_request_hash(r.quote_id, r.billing), quote_id=r.quote_id, listing_id=quote.l_id,
+                 amount=0, fee=0, currency=quote.currency, status="paid" if r.billing == PREPAID else METERED,
+                 created_at=t)
+    ent = dict(id="ent_" + secrets.token_hex(10), order_id=order_id, buyer_id=r.buyer_id, listing_id=quote.l_id,
+               version_id=quote.version_id, schedule=quote.schedule, selection=quote.selection,
+               selection_id=quote.selection_id, records=quote.records, tokens=quote.tokens, tokens_drawn=0,
+               status="active", created_at=t, price_version=quote.price_version)
+    return order, ent
+
+
+def place_orders(sess: Session, reqs: list[OrderRequest], *, fee_bps: int,
+                 now: datetime | None = None) -> list[tuple[dict, bool] | CiyuanError]:
+    """Many orders in one unit of work, each answered on its own: ``(order, replayed)`` or its refusal.
+
+    Each gets what it would get alone, in the order given: one statement reads every quote (with
+    its listing), one the cached keys, one the replays and paid quotes, one locks every buyer with
+    the shards its charge passes through (a replay committed meanwhile: see :func:`_round`), then each order is checked
+    in memory and the ledger takes every charge in one operation (:func:`ledger.charges`), and
+    one statement writes the orders. A refused order writes nothing. Requests that name a key
+    or a quote an earlier request of the batch names wait for a later round in the same unit of
+    work, so they see that one's outcome (a replay, ``quote_used``) exactly as one after another.
+    """
+    t = utc_now(now)
+    conn = sess.connection()
+    out: list[Any] = [None] * len(reqs)
+    qids = sorted({r.quote_id for r in reqs if is_id(r.quote_id)})
+    quotes = {q.id: q for q in conn.execute(_QUOTES, {"qs": qids})} if qids else {}
+    kids = sorted({r.key_id for r in reqs if r.key_id is not None})
+    keys = {k.id: k for k in conn.execute(_KEYS, {"ks": kids})} if kids else {}
+    todo: list[int] = []
+    for i, r in enumerate(reqs):
+        try:
+            if r.key_id is not None:
+                _check_key(keys.get(r.key_id), t)
+            q = quotes.get(r.quote_id)
+            if q is None or q.buyer_id != r.buyer_id:
+                raise NotFound(f"quote {r.quote_id} does not exist", hint="create one: POST /v1/quotes")
+            todo.append(i)
+        except CiyuanError as exc:
+            out[i] = exc
+    # the buyers and the shards their charges pass through, in one sorted lock (a metered order: the buyer),
+    # taken after the first round's read of replays and paid quotes: the shards are shared by every
+    # batch of every worker, so they are held only for what must be under them (see _round)
+    specs = [(reqs[i].buyer_id, quotes[reqs[i].quote_id].provider_id
+              if reqs[i].billing == PREPAID and quotes[reqs[i].quote_id].l_id else None,
+              quotes[reqs[i].quote_id].currency) for i in todo]
+    def lock_all() -> object:
+        return ledger.lock_for_charges(sess, specs)
+
+    lock: Callable[[], object] | None = lock_all
+    while todo:
+        names: set = set()
+        this_round, later = [], []
+        for i in todo:  # a request naming a key or quote an earlier one of this round names waits a round
+            mine = {("k", reqs[i].buyer_id, reqs[i].idempotency_key), ("q", reqs[i].quote_id)}
+            (later if names & mine else this_round).append(i)
+            names |= mine
+        _round(sess, [(i, reqs[i], quotes[reqs[i].quote_id]) for i in this_round], out, fee_bps, t, lock)
+        todo, lock = later, None
+    return out
+
+
+def _round(sess: Session, batch: list[tuple[int, OrderRequest, Any]], out: list, fee_bps: int, t: datetime,
+           lock: Callable[[], object] | None) -> None:
+    """One round of :func:`place_orders`: requests that share no key and no quote.
+
+    Replays and paid quotes are read first, then ``lock`` (the first round's) takes the accounts.
+    An order committed in between by another unit of work (a racing replay, the same quote under
+    another key) makes this one's insert fail on the unique indexes of ``ex_orders``; ``tx.run``
+    then runs the whole batch again, and this read finds it.
+    """
+    conn = sess.connection()
+    seen = conn.execute(select(*_O.c).where(or_(
+        tuple_(_O.c.buyer_id, _O.c.idempotency_key).in_([(r.buyer_id, r.idempotency_key) for _, r, _ in batch]),
+        _O.c.quote_id.in_([r.quote_id for _, r, _ in batch])))).all()
+    if lock is not None:
+        lock()
+    by_key = {(o.buyer_id, o.idempotency_key): o for o in seen}
+    by_quote = {o.quote_id: o for o in seen}
+    made: list[tuple[int, OrderRequest, Any, dict, dict]] = []
+    replays: dict[int, Any] = {}
+    for i, r, q in batch:
+        mine = [by_key.get((r.buyer_id, r.idempotency_key)), by_quote.get(r.quote_id)]
+        try:
+            prior = _payable(r, q, [o for o in mine if o is not None], t)
+        except CiyuanError as exc:
+            out[i] = exc
+            continue
+        if prior is not None:
+            replays[i] = prior
+        else:
+            made.append((i, r, q, *_rows(r, q, t)))
+    if replays:
+        ents = {e.order_id: e for e in conn.execute(
+            select(*_E.c).where(_E.c.order_id.in_([o.id for o in replays.values()])))}
+        for i, o in replays.items():
+            out[i] = (_order_dict(o, ents[o.id]), True)
+    paid = [m for m in made if m[1].billing == PREPAID]
+    charges = [ledger.ChargeRequest(f"order:{o['id']}", r.buyer_id, q.provider_id, q.amount, q.currency,
+                                    ref=f"order:{o['id']}") for _, r, q, o, _ in paid]
+    answers = ledger.charges(sess, charges, fee_bps=fee_bps, now=t) if charges else []
+    refused = set()
+    for (i, _, q, o, _), a in zip(paid, answers, strict=True):
+        if isinstance(a, CiyuanError):
+            out[i] = a
+            refused.add(i)
+        else:
+            o["amount"], o["fee"] = q.amount, sum(tr.amount for tr in a if tr.leg == "fee")
+    made = [m for m in made if m[0] not in refused]
+    for _i, r, q, o, _e in made:
+        if r.billing == METERED:  # the accounts each posted batch will move money between exist before streaming
+            for kind, owner in ((ledger.HOLDS, None), (ledger.PROVIDER, q.provider_id), (ledger.PLATFORM, None)):
+                ledger.ensure_account(sess, kind, owner, q.currency)
+            audit.append(sess, "order.metered", f"order:{o['id']}",
+                         {"order": o["id"], "quote": r.quote_id, "tokens": q.tokens, "cap": q.amount})
+    if made:
+        _insert_orders(conn, [(o, e) for *_, o, e in made])
+    for i, r, q, o, e in made:
+        d = _order_dict(SimpleNamespace(**o), SimpleNamespace(**e))
+        if r.billing == METERED:
+            d["billing"], d["quoted_amount"] = METERED, q.amount
+        out[i] = (d, False)
 
 
 def place_order(
@@ -144,112 +350,23 @@ def place_order(
     key for another quote (or the other billing) is a conflict.
 
     With ``key_id`` (a caller whose key was verified a moment ago and cached, see
-    :mod:`ciyuan.api.fast_orders`) the order's own first statement re-reads that key: revoked,
-    expired or gone is :class:`~ciyuan.errors.Unauthenticated` and nothing is written, so a revocation
-    committed before the order's transaction is honoured exactly as by a fresh key check.
+    :mod:`ciyuan.api.fast_orders`) the order's unit of work re-reads that key before it locks or
+    writes anything: revoked, expired or gone is :class:`~ciyuan.errors.Unauthenticated` and
+    nothing is written, so a revocation committed before the order's transaction is honoured
+    exactly as by a fresh key check.
+    This is :func:`place_orders` for one order in its own unit of work;
+    :func:`ciyuan.market.order_group.submit_order` shares the unit of work with concurrent callers.
     """
     s = s or settings()
-    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 200:
-        raise InvalidInput(
-            "Idempotency-Key must be 1 to 200 characters",
-            hint="send a unique Idempotency-Key header per order, e.g. a UUID",
-            code="bad_idempotency_key",
-        )
-    if billing not in (PREPAID, METERED):
-        raise InvalidInput(f"billing {billing!r} is unknown", hint=f"use {PREPAID} or {METERED}")
-    req = _request_hash(quote_id) if billing == PREPAID else hashlib.sha256(
-        json.dumps({"quote_id": quote_id, "billing": METERED}).encode()).hexdigest()
+    req = OrderRequest(buyer_id, quote_id, idempotency_key, billing, key_id).check()
+    return tx.run(lambda sess: answer_of(place_orders(sess, [req], fee_bps=s.platform_fee_bps, now=now)[0]), s)
 
-    def work(sess: Session) -> tuple[dict, bool]:
-        t = utc_now(now)
-        conn = sess.connection()
-        # one statement: the quote with the listing fields an order needs (Core rows, no ORM objects)
-        if key_id is not None:
-            quote = conn.execute(_KEYED_QUOTE, {"k": key_id, "q": quote_id if is_id(quote_id) else None}).first()
-            if quote is None:
-                raise Unauthenticated("the API key is not valid", hint="check the key; keys are shown only once")
-            if quote.k_revoked is not None:
-                raise Unauthenticated("the API key was revoked", hint="create a new key")
-            if quote.k_expires is not None and aware(quote.k_expires) <= t:
-                raise Unauthenticated("the API key has expired", hint="create a new key")
-            quote = quote if quote.id is not None else None
-        else:
-            quote = conn.execute(_QUOTE, {"q": quote_id}).first() if is_id(quote_id) else None
-        if quote is None or quote.buyer_id != buyer_id:
-            raise NotFound(f"quote {quote_id} does not exist", hint="create one: POST /v1/quotes")
-        if quote.l_id is not None and billing == PREPAID:  # the buyer and the shards its charge passes through
-            ledger.lock_for_charge(sess, buyer_id, quote.provider_id, quote.currency)
-        else:
-            ledger._lock(sess, [ledger.ensure_account(sess, ledger.BUYER, buyer_id, quote.currency)])
-        # under the buyer's lock, one read answers both: a replay of this key, and a quote already paid
-        # (the unique indexes on (buyer_id, idempotency_key) and quote_id back it: a racing twin fails
-        # to insert, this unit of work is re-run and finds it here)
-        seen = conn.execute(select(*_O.c).where(
-            or_(and_(_O.c.buyer_id == buyer_id, _O.c.idempotency_key == idempotency_key),
-                _O.c.quote_id == quote_id))).all()
-        prior = next((o for o in seen if o.buyer_id == buyer_id and o.idempotency_key == idempotency_key), None)
-        if prior is not None:
-            if prior.request_hash != req:
-                raise Conflict(
-                    f"Idempotency-Key {idempotency_key!r} was used for another request",
-                    hint="use a new Idempotency-Key for a new order",
-                    code="idempotency_conflict",
-                )
-            ent = conn.execute(select(*_E.c).where(_E.c.order_id == prior.id)).one()
-            return _order_dict(prior, ent), True
-        taken = next((o for o in seen if o.quote_id == quote_id), None)
-        if taken is not None:
-            raise Conflict(
-                f"quote {quote_id} was already paid by order {taken.id}",
-                hint="get a new quote to buy again",
-                code="quote_used",
-            )
-        if aware(quote.expires_at) <= t:
-            raise QuoteExpired(
-                f"quote {quote_id} expired at {aware(quote.expires_at).isoformat()}", hint="ask for a new quote"
-            )
-        if quote.l_id is None or quote.status != ACTIVE:
-            raise NotFound(
-                f"listing {quote.listing_id} was delisted and takes no new orders; quote {quote_id} cannot be paid",
-                hint="search the catalog: GET /v1/listings",
-                code="listing_delisted",
-            )
-        order_id = "ord_" + secrets.token_hex(10)
-        if billing == PREPAID:
-            transfers = ledger.charge(
-                sess,
-                f"order:{order_id}",
-                buyer_id,
-                quote.provider_id,
-                quote.amount,
-                quote.currency,
-                fee_bps=s.platform_fee_bps,
-                ref=f"order:{order_id}",
-                now=t,
-            )
-            amount, fee = quote.amount, sum(tr.amount for tr in transfers if tr.leg == "fee")
-        else:  # the accounts each posted batch will move money between must exist before streaming
-            for kind, owner in ((ledger.HOLDS, None), (ledger.PROVIDER, quote.provider_id), (ledger.PLATFORM, None)):
-                ledger.ensure_account(sess, kind, owner, quote.currency)
-            amount = fee = 0
-        order = dict(id=order_id, buyer_id=buyer_id, idempotency_key=idempotency_key, request_hash=req,
-                     quote_id=quote_id, listing_id=quote.l_id, amount=amount, fee=fee, currency=quote.currency,
-                     status="paid" if billing == PREPAID else METERED, created_at=t)
-        ent = dict(id="ent_" + secrets.token_hex(10), order_id=order_id, buyer_id=buyer_id, listing_id=quote.l_id,
-                   version_id=quote.version_id, schedule=quote.schedule, selection=quote.selection,
-                   selection_id=quote.selection_id, records=quote.records, tokens=quote.tokens, tokens_drawn=0,
-                   status="active", created_at=t, price_version=quote.price_version)
-        _insert_order(conn, order, ent)
-        out = _order_dict(SimpleNamespace(**order), SimpleNamespace(**ent))
-        if billing == METERED:
-            from ciyuan.ledger import audit
 
-            audit.append(sess, "order.metered", f"order:{order_id}",
-                         {"order": order_id, "quote": quote_id, "tokens": quote.tokens, "cap": quote.amount})
-            out["billing"], out["quoted_amount"] = METERED, quote.amount
-        return out, False
-
-    return tx.run(work, s)
+def answer_of(a: tuple[dict, bool] | CiyuanError) -> tuple[dict, bool]:
+    """An order's answer, its refusal raised (inside its unit of work, so nothing it did is kept)."""
+    if isinstance(a, CiyuanError):
+        raise a
+    return a
 
 
 def get_order(sess: Session, order_id: str, buyer_id: str) -> dict:

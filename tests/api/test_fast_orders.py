@@ -78,3 +78,55 @@ def test_a_key_revoked_after_it_was_cached_is_refused_and_charges_nothing(mkt):
     legs = tx.run(lambda s: ledger.charge_legs(s, leg="buyer"))
     assert len(legs) == 1  # only the order made before the revocation
     assert tx.run(ledger.check)["ok"]
+
+
+def test_concurrent_orders_with_mixed_failures_answer_as_the_full_path_does(mkt):
+    """Many orders at once through the hot path (committed together in shared units of work):
+    each answer is the one the full path gives for the same request afterwards, byte for byte
+    for the ones that were paid (a replay) and by status and code for the refused ones."""
+    import threading
+
+    alice, bob = mkt.client(mkt.keys["alice"]), mkt.client(mkt.keys["bob"])
+    qa = [alice.post("/v1/quotes", json={"listing_id": mkt.listing["id"]}).json() for _ in range(4)]
+    qb = [bob.post("/v1/quotes", json={"listing_id": mkt.listing["id"]}).json() for _ in range(3)]
+    price = qa[0]["amount"]
+    tx.run(lambda s: ledger.deposit(s, "dep-a", mkt.accounts["alice"].id, 2 * price, "CNY"))  # two of four
+    tx.run(lambda s: ledger.deposit(s, "dep-b", mkt.accounts["bob"].id, 3 * price, "CNY"))  # all three
+    calls = [(alice, {"quote_id": q["id"]}, f"a{i}") for i, q in enumerate(qa)]
+    calls += [(bob, {"quote_id": q["id"]}, f"b{i}") for i, q in enumerate(qb)]
+    calls += [(bob, {"quote_id": qb[0]["id"]}, "b0"),  # a racing replay
+              (bob, {"quote_id": qb[1]["id"]}, "b-other"),  # the quote again, another key
+              (bob, {"quote_id": qa[0]["id"]}, "b-theirs"),  # alice's quote: 404
+              (alice, {"quote_id": "q_missing"}, "a-missing")]
+    got: dict[int, object] = {}
+    start = threading.Barrier(len(calls))
+
+    def post(n: int) -> None:
+        client, body, key = calls[n]
+        start.wait()
+        got[n] = _post(client, body, FAST, key)
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = [got[n].status_code for n in range(len(calls))]
+    assert sorted(codes[:4]) == [201, 201, 402, 402]  # alice: as many as her money covers
+    assert sorted([codes[5], codes[8]]) == [201, 409] and codes[6] == 201  # one of two keys pays bob's quote
+    assert codes[9:] == [404, 404]
+    for n, (client, body, key) in enumerate(calls):
+        fast, full = got[n], _post(client, body, FULL, key)
+        if fast.status_code in (200, 201):  # the full path replays the very order
+            assert full.status_code == 200 and full.json() == fast.json(), (n, full.text)
+        else:
+            assert full.status_code == fast.status_code, (n, fast.text, full.text)
+            assert full.json()["error"]["code"] == fast.json()["error"]["code"]
+    b0 = [got[n] for n in (4, 7) if got[n].status_code in (200, 201)]
+    assert sorted(r.status_code for r in b0) == [200, 201] and b0[0].json() == b0[1].json()
+    rep = tx.run(ledger.check)
+    assert rep["ok"], rep["differences"]
+    legs = tx.run(lambda s: ledger.charge_legs(s, leg="buyer"))
+    assert len(legs) == len({t.charge_id for t in legs}) == 2 + 3  # each paid order charged once
+    for who in ("alice", "bob"):
+        assert tx.run(lambda s, who=who: ledger.balance(s, ledger.BUYER, mkt.accounts[who].id, "CNY")).available == 0

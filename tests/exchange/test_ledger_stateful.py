@@ -11,13 +11,16 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from sqlalchemy import select
 
+from ciyuan.clock import aware
 from ciyuan.db import tx
-from ciyuan.errors import Conflict
+from ciyuan.errors import CiyuanError, Conflict
 from ciyuan.ledger import ledger
 from ciyuan.ledger.ledger import InsufficientFunds, split
 from ciyuan.market import accounts, orders, quotes
 from ciyuan.market.quotes import QuoteExpired
+from ciyuan.market.tables import QuoteRow
 
 FILTERS = [
     None,
@@ -232,6 +235,59 @@ def test_ledger_state_machine(market_env):
                     raise AssertionError("reusing a key for another quote must conflict")
                 except Conflict:
                     pass
+
+        @rule(data=st.data(), n=st.integers(1, 6))
+        def orders_in_one_unit_of_work(self, data, n):
+            """Orders committed together (the HTTP hot path's group commit) move money exactly as
+            the same orders one after another; a due hold of a buyer whose order reached the
+            charge is expired for good (the batch commits), as a sweep would."""
+            reqs, kinds = [], []
+            for _ in range(n):
+                kind = data.draw(st.sampled_from(["new", "new", "expired", "replay", "again"]))
+                b = data.draw(st.sampled_from(buyers))
+                if kind == "replay" and self.orders:
+                    b, key, qid, _ = data.draw(st.sampled_from(self.orders))
+                elif kind == "again" and reqs:
+                    b, qid, key = reqs[-1]  # the previous request once more, in the same batch
+                else:
+                    kind = "new" if kind in ("replay", "again") else kind
+                    age = 1000 if kind == "expired" else 0
+                    qid = quotes.create_quote(self.ids[b], listing, {"filter": FILTERS[1]},
+                                              now=self.now - timedelta(seconds=age))["id"]
+                    key = uuid.uuid4().hex
+                reqs.append((b, qid, key))
+                kinds.append(kind)
+            charged = {b for (b, _, _), k in zip(reqs, kinds, strict=True) if k == "new"}
+            for b in charged:
+                self.lazy_expire(b)
+            out = tx.run(lambda s: orders.place_orders(
+                s, [orders.OrderRequest(self.ids[b], q, k) for b, q, k in reqs], fee_bps=fee_bps, now=self.now))
+            first: dict = {}  # (buyer, key) -> the answer of its first request in this batch
+            for (b, qid, key), a in zip(reqs, out, strict=True):
+                earlier = first.get((b, key))
+                known = next((o for o in self.orders if o[0] == b and o[1] == key), None)
+                if earlier is not None:  # the same request again: the first one's outcome, as a replay
+                    if isinstance(earlier, CiyuanError):
+                        assert type(a) is type(earlier), (a, earlier)
+                    else:
+                        assert a == (earlier[0], True)
+                    continue
+                first[(b, key)] = a
+                if known is not None:
+                    assert not isinstance(a, CiyuanError) and a[1] and a[0]["id"] == known[3]
+                    continue
+                amount = tx.run(lambda s, qid=qid: s.execute(
+                    select(QuoteRow.amount, QuoteRow.expires_at).where(QuoteRow.id == qid)).one())
+                if aware(amount.expires_at) <= self.now:
+                    assert isinstance(a, QuoteExpired), a
+                    continue
+                if amount.amount > self.available(b):
+                    assert isinstance(a, InsufficientFunds), a
+                    continue
+                assert not isinstance(a, CiyuanError) and not a[1], a
+                self.posted[b] -= amount.amount
+                self.pay(amount.amount)
+                self.orders.append((b, key, qid, a[0]["id"]))
 
         # -- invariants -------------------------------------------------------------------------
         @invariant()
