@@ -415,7 +415,7 @@ def stage_job(job: dict) -> dict:
     records: Iterator[dict] = _counted(read_shard(job["input"], job["source"]), job)
     for s in chain:
         records = s(records)
-    if job["final"]:
+    if job["recount"]:
         records = _recount(records, job["tokenizers"])
     fused = job.get("scan")
     part = None
@@ -423,7 +423,7 @@ def stage_job(job: dict) -> dict:
         rows, part = _write_and_scan(out, records, steps[fused["global_step"]], job["shard"], fused["context"])
     else:
         rows = _write_shard(out, records)
-    result = {"rows": rows, "steps": {s.name: s.reset_stats().to_dict() for s in chain}}
+    result = {"rows": rows, "steps": {s.name: s.reset_stats().to_dict() for s in chain}, "recounted": job["recount"]}
     tmp = stats_path.with_suffix(".tmp")
     tmp.write_text(_dumps(result), encoding="utf-8")
     os.replace(tmp, stats_path)
@@ -455,8 +455,25 @@ def _pool_context():
     import multiprocessing as mp
 
     if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
+        pa.array([], type=pa.string())  # pyarrow imports pandas on its first list conversion: once, here
         return mp.get_context("fork")
     return mp.get_context("spawn")
+
+
+def _warm(recipe: dict, key: str, tokenizers: list[str], recount: bool) -> None:
+    """Build in the driver what every shard job builds on first use, before the workers fork.
+
+    A fork pool starts its processes at the first submitted job (not when it is made), so the
+    steps built here (models, tables), the tokenizers of the recount and whatever they import are
+    inherited, not rebuilt once per worker. In-process runs need them anyway; Ray workers start
+    afresh and build their own, as before.
+    """
+    _steps_for(recipe, key)
+    if recount:
+        from ciyuan.tokens import get_schedule
+
+        for t in tokenizers:
+            get_schedule(t).count_records([{"text": ""}])
 
 
 class LocalExecutor:
@@ -571,6 +588,12 @@ def run_recipe(
     inputs, source = list(sources), True
     done_jobs = 0
     fused: tuple[int, list, Any] | None = None  # (global step, parts, context) of a scan round run in a stage
+    # Tokens are recounted in the last stage with per-record steps: only those change text (a global
+    # step's plan only marks records), so the counts are final there, and the recount runs in the
+    # shard jobs (every worker) instead of in the driver while the version is written.
+    recount_at = max((st.index for st in stages if st.steps), default=None)
+    if isinstance(executor, LocalExecutor):
+        _warm(recipe, key, tokenizers, recount_at is not None)
     for stage in stages:
         if stage.index > 0:
             g = stage.global_step
@@ -596,7 +619,7 @@ def run_recipe(
             return [
                 FilterShard(
                     {"recipe": recipe, "key": key, "input": inp, "source": source, "global_step": stage.global_step,
-                     "plan": str(plan_dir / f"shard-{i:05d}.pkl"), "tokenizers": tokenizers},
+                     "plan": str(plan_dir / f"shard-{i:05d}.pkl")},
                     by_name,
                 )
                 for i, inp in enumerate(inputs)
@@ -608,8 +631,10 @@ def run_recipe(
         for i, (inp, out) in enumerate(zip(inputs, outputs, strict=True)):
             stats_path = Path(out).with_suffix(".stats.json")
             if stats_path.exists() and Path(out).exists():
-                results[i] = json.loads(stats_path.read_text(encoding="utf-8"))
-                continue
+                done = json.loads(stats_path.read_text(encoding="utf-8"))
+                if done.get("recounted", False) == (stage.index == recount_at):  # else: made before, redo
+                    results[i] = done
+                    continue
             jobs.append(
                 {
                     "recipe": recipe,
@@ -620,7 +645,7 @@ def run_recipe(
                     "global_step": stage.global_step,
                     "steps": stage.steps,
                     "plan": str(plan_dir / f"shard-{i:05d}.pkl") if plan_dir else None,
-                    "final": final,
+                    "recount": stage.index == recount_at,
                     "tokenizers": tokenizers,
                     "shard": i,
                 }
@@ -676,12 +701,12 @@ class StageShard:
 class FilterShard:
     """A shard of a last stage that only applies a global step's plan, run as it is read.
 
-    Why: the stage is cheap (a dict lookup per record, and recounting the tokens of changed
-    texts), so writing its output as one more intermediate shard only for the caller to read it
+    Why: the stage is cheap (a dict lookup per record; tokens were recounted in an earlier stage's
+    jobs), so writing its output as one more intermediate shard only for the caller to read it
     back cost more than the stage itself. The records are the ones :func:`stage_job` would have
-    written: the same plan, the same recount, and the JSON the intermediate shard would have
-    applied to ``meta`` is what the version's writer applies anyway (``canonical_json``,
-    ``default=str``). Statistics reach ``stats`` when the shard has been read to the end.
+    written: the same plan, and the JSON the intermediate shard would have applied to ``meta`` is
+    what the version's writer applies anyway (``canonical_json``, ``default=str``). Statistics
+    reach ``stats`` when the shard has been read to the end.
     """
 
     def __init__(self, job: dict, stats: dict[str, StepStats]):
@@ -695,7 +720,7 @@ class FilterShard:
         g = _steps_for(job["recipe"], job["key"])[job["global_step"]]
         g.reset_stats()
         g.bind(_plan(job["plan"]))
-        yield from _recount(g(read_shard(job["input"], job["source"])), job["tokenizers"])
+        yield from g(read_shard(job["input"], job["source"]))
         self.stats[g.name].merge(StepStats.from_dict(g.reset_stats().to_dict()))
 
 
