@@ -41,6 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ciyuan.canonical import canonical_json
+from ciyuan.curate import pieces
+from ciyuan.curate.pieces import Input
 from ciyuan.curate.recipes import build_steps
 from ciyuan.curate.steps import REJECTED, GlobalStep, StepStats
 from ciyuan.store import memory
@@ -235,8 +237,9 @@ def _by_bytes(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             yield batch.slice(lo, step)
 
 
-def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Iterator[dict]:
-    """Records of a source shard (store format) or an intermediate shard, batch by batch.
+def read_shard(path: Input, source: bool, columns: list[str] | None = None) -> Iterator[dict]:
+    """Records of a source shard (store format, or a :class:`~ciyuan.curate.pieces.Piece` of one)
+    or an intermediate shard, batch by batch.
 
     ``columns`` limits what is read of an intermediate shard (a scan that needs only the text
     skips decoding meta and token counts); fields not read are absent or empty.
@@ -244,9 +247,10 @@ def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Ite
     from ciyuan.store.records import from_batch
 
     cols = None if source or columns is None else list(dict.fromkeys([*_ALWAYS, *columns]))
-    with open(path, "rb") as fh:
+    file, groups = pieces.path_and_groups(path)
+    with open(file, "rb") as fh:
         pf = pq.ParquetFile(fh, pre_buffer=False)  # pre-buffering keeps every row group read until closed
-        for batch in _by_bytes(pf.iter_batches(batch_size=BATCH_ROWS, columns=cols)):
+        for batch in _by_bytes(pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=cols)):
             if source:
                 for rec in from_batch(batch):
                     rec.pop("_rejected", None)
@@ -585,7 +589,11 @@ def run_recipe(
     stages = plan_stages(recipe)
     steps = build_steps(recipe)
     merged = [StepStats(s.name) for s in steps]
-    inputs, source = list(sources), True
+    # a big source shard is cut into pieces so that every worker has a part of each stage
+    workers = getattr(executor, "workers", 1)
+    inputs: list[Input] = pieces.cut(list(sources), 2 * workers if workers > 1 else 1)
+    pieces.keep_layout(work, inputs)
+    source = True
     done_jobs = 0
     fused: tuple[int, list, Any] | None = None  # (global step, parts, context) of a scan round run in a stage
     # Tokens are recounted in the last stage with per-record steps: only those change text (a global
@@ -681,7 +689,7 @@ def run_recipe(
             for name, d in results[i]["steps"].items():
                 by_name[name].merge(StepStats.from_dict(d))
         fused = (nxt, [results[i]["scan_part"] for i in range(len(inputs))], context) if fuse else None
-        inputs, source = outputs, False
+        inputs, source = list(outputs), False
     return [StageShard(p) for p in inputs] if not source else [], merged
 
 
@@ -736,16 +744,12 @@ def _write_plans(step: GlobalStep, plan: dict, folder: Path, shards: int) -> Non
     (folder / "done").write_text("", encoding="utf-8")
 
 
-def shard_rows(paths: list[str]) -> list[int]:
-    """Records in each shard, from its Parquet footer."""
-    out = []
-    for p in paths:
-        with open(p, "rb") as fh:
-            out.append(pq.ParquetFile(fh).metadata.num_rows)
-    return out
+def shard_rows(paths: list[Input]) -> list[int]:
+    """Records in each shard (or piece of one), from its Parquet footer."""
+    return [pieces.rows(p) for p in paths]
 
 
-def _rows(paths: list[str]) -> int:
+def _rows(paths: list[Input]) -> int:
     """Records in the shards, from their Parquet footers (an upper bound on the live ones)."""
     return sum(shard_rows(paths))
 
@@ -768,7 +772,7 @@ def _run_scans(
     g: int,
     recipe: dict,
     key: str,
-    inputs: list[str],
+    inputs: list[Input],
     source: bool,
     scratch: str,
     executor: LocalExecutor | RayExecutor,

@@ -96,3 +96,42 @@ def test_counts_are_of_the_final_text_and_rejections_add_up(dataset):
     for step in ("exact_dedup", "near_dedup"):
         held = sum(r["tokens"][col] for r in rejected if r["_rejected"]["step"] == step)
         assert steps[step]["tokens_removed"] == held, step
+
+
+@pytest.fixture
+def one_shard(home):
+    """The same corpus as one shard of many row groups (what ingest makes of a few hundred MB)."""
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder("plant", made_by={"command": "test"}, rows_per_shard=10_000, batch_rows=12)
+    for r in make_corpus():
+        b.add(dict(r, meta={}))
+    return b.commit()
+
+
+def test_one_big_shard_is_cut_for_the_workers_and_decides_the_same(one_shard):
+    """Two workers over one shard work on pieces of it; the version is the one a single worker makes."""
+    from ciyuan.curate import pieces
+    from ciyuan.store import resolve
+
+    src = [one_shard.path(s["path"]) for s in one_shard.manifest["shards"]]
+    assert len(src) == 1
+    cut = pieces.cut(src, 4)
+    assert len(cut) == 4 and all(isinstance(p, pieces.Piece) for p in cut)
+    assert sum(pieces.rows(p) for p in cut) == one_shard.records
+    assert [(p.start, p.stop) for p in cut] == sorted((p.start, p.stop) for p in cut)  # in order
+    two = curate(one_shard.ref, RECIPE, workers=2)
+    one = curate(one_shard.ref, RECIPE, workers=1)
+    assert two["version"] == one["version"]
+    kept, rejected = _decisions(resolve(f"plant@{two['version']}"))
+    assert _digest(kept, rejected) == PINNED
+
+
+def test_resume_with_another_worker_count_starts_afresh(one_shard):
+    from ciyuan.curate.executor import Interrupted
+
+    with pytest.raises(Interrupted):
+        curate(one_shard.ref, RECIPE, workers=2, _stop_after=2)  # pieces of the shard written
+    again = curate(one_shard.ref, RECIPE, workers=1, resume=True)  # whole shard: the pieces do not fit
+    assert again["version"] == curate(one_shard.ref, RECIPE, workers=1)["version"]
+    assert again["kept"] + again["rejected"] == one_shard.records
