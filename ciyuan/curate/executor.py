@@ -47,6 +47,9 @@ from ciyuan.store import memory
 
 BATCH_ROWS = 1024
 BATCH_BYTES = 8 << 20  # a batch also ends at this many bytes of text and media (see _by_bytes)
+# A source shard larger than this (uncompressed, from its footer) is cut into pieces of whole row
+# groups of about this size, each its own job, so one big shard keeps every worker busy.
+PIECE_BYTES = 16 << 20
 _SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),
@@ -235,18 +238,22 @@ def _by_bytes(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             yield batch.slice(lo, step)
 
 
-def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Iterator[dict]:
+def read_shard(
+    path: str, source: bool, columns: list[str] | None = None, row_groups: list[int] | None = None
+) -> Iterator[dict]:
     """Records of a source shard (store format) or an intermediate shard, batch by batch.
 
     ``columns`` limits what is read of an intermediate shard (a scan that needs only the text
-    skips decoding meta and token counts); fields not read are absent or empty.
+    skips decoding meta and token counts); fields not read are absent or empty. ``row_groups``
+    reads one piece of the shard (see :func:`pieces`), None all of it.
     """
     from ciyuan.store.records import from_batch
 
     cols = None if source or columns is None else list(dict.fromkeys([*_ALWAYS, *columns]))
     with open(path, "rb") as fh:
         pf = pq.ParquetFile(fh, pre_buffer=False)  # pre-buffering keeps every row group read until closed
-        for batch in _by_bytes(pf.iter_batches(batch_size=BATCH_ROWS, columns=cols)):
+        batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=row_groups, columns=cols)
+        for batch in _by_bytes(batches):
             if source:
                 for rec in from_batch(batch):
                     rec.pop("_rejected", None)
@@ -412,7 +419,7 @@ def stage_job(job: dict) -> dict:
     for i in job["steps"]:
         steps[i].reset_stats()
         chain.append(steps[i])
-    records: Iterator[dict] = _counted(read_shard(job["input"], job["source"]), job)
+    records: Iterator[dict] = _counted(read_shard(job["input"], job["source"], row_groups=job.get("row_groups")), job)
     for s in chain:
         records = s(records)
     if job["final"]:
@@ -433,7 +440,7 @@ def stage_job(job: dict) -> dict:
 def scan_job(job: dict) -> Any:
     """One scan round of a global step over one shard's live (not rejected) records."""
     step = _steps_for(job["recipe"], job["key"])[job["global_step"]]
-    records = read_shard(job["input"], job["source"], step.scan_columns(job["round"]))
+    records = read_shard(job["input"], job["source"], step.scan_columns(job["round"]), job.get("row_groups"))
     live = step.scan_input(_counted(records, job))
     return step.scan(job["round"], live, job["shard"], job["context"])
 
@@ -568,7 +575,8 @@ def run_recipe(
     stages = plan_stages(recipe)
     steps = build_steps(recipe)
     merged = [StepStats(s.name) for s in steps]
-    inputs, source = list(sources), True
+    inputs, groups = pieces(sources)
+    source = True
     done_jobs = 0
     fused: tuple[int, list, Any] | None = None  # (global step, parts, context) of a scan round run in a stage
     for stage in stages:
@@ -582,7 +590,7 @@ def run_recipe(
                 if first is None:
                     shutil.rmtree(scratch, ignore_errors=True)
                 plan = _run_scans(steps[g], g, recipe, key, inputs, source, str(scratch), executor, on_progress,
-                                  first)  # fmt: skip
+                                  first, groups)  # fmt: skip
                 _write_plans(steps[g], plan, plan_dir, len(inputs))
                 shutil.rmtree(scratch, ignore_errors=True)
         else:
@@ -596,7 +604,7 @@ def run_recipe(
             return [
                 FilterShard(
                     {"recipe": recipe, "key": key, "input": inp, "source": source, "global_step": stage.global_step,
-                     "plan": str(plan_dir / f"shard-{i:05d}.pkl"), "tokenizers": tokenizers},
+                     "plan": str(plan_dir / f"shard-{i:05d}.pkl"), "tokenizers": tokenizers, "row_groups": groups[i]},
                     by_name,
                 )
                 for i, inp in enumerate(inputs)
@@ -623,6 +631,7 @@ def run_recipe(
                     "final": final,
                     "tokenizers": tokenizers,
                     "shard": i,
+                    "row_groups": groups[i],
                 }
             )
         # The next global step's first scan round rides along with this stage's jobs (one pass over
@@ -634,11 +643,11 @@ def run_recipe(
             assert nxt is not None
             scratch = work / f"scan-{nxt:02d}"
             shutil.rmtree(scratch, ignore_errors=True)
-            context = steps[nxt].begin(str(scratch), sum(shard_rows(inputs)))
+            context = steps[nxt].begin(str(scratch), sum(shard_rows(inputs, groups)))
             for job in jobs:
                 job["scan"] = {"global_step": nxt, "context": context}
             label = f"{label}, {steps[nxt].name} scan 1"
-        tracker = StageTracker(on_progress, label, shard_rows(inputs))
+        tracker = StageTracker(on_progress, label, shard_rows(inputs, groups))
         for i in results:
             tracker.finished.add(i)
             tracker.read[i] = tracker.rows[i]
@@ -656,7 +665,7 @@ def run_recipe(
             for name, d in results[i]["steps"].items():
                 by_name[name].merge(StepStats.from_dict(d))
         fused = (nxt, [results[i]["scan_part"] for i in range(len(inputs))], context) if fuse else None
-        inputs, source = outputs, False
+        inputs, groups, source = outputs, [None] * len(outputs), False
     return [StageShard(p) for p in inputs] if not source else [], merged
 
 
@@ -688,14 +697,15 @@ class FilterShard:
         self.job, self.stats = job, stats
 
     def rows(self) -> int:
-        return shard_rows([self.job["input"]])[0]
+        return shard_rows([self.job["input"]], [self.job.get("row_groups")])[0]
 
     def records(self) -> Iterator[dict]:
         job = self.job
         g = _steps_for(job["recipe"], job["key"])[job["global_step"]]
         g.reset_stats()
         g.bind(_plan(job["plan"]))
-        yield from _recount(g(read_shard(job["input"], job["source"])), job["tokenizers"])
+        records = read_shard(job["input"], job["source"], row_groups=job.get("row_groups"))
+        yield from _recount(g(records), job["tokenizers"])
         self.stats[g.name].merge(StepStats.from_dict(g.reset_stats().to_dict()))
 
 
@@ -711,13 +721,46 @@ def _write_plans(step: GlobalStep, plan: dict, folder: Path, shards: int) -> Non
     (folder / "done").write_text("", encoding="utf-8")
 
 
-def shard_rows(paths: list[str]) -> list[int]:
-    """Records in each shard, from its Parquet footer."""
+def shard_rows(paths: list[str], groups: list[list[int] | None] | None = None) -> list[int]:
+    """Records in each shard (or in the row groups ``groups`` names of it), from its Parquet footer."""
     out = []
+    for p, g in zip(paths, groups or [None] * len(paths), strict=True):
+        with open(p, "rb") as fh:
+            md = pq.ParquetFile(fh).metadata
+        out.append(md.num_rows if g is None else sum(md.row_group(i).num_rows for i in g))
+    return out
+
+
+def pieces(paths: list[str], piece_bytes: int | None = None) -> tuple[list[str], list[list[int] | None]]:
+    """The source shards as units of work: (path, row groups or None for all) in record order.
+
+    Why: a job per shard left a dataset of one big shard (what ingest writes up to 100,000 records)
+    to one worker while the others idled. A shard is cut at row-group boundaries into pieces of
+    about ``piece_bytes`` (uncompressed, from the footer), so the cut depends only on the shard,
+    never on the worker count, and pieces in order are the shard's records in order: global steps
+    order records by (piece, row) exactly as they did by (shard, row), so every decision is the same.
+    """
+    limit = PIECE_BYTES if piece_bytes is None else piece_bytes
+    out_paths: list[str] = []
+    out_groups: list[list[int] | None] = []
     for p in paths:
         with open(p, "rb") as fh:
-            out.append(pq.ParquetFile(fh).metadata.num_rows)
-    return out
+            md = pq.ParquetFile(fh).metadata
+        cuts: list[list[int]] = [[]]
+        size = 0
+        for i in range(md.num_row_groups):
+            if size >= limit:
+                cuts.append([])
+                size = 0
+            cuts[-1].append(i)
+            size += md.row_group(i).total_byte_size
+        if len(cuts) == 1:
+            out_paths.append(p)
+            out_groups.append(None)
+            continue
+        out_paths.extend([p] * len(cuts))
+        out_groups.extend(cuts)
+    return out_paths, out_groups
 
 
 def _rows(paths: list[str]) -> int:
@@ -749,12 +792,14 @@ def _run_scans(
     executor: LocalExecutor | RayExecutor,
     on_progress: Progress | None,
     first: tuple[list, Any] | None = None,
+    groups: list[list[int] | None] | None = None,
 ) -> dict:
     """The global step's scan rounds and reduces; returns its plan.
 
     ``first`` is ``(parts, context)`` of a first round already run inside the previous stage.
     """
-    rows = shard_rows(inputs)
+    groups = groups or [None] * len(inputs)
+    rows = shard_rows(inputs, groups)
     if first is None:
         context, round_ = step.begin(scratch, sum(rows)), 0
     else:
@@ -773,6 +818,7 @@ def _run_scans(
                 "shard": i,
                 "round": round_,
                 "context": context,
+                "row_groups": groups[i],
             }
             for i, p in enumerate(inputs)
         ]

@@ -1,0 +1,87 @@
+"""One big source shard is cut into pieces of row groups, so every worker gets work (issue 12).
+
+Before, a job was a whole shard: the 100 MB real corpus ingests as ONE shard, so ``--workers 2``
+left one worker idle for the whole run. The cut must not change any decision: pieces in order are
+the shard's records in order, and global steps order records by (piece, row).
+"""
+
+import random
+
+import pytest
+from corpus import boilerplate_pages, edit_copy, en_prose, pii_records, zh_prose
+
+from ciyuan.curate import executor
+from ciyuan.curate.curate import curate
+
+
+@pytest.fixture
+def one_shard_many_groups(home):
+    """Planted duplicates across the whole shard, written in row groups of 16 records."""
+    from ciyuan.store import VersionBuilder
+
+    rng = random.Random(7)
+    recs = []
+    for i in range(30):
+        recs.append({"id": f"en{i}", "text": en_prose(rng)})
+        recs.append({"id": f"zh{i}", "text": zh_prose(rng)})
+    for i, t in enumerate(boilerplate_pages(rng, 8)):
+        recs.append({"id": f"bp{i}", "text": t})
+    rng.shuffle(recs)
+    # copies come after their originals, most of them in a later row group
+    for i in range(8):
+        recs.append({"id": f"exact{i}", "text": recs[i]["text"]})
+        recs.append(
+            {"id": f"near{i}", "text": edit_copy(recs[i + 8]["text"], 1, rng, cjk=recs[i + 8]["id"][:2] == "zh")}
+        )
+    for i, (t, _) in enumerate(pii_records(rng, per_type=1)):
+        recs.append({"id": f"pii{i}", "text": en_prose(rng, 3) + "\n\n" + t})
+    b = VersionBuilder("onebig", made_by={"command": "test"}, rows_per_shard=100_000, batch_rows=16)
+    for r in recs:
+        b.add(dict(r, meta={}))
+    return b.commit()
+
+
+def decisions(ref: str) -> tuple[set, set]:
+    from ciyuan.store import resolve
+
+    v = resolve(ref)
+    kept = {r["id"] for r in v.iter_records()}
+    rejected = {
+        (r["id"], r["_rejected"]["step"], r["_rejected"]["reason"]) for r in v.iter_records(partition="rejected")
+    }
+    return kept, rejected
+
+
+def test_pieces_are_whole_row_groups_in_order(one_shard_many_groups):
+    paths = one_shard_many_groups.shard_paths()
+    assert len(paths) == 1
+    whole, groups = executor.pieces(paths, piece_bytes=1 << 40)
+    assert whole == paths and groups == [None]
+    cut, groups = executor.pieces(paths, piece_bytes=1)
+    n = len(groups)
+    assert n > 4 and cut == paths * n
+    assert [g for gs in groups for g in gs] == list(range(n))  # every row group once, in order
+    assert sum(executor.shard_rows(cut, groups)) == one_shard_many_groups.records
+    ids = [r["id"] for p, g in zip(cut, groups, strict=True) for r in executor.read_shard(p, True, row_groups=g)]
+    assert ids == [r["id"] for r in one_shard_many_groups.iter_records()]
+
+
+def test_cutting_one_shard_changes_no_decision_and_keeps_both_workers_busy(one_shard_many_groups, monkeypatch):
+    ref = one_shard_many_groups.ref
+    monkeypatch.setattr(executor, "PIECE_BYTES", 1 << 40)  # the old behaviour: one job for the shard
+    whole = curate(ref, "text-pretrain", workers=1)
+    monkeypatch.setattr(executor, "PIECE_BYTES", 8 << 10)
+    _, groups = executor.pieces(one_shard_many_groups.shard_paths())
+    assert len(groups) >= 3
+    events = []
+    cut = curate(ref, "text-pretrain", workers=2, on_progress=events.append)
+    cut1 = curate(ref, "text-pretrain", workers=1)
+    assert decisions(f"onebig@{cut['version']}") == decisions(f"onebig@{whole['version']}")
+    kept, rejected = decisions(f"onebig@{cut['version']}")
+    steps = {step for _, step, _ in rejected}
+    assert {"exact_dedup", "near_dedup"} <= steps  # the planted copies were found across pieces
+    assert cut["version"] == cut1["version"]  # the worker count never changes a version
+    assert [s["rejected"] for s in cut["steps"]] == [s["rejected"] for s in whole["steps"]]
+    # every stage was handed to the pool as one job per piece
+    first = [e for e in events if e.stage.startswith("normalize")]
+    assert first[0].shards == len(groups) and first[-1].shards_done == len(groups)
