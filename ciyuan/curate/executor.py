@@ -474,10 +474,13 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
+        self.forks = False
 
     def __enter__(self) -> LocalExecutor:
         if self.workers > 1:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context())
+            ctx = _pool_context()
+            self.forks = ctx.get_start_method() == "fork"
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -493,6 +496,21 @@ class LocalExecutor:
         futures = {self._pool.submit(fn, job): i for i, job in enumerate(jobs)}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
+
+
+def warm_up(steps: list, tokenizers: list[str]) -> None:
+    """Load, before a forking pool starts its workers, what each of them would load for itself.
+
+    The pool's processes start at the first job, so what the driver holds then every worker shares
+    (copy on write): the language model, the character tables, the tokenizers the last stage
+    recounts with. Now that a big shard is cut into pieces every worker runs every step.
+    """
+    from ciyuan.tokens import get_schedule
+
+    for step in steps:
+        step.warm()
+    for t in tokenizers:
+        get_schedule(t)
 
 
 def _ray_run(row: dict) -> dict:
@@ -577,6 +595,8 @@ def run_recipe(
     merged = [StepStats(s.name) for s in steps]
     inputs, groups = pieces(sources)
     source = True
+    if isinstance(executor, LocalExecutor) and executor.forks and inputs:
+        warm_up(steps, tokenizers)
     done_jobs = 0
     fused: tuple[int, list, Any] | None = None  # (global step, parts, context) of a scan round run in a stage
     for stage in stages:
