@@ -5,10 +5,8 @@ left one worker idle for the whole run. The cut must not change any decision: pi
 the shard's records in order, and global steps order records by (piece, row).
 """
 
-import random
-
 import pytest
-from corpus import boilerplate_pages, edit_copy, en_prose, pii_records, zh_prose
+from corpus import planted_corpus
 
 from ciyuan.curate import executor
 from ciyuan.curate.curate import curate
@@ -16,27 +14,11 @@ from ciyuan.curate.curate import curate
 
 @pytest.fixture
 def one_shard_many_groups(home):
-    """Planted duplicates across the whole shard, written in row groups of 16 records."""
+    """The planted corpus of test_curate (copies spread over the shard), in row groups of 16 records."""
     from ciyuan.store import VersionBuilder
 
-    rng = random.Random(7)
-    recs = []
-    for i in range(30):
-        recs.append({"id": f"en{i}", "text": en_prose(rng)})
-        recs.append({"id": f"zh{i}", "text": zh_prose(rng)})
-    for i, t in enumerate(boilerplate_pages(rng, 8)):
-        recs.append({"id": f"bp{i}", "text": t})
-    rng.shuffle(recs)
-    # copies come after their originals, most of them in a later row group
-    for i in range(8):
-        recs.append({"id": f"exact{i}", "text": recs[i]["text"]})
-        recs.append(
-            {"id": f"near{i}", "text": edit_copy(recs[i + 8]["text"], 1, rng, cjk=recs[i + 8]["id"][:2] == "zh")}
-        )
-    for i, (t, _) in enumerate(pii_records(rng, per_type=1)):
-        recs.append({"id": f"pii{i}", "text": en_prose(rng, 3) + "\n\n" + t})
     b = VersionBuilder("onebig", made_by={"command": "test"}, rows_per_shard=100_000, batch_rows=16)
-    for r in recs:
+    for r in planted_corpus():
         b.add(dict(r, meta={}))
     return b.commit()
 
