@@ -12,6 +12,11 @@ its worker processes, all reaped); memory is the peak summed PSS of that tree, s
     .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --workers 2
     .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --mb 1000 --workers 2
 
+A speed change must not change what is kept: ``--save-decisions F`` writes every record's decision
+(kept, or the rejecting step and reason) and ``--compare F`` on the other tree counts the records
+decided differently (``records_decided_differently``, with the first few). The CPU seconds of the
+CLI process and of each worker are also sampled from /proc, to show where the total went.
+
 Synthetic text (no ``--corpus``):
 
 Each size runs in a fresh child process with its own ciyuan home. The corpus is written as a
