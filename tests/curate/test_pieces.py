@@ -67,3 +67,14 @@ def test_cutting_one_shard_changes_no_decision_and_keeps_both_workers_busy(one_s
     # every stage was handed to the pool as one job per piece
     first = [e for e in events if e.stage.startswith("normalize")]
     assert first[0].shards == len(groups) and first[-1].shards_done == len(groups)
+
+
+def test_the_driver_loads_what_every_worker_needs_before_the_pool_forks(one_shard_many_groups):
+    """With pieces every worker runs every step: the language model is loaded once, in the driver."""
+    from ciyuan.curate.steps.langid import _detector
+
+    if executor._pool_context().get_start_method() != "fork":
+        pytest.skip("workers are spawned here: nothing is shared")
+    _detector.cache_clear()
+    curate(one_shard_many_groups.ref, steps="normalize,langid", workers=2)
+    assert _detector.cache_info().currsize == 1
