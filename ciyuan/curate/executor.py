@@ -472,7 +472,8 @@ def _warm(recipe: dict, key: str, tokenizers: list[str], recount: bool) -> None:
     inherited, not rebuilt once per worker. In-process runs need them anyway; Ray workers start
     afresh and build their own, as before.
     """
-    _steps_for(recipe, key)
+    for step in _steps_for(recipe, key):
+        step.warm()  # models and tables a step loads on first use (langid's model, quality's tables)
     if recount:
         from ciyuan.errors import CiyuanError
         from ciyuan.tokens import get_schedule
