@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     src = Path(args.corpus)
     docs = [json.loads(line) for f in sorted((src / "data").glob("*.jsonl"))
-            for line in f.read_text(encoding="utf-8").splitlines()]
+            for line in f.read_text(encoding="utf-8").split("\n") if line]
     pairs = (src / "pairs.jsonl").read_text(encoding="utf-8")
     in_pair = {x for line in pairs.splitlines() for x in (json.loads(line)["original"], json.loads(line)["copy"])}
     others = [d for d in docs if d["id"] not in in_pair]
