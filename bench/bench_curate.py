@@ -12,6 +12,11 @@ its worker processes, all reaped); memory is the peak summed PSS of that tree, s
     .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --workers 2
     .venv/bin/python bench/bench_curate.py --corpus /tmp/realcorpus --mb 1000 --workers 2
 
+A speed change must not change what is kept: ``--save-decisions F`` writes every record's decision
+(kept, or the rejecting step and reason) and ``--compare F`` on the other tree counts the records
+decided differently (``records_decided_differently``, with the first few). The CPU seconds of the
+CLI process and of each worker are also sampled from /proc, to show where the total went.
+
 Synthetic text (no ``--corpus``):
 
 Each size runs in a fresh child process with its own ciyuan home. The corpus is written as a
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -74,6 +80,22 @@ def tree_pss_mb(root: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Record in ``seen`` the CPU seconds (user + system) so far of ``root`` and each descendant.
+
+    Sampled, so a process's last fraction of a second is missed; what it shows is where the CPU
+    went: the parent process against each worker (the ``wait4`` total is the exact sum).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _descendants(root):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        seen[pid] = max(seen.get(pid, 0.0), (int(fields[11]) + int(fields[12])) / tick)
 
 
 def folder_mb(root: Path) -> float:
@@ -355,10 +377,12 @@ def run_tree(cmd: list[str], env: dict, disk: Path | None = None, trace: Path | 
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         peak, peak_disk, stop = [0.0], [0.0], threading.Event()
         tracer = TreeTrace(trace, disk)
+        cpu_seen: dict[int, float] = {}
 
         def sample() -> None:
             while not stop.is_set():
                 peak[0] = max(peak[0], tracer.sample(proc.pid))
+                tree_cpu(proc.pid, cpu_seen)
                 if disk is not None:
                     peak_disk[0] = max(peak_disk[0], folder_mb(disk))
                 stop.wait(0.2)
@@ -383,12 +407,44 @@ def run_tree(cmd: list[str], env: dict, disk: Path | None = None, trace: Path | 
         "peak_disk_mb": peak_disk[0],
         "stdout": stdout,
         "trace": tracer.summary(),
+        # sampled CPU s of the command's own process, then of each child it started (workers)
+        "cpu_parent_sampled": round(cpu_seen.get(proc.pid, 0.0), 1),
+        "cpu_children_sampled": [round(v, 1) for k, v in sorted(cpu_seen.items()) if k != proc.pid],
     }
+
+
+def decisions(home: Path, dataset: str, version: str) -> list[list[str]]:
+    """Every record of a curated version as ``[id, "kept"]`` or ``[id, step, reason]``, kept ones first.
+
+    What a speed change must leave alone: which records stay, and which step rejected the others
+    with which reason (the reason carries the measured values, so a changed statistic shows too).
+    """
+    import pyarrow.parquet as pq
+
+    root = home / "store" / "datasets" / dataset / version
+    out: list[list[str]] = []
+    for part, cols in (("shards", ["id"]), ("rejected", ["id", "step", "reason"])):
+        for f in sorted((root / part).glob("*.parquet")):
+            t = pq.read_table(f, columns=cols).to_pydict()
+            rows = zip(*(t[c] for c in cols), strict=True)
+            out.extend([r[0], "kept"] if part == "shards" else list(r) for r in rows)
+    return out
+
+
+def compare_decisions(mine: list[list[str]], path: Path) -> dict:
+    """How many records were decided differently from the decisions saved at ``path`` (JSON lines)."""
+    with path.open(encoding="utf-8") as fh:
+        theirs = {d[0]: d for d in map(json.loads, fh)}
+    ours = {d[0]: d for d in mine}
+    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    return {"compared_with": str(path), "records_decided_differently": len(differ), "first_differences":
+            [{"id": k, "now": ours.get(k), "before": theirs.get(k)} for k in differ[:5]]}  # fmt: skip
 
 
 def corpus_run(
     folder: Path, mb: float | None, workers: int, recipe: str, keep: bool = False, ingest_workers: int = 1,
-    trace: Path | None = None, reuse: Path | None = None,
+    trace: Path | None = None, reuse: Path | None = None, save_decisions: Path | None = None,
+    compare: Path | None = None,
 ) -> dict:
     """Ingest then curate the (scaled) real corpus with the CLI in a fresh ciyuan home.
 
@@ -396,6 +452,8 @@ def corpus_run(
     ``curate-MB.jsonl`` (see :class:`TreeTrace`), and their peaks in the result. ``reuse`` (a
     folder, kept): the scaled corpus, home and ingest result live there, and a second run with the
     same folder curates the version already ingested (to compare code trees on one input).
+    ``save_decisions`` writes every record's decision (see :func:`decisions`) as JSON lines;
+    ``compare`` counts the records decided differently from such a file of an earlier run.
     """
     tmp = reuse if reuse is not None else Path(tempfile.mkdtemp(prefix="ciyuan-bench-curate-"))
     keep = keep or reuse is not None
@@ -427,6 +485,13 @@ def corpus_run(
         )
         res = json.loads(cur["stdout"])
         steps = {s["step"]: s.get("rejected", 0) for s in res.get("steps", []) if isinstance(s, dict) and "step" in s}
+        decided = decisions(tmp / "home", "real", res["version"])
+        extra: dict = {}
+        if save_decisions is not None:
+            with save_decisions.open("w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in decided)
+        if compare is not None:
+            extra = compare_decisions(decided, compare)
         return {
             "corpus": str(folder),
             "mb": round(size / 1e6, 1),
@@ -435,6 +500,8 @@ def corpus_run(
             "workers": workers,
             "curate_cpu_seconds": round(cur["cpu"], 1),
             "curate_wall_seconds": round(cur["wall"], 1),
+            "curate_cpu_parent_sampled": cur["cpu_parent_sampled"],
+            "curate_cpu_workers_sampled": cur["cpu_children_sampled"],
             "mb_per_cpu_second": round(size / 1e6 / cur["cpu"], 2),
             "mb_per_s_wall": round(size / 1e6 / cur["wall"], 2),
             "curate_peak_tree_pss_mb": round(cur["peak_pss_mb"]),
@@ -451,6 +518,8 @@ def corpus_run(
             "load_avg_end": [round(x, 2) for x in os.getloadavg()],
             "version": res["version"],
             **({"ingest_trace": ing.get("trace", {}), "curate_trace": cur["trace"]} if trace else {}),
+            "decisions_sha256": hashlib.sha256(json.dumps(decided).encode()).hexdigest()[:16],
+            **extra,
         }
     finally:
         if not keep:
@@ -471,6 +540,8 @@ def main() -> None:
     ap.add_argument("--trace", type=Path, help="with --corpus: write per-process PSS samples into this folder")
     ap.add_argument("--ingest-workers", type=int, default=1, help="with --corpus: ciyuan ingest --workers")
     ap.add_argument("--reuse", type=Path, help="with --corpus: keep corpus, home and ingest here; rerun: curate again")
+    ap.add_argument("--save-decisions", type=Path, help="with --corpus: write each record's decision here (JSONL)")
+    ap.add_argument("--compare", type=Path, help="with --corpus: compare with a --save-decisions file")
     ap.add_argument("--child", type=float)
     ap.add_argument("--home")
     args = ap.parse_args()
@@ -478,8 +549,10 @@ def main() -> None:
         print(json.dumps(make_corpus(args.make_corpus, args.make_mb)), flush=True)
         return
     if args.corpus:
-        print(json.dumps(corpus_run(args.corpus, args.mb, args.workers, args.recipe, ingest_workers=args.ingest_workers,
-                                    trace=args.trace, reuse=args.reuse)), flush=True)
+        res = corpus_run(args.corpus, args.mb, args.workers, args.recipe, ingest_workers=args.ingest_workers,
+                         trace=args.trace, reuse=args.reuse, save_decisions=args.save_decisions,
+                         compare=args.compare)  # fmt: skip
+        print(json.dumps(res), flush=True)
         return
     if args.child:
         print(json.dumps(child(args.child, args.home, args.workers)))

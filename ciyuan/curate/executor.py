@@ -41,6 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ciyuan.canonical import canonical_json
+from ciyuan.curate import pieces
+from ciyuan.curate.pieces import Input
 from ciyuan.curate.recipes import build_steps
 from ciyuan.curate.steps import REJECTED, GlobalStep, StepStats
 from ciyuan.store import memory
@@ -235,8 +237,9 @@ def _by_bytes(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             yield batch.slice(lo, step)
 
 
-def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Iterator[dict]:
-    """Records of a source shard (store format) or an intermediate shard, batch by batch.
+def read_shard(path: Input, source: bool, columns: list[str] | None = None) -> Iterator[dict]:
+    """Records of a source shard (store format, or a :class:`~ciyuan.curate.pieces.Piece` of one)
+    or an intermediate shard, batch by batch.
 
     ``columns`` limits what is read of an intermediate shard (a scan that needs only the text
     skips decoding meta and token counts); fields not read are absent or empty.
@@ -244,9 +247,10 @@ def read_shard(path: str, source: bool, columns: list[str] | None = None) -> Ite
     from ciyuan.store.records import from_batch
 
     cols = None if source or columns is None else list(dict.fromkeys([*_ALWAYS, *columns]))
-    with open(path, "rb") as fh:
+    file, groups = pieces.path_and_groups(path)
+    with open(file, "rb") as fh:
         pf = pq.ParquetFile(fh, pre_buffer=False)  # pre-buffering keeps every row group read until closed
-        for batch in _by_bytes(pf.iter_batches(batch_size=BATCH_ROWS, columns=cols)):
+        for batch in _by_bytes(pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=cols)):
             if source:
                 for rec in from_batch(batch):
                     rec.pop("_rejected", None)
@@ -415,7 +419,7 @@ def stage_job(job: dict) -> dict:
     records: Iterator[dict] = _counted(read_shard(job["input"], job["source"]), job)
     for s in chain:
         records = s(records)
-    if job["final"]:
+    if job["recount"]:
         records = _recount(records, job["tokenizers"])
     fused = job.get("scan")
     part = None
@@ -423,7 +427,7 @@ def stage_job(job: dict) -> dict:
         rows, part = _write_and_scan(out, records, steps[fused["global_step"]], job["shard"], fused["context"])
     else:
         rows = _write_shard(out, records)
-    result = {"rows": rows, "steps": {s.name: s.reset_stats().to_dict() for s in chain}}
+    result = {"rows": rows, "steps": {s.name: s.reset_stats().to_dict() for s in chain}, "recounted": job["recount"]}
     tmp = stats_path.with_suffix(".tmp")
     tmp.write_text(_dumps(result), encoding="utf-8")
     os.replace(tmp, stats_path)
@@ -455,8 +459,28 @@ def _pool_context():
     import multiprocessing as mp
 
     if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
+        pa.array([], type=pa.string())  # pyarrow imports pandas on its first list conversion: once, here
         return mp.get_context("fork")
     return mp.get_context("spawn")
+
+
+def _warm(recipe: dict, key: str, tokenizers: list[str], recount: bool) -> None:
+    """Build in the driver what every shard job builds on first use, before the workers fork.
+
+    A fork pool starts its processes at the first submitted job (not when it is made), so the
+    steps built here (models, tables), the tokenizers of the recount and whatever they import are
+    inherited, not rebuilt once per worker. In-process runs need them anyway; Ray workers start
+    afresh and build their own, as before.
+    """
+    for step in _steps_for(recipe, key):
+        step.warm()  # models and tables a step loads on first use (langid's model, quality's tables)
+    if recount:
+        from ciyuan.errors import CiyuanError
+        from ciyuan.tokens import get_schedule
+
+        for t in tokenizers:  # load a text schedule's tokenizer; other schedules count no text
+            with contextlib.suppress(CiyuanError):  # a missing one fails in the job, as before
+                getattr(get_schedule(t), "tokenizer", None)
 
 
 class LocalExecutor:
@@ -568,9 +592,19 @@ def run_recipe(
     stages = plan_stages(recipe)
     steps = build_steps(recipe)
     merged = [StepStats(s.name) for s in steps]
-    inputs, source = list(sources), True
+    # a big source shard is cut into pieces so that every worker has a part of each stage
+    workers = getattr(executor, "workers", 1)
+    inputs: list[Input] = pieces.cut(list(sources), 2 * workers if workers > 1 else 1)
+    pieces.keep_layout(work, inputs)
+    source = True
     done_jobs = 0
     fused: tuple[int, list, Any] | None = None  # (global step, parts, context) of a scan round run in a stage
+    # Tokens are recounted in the last stage with per-record steps: only those change text (a global
+    # step's plan only marks records), so the counts are final there, and the recount runs in the
+    # shard jobs (every worker) instead of in the driver while the version is written.
+    recount_at = max((st.index for st in stages if st.steps), default=None)
+    if isinstance(executor, LocalExecutor):
+        _warm(recipe, key, tokenizers, recount_at is not None)
     for stage in stages:
         if stage.index > 0:
             g = stage.global_step
@@ -596,7 +630,7 @@ def run_recipe(
             return [
                 FilterShard(
                     {"recipe": recipe, "key": key, "input": inp, "source": source, "global_step": stage.global_step,
-                     "plan": str(plan_dir / f"shard-{i:05d}.pkl"), "tokenizers": tokenizers},
+                     "plan": str(plan_dir / f"shard-{i:05d}.pkl")},
                     by_name,
                 )
                 for i, inp in enumerate(inputs)
@@ -608,8 +642,10 @@ def run_recipe(
         for i, (inp, out) in enumerate(zip(inputs, outputs, strict=True)):
             stats_path = Path(out).with_suffix(".stats.json")
             if stats_path.exists() and Path(out).exists():
-                results[i] = json.loads(stats_path.read_text(encoding="utf-8"))
-                continue
+                done = json.loads(stats_path.read_text(encoding="utf-8"))
+                if done.get("recounted", False) == (stage.index == recount_at):  # else: made before, redo
+                    results[i] = done
+                    continue
             jobs.append(
                 {
                     "recipe": recipe,
@@ -620,7 +656,7 @@ def run_recipe(
                     "global_step": stage.global_step,
                     "steps": stage.steps,
                     "plan": str(plan_dir / f"shard-{i:05d}.pkl") if plan_dir else None,
-                    "final": final,
+                    "recount": stage.index == recount_at,
                     "tokenizers": tokenizers,
                     "shard": i,
                 }
@@ -656,7 +692,7 @@ def run_recipe(
             for name, d in results[i]["steps"].items():
                 by_name[name].merge(StepStats.from_dict(d))
         fused = (nxt, [results[i]["scan_part"] for i in range(len(inputs))], context) if fuse else None
-        inputs, source = outputs, False
+        inputs, source = list(outputs), False
     return [StageShard(p) for p in inputs] if not source else [], merged
 
 
@@ -676,12 +712,12 @@ class StageShard:
 class FilterShard:
     """A shard of a last stage that only applies a global step's plan, run as it is read.
 
-    Why: the stage is cheap (a dict lookup per record, and recounting the tokens of changed
-    texts), so writing its output as one more intermediate shard only for the caller to read it
+    Why: the stage is cheap (a dict lookup per record; tokens were recounted in an earlier stage's
+    jobs), so writing its output as one more intermediate shard only for the caller to read it
     back cost more than the stage itself. The records are the ones :func:`stage_job` would have
-    written: the same plan, the same recount, and the JSON the intermediate shard would have
-    applied to ``meta`` is what the version's writer applies anyway (``canonical_json``,
-    ``default=str``). Statistics reach ``stats`` when the shard has been read to the end.
+    written: the same plan, and the JSON the intermediate shard would have applied to ``meta`` is
+    what the version's writer applies anyway (``canonical_json``, ``default=str``). Statistics
+    reach ``stats`` when the shard has been read to the end.
     """
 
     def __init__(self, job: dict, stats: dict[str, StepStats]):
@@ -695,7 +731,7 @@ class FilterShard:
         g = _steps_for(job["recipe"], job["key"])[job["global_step"]]
         g.reset_stats()
         g.bind(_plan(job["plan"]))
-        yield from _recount(g(read_shard(job["input"], job["source"])), job["tokenizers"])
+        yield from g(read_shard(job["input"], job["source"]))
         self.stats[g.name].merge(StepStats.from_dict(g.reset_stats().to_dict()))
 
 
@@ -711,16 +747,12 @@ def _write_plans(step: GlobalStep, plan: dict, folder: Path, shards: int) -> Non
     (folder / "done").write_text("", encoding="utf-8")
 
 
-def shard_rows(paths: list[str]) -> list[int]:
-    """Records in each shard, from its Parquet footer."""
-    out = []
-    for p in paths:
-        with open(p, "rb") as fh:
-            out.append(pq.ParquetFile(fh).metadata.num_rows)
-    return out
+def shard_rows(paths: list[Input]) -> list[int]:
+    """Records in each shard (or piece of one), from its Parquet footer."""
+    return [pieces.rows(p) for p in paths]
 
 
-def _rows(paths: list[str]) -> int:
+def _rows(paths: list[Input]) -> int:
     """Records in the shards, from their Parquet footers (an upper bound on the live ones)."""
     return sum(shard_rows(paths))
 
@@ -743,7 +775,7 @@ def _run_scans(
     g: int,
     recipe: dict,
     key: str,
-    inputs: list[str],
+    inputs: list[Input],
     source: bool,
     scratch: str,
     executor: LocalExecutor | RayExecutor,

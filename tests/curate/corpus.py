@@ -465,3 +465,21 @@ def near_dup_corpus(seed: int = 7, families: int = 120) -> list[dict]:
         records.append({"id": f"s{s:03d}", "text": en_prose(rng) if s % 2 else zh_prose(rng), "meta": {}})
     rng.shuffle(records)
     return records
+
+
+def planted_corpus(seed: int = 1) -> list[dict]:
+    """English and Chinese prose, boilerplate, 10 exact and 10 near copies, PII; shuffled."""
+    rng = random.Random(seed)
+    recs = []
+    for i in range(40):
+        recs.append({"id": f"en{i}", "text": en_prose(rng)})
+        recs.append({"id": f"zh{i}", "text": zh_prose(rng)})
+    for i, t in enumerate(boilerplate_pages(rng, 10)):
+        recs.append({"id": f"bp{i}", "text": t})
+    for i in range(10):
+        recs.append({"id": f"exact{i}", "text": recs[i * 2]["text"]})
+        recs.append({"id": f"near{i}", "text": edit_copy(recs[i * 2 + 1]["text"], 1, rng, cjk=True)})
+    for i, (t, _) in enumerate(pii_records(rng, per_type=2)):
+        recs.append({"id": f"pii{i}", "text": en_prose(rng, 3) + "\n\n" + t})
+    rng.shuffle(recs)
+    return recs

@@ -1,28 +1,9 @@
-import random
-
 import pytest
-from corpus import boilerplate_pages, edit_copy, en_prose, pii_records, zh_prose
+from corpus import planted_corpus
 
 from ciyuan.curate.curate import curate
 from ciyuan.curate.executor import Interrupted
 from ciyuan.errors import InvalidInput
-
-
-def make_corpus(seed: int = 1) -> list[dict]:
-    rng = random.Random(seed)
-    recs = []
-    for i in range(40):
-        recs.append({"id": f"en{i}", "text": en_prose(rng)})
-        recs.append({"id": f"zh{i}", "text": zh_prose(rng)})
-    for i, t in enumerate(boilerplate_pages(rng, 10)):
-        recs.append({"id": f"bp{i}", "text": t})
-    for i in range(10):
-        recs.append({"id": f"exact{i}", "text": recs[i * 2]["text"]})
-        recs.append({"id": f"near{i}", "text": edit_copy(recs[i * 2 + 1]["text"], 1, rng, cjk=True)})
-    for i, (t, _) in enumerate(pii_records(rng, per_type=2)):
-        recs.append({"id": f"pii{i}", "text": en_prose(rng, 3) + "\n\n" + t})
-    rng.shuffle(recs)
-    return recs
 
 
 @pytest.fixture
@@ -30,7 +11,7 @@ def dataset(home):
     from ciyuan.store import VersionBuilder
 
     b = VersionBuilder("plant", made_by={"command": "test"}, rows_per_shard=25)
-    for r in make_corpus():
+    for r in planted_corpus():
         b.add(dict(r, meta={}))
     v = b.commit()
     return v

@@ -259,3 +259,17 @@ def test_the_bundled_samples_planted_pii_is_all_found() -> None:
         for v in vals:
             text = f"值 {v} 。"
             assert (2, 2 + len(v), kinds[planted_kind]) in find_pii(text), (planted_kind, v)
+
+
+def test_fold_by_runs_is_the_whole_text_translated() -> None:
+    """The fold rewrites only runs of foldable characters; the result must be the full translation."""
+    from ciyuan.curate.steps.pii import _FOLD
+
+    rng = random.Random(5)
+    foldable = [chr(c) for c in sorted(_FOLD)]
+    other = list("abc 123，。「」数据\n\t-—…") + ["\u00e9", "\U0001f600"]
+    for _ in range(300):
+        text = "".join(rng.choice(foldable if rng.random() < 0.3 else other) for _ in range(rng.randrange(1, 80)))
+        text += "\u3000"  # the ideographic space is a hint: the fold runs
+        assert fold(text) == text.translate(_FOLD)
+        assert len(fold(text)) == len(text)

@@ -6,6 +6,7 @@ from collections import defaultdict
 import pytest
 from corpus import en_prose, zh_prose
 
+from ciyuan.curate import pieces
 from ciyuan.curate.curate import curate
 from ciyuan.curate.executor import BATCH_ROWS, ProgressEvent
 
@@ -52,8 +53,11 @@ def test_worker_processes_report_complete_totals(one_big_shard):
     curate(one_big_shard.ref, steps="normalize,length", workers=2, on_progress=events.append)
     stages = by_stage(events)
     assert list(stages) == ["normalize, length", "write version"]
+    # with two workers the one shard is cut into pieces of row groups, one job each
+    jobs = len(pieces.cut([one_big_shard.path(s["path"]) for s in one_big_shard.manifest["shards"]], 4))
+    assert jobs == 2  # 2,500 records in row groups of 2,048
     for evs in stages.values():
-        assert evs[-1] == ProgressEvent(evs[-1].stage, 1, 1, 2500, 2500)
+        assert evs[-1] == ProgressEvent(evs[-1].stage, jobs, jobs, 2500, 2500)
         assert all(e.records_done <= e.records for e in evs)
 
 

@@ -317,3 +317,33 @@ def test_hf_without_tokenizers_package(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(CiyuanError, match="'tokenizers' package is not installed") as err:
         get_tokenizer(f"hf:{path}")
     assert "pip install tokenizers" in err.value.hint
+
+
+def test_pinned_self_check_counts_are_tiktokens() -> None:
+    """The fast counter is checked against pinned counts; they must be tiktoken's own."""
+    assert tk._SELF_CHECK_COUNTS[CL100K_SHA[:16]] == tuple(ref_count(s) for s in tk._SELF_CHECK)
+
+
+def test_counting_does_not_parse_the_vocabulary() -> None:
+    """A process that only counts never builds tiktoken's Encoding (about 1.1 CPU s of parsing)."""
+    clear_cache()
+    try:
+        tok = get_tokenizer("cl100k_base")
+        assert tok.backend == "bpe-openai"
+        assert tok.count("hello world") == 2
+        assert tok._encoding is None
+        assert tok.encode("hello world") == REF.encode_ordinary("hello world")  # built on first use
+        assert tok._encoding is not None
+    finally:
+        clear_cache()
+
+
+def test_fast_counter_refused_when_it_disagrees_with_pinned_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(tk._SELF_CHECK_COUNTS, CL100K_SHA[:16], (1,) * len(tk._SELF_CHECK))
+    clear_cache()
+    try:
+        tok = get_tokenizer("cl100k_base")
+        assert tok.backend == "tiktoken"
+        assert tok.count("hello world") == 2
+    finally:
+        clear_cache()

@@ -207,6 +207,13 @@ class Step:
     def setup(self) -> None:
         """Check parameters and build lookup tables once (override)."""
 
+    def warm(self) -> None:
+        """Load the models and tables every call of the step needs (override).
+
+        The local executor calls it in the driver before its worker processes fork, so they share
+        one copy instead of each loading its own.
+        """
+
     def config(self) -> dict:
         """Parameter values, as recorded in a version's recipe."""
         return {p.name: getattr(self, p.name) for p in self.params}

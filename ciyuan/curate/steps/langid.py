@@ -102,6 +102,9 @@ class LangId(Step):
         Param("max_chars", "int", 2000, "Characters of the text the model reads (speed vs. accuracy)."),
     )
 
+    def warm(self) -> None:
+        _detector()
+
     def process(self, record: dict) -> None:
         text = record.get("text") or ""
         lang, score = detect(text, self.max_chars)

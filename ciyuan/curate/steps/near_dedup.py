@@ -93,6 +93,7 @@ class NearDedup(GlobalStep):
         if not 0 < self.threshold <= 1:
             raise InvalidInput("near_dedup: threshold must be in (0, 1]", hint="e.g. threshold: 0.8")
         self._pending: dict | None = None
+        minhash.prepare()  # in the driver, before workers fork: they inherit the tables
 
     # shingles --------------------------------------------------------------------------------
 
