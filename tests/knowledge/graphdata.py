@@ -1,0 +1,56 @@
+"""A small graph made as graph records (one subject with its triples, canonical N-Triples text), the
+form the shared decisions of issue 15 define, so these tests depend only on the record form."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+EX = "http://example.org/"
+XSD = "http://www.w3.org/2001/XMLSchema#"
+NAMES = ["Ada", "Bo", "Chen Li", "Dana", "Émile", "Fumiko", "李雷", "Hana"]
+
+
+def triples(n: int = len(NAMES)) -> list[tuple[str, str, str, str | None]]:
+    """(s, p, o, graph) in N-Triples term form; one subject in a named graph, one blank node."""
+    out = []
+    for i in range(n):
+        s = f"<{EX}person/{i}>"
+        out.append((s, "<http://www.w3.org/1999/02/22-rdf-syntax-ns#type>", f"<{EX}Person>", None))
+        out.append((s, f"<{EX}name>", f'"{NAMES[i % len(NAMES)]}"@{"zh" if i == 6 else "en"}', None))
+        if i % 3:
+            out.append((s, f"<{EX}age>", f'"{20 + 7 * i}"^^<{XSD}integer>', None))
+        out.append((s, f"<{EX}knows>", f"<{EX}person/{(i + 1) % n}>", None))
+        if i % 2 == 0:
+            out.append((s, f"<{EX}city>", f'"{"Beijing" if i % 4 else "Lyon"}"', None))
+    out.append(("_:addr0", f"<{EX}street>", '"1 Main St"', None))
+    out.append((f"<{EX}person/0>", f"<{EX}address>", "_:addr0", None))
+    out.append((f"<{EX}doc/1>", f"<{EX}title>", '"in a named graph"', f"<{EX}g1>"))
+    return out
+
+
+def records(trips=None) -> list[dict]:
+    """Graph records: per (graph, subject), its sorted lines, newline-terminated."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for s, p, o, g in trips or triples():
+        groups[(g, s)].append(f"{s} {p} {o} {g} .\n" if g else f"{s} {p} {o} .\n")
+    out = []
+    for i, ((g, s), lines) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))):
+        text = "".join(sorted(lines))
+        out.append({"id": f"g{i:06d}", "modality": "graph", "text": text,
+                    "meta": {"subject": s.strip("<>"), "graph": g.strip("<>") if g else None,
+                             "triples": len(lines), "source": "test.nq", "line": i + 1},
+                    "tokens": {"cl100k_base": len(text) // 4 + 1}})
+    return out
+
+
+def make_graph_version(name: str = "kg", trips=None):
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder(name, made_by={"tool": "tests"})
+    for r in records(trips):
+        b.add(r)
+    return b.commit()
+
+
+def nquads(trips=None) -> str:
+    return "".join(r["text"] for r in records(trips))
