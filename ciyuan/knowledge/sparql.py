@@ -398,6 +398,10 @@ def shape(form: str, raw: dict, counts: list[int], max_rows: int, max_tokens: in
             break
         total += n
         keep += 1
+    if keep == 0 and limit == "tokens":  # billing nothing for an empty answer would let calls run for ever
+        raise InvalidInput(f"the first row of the answer is {counts[0]} tokens, more than the {max_tokens} allowed",
+                           hint="raise max_tokens (or buy more tokens if the entitlement is nearly used up)",
+                           code="token_limit")
     kept = items[:keep]
     if raw["kind"] == "select":
         body: dict | str = {"head": {"vars": raw["vars"]},

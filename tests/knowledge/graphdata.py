@@ -39,7 +39,7 @@ def records(trips=None) -> list[dict]:
         out.append({"id": f"g{i:06d}", "modality": "graph", "text": text,
                     "meta": {"subject": s.strip("<>"), "graph": g.strip("<>") if g else None,
                              "triples": len(lines), "source": "test.nq", "line": i + 1},
-                    "tokens": {"cl100k_base": len(text) // 4 + 1}})
+                    "tokens": {"cl100k_base": len(text)}})
     return out
 
 
@@ -54,3 +54,36 @@ def make_graph_version(name: str = "kg", trips=None):
 
 def nquads(trips=None) -> str:
     return "".join(r["text"] for r in records(trips))
+
+
+def make_graph_market(price: str = "2000.00", deposit: str = "1000.00", trips=None):
+    """A provider's graph listing and a buyer (with a key and ``deposit`` CNY), all real."""
+    from types import SimpleNamespace
+
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
+    from ciyuan.ledger.money import parse_amount
+    from ciyuan.market import accounts, listings
+
+    def setup(sess):
+        accs = {n: accounts.create_account(sess, n, r) for n, r in [("prov", "provider"), ("alice", "buyer")]}
+        _, key = accounts.create_key(sess, "alice")
+        ledger.deposit(sess, "dep-1", accs["alice"].id, parse_amount(deposit, "CNY"), "CNY")
+        return accs, key
+
+    accs, key = tx.run(setup)
+    version = make_graph_version(trips=trips)
+    listing = listings.publish(version.ref, provider="prov", price_per_mtok=price, sample=2)
+    return SimpleNamespace(accounts=accs, key=key, version=version, listing=listing,
+                           buyer=accs["alice"].id, provider=accs["prov"].id)
+
+
+def entitlement(env, token_budget: int | None = None, key: str = "k1", buyer: str | None = None,
+                metered: bool = True) -> dict:
+    """An order of the listing (metered by default) whose tokens are the call budget."""
+    from ciyuan.market import orders, quotes
+
+    sel = {"token_budget": token_budget} if token_budget else None
+    q = quotes.create_quote(buyer or env.buyer, env.listing["id"], sel)
+    order, _ = orders.place_order(buyer or env.buyer, q["id"], key, billing="metered" if metered else "prepaid")
+    return order["entitlement"]
