@@ -20,6 +20,7 @@ AREAS = [
     "ciyuan.cli.curate_cmds",
     "ciyuan.cli.exchange_cmds",
     "ciyuan.cli.delivery_cmds",
+    "ciyuan.cli.knowledge_cmds",
     "ciyuan.cli.appraise_cmds",
     "ciyuan.cli.quickstart_cmds",
 ]

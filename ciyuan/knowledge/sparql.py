@@ -50,8 +50,10 @@ RDF_LANG_STRING = "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"
 
 
 class QueryTimeout(CiyuanError):
+    """A query stopped at its time limit (its worker was killed); nothing was billed for it."""
+
     code = "query_timeout"
-    status = 504
+    status = 408
 
 
 # -- the query form -----------------------------------------------------------------------------
