@@ -62,8 +62,10 @@ class Bm25Index:
         import bm25s
 
         r = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
-        # bm25s refuses an empty corpus; a base with no text gets one empty document nobody matches
-        r.index([analyze(t) for t in texts] or [[]], show_progress=False)
+        terms = [analyze(t) for t in texts]
+        if not any(terms):  # bm25s needs one term somewhere: a sentinel row no analyzed query can match
+            terms.append(["\x00"])
+        r.index(terms, show_progress=False)
         return cls(r, len(texts))
 
     def save(self, folder: str) -> None:
@@ -84,4 +86,4 @@ class Bm25Index:
         k = min(k, self.size)
         docs, scores = self._r.retrieve([terms], k=k, show_progress=False, n_threads=1)
         rows, vals = np.asarray(docs[0]), np.asarray(scores[0])
-        return [(int(r), float(v)) for r, v in zip(rows, vals, strict=True) if v > 0]
+        return [(int(r), float(v)) for r, v in zip(rows, vals, strict=True) if v > 0 and r < self.size]
