@@ -76,6 +76,25 @@ def _version(s: Settings, version: Version | str) -> Version:
     return resolve(v, s)
 
 
+def default_params(s: Settings) -> ChunkerParams:
+    """The home's chunker parameters: ``CIYUAN_KB_CHUNK_TOKENS``/``_OVERLAP`` or ``kb_chunk_tokens``/
+    ``kb_chunk_overlap`` in config.toml; publish and search read the same, so they meet one index."""
+    def pick(env: str, key: str, default: int) -> int:
+        raw = os.environ.get(env) or s.extra.get(key) or default
+        try:
+            return int(raw)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{key} {raw!r} is not an integer", hint=f"set {env} to a whole number") from exc
+
+    return ChunkerParams(max_tokens=pick("CIYUAN_KB_CHUNK_TOKENS", "kb_chunk_tokens", 256),
+                         overlap=pick("CIYUAN_KB_CHUNK_OVERLAP", "kb_chunk_overlap", 32))
+
+
+def default_vectors_mode(s: Settings) -> str:
+    """``auto`` (vectors when embeddings are installed) or ``off``: ``CIYUAN_KB_VECTORS`` or ``kb_vectors``."""
+    return str(os.environ.get("CIYUAN_KB_VECTORS") or s.extra.get("kb_vectors") or "auto")
+
+
 def index_spec(version: Version, params: ChunkerParams, use_vectors: str = "auto") -> dict:
     """Everything the index depends on; its hash is the index key."""
     if use_vectors not in VECTOR_CHOICES:
@@ -186,17 +205,18 @@ def _read_manifest(fs: Any, path: str) -> dict | None:
 
 
 def ensure_index(home_or_store: Settings | str | Path | None, version_id: Version | str, *,
-                 params: ChunkerParams | None = None, vectors_mode: str = "auto",
+                 params: ChunkerParams | None = None, vectors_mode: str | None = None,
                  progress: Progress | None = None) -> dict:
     """Build the retrieval index of a version, or reuse the one already beside it; its manifest.
 
     The returned manifest has ``"reused": True`` when nothing was built. Building is safe to race:
-    each builder writes into its own temporary folder and the first to finish is kept.
+    each builder writes into its own temporary folder and the first to finish is kept. ``params``
+    and ``vectors_mode`` default to the home's settings (``default_params``, ``default_vectors_mode``).
     """
     s = _settings(home_or_store)
     version = _version(s, version_id)
-    params = params or ChunkerParams()
-    spec = index_spec(version, params, vectors_mode)
+    params = params or default_params(s)
+    spec = index_spec(version, params, vectors_mode or default_vectors_mode(s))
     key = index_key(spec)
     fs = version.fs()
     folder = version.path(f"kb/{key}")
@@ -296,7 +316,7 @@ def _check(query: Any, top_k: Any, mode: Any) -> None:
 
 
 def retrieve(home_or_store: Settings | str | Path | None, version_id: Version | str, query: str, top_k: int = 5,
-             mode: str = "hybrid", *, params: ChunkerParams | None = None) -> dict:
+             mode: str = "hybrid", *, params: ChunkerParams | None = None, vectors_mode: str | None = None) -> dict:
     """``search`` with what was actually done: ``mode_used`` and why it differs (``fallback``);
     each result also carries ``tokens``, its chunk's cl100k_base count.
 
@@ -306,7 +326,7 @@ def retrieve(home_or_store: Settings | str | Path | None, version_id: Version | 
     _check(query, top_k, mode)
     s = _settings(home_or_store)
     version = _version(s, version_id)
-    idx = _load(s, version, ensure_index(s, version, params=params))
+    idx = _load(s, version, ensure_index(s, version, params=params, vectors_mode=vectors_mode))
     fallback = None
     if mode != "bm25" and idx.vectors is None:
         if mode == "vector":
