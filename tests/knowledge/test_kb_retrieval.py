@@ -81,6 +81,7 @@ def test_bm25_results_carry_exact_offsets(home):
 
 
 def test_without_embeddings_hybrid_falls_back_to_bm25_and_says_so(turbine, monkeypatch):
+    monkeypatch.setenv("CIYUAN_KB_VECTORS", "auto")
     monkeypatch.setattr(vectors, "embeddings_available", lambda: False)  # the `make run` environment: no torch
     m = retrieval.ensure_index(None, turbine.id)
     assert m["vectors"] is None and m["modes"] == ["bm25"] and "BM25 only" in m["vectors_note"]
@@ -91,7 +92,8 @@ def test_without_embeddings_hybrid_falls_back_to_bm25_and_says_so(turbine, monke
     assert "torch" in err.value.hint
 
 
-def test_hybrid_and_vector_search_with_minilm(turbine):
+def test_hybrid_and_vector_search_with_minilm(turbine, monkeypatch):
+    monkeypatch.setenv("CIYUAN_KB_VECTORS", "auto")
     m = retrieval.ensure_index(None, turbine.id)
     assert m["vectors"]["model"].startswith("all-MiniLM-L6-v2") and m["modes"] == ["hybrid", "bm25", "vector"]
     # no word in common with the record: only the vectors can find it
