@@ -470,6 +470,36 @@ EN: dict[str, str] = {
     "ep_time_s": "time (s)",
     "ep_cameras": "Camera frames",
     "ep_camera_alt": "Frames of camera {cam}, evenly spaced through the episode",
+    # knowledge bases (issue 15): the query page and the appraisal's retrieval section
+    "kb_title": "Knowledge base",
+    "kb_open": "Query this knowledge base",
+    "kb_help": "Ask in any language. Below each answer is what the retrieve call would bill for the chunks it "
+    "returns, before it is made; searching on this page bills nothing.",
+    "kb_query": "Query",
+    "kb_top_k": "Results",
+    "kb_mode": "Mode",
+    "kb_search": "Search",
+    "kb_mode_hybrid": "hybrid (BM25 + vectors, rank fusion)",
+    "kb_mode_bm25": "BM25 alone",
+    "kb_mode_vector": "vectors alone",
+    "kb_index_line": "{chunks} chunks of at most {max_tokens} tokens (overlap {overlap}); modes: {modes}.",
+    "kb_no_vectors": "This index has no vectors (torch and the packaged MiniLM are not installed here): answers "
+    "come from BM25 alone.",
+    "kb_cost": "This call would cost {price} {currency}: {tokens} tokens under {schedule} at {rate} {currency} "
+    "per million tokens.",
+    "kb_cost_title": "Cost before the call",
+    "kb_no_results": "No chunk matched this query.",
+    "kb_score": "Score",
+    "kb_record": "Record",
+    "kb_span": "Characters",
+    "kb_tokens": "Tokens",
+    "kb_text": "Text",
+    "kb_not_kb": "This listing has no text to retrieve from.",
+    "kb_use_title": "Retrieval, verified through use",
+    "kb_use_line": "{questions} questions made from held-out records (a perturbed phrase of each must find its "
+    "record); index over {indexed} of {records} records, {chunks} chunks.",
+    "kb_use_mode": "Mode",
+    "kb_use_bm25_only": "Vectors were not measured: torch and the packaged MiniLM are not installed.",
 }
 
 ZH: dict[str, str] = {
@@ -913,6 +943,33 @@ ZH: dict[str, str] = {
     "ep_time_s": "时间（秒）",
     "ep_cameras": "相机画面",
     "ep_camera_alt": "相机 {cam} 在回合中均匀选取的画面",
+    # 知识库（issue 15）：查询页与评估报告中的检索部分
+    "kb_title": "知识库",
+    "kb_open": "查询此知识库",
+    "kb_help": "可用任何语言提问。每次结果下方列出检索调用在发出之前、按返回片段计算的费用；本页搜索不计费。",
+    "kb_query": "查询",
+    "kb_top_k": "结果数",
+    "kb_mode": "方式",
+    "kb_search": "搜索",
+    "kb_mode_hybrid": "混合（BM25 + 向量，排名融合）",
+    "kb_mode_bm25": "仅 BM25",
+    "kb_mode_vector": "仅向量",
+    "kb_index_line": "共 {chunks} 个片段，每段至多 {max_tokens} 个词元（重叠 {overlap}）；方式：{modes}。",
+    "kb_no_vectors": "此索引没有向量（本机未安装 torch 与内置 MiniLM）：结果仅来自 BM25。",
+    "kb_cost": "本次调用费用 {price} {currency}：按 {schedule} 计 {tokens} 个词元，每百万词元 {rate} {currency}。",
+    "kb_cost_title": "调用前的费用",
+    "kb_no_results": "没有与此查询匹配的片段。",
+    "kb_score": "得分",
+    "kb_record": "记录",
+    "kb_span": "字符位置",
+    "kb_tokens": "词元",
+    "kb_text": "文本",
+    "kb_not_kb": "此上架数据没有可检索的文本。",
+    "kb_use_title": "检索（经应用验证）",
+    "kb_use_line": "由留出记录生成 {questions} 个问题（每条记录取一段扰动后的短语，须检索到该记录）；"
+    "索引覆盖 {records} 条记录中的 {indexed} 条，共 {chunks} 个片段。",
+    "kb_use_mode": "方式",
+    "kb_use_bm25_only": "未测向量：本机未安装 torch 与内置 MiniLM。",
 }
 
 STRINGS = {"en": EN, "zh": ZH}

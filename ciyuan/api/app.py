@@ -27,6 +27,7 @@ ROUTERS: list[tuple[str, str, str]] = [
     ("ciyuan.web.routes", "router", ""),
     ("ciyuan.web.thumbs", "router", ""),
     ("ciyuan.web.episodes", "router", ""),
+    ("ciyuan.web.kb", "router", ""),
 ]
 
 

@@ -311,6 +311,12 @@ def appraise(
             utility["text"] = {"baseline": None, "eval": eval_source, "lift": None,
                                "why": "no --baseline given: lift needs a corpus to compare against"}  # fmt: skip
     lap("text_utility")
+    from ciyuan.appraise.retrieval_use import retrieval_utility
+
+    kb_use = retrieval_utility(v, s) if not episodes or episodes < row else None  # a knowledge base's use
+    if kb_use is not None:
+        utility["retrieval"] = kb_use
+        lap("retrieval_utility")
     episode_values = None
     if episodes:
         utility["episode"], episode_values, ep_ids, ep_vals = appraise_episodes(

@@ -197,6 +197,24 @@ def _episode_rows(rows: list[dict], t) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def retrieval_section(ap: dict, t, na: str) -> str:
+    """A knowledge base's recall@k by mode (BM25 alone, vectors alone, hybrid); empty when not measured."""
+    u = (ap.get("utility") or {}).get("retrieval")
+    if not u:
+        return ""
+    ks = sorted({k for r in u["recall"].values() for k in r}, key=lambda k: int(k.split("@")[1]))
+    head = "".join(f"<th>{_e(k)}</th>" for k in ks)
+    rows = "".join(
+        f"<tr><td>{_e(t('kb_mode_' + mode))}</td>" + "".join(f"<td>{_score(r.get(k), na)}</td>" for k in ks) + "</tr>"
+        for mode, r in u["recall"].items()
+    )
+    note = "" if u.get("note") is None else f"<p>{_e(t('kb_use_bm25_only'))}</p>"
+    line = t("kb_use_line", questions=u["questions"], indexed=f"{u['records_indexed']:,}",
+             records=f"{u['records']:,}", chunks=f"{u['chunks']:,}")
+    return (f"<h2>{_e(t('kb_use_title'))}</h2><p>{_e(line)}</p>{note}"
+            f'<table data-testid="retrieval-recall"><tr><th>{_e(t("kb_use_mode"))}</th>{head}</tr>{rows}</table>')
+
+
 def episode_section(ap: dict, t, na: str) -> str:
     """The policy part of the report: the behaviour-cloning learning curve against the mean-action
     baseline, the episode value histogram and the top and bottom episodes; empty without episodes."""
@@ -314,6 +332,7 @@ pre{{font-size:11px;white-space:pre-wrap;margin:0}}.big{{font-size:28px;font-wei
 {ap.get("quality", {}).get("score", 0):.3f}.{util_sentence}</p>{media_note}
 {bars}{text_charts}{price}
 {episode_section(ap, t, na)}
+{retrieval_section(ap, t, na)}
 {media_section(ap.get("media"), t, na)}
 {media_uniqueness_section(uq, t)}
 <h2>{_e(t("ar_evidence"))}</h2><table><tr><th>{_e(t("ar_indicator"))}</th><th>{_e(t("ar_score"))}</th>

@@ -22,6 +22,7 @@ AREAS = [
     "ciyuan.cli.delivery_cmds",
     "ciyuan.cli.knowledge_cmds",
     "ciyuan.cli.appraise_cmds",
+    "ciyuan.cli.kb_cmds",
     "ciyuan.cli.quickstart_cmds",
 ]
 
