@@ -38,7 +38,7 @@ class SparqlIn(BaseModel):
 
 
 class RetrieveIn(BaseModel):
-    query: str = Field(min_length=1, max_length=10_000)
+    query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(5, ge=1, le=100)
     max_tokens: int = Field(calls.DEFAULT_MAX_TOKENS, ge=1, le=calls.MAX_MAX_TOKENS)
     mode: str = Field("hybrid", pattern="^(hybrid|bm25|vector)$")

@@ -166,6 +166,13 @@ def ensure_store(version, s=None) -> dict:
         return m
 
 
+def has_graph(version) -> bool:
+    """Whether the version holds graph records (reads only the modality column)."""
+    import pyarrow.compute as pc
+
+    return any(pc.any(pc.equal(b.column("modality"), "graph")).as_py() for b in version.iter_batches(["modality"]))
+
+
 def _load(st, chunk: list[str], version) -> None:
     import pyoxigraph as ox
 

@@ -87,3 +87,54 @@ def entitlement(env, token_budget: int | None = None, key: str = "k1", buyer: st
     q = quotes.create_quote(buyer or env.buyer, env.listing["id"], sel)
     order, _ = orders.place_order(buyer or env.buyer, q["id"], key, billing="metered" if metered else "prepaid")
     return order["entitlement"]
+
+
+DOCS = ["The gearbox oil temperature alarm triggered at turbine 7.", "风机齿轮箱温度过高，需要立即停机检查。",
+        "Pitch bearing lubrication is due every six months.", "ブレードの前縁に亀裂が見つかりました。",
+        "블레이드 앞전에서 균열이 발견되었습니다."]
+
+
+def publish_kb(env, name: str = "manuals"):
+    """A text knowledge base listed by the same provider (its retrieval index is built at publish)."""
+    from ciyuan.market import listings
+    from ciyuan.store import VersionBuilder
+
+    b = VersionBuilder(name, made_by={"tool": "tests"})
+    for i, t in enumerate(DOCS):
+        b.add({"id": f"d{i}", "text": t, "meta": {}, "tokens": {"cl100k_base": 400}})
+    v = b.commit()
+    return listings.publish(v.ref, provider="prov", price_per_mtok="2000.00", sample=0)
+
+
+class ThreadServer:
+    """An ASGI app under uvicorn on a loopback port, in a thread of the test process."""
+
+    def __init__(self, app):
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        for _ in range(400):
+            if self.server.started:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
