@@ -147,11 +147,6 @@ def publish(
     kb = ensure_index(s, version)
     card["retrieval"] = {"index": kb["key"], "chunks": kb["chunks"], "modes": kb["modes"],
                          "chunker": kb["chunker"], "vectors": kb["vectors"], "note": kb["vectors_note"]}
-    from ciyuan.knowledge import sparql
-
-    if sparql.has_graph(version):  # a graph listing answers SPARQL from the store built here, beside the version
-        st = sparql.ensure_store(version, s)
-        card["sparql"] = {"quads": st["quads"], "graph_records": st["graph_records"], "format": st["format"]}
 
     def write(sess: Session) -> dict:
         _refuse_second_active(sess, provider_id, version.id, version.dataset)  # again, inside the writing unit
