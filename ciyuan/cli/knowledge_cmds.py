@@ -17,6 +17,7 @@ from ciyuan.errors import CiyuanError, InvalidInput
 
 KeyOpt = typer.Option(None, "--key", help="The buyer's API key (default: $CIYUAN_KEY).")
 UrlOpt = typer.Option(None, "--url", help="An exchange server (default: this home's exchange, in process).")
+MaxTokOpt = typer.Option(4096, "--max-tokens", help="The call's token cap (only what returns is billed).")
 IdemOpt = typer.Option(None, "--idempotency-key", help="Retry with the same key: the first answer, billed once.")
 
 
@@ -71,7 +72,7 @@ def sparql_cmd(
     listing: str = typer.Argument(..., help="A graph listing's id (lst_...)."),
     query: str = typer.Argument(..., help="SELECT, ASK, CONSTRUCT or DESCRIBE; @FILE reads a file, - stdin."),
     max_rows: int = typer.Option(1000, "--max-rows", help="Rows (or triples) at most."),
-    max_tokens: int = typer.Option(4096, "--max-tokens", help="The call's token cap (only what returns is billed)."),
+    max_tokens: int = MaxTokOpt,
     timeout_s: float = typer.Option(10.0, "--timeout", help="Seconds before the query is stopped."),
     idempotency_key: str | None = IdemOpt,
     key: str | None = KeyOpt,
@@ -104,7 +105,7 @@ def retrieve_cmd(
     listing: str = typer.Argument(..., help="A knowledge-base or graph listing's id (lst_...)."),
     query: str = typer.Argument(..., help="The question; @FILE reads a file, - stdin."),
     top_k: int = typer.Option(5, "--top-k", help="Chunks at most."),
-    max_tokens: int = typer.Option(4096, "--max-tokens", help="The call's token cap (only what returns is billed)."),
+    max_tokens: int = MaxTokOpt,
     mode: str = typer.Option("hybrid", "--mode", help="hybrid, bm25 or vector."),
     idempotency_key: str | None = IdemOpt,
     key: str | None = KeyOpt,
