@@ -25,15 +25,17 @@ is billed exactly for what it holds and a buyer can recount it.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ciyuan.errors import CiyuanError, InvalidInput, NotFound
@@ -241,36 +243,52 @@ def evaluate(store, query: str, max_rows: int) -> dict:
     return {"kind": "graph", "triples": out}
 
 
-def _worker_main(conn) -> None:
-    """A worker: open stores read-only as asked and answer queries until the pipe closes."""
+def _worker_main() -> None:
+    """A worker process: open stores read-only as asked and answer queries until its input closes.
+
+    It speaks over its stdin and stdout (``multiprocessing`` connections on those descriptors); its
+    own prints go to stderr, so nothing else can write into the answers.
+    """
+    from multiprocessing.connection import Connection
+
     import pyoxigraph as ox
 
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    recv, send = Connection(0, writable=False), Connection(out_fd, readable=False)
+    send.send(("ready",))
     stores: dict[str, object] = {}
     while True:
         try:
-            msg = conn.recv()
+            path, query, max_rows = recv.recv()
         except EOFError:
             return
-        path, query, max_rows = msg
         try:
             if path not in stores:
                 stores[path] = ox.Store.read_only(path)
-            conn.send(("ok", evaluate(stores[path], query, max_rows)))
+            send.send(("ok", evaluate(stores[path], query, max_rows)))
         except SyntaxError as exc:
-            conn.send(("syntax", str(exc)))
+            send.send(("syntax", str(exc)))
         except Exception as exc:  # an engine error is the query's, reported to its caller
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            send.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+WORKER_START_S = 120  # a worker's start (a fresh interpreter importing pyoxigraph) is not the query's time
 
 
 @dataclass
 class _Worker:
-    proc: object
-    conn: object
-    opened: set[str] = field(default_factory=set)
+    proc: subprocess.Popen
+    send: Connection
+    recv: Connection
 
 
 class WorkerPool:
-    """Worker processes for queries; a worker whose query passed its deadline is killed."""
+    """Worker processes for queries; a worker whose query passed its deadline is killed.
+
+    Workers are plain ``python -c`` processes rather than ``multiprocessing`` children, so they never
+    re-import the parent's main module (a script, uvicorn, pytest) and start the same under every host.
+    """
 
     def __init__(self, size: int = 2):
         self.size = size
@@ -279,12 +297,20 @@ class WorkerPool:
         self._cond = threading.Condition()
 
     def _spawn(self) -> _Worker:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="ciyuan-sparql")
-        proc.start()
-        child.close()
-        return _Worker(proc, parent)
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        proc = subprocess.Popen([sys.executable, "-c", "from ciyuan.knowledge.sparql import _worker_main; "
+                                 "_worker_main()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                close_fds=True)
+        w = _Worker(proc, Connection(os.dup(proc.stdin.fileno()), readable=False),
+                    Connection(os.dup(proc.stdout.fileno()), writable=False))
+        proc.stdin.close()
+        proc.stdout.close()
+        if not w.recv.poll(WORKER_START_S) or w.recv.recv() != ("ready",):
+            self._kill(w)
+            raise CiyuanError("a SPARQL worker did not start", hint="check that pyoxigraph imports on this machine",
+                              code="worker_failed", status=503)
+        return w
 
     def _take(self, deadline: float) -> _Worker:
         with self._cond:
@@ -314,15 +340,17 @@ class WorkerPool:
             self._cond.notify()
 
     def run(self, path: str, query: str, max_rows: int, timeout_s: float) -> dict:
-        """The raw answer of ``query`` on the store at ``path``, or :class:`QueryTimeout` (the worker is killed)."""
-        deadline = time.monotonic() + timeout_s
-        w = self._take(deadline)
+        """The raw answer of ``query`` on the store at ``path``, or :class:`QueryTimeout` (the worker is killed).
+
+        The time limit runs from when a worker has the query (waiting for a free worker counts too).
+        """
+        w = self._take(time.monotonic() + timeout_s)
         try:
-            w.conn.send((path, query, max_rows))
-            if not w.conn.poll(max(0.0, deadline - time.monotonic())):
+            w.send.send((path, query, max_rows))
+            if not w.recv.poll(timeout_s):
                 raise QueryTimeout(f"the query ran longer than its time limit of {timeout_s:g} s and was stopped",
                                    hint="add LIMIT, bind a subject or predicate, or raise timeout_s")
-            status, *rest = w.conn.recv()
+            status, *rest = w.recv.recv()
         except BaseException:
             self._kill(w)
             self._give(None)
@@ -337,9 +365,10 @@ class WorkerPool:
     def _kill(w: _Worker) -> None:
         try:
             w.proc.kill()
-            w.proc.join(5)
+            w.proc.wait(5)
         finally:
-            w.conn.close()
+            w.send.close()
+            w.recv.close()
 
     def forget(self, path: str) -> None:
         """A store was rebuilt at ``path``: idle workers that had the old one open are retired."""
