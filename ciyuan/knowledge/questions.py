@@ -31,24 +31,16 @@ def _unspaced(text: str) -> bool:
 def question_from(text: str, rng: random.Random) -> str | None:
     """A perturbed phrase of ``text``, or None when the text is too short to ask about."""
     if _unspaced(text):
-        chars = [c for c in _PUNCT.sub("", text)]
-        lo, hi = _UNSPACED_CHARS
-        if len(chars) < lo:
-            return None
-        n = rng.randint(lo, min(hi, len(chars)))
-        i = rng.randrange(len(chars) - n + 1)
-        phrase = chars[i : i + n]
-        del phrase[rng.randrange(1, n - 1)]
-        return "".join(phrase)
-    words = _PUNCT.sub(" ", text).lower().split()
-    lo, hi = _SPACED_WORDS
-    if len(words) < lo:
+        units, (lo, hi), joiner = list(_PUNCT.sub("", text)), _UNSPACED_CHARS, ""
+    else:
+        units, (lo, hi), joiner = _PUNCT.sub(" ", text).lower().split(), _SPACED_WORDS, " "
+    if len(units) < lo:
         return None
-    n = rng.randint(lo, min(hi, len(words)))
-    i = rng.randrange(len(words) - n + 1)
-    phrase = words[i : i + n]
+    n = rng.randint(lo, min(hi, len(units)))
+    i = rng.randrange(len(units) - n + 1)
+    phrase = units[i : i + n]
     del phrase[rng.randrange(1, n - 1)]
-    return " ".join(phrase)
+    return joiner.join(phrase)
 
 
 def make_questions(records: Sequence[dict], n: int, seed: int = 0) -> list[dict]:

@@ -42,6 +42,7 @@ from ciyuan.config import Settings, load_settings, settings
 from ciyuan.errors import InvalidInput
 from ciyuan.knowledge import bm25, chunker, vectors
 from ciyuan.knowledge.chunker import ChunkerParams
+from ciyuan.store.fs import filesystem, sha256_file
 from ciyuan.store.versions import Version, get_version, resolve
 from ciyuan.tokens import get_tokenizer
 
@@ -128,6 +129,7 @@ class LoadedIndex:
                 "end": self.ends[row], "text": self.texts[row].as_py(), "score": score}
 
 
+_LOCAL = filesystem("/")[0]
 _loaded: OrderedDict[str, LoadedIndex] = OrderedDict()
 _lock = threading.Lock()
 _LOADED_MAX = 8
@@ -144,14 +146,6 @@ def _local_folder(s: Settings, version: Version, key: str) -> tuple[str, bool]:
     if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         return folder, True
     return str(s.home / "cache" / "kb" / key), False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(4 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _build(version: Version, spec: dict, key: str, params: ChunkerParams, out: Path,
@@ -181,7 +175,7 @@ def _build(version: Version, spec: dict, key: str, params: ChunkerParams, out: P
     if spec["vectors"] is not None:
         vec_progress = None if progress is None else (lambda n: progress("vectors", n, len(texts)))
         vectors.VectorIndex.build(texts, progress=vec_progress).save(str(out / "vectors.usearch"))
-    files = {p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    files = {p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(_LOCAL, str(p))}
              for p in sorted(out.rglob("*")) if p.is_file()}
     return {
         **spec,

@@ -13,10 +13,11 @@ The model loader lives here (not in the appraisal) because the knowledge layer s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,14 +78,49 @@ def minilm_embeddings(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     if not texts:
         return np.zeros((0, DIM), dtype=np.float32)
     model = _minilm_model()
-    vecs = model.encode(
-        [t or "" for t in texts],
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
+    with torch_threads(batch_threads() if len(texts) > 1 else None):
+        vecs = model.encode(
+            [t or "" for t in texts],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
     return np.asarray(vecs, dtype=np.float32)
+
+
+def embed_query(text: str) -> np.ndarray:
+    """One query's embedding, computed on one torch thread.
+
+    Intra-op threads buy nothing for one short sentence and cost a great deal on a busy machine:
+    measured at load 30 on 2 cores, a query took 1,536 ms (p50) with torch's default 2 threads and
+    94 ms with one (bench/bench_retrieval.py; docs/knowledge.md). The thread count is put back after.
+    """
+    with torch_threads(1):
+        return minilm_embeddings([text])[0]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` torch intra-op threads (None: leave torch's setting), then restore it."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def batch_threads() -> int | None:
+    """Threads for batch embedding: ``CIYUAN_TORCH_THREADS`` when set (1 is ~3x faster than 2 on a
+    saturated 2-core machine: 21.9 vs 7.8 sentences/s at load 27), else torch's default."""
+    raw = os.environ.get("CIYUAN_TORCH_THREADS")
+    return int(raw) if raw and raw.isdigit() and int(raw) > 0 else None
 
 
 def describe() -> dict | None:
@@ -135,7 +171,7 @@ class VectorIndex:
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """``(row, cosine similarity)`` of the ``k`` nearest chunks, best first."""
-        return self.search_vector(minilm_embeddings([query])[0], k)
+        return self.search_vector(embed_query(query), k)
 
     def search_vector(self, vec: np.ndarray, k: int) -> list[tuple[int, float]]:
         if len(self._ix) == 0:

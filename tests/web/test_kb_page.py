@@ -4,20 +4,14 @@ in English and Chinese; the JSON preview gives the same numbers and bills nothin
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 
 import httpx
 import pytest
+from liveserver import fresh_home, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("web-browser")]
-ROOT = Path(__file__).resolve().parents[2]
 DOCS = [
     "The gearbox oil temperature alarm triggered at turbine 7 after a long run at rated power.",
     "Pitch bearing lubrication is due every six months; grease the bearings and log the amount used.",
@@ -27,30 +21,9 @@ DOCS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _reset() -> None:
-    from ciyuan import db
-    from ciyuan.config import settings
-
-    db.dispose_all()
-    settings.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def kb_listing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
-    home = tmp_path_factory.mktemp("kb") / "home"
-    saved = {k: os.environ.get(k) for k in ("CIYUAN_HOME", "CIYUAN_DATABASE_URL", "CIYUAN_STORAGE_URL")}
-    os.environ["CIYUAN_HOME"] = str(home)
-    os.environ.pop("CIYUAN_DATABASE_URL", None)
-    os.environ.pop("CIYUAN_STORAGE_URL", None)
-    _reset()
-    proc = None
-    try:
+    with fresh_home(tmp_path_factory.mktemp("kb") / "home") as home:
         from ciyuan.db import tx
         from ciyuan.market import accounts, listings
         from ciyuan.store import VersionBuilder
@@ -61,38 +34,8 @@ def kb_listing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         v = b.commit()
         tx.run(lambda sess: accounts.create_account(sess, "windco", "provider"))
         listing = listings.publish(v.ref, provider="windco", price_per_mtok="2000.00", sample=0)
-        port = _free_port()
-        log = (home / "server.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "ciyuan.api.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env={**os.environ, "CIYUAN_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not answer /v1/health")
-        yield url, listing
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for k, val in saved.items():
-            if val is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = val
-        _reset()
+        with serve(home) as url:
+            yield url, listing
 
 
 def test_query_box_shows_results_and_the_cost_before_the_call(browser, kb_listing, shot) -> None:
