@@ -152,3 +152,28 @@ def test_a_cap_beyond_the_funds_is_cut_to_what_they_hold(db_home) -> None:
     out = calls.sparql_call(env.buyer, env.listing["id"], ALL, max_tokens=100_000)
     assert out["usage"]["cap_tokens"] <= 500 and out["usage"]["amount"] <= 100
     assert balances(env)[0].debits_pending == 0
+
+
+def test_a_call_whose_process_died_is_released_by_the_next_call_after_its_hold_times_out(env) -> None:
+    from datetime import timedelta
+
+    from ciyuan.clock import utc_now
+    from ciyuan.config import settings
+
+    ent = entitlement(env)
+    p = plan.plan(ent["id"], None)
+    start = utc_now()
+    cid = calls.call_id_of(p.entitlement_id, "died")
+    # the reserve step of a call whose process then died: its cap and its hold stay
+    tx.run(lambda sess: calls._reserve(sess, p, cid, "died", "sparql", "0" * 64, 500, start, settings()))
+    b = tx.run(lambda sess: calls.budget(sess, p))
+    assert b["reserved"] == 500 and balances(env)[0].debits_pending > 0
+    with pytest.raises(Conflict) as e:  # a retry while it may still be running is told to wait
+        tx.run(lambda sess: calls._reserve(sess, p, cid, "died", "sparql", "0" * 64, 500, start, settings()))
+    assert e.value.code == "call_running"
+    later = start + timedelta(seconds=calls.CALL_HOLD_S + 1)
+    out = calls.sparql_call(env.buyer, env.listing["id"], NAMES, idempotency_key="next", now=later)
+    assert out["usage"]["tokens"] > 0
+    assert balances(env)[0].debits_pending == 0
+    b = clean(ent["id"])
+    assert b["used"] == out["usage"]["tokens"]
