@@ -21,11 +21,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import heapq
-import io
 import itertools
 import marshal
 import os
+import re
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -85,9 +86,9 @@ class ParseError:
         """The quarantine reason: file, line and column, and what happened to the rest."""
         where = f"{os.path.basename(self.source)} line {self.line} column {self.column}"
         if self.fatal:
-            return (f"RDF syntax error at {where}: {self.message}; the file cannot be read past this point "
+            return (f"RDF syntax error: {where}: {self.message}; the file cannot be read past this point "
                     f"({self.statements} statement(s) read before it were kept)")
-        return f"RDF syntax error at {where}: {self.message}; the line was skipped"
+        return f"RDF syntax error: {where}: {self.message}; the line was skipped"
 
 
 def format_of(path: str, fmt: str | None = None) -> str:
@@ -125,12 +126,26 @@ class _LineCounter:
     def __init__(self, f: IO[bytes]):
         self.f = f
         self.lines = 0
+        self.recent: deque[tuple[int, bytes]] = deque(maxlen=8)  # the last lines, to place an error
 
     def read(self, n: int = -1) -> bytes:
         line = self.f.readline(n if n and n > 0 else -1)
+        if line:
+            self.recent.append((self.lines + 1, line))
         if line.endswith(b"\n"):
             self.lines += 1
         return line
+
+    def place(self, message: str) -> tuple[int, int]:
+        """Line and column of an error that carries none (RDF/XML): where the fragment the message
+        quotes (`` `...` ``) last occurs among the lines just read; else the line reached, column 0."""
+        for frag in reversed(re.findall(r"`([^`]+)`", message)):
+            needle = frag.encode("utf-8", "replace")
+            for lineno, raw in reversed(self.recent):
+                col = raw.find(needle)
+                if col >= 0:
+                    return lineno, len(raw[:col].decode("utf-8", "replace")) + 1
+        return max(1, self.lines), 0
 
 
 class _Labels:
@@ -206,7 +221,10 @@ def _parse_stream(path: str, f: IO[bytes], rdf_format: ox.RdfFormat, base_iri: s
             yield _statement(labels.quad(q) if labels else q, max(1, counter.lines))
     except SyntaxError as exc:
         line, col = _error_position(exc)
-        yield ParseError(path, line or counter.lines, col, _message(exc), b"", True, n)
+        if not line:
+            line, col = counter.place(_message(exc))
+        raw = next((r for ln, r in counter.recent if ln == line), b"")[:RAW_KEEP].rstrip(b"\r\n")
+        yield ParseError(path, line, col, _message(exc), raw, True, n)
     except (OSError, EOFError, zstandard.ZstdError) as exc:  # a cut or corrupt compressed stream
         yield ParseError(path, counter.lines + 1, 0, f"the file could not be read further: {exc}", b"", True, n)
 
@@ -317,6 +335,60 @@ def _read_run(name: str) -> Iterator[tuple[str, str, str, int]]:
             yield from chunk
 
 
+class Grouper:
+    """Collects statements and gives them back as graph records (see :func:`graph_records`); a
+    reader feeds it while it reports syntax errors as they come."""
+
+    def __init__(self, *, source: str | None = None, max_in_memory: int = MAX_IN_MEMORY,
+                 scratch: str | None = None):
+        self.source = source
+        self.max_in_memory = max(1, max_in_memory)
+        self.scratch = scratch
+        self.rows: list[tuple[str, str, str, int]] = []
+        self.runs: list[str] = []
+        self.tmp: tempfile.TemporaryDirectory | None = None
+        self.statements = 0
+
+    def add(self, st: ParsedStatement) -> None:
+        self.statements += 1
+        self.rows.append((st.graph or "", st.subject, st.nt, st.line))
+        if len(self.rows) >= self.max_in_memory:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self.tmp is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="ciyuan-rdf-", dir=self.scratch)
+        self.runs.append(_spill(self.rows, self.tmp.name))
+        self.rows = []
+
+    def records(self) -> Iterator[dict]:
+        """The records, sorted by graph then subject; the scratch runs are removed at the end."""
+        try:
+            if self.runs:
+                if self.rows:
+                    self._spill()
+                merged: Iterator[tuple[str, str, str, int]] = heapq.merge(*(_read_run(r) for r in self.runs))
+            else:
+                self.rows.sort()
+                merged, self.rows = iter(self.rows), []
+            for (graph, subject), group in itertools.groupby(merged, key=lambda r: (r[0], r[1])):
+                lines = []
+                first = None
+                for _, _, nt, line in group:
+                    lines.append(nt)
+                    first = line if first is None else min(first, line)
+                meta: dict[str, Any] = {"subject": subject, "graph": graph or None, "triples": len(lines)}
+                if self.source is not None:
+                    meta["source"] = self.source
+                meta["line"] = first
+                yield {"id": None, "modality": "graph", "text": "".join(f"{x} .\n" for x in lines), "meta": meta}
+        finally:
+            if self.tmp is not None:
+                self.tmp.cleanup()
+                self.tmp = None
+            self.runs = []
+
+
 def graph_records(statements: Iterable[ParsedStatement], *, source: str | None = None,
                   max_in_memory: int = MAX_IN_MEMORY, scratch: str | None = None) -> Iterator[dict]:
     """Group ``statements`` into graph records, one per (graph, subject), sorted by graph then subject.
@@ -327,39 +399,10 @@ def graph_records(statements: Iterable[ParsedStatement], *, source: str | None =
     which derives it from the content. Up to ``max_in_memory`` statements are grouped in RAM; more
     spill sorted runs into ``scratch`` (a temporary folder by default) that are merged.
     """
-    rows: list[tuple[str, str, str, int]] = []
-    runs: list[str] = []
-    tmp: tempfile.TemporaryDirectory | None = None
-    try:
-        for st in statements:
-            rows.append((st.graph or "", st.subject, st.nt, st.line))
-            if len(rows) >= max_in_memory:
-                if tmp is None:
-                    tmp = tempfile.TemporaryDirectory(prefix="ciyuan-rdf-", dir=scratch)
-                runs.append(_spill(rows, tmp.name))
-                rows = []
-        if runs:
-            if rows:
-                runs.append(_spill(rows, tmp.name))  # type: ignore[union-attr]
-                rows = []
-            merged: Iterator[tuple[str, str, str, int]] = heapq.merge(*(_read_run(r) for r in runs))
-        else:
-            rows.sort()
-            merged = iter(rows)
-        for (graph, subject), group in itertools.groupby(merged, key=lambda r: (r[0], r[1])):
-            lines = []
-            first = None
-            for _, _, nt, line in group:
-                lines.append(nt)
-                first = line if first is None else min(first, line)
-            meta: dict[str, Any] = {"subject": subject, "graph": graph or None, "triples": len(lines)}
-            if source is not None:
-                meta["source"] = source
-            meta["line"] = first
-            yield {"id": None, "modality": "graph", "text": "".join(f"{x} .\n" for x in lines), "meta": meta}
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    grouper = Grouper(source=source, max_in_memory=max_in_memory, scratch=scratch)
+    for st in statements:
+        grouper.add(st)
+    yield from grouper.records()
 
 
 def file_records(path: str, fmt: str | None = None, *, source: str | None = None,
