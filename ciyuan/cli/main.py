@@ -21,6 +21,7 @@ AREAS = [
     "ciyuan.cli.exchange_cmds",
     "ciyuan.cli.delivery_cmds",
     "ciyuan.cli.appraise_cmds",
+    "ciyuan.cli.graph_cmds",
     "ciyuan.cli.quickstart_cmds",
 ]
 
