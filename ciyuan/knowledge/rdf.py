@@ -164,21 +164,19 @@ class _Labels:
         return got
 
     def quad(self, q: ox.Quad) -> ox.Quad:
-        s, o = q.subject, q.object
-        if isinstance(s, ox.BlankNode):
-            s = self.node(s)
-        if isinstance(o, ox.BlankNode):
-            o = self.node(o)
-        g = q.graph_name
-        if isinstance(g, ox.BlankNode):
-            g = self.node(g)
-        return ox.Quad(s, q.predicate, o, g)
+        s, o, g = q.subject, q.object, q.graph_name
+        bs, bo, bg = isinstance(s, ox.BlankNode), isinstance(o, ox.BlankNode), isinstance(g, ox.BlankNode)
+        if not (bs or bo or bg):
+            return q  # the common case: nothing to relabel, no new quad
+        return ox.Quad(self.node(s) if bs else s, q.predicate, self.node(o) if bo else o, self.node(g) if bg else g)
 
 
 def _statement(q: ox.Quad, line: int) -> ParsedStatement:
+    nt = str(q)
     g = q.graph_name
     graph = None if isinstance(g, ox.DefaultGraph) else (g.value if isinstance(g, ox.NamedNode) else str(g))
-    return ParsedStatement(line, q, str(q.subject), graph, str(q))
+    # the subject is the line's first term, and neither an IRI nor a blank-node label holds a space
+    return ParsedStatement(line, q, nt[: nt.index(" ")], graph, nt)
 
 
 def _error_position(exc: SyntaxError) -> tuple[int, int]:
