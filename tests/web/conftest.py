@@ -14,9 +14,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -32,6 +34,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 SHOTS = ROOT / "artifacts" / "screenshots"
 DEPOSIT = "500.00"
 PRICE = "20"
@@ -123,9 +126,10 @@ def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
     return listing, curated, keys, ids
 
 
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    home = tmp_path_factory.mktemp("web") / "home"
+@contextmanager
+def served(home: Path, populate: Callable[[], T]) -> Iterator[tuple[str, T]]:
+    """A fresh embedded home at ``home``, filled by ``populate()``, served by uvicorn in a child
+    process; yields the server's URL and what ``populate`` returned, and stops it after."""
     saved = {k: os.environ.get(k) for k in ("CIYUAN_HOME", "CIYUAN_DATABASE_URL", "CIYUAN_STORAGE_URL")}
     os.environ["CIYUAN_HOME"] = str(home)
     os.environ.pop("CIYUAN_DATABASE_URL", None)
@@ -133,7 +137,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     _reset()
     proc = None
     try:
-        listing, curated, keys, ids = _populate(home.parent / "slice")
+        made = populate()
         port = _free_port()
         log = (home / "server.log").open("wb")
         proc = subprocess.Popen(
@@ -152,7 +156,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
                 time.sleep(0.1)
         else:
             raise RuntimeError("server did not answer /v1/health")
-        yield Exchange(url, home, listing, curated, keys, ids)
+        yield url, made
     finally:
         if proc is not None:
             proc.terminate()
@@ -166,6 +170,20 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
             else:
                 os.environ[k] = v
         _reset()
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable:
+    """:func:`served`, for test modules (importlib mode cannot import conftest)."""
+    return served
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    home = tmp_path_factory.mktemp("web") / "home"
+    with served(home, lambda: _populate(home.parent / "slice")) as (url, made):
+        listing, curated, keys, ids = made
+        yield Exchange(url, home, listing, curated, keys, ids)
 
 
 @pytest.fixture(scope="module")

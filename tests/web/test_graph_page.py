@@ -5,19 +5,11 @@ their counts, the SHACL validation summary, and an inline SVG of a sample subjec
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("web-browser")]
-ROOT = Path(__file__).resolve().parents[2]
 DATA = """@prefix ex: <http://ex.org/plant/> .
 @prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
 ex:a-pump1 a ex:Pump ; rdfs:label "一号泵"@zh ; ex:feeds ex:tank1 , ex:tank2 ; ex:rated 15 ; ex:partOf ex:station .
@@ -33,30 +25,11 @@ ex:LabelShape a sh:NodeShape ; sh:targetClass ex:Pump ; sh:property [ sh:path rd
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _reset() -> None:
-    from ciyuan import db
-    from ciyuan.config import settings
-
-    db.dispose_all()
-    settings.cache_clear()
-
-
 @pytest.fixture(scope="module")
-def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
+def plant(tmp_path_factory: pytest.TempPathFactory, serve) -> Iterator[tuple[str, dict]]:
     home = tmp_path_factory.mktemp("kg") / "home"
-    saved = {k: os.environ.get(k) for k in ("CIYUAN_HOME", "CIYUAN_DATABASE_URL", "CIYUAN_STORAGE_URL")}
-    os.environ["CIYUAN_HOME"] = str(home)
-    os.environ.pop("CIYUAN_DATABASE_URL", None)
-    os.environ.pop("CIYUAN_STORAGE_URL", None)
-    _reset()
-    proc = None
-    try:
+
+    def populate() -> dict:
         from ciyuan.db import tx
         from ciyuan.ingest.run import ingest
         from ciyuan.knowledge import shapes
@@ -71,39 +44,10 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]
         shapes.attach(v, shapes=str(home.parent / "shapes.ttl"))
         shapes.validate(v)
         prov = tx.run(lambda sess: accounts.create_account(sess, "gridco", "provider").id)
-        listing = listings.publish(f"plant@{out['version']}", provider=prov, price_per_mtok="10", sample=5)
-        port = _free_port()
-        log = (home / "server.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "ciyuan.api.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env={**os.environ, "CIYUAN_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not answer /v1/health")
-        yield url, listing
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _reset()
+        return listings.publish(f"plant@{out['version']}", provider=prov, price_per_mtok="10", sample=5)
+
+    with serve(home, populate) as served_pair:
+        yield served_pair
 
 
 def test_graph_page_counts_validation_and_neighbourhood(browser, plant, shot) -> None:
