@@ -100,6 +100,33 @@ def _formula_version(name: str, revision: int, params: dict) -> str:
 # --------------------------------------------------------------------------- text
 
 
+def _count_texts(records: list[dict], name: str, tokenizer: Tokenizer, no_text: str | None) -> list[int]:
+    """Tokens of each record's text under ``tokenizer``, reusing a stored count under ``name``.
+    A record without text counts 0 (a media record), or is an error saying ``no_text`` when given."""
+    out: list[int | None] = []
+    todo: list[str] = []
+    where: list[int] = []
+    for r in records:
+        stored = (r.get("tokens") or {}).get(name)
+        if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
+            out.append(stored)
+            continue
+        text = r.get("text")
+        if text is None and no_text is None:
+            out.append(0)  # a media record has no text tokens
+            continue
+        if not isinstance(text, str):
+            raise InvalidInput(f"record {_rid(r)}: {no_text or 'text must be a string'}",
+                               hint="re-ingest the record" if no_text else "fix the record's text")
+        where.append(len(out))
+        out.append(None)
+        todo.append(text)
+    counts = tokenizer.count_batch(todo) if todo else []
+    for i, n in zip(where, counts, strict=True):
+        out[i] = n
+    return out  # type: ignore[return-value]
+
+
 @dataclass
 class TextSchedule:
     """Tokens of ``record["text"]`` under one tokenizer; a stored count for it is reused.
@@ -121,27 +148,7 @@ class TextSchedule:
         return self.tokenizer.version
 
     def count_records(self, records: list[dict]) -> list[int]:
-        out: list[int | None] = []
-        todo: list[str] = []
-        where: list[int] = []
-        for r in records:
-            stored = (r.get("tokens") or {}).get(self.name)
-            if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
-                out.append(stored)
-                continue
-            text = r.get("text")
-            if text is None:
-                out.append(0)  # a media record has no text tokens
-                continue
-            if not isinstance(text, str):
-                raise InvalidInput(f"record {_rid(r)}: text must be a string", hint="fix the record's text")
-            where.append(len(out))
-            out.append(None)
-            todo.append(text)
-        counts = self.tokenizer.count_batch(todo) if todo else []
-        for i, n in zip(where, counts, strict=True):
-            out[i] = n
-        return out  # type: ignore[return-value]
+        return _count_texts(records, self.name, self.tokenizer, None)
 
 
 # --------------------------------------------------------------------------- media formulas
@@ -351,24 +358,8 @@ class NTriplesSchedule:
         return _formula_version(self.name, self.revision, params)
 
     def count_records(self, records: list[dict]) -> list[int]:
-        out: list[int] = []
-        todo: list[str] = []
-        where: list[int] = []
-        for r in records:
-            stored = (r.get("tokens") or {}).get(self.name)
-            if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
-                out.append(stored)
-                continue
-            text = r.get("text")
-            if not isinstance(text, str):
-                raise InvalidInput(f"record {_rid(r)}: a graph record's text must be its N-Triples lines",
-                                   hint="re-ingest the graph from its RDF file")
-            where.append(len(out))
-            out.append(0)
-            todo.append(text)
-        for i, n in zip(where, get_tokenizer(self.tokenizer_name).count_batch(todo) if todo else [], strict=True):
-            out[i] = n
-        return out
+        return _count_texts(records, self.name, get_tokenizer(self.tokenizer_name),
+                            "a graph record's text must be its N-Triples lines (re-ingest the RDF file)")
 
 
 register_schedule("ntriples", NTriplesSchedule,

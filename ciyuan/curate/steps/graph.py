@@ -20,8 +20,8 @@ from typing import Any
 
 import pyoxigraph as ox
 
-from ciyuan.curate.steps.base import GlobalStep, Param, Step, curation_meta
-from ciyuan.curate.steps.pii import PLACEHOLDERS, redact
+from ciyuan.curate.steps.base import GlobalStep, Param, Step
+from ciyuan.curate.steps.pii import Pii, redact
 from ciyuan.errors import InvalidInput
 from ciyuan.knowledge import rdf
 
@@ -154,20 +154,12 @@ class GraphDedup(Step):
         self.mark_changed(record, old)
 
 
-class GraphPii(Step):
+class GraphPii(Pii):
+    """The ``pii`` step (same detectors, parameters and accounting) over the literals of a subject."""
+
     name = "graph_pii"
     modalities = GRAPH
     description = "Redact PII inside string literals with the pii step's detectors (IRIs are left alone)."
-    params = (
-        Param("types", "list[str]", list(PLACEHOLDERS), "PII types to redact: " + ", ".join(PLACEHOLDERS) + "."),
-        Param("reject_over", "int", 0, "Reject a subject with more PII matches than this (0 = never reject)."),
-    )
-
-    def setup(self) -> None:
-        bad = sorted(set(self.types) - set(PLACEHOLDERS))
-        if bad:
-            raise InvalidInput(f"graph_pii: unknown type(s) {', '.join(bad)}", hint=f"use {', '.join(PLACEHOLDERS)}")
-        self._types = set(self.types)
 
     def process(self, record: dict) -> None:
         found: dict[str, int] = {}
@@ -185,16 +177,8 @@ class GraphPii(Step):
             return ox.Quad(q.subject, q.predicate, lit, q.graph_name)
 
         old = record.get("text") or ""
-        if not _rewrite(record, fix):
-            return
-        self.stats.counters.update(found)
-        pii = curation_meta(record).setdefault("pii", {})
-        for k, v in found.items():
-            pii[k] = pii.get(k, 0) + v
-        self.mark_changed(record, old)
-        total = sum(found.values())
-        if self.reject_over and total > self.reject_over:
-            self.reject(record, "too_much_pii", f"graph_pii: {total} matches > {self.reject_over}")
+        if _rewrite(record, fix):
+            self.account(record, found, old)
 
 
 class ShaclFilter(GlobalStep):
