@@ -23,6 +23,7 @@ AREAS = [
     "ciyuan.cli.knowledge_cmds",
     "ciyuan.cli.appraise_cmds",
     "ciyuan.cli.kb_cmds",
+    "ciyuan.cli.graph_cmds",
     "ciyuan.cli.quickstart_cmds",
 ]
 

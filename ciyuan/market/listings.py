@@ -104,6 +104,9 @@ def publish(
 
     provider_id = tx.run(check_provider, s)
     version = resolve(ref, s)
+    if schedule is None and version.tokenizers and not version.has_tokens(tokenizer) \
+            and version.tokenizers[0] == "ntriples":  # a graph is priced as it was counted at ingest
+        tokenizer = version.tokenizers[0]
     if str(price_per_mtok).strip().lower() == "suggested":
         rate: str | Fraction = suggested_rate(version, tokenizer, currency)
     else:
