@@ -550,6 +550,7 @@ EN: dict[str, str] = {
     "kb_use_line": "{questions} questions made from held-out records (a perturbed phrase of each must find its "
     "record); index over {indexed} of {records} records, {chunks} chunks.",
     "kb_use_mode": "Mode",
+    "kb_recall_at": "recall@{k}",
     "kb_use_bm25_only": "Vectors were not measured: torch and the packaged MiniLM are not installed.",
 }
 
@@ -1069,6 +1070,7 @@ ZH: dict[str, str] = {
     "kb_use_line": "由留出记录生成 {questions} 个问题（每条记录取一段扰动后的短语，须检索到该记录）；"
     "索引覆盖 {records} 条记录中的 {indexed} 条，共 {chunks} 个片段。",
     "kb_use_mode": "方式",
+    "kb_recall_at": "召回率@{k}",
     "kb_use_bm25_only": "未测向量：本机未安装 torch 与内置 MiniLM。",
 }
 

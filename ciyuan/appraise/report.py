@@ -203,7 +203,7 @@ def retrieval_section(ap: dict, t, na: str) -> str:
     if not u:
         return ""
     ks = sorted({k for r in u["recall"].values() for k in r}, key=lambda k: int(k.split("@")[1]))
-    head = "".join(f"<th>{_e(k)}</th>" for k in ks)
+    head = "".join(f"<th>{_e(t('kb_recall_at', k=k.split('@')[1]))}</th>" for k in ks)
     rows = "".join(
         f"<tr><td>{_e(t('kb_mode_' + mode))}</td>" + "".join(f"<td>{_score(r.get(k), na)}</td>" for k in ks) + "</tr>"
         for mode, r in u["recall"].items()

@@ -172,7 +172,7 @@ def _build(version: Version, spec: dict, key: str, params: ChunkerParams, out: P
     bm25.Bm25Index.build(texts).save(str(out / "bm25"))
     if progress is not None:
         progress("bm25", len(texts), len(texts))
-    if spec["vectors"] is not None:
+    if spec["vectors"] is not None and texts:  # no chunks, no vectors file (usearch cannot view an empty one)
         vec_progress = None if progress is None else (lambda n: progress("vectors", n, len(texts)))
         vectors.VectorIndex.build(texts, progress=vec_progress).save(str(out / "vectors.usearch"))
     files = {p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(_LOCAL, str(p))}
@@ -345,7 +345,7 @@ def retrieve(home_or_store: Settings | str | Path | None, version_id: Version | 
     version = _version(s, version_id)
     idx = _load(s, version, ensure_index(s, version, params=params, vectors_mode=vectors_mode))
     fallback = None
-    if mode != "bm25" and idx.vectors is None:
+    if mode != "bm25" and idx.vectors is None and idx.manifest.get("vectors") is None:
         if mode == "vector":
             raise InvalidInput(
                 f"the index of {version.ref} has no vectors ({vectors.UNAVAILABLE})", code="no_vectors",

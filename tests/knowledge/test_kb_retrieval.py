@@ -130,3 +130,12 @@ def test_bad_requests_are_refused_with_a_hint(turbine, query, top_k, mode):
 def test_unknown_version_is_not_found(home):
     with pytest.raises(NotFound):
         retrieval.ensure_index(None, "0" * 64)
+
+
+def test_a_version_without_text_has_an_empty_index_that_answers_nothing(home, monkeypatch):
+    monkeypatch.setenv("CIYUAN_KB_VECTORS", "auto")
+    v = _version([{"id": "p1", "modality": "image", "text": None, "media": b"\x89PNG", "meta": {}}], "pics")
+    m = retrieval.ensure_index(None, v.id)
+    assert m["chunks"] == 0 and "vectors.usearch" not in m["files"]
+    for mode in retrieval.MODES:
+        assert retrieval.search(None, v.id, "anything", 3, mode) == []
