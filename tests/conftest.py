@@ -22,6 +22,11 @@ hypothesis_settings.load_profile("ciyuan")
 # Helpers shared by every test folder (clihelp) import by name, as each folder's own do.
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Every publish builds a knowledge-base index (issue 15); with torch installed (the test extra) that
+# would embed every published test corpus with MiniLM, minutes over the suite. Tests that are about
+# vectors ask for them (``CIYUAN_KB_VECTORS=auto``, tests/knowledge).
+os.environ.setdefault("CIYUAN_KB_VECTORS", "off")
+
 PG_ADMIN_URL = os.environ.get("CIYUAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -23,9 +23,11 @@ ROUTERS: list[tuple[str, str, str]] = [
     ("ciyuan.api.routes_ledger", "router", "/v1"),
     ("ciyuan.api.routes_accounts", "router", "/v1"),
     ("ciyuan.api.routes_delivery", "router", "/v1"),
+    ("ciyuan.api.routes_knowledge", "router", "/v1"),
     ("ciyuan.web.routes", "router", ""),
     ("ciyuan.web.thumbs", "router", ""),
     ("ciyuan.web.episodes", "router", ""),
+    ("ciyuan.web.kb", "router", ""),
 ]
 
 

@@ -35,6 +35,7 @@ DESCRIPTIONS = {
     402: "Insufficient funds",
     403: "Wrong role or missing scope",
     404: "Not found (or not yours)",
+    408: "The query ran past its time limit and was stopped (nothing billed)",
     409: "Conflict (idempotency key reused, already resolved, ...)",
     410: "Expired",
     416: "Range not satisfiable",

@@ -200,6 +200,7 @@ def appraise(
     lm_tokens = 0
     total_tokens = 0
     episodes = 0
+    graphs = 0
     row = 0
     for recs in _batches(v, tok):
         n = len(recs)
@@ -212,6 +213,8 @@ def appraise(
             if r.get("modality") == "episode":  # its text is a task: valued by the policy below, not as text
                 episodes += 1
                 continue
+            if r.get("modality") == "graph":  # valued by link prediction below (link_prediction.py)
+                graphs += 1
             meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
             if _picked(r["id"], label_every) and label_field in meta and r.get("text"):
                 lab = meta[label_field]
@@ -311,6 +314,12 @@ def appraise(
             utility["text"] = {"baseline": None, "eval": eval_source, "lift": None,
                                "why": "no --baseline given: lift needs a corpus to compare against"}  # fmt: skip
     lap("text_utility")
+    from ciyuan.appraise.retrieval_use import retrieval_utility
+
+    kb_use = retrieval_utility(v, s) if not episodes or episodes < row else None  # a knowledge base's use
+    if kb_use is not None:
+        utility["retrieval"] = kb_use
+        lap("retrieval_utility")
     episode_values = None
     if episodes:
         utility["episode"], episode_values, ep_ids, ep_vals = appraise_episodes(
@@ -318,9 +327,16 @@ def appraise(
         if len(ep_ids):
             save_values(wd, ep_ids, ep_vals, "episode_values.parquet")
         lap("episode_utility_and_values")
+    graph = None
+    if graphs:
+        from ciyuan.appraise.link_prediction import graph_appraisal
+
+        graph = graph_appraisal(v, tuple(seeds[:3]))
+        utility["graph"] = graph["link_prediction"]
+        lap("graph_quality_and_link_prediction")
     lift = _headline_lift(utility)
     price = suggest_price(
-        qual["score"], uniq["score"], lift, modality=_modality(info, media, row, episodes),
+        qual["score"], uniq["score"], lift, modality=_modality(info, media, row, episodes, graphs),
         domain=info.get("domain", "general"),
     )
     result = {
@@ -348,6 +364,8 @@ def appraise(
     }
     if media.get("media_records"):
         result["media"] = media
+    if graph is not None:
+        result["graph"] = graph
     result["card_preview"] = {"documentation": qual["indicators"]["documentation"]["score"]}
     np.save(sig_path, np.asarray(sig_arr))
     if len(hashes["rows"]):
@@ -358,7 +376,7 @@ def appraise(
     return result
 
 
-def _modality(info: dict, media: dict, records: int, episodes: int = 0) -> str:
+def _modality(info: dict, media: dict, records: int, episodes: int = 0, graphs: int = 0) -> str:
     """The modality the base rate is read for: the card's, else the commonest media of a media-only version."""
     if info.get("modality"):
         return str(info["modality"])
@@ -367,6 +385,8 @@ def _modality(info: dict, media: dict, records: int, episodes: int = 0) -> str:
         return max(by, key=lambda m: by[m])
     if records and episodes == records:
         return "episode"
+    if records and graphs == records:
+        return "graph"
     return "text"
 
 
@@ -378,6 +398,8 @@ def _headline_lift(utility: dict) -> dict | None:
         return utility["labelled"]["lift"]
     if utility.get("episode", {}).get("relative_drop"):
         return utility["episode"]["relative_drop"]
+    if (utility.get("graph") or {}).get("lift"):
+        return utility["graph"]["lift"]
     return None
 
 

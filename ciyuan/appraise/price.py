@@ -38,6 +38,7 @@ BASE_RATES: dict[str, dict[str, int]] = {
     "video": {"general": 4000},
     "episode": {"general": 4000},  # robot demonstrations: priced like video until the market says otherwise
     "tabular": {"general": 2500},
+    "graph": {"general": 3000},  # knowledge graphs (graph records): curated structure, priced above plain text
 }  # fmt: skip
 TIER_STARTS = (0, 100 * MTOK, 1000 * MTOK, 10_000 * MTOK)
 TIER_DISCOUNTS = (Fraction(1), Fraction(9, 10), Fraction(8, 10), Fraction(7, 10))

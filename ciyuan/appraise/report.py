@@ -197,6 +197,24 @@ def _episode_rows(rows: list[dict], t) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def retrieval_section(ap: dict, t, na: str) -> str:
+    """A knowledge base's recall@k by mode (BM25 alone, vectors alone, hybrid); empty when not measured."""
+    u = (ap.get("utility") or {}).get("retrieval")
+    if not u:
+        return ""
+    ks = sorted({k for r in u["recall"].values() for k in r}, key=lambda k: int(k.split("@")[1]))
+    head = "".join(f"<th>{_e(t('kb_recall_at', k=k.split('@')[1]))}</th>" for k in ks)
+    rows = "".join(
+        f"<tr><td>{_e(t('kb_mode_' + mode))}</td>" + "".join(f"<td>{_score(r.get(k), na)}</td>" for k in ks) + "</tr>"
+        for mode, r in u["recall"].items()
+    )
+    note = "" if u.get("note") is None else f"<p>{_e(t('kb_use_bm25_only'))}</p>"
+    line = t("kb_use_line", questions=u["questions"], indexed=f"{u['records_indexed']:,}",
+             records=f"{u['records']:,}", chunks=f"{u['chunks']:,}")
+    return (f"<h2>{_e(t('kb_use_title'))}</h2><p>{_e(line)}</p>{note}"
+            f'<table data-testid="retrieval-recall"><tr><th>{_e(t("kb_use_mode"))}</th>{head}</tr>{rows}</table>')
+
+
 def episode_section(ap: dict, t, na: str) -> str:
     """The policy part of the report: the behaviour-cloning learning curve against the mean-action
     baseline, the episode value histogram and the top and bottom episodes; empty without episodes."""
@@ -225,6 +243,47 @@ def episode_section(ap: dict, t, na: str) -> str:
         out.append(f"<h3>{_e(t('ae_bottom'))}</h3>{_episode_rows(ev.get('bottom') or [], t)}")
     else:
         out.append(charts)
+    return "".join(out)
+
+
+def gbt_table(gbt: dict, t, na: str) -> str:
+    """The six GB/T 36344 indicators with their scores and what measures each (both languages)."""
+    rows = "".join(
+        f"<tr><td>{_e(zh)}</td><td>{_e(t('gbt_' + v['en']))}</td><td>{_score(v.get('score'), na)}</td>"
+        f"<td>{_e(t('gbt_how_' + v['en']))}{(' ' + _e(v['note'])) if v.get('note') else ''}</td></tr>"
+        for zh, v in gbt.items())
+    head = "".join(f"<th>{_e(t(k))}</th>" for k in ("ag_col_standard", "ag_col_indicator", "ar_score", "ag_col_how"))
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def graph_section(ap: dict, t, na: str) -> str:
+    """The graph part of the report: GB/T 36344 mapping and the link-prediction learning curve
+    against the no-model baselines; empty for a version without graph records."""
+    g = ap.get("graph")
+    if not g:
+        return ""
+    q, lp = g["quality"], g["link_prediction"]
+    out = [f"<h2>{_e(t('ag_title'))}</h2>",
+           "<p>" + _e(t("ag_facts", triples=f"{q['triples']:,}", subjects=f"{q['subjects']:,}",
+                         dups=q["duplicate_triples"], dangling=q["dangling_iris"], bad=q["literals_invalid"],
+                         checked=q["literals_checked"], blank=f"{q['blank_node_ratio']:.1%}")) + "</p>",
+           f"<h3>{_e(t('ag_gbt'))}</h3>", gbt_table(g["gbt_36344"], t, na)]
+    if not lp.get("curve"):
+        out.append(f"<p>{_e(t('ag_lp_not', why=lp.get('why', '')))}</p>")
+        return "".join(out)
+    curve, base = lp["curve"], lp["baselines"]
+    lift = lp.get("lift") or {}
+    out.append(f"<h3>{_e(t('ag_lp'))}</h3><p>" + _e(t(
+        "ag_lp_line", train=lp["train_triples"], test=lp["test_triples"], entities=lp["entities"],
+        mrr=f"{curve[-1]['mrr']:.3f}", hits=f"{curve[-1]['hits_at_10']:.3f}",
+        freq=f"{base['predicate_frequency']['mrr']:.3f}", fhits=f"{base['predicate_frequency']['hits_at_10']:.3f}",
+        rand=f"{base['random']['mrr']:.4f}", lift=_pct(lift.get("mean"), na), low=_pct(lift.get("low"), na),
+        high=_pct(lift.get("high"), na))) + "</p>")
+    out.append(line_chart(t("ag_curve"), [c["fraction"] * 100 for c in curve], [c["mrr"] for c in curve],
+                          xlabel=t("ag_share"), ylabel="MRR", ref=base["predicate_frequency"]["mrr"]))
+    out.append(line_chart(t("ag_curve_hits"), [c["fraction"] * 100 for c in curve], [c["hits_at_10"] for c in curve],
+                          xlabel=t("ag_share"), ylabel="Hits@10", ref=base["predicate_frequency"]["hits_at_10"]))
+    out.append(f"<p>{_e(t('ag_ref_line'))}</p>")
     return "".join(out)
 
 
@@ -314,6 +373,8 @@ pre{{font-size:11px;white-space:pre-wrap;margin:0}}.big{{font-size:28px;font-wei
 {ap.get("quality", {}).get("score", 0):.3f}.{util_sentence}</p>{media_note}
 {bars}{text_charts}{price}
 {episode_section(ap, t, na)}
+{retrieval_section(ap, t, na)}
+{graph_section(ap, t, na)}
 {media_section(ap.get("media"), t, na)}
 {media_uniqueness_section(uq, t)}
 <h2>{_e(t("ar_evidence"))}</h2><table><tr><th>{_e(t("ar_indicator"))}</th><th>{_e(t("ar_score"))}</th>

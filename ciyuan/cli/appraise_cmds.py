@@ -27,6 +27,10 @@ def _render(ap: dict) -> None:
     t.add_row("[bold]uniqueness U[/]", f"{ap['uniqueness']['score']:.3f}")
     console.print(t)
     for kind, u in ap.get("utility", {}).items():
+        if kind == "retrieval":
+            recall = ", ".join(f"{mode} {r['recall@5']:.3f}" for mode, r in u["recall"].items())
+            console.print(f"retrieval recall@5 ({u['questions']} questions from held-out records): {recall}")
+            continue
         lift = u.get("relative_drop") or u.get("lift")
         if lift and lift.get("mean") is not None:
             console.print(f"utility ({kind}): lift {lift['mean']:.4f}  {ci_text(lift)}")

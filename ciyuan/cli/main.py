@@ -20,7 +20,10 @@ AREAS = [
     "ciyuan.cli.curate_cmds",
     "ciyuan.cli.exchange_cmds",
     "ciyuan.cli.delivery_cmds",
+    "ciyuan.cli.knowledge_cmds",
     "ciyuan.cli.appraise_cmds",
+    "ciyuan.cli.kb_cmds",
+    "ciyuan.cli.graph_cmds",
     "ciyuan.cli.quickstart_cmds",
 ]
 

@@ -195,7 +195,8 @@ def show_cmd(
 def export_cmd(
     ref: str = typer.Argument(..., help="NAME or NAME@VERSION"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl|parquet|lerobot-v3.0|lerobot-v2.1 (robot episodes "
-                            "as a LeRobot folder)"),
+                            "as a LeRobot folder)|ntriples (a graph: a folder of graph.nt, ontology.nt, shapes.nt "
+                            "and croissant.json)"),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (a new folder for lerobot-*)."),
     media_dir: Path | None = typer.Option(None, "--media-dir", help="Also write every media object there, "
                                           "as <ab>/<sha256> (JSONL records name theirs in media_file)."),
@@ -206,6 +207,14 @@ def export_cmd(
     from ciyuan.store.export import export
 
     with errors(as_json):
+        if fmt == "ntriples":
+            from ciyuan.appraise.graph_card import export_graph
+
+            res = export_graph(ref, str(out))
+            emit(res, as_json, lambda o: console.print(
+                f"wrote {o['files']['graph']['lines']:,} statements to {o['out']}/{o['files']['graph']['file']} "
+                f"({', '.join(f['file'] for f in o['files'].values())}, croissant.json)"))
+            return
         res = export(resolve(ref), fmt, str(out), media_dir=str(media_dir) if media_dir else None)
     emit(res, as_json, lambda o: console.print(f"wrote {o.get('records', o.get('episodes', 0)):,} "
                                                f"{'records' if 'records' in o else 'episodes'} to {o['out']}"))

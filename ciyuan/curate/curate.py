@@ -20,6 +20,19 @@ def work_dir(parent_id: str, sha: str) -> Path:
     return settings().home / "work" / "curate" / key
 
 
+def _stage_attachments(parent, work: Path) -> None:
+    """Copy a graph version's attached ontology and shapes into the work folder, where the
+    ``shacl_filter`` step's reduce (on this machine) reads them."""
+    from ciyuan.curate.steps.graph import ATTACHED_DIR
+    from ciyuan.knowledge.shapes import KINDS, attached_text
+
+    for kind in KINDS:
+        text = attached_text(parent, kind)
+        if text is not None:
+            (work / ATTACHED_DIR).mkdir(parents=True, exist_ok=True)
+            (work / ATTACHED_DIR / f"{kind}.nt").write_text(text, encoding="utf-8")
+
+
 def curate(
     ref: str,
     recipe: str | dict | list | None = None,
@@ -46,6 +59,7 @@ def curate(
     if not resume and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    _stage_attachments(parent, work)
     sources = [parent.path(s["path"]) for s in parent.manifest["shards"]]
     tokenizers = parent.tokenizers
     with make_executor(executor, workers) as ex:

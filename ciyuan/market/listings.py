@@ -104,6 +104,9 @@ def publish(
 
     provider_id = tx.run(check_provider, s)
     version = resolve(ref, s)
+    if schedule is None and version.tokenizers and not version.has_tokens(tokenizer) \
+            and version.tokenizers[0] == "ntriples":  # a graph is priced as it was counted at ingest
+        tokenizer = version.tokenizers[0]
     if str(price_per_mtok).strip().lower() == "suggested":
         rate: str | Fraction = suggested_rate(version, tokenizer, currency)
     else:
@@ -140,6 +143,13 @@ def publish(
         "license": license,
     }
     samp = _sample(version, sample)
+    # retrieval-ready at publish (issue 15): the chunk, BM25 and vector index beside the version,
+    # reused when it is already there; a failure stops the publish before any listing is written
+    from ciyuan.knowledge.retrieval import ensure_index
+
+    kb = ensure_index(s, version)
+    card["retrieval"] = {"index": kb["key"], "chunks": kb["chunks"], "modes": kb["modes"],
+                         "chunker": kb["chunker"], "vectors": kb["vectors"], "note": kb["vectors_note"]}
 
     def write(sess: Session) -> dict:
         _refuse_second_active(sess, provider_id, version.id, version.dataset)  # again, inside the writing unit

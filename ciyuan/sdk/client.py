@@ -50,6 +50,7 @@ import pyarrow as pa
 
 from ciyuan.delivery.metering import Cursor, digest, records_to_table
 from ciyuan.sdk.errors import ApiError
+from ciyuan.sdk.knowledge import KnowledgeCalls
 
 __all__ = ["ApiError", "Batch", "Client"]
 
@@ -110,7 +111,7 @@ class Batch:
         return [decode_record(r, decode) for r in out] if decode else out
 
 
-class Client:
+class Client(KnowledgeCalls):
     """``Client(base_url, key)``: every call returns parsed JSON or raises :class:`ApiError`."""
 
     def __init__(self, base_url: str, key: str | None = None, *, timeout: float = 120.0, retries: int = 10,

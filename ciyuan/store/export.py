@@ -104,7 +104,8 @@ def export(version: Version, fmt: str, out: str, media_dir: str | None = None) -
                 n += batch.num_rows
     else:
         raise InvalidInput(f"unknown export format {fmt!r}",
-                           hint="use --format jsonl, parquet, lerobot-v3.0 or lerobot-v2.1")
+                           hint="use --format jsonl, parquet, lerobot-v3.0 or lerobot-v2.1 (ntriples for graphs, "
+                                "from the CLI or ciyuan.appraise.graph_card.export_graph)")
     totals = version.token_totals()
     return {"dataset": version.dataset, "version": version.id, "format": fmt, "out": str(out_path), "records": n,
             "tokens": {t: totals.get(t, 0) for t in names}, "columns": [token_column(t) for t in names],

@@ -228,6 +228,17 @@ def resolve(ref: str, s: Settings | None = None) -> Version:
     return _row_to_version(rows[0], name, s)
 
 
+def get_version(version_id: str, s: Settings | None = None) -> Version:
+    """The version whose full id is ``version_id`` (indexes and listings keep full ids, not refs)."""
+    s = s or settings()
+    with db.session(s) as sess:
+        row = sess.get(VersionRow, version_id)
+        name = None if row is None else sess.get(DatasetRow, row.dataset_id).name
+    if row is None:
+        raise NotFound(f"no version {version_id!r}", hint="give NAME@VERSION; list them with: ciyuan show NAME")
+    return _row_to_version(row, name, s)
+
+
 def list_versions(name: str, s: Settings | None = None) -> list[dict]:
     s = s or settings()
     with db.session(s) as sess:

@@ -100,6 +100,33 @@ def _formula_version(name: str, revision: int, params: dict) -> str:
 # --------------------------------------------------------------------------- text
 
 
+def _count_texts(records: list[dict], name: str, tokenizer: Tokenizer, no_text: str | None) -> list[int]:
+    """Tokens of each record's text under ``tokenizer``, reusing a stored count under ``name``.
+    A record without text counts 0 (a media record), or is an error saying ``no_text`` when given."""
+    out: list[int | None] = []
+    todo: list[str] = []
+    where: list[int] = []
+    for r in records:
+        stored = (r.get("tokens") or {}).get(name)
+        if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
+            out.append(stored)
+            continue
+        text = r.get("text")
+        if text is None and no_text is None:
+            out.append(0)  # a media record has no text tokens
+            continue
+        if not isinstance(text, str):
+            raise InvalidInput(f"record {_rid(r)}: {no_text or 'text must be a string'}",
+                               hint="re-ingest the record" if no_text else "fix the record's text")
+        where.append(len(out))
+        out.append(None)
+        todo.append(text)
+    counts = tokenizer.count_batch(todo) if todo else []
+    for i, n in zip(where, counts, strict=True):
+        out[i] = n
+    return out  # type: ignore[return-value]
+
+
 @dataclass
 class TextSchedule:
     """Tokens of ``record["text"]`` under one tokenizer; a stored count for it is reused.
@@ -121,27 +148,7 @@ class TextSchedule:
         return self.tokenizer.version
 
     def count_records(self, records: list[dict]) -> list[int]:
-        out: list[int | None] = []
-        todo: list[str] = []
-        where: list[int] = []
-        for r in records:
-            stored = (r.get("tokens") or {}).get(self.name)
-            if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 0:
-                out.append(stored)
-                continue
-            text = r.get("text")
-            if text is None:
-                out.append(0)  # a media record has no text tokens
-                continue
-            if not isinstance(text, str):
-                raise InvalidInput(f"record {_rid(r)}: text must be a string", hint="fix the record's text")
-            where.append(len(out))
-            out.append(None)
-            todo.append(text)
-        counts = self.tokenizer.count_batch(todo) if todo else []
-        for i, n in zip(where, counts, strict=True):
-            out[i] = n
-        return out  # type: ignore[return-value]
+        return _count_texts(records, self.name, self.tokenizer, None)
 
 
 # --------------------------------------------------------------------------- media formulas
@@ -260,6 +267,7 @@ MODALITY_DEFAULTS: dict[str, str] = {
     "video": "qwen2.5-vl-video",
     "episode": "episode-openvla",  # measured by the episode readers (ciyuan/tokens/episode.py)
     "triple": "triples",
+    "graph": "ntriples",  # graph records (one subject each): tokens of their canonical N-Triples text
 }
 # ... and a media record that carries no bytes (a reference only, nothing to probe) by its declared formula
 DECLARED_DEFAULTS: dict[str, str] = {
@@ -330,6 +338,34 @@ _formula(
 register_schedule("triples", TripleSchedule, "sum of cl100k_base tokens of each subject, predicate and object in meta")
 
 
+@dataclass
+class NTriplesSchedule:
+    """Graph records: tokens of the record's canonical N-Triples (N-Quads) text under one tokenizer.
+
+    Why the serialisation and not the terms: it is what an agent or a training loop is handed, so
+    the count is what the buyer's model reads; canonical form makes it the same for the same graph.
+    """
+
+    tokenizer_name: str = DEFAULT_TOKENIZER
+    name: str = "ntriples"
+    modality: str = "graph"
+    revision: int = 1
+    record_fields: tuple[str, ...] = ("id", "text", "tokens")
+
+    @property
+    def version(self) -> str:
+        params = {"tokenizer": self.tokenizer_name, "tokenizer_version": tokenizer_version(self.tokenizer_name)}
+        return _formula_version(self.name, self.revision, params)
+
+    def count_records(self, records: list[dict]) -> list[int]:
+        return _count_texts(records, self.name, get_tokenizer(self.tokenizer_name),
+                            "a graph record's text must be its N-Triples lines (re-ingest the RDF file)")
+
+
+register_schedule("ntriples", NTriplesSchedule,
+                  "cl100k_base tokens of a graph record's canonical N-Triples text (one subject with its triples)")
+
+
 def get_schedule(name: str) -> TokenSchedule:
     """The schedule called ``name``: a registered formula, or a text schedule for a tokenizer name."""
     sched = _cache.get(name)
@@ -385,7 +421,8 @@ def default_schedule(modality: str, s: Settings | None = None, *, with_bytes: bo
     Text follows the settings (``default_tokenizer``, e.g. ``CIYUAN_DEFAULT_TOKENIZER=qwen``); the
     other modalities use :data:`MODALITY_DEFAULTS` (``image`` -> ``qwen2-vl-image``, ``audio`` ->
     ``whisper-audio``, ``video`` -> ``qwen2.5-vl-video``, counted from probed facts; ``episode`` ->
-    ``episode-openvla``, from the measured episode; ``triple`` -> ``triples``). Records that carry no
+    ``episode-openvla``, from the measured episode; ``triple`` -> ``triples``; ``graph`` ->
+    ``ntriples``). Records that carry no
     bytes (``with_bytes=False``: a reader of references) get the declared formula instead
     (``image-patch28-declared``, ``audio-25hz-declared``, ``video-frames-declared``, ``episode-steps``). Ingest counts
     every record this way.

@@ -251,10 +251,14 @@ def listing_page(request: Request, listing_id: str) -> HTMLResponse:
     from ciyuan.web import episodes
 
     eps = episodes.page(s, listing_id, data["listing"], Translator(pick_lang(request)))
+    from ciyuan.web import graph
+
+    kg = graph.page(s, listing_id, data["listing"], Translator(pick_lang(request)))
     return render(
         request,
         "listing.html",
         episodes=eps,
+        graph=kg,
         who=who,
         calc=calc,
         quote=quote,

@@ -13,7 +13,9 @@ def test_steps_lists_every_step_with_parameters():
     assert names == ["normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup", "decontaminate", "length",
                      "media_filter", "audio_quality", "caption_length", "media_exact_dedup", "media_near_dedup",
                      "episode_task_text", "episode_idle_trim", "episode_filter", "episode_exact_dedup",
-                     "episode_near_dedup", "episode_stats"]
+                     "episode_near_dedup", "episode_stats", "graph_canonical", "graph_dedup", "graph_pii",
+                     "shacl_filter"]
+    assert "knowledge-graph" in out["recipes"]
     assert "text-pretrain" in out["recipes"] and "text-sft" in out["recipes"]
 
 

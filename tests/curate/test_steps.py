@@ -11,7 +11,7 @@ from ciyuan.errors import InvalidInput
 REQUIRED = ["normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup", "decontaminate", "length",
             "media_filter", "audio_quality", "caption_length", "media_exact_dedup", "media_near_dedup",
             "episode_task_text", "episode_idle_trim", "episode_filter", "episode_exact_dedup", "episode_near_dedup",
-            "episode_stats"]
+            "episode_stats", "graph_canonical", "graph_dedup", "graph_pii", "shacl_filter"]
 
 
 def rec(i, text, **meta):

@@ -131,6 +131,7 @@ def test_register_refuses_a_taken_name_and_a_non_reader(registered: None) -> Non
     with pytest.raises(InvalidInput, match="unknown input format 'xml'") as err:
         readers.get("xml")
     assert err.value.hint == ("use one of: auto, jsonl, lerobot-v2.1, lerobot-v3.0, rlds, hdf5-demos, hf-parquet, "
-                              "parquet, csv, webdataset, hf-folder, media-folder, text, notes, sizes")
+                              "parquet, csv, webdataset, hf-folder, media-folder, text, turtle, ntriples, nquads, "
+                              "trig, rdfxml, jsonld, notes, sizes")
     # the media layouts (issue 13) and robot episode layouts (issue 14) are formats too
     assert readers.get("notes").modality == "text"

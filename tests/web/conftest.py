@@ -9,17 +9,12 @@ Everything is set up once per module through the same Python functions the CLI c
 from __future__ import annotations
 
 import itertools
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+from liveserver import fresh_home, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,20 +41,6 @@ class Exchange:
     curated: dict  # a slice of the sample, curated and appraised
     keys: dict[str, str]
     ids: dict[str, str]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _reset() -> None:
-    from ciyuan import db
-    from ciyuan.config import settings
-
-    db.dispose_all()
-    settings.cache_clear()
 
 
 MINI_LINES = 200  # records per sample file in the curated slice: enough for every appraisal chart, quick to make
@@ -125,47 +106,10 @@ def _populate(work: Path) -> tuple[dict, dict, dict[str, str], dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    home = tmp_path_factory.mktemp("web") / "home"
-    saved = {k: os.environ.get(k) for k in ("CIYUAN_HOME", "CIYUAN_DATABASE_URL", "CIYUAN_STORAGE_URL")}
-    os.environ["CIYUAN_HOME"] = str(home)
-    os.environ.pop("CIYUAN_DATABASE_URL", None)
-    os.environ.pop("CIYUAN_STORAGE_URL", None)
-    _reset()
-    proc = None
-    try:
+    with fresh_home(tmp_path_factory.mktemp("web") / "home") as home:
         listing, curated, keys, ids = _populate(home.parent / "slice")
-        port = _free_port()
-        log = (home / "server.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "ciyuan.api.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env={**os.environ, "CIYUAN_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):  # wait until it answers (or died)
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not answer /v1/health")
-        yield Exchange(url, home, listing, curated, keys, ids)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _reset()
+        with serve(home) as url:
+            yield Exchange(url, home, listing, curated, keys, ids)
 
 
 @pytest.fixture(scope="module")

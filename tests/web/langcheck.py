@@ -19,6 +19,8 @@ from html.parser import HTMLParser
 TERMS = {
     "API", "JSON", "JSON-LD", "LD", "HTML", "OpenAPI", "Croissant", "KNN", "Shapley", "SDK", "Python", "Cookie",
     "HttpOnly", "AI", "CNY", "USD", "EUR", "UTC", "SHA", "IPv", "ciyuan", "PII", "ID", "CSV", "URL", "Jia", "et", "al",
+    "IRI", "SHACL", "DistMult", "MRR", "Hits", "GB",  # knowledge graphs: standard names and acronyms
+    "BM", "MiniLM", "torch",  # BM25, the packaged sentence model and its runtime (knowledge bases)
 }  # fmt: skip
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 HIDDEN = {"script", "style", "template", "noscript"}

@@ -7,16 +7,13 @@ decoded server-side with PyAV. The listing is a LeRobot v3.0 folder made by the 
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from liveserver import fresh_home, serve
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "ingest"))
@@ -27,30 +24,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("web-browser")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _reset() -> None:
-    from ciyuan import db
-    from ciyuan.config import settings
-
-    db.dispose_all()
-    settings.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def robots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
-    home = tmp_path_factory.mktemp("eps") / "home"
-    saved = {k: os.environ.get(k) for k in ("CIYUAN_HOME", "CIYUAN_DATABASE_URL", "CIYUAN_STORAGE_URL")}
-    os.environ["CIYUAN_HOME"] = str(home)
-    os.environ.pop("CIYUAN_DATABASE_URL", None)
-    os.environ.pop("CIYUAN_STORAGE_URL", None)
-    _reset()
-    proc = None
-    try:
+    with fresh_home(tmp_path_factory.mktemp("eps") / "home") as home:
         from ciyuan.db import tx
         from ciyuan.ingest.run import ingest
         from ciyuan.market import accounts, listings
@@ -60,38 +36,8 @@ def robots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         prov = tx.run(lambda sess: accounts.create_account(sess, "robotco", "provider").id)
         listing = listings.publish(f"arm-v3@{out['version']}", provider=prov, price_per_mtok="10", sample=2,
                                    schedule="episode-openvla")
-        port = _free_port()
-        log = (home / "server.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "ciyuan.api.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env={**os.environ, "CIYUAN_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not answer /v1/health")
-        yield url, listing
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _reset()
+        with serve(home) as url:
+            yield url, listing
 
 
 def test_episode_page_rows_plot_and_camera_strip(browser, robots, shot) -> None:

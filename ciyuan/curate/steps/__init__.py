@@ -10,6 +10,7 @@ from ciyuan.curate.steps.decontaminate import Decontaminate
 from ciyuan.curate.steps.episode import EpisodeFilter, EpisodeIdleTrim, EpisodeStats, EpisodeTaskText
 from ciyuan.curate.steps.episode_dedup import EpisodeExactDedup, EpisodeNearDedup
 from ciyuan.curate.steps.exact_dedup import ExactDedup
+from ciyuan.curate.steps.graph import GraphCanonical, GraphDedup, GraphPii, ShaclFilter
 from ciyuan.curate.steps.langid import LangId
 from ciyuan.curate.steps.length import Length
 from ciyuan.curate.steps.media_dedup import MediaExactDedup, MediaNearDedup
@@ -37,6 +38,7 @@ _STEPS: tuple[type[Step], ...] = (
     Normalize, LangId, Quality, Pii, ExactDedup, NearDedup, Decontaminate, Length,
     MediaFilter, AudioQuality, CaptionLength, MediaExactDedup, MediaNearDedup,
     EpisodeTaskText, EpisodeIdleTrim, EpisodeFilter, EpisodeExactDedup, EpisodeNearDedup, EpisodeStats,
+    GraphCanonical, GraphDedup, GraphPii, ShaclFilter,
 )  # fmt: skip
 
 

@@ -658,7 +658,7 @@ class Pii(Step):
         if bad:
             from ciyuan.errors import InvalidInput
 
-            raise InvalidInput(f"pii: unknown type(s) {', '.join(bad)}", hint=f"use {', '.join(PLACEHOLDERS)}")
+            raise InvalidInput(f"{self.name}: unknown type(s) {', '.join(bad)}", hint=f"use {', '.join(PLACEHOLDERS)}")
         self._types = set(self.types)
 
     def process(self, record: dict) -> None:
@@ -669,12 +669,16 @@ class Pii(Step):
         if not counts:
             return
         record["text"] = new
+        self.account(record, counts, text)
+
+    def account(self, record: dict, counts: dict, old_text: str) -> None:
+        """Count what was redacted in the step and the record, and reject past ``reject_over``."""
         self.stats.counters.update(counts)
         cur = curation_meta(record)
         pii = cur.setdefault("pii", {})
         for k, v in counts.items():
             pii[k] = pii.get(k, 0) + v
-        self.mark_changed(record, text)
+        self.mark_changed(record, old_text)
         total = sum(counts.values())
         if self.reject_over and total > self.reject_over:
-            self.reject(record, "too_much_pii", f"pii: {total} matches > {self.reject_over}")
+            self.reject(record, "too_much_pii", f"{self.name}: {total} matches > {self.reject_over}")

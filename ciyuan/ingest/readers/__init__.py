@@ -213,7 +213,7 @@ def read_source(
 # folders, RLDS folders and HDF5 demos, then media folder layouts, before the text folder reader, which takes any
 # folder; HF media Parquet before Parquet).
 from ciyuan.ingest.readers import jsonl, lerobot, rlds, hdf5_demos, hf_parquet, parquet, csv  # noqa: E402, F401, I001
-from ciyuan.ingest.readers import webdataset, hf_folder, media_folder, text  # noqa: E402, F401, I001
+from ciyuan.ingest.readers import webdataset, hf_folder, media_folder, text, rdf  # noqa: E402, F401, I001
 
 __all__ = [
     "RAW_KEEP",

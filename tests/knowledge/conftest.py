@@ -1,0 +1,8 @@
+"""The knowledge tests' helpers (``graphdata``) import by name, as other folders' do."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
