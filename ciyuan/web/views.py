@@ -20,7 +20,7 @@ from ciyuan.db import tx
 from ciyuan.errors import CiyuanError, InvalidInput
 from ciyuan.ledger.money import CURRENCIES, format_amount
 from ciyuan.market import catalog as market_catalog
-from ciyuan.market import listings
+from ciyuan.market import listing_files, listings
 from ciyuan.market.pricing import PriceSchedule
 from ciyuan.web import charts
 
@@ -342,4 +342,4 @@ def report_html(s: Settings, listing_id: str, kind: str, lang: str = "en") -> st
 
 def croissant(s: Settings, listing_id: str, base_url: str) -> dict:
     """The listing's Croissant 1.0 card, the very one ``GET /v1/listings/{id}/card`` serves."""
-    return listings.listing_card(listing_id, base_url, s)
+    return listing_files.listing_card(listing_id, base_url, s)

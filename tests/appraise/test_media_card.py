@@ -95,12 +95,12 @@ def test_text_card_has_no_media_parts_and_mixed_media_is_raw_bytes(home) -> None
 
 def test_listing_card_with_its_free_sample_validates(db_home, tmp_path) -> None:
     from ciyuan.db import tx
-    from ciyuan.market import accounts, listings
+    from ciyuan.market import accounts, listing_files, listings
 
     tx.run(lambda s: accounts.create_account(s, "prov", "provider"))
     v = media_sets.build("talks", media_sets.audio_records(), ("whisper-audio",))
     listing = listings.publish(v.ref, provider="prov", price_per_mtok="10.00", schedule="whisper-audio", sample=2)
-    card = listings.listing_card(listing["id"], "http://127.0.0.1:9")
+    card = listing_files.listing_card(listing["id"], "http://127.0.0.1:9")
     assert "sample-file" in {d["@id"] for d in card["distribution"]}
     assert {f["name"]: f for f in card["recordSet"][0]["field"]}["media"]["dataType"] == "sc:AudioObject"
     assert "media" not in {f["name"] for f in card["recordSet"][1]["field"]}  # the sample file has no bytes
