@@ -121,33 +121,14 @@ def decode_segments(data: bytes, segments: list, fps: float, frames: int) -> np.
     return out
 
 
-def decode_array_camera(data: bytes, cam: Mapping[str, Any], stored: int, kept: list | None) -> np.ndarray:
-    """RGB frames ``(frames, H, W, C)`` of an image-array camera (``stored`` images in the blob, one per
-    frame as imported); ``kept``: the original frame ranges a trim left, else all of them."""
-    codec = cam.get("codec")
-    h, w = int(cam["height"]), int(cam["width"])
-    rows = [i for a, b in kept for i in range(int(a), int(b))] if kept else list(range(stored))
-    if not stored or len(data) % stored:
-        raise ValueError(f"{len(data)} bytes of camera data do not split into {stored} frames")
-    if codec == "raw":
-        arr = np.frombuffer(data, np.uint8)
-        return arr.reshape(stored, h, w, -1)[rows]
-    if codec in ("jpeg-padded", "png-padded"):
-        from PIL import Image
-
-        size = len(data) // stored
-        return np.stack([np.asarray(Image.open(io.BytesIO(data[i * size:(i + 1) * size])).convert("RGB"))
-                         for i in rows])
-    raise ValueError(f"camera codec {codec!r} is not an image array this SDK decodes")
-
-
 def camera_frames(data: bytes, cam: Mapping[str, Any], ep: Mapping[str, Any], fps: float, n: int) -> np.ndarray:
     """Every frame of one episode's camera, row ``i`` for frame ``i`` of the table."""
     cfps = float(cam.get("fps") or fps)
     frames = int(cam.get("frames") or n)
     if cam.get("format") == "array":
-        stored = int((ep.get("trimmed") or {}).get("original_length") or frames)
-        return decode_array_camera(data, cam, stored, cam.get("frames_kept"))
+        from ciyuan.store.lerobot_adopt import array_frames, stored_frames
+
+        return array_frames(data, cam, stored_frames(ep, cam), cam.get("frames_kept"))
     if cam.get("segments"):
         return decode_segments(data, cam["segments"], cfps, frames)
     return decode_camera(data, float(cam.get("from_s") or 0.0), cam.get("to_s"), cfps, frames)

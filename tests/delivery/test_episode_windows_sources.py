@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "ingest"))
 
-from episode_gen import CAM, arm, draw, hdf5_aloha, hdf5_robomimic, lerobot_v21, rlds  # noqa: E402
+from episode_gen import CAM, arm, draw, hdf5_aloha, hdf5_robomimic, hold_still, lerobot_v21, rlds  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from ciyuan.cli.main import app  # noqa: E402
@@ -63,15 +63,7 @@ def robomimic(tmp: Path, trimmed: bool) -> tuple[Path, dict, dict[int, dict]]:
 
     path = hdf5_robomimic(tmp / "demos.hdf5", lengths=(30, 12) if trimmed else (14, 10))
     if trimmed:  # demo 0 holds still (and is commanded 0) for frames 0-24: kept 25-30 at 20 Hz
-        with h5py.File(path, "r+") as f:
-            d = f["data/demo_0"]
-            for key in ("obs/robot0_joint_pos", "states", "obs/agentview_image"):
-                arr = d[key][()]
-                arr[:25] = arr[25]
-                d[key][...] = arr
-            act = d["actions"][()]
-            act[:25] = 0
-            d["actions"][...] = act
+        hold_still(path, 0, 25)
     src = {}
     with h5py.File(path, "r") as f:
         for name, d in f["data"].items():
