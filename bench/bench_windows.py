@@ -7,6 +7,11 @@ its signed URL, frames decoded with PyAV, windows stacked); (b) the reference, t
 built from the local folder with pyarrow (the Parquet file) and PyAV (every frame of the video file
 decoded once). Prints windows/s of each and their ratio (median of ``--repeat``).
 
+With ``--lerobot PYTHON`` (a Python with lerobot 0.6, ``make lerobot-venv``) also (c): lerobot's own
+``LeRobotDataset(root=..., delta_timestamps=W, video_backend="pyav")`` over our v3.0 export of the
+same version (v3.0 -> v3.0 copies the Parquet rows and the video bytes), every item read in order
+in a subprocess, timed there after the imports; its windows/s and our ratio to it.
+
     PYTHONPATH=. .venv/bin/python bench/bench_windows.py --episodes 20 --length 150 --repeat 3 --json
 """
 
@@ -55,12 +60,42 @@ def reference(root: Path, lengths: list[int]) -> int:
     return n_out
 
 
+LEROBOT = r"""
+import json, sys, time
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+root, windows = sys.argv[1], json.loads(sys.argv[2])
+ds = LeRobotDataset("bench/arm", root=root, delta_timestamps=windows, video_backend="pyav")
+t0 = time.perf_counter()
+n = 0
+for i in range(len(ds)):
+    item = ds[i]
+    n += 1
+print(json.dumps({"windows": n, "seconds": time.perf_counter() - t0}))
+"""
+
+
+def lerobot_rate(python: str, root: Path) -> tuple[int, float]:
+    """(windows, windows/s) of LeRobotDataset over ``root``, in lerobot's own Python, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_HOME": str(root.parent / "hf"), "HF_LEROBOT_HOME": str(root.parent / "hf" / "lerobot")}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run([python, "-c", LEROBOT, str(root), json.dumps(WINDOWS)], capture_output=True, text=True,
+                         env=env, timeout=3600)
+    if run.returncode:
+        raise SystemExit(f"LeRobotDataset failed: {run.stderr[-3000:]}")
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    return got["windows"], got["windows"] / got["seconds"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--length", type=int, default=150)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--lerobot", default=os.environ.get("CIYUAN_LEROBOT_PYTHON"),
+                    help="a Python with lerobot 0.6: also time LeRobotDataset on the same data")
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="ciyuan-bench-windows-")
     os.environ["CIYUAN_HOME"] = home
@@ -81,6 +116,10 @@ def main() -> None:
     assert res.exit_code == 0, res.output
     v = resolve("arm")
     ensure_counts(v, "episode-raw")
+    exported = Path(home) / "export"
+    if args.lerobot:
+        res = CliRunner().invoke(app, ["export", "arm", "--format", "lerobot-v3.0", "--out", str(exported), "--json"])
+        assert res.exit_code == 0, res.output
 
     def setup(sess):
         accounts.create_account(sess, "prov", "provider")
@@ -106,7 +145,7 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         client = Client(url, key)
-        ours, ref = [], []
+        ours, ref, lr = [], [], []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             n = sum(1 for _ in TokenStream(client, ent, windows=WINDOWS))
@@ -115,6 +154,10 @@ def main() -> None:
             m = reference(root, lengths)
             ref.append(m / (time.perf_counter() - t0))
             assert n == m == sum(lengths)
+            if args.lerobot:
+                k, rate = lerobot_rate(args.lerobot, exported)
+                assert k == n, (k, n)
+                lr.append(rate)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -122,6 +165,8 @@ def main() -> None:
            "token_stream_windows_per_s": round(statistics.median(ours), 1),
            "pyarrow_pyav_windows_per_s": round(statistics.median(ref), 1),
            "ratio": round(statistics.median(ours) / statistics.median(ref), 3),
+           **({"lerobot_dataset_windows_per_s": round(statistics.median(lr), 1),
+               "ratio_to_lerobot": round(statistics.median(ours) / statistics.median(lr), 3)} if lr else {}),
            "load": os.getloadavg()}
     print(json.dumps(out) if args.json else out)
 

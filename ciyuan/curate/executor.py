@@ -376,17 +376,24 @@ def _plan(path: str) -> dict:
 def _recount(records: Iterator[dict], tokenizers: list[str]) -> Iterator[dict]:
     """Count tokens again, through the token schedules, for records whose text a step changed.
 
-    Their stored counts are stale, so they are dropped first (a schedule reuses a stored count).
+    Their stored counts are stale, so they are dropped first (a schedule reuses a stored count),
+    under the schedule's name and under the column-safe key a source shard gave them
+    (``episode_openvla`` for ``episode-openvla``); the counts of unchanged records are keyed by name.
     """
+    from ciyuan.store.records import name_token_counts
     from ciyuan.tokens import get_schedule
 
     buf: list[dict] = []
 
     def flush() -> Iterator[dict]:
-        stale = [r for r in buf if (r.get("meta") or {}).get("curation", {}).get("changed_by")]
+        stale = []
+        for r in buf:
+            toks = name_token_counts(r.setdefault("tokens", {}), tokenizers)
+            if (r.get("meta") or {}).get("curation", {}).get("changed_by"):
+                stale.append(r)
+                for t in tokenizers:
+                    toks.pop(t, None)
         for t in tokenizers if stale else []:
-            for r in stale:
-                r.setdefault("tokens", {}).pop(t, None)
             for r, c in zip(stale, get_schedule(t).count_records(stale), strict=True):
                 r["tokens"][t] = int(c)
         yield from buf

@@ -9,6 +9,12 @@ file holds many episodes). Like LeRobot, a time outside the episode takes the ne
 first or last) and is flagged in ``{key}_is_pad``. An item is ``{key: array (len(offsets), ...),
 key_is_pad: bool array, id, episode_index, frame_index, timestamp}`` (torch tensors with torch).
 
+Cameras that are no video file are decoded too: HDF5 image arrays (``codec: "raw"``, the
+``N x H x W x C`` bytes as stored) and JPEG/PNG frames zero-padded to one row each (ALOHA's
+compressed cameras, RLDS images: ``jpeg-padded``/``png-padded``). After an idle trim the blob is
+still the original: an array camera keeps the rows of ``frames_kept``, a video the frames inside its
+``segments`` (the ``n``-th kept frame is row ``n`` of the table, docs/curation.md).
+
 A camera is decoded once per episode (every frame of its range, kept while the episode's windows
 are made): simple and fast for the episodes LeRobot datasets hold, but an hour-long episode at
 full resolution needs the memory of its frames.
@@ -104,6 +110,30 @@ def decode_camera(data: bytes, from_s: float, to_s: float | None, fps: float, fr
     return np.stack([f if f is not None else first for f in out])
 
 
+def decode_segments(data: bytes, segments: list, fps: float, frames: int) -> np.ndarray:
+    """RGB frames of a trimmed camera: those whose time falls in one of ``segments`` (file time,
+    half a frame of slack as ``store.video_cut`` cuts them), in order, ``frames`` of them."""
+    parts = [decode_camera(data, float(a), float(b), fps, max(1, int(round((float(b) - float(a)) * fps))))
+             for a, b in segments]
+    out = np.concatenate(parts) if parts else np.zeros((0, 0, 0, 3), np.uint8)
+    if len(out) != frames:
+        raise ValueError(f"{len(out)} frames in the camera's kept segments, the episode has {frames}")
+    return out
+
+
+def camera_frames(data: bytes, cam: Mapping[str, Any], ep: Mapping[str, Any], fps: float, n: int) -> np.ndarray:
+    """Every frame of one episode's camera, row ``i`` for frame ``i`` of the table."""
+    cfps = float(cam.get("fps") or fps)
+    frames = int(cam.get("frames") or n)
+    if cam.get("format") == "array":
+        from ciyuan.store.lerobot_adopt import array_frames, stored_frames
+
+        return array_frames(data, cam, stored_frames(ep, cam), cam.get("frames_kept"))
+    if cam.get("segments"):
+        return decode_segments(data, cam["segments"], cfps, frames)
+    return decode_camera(data, float(cam.get("from_s") or 0.0), cam.get("to_s"), cfps, frames)
+
+
 def _column(table: Any, key: str) -> np.ndarray:
     """A frame-table column as ``(frames, ...)``: list columns (state, action vectors) stacked."""
     import pyarrow as pa
@@ -134,9 +164,7 @@ def episode_windows(rec: Mapping[str, Any], windows: Mapping[str, list[float]], 
             ref = (meta.get("attachments") or {}).get(key, {}).get("media_ref")
             if not ref:
                 raise ValueError(f"record {rec.get('id')}: camera {key} has no video blob")
-            cfps = float(cam.get("fps") or fps)
-            data[key] = decode_camera(blobs.get(ref), float(cam.get("from_s") or 0.0), cam.get("to_s"), cfps,
-                                      int(cam.get("frames") or n))
+            data[key] = camera_frames(blobs.get(ref), cam, ep, fps, n)
         elif key in table.column_names:
             data[key] = _column(table, key)
         else:

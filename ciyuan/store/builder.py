@@ -24,7 +24,14 @@ from ciyuan.store import fs as sfs
 from ciyuan.store.blobs import BlobStore, FileSpan, ref_of
 from ciyuan.store.id_counter import IdCounter
 from ciyuan.store.manifest import FORMAT, reason_kind, version_id
-from ciyuan.store.records import QUARANTINE_SCHEMA, content_id, record_schema, to_table, token_column
+from ciyuan.store.records import (
+    QUARANTINE_SCHEMA,
+    content_id,
+    name_token_counts,
+    record_schema,
+    to_table,
+    token_column,
+)
 
 Counter_ = Callable[[list[str]], list[int]]
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -312,6 +319,8 @@ class VersionBuilder:
     def _count_missing(self, records: list[dict]) -> None:
         from ciyuan.tokens import get_schedule
 
+        for r in records:  # a count read back from a shard is kept, not counted again beside it
+            name_token_counts(r["tokens"], self.tokenizers)
         for t in self.tokenizers:
             todo = [r for r in records if t not in r["tokens"]]
             if todo:

@@ -51,22 +51,39 @@ class _Episode:
         self.attachments: dict = meta.get("attachments") or {}
         self.id = rec.get("id")
         self.media = rec["media"]
+        self.adopted = False
+        if self.declared is None and self.facts.get("fps"):  # HDF5 demos, RLDS: made LeRobot-shaped
+            from ciyuan.store import lerobot_adopt as adopt
+
+            self.declared = adopt.declared_for(self.facts, self._read())
+            self.facts = adopt.adopted_facts(self.facts)
+            self.attachments = {adopt.safe_name(k): v for k, v in self.attachments.items()}
+            self.adopted = True
+
+    def _read(self) -> pa.Table:
+        return pa.ipc.open_stream(pa.BufferReader(self.media)).read_all()
 
     def table(self) -> pa.Table:
-        return pa.ipc.open_stream(pa.BufferReader(self.media)).read_all()
+        if self.adopted:
+            from ciyuan.store.lerobot_adopt import table_for_lerobot
+
+            return table_for_lerobot(self._read())
+        return self._read()
 
     def stats(self, table: pa.Table, rewritten: set[str]) -> dict:
         """The declared stats (verbatim), ours for the features they lacked or that were repaired, and
         stats of the ``rewritten`` columns (renumbered here) from ``table``."""
         declared = dict((self.declared or {}).get("stats") or {})
         ours = dict(self.facts.get("stats") or {})
+        if self.adopted:  # every stat is ours: of the exported table, the added columns too
+            rewritten = {n for n in table.column_names if n not in (self.facts.get("cameras") or {})}
         stale = [*(self.facts.get("stats_recomputed") or []), *rewritten]
         if self.facts.get("stats_recomputed_by") == "curation":  # the frames changed: ours are the true ones
             stale += list(ours)
         for name in stale:
             declared.pop(name, None)
         for name in rewritten:
-            arr = np.asarray(table.column(name).to_numpy(), np.float64).reshape(table.num_rows, -1)
+            arr = np.asarray(table.column(name).to_pylist(), np.float64).reshape(table.num_rows, -1)
             ours[name] = {"min": arr.min(0).tolist(), "max": arr.max(0).tolist(), "mean": arr.mean(0).tolist(),
                           "std": arr.std(0).tolist(), "count": [table.num_rows]}
         return {k: ours[k] if k in rewritten else v for k, v in declared.items()} | \
@@ -80,10 +97,8 @@ def _episodes(version: Version) -> list[_Episode]:
             continue
         ep = _Episode(rec)
         if ep.declared is None:
-            raise InvalidInput(f"record {ep.id} of {version.ref} has no meta.lerobot (not read from a LeRobot "
-                               "folder, or imported before the reader kept it)",
-                               hint="export to LeRobot takes episodes imported from LeRobot v2.1/v3.0 (ingest "
-                                    "the folder again); export HDF5 demos with --format parquet")
+            raise InvalidInput(f"record {ep.id} of {version.ref} has no meta.lerobot and no measured fps",
+                               hint="ingest the source again (LeRobot, HDF5 demos or RLDS) and export that version")
         eps.append(ep)
     if not eps:
         raise InvalidInput(f"{version.ref} holds no episode records", hint="ingest a LeRobot folder first")
@@ -216,6 +231,23 @@ def _cut(version: Version, ep: _Episode, i: int, cam: str, segs: list, target: P
     return got
 
 
+def _encode(version: Version, ep: _Episode, i: int, cam: str, target: Path, note: dict, rows: int) -> None:
+    """An image-array camera as an MP4 of the episode's (kept) frames; noted, since it is lossy."""
+    from ciyuan.store import lerobot_adopt as adopt
+
+    facts = (ep.facts.get("cameras") or {}).get(cam) or {}
+    with version.blobs().open(digest_of(ep.attachments[cam]["media_ref"])) as src:
+        data = src.read()
+    frames = adopt.array_frames(data, facts, adopt.stored_frames(ep.facts, facts), facts.get("frames_kept"))
+    if len(frames) != rows:
+        raise InvalidInput(f"episode {i}: {len(frames)} frames of {cam!r}, the table has {rows}",
+                           hint="the camera's frame count disagrees with the frame table; re-ingest the source")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    got = adopt.encode(frames, float(ep.facts["fps"]), str(target))
+    note["encoded"].append({"episode_index": i, "camera": cam, "frames": got["frames"], "from": facts.get("codec"),
+                            "codec": got["codec"], "why": "an image array: LeRobot keeps cameras as MP4 video"})
+
+
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -241,10 +273,11 @@ def export_lerobot(version: Version, fmt: str, out: str) -> dict:
             if cam not in ep.attachments:
                 raise InvalidInput(f"episode {ep.facts.get('episode_index')} has no {cam!r} video",
                                    hint="every episode of a LeRobot folder has every camera")
-    note = {"renumbered": False, "task_index_renumbered": task_map is not None, "reencoded": [], "remuxed": []}
+    note = {"renumbered": False, "task_index_renumbered": task_map is not None, "reencoded": [], "remuxed": [],
+            "encoded": []}
     write = _write_v30 if fmt == "lerobot-v3.0" else _write_v21
     res = write(version, eps, tasks, task_map, cams, root, note)
-    if note["renumbered"] or note["reencoded"] or note["task_index_renumbered"] or \
+    if note["renumbered"] or note["reencoded"] or note["task_index_renumbered"] or note["encoded"] or \
             any(e.get("trimmed") for e in note["remuxed"]):
         _write_json(root / "meta" / "ciyuan_export.json", {"from": version.ref, **note})
     return {"dataset": version.dataset, "version": version.id, "format": fmt, "out": str(root), **res,
@@ -280,7 +313,9 @@ def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
         for cam in cams:
             target = root / V21_VIDEO.format(episode_chunk=chunk, video_key=cam, episode_index=i)
             segs = _segments((ep.facts.get("cameras") or {}).get(cam) or {})
-            if segs is None:  # the file is this episode's, every frame of it
+            if ep.adopted:
+                _encode(version, ep, i, cam, target, note, table.num_rows)
+            elif segs is None:  # the file is this episode's, every frame of it
                 _copy_blob(version, ep.attachments[cam]["media_ref"], target)
                 copied += 1
             else:
@@ -297,7 +332,7 @@ def _write_v21(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     _jsonl(root / "meta" / "episodes_stats.jsonl", stats_rows)
     _jsonl(root / "meta" / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in tasks.items()])
     return {"episodes": len(eps), "frames": frames, "videos_copied": copied,
-            "videos_cut": len(eps) * len(cams) - copied}
+            "videos_cut": len(eps) * len(cams) - copied - len(note["encoded"])}
 
 
 def _next(pos: tuple[int, int], chunks: int) -> tuple[int, int]:
@@ -342,8 +377,12 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
                     video_of[(cam, ref)] = video_pos[cam]
                     target = root / V30_VIDEO.format(video_key=cam, chunk_index=video_pos[cam][0],
                                                      file_index=video_pos[cam][1])
-                    placed.update(_v30_video(version, eps, cam, ref, target, note))
-                    cut_files += any(k[0] == cam and k[2] == ref for k in placed)
+                    if ep.adopted:
+                        _encode(version, ep, i, cam, target, note, table.num_rows)
+                        placed[(cam, i, ref)] = (0.0, table.num_rows / float(ep.facts["fps"]))
+                    else:
+                        placed.update(_v30_video(version, eps, cam, ref, target, note))
+                        cut_files += any(k[0] == cam and k[2] == ref for k in placed)
                 c, f = video_of[(cam, ref)]
                 if (cam, i, ref) in placed:  # in a file cut to the exported episodes' frames
                     t0, t1 = placed[(cam, i, ref)]
@@ -374,7 +413,8 @@ def _write_v30(version, eps, tasks, task_map, cams, root: Path, note: dict) -> d
     layout = {"chunks_size": chunks, "data_files_size_in_mb": data_mb, "video_files_size_in_mb": video_mb,
               "data_path": V30_DATA, "video_path": V30_VIDEO if cams else None}
     _write_json(root / "meta" / "info.json", _info(eps, "v3.0", counts, layout))
-    return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of), "videos_cut": cut_files}
+    return {"episodes": len(eps), "frames": frames, "videos_copied": len(video_of) - len(note["encoded"]),
+            "videos_cut": cut_files}
 
 
 def _frames_in(version: Version, ref: str) -> int:

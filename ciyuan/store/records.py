@@ -42,6 +42,22 @@ def token_column(tokenizer: str) -> str:
     return TOKENS_PREFIX + re.sub(r"[^A-Za-z0-9_]+", "_", tokenizer)
 
 
+def token_key(tokenizer: str) -> str:
+    """The key a count read back from a shard has in ``record["tokens"]``: the column's name, less the prefix."""
+    return token_column(tokenizer)[len(TOKENS_PREFIX):]
+
+
+def name_token_counts(tokens: dict, tokenizers: list[str]) -> dict:
+    """``tokens`` keyed by schedule name (``episode-openvla``) where a shard gave the column-safe key
+    (``episode_openvla``), in place: a count read back is then the one kept, not a second beside it."""
+    for t in tokenizers:
+        key = token_key(t)
+        if key != t and key in tokens:
+            tokens.setdefault(t, tokens[key])
+            del tokens[key]
+    return tokens
+
+
 def record_schema(tokenizers: list[str], rejected: bool = False) -> pa.Schema:
     fields = list(BASE_FIELDS) + [pa.field(token_column(t), pa.int64(), nullable=False) for t in tokenizers]
     if rejected:

@@ -229,6 +229,35 @@ def test_tokens_recounted_through_the_schedule(home: Path, tmp_path: Path) -> No
     assert out["tokens_before"] - out["tokens_after"] == step(out, "episode_idle_trim")["tokens_removed"] > 27 * 6
 
 
+def test_recount_leaves_no_stale_count_beside_the_new_one(home: Path, tmp_path: Path) -> None:
+    """A trimmed episode read from a source shard has its count under the column's key
+    (``episode_openvla``); the recount must replace it, not add ``episode-openvla`` beside it, and an
+    unchanged episode's count is kept under the schedule's name, not counted a second time."""
+    from ciyuan.curate.curate import work_dir
+    from ciyuan.curate.executor import make_executor, run_recipe
+    from ciyuan.curate.recipes import load_recipe, recipe_sha256
+    from ciyuan.store import resolve
+    from ciyuan.tokens import get_schedule
+
+    src = ingest(write_v21(tmp_path / "r", [idle_episode(), episode(1, 24)]), "rc")
+    parent = resolve(src)
+    before = {r["meta"]["episode"]["episode_index"]: r["tokens"] for r in parent.iter_records()}
+    assert set(before[0]) == {"episode_openvla"}  # how a shard's column reads back
+    canon = load_recipe("robot-episodes")
+    sha = recipe_sha256(canon)
+    with make_executor("local", 1) as ex:
+        shards, _ = run_recipe(canon, sha, [parent.path(s["path"]) for s in parent.manifest["shards"]],
+                               work_dir(parent.id, sha), ex, parent.tokenizers)
+    recs = {r["meta"]["episode"]["episode_index"]: r for sh in shards for r in sh.records()}
+    sched = get_schedule("episode-openvla")
+    assert recs[0]["meta"]["curation"]["changed_by"] == ["episode_idle_trim"]
+    for i, rec in recs.items():
+        assert set(rec["tokens"]) == {"episode-openvla"}, (i, rec["tokens"])
+        assert rec["tokens"]["episode-openvla"] == sched.count_records([{**rec, "tokens": {}}])[0]
+    assert recs[0]["tokens"]["episode-openvla"] < before[0]["episode_openvla"]
+    assert recs[1]["tokens"]["episode-openvla"] == before[1]["episode_openvla"]
+
+
 def test_length_filter(home: Path, tmp_path: Path) -> None:
     ingest(write_v21(tmp_path / "l", [episode(0, 30), episode(1, 8), episode(2, 60)]), "len")
     out, ref = curate_recipe("len", tmp_path, [{"episode_filter": {"min_frames": 10, "max_s": 5.0}}])

@@ -139,11 +139,36 @@ def server_factory():
         srv.stop()
 
 
+def episode_market(ref: str, schedule: str = "episode-raw") -> SimpleNamespace:
+    """An episode version counted under ``schedule`` and listed by a provider; a buyer with a key and
+    100,000 CNY (the training-window tests)."""
+    from ciyuan.db import tx
+    from ciyuan.ledger import ledger
+    from ciyuan.ledger.money import parse_amount
+    from ciyuan.market import accounts, listings
+    from ciyuan.store import resolve
+    from ciyuan.store.token_cache import ensure_counts
+
+    v = resolve(ref)
+    ensure_counts(v, schedule)
+
+    def setup(sess):
+        accs = {n: accounts.create_account(sess, n, r) for n, r in [("prov", "provider"), ("alice", "buyer")]}
+        key = accounts.create_key(sess, "alice")[1]
+        ledger.deposit(sess, "dep-alice", accs["alice"].id, parse_amount("100000.00", "CNY"), "CNY")
+        return accs, key
+
+    accs, key = tx.run(setup)
+    listing = listings.publish(v.ref, provider="prov", price_per_mtok="1000.00", schedule=schedule, sample=0)
+    return SimpleNamespace(key=key, buyer=accs["alice"].id, listing=listing, version=v)
+
+
 @pytest.fixture
 def h() -> SimpleNamespace:
     """The helpers above, for test modules (importlib mode cannot import conftest)."""
     return SimpleNamespace(N_RECORDS=N_RECORDS, make_market=make_market, metered_entitlement=metered_entitlement,
-                           make_version=make_version, metered_tokens=metered_tokens)
+                           make_version=make_version, metered_tokens=metered_tokens,
+                           episode_market=episode_market)
 
 
 def metered_tokens(env, ent: str) -> int:

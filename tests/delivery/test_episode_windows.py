@@ -37,32 +37,16 @@ SCHEDULE = "episode-raw"
 
 
 @pytest.fixture
-def arm(home, server_factory, tmp_path) -> SimpleNamespace:
-    from ciyuan.ledger import ledger
-    from ciyuan.ledger.money import parse_amount
-    from ciyuan.market import accounts, listings
-    from ciyuan.store import resolve
-    from ciyuan.store.token_cache import ensure_counts
-
+def arm(home, server_factory, tmp_path, h) -> SimpleNamespace:
     root = lerobot_v30(tmp_path / "arm", lengths=LENGTHS, fps=FPS)
     res = CliRunner().invoke(app, ["ingest", str(root), "--dataset", "arm", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["records"] == len(LENGTHS)
-    v = resolve("arm")
-    ensure_counts(v, SCHEDULE)
-
-    def setup(sess):
-        accs = {n: accounts.create_account(sess, n, r) for n, r in [("prov", "provider"), ("alice", "buyer")]}
-        key = accounts.create_key(sess, "alice")[1]
-        ledger.deposit(sess, "dep-alice", accs["alice"].id, parse_amount("100000.00", "CNY"), "CNY")
-        return accs, key
-
-    accs, key = tx.run(setup)
-    listing = listings.publish(v.ref, provider="prov", price_per_mtok="1000.00", schedule=SCHEDULE, sample=0)
+    m = h.episode_market("arm", SCHEDULE)
     with av.open(str(root / "videos" / CAM / "chunk-000" / "file-000.mp4")) as c:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     table = pq.read_table(root / "data" / "chunk-000" / "file-000.parquet")
-    return SimpleNamespace(key=key, buyer=accs["alice"].id, listing=listing, frames=frames, table=table,
+    return SimpleNamespace(key=m.key, buyer=m.buyer, listing=m.listing, frames=frames, table=table,
                            srv=server_factory().start())
 
 

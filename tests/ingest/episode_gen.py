@@ -261,6 +261,19 @@ def hdf5_robomimic(path: Path, lengths=(30, 24), defects: dict | None = None, im
     return path
 
 
+def hold_still(path: Path, demo: int, upto: int) -> None:
+    """Demo ``demo`` of a robomimic file holds still, commanded 0, for its first ``upto`` frames (the
+    state and the camera those of frame ``upto``): an idle run for curation to trim."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        d = f[f"data/demo_{demo}"]
+        for key in ("obs/robot0_joint_pos", "states", "obs/agentview_image", "actions"):
+            arr = d[key][()]
+            arr[:upto] = 0 if key == "actions" else arr[upto]
+            d[key][...] = arr
+
+
 def hdf5_aloha(path: Path, n: int = 25, compress: bool = False) -> Path:
     """An ALOHA-style episode file: action, observations/qpos, qvel and images/top (``compress``: one
     JPEG a frame, zero-padded, with ``compress_len``, as ALOHA's recorder writes them)."""

@@ -131,3 +131,53 @@ def test_curated_export_loads_in_lerobot_dataset(home: Path, tmp_path: Path, tar
         img = draw(np.asarray(state + [0.0] * 4, np.float32))
         ys, xs = (img[..., 0] > 128).nonzero()
         assert abs(y - ys.mean()) <= 1.5 and abs(x - xs.mean()) <= 1.5, (ep, fi, y, x, ys.mean(), xs.mean())
+
+
+ADOPTED = r"""
+import json, sys
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+root, cam, action = sys.argv[1], sys.argv[2], sys.argv[3]
+ds = LeRobotDataset("ciyuan/export", root=root, video_backend="pyav")
+shapes = [list(ds[i][cam].shape) for i in range(ds.num_frames)]  # every frame decodes at its timestamp
+last = ds[ds.num_frames - 1]
+print(json.dumps({"frames": ds.num_frames, "episodes": ds.num_episodes, "fps": ds.fps, "features": sorted(ds.features),
+                  "shapes": sorted(set(map(tuple, shapes))), "episode": int(last["episode_index"]),
+                  "frame_index": int(last["frame_index"]), "action": [float(x) for x in last[action]],
+                  "task": last["task"]}))
+"""
+
+
+@pytest.mark.parametrize("source", ["robomimic", "rlds"])
+def test_hdf5_and_rlds_exports_load_in_lerobot_dataset(home: Path, tmp_path: Path, source: str) -> None:
+    """Episodes not read from LeRobot (their cameras encoded as H.264 by the export) load in
+    ``LeRobotDataset`` too: every frame's camera decodes, the last row's action is the source's."""
+    from episode_gen import arm, hdf5_robomimic, rlds
+
+    py = lerobot_python()
+    if py is None:
+        pytest.skip("no Python with lerobot 0.6: run `make lerobot-venv` or set CIYUAN_LEROBOT_PYTHON")
+    if source == "robomimic":
+        path, lengths, fps, cam, action = hdf5_robomimic(tmp_path / "d.hdf5", lengths=(20, 16)), (20, 16), 20.0, \
+            "obs.agentview_image", "actions"
+        size, task = [3, 32, 32], "Lift"
+    else:
+        path, lengths, fps, cam, action = rlds(tmp_path / "rlds", lengths=(12, 9, 7)), (12, 9, 7), 10.0, \
+            "observation.image", "action"
+        size, task = [3, SIZE[1], SIZE[0]], "pick up the red cube"
+    cli("ingest", str(path), "--dataset", "eps")
+    out = tmp_path / "export"
+    cli("export", "eps", "--format", "lerobot-v3.0", "--out", str(out))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_LEROBOT_HOME": str(tmp_path / "hf" / "lerobot")}
+    run = subprocess.run([py, "-c", ADOPTED, str(out), cam, action], capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (got["frames"], got["episodes"], got["fps"]) == (sum(lengths), len(lengths), fps)
+    assert {cam, action, "index", "task_index", "timestamp", "frame_index", "episode_index"} <= set(got["features"])
+    assert got["shapes"] == [size]
+    n = lengths[-1]
+    assert (got["episode"], got["frame_index"], got["task"]) == (len(lengths) - 1, n - 1, task)
+    want = arm(len(lengths) - 1, n, fps)[1][n - 1]
+    assert got["action"] == pytest.approx([float(x) for x in want], abs=1e-6)

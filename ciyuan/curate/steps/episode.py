@@ -35,11 +35,11 @@ def mark_episode_changed(step: Step, record: dict) -> None:
     toks = record.get("tokens") or {}
     if not toks:
         return
-    from ciyuan.store.records import TOKENS_PREFIX, token_column
+    from ciyuan.store.records import token_key
     from ciyuan.tokens import get_schedule, list_schedules
 
-    key = next(iter(toks))  # a shard's column name: the schedule's name with '-' made '_'
-    names = [s["name"] for s in list_schedules() if token_column(s["name"])[len(TOKENS_PREFIX):] == key]
+    key = next(iter(toks))  # a shard's column name (the schedule's name with '-' made '_'), or the name
+    names = [s["name"] for s in list_schedules() if key in (s["name"], token_key(s["name"]))]
     if not names:
         return
     before = token_count(record, key) or 0
