@@ -260,15 +260,29 @@ def build_card(version_dict: dict, manifest: dict, appraisal: dict | None = None
     if episodes:
         card["ciyuan:episodes"] = {k: episodes[k] for k in ("episodes", "frames", "features", "cameras", "robot_types")}
     if ap:
-        card["ciyuan:appraisal"] = {
+        card["ciyuan:appraisal"] = without_nulls({
             "quality": ap.get("quality", {}).get("score"),
             "uniqueness": ap.get("uniqueness", {}).get("score"),
             "unique_tokens": ap.get("tokens", {}).get("unique"),
             "utility": ap.get("utility"),
             "price": {k: ap.get("price", {}).get(k) for k in ("formula", "currency", "price_per_mtok")},
             "appraised_at": ap.get("appraised_at"),
-        }
+        })
     return card
+
+
+def without_nulls(value: Any) -> Any:
+    """``value`` without null members, and without the objects and lists that leaves empty.
+
+    JSON-LD drops a null, so an object of nulls (a recall not measured: no questions) becomes
+    ``{}``, and mlcroissant 1.1 recurses without end on an empty node; a card says nothing instead.
+    """
+    if isinstance(value, dict):
+        out = {k: without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: v for k, v in out.items() if v not in ({}, [])}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value if v is not None]
+    return value
 
 
 def media_files(media: dict | None) -> list[dict]:

@@ -72,14 +72,21 @@ def rows(inp: Input) -> int:
     return sum(meta.row_group(i).num_rows for i in groups)
 
 
+STAGED_PREFIX = "input-"  # children of a work folder the caller staged before the run (not cut by piece)
+
+
 def keep_layout(work: Path, inputs: list[Input]) -> None:
     """Start ``work`` afresh when it was made for another cut of the sources (a resume with another
-    worker count): its shard files are numbered by piece, so they would not fit."""
+    worker count): its shard files are numbered by piece, so they would not fit. What the caller
+    staged there before the run (names starting with :data:`STAGED_PREFIX`, such as a graph
+    version's attached shapes) is an input of the run, not a product of the cut, and stays."""
     layout = json.dumps([i.to_dict() if isinstance(i, Piece) else i for i in inputs])
     marker = work / "layout.json"
     same = marker.exists() and marker.read_text(encoding="utf-8") == layout
     if not same and work.exists():  # no marker: made by code that did not cut, or nothing yet
         for child in work.iterdir():
+            if child.name.startswith(STAGED_PREFIX):
+                continue
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
             else:

@@ -161,3 +161,12 @@ def test_schedule_other_than_the_shard_counts(home):
     b = engine.appraise(v.ref, seeds=(0, 1))
     assert a["tokenizer"] == "qwen" and b["tokenizer"] == "cl100k_base"
     assert a["tokens"]["total"] > 0 and a["tokens"]["total"] != b["tokens"]["total"]
+
+
+def test_card_facts_leave_out_nulls_that_would_make_empty_json_ld_nodes():
+    """A recall not measured (no questions) is all nulls: in JSON-LD that is an empty node, on which
+    mlcroissant recursed without end (the card test above failed so)."""
+    from ciyuan.appraise.card import without_nulls
+
+    facts = {"retrieval": {"questions": 0, "recall": {"bm25": {"recall@1": None}}, "modes": ["bm25", None]}, "x": []}
+    assert without_nulls(facts) == {"retrieval": {"questions": 0, "modes": ["bm25"]}}

@@ -28,7 +28,8 @@ from ciyuan.knowledge import rdf
 GRAPH: frozenset[str] = frozenset({"graph"})
 XSD = "http://www.w3.org/2001/XMLSchema#"
 STRING_TYPES = (XSD + "string", "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString")
-ATTACHED_DIR = "graph-attached"  # in a curation's work folder: the input version's ontology and shapes
+ATTACHED_DIR = "input-graph-attached"  # in a curation's work folder: the input version's ontology and shapes
+# (the "input-" prefix keeps it through pieces.keep_layout, which empties a folder cut another way)
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _AUTH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)\Z", re.S)
