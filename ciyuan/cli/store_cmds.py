@@ -36,7 +36,8 @@ def ingest_ticker(bar: Progress) -> Callable[[IngestProgress], None]:
 
 def ingest_cmd(
     sources: list[str] = typer.Argument(..., help="Files or folders: JSONL (.gz/.zst), Parquet, CSV, .txt/.md, "
-                                        "media folders, HF imagefolder/audiofolder, WebDataset .tar."),
+                                        "media folders, HF imagefolder/audiofolder, WebDataset .tar, "
+                                        "RDF (.ttl .nt .nq .trig .rdf .jsonld)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name; a new version is added to it."),
     fmt: str = typer.Option("auto", "--format", help="auto|jsonl|parquet|csv|text, or a registered reader"),
     text_field: str = typer.Option("text", "--text-field", help="Field that holds the text."),
@@ -62,7 +63,8 @@ def ingest_cmd(
 
     Media layouts are detected too: a folder of media files with .txt/.json sidecars, a Hugging Face
     imagefolder/audiofolder (metadata.jsonl or .csv), WebDataset .tar shards, Parquet with Image/Audio
-    columns, LeRobot v2.1/v3.0 folders and robomimic/ALOHA HDF5 demonstrations (docs/ingest.md)."""
+    columns, LeRobot v2.1/v3.0 folders and robomimic/ALOHA HDF5 demonstrations (docs/ingest.md); and
+    RDF graphs (Turtle, N-Triples, N-Quads, TriG, RDF/XML, JSON-LD), one record a subject (docs/knowledge.md)."""
     from ciyuan.ingest.run import ingest, parse_renames
 
     with errors(as_json), progress(not as_json, unit="bytes") as bar:
