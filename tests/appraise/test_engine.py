@@ -116,11 +116,12 @@ def test_card_validates_and_loads_with_mlcroissant(home, tmp_path):
     res = subprocess.run([str(exe), "validate", "--jsonld", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     in_version = Path(v.location) / "croissant.json"
-    res = subprocess.run(
-        [str(exe), "load", "--jsonld", str(in_version), "--record_set", "records", "--num_records", "400"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
+    load = [str(exe), "load", "--jsonld", str(in_version), "--record_set", "records", "--num_records", "400"]
+    res = subprocess.run(load, capture_output=True, text=True, timeout=300)
+    if res.returncode < 0:  # mlcroissant's process died by a signal (SIGABRT seen once in a loaded CI run): once more
+        print(f"mlcroissant load died by signal {-res.returncode}; stderr began: {res.stderr[:1500]}")
+        res = subprocess.run(load, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[:3000]
     rows = [ln for ln in res.stdout.splitlines() if ln.startswith("{'records/id'")]
     assert len(rows) == 320
     assert json.loads(out.read_text())["recordSet"][0]["@id"] == "records"
