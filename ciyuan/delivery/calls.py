@@ -81,7 +81,7 @@ def find_entitlement(sess: Session, buyer_id: str, listing_id: str) -> str:
     raise NotFound(
         f"you hold no entitlement of listing {listing_id} with tokens left" if rows else
         f"you hold no entitlement of listing {listing_id}",
-        hint=f"quote it (POST /v1/quotes with listing_id {listing_id} and a token_budget) and order the quote "
+        hint=f"quote it (POST /v1/quotes with listing_id {listing_id} and selection.token_budget) and order the quote "
              "(POST /v1/metered-orders to pay per call): its tokens are your call budget",
         code="no_entitlement",
     )
