@@ -7,14 +7,14 @@ errors, gateway statuses) return the first answer and are billed once.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 
 class KnowledgeCalls:
-    """Mixed into :class:`ciyuan.sdk.Client` (which provides ``_json``)."""
+    """Mixed into :class:`ciyuan.sdk.Client`, whose ``_json`` sends the request."""
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:  # pragma: no cover - the Client's
-        raise NotImplementedError
+    _json: Callable[..., Any]  # declared, not defined: the Client's method is the one called
 
     def sparql(self, listing_id: str, query: str, *, max_rows: int = 1000, max_tokens: int = 4096,
                timeout_s: float = 10.0, entitlement_id: str | None = None,

@@ -5,11 +5,18 @@ left one worker idle for the whole run. The cut must not change any decision: pi
 the shard's records in order, and global steps order records by (piece, row).
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from corpus import planted_corpus
 
 from ciyuan.curate import executor, pieces
 from ciyuan.curate.curate import curate
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -67,12 +74,21 @@ def test_cutting_one_shard_changes_no_decision_and_keeps_both_workers_busy(one_s
     assert first[0].shards == len(groups) and first[-1].shards_done == len(groups)
 
 
-def test_the_driver_loads_what_every_worker_needs_before_the_pool_forks(one_shard_many_groups):
-    """With pieces every worker runs every step: the language model is loaded once, in the driver."""
-    from ciyuan.curate.steps.langid import _detector
+def test_the_driver_loads_what_every_worker_needs_before_the_pool_forks(one_shard_many_groups, home):
+    """With pieces every worker runs every step: the language model is loaded once, in the driver.
 
-    if executor._pool_context().get_start_method() != "fork":
-        pytest.skip("workers are spawned here: nothing is shared")
-    _detector.cache_clear()
-    curate(one_shard_many_groups.ref, steps="normalize,langid", workers=2)
-    assert _detector.cache_info().currsize == 1
+    Run in a fresh interpreter: a pytest-xdist worker has threads, so its pools spawn and share
+    nothing; a user's `ciyuan curate` has none, and forks.
+    """
+    code = (
+        "from ciyuan.curate import executor\n"
+        "from ciyuan.curate.curate import curate\n"
+        "from ciyuan.curate.steps.langid import _detector\n"
+        "assert executor._pool_context().get_start_method() == 'fork', 'no fork here'\n"
+        f"curate({one_shard_many_groups.ref!r}, steps='normalize,langid', workers=2)\n"
+        "print(_detector.cache_info().currsize)\n"
+    )
+    env = {**os.environ, "CIYUAN_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split()[-1] == "1"  # the driver holds the model the forked workers used
